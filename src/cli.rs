@@ -1,0 +1,80 @@
+//! The command line (SPEC §3): one clap enum, one `match`, one module per subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::dirs::Dirs;
+use crate::error::{Error, ExitStatus};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "phantom_ci",
+    version,
+    about = "A secure, headless, self-hosted CI runner: started by a git hook, a timer or you; runs, records, exits",
+    after_help = "Without a subcommand, phantom_ci runs `tick`."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Directory of Repo.toml and .env [env: PHANTOM_CI_CONFIG_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Directory of run records, workspaces and state [env: PHANTOM_CI_DATA_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a repo's workflow now, in the foreground (to debug a workflow)
+    Run(commands::run::RunArgs),
+    /// Validate a workflow file, or every workflow of the repository at PATH, and print the plan
+    Check(commands::check::CheckArgs),
+}
+
+/// What every command gets: the directories in force.
+pub struct Context {
+    pub dirs: Dirs,
+}
+
+pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
+    disable_git_owner_check()?;
+    let dirs = Dirs::resolve(cli.global.config_dir, cli.global.data_dir)?;
+    let ctx = Context { dirs };
+    match cli.command {
+        Some(Command::Run(args)) => commands::run::run(args, &ctx),
+        Some(Command::Check(args)) => commands::check::run(args, &ctx),
+        None => Err(Error::Usage(
+            "`tick` is not built yet: give a subcommand (see `phantom_ci --help`)".into(),
+        )),
+    }
+}
+
+/// A configured repository is trusted whatever its owner: the operator named it (SPEC §2.1). Without
+/// this, libgit2 refuses repositories owned by another user ("dubious ownership"), so a root `tick`
+/// over repositories owned by `git` would fail.
+#[allow(unsafe_code)]
+fn disable_git_owner_check() -> Result<(), Error> {
+    // SAFETY: libgit2's global options are not thread-safe; this runs once at start-up, before phantom_ci
+    // starts any thread or opens any repository.
+    unsafe { git2::opts::set_verify_owner_validation(false) }
+        .map_err(|e| Error::Other(format!("cannot configure libgit2: {}", e.message())))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,86 @@
+//! `phantom_ci check [PATH]`: validate workflows and print the plan; nothing runs.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::Context;
+use crate::error::{Error, ExitStatus};
+use crate::git::{self, MAX_WORKFLOW_SIZE, TreeFile};
+use crate::workflow::Workflow;
+
+/// A workflow's name, and its bytes or why they could not be read.
+type Found = (String, Result<Vec<u8>, String>);
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A workflow file, or a git repository whose HEAD's workflows are all checked [default: .]
+    pub path: Option<PathBuf>,
+}
+
+pub fn run(args: CheckArgs, _ctx: &Context) -> Result<ExitStatus, Error> {
+    let path = args.path.unwrap_or_else(|| PathBuf::from("."));
+    let workflows: Vec<Found> = if path.is_file() {
+        let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+        vec![(path.display().to_string(), Ok(bytes))]
+    } else {
+        from_repository(&path)?
+    };
+    if workflows.is_empty() {
+        return Err(Error::Usage(format!(
+            "`{}` has no workflow at HEAD: add `workflow/<branch>.toml` or `workflow.toml`",
+            path.display()
+        )));
+    }
+    let mut status = ExitStatus::Success;
+    for (file, bytes) in workflows {
+        match bytes.and_then(|b| Workflow::parse(&file, &b).map_err(|e| e.to_string())) {
+            Ok(workflow) => print_plan(&workflow),
+            Err(message) => {
+                eprintln!("{message}");
+                status = ExitStatus::RunFailed;
+            }
+        }
+    }
+    Ok(status)
+}
+
+fn from_repository(path: &std::path::Path) -> Result<Vec<Found>, Error> {
+    let repo = git2::Repository::discover(path).map_err(|e| {
+        Error::Usage(format!(
+            "`{}` is neither a workflow file nor inside a git repository: {}",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    let head = git::resolve_commit(&repo, "HEAD")?;
+    let mut workflows = Vec::new();
+    for file in git::workflow_paths(&repo, head)? {
+        let bytes = match git::read_tree_file(&repo, head, &file, MAX_WORKFLOW_SIZE)? {
+            TreeFile::File(bytes) => Ok(bytes),
+            TreeFile::Invalid(why) => Err(format!("invalid workflow: {why}")),
+            TreeFile::Missing => continue,
+        };
+        workflows.push((file, bytes));
+    }
+    Ok(workflows)
+}
+
+fn print_plan(workflow: &Workflow) {
+    let count = workflow.steps.len();
+    println!(
+        "{}: {count} step{}",
+        crate::sanitize::terminal(&workflow.file),
+        if count == 1 { "" } else { "s" }
+    );
+    for step in &workflow.steps {
+        match step.timeout {
+            Some(timeout) => println!(
+                "  {} (timeout {})",
+                step.label(),
+                humantime::format_duration(timeout)
+            ),
+            None => println!("  {}", step.label()),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `phantom_ci run <REPO>`: run a repo's workflow now, in the foreground.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::cli::Context;
+use crate::config::{self, Config, Location, Repo};
+use crate::error::{Error, ExitStatus};
+use crate::git;
+use crate::records::{RunResult, Trigger};
+use crate::runner::{self, Request};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A repo name from Repo.toml, or the path of a local git repository
+    pub repo: String,
+    /// Run this branch instead of the repo's `target_branch`
+    #[arg(long, value_name = "B")]
+    pub branch: Option<String>,
+    /// Run this exact revision (a commit id, tag, `HEAD~2`, …) instead of the branch tip
+    #[arg(long, value_name = "REV")]
+    pub commit: Option<String>,
+    /// Keep the workspace after the run and print its path
+    #[arg(long)]
+    pub keep: bool,
+    /// Run the steps as this user instead of the repo's `run_as`
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+}
+
+pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+    let config = Config::load(&ctx.dirs.repo_toml())?;
+    let mut repo = find_repo(&config, &args.repo, args.branch.as_deref())?;
+    if let Some(branch) = args.branch {
+        config::validate_branch(&branch).map_err(Error::Usage)?;
+        repo.branch = branch;
+    }
+    if let Some(user) = args.run_as {
+        repo.run_as = Some(user);
+    }
+    let source = runner::open_source(&repo).map_err(Error::Other)?;
+    let commit = match &args.commit {
+        Some(rev) => git::resolve_commit(&source, rev)?,
+        None => git::branch_tip(&source, &repo.branch)?,
+    };
+    drop(source);
+    let request = Request {
+        branch: repo.branch.clone(),
+        repo,
+        commit,
+        trigger: Trigger::Manual,
+        keep_workspace: args.keep,
+    };
+    let finished = runner::execute(&ctx.dirs, &request, Some(Box::new(std::io::stdout())))?;
+    Ok(match finished.record.result {
+        RunResult::Success => ExitStatus::Success,
+        _ => ExitStatus::RunFailed,
+    })
+}
+
+/// A configured name; or a path, matched against the configured local paths, else run with defaults
+/// under the directory's name.
+fn find_repo(config: &Config, arg: &str, branch: Option<&str>) -> Result<Repo, Error> {
+    if let Some(repo) = config.get(arg) {
+        return Ok(repo.clone());
+    }
+    let path = Path::new(arg);
+    let Ok(canonical) = path.canonicalize() else {
+        return Err(Error::Usage(format!(
+            "no repo `{}` in Repo.toml and no directory `{}`; see `phantom_ci list`",
+            crate::sanitize::terminal(arg),
+            crate::sanitize::terminal(arg)
+        )));
+    };
+    let configured = config.repos.iter().find(|repo| {
+        let same_path = matches!(&repo.location, Location::Local(p)
+            if p.canonicalize().is_ok_and(|p| p == canonical));
+        same_path && branch.is_none_or(|b| b == repo.branch)
+    });
+    if let Some(repo) = configured {
+        return Ok(repo.clone());
+    }
+    let source = git::open(&canonical)?;
+    let branch = git::head_branch(&source).ok_or_else(|| {
+        Error::Usage(format!(
+            "`{}` has a detached HEAD; say which branch to run with --branch",
+            canonical.display()
+        ))
+    })?;
+    let dir_name = canonical
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = dir_name
+        .strip_suffix(".git")
+        .unwrap_or(&dir_name)
+        .to_string();
+    config::validate_repo_name(&name).map_err(|e| {
+        Error::Usage(format!(
+            "{e}: the run records of `{}` are named after its directory; add it to Repo.toml \
+             under a valid name with `phantom_ci add`",
+            canonical.display()
+        ))
+    })?;
+    Ok(Repo::ad_hoc(name, PathBuf::from(&canonical), branch))
+}

@@ -1,0 +1,32 @@
+//! phantom_ci: a secure, headless, self-hosted CI runner.
+//!
+//! It is a one-shot executor: a git hook, a systemd timer or a person starts it, it runs the workflow
+//! of every branch that moved, records the result and exits. The modules read like the architecture:
+//!
+//! - [`config`]: `Repo.toml`, the operator's trusted configuration;
+//! - [`workflow`]: `workflow/<branch>.toml`, the pusher's untrusted list of steps;
+//! - [`git`]: everything phantom_ci asks of a repository;
+//! - [`workspace`]: the scratch working tree a run builds in, and its artifacts;
+//! - [`runner`]: one run of one commit — steps, output, timeouts;
+//! - [`records`]: what a run leaves behind under the data dir;
+//! - [`commands`]: one module per subcommand, the only place that prints.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod atomic_file;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod dirs;
+pub mod error;
+pub mod git;
+pub mod lock;
+pub mod output;
+pub mod privilege;
+pub mod records;
+pub mod runner;
+pub mod sanitize;
+pub mod units;
+pub mod workflow;
+pub mod workspace;
+
+pub use error::{Error, ExitStatus};

@@ -1,0 +1,189 @@
+//! Who the steps run as (SPEC §4.3): never root unless the operator says so, and when phantom_ci is root
+//! and `run_as` names another user, that user's uid, primary gid and supplementary groups — dropped in
+//! the child before `exec`, so a step can never run as root by mistake.
+
+use std::ffi::CString;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::unistd::{Gid, Uid, User, geteuid, getgrouplist, setgid, setgroups, setuid};
+
+use crate::config::Limits;
+
+/// The user steps run as.
+#[derive(Debug, Clone)]
+pub struct StepUser {
+    pub name: String,
+    pub uid: Uid,
+    pub gid: Gid,
+    pub groups: Vec<Gid>,
+    pub home: PathBuf,
+    /// Whether phantom_ci must switch to this user (it is root and the user is not).
+    pub switch: bool,
+}
+
+/// Decides the step user for a repo whose `run_as` is `run_as`. The error is the message of an `error` run.
+pub fn step_user(repo: &str, run_as: Option<&str>) -> Result<StepUser, String> {
+    let euid = geteuid();
+    let me = User::from_uid(euid).ok().flatten().ok_or_else(|| {
+        format!("phantom_ci runs as uid {euid}, which has no entry in the user database")
+    })?;
+    let wanted = match run_as {
+        None if euid.is_root() => {
+            return Err(format!(
+                "phantom_ci is running as root and repo `{repo}` has no `run_as`: steps never run as \
+                 root unless you say so. Set `run_as = \"<user>\"` in Repo.toml (a user without \
+                 privileges), or `run_as = \"root\"` to allow root (`--run-as root` for `phantom_ci run`)"
+            ));
+        }
+        None => return from_user(me, false),
+        Some(name) if name == me.name => return from_user(me, false),
+        Some(name) => name,
+    };
+    if !euid.is_root() {
+        return Err(format!(
+            "repo `{repo}` has `run_as = \"{wanted}\"`, but phantom_ci runs as `{}` and only root can \
+             switch users; run phantom_ci as root, or as `{wanted}`",
+            me.name
+        ));
+    }
+    let user = User::from_name(wanted)
+        .map_err(|e| format!("cannot look up the `run_as` user `{wanted}`: {e}"))?
+        .ok_or_else(|| format!("the `run_as` user `{wanted}` of repo `{repo}` does not exist"))?;
+    from_user(user, true)
+}
+
+fn from_user(user: User, switch: bool) -> Result<StepUser, String> {
+    let groups = if switch {
+        let name = CString::new(user.name.clone())
+            .map_err(|_| format!("invalid user name `{}`", user.name))?;
+        getgrouplist(&name, user.gid)
+            .map_err(|e| format!("cannot list the groups of `{}`: {e}", user.name))?
+    } else {
+        Vec::new()
+    };
+    Ok(StepUser {
+        name: user.name,
+        uid: user.uid,
+        gid: user.gid,
+        groups,
+        home: user.dir,
+        switch,
+    })
+}
+
+/// Resource limits as `setrlimit` takes them, never above the current hard limit (which an unprivileged
+/// process — or a root without CAP_SYS_RESOURCE — cannot raise).
+pub fn rlimits(limits: &Limits) -> Vec<(Resource, u64)> {
+    let wanted = [
+        (Resource::RLIMIT_NOFILE, limits.nofile),
+        (Resource::RLIMIT_NPROC, limits.nproc),
+        (Resource::RLIMIT_CPU, limits.cpu.map(|d| d.as_secs().max(1))),
+        (Resource::RLIMIT_FSIZE, limits.fsize),
+        (Resource::RLIMIT_AS, limits.address_space),
+    ];
+    wanted
+        .into_iter()
+        .filter_map(|(resource, value)| {
+            let value = value?;
+            let hard = getrlimit(resource).map_or(u64::MAX, |(_, hard)| hard);
+            Some((resource, value.min(hard)))
+        })
+        .collect()
+}
+
+/// Arranges for the child to take on `user` and `limits` between `fork` and `exec`.
+#[allow(unsafe_code)]
+pub fn apply(command: &mut Command, user: &StepUser, limits: Vec<(Resource, u64)>) {
+    let switch = user
+        .switch
+        .then(|| (user.uid, user.gid, user.groups.clone()));
+    if switch.is_none() && limits.is_empty() {
+        return;
+    }
+    // SAFETY: the closure runs in the child after fork, before exec. It only makes system calls
+    // (setrlimit, setgroups, setgid, setuid) on values computed before the fork: it does not allocate,
+    // lock or touch state another thread could hold. Order matters: groups and gid while still root,
+    // uid last; any failure aborts the spawn, so the step never runs with the privileges it should drop.
+    unsafe {
+        command.pre_exec(move || {
+            for (resource, value) in &limits {
+                setrlimit(*resource, *value, *value)?;
+            }
+            if let Some((uid, gid, groups)) = &switch {
+                setgroups(groups)?;
+                setgid(*gid)?;
+                setuid(*uid)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Checks that `user` can reach `dir`: every directory from `/` down must be searchable by it.
+/// Returns the first one that is not.
+pub fn unreachable_parent(user: &StepUser, dir: &Path) -> Option<PathBuf> {
+    if user.uid.is_root() {
+        return None;
+    }
+    let mut path = PathBuf::new();
+    for component in dir.components() {
+        path.push(component);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return Some(path);
+        };
+        let mode = meta.mode();
+        let allowed = if meta.uid() == user.uid.as_raw() {
+            mode & 0o100 != 0
+        } else if meta.gid() == user.gid.as_raw()
+            || user.groups.iter().any(|g| g.as_raw() == meta.gid())
+        {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !allowed {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// Gives `path` and everything below it (without following symbolic links) to `user`.
+pub fn chown_tree(path: &Path, user: &StepUser) -> std::io::Result<()> {
+    let (uid, gid) = (Some(user.uid.as_raw()), Some(user.gid.as_raw()));
+    std::os::unix::fs::lchown(path, uid, gid)?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), user)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_needs_run_as() {
+        let result = step_user("app", None);
+        if geteuid().is_root() {
+            let message = result.unwrap_err();
+            assert!(
+                message.contains("run_as = \\\"root\\\"") || message.contains("run_as = \"root\"")
+            );
+        } else {
+            assert!(!result.unwrap().switch);
+        }
+    }
+
+    #[test]
+    fn unknown_user_is_an_error_for_root_and_a_refusal_otherwise() {
+        let message = step_user("app", Some("no-such-user-phantom")).unwrap_err();
+        assert!(message.contains("no-such-user-phantom"), "{message}");
+    }
+}

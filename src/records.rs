@@ -1,0 +1,230 @@
+//! What a run leaves behind: `<data>/runs/<repo>/<run>/{run.json,log,artifacts/}` (SPEC §4.1).
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file;
+use crate::dirs::Dirs;
+use crate::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Hook,
+    Tick,
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    Success,
+    Failure,
+    Error,
+    Timeout,
+    Aborted,
+    Rejected,
+    Running,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::Failure => "failure",
+            RunResult::Error => "error",
+            RunResult::Timeout => "timeout",
+            RunResult::Aborted => "aborted",
+            RunResult::Rejected => "rejected",
+            RunResult::Running => "running",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepResult {
+    Success,
+    Failure,
+    Timeout,
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub index: u64,
+    pub name: Option<String>,
+    pub run: String,
+    pub result: StepResult,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ms: u64,
+}
+
+/// `run.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub repo: String,
+    pub run: u64,
+    pub branch: String,
+    pub commit: String,
+    pub trigger: Trigger,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: u64,
+    pub result: RunResult,
+    pub message: Option<String>,
+    pub steps: Vec<StepRecord>,
+}
+
+impl RunRecord {
+    /// The step that ended the run, if one did.
+    pub fn failed_step(&self) -> Option<&StepRecord> {
+        self.steps
+            .iter()
+            .find(|s| matches!(s.result, StepResult::Failure | StepResult::Timeout))
+    }
+}
+
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// The directory of one run, numbered and created.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub number: u64,
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn log(&self) -> PathBuf {
+        self.path.join("log")
+    }
+
+    pub fn artifacts(&self) -> PathBuf {
+        self.path.join("artifacts")
+    }
+
+    pub fn json(&self) -> PathBuf {
+        self.path.join("run.json")
+    }
+
+    /// Writes `run.json` atomically.
+    pub fn write(&self, record: &RunRecord) -> Result<(), Error> {
+        let mut bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| Error::Other(format!("cannot serialise run.json: {e}")))?;
+        bytes.push(b'\n');
+        atomic_file::write(&self.json(), &bytes)
+            .map_err(|e| Error::io("cannot write", self.json(), e))
+    }
+}
+
+/// Creates the next run directory of `repo`. Numbers are never reused: the last one handed out is kept
+/// in `<data>/runs/<repo>/last`, so pruning old runs does not bring their numbers back. The caller holds
+/// the repo's lock.
+pub fn allocate(dirs: &Dirs, repo: &str) -> Result<RunDir, Error> {
+    let runs = dirs.runs(repo);
+    std::fs::create_dir_all(&runs).map_err(|e| Error::io("cannot create", &runs, e))?;
+    let counter = runs.join("last");
+    let last_recorded = std::fs::read_to_string(&counter)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let last_present = numbers(&runs).last().copied().unwrap_or(0);
+    let mut number = last_recorded.max(last_present) + 1;
+    loop {
+        let path = runs.join(number.to_string());
+        match std::fs::create_dir(&path) {
+            Ok(()) => {
+                atomic_file::write(&counter, format!("{number}\n").as_bytes())
+                    .map_err(|e| Error::io("cannot write", &counter, e))?;
+                return Ok(RunDir { number, path });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => number += 1,
+            Err(e) => return Err(Error::io("cannot create", path, e)),
+        }
+    }
+}
+
+/// The run numbers present for a repo, ascending.
+fn numbers(runs: &Path) -> Vec<u64> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(runs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+pub fn run_dir(dirs: &Dirs, repo: &str, number: u64) -> RunDir {
+    RunDir {
+        number,
+        path: dirs.runs(repo).join(number.to_string()),
+    }
+}
+
+/// The run numbers recorded for `repo`, ascending.
+pub fn list(dirs: &Dirs, repo: &str) -> Vec<u64> {
+    numbers(&dirs.runs(repo))
+}
+
+pub fn load(dirs: &Dirs, repo: &str, number: u64) -> Result<RunRecord, Error> {
+    let path = run_dir(dirs, repo, number).json();
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Other(format!(
+            "`{}` is not a valid run record: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// The newest readable record of `repo` other than run `except`.
+pub fn last(dirs: &Dirs, repo: &str, except: Option<u64>) -> Option<RunRecord> {
+    list(dirs, repo)
+        .into_iter()
+        .rev()
+        .filter(|n| Some(*n) != except)
+        .find_map(|n| load(dirs, repo, n).ok())
+}
+
+/// Deletes the oldest runs so that at most `keep` remain.
+pub fn prune(dirs: &Dirs, repo: &str, keep: u32) -> Result<(), Error> {
+    let numbers = list(dirs, repo);
+    let excess = numbers.len().saturating_sub(keep as usize);
+    for number in &numbers[..excess] {
+        let path = run_dir(dirs, repo, *number).path;
+        std::fs::remove_dir_all(&path).map_err(|e| Error::io("cannot prune", path, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs(root: &Path) -> Dirs {
+        Dirs {
+            config: root.join("config"),
+            data: root.join("data"),
+        }
+    }
+
+    #[test]
+    fn numbers_are_never_reused_after_pruning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = dirs(tmp.path());
+        for expected in 1..=3 {
+            assert_eq!(allocate(&dirs, "app").unwrap().number, expected);
+        }
+        prune(&dirs, "app", 1).unwrap();
+        assert_eq!(list(&dirs, "app"), [3]);
+        std::fs::remove_dir_all(dirs.runs("app").join("3")).unwrap();
+        assert_eq!(allocate(&dirs, "app").unwrap().number, 4);
+    }
+}

@@ -1,0 +1,63 @@
+//! The environment a step starts with (SPEC §4.2): built from nothing, never inherited.
+
+use std::path::Path;
+
+use crate::config::Repo;
+use crate::privilege::StepUser;
+
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// What the run knows that steps get as `PHANTOM_CI_*`.
+pub struct RunVars<'a> {
+    pub run: u64,
+    pub branch: &'a str,
+    pub commit: &'a str,
+    pub previous_commit: Option<&'a str>,
+    pub workspace: &'a Path,
+    pub artifacts: &'a Path,
+}
+
+/// The full environment of every step of a run, in the order SPEC §4.2 gives; later entries win.
+pub fn step_env(repo: &Repo, user: &StepUser, vars: &RunVars) -> Vec<(String, String)> {
+    let own = |name: &str| std::env::var(name).ok();
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |name: &str, value: String| {
+        env.retain(|(n, _)| n != name);
+        env.push((name.to_string(), value));
+    };
+    set(
+        "PATH",
+        own("PATH").unwrap_or_else(|| DEFAULT_PATH.to_string()),
+    );
+    set("HOME", user.home.to_string_lossy().into_owned());
+    set("USER", user.name.clone());
+    if let Some(lang) = own("LANG") {
+        set("LANG", lang);
+    }
+    set("CI", "true".into());
+    set("PHANTOM_CI", "true".into());
+    set("PHANTOM_CI_REPO", repo.name.clone());
+    set("PHANTOM_CI_BRANCH", vars.branch.to_string());
+    set("PHANTOM_CI_COMMIT", vars.commit.to_string());
+    if let Some(previous) = vars.previous_commit {
+        set("PHANTOM_CI_PREVIOUS_COMMIT", previous.to_string());
+    }
+    set("PHANTOM_CI_RUN", vars.run.to_string());
+    set(
+        "PHANTOM_CI_WORKSPACE",
+        vars.workspace.to_string_lossy().into_owned(),
+    );
+    set(
+        "PHANTOM_CI_ARTIFACTS",
+        vars.artifacts.to_string_lossy().into_owned(),
+    );
+    for (name, value) in &repo.env {
+        set(name, value.clone());
+    }
+    for name in &repo.pass_env {
+        if let Some(value) = own(name) {
+            set(name, value);
+        }
+    }
+    env
+}

@@ -1,0 +1,433 @@
+//! One run of one commit: record it, read the workflow, prepare the workspace, run the steps, clean up.
+//!
+//! Everything that can go wrong once the run has a number becomes part of its record (result `error`,
+//! `failure`, `timeout`, …); only a failure to create the record itself is an [`Error`].
+
+pub mod env;
+pub mod step;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use git2::{Oid, Repository};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::config::{KeepWorkspace, Location, Repo, Sandbox};
+use crate::dirs::Dirs;
+use crate::error::Error;
+use crate::git::{self, MAX_WORKFLOW_SIZE, TreeFile};
+use crate::lock::RepoLock;
+use crate::output::Output;
+use crate::privilege::{self, StepUser};
+use crate::records::{self, RunDir, RunRecord, RunResult, StepRecord, StepResult, Trigger};
+use crate::sanitize;
+use crate::workflow::{self, Workflow};
+use crate::workspace::Workspace;
+
+/// What to run: a repo, a branch and the exact commit, fixed before the run starts.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub repo: Repo,
+    pub branch: String,
+    pub commit: Oid,
+    pub trigger: Trigger,
+    /// Keep the workspace whatever `keep_workspace` says (`run --keep`).
+    pub keep_workspace: bool,
+}
+
+/// A run that ended, and where to find what it left.
+#[derive(Debug)]
+pub struct Finished {
+    pub record: RunRecord,
+    pub log: PathBuf,
+    pub kept_workspace: Option<PathBuf>,
+}
+
+/// How a run ended, before it is written down.
+struct Conclusion {
+    result: RunResult,
+    message: Option<String>,
+}
+
+impl Conclusion {
+    fn error(message: impl Into<String>) -> Conclusion {
+        Conclusion {
+            result: RunResult::Error,
+            message: Some(message.into()),
+        }
+    }
+}
+
+/// Opens the repository a repo's commits come from.
+pub fn open_source(repo: &Repo) -> Result<Repository, String> {
+    match &repo.location {
+        Location::Local(path) => git::open(path).map_err(|e| e.to_string()),
+        Location::Url(url) => match url.strip_prefix("file://") {
+            Some(path) => git::open(std::path::Path::new(path)).map_err(|e| e.to_string()),
+            None => Err(format!(
+                "repo `{}`: fetching from `{url}` is not supported yet; clone it and point `path` at \
+                 the local repository",
+                repo.name
+            )),
+        },
+    }
+}
+
+/// Settings whose feature is not built yet are accepted only at their default value.
+fn unsupported(repo: &Repo) -> Option<String> {
+    let mut keys = Vec::new();
+    if repo.sandbox != Sandbox::None {
+        keys.push("sandbox");
+    }
+    if repo.require_signed {
+        keys.push("require_signed");
+    }
+    if repo.notify != crate::config::Notify::Always {
+        keys.push("notify");
+    }
+    if keys.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "repo `{}`: {} not supported yet by this version of phantom_ci; remove {} from Repo.toml",
+        repo.name,
+        keys.iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if keys.len() == 1 { "it" } else { "them" },
+    ))
+}
+
+/// Runs `request` to its end. `console` receives the live output (phantom_ci's stdout), if anyone watches.
+pub fn execute(
+    dirs: &Dirs,
+    request: &Request,
+    console: Option<Box<dyn Write + Send>>,
+) -> Result<Finished, Error> {
+    let repo = &request.repo;
+    let _lock = RepoLock::acquire(dirs, &repo.name, true)?;
+    let previous = records::last(dirs, &repo.name, None);
+    let run_dir = records::allocate(dirs, &repo.name)?;
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let mut record = RunRecord {
+        repo: repo.name.clone(),
+        run: run_dir.number,
+        branch: request.branch.clone(),
+        commit: request.commit.to_string(),
+        trigger: request.trigger,
+        started_at: records::rfc3339(started_at),
+        finished_at: None,
+        duration_ms: 0,
+        result: RunResult::Running,
+        message: None,
+        steps: Vec::new(),
+    };
+    let log = File::create(run_dir.log());
+    let written = log
+        .map_err(|e| Error::io("cannot create", run_dir.log(), e))
+        .and_then(|log| run_dir.write(&record).map(|()| log));
+    let log = match written {
+        Ok(log) => log,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&run_dir.path);
+            return Err(Error::Other(format!("the run does not start: {e}")));
+        }
+    };
+    let mut out = Output::new(console, log, repo.log_limit);
+    out.line(&format!(
+        "==> {} #{} · {} · {} · {}",
+        repo.name,
+        run_dir.number,
+        sanitize::terminal(&request.branch),
+        short(&record.commit),
+        trigger_name(request.trigger),
+    ));
+
+    let mut run = Run {
+        dirs,
+        request,
+        run_dir: &run_dir,
+        record: &mut record,
+        out: &mut out,
+        previous_commit: previous.map(|p| p.commit),
+        deadline: started + repo.timeout,
+        kept_workspace: None,
+    };
+    let conclusion = run.conduct();
+    let kept_workspace = run.kept_workspace.take();
+
+    record.result = conclusion.result;
+    record.message = conclusion.message;
+    record.finished_at = Some(records::rfc3339(SystemTime::now()));
+    record.duration_ms = millis(started.elapsed());
+    if let Some(message) = &record.message {
+        out.line(&format!(
+            "==> {}: {}",
+            record.result.as_str(),
+            sanitize::terminal(message)
+        ));
+    }
+    if let Some(path) = &kept_workspace {
+        out.line(&format!("==> workspace kept at {}", path.display()));
+    }
+    out.line(&format!(
+        "==> {} #{} {} in {}",
+        repo.name,
+        record.run,
+        record.result.as_str(),
+        human_ms(record.duration_ms)
+    ));
+    run_dir.write(&record)?;
+    records::prune(dirs, &repo.name, repo.keep_runs)?;
+    Ok(Finished {
+        record,
+        log: run_dir.log(),
+        kept_workspace,
+    })
+}
+
+struct Run<'a> {
+    dirs: &'a Dirs,
+    request: &'a Request,
+    run_dir: &'a RunDir,
+    record: &'a mut RunRecord,
+    out: &'a mut Output,
+    previous_commit: Option<String>,
+    deadline: Instant,
+    kept_workspace: Option<PathBuf>,
+}
+
+impl Run<'_> {
+    fn conduct(&mut self) -> Conclusion {
+        let repo = &self.request.repo;
+        if let Some(message) = unsupported(repo) {
+            return Conclusion::error(message);
+        }
+        let user = match privilege::step_user(&repo.name, repo.run_as.as_deref()) {
+            Ok(user) => user,
+            Err(message) => return Conclusion::error(message),
+        };
+        let source = match open_source(repo) {
+            Ok(source) => source,
+            Err(message) => return Conclusion::error(message),
+        };
+        let workflow = match load_workflow(repo, &source, self.request.commit, &self.request.branch)
+        {
+            Ok(workflow) => workflow,
+            Err(message) => return Conclusion::error(message),
+        };
+        let workspace = match Workspace::create(self.dirs, &repo.name, self.run_dir.number, &user) {
+            Ok(workspace) => workspace,
+            Err(message) => return Conclusion::error(message),
+        };
+        let conclusion = match workspace.checkout(&source, self.request.commit, &user) {
+            Ok(()) => self.run_steps(&workflow, &workspace, &user),
+            Err(message) => Conclusion::error(message),
+        };
+        self.finish_workspace(&workspace, &conclusion);
+        conclusion
+    }
+
+    fn run_steps(
+        &mut self,
+        workflow: &Workflow,
+        workspace: &Workspace,
+        user: &StepUser,
+    ) -> Conclusion {
+        let repo = &self.request.repo;
+        let commit = self.request.commit.to_string();
+        let env = env::step_env(
+            repo,
+            user,
+            &env::RunVars {
+                run: self.run_dir.number,
+                branch: &self.request.branch,
+                commit: &commit,
+                previous_commit: self.previous_commit.as_deref(),
+                workspace: &workspace.tree,
+                artifacts: &workspace.artifacts,
+            },
+        );
+        let limits = privilege::rlimits(&repo.limits);
+        let ctx = step::StepContext {
+            cwd: &workspace.tree,
+            env: &env,
+            user,
+            limits: &limits,
+        };
+        let mut process_groups: Vec<Pid> = Vec::new();
+        let mut conclusion = Conclusion {
+            result: RunResult::Success,
+            message: None,
+        };
+        for step in &workflow.steps {
+            if conclusion.result != RunResult::Success {
+                self.record
+                    .steps
+                    .push(step_record(step, StepResult::Skipped, None, None, 0));
+                continue;
+            }
+            self.out.line(&format!("==> {}", step.label()));
+            let now = Instant::now();
+            let run_left = self.deadline.saturating_duration_since(now);
+            let step_limit = step.timeout.unwrap_or(Duration::MAX);
+            let outcome = step::run(step, &ctx, step_limit.min(run_left), self.out);
+            process_groups.extend(outcome.process_group);
+            self.record.steps.push(step_record(
+                step,
+                outcome.result,
+                outcome.exit_code,
+                outcome.signal,
+                millis(outcome.duration),
+            ));
+            let label = step.label();
+            match outcome.result {
+                StepResult::Success => {}
+                StepResult::Timeout => {
+                    let message = if step_limit < run_left {
+                        format!("step {label} timed out after {}", human(step_limit))
+                    } else {
+                        format!(
+                            "the run timed out after {} (the repo's `timeout`) in step {label}",
+                            human(repo.timeout)
+                        )
+                    };
+                    conclusion = Conclusion {
+                        result: RunResult::Timeout,
+                        message: Some(message),
+                    };
+                }
+                StepResult::Failure | StepResult::Skipped => {
+                    let why = match (&outcome.message, outcome.exit_code, outcome.signal) {
+                        (Some(message), _, _) => message.clone(),
+                        (None, Some(code), _) => format!("exited with status {code}"),
+                        (None, None, Some(signal)) => format!(
+                            "was killed by signal {signal} ({}; exit status {})",
+                            signal_name(signal),
+                            128 + signal
+                        ),
+                        (None, None, None) => "failed".to_string(),
+                    };
+                    conclusion = Conclusion {
+                        result: RunResult::Failure,
+                        message: Some(format!("step {label} {why}")),
+                    };
+                }
+            }
+            // Keep run.json current for `status` and `logs` while the run goes on.
+            let _ = self.run_dir.write(self.record);
+        }
+        // No process of the run outlives it: background processes of every step go now.
+        for pgid in process_groups {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        for note in workspace.collect_artifacts(&self.run_dir.artifacts()) {
+            self.out.line(&format!("==> {}", note));
+        }
+        conclusion
+    }
+
+    fn finish_workspace(&mut self, workspace: &Workspace, conclusion: &Conclusion) {
+        let keep = self.request.keep_workspace
+            || match self.request.repo.keep_workspace {
+                KeepWorkspace::Always => true,
+                KeepWorkspace::OnFailure => conclusion.result != RunResult::Success,
+                KeepWorkspace::Never => false,
+            };
+        if keep {
+            self.kept_workspace = Some(workspace.tree.clone());
+        } else if let Err(e) = workspace.remove() {
+            self.out.line(&format!(
+                "==> cannot remove the workspace `{}`: {e}",
+                workspace.root.display()
+            ));
+        }
+    }
+}
+
+/// Reads the workflow for `branch` at `commit`: the repo's trusted `workflow` file if Repo.toml names
+/// one, else `workflow/<branch>.toml`, else `workflow.toml`, from the commit's tree.
+pub fn load_workflow(
+    repo: &Repo,
+    source: &Repository,
+    commit: Oid,
+    branch: &str,
+) -> Result<Workflow, String> {
+    if let Some(path) = &repo.workflow {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read the trusted workflow `{}`: {e}", path.display()))?;
+        return Workflow::parse(&path.to_string_lossy(), &bytes).map_err(|e| e.to_string());
+    }
+    for path in workflow::candidate_paths(branch) {
+        match git::read_tree_file(source, commit, &path, MAX_WORKFLOW_SIZE)
+            .map_err(|e| e.to_string())?
+        {
+            TreeFile::File(bytes) => {
+                return Workflow::parse(&path, &bytes).map_err(|e| e.to_string());
+            }
+            TreeFile::Invalid(why) => return Err(format!("invalid workflow: {why}")),
+            TreeFile::Missing => {}
+        }
+    }
+    let [branch_file, root_file] = workflow::candidate_paths(branch);
+    Err(format!(
+        "commit {} has no workflow: neither `{}` nor `{root_file}` exists",
+        short(&commit.to_string()),
+        sanitize::terminal(&branch_file)
+    ))
+}
+
+fn step_record(
+    step: &workflow::Step,
+    result: StepResult,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    duration_ms: u64,
+) -> StepRecord {
+    StepRecord {
+        index: step.index,
+        name: step.name.clone(),
+        run: step.run.clone(),
+        result,
+        exit_code,
+        signal,
+        duration_ms,
+    }
+}
+
+fn trigger_name(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::Hook => "hook",
+        Trigger::Tick => "tick",
+        Trigger::Manual => "manual",
+    }
+}
+
+pub fn short(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn human(duration: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(duration.as_secs().max(1))).to_string()
+}
+
+pub fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    Signal::try_from(signal).map_or("unknown signal", Signal::as_str)
+}
