@@ -1,1 +1,11 @@
+//! Integration tests: the built `phantom_ci` binary against real git repositories in temp dirs.
+//! One test binary for all of them (see `[[test]]` in Cargo.toml), one module per feature.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod check;
+mod config;
+
+mod run;

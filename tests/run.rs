@@ -1,0 +1,404 @@
+//! `phantom_ci run`: steps, output, failures, timeouts, the environment, the workspace (issue #2).
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use predicates::prelude::*;
+
+use crate::support::{TestEnv, current_user, is_root, process_running};
+
+#[test]
+fn steps_run_in_numeric_order_without_a_shell() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow(
+        "master",
+        "[10]\nrun = \"echo ten\"\n[2]\nrun = 'echo \"a  b\"'\n[0]\nrun = \"echo $HOME\"\nname = \"home\"\n",
+    );
+    let commit = repo.commit_and_push("steps");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let home = stdout
+        .find("\n$HOME\n")
+        .expect("`echo $HOME` prints `$HOME`");
+    let ab = stdout.find("\na  b\n").expect("quotes keep both spaces");
+    let ten = stdout.find("\nten\n").expect("step 10 ran");
+    assert!(home < ab && ab < ten, "order 0, 2, 10:\n{stdout}");
+
+    let record = env.run_json("app", 1);
+    assert_eq!(record["result"], "success");
+    assert_eq!(record["commit"], commit.as_str());
+    assert_eq!(record["trigger"], "manual");
+    assert_eq!(record["message"], serde_json::Value::Null);
+    let indexes: Vec<u64> = record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes, [0, 2, 10]);
+    assert_eq!(record["steps"][0]["name"], "home");
+    assert!(env.log("app", 1).contains("\n$HOME\n"));
+}
+
+#[test]
+fn a_failing_step_ends_the_run_and_skips_the_rest() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow(
+        "master",
+        "[0]\nrun = \"true\"\n[1]\nrun = 'sh -c \"exit 3\"'\n[2]\nrun = \"touch never-ran\"\n",
+    );
+    repo.commit_and_push("fails");
+    env.write_repo_toml(&env.section("app", &repo, "keep_workspace = \"always\""));
+
+    env.phantom()
+        .args(["run", "app"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("exited with status 3"));
+    let record = env.run_json("app", 1);
+    assert_eq!(record["result"], "failure");
+    assert_eq!(record["steps"][1]["result"], "failure");
+    assert_eq!(record["steps"][1]["exit_code"], 3);
+    assert_eq!(record["steps"][2]["result"], "skipped");
+    assert!(
+        record["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 3")
+    );
+    assert!(!env.data.join("work/app/1/workspace/never-ran").exists());
+    assert!(
+        env.data.join("work/app/1/workspace/workflow").exists(),
+        "workspace kept"
+    );
+}
+
+#[test]
+fn invalid_workflows_are_error_runs_and_start_no_step() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[0]\nrun = \"touch ran\"\n[x]\nrun = \"pwd\"\n",
+            "step `x`",
+            "line 3",
+        ),
+        (
+            "[0]\nrun = \"touch ran\"\n[1]\nrun = \"echo 'oops\"\n",
+            "unbalanced quotes",
+            "line 4",
+        ),
+        (
+            "[0]\nrun = \"touch ran\"\nshell = \"bash\"\n",
+            "unknown field `shell`",
+            "line 3",
+        ),
+        (
+            "[0]\nrun = \"touch ran\"\n[1]\nrun = \"\"\n",
+            "`run` is empty",
+            "step `1`",
+        ),
+    ];
+    for (workflow, expected, position) in cases {
+        let env = TestEnv::new();
+        let repo = env.repo("app");
+        repo.workflow("master", workflow);
+        repo.commit_and_push("bad workflow");
+        env.write_repo_toml(&env.section("app", &repo, "keep_workspace = \"always\""));
+        env.phantom().args(["run", "app"]).assert().code(1);
+        let record = env.run_json("app", 1);
+        assert_eq!(record["result"], "error", "{workflow}");
+        let message = record["message"].as_str().unwrap();
+        assert!(message.contains("workflow/master.toml"), "{message}");
+        assert!(
+            message.contains(expected) && message.contains(position),
+            "{message}"
+        );
+        assert_eq!(record["steps"].as_array().unwrap().len(), 0);
+        assert!(
+            !env.data.join("work/app/1/workspace/ran").exists(),
+            "no step started"
+        );
+    }
+}
+
+#[test]
+fn a_symlinked_workflow_is_refused() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.write("real.toml", "[0]\nrun = \"touch ran\"\n");
+    std::fs::create_dir_all(repo.work.join("workflow")).unwrap();
+    std::os::unix::fs::symlink("../real.toml", repo.work.join("workflow/master.toml")).unwrap();
+    repo.write("workflow.toml", "[0]\nrun = \"touch fallback-ran\"\n");
+    repo.commit_and_push("symlink");
+    env.write_repo_toml(&env.section("app", &repo, "keep_workspace = \"always\""));
+    env.phantom()
+        .args(["run", "app"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("symbolic link"));
+    let record = env.run_json("app", 1);
+    assert_eq!(record["result"], "error");
+    assert!(!env.data.join("work/app/1/workspace/ran").exists());
+    assert!(
+        !env.data.join("work/app/1/workspace/fallback-ran").exists(),
+        "no fallback past a symlink"
+    );
+}
+
+#[test]
+fn a_commit_without_a_workflow_is_an_error_run() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.write("README", "no workflow here\n");
+    repo.commit_and_push("nothing to run");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.phantom().args(["run", "app"]).assert().code(1);
+    let record = env.run_json("app", 1);
+    assert_eq!(record["result"], "error");
+    assert!(
+        record["message"]
+            .as_str()
+            .unwrap()
+            .contains("workflow/master.toml")
+    );
+}
+
+#[test]
+fn the_workspace_is_the_requested_commit_even_after_the_branch_moved() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow(
+        "master",
+        "[0]\nrun = \"git rev-parse HEAD\"\n[1]\nrun = \"cat version.txt\"\n[2]\nrun = \"git describe --tags\"\n[3]\nrun = \"git status --porcelain\"\n",
+    );
+    repo.write("version.txt", "one\n");
+    let first = repo.commit_and_push("one");
+    env.git(&repo.work, &["tag", "v1"]);
+    env.git(&repo.work, &["push", "-q", "origin", "v1"]);
+    repo.write("version.txt", "two\n");
+    repo.commit_and_push("two");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+
+    let out = env
+        .phantom()
+        .args(["run", "app", "--commit", &first])
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(stdout.contains(&format!("\n{first}\n")), "{stdout}");
+    assert!(
+        stdout.contains("\none\n") && !stdout.contains("\ntwo\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nv1\n"), "git describe works: {stdout}");
+    assert_eq!(env.run_json("app", 1)["commit"], first.as_str());
+}
+
+#[test]
+fn output_arrives_while_the_step_is_still_running() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    let marker = env.root().join("release");
+    repo.workflow(
+        "master",
+        &format!(
+            "[0]\nrun = '''sh -c 'echo first-line; while [ ! -e {} ]; do sleep 0.05; done; echo second-line' '''\ntimeout = \"5m\"\n",
+            marker.display()
+        ),
+    );
+    repo.commit_and_push("slow");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+
+    let mut child = env
+        .phantom_std()
+        .args(["run", "app"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let seen = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l == "first-line");
+    assert!(seen.is_some(), "the first line came out");
+    // The step cannot end before the marker exists: the line above came out while it ran.
+    std::fs::write(&marker, "").unwrap();
+    assert!(lines.map(|l| l.unwrap()).any(|l| l == "second-line"));
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn only_documented_variables_reach_a_step() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"env\"\n");
+    let commit = repo.commit_and_push("env");
+    env.write_repo_toml(&env.section(
+        "app",
+        &repo,
+        "env = { FROM_REPO = \"yes\" }\npass_env = [\"PASSED_THROUGH\"]",
+    ));
+    let out = env
+        .phantom()
+        .args(["run", "app"])
+        .env("SECRET_TOKEN", "hunter2")
+        .env("PASSED_THROUGH", "ok")
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        !stdout.contains("SECRET_TOKEN") && !stdout.contains("hunter2"),
+        "{stdout}"
+    );
+    for expected in [
+        "CI=true".to_string(),
+        "PHANTOM_CI=true".into(),
+        "PHANTOM_CI_REPO=app".into(),
+        "PHANTOM_CI_BRANCH=master".into(),
+        format!("PHANTOM_CI_COMMIT={commit}"),
+        "PHANTOM_CI_RUN=1".into(),
+        format!("USER={}", current_user()),
+        "FROM_REPO=yes".into(),
+        "PASSED_THROUGH=ok".into(),
+        format!(
+            "PHANTOM_CI_WORKSPACE={}",
+            env.data.join("work/app/1/workspace").display()
+        ),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == expected),
+            "missing {expected}:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("PHANTOM_CI_PREVIOUS_COMMIT"),
+        "no previous run yet"
+    );
+
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains(&format!("PHANTOM_CI_PREVIOUS_COMMIT={commit}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("PHANTOM_CI_RUN=2"));
+}
+
+#[test]
+fn a_step_that_times_out_is_killed_with_its_process_group() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow(
+        "master",
+        "[0]\nrun = \"sh -c 'sleep 1013 & sleep 1013'\"\ntimeout = \"2s\"\n[1]\nrun = \"echo never\"\n",
+    );
+    repo.commit_and_push("sleepy");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.phantom()
+        .args(["run", "app"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("timed out after 2s"));
+    let record = env.run_json("app", 1);
+    assert_eq!(record["result"], "timeout");
+    assert_eq!(record["steps"][0]["result"], "timeout");
+    assert_eq!(record["steps"][1]["result"], "skipped");
+    assert!(
+        !process_running(&["sleep", "1013"]),
+        "the step's process group is gone"
+    );
+}
+
+#[test]
+fn the_repo_timeout_caps_the_whole_run() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"sleep 1014\"\ntimeout = \"1h\"\n");
+    repo.commit_and_push("sleepy");
+    env.write_repo_toml(&env.section("app", &repo, "timeout = \"1s\""));
+    env.phantom().args(["run", "app"]).assert().code(1);
+    let record = env.run_json("app", 1);
+    assert_eq!(record["result"], "timeout");
+    assert!(
+        record["message"]
+            .as_str()
+            .unwrap()
+            .contains("the repo's `timeout`")
+    );
+    assert!(!process_running(&["sleep", "1014"]));
+}
+
+#[test]
+fn root_without_run_as_runs_nothing_and_says_how_to_allow_it() {
+    if !is_root() {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return;
+    }
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"touch ran\"\n");
+    repo.commit_and_push("as root");
+    env.write_repo_toml(&format!(
+        "[app]\npath = \"{}\"\nkeep_workspace = \"always\"\n",
+        repo.bare.display()
+    ));
+    env.phantom()
+        .args(["run", "app"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("run_as = \"root\""));
+    let record = env.run_json("app", 1);
+    assert_eq!(record["result"], "error");
+    assert_eq!(record["steps"].as_array().unwrap().len(), 0);
+    assert!(
+        !env.data.join("work/app/1").exists(),
+        "no workspace, no step"
+    );
+    // And the documented way to allow it works.
+    env.phantom()
+        .args(["run", "app", "--run-as", "root"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_path_that_is_not_configured_runs_its_head_branch_under_its_name() {
+    let env = TestEnv::new();
+    let repo = env.repo("tool");
+    env.git(&repo.work, &["checkout", "-q", "-b", "develop"]);
+    repo.workflow("develop", "[0]\nrun = \"echo on-develop\"\n");
+    repo.commit("develop");
+    let user = current_user();
+    env.phantom()
+        .args(["run", repo.work.to_str().unwrap(), "--run-as", &user])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\non-develop\n"));
+    assert_eq!(env.run_json("tool", 1)["branch"], "develop");
+}
+
+#[test]
+fn artifacts_are_kept_with_the_record() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow(
+        "master",
+        "[0]\nrun = '''sh -c 'echo built > \"$PHANTOM_CI_ARTIFACTS/out.txt\" && ln -s /etc/passwd \"$PHANTOM_CI_ARTIFACTS/passwd\"' '''\n",
+    );
+    repo.commit_and_push("artifacts");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.phantom().args(["run", "app"]).assert().success();
+    let kept = env.data.join("runs/app/1/artifacts");
+    assert_eq!(
+        std::fs::read_to_string(kept.join("out.txt")).unwrap(),
+        "built\n"
+    );
+    assert!(
+        std::fs::symlink_metadata(kept.join("passwd")).is_err(),
+        "links are not kept"
+    );
+    assert!(!env.data.join("work/app/1").exists(), "workspace removed");
+}

@@ -1,0 +1,263 @@
+//! The test environment: a temp dir with its own HOME, config and data dirs, real git repositories, and
+//! the real binary run with a fixed environment (nothing read from the developer's own git config).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+
+use assert_cmd::Command;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The user the tests run as; repos are configured with `run_as` set to it so that the same tests work
+/// as root (CI) and as anyone else.
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .expect("the current user has a passwd entry")
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The fixed environment every process of a test gets.
+fn fixed_env(home: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        ),
+        ("HOME", home.display().to_string()),
+        ("LANG", "C.UTF-8".into()),
+        ("GIT_CONFIG_NOSYSTEM", "1".into()),
+        ("GIT_CONFIG_GLOBAL", "/dev/null".into()),
+        ("GIT_AUTHOR_NAME", "Test Author".into()),
+        ("GIT_AUTHOR_EMAIL", "author@example.org".into()),
+        ("GIT_COMMITTER_NAME", "Test Author".into()),
+        ("GIT_COMMITTER_EMAIL", "author@example.org".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect()
+}
+
+pub struct TestEnv {
+    pub dir: TempDir,
+    pub home: PathBuf,
+    pub config: PathBuf,
+    pub data: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("phantom-test-")
+            .tempdir()
+            .unwrap();
+        let root = dir.path().to_path_buf();
+        let env = TestEnv {
+            home: root.join("home"),
+            config: root.join("config"),
+            data: root.join("data"),
+            dir,
+        };
+        std::fs::create_dir_all(&env.home).unwrap();
+        std::fs::create_dir_all(&env.config).unwrap();
+        env
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `phantom_ci` with the test's environment and nothing else.
+    pub fn phantom(&self) -> Command {
+        let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("phantom_ci");
+        cmd.env_clear()
+            .envs(fixed_env(&self.home))
+            .env("PHANTOM_CI_CONFIG_DIR", &self.config)
+            .env("PHANTOM_CI_DATA_DIR", &self.data)
+            .current_dir(self.root());
+        cmd
+    }
+
+    /// The same, as a std command (for tests that read output while it runs).
+    pub fn phantom_std(&self) -> StdCommand {
+        let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin!("phantom_ci"));
+        cmd.env_clear()
+            .envs(fixed_env(&self.home))
+            .env("PHANTOM_CI_CONFIG_DIR", &self.config)
+            .env("PHANTOM_CI_DATA_DIR", &self.data)
+            .current_dir(self.root());
+        cmd
+    }
+
+    /// Runs git in `cwd`; panics with its output if it fails. Returns stdout, trimmed.
+    pub fn git(&self, cwd: &Path, args: &[&str]) -> String {
+        let output = StdCommand::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .envs(fixed_env(&self.home))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?} failed in {}:\n{}{}",
+            cwd.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// A bare repository `git/<name>.git` and a clone of it `src/<name>` to commit in.
+    pub fn repo(&self, name: &str) -> TestRepo<'_> {
+        let bare = self.root().join("git").join(format!("{name}.git"));
+        let work = self.root().join("src").join(name);
+        std::fs::create_dir_all(&bare).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        self.git(&bare, &["init", "-q", "--bare", "-b", "master"]);
+        self.git(&work, &["init", "-q", "-b", "master"]);
+        self.git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        TestRepo {
+            env: self,
+            bare,
+            work,
+        }
+    }
+
+    pub fn write_repo_toml(&self, text: &str) {
+        std::fs::write(self.config.join("Repo.toml"), text).unwrap();
+    }
+
+    /// A `Repo.toml` section for `repo` named `name`, running as the current user, plus `extra` lines.
+    pub fn section(&self, name: &str, repo: &TestRepo, extra: &str) -> String {
+        format!(
+            "[{name}]\npath = \"{}\"\nrun_as = \"{}\"\n{extra}\n",
+            repo.bare.display(),
+            current_user()
+        )
+    }
+
+    pub fn run_json(&self, repo: &str, run: u64) -> Value {
+        let path = self
+            .data
+            .join("runs")
+            .join(repo)
+            .join(run.to_string())
+            .join("run.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn log(&self, repo: &str, run: u64) -> String {
+        let path = self
+            .data
+            .join("runs")
+            .join(repo)
+            .join(run.to_string())
+            .join("log");
+        String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned()
+    }
+
+    pub fn runs(&self, repo: &str) -> Vec<u64> {
+        let mut runs: Vec<u64> = std::fs::read_dir(self.data.join("runs").join(repo))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        runs.sort_unstable();
+        runs
+    }
+}
+
+pub struct TestRepo<'a> {
+    pub env: &'a TestEnv,
+    pub bare: PathBuf,
+    pub work: PathBuf,
+}
+
+impl TestRepo<'_> {
+    pub fn write(&self, path: &str, contents: &str) -> &Self {
+        let path = self.work.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+        self
+    }
+
+    pub fn workflow(&self, branch: &str, text: &str) -> &Self {
+        self.write(&format!("workflow/{branch}.toml"), text)
+    }
+
+    /// Commits everything; returns the commit id.
+    pub fn commit(&self, message: &str) -> String {
+        self.env.git(&self.work, &["add", "-A"]);
+        self.env.git(
+            &self.work,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        self.env.git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// Pushes HEAD to `branch` of the bare repository (hooks run).
+    pub fn push(&self, branch: &str) -> std::process::Output {
+        StdCommand::new("git")
+            .args([
+                "push",
+                "-q",
+                "-f",
+                "origin",
+                &format!("HEAD:refs/heads/{branch}"),
+            ])
+            .current_dir(&self.work)
+            .env_clear()
+            .envs(fixed_env(&self.env.home))
+            .output()
+            .unwrap()
+    }
+
+    /// Commits and pushes to master; returns the commit id.
+    pub fn commit_and_push(&self, message: &str) -> String {
+        let id = self.commit(message);
+        let out = self.push("master");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        id
+    }
+}
+
+/// Whether a process whose command line is exactly `argv` exists.
+pub fn process_running(argv: &[&str]) -> bool {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| cmdline == wanted)
+            && !std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|s| s.trim_start().starts_with('Z'))
+            })
+    })
+}
+
+/// Polls `condition` every 50 ms until it holds; panics after a generous deadline.
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
