@@ -53,6 +53,9 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         keep_workspace: args.keep,
     };
     let finished = runner::execute(&ctx.dirs, &request, Some(Box::new(std::io::stdout())))?;
+    for note in &finished.notes {
+        eprintln!("phantom_ci: {note}");
+    }
     Ok(match finished.record.result {
         RunResult::Success => ExitStatus::Success,
         _ => ExitStatus::RunFailed,

@@ -44,6 +44,8 @@ pub struct Finished {
     pub record: RunRecord,
     pub log: PathBuf,
     pub kept_workspace: Option<PathBuf>,
+    /// Problems after the run that do not change its result (a webhook that failed, …), for stderr.
+    pub notes: Vec<String>,
 }
 
 /// How a run ended, before it is written down.
@@ -154,7 +156,7 @@ pub fn execute(
         run_dir: &run_dir,
         record: &mut record,
         out: &mut out,
-        previous_commit: previous.map(|p| p.commit),
+        previous_commit: previous.as_ref().map(|p| p.commit.clone()),
         deadline: started + repo.timeout,
         kept_workspace: None,
     };
@@ -184,11 +186,23 @@ pub fn execute(
     ));
     run_dir.write(&record)?;
     records::prune(dirs, &repo.name, repo.keep_runs)?;
+    let notes = after_run(dirs, repo, &record, previous.as_ref());
     Ok(Finished {
         record,
         log: run_dir.log(),
         kept_workspace,
+        notes,
     })
+}
+
+/// What happens once a run is recorded (notifications). Never changes the run's result.
+fn after_run(
+    _dirs: &Dirs,
+    _repo: &Repo,
+    _record: &RunRecord,
+    _previous: Option<&RunRecord>,
+) -> Vec<String> {
+    Vec::new()
 }
 
 struct Run<'a> {
