@@ -10,7 +10,12 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
+    // Make the rename itself durable. A drop-box directory (the spool, mode 1733) cannot be opened by
+    // those who write into it; the file's own data is synced above either way.
+    match std::fs::File::open(dir) {
+        Ok(dir) => dir.sync_all(),
+        Err(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]

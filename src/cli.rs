@@ -8,6 +8,8 @@ use crate::commands;
 use crate::dirs::Dirs;
 use crate::error::{Error, ExitStatus};
 
+pub const SPOOL_DIR_ENV: &str = "PHANTOM_CI_SPOOL_DIR";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "phantom_ci",
@@ -30,31 +32,54 @@ pub struct Global {
     /// Directory of run records, workspaces and state [env: PHANTOM_CI_DATA_DIR]
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Drop box where pushers who may not run work leave notes for a root `tick` [default: DATA/spool]
+    /// [env: PHANTOM_CI_SPOOL_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check every configured repo once, run what moved, exit (the default)
+    Tick(commands::tick::TickArgs),
+    /// The post-receive hook: queue the branches that moved and start a worker
+    Hook(commands::hook::HookArgs),
     /// Run a repo's workflow now, in the foreground (to debug a workflow)
     Run(commands::run::RunArgs),
     /// Validate a workflow file, or every workflow of the repository at PATH, and print the plan
     Check(commands::check::CheckArgs),
+    /// The detached worker a hook starts: run the queued work, exit
+    #[command(hide = true)]
+    Work(commands::work::WorkArgs),
 }
 
 /// What every command gets: the directories in force.
 pub struct Context {
     pub dirs: Dirs,
+    /// The spool directory (SPEC §4.7).
+    pub spool: PathBuf,
 }
 
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
     disable_git_owner_check()?;
     let dirs = Dirs::resolve(cli.global.config_dir, cli.global.data_dir)?;
-    let ctx = Context { dirs };
+    let spool = cli
+        .global
+        .spool_dir
+        .or_else(|| {
+            std::env::var_os(SPOOL_DIR_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| dirs.data.join("spool"));
+    let ctx = Context { dirs, spool };
     match cli.command {
+        Some(Command::Tick(args)) => commands::tick::run(args, &ctx),
+        None => commands::tick::run(commands::tick::TickArgs::default(), &ctx),
+        Some(Command::Hook(args)) => commands::hook::run(args, &ctx),
         Some(Command::Run(args)) => commands::run::run(args, &ctx),
         Some(Command::Check(args)) => commands::check::run(args, &ctx),
-        None => Err(Error::Usage(
-            "`tick` is not built yet: give a subcommand (see `phantom_ci --help`)".into(),
-        )),
+        Some(Command::Work(args)) => commands::work::run(args, &ctx),
     }
 }
 

@@ -66,6 +66,26 @@ impl Dirs {
         self.data.join("work")
     }
 
+    /// `<data>/queue`: pending work, one file per repo.
+    pub fn queue(&self) -> PathBuf {
+        self.data.join("queue")
+    }
+
+    /// `<data>/seen`: the last commit a hook or tick run started on, one file per repo.
+    pub fn seen(&self) -> PathBuf {
+        self.data.join("seen")
+    }
+
+    /// `<data>/mirrors`: bare mirrors of repos configured by URL.
+    pub fn mirrors(&self) -> PathBuf {
+        self.data.join("mirrors")
+    }
+
+    /// `<data>/spool`: the default spool directory where pushers drop "look again" notes.
+    pub fn spool(&self) -> PathBuf {
+        self.data.join("spool")
+    }
+
     /// `<data>/locks`: one lock file per repo.
     pub fn locks(&self) -> PathBuf {
         self.data.join("locks")

@@ -20,12 +20,18 @@ pub mod dirs;
 pub mod error;
 pub mod git;
 pub mod lock;
+pub mod mirror;
 pub mod output;
 pub mod privilege;
+pub mod queue;
 pub mod records;
+pub mod recovery;
 pub mod runner;
 pub mod sanitize;
+pub mod seen;
+pub mod spool;
 pub mod units;
+pub mod worker;
 pub mod workflow;
 pub mod workspace;
 

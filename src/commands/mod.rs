@@ -2,4 +2,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod check;
+pub mod hook;
 pub mod run;
+pub mod tick;
+pub mod work;

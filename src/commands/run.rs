@@ -7,9 +7,10 @@ use clap::Args;
 use crate::cli::Context;
 use crate::config::{self, Config, Location, Repo};
 use crate::error::{Error, ExitStatus};
-use crate::git;
+use crate::lock::RepoLock;
 use crate::records::{RunResult, Trigger};
 use crate::runner::{self, Request};
+use crate::{git, mirror};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -39,7 +40,8 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     if let Some(user) = args.run_as {
         repo.run_as = Some(user);
     }
-    let source = runner::open_source(&repo).map_err(Error::Other)?;
+    mirror::update(&ctx.dirs, &repo).map_err(Error::Other)?;
+    let source = runner::open_source(&ctx.dirs, &repo).map_err(Error::Other)?;
     let commit = match &args.commit {
         Some(rev) => git::resolve_commit(&source, rev)?,
         None => git::branch_tip(&source, &repo.branch)?,
@@ -52,7 +54,23 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         trigger: Trigger::Manual,
         keep_workspace: args.keep,
     };
-    let finished = runner::execute(&ctx.dirs, &request, Some(Box::new(std::io::stdout())))?;
+    let lock = match RepoLock::acquire(&ctx.dirs, &request.repo.name, false)? {
+        Some(lock) => lock,
+        None => {
+            eprintln!(
+                "phantom_ci: a run of `{}` is in progress; waiting for it to end",
+                request.repo.name
+            );
+            RepoLock::acquire(&ctx.dirs, &request.repo.name, true)?
+                .ok_or_else(|| Error::Other("cannot lock the repo".into()))?
+        }
+    };
+    let finished = runner::execute(
+        &ctx.dirs,
+        &request,
+        Some(Box::new(std::io::stdout())),
+        &lock,
+    )?;
     for note in &finished.notes {
         eprintln!("phantom_ci: {note}");
     }

@@ -64,17 +64,10 @@ impl Conclusion {
 }
 
 /// Opens the repository a repo's commits come from.
-pub fn open_source(repo: &Repo) -> Result<Repository, String> {
+pub fn open_source(dirs: &Dirs, repo: &Repo) -> Result<Repository, String> {
     match &repo.location {
         Location::Local(path) => git::open(path).map_err(|e| e.to_string()),
-        Location::Url(url) => match url.strip_prefix("file://") {
-            Some(path) => git::open(std::path::Path::new(path)).map_err(|e| e.to_string()),
-            None => Err(format!(
-                "repo `{}`: fetching from `{url}` is not supported yet; clone it and point `path` at \
-                 the local repository",
-                repo.name
-            )),
-        },
+        Location::Url(_) => git::open(&crate::mirror::path(dirs, repo)).map_err(|e| e.to_string()),
     }
 }
 
@@ -105,13 +98,17 @@ fn unsupported(repo: &Repo) -> Option<String> {
 }
 
 /// Runs `request` to its end. `console` receives the live output (phantom_ci's stdout), if anyone watches.
+///
+/// The caller holds the repo's lock (`lock`): runs of one repo never overlap. A run of this repo that
+/// died without finishing its record is recorded as `aborted` first.
 pub fn execute(
     dirs: &Dirs,
     request: &Request,
     console: Option<Box<dyn Write + Send>>,
+    lock: &RepoLock,
 ) -> Result<Finished, Error> {
     let repo = &request.repo;
-    let _lock = RepoLock::acquire(dirs, &repo.name, true)?;
+    crate::recovery::recover(dirs, repo, lock)?;
     let previous = records::last(dirs, &repo.name, None);
     let run_dir = records::allocate(dirs, &repo.name)?;
     let started_at = SystemTime::now();
@@ -226,7 +223,7 @@ impl Run<'_> {
             Ok(user) => user,
             Err(message) => return Conclusion::error(message),
         };
-        let source = match open_source(repo) {
+        let source = match open_source(self.dirs, repo) {
             Ok(source) => source,
             Err(message) => return Conclusion::error(message),
         };

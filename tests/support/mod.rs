@@ -261,3 +261,40 @@ pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+impl TestEnv {
+    /// Installs a post-receive hook in `repo`'s bare repository that runs this test's phantom_ci.
+    pub fn install_hook(&self, repo: &TestRepo, wait: bool) {
+        let exe = assert_cmd::cargo::cargo_bin!("phantom_ci");
+        let script = format!(
+            "#!/bin/sh\nexec '{}' --config-dir '{}' --data-dir '{}' hook{}\n",
+            exe.display(),
+            self.config.display(),
+            self.data.display(),
+            if wait { " --wait" } else { "" }
+        );
+        let path = repo.bare.join("hooks/post-receive");
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Waits until run `run` of `repo` has ended; returns its record.
+    pub fn wait_for_run(&self, repo: &str, run: u64) -> Value {
+        let path = self
+            .data
+            .join("runs")
+            .join(repo)
+            .join(run.to_string())
+            .join("run.json");
+        let mut record = Value::Null;
+        wait_for(&format!("run {run} of {repo} to end"), || {
+            record = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null);
+            record["result"].is_string() && record["result"] != "running"
+        });
+        record
+    }
+}

@@ -1,0 +1,236 @@
+//! `phantom_ci hook`: the post-receive hook. Reads `<old> <new> <ref>` lines, and for each configured
+//! repo of this repository whose target branch moved, queues the branch's current tip and starts a
+//! detached worker (or, with `--wait`, runs it in the foreground for the pusher to watch). It never makes
+//! the push fail: every problem is one line on stderr and exit status 0.
+
+use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use clap::Args;
+
+use crate::cli::Context;
+use crate::config::{Config, ConfigError, Location, Repo};
+use crate::error::{Error, ExitStatus};
+use crate::records::{self, Trigger};
+use crate::{git, mirror, queue, spool, worker};
+
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// Run in the foreground and stream the output to the pusher
+    #[arg(long)]
+    pub wait: bool,
+}
+
+pub fn run(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+    if let Err(message) = hook(&args, ctx) {
+        eprintln!("phantom_ci: {message}");
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
+    let moved = moved_branches(std::io::stdin().lock());
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let git_dir = std::env::var_os("GIT_DIR").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let git_dir = git_dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve the repository `{}`: {e}", git_dir.display()))?;
+    let config = match Config::load(&ctx.dirs.repo_toml()) {
+        Ok(config) => config,
+        // Root's configuration is not for pushers to read: leave a note for the root `tick`.
+        Err(ConfigError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            for branch in &moved {
+                spool_note(ctx, &git_dir, branch)?;
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(format!("{e} (the push itself succeeded)")),
+    };
+    let mut queued = Vec::new();
+    for repo in config.repos.iter().filter(|r| same_repository(r, &git_dir)) {
+        if !moved.contains(&repo.branch) {
+            continue;
+        }
+        if !can_run_itself(repo) {
+            spool_note(ctx, &git_dir, &repo.branch)?;
+            continue;
+        }
+        match queue_tip(ctx, repo, &git_dir) {
+            Ok(commit) => {
+                println!(
+                    "phantom_ci: queued `{}` ({} {}); follow it with `phantom_ci logs {} --follow`",
+                    repo.name,
+                    crate::sanitize::terminal(&repo.branch),
+                    crate::runner::short(&commit),
+                    repo.name
+                );
+                queued.push(repo.name.clone());
+            }
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                spool_note(ctx, &git_dir, &repo.branch)?;
+            }
+            Err(e) => eprintln!("phantom_ci: repo `{}`: {e}", repo.name),
+        }
+    }
+    if queued.is_empty() {
+        return Ok(());
+    }
+    if args.wait {
+        let stdout =
+            || -> Option<Box<dyn std::io::Write + Send>> { Some(Box::new(std::io::stdout())) };
+        let drained = worker::drain(&ctx.dirs, &config, Some(&queued), true, &stdout);
+        for note in drained.finished.iter().flat_map(|f| &f.notes) {
+            eprintln!("phantom_ci: {note}");
+        }
+        for error in &drained.errors {
+            eprintln!("phantom_ci: {error}");
+        }
+        Ok(())
+    } else {
+        start_worker(ctx)
+    }
+}
+
+/// The branches that moved to a new commit (not deletions, not tags or other refs).
+fn moved_branches(input: impl BufRead) -> Vec<String> {
+    let mut branches = Vec::new();
+    for line in input.lines().map_while(Result::ok) {
+        let mut fields = line.split_whitespace();
+        let (Some(_old), Some(new), Some(refname)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let deleted = !new.is_empty() && new.bytes().all(|b| b == b'0');
+        if let Some(branch) = refname.strip_prefix("refs/heads/")
+            && !deleted
+            && !branches.iter().any(|b| b == branch)
+        {
+            branches.push(branch.to_string());
+        }
+    }
+    branches
+}
+
+/// Whether `repo` is configured at the repository the hook runs in.
+fn same_repository(repo: &Repo, git_dir: &Path) -> bool {
+    let configured = match &repo.location {
+        Location::Local(path) => path.as_path(),
+        Location::Url(url) => match url.strip_prefix("file://") {
+            Some(path) => Path::new(path),
+            None => return false,
+        },
+    };
+    configured.canonicalize().is_ok_and(|p| p == git_dir)
+}
+
+/// The pusher's user may run the work itself when it is root, or when the steps run as that user.
+fn can_run_itself(repo: &Repo) -> bool {
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        return true;
+    }
+    let me = nix::unistd::User::from_uid(euid)
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    repo.run_as.is_none() || repo.run_as == me
+}
+
+/// Queues the branch tip as the repository says it is now — stdin is not trusted for the commit.
+fn queue_tip(ctx: &Context, repo: &Repo, git_dir: &Path) -> Result<String, Error> {
+    if matches!(repo.location, Location::Url(_)) {
+        mirror::update(&ctx.dirs, repo).map_err(Error::Other)?;
+    }
+    let source = git::open(git_dir)?;
+    let commit = git::branch_tip(&source, &repo.branch)?.to_string();
+    let entry = queue::Entry {
+        branch: repo.branch.clone(),
+        commit: commit.clone(),
+        trigger: Trigger::Hook,
+        queued_at: records::rfc3339(std::time::SystemTime::now()),
+    };
+    queue::put(&ctx.dirs, &repo.name, &entry)?;
+    Ok(commit)
+}
+
+fn spool_note(ctx: &Context, git_dir: &Path, branch: &str) -> Result<(), String> {
+    spool::write(&ctx.spool, git_dir, branch).map_err(|e| {
+        format!("{e}; the phantom_ci service was not told about this push (`phantom_ci tick` will see it)")
+    })?;
+    println!(
+        "phantom_ci: `{}` moved; handed to the phantom_ci service",
+        crate::sanitize::terminal(branch)
+    );
+    Ok(())
+}
+
+/// Starts `phantom_ci work` in a new session, with no tie to the pusher: stdin from /dev/null, output to
+/// `<data>/worker.log`, so `git push` returns at once and a disconnecting pusher changes nothing.
+#[allow(unsafe_code)]
+fn start_worker(ctx: &Context) -> Result<(), String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find phantom_ci's own binary: {e}"))?;
+    let log_path = ctx.dirs.data.join("worker.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("--config-dir")
+        .arg(&ctx.dirs.config)
+        .arg("--data-dir")
+        .arg(&ctx.dirs.data)
+        .arg("work")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    for variable in mirror::GIT_HOOK_VARIABLES {
+        command.env_remove(variable);
+    }
+    // SAFETY: `setsid` is a single async-signal-safe system call, made in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    command
+        .spawn()
+        .map(drop)
+        .map_err(|e| format!("cannot start the phantom_ci worker: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_branch_updates_count() {
+        let zeros = "0".repeat(40);
+        let zeros64 = "0".repeat(64);
+        let input = format!(
+            "{zeros} aaaa refs/heads/master\n\
+             aaaa {zeros} refs/heads/gone\n\
+             aaaa {zeros64} refs/heads/gone256\n\
+             aaaa bbbb refs/tags/v1\n\
+             aaaa bbbb refs/heads/feature/x\n\
+             garbage\n\
+             aaaa cccc refs/heads/master\n"
+        );
+        assert_eq!(moved_branches(input.as_bytes()), ["master", "feature/x"]);
+    }
+}

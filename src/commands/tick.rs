@@ -1,0 +1,73 @@
+//! `phantom_ci tick` (the default): check every configured repo once, run what moved, exit.
+
+use clap::Args;
+
+use crate::cli::Context;
+use crate::config::{Config, Repo};
+use crate::error::{Error, ExitStatus};
+use crate::lock::RepoLock;
+use crate::records::{self, Trigger};
+use crate::{git, mirror, queue, recovery, seen, spool, worker};
+
+#[derive(Debug, Args, Default)]
+pub struct TickArgs {}
+
+pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+    let config = Config::load(&ctx.dirs.repo_toml())?;
+    if config.repos.is_empty() {
+        eprintln!(
+            "phantom_ci: no repos configured in `{}`; add one with `phantom_ci add <path> [branch]`",
+            ctx.dirs.repo_toml().display()
+        );
+        return Ok(ExitStatus::Success);
+    }
+    // Notes that arrive from now on start another tick (the path unit); this one checks everything.
+    spool::clear(&ctx.spool);
+    let mut status = ExitStatus::Success;
+    for repo in &config.repos {
+        if let Err(message) = recover_and_check(ctx, repo) {
+            eprintln!("phantom_ci: {message}");
+            status = ExitStatus::RunFailed;
+        }
+    }
+    let stdout = || -> Option<Box<dyn std::io::Write + Send>> { Some(Box::new(std::io::stdout())) };
+    let drained = worker::drain(&ctx.dirs, &config, None, false, &stdout);
+    for finished in &drained.finished {
+        for note in &finished.notes {
+            eprintln!("phantom_ci: {note}");
+        }
+    }
+    for error in &drained.errors {
+        eprintln!("phantom_ci: {error}");
+    }
+    if !drained.all_succeeded() {
+        status = ExitStatus::RunFailed;
+    }
+    Ok(status)
+}
+
+/// Records a dead run of `repo` as aborted, then queues the branch tip if it moved since the last run
+/// a hook or tick started (or if this is the first sight of the repo).
+fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<(), String> {
+    if let Some(lock) =
+        RepoLock::acquire(&ctx.dirs, &repo.name, false).map_err(|e| e.to_string())?
+    {
+        recovery::recover(&ctx.dirs, repo, &lock).map_err(|e| e.to_string())?;
+    }
+    mirror::update(&ctx.dirs, repo)?;
+    let source = crate::runner::open_source(&ctx.dirs, repo)?;
+    let tip = git::branch_tip(&source, &repo.branch)
+        .map_err(|e| format!("repo `{}`: {e}", repo.name))?
+        .to_string();
+    let already_queued = queue::peek(&ctx.dirs, &repo.name).is_some_and(|e| e.commit == tip);
+    if already_queued || seen::get(&ctx.dirs, &repo.name).as_deref() == Some(tip.as_str()) {
+        return Ok(());
+    }
+    let entry = queue::Entry {
+        branch: repo.branch.clone(),
+        commit: tip,
+        trigger: Trigger::Tick,
+        queued_at: records::rfc3339(std::time::SystemTime::now()),
+    };
+    queue::put(&ctx.dirs, &repo.name, &entry).map_err(|e| e.to_string())
+}

@@ -1,0 +1,117 @@
+//! Draining the queue: take each repo's pending commit under the repo's lock and run it.
+//!
+//! Whoever holds a repo's lock runs its queue until it is empty, then lets go and looks once more: a
+//! push that queued work while the lock was held either is seen by that last look or finds the lock
+//! free. So no push is lost, runs of one repo never overlap, and the newest queued commit runs.
+
+use std::io::Write;
+
+use crate::config::Config;
+use crate::dirs::Dirs;
+use crate::error::Error;
+use crate::lock::RepoLock;
+use crate::records::RunResult;
+use crate::runner::{self, Finished, Request};
+use crate::{queue, seen};
+
+/// What draining did.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub finished: Vec<Finished>,
+    /// Problems that stopped some work (for stderr).
+    pub errors: Vec<String>,
+}
+
+impl Drained {
+    pub fn all_succeeded(&self) -> bool {
+        self.errors.is_empty()
+            && self
+                .finished
+                .iter()
+                .all(|f| f.record.result == RunResult::Success)
+    }
+}
+
+/// Runs the pending work of `repos` (every repo with pending work when `None`). With `wait`, waits for
+/// a run of the same repo in progress instead of leaving the work to it. `console` gives each run
+/// somewhere to stream its output, or `None` when nobody watches.
+pub fn drain(
+    dirs: &Dirs,
+    config: &Config,
+    repos: Option<&[String]>,
+    wait: bool,
+    console: &dyn Fn() -> Option<Box<dyn Write + Send>>,
+) -> Drained {
+    let mut drained = Drained::default();
+    let names = match repos {
+        Some(repos) => repos.to_vec(),
+        None => queue::pending(dirs),
+    };
+    for name in names {
+        let Some(repo) = config.get(&name) else {
+            drained.errors.push(format!(
+                "work is queued for repo `{name}`, which is not in Repo.toml; it waits until the repo \
+                 is configured again (or remove `{}`)",
+                dirs.queue().join(format!("{name}.json")).display()
+            ));
+            continue;
+        };
+        while queue::is_pending(dirs, &name) {
+            let lock = match RepoLock::acquire(dirs, &name, wait) {
+                Ok(Some(lock)) => lock,
+                // A run of this repo is in progress; its owner looks at the queue when it ends.
+                Ok(None) => break,
+                Err(e) => {
+                    drained.errors.push(e.to_string());
+                    break;
+                }
+            };
+            let entry = match queue::take(dirs, &name, &lock) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => continue,
+                Err(e) => {
+                    drained.errors.push(e.to_string());
+                    continue;
+                }
+            };
+            match run_entry(dirs, repo, entry, &lock, console()) {
+                Ok(Some(finished)) => drained.finished.push(finished),
+                Ok(None) => {}
+                Err(e) => drained.errors.push(e.to_string()),
+            }
+        }
+    }
+    drained
+}
+
+fn run_entry(
+    dirs: &Dirs,
+    repo: &crate::config::Repo,
+    entry: queue::Entry,
+    lock: &RepoLock,
+    console: Option<Box<dyn Write + Send>>,
+) -> Result<Option<Finished>, Error> {
+    if entry.branch != repo.branch {
+        return Err(Error::Other(format!(
+            "dropped queued work for branch `{}` of repo `{}`: the repo now runs `{}`",
+            crate::sanitize::terminal(&entry.branch),
+            repo.name,
+            repo.branch
+        )));
+    }
+    let commit = git2::Oid::from_str(&entry.commit).map_err(|_| {
+        Error::Other(format!(
+            "dropped a queue entry of repo `{}` with an invalid commit id",
+            repo.name
+        ))
+    })?;
+    seen::set(dirs, &repo.name, &entry.commit)?;
+    let request = Request {
+        repo: repo.clone(),
+        branch: entry.branch,
+        commit,
+        trigger: entry.trigger,
+        keep_workspace: false,
+    };
+    runner::execute(dirs, &request, console, lock).map(Some)
+}

@@ -1,0 +1,142 @@
+//! The post-receive hook (issue #3): real `git push` through a real installed hook.
+
+use crate::support::{TestEnv, wait_for};
+
+/// A step that marks that it started, then waits for `release` to exist (a side effect the test controls).
+fn waiting_workflow(env: &TestEnv, extra_step: &str) -> String {
+    let started = env.root().join("started");
+    let release = env.root().join("release");
+    format!(
+        "[0]\nrun = '''sh -c 'touch {}; while [ ! -e {} ]; do sleep 0.05; done; echo step-output' '''\ntimeout = \"5m\"\n{extra_step}",
+        started.display(),
+        release.display()
+    )
+}
+
+#[test]
+fn a_push_queues_a_run_and_returns_while_the_step_still_runs() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.install_hook(&repo, false);
+    repo.workflow("master", &waiting_workflow(&env, ""));
+    let commit = repo.commit("slow");
+    let out = repo.push("master");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("remote: phantom_ci: queued `app`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("phantom_ci logs app --follow"), "{stderr}");
+    // `git push` has returned; the step cannot end before `release` exists: it is still running.
+    wait_for("the step to start", || env.root().join("started").exists());
+    assert_eq!(env.run_json("app", 1)["result"], "running");
+    std::fs::write(env.root().join("release"), "").unwrap();
+    let record = env.wait_for_run("app", 1);
+    assert_eq!(record["result"], "success");
+    assert_eq!(record["trigger"], "hook");
+    assert_eq!(record["commit"], commit.as_str());
+    assert!(env.log("app", 1).contains("step-output"));
+}
+
+#[test]
+fn with_wait_the_pusher_sees_the_output() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.install_hook(&repo, true);
+    repo.workflow(
+        "master",
+        "[0]\nrun = \"echo hello-pusher\"\n[1]\nrun = 'sh -c \"exit 4\"'\n",
+    );
+    repo.commit("visible");
+    let out = repo.push("master");
+    assert!(out.status.success(), "a failing run never fails the push");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("remote: hello-pusher"), "{stderr}");
+    assert!(stderr.contains("exited with status 4"), "{stderr}");
+    assert_eq!(env.run_json("app", 1)["result"], "failure");
+}
+
+#[test]
+fn other_branches_tags_and_deletions_run_nothing() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, "target_branch = \"main\""));
+    repo.workflow("main", "[0]\nrun = \"true\"\n");
+    repo.workflow("master", "[0]\nrun = \"true\"\n");
+    repo.commit("one");
+    assert!(repo.push("main").status.success());
+    env.install_hook(&repo, true);
+    let pushes = [
+        vec!["push", "-q", "origin", "HEAD:refs/heads/other"],
+        vec!["tag", "v1"],
+        vec!["push", "-q", "origin", "v1"],
+        vec!["push", "-q", "origin", ":refs/heads/main"],
+        vec!["push", "-q", "origin", ":refs/heads/other"],
+    ];
+    for args in pushes {
+        env.git(&repo.work, &args);
+    }
+    assert!(env.runs("app").is_empty());
+    assert!(!env.data.join("queue").join("app.json").exists());
+}
+
+#[test]
+fn a_configuration_error_is_one_line_and_never_fails_the_push() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml("[app]\npath = 5\n");
+    env.install_hook(&repo, false);
+    repo.workflow("master", "[0]\nrun = \"true\"\n");
+    repo.commit("one");
+    let out = repo.push("master");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Repo.toml` line 2"), "{stderr}");
+    assert!(stderr.contains("the push itself succeeded"), "{stderr}");
+}
+
+#[test]
+fn pushes_during_a_run_queue_up_and_only_the_newest_runs() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.install_hook(&repo, false);
+    let journal = env.root().join("journal");
+    let record_step = format!(
+        "[1]\nrun = '''sh -c 'echo \"start $PHANTOM_CI_COMMIT\" >> {0}; sleep 0.2; echo \"end $PHANTOM_CI_COMMIT\" >> {0}' '''\n",
+        journal.display()
+    );
+    repo.workflow("master", &waiting_workflow(&env, &record_step));
+    let first = repo.commit_and_push("first");
+    wait_for("the first run to start", || {
+        env.root().join("started").exists()
+    });
+    let mut newest = String::new();
+    for i in 0..5 {
+        repo.write("counter", &i.to_string());
+        newest = repo.commit_and_push(&format!("push {i}"));
+    }
+    std::fs::write(env.root().join("release"), "").unwrap();
+    let second = env.wait_for_run("app", 2);
+    assert_eq!(env.wait_for_run("app", 1)["commit"], first.as_str());
+    assert_eq!(second["commit"], newest.as_str(), "the newest commit runs");
+    assert_eq!(second["result"], "success");
+    // Nothing else is queued or running, and only two runs exist.
+    wait_for("the queue to empty", || {
+        !env.data.join("queue/app.json").exists()
+    });
+    let output = env.phantom().arg("work").output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(env.runs("app"), [1, 2]);
+    let journal = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(
+        journal,
+        format!("start {first}\nend {first}\nstart {newest}\nend {newest}\n"),
+        "runs never overlap"
+    );
+    let worker_log = std::fs::read_to_string(env.data.join("worker.log")).unwrap_or_default();
+    assert!(!worker_log.contains("error"), "{worker_log}");
+}

@@ -1,0 +1,181 @@
+//! `tick` (issue #3): what moved runs once; remotes through a mirror; crash recovery.
+
+use std::process::Stdio;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::support::{TestEnv, process_running, wait_for};
+
+#[test]
+fn tick_runs_what_moved_once() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"git rev-parse HEAD\"\n");
+    let first = repo.commit_and_push("one");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+
+    env.phantom().arg("tick").assert().success();
+    let record = env.run_json("app", 1);
+    assert_eq!(record["commit"], first.as_str());
+    assert_eq!(record["trigger"], "tick");
+
+    env.phantom().assert().success(); // no subcommand = tick
+    assert_eq!(env.runs("app"), [1], "nothing moved, nothing ran");
+
+    let second = repo.commit_and_push("two");
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.run_json("app", 2)["commit"], second.as_str());
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.runs("app"), [1, 2]);
+}
+
+#[test]
+fn a_manual_run_does_not_count_as_seen() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"true\"\n");
+    repo.commit_and_push("one");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.phantom().args(["run", "app"]).assert().success();
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.run_json("app", 2)["trigger"], "tick");
+}
+
+#[test]
+fn tick_fetches_a_file_url_into_a_mirror() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"git log --oneline\"\n");
+    let first = repo.commit_and_push("one");
+    env.write_repo_toml(&format!(
+        "[remote]\npath = \"file://{}\"\nrun_as = \"{}\"\n",
+        repo.bare.display(),
+        crate::support::current_user()
+    ));
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.run_json("remote", 1)["commit"], first.as_str());
+    assert!(env.data.join("mirrors/remote.git").is_dir());
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.runs("remote"), [1]);
+
+    let second = repo.commit_and_push("two");
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.run_json("remote", 2)["commit"], second.as_str());
+    assert!(
+        env.log("remote", 2).contains("one"),
+        "history is reachable in the workspace"
+    );
+}
+
+#[test]
+fn a_killed_worker_leaves_an_aborted_run_and_queued_work_still_runs() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    let started = env.root().join("started");
+    repo.workflow(
+        "master",
+        &format!(
+            "[0]\nrun = '''sh -c 'touch {}; sleep 1031' '''\n",
+            started.display()
+        ),
+    );
+    repo.commit_and_push("hangs");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    let mut tick = env
+        .phantom_std()
+        .arg("tick")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the step to start", || started.exists());
+    kill(Pid::from_raw(tick.id() as i32), Signal::SIGKILL).unwrap();
+    tick.wait().unwrap();
+    assert_eq!(env.run_json("app", 1)["result"], "running");
+
+    repo.workflow("master", "[0]\nrun = \"echo fixed\"\n");
+    let fixed = repo.commit_and_push("fixed");
+    env.phantom().arg("tick").assert().success();
+    let aborted = env.run_json("app", 1);
+    assert_eq!(aborted["result"], "aborted");
+    assert!(aborted["message"].as_str().unwrap().contains("--commit"));
+    assert!(aborted["finished_at"].is_string());
+    assert!(
+        !process_running(&["sleep", "1031"]),
+        "the dead run's processes were killed"
+    );
+    assert!(
+        !env.data.join("work/app/1").exists(),
+        "its workspace was removed"
+    );
+    let next = env.run_json("app", 2);
+    assert_eq!(
+        (next["result"].as_str(), next["commit"].as_str()),
+        (Some("success"), Some(fixed.as_str()))
+    );
+}
+
+#[test]
+fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
+    if !crate::support::is_root() {
+        eprintln!("skipped: needs root to act as another pusher (CI runs as root)");
+        return;
+    }
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"id -u\"\n");
+    let first = repo.commit_and_push("one");
+    env.write_repo_toml(&format!(
+        "[app]\npath = \"{}\"\nrun_as = \"nobody\"\n",
+        repo.bare.display()
+    ));
+    let repo_toml = env.config.join("Repo.toml");
+    std::fs::set_permissions(&repo_toml, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let spool = env.data.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o1733)).unwrap();
+
+    // The hook, as the pusher `nobody`: it cannot read Repo.toml, so it leaves a note.
+    let exe = assert_cmd::cargo::cargo_bin!("phantom_ci");
+    let mut hook = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(exe)
+        .arg("--config-dir")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(&env.data)
+        .arg("hook")
+        .env("GIT_DIR", &repo.bare)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let zeros = "0".repeat(40);
+    writeln!(
+        hook.stdin.take().unwrap(),
+        "{zeros} {first} refs/heads/master"
+    )
+    .unwrap();
+    let out = hook.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("handed to the phantom_ci service"));
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 1);
+    assert!(
+        !env.data.join("queue").exists(),
+        "the pusher queued nothing itself"
+    );
+
+    // The root tick drains the spool and runs the steps as `nobody`.
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+    let record = env.run_json("app", 1);
+    assert_eq!(record["result"], "success");
+    assert!(
+        env.log("app", 1).contains("\n65534\n"),
+        "{}",
+        env.log("app", 1)
+    );
+}
