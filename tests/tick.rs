@@ -179,3 +179,79 @@ fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
         env.log("app", 1)
     );
 }
+
+#[test]
+fn tick_fetches_an_https_remote() {
+    use std::io::{BufRead, BufReader};
+    let missing: Vec<&str> = ["python3", "openssl"]
+        .into_iter()
+        .filter(|tool| {
+            std::process::Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_err()
+        })
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("skipped: needs {missing:?} for a loopback HTTPS git server (CI installs them)");
+        return;
+    }
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"git log --format=%s\"\n");
+    let commit = repo.commit_and_push("over https");
+    let (cert, key) = (env.root().join("cert.pem"), env.root().join("key.pem"));
+    let openssl = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/git_https_server.py");
+    let mut server = std::process::Command::new("python3")
+        .arg(script)
+        .args([&cert, &key, &env.root().join("git")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    env.write_repo_toml(&format!(
+        "[web]\npath = \"https://127.0.0.1:{}/cgi-bin/git/app.git\"\nrun_as = \"{}\"\n",
+        port.trim(),
+        crate::support::current_user()
+    ));
+    let assert = env
+        .phantom()
+        .arg("tick")
+        .env("GIT_SSL_CAINFO", &cert)
+        .assert();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert.success();
+    let record = env.run_json("web", 1);
+    assert_eq!(record["commit"], commit.as_str());
+    assert_eq!(record["result"], "success");
+    assert!(env.log("web", 1).contains("over https"));
+}
