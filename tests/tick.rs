@@ -255,3 +255,25 @@ fn tick_fetches_an_https_remote() {
     assert_eq!(record["result"], "success");
     assert!(env.log("web", 1).contains("over https"));
 }
+
+#[test]
+fn a_repository_owned_by_another_user_is_trusted() {
+    if !crate::support::is_root() {
+        eprintln!("skipped: needs root to own a repository as another user (CI runs as root)");
+        return;
+    }
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"git rev-parse HEAD\"\n");
+    let commit = repo.commit_and_push("one");
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(&repo.bare)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.run_json("app", 1)["result"], "success");
+    assert!(env.log("app", 1).contains(&commit));
+}
