@@ -76,13 +76,7 @@ impl TestEnv {
 
     /// `phantom_ci` with the test's environment and nothing else.
     pub fn phantom(&self) -> Command {
-        let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("phantom_ci");
-        cmd.env_clear()
-            .envs(fixed_env(&self.home))
-            .env("PHANTOM_CI_CONFIG_DIR", &self.config)
-            .env("PHANTOM_CI_DATA_DIR", &self.data)
-            .current_dir(self.root());
-        cmd
+        Command::from_std(self.phantom_std())
     }
 
     /// The same, as a std command (for tests that read output while it runs).
