@@ -96,7 +96,7 @@ mod tests {
             assert!(content.contains(part), "{part} in {content}");
         }
         assert!(
-            content.contains("failing step `1 test`: `make test`"),
+            content.contains("failing step `[1] test`: `make test`"),
             "{content}"
         );
         assert!(

@@ -80,7 +80,7 @@ mod tests {
             text.starts_with("*app* #7 · *failure* · branch `master` · commit `0123456` · 1.5s\n")
         );
         assert!(
-            text.contains("failing step `1 test`: `make test`"),
+            text.contains("failing step `[1] test`: `make test`"),
             "{text}"
         );
         assert!(text.ends_with("```\na\nb &amp; c\n```"), "{text}");

@@ -26,7 +26,7 @@ pub struct Summary {
     pub branch: String,
     pub commit: String,
     pub duration: String,
-    /// The failing step's key and name (`1 build`), and its command.
+    /// The failing step's key and name (`[1] build`), and its command.
     pub failed_step: Option<(String, String)>,
     pub message: Option<String>,
 }
@@ -42,8 +42,8 @@ impl Summary {
             duration: human_ms(record.duration_ms),
             failed_step: record.failed_step().map(|step| {
                 let label = match &step.name {
-                    Some(name) => format!("{} {}", step.index, one_line(name, BRANCH_CHARS)),
-                    None => step.index.to_string(),
+                    Some(name) => format!("[{}] {}", step.index, one_line(name, BRANCH_CHARS)),
+                    None => format!("[{}]", step.index),
                 };
                 (label, one_line(&step.run, COMMAND_CHARS))
             }),
