@@ -9,6 +9,7 @@
 //! - [`workspace`]: the scratch working tree a run builds in, and its artifacts;
 //! - [`runner`]: one run of one commit — steps, output, timeouts;
 //! - [`records`]: what a run leaves behind under the data dir;
+//! - [`secrets`]: `.env`, read into memory only; [`notify`]: the webhooks posted after a run;
 //! - [`commands`]: one module per subcommand, the only place that prints.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
@@ -21,6 +22,7 @@ pub mod error;
 pub mod git;
 pub mod lock;
 pub mod mirror;
+pub mod notify;
 pub mod output;
 pub mod privilege;
 pub mod queue;
@@ -28,6 +30,7 @@ pub mod records;
 pub mod recovery;
 pub mod runner;
 pub mod sanitize;
+pub mod secrets;
 pub mod seen;
 pub mod spool;
 pub mod units;

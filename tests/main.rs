@@ -8,5 +8,6 @@ mod support;
 mod check;
 mod config;
 mod hook;
+mod notify;
 mod run;
 mod tick;

@@ -80,9 +80,6 @@ fn unsupported(repo: &Repo) -> Option<String> {
     if repo.require_signed {
         keys.push("require_signed");
     }
-    if repo.notify != crate::config::Notify::Always {
-        keys.push("notify");
-    }
     if keys.is_empty() {
         return None;
     }
@@ -194,12 +191,17 @@ pub fn execute(
 
 /// What happens once a run is recorded (notifications). Never changes the run's result.
 fn after_run(
-    _dirs: &Dirs,
-    _repo: &Repo,
-    _record: &RunRecord,
-    _previous: Option<&RunRecord>,
+    dirs: &Dirs,
+    repo: &Repo,
+    record: &RunRecord,
+    previous: Option<&RunRecord>,
 ) -> Vec<String> {
-    Vec::new()
+    let secrets = match crate::secrets::Secrets::load(&dirs.dotenv()) {
+        Ok(secrets) => secrets,
+        Err(e) => return vec![format!("{e}; no webhook was posted for this run")],
+    };
+    let log = records::run_dir(dirs, &repo.name, record.run).log();
+    crate::notify::notify(repo.notify, record, previous, &log, &secrets)
 }
 
 struct Run<'a> {

@@ -1,0 +1,164 @@
+//! The Discord webhook message: a summary and the log's tail in `content` (at most 2000 characters),
+//! an embed coloured by the result, and no mentions at all.
+
+use serde_json::{Value, json};
+
+use super::text::{self, Summary, code_span, defuse_fences, width};
+use crate::records::{RunRecord, RunResult};
+
+/// Discord's limit on a message's `content`.
+pub const CONTENT_LIMIT: usize = 2000;
+/// Discord's limit on an embed's title.
+const TITLE_LIMIT: usize = 256;
+
+const FENCE_OPEN: &str = "```text\n";
+const FENCE_CLOSE: &str = "\n```";
+
+/// The JSON body for a Discord webhook. `log` is the end of the run's log.
+pub fn payload(record: &RunRecord, log: &str) -> Value {
+    let summary = Summary::of(record);
+    let mut title = format!(
+        "{} #{}: {}",
+        summary.repo,
+        summary.run,
+        summary.result.as_str()
+    );
+    title = text::one_line(&title, TITLE_LIMIT);
+    let mut embed = json!({
+        "title": title,
+        "color": color(record.result),
+        "footer": { "text": "phantom_ci" },
+    });
+    if let Some(finished_at) = &record.finished_at {
+        embed["timestamp"] = json!(finished_at);
+    }
+    json!({
+        "content": content(&summary, log),
+        // Nothing a branch name, a commit or a log says can ping anyone.
+        "allowed_mentions": { "parse": [] },
+        "embeds": [embed],
+    })
+}
+
+/// The summary lines, then as much of the log's end as fits in a code block.
+pub fn content(summary: &Summary, log: &str) -> String {
+    let mut head = format!(
+        "**{}** #{} · **{}** · branch {} · commit {} · {}",
+        summary.repo.replace('_', "\\_"),
+        summary.run,
+        summary.result.as_str(),
+        code_span(&summary.branch),
+        code_span(&summary.commit),
+        summary.duration,
+    );
+    if let Some((label, command)) = &summary.failed_step {
+        head.push_str(&format!(
+            "\nfailing step {}: {}",
+            code_span(label),
+            code_span(command)
+        ));
+    }
+    if let Some(message) = &summary.message {
+        head.push_str(&format!("\n> {}", code_span(message)));
+    }
+    let lines: Vec<String> = text::clean_log(log)
+        .iter()
+        .map(|line| defuse_fences(line))
+        .collect();
+    let frame = width(&head) + 1 + width(FENCE_OPEN) + width(FENCE_CLOSE);
+    let budget = CONTENT_LIMIT.saturating_sub(frame);
+    let tail = text::fit_tail(&lines, budget, width);
+    if tail.is_empty() {
+        return head;
+    }
+    format!("{head}\n{FENCE_OPEN}{tail}{FENCE_CLOSE}")
+}
+
+fn color(result: RunResult) -> u32 {
+    match result {
+        RunResult::Success => 0x2e_b6_7d,
+        RunResult::Failure | RunResult::Timeout => 0xe0_1e_5a,
+        RunResult::Running => 0x36_c5_f0,
+        RunResult::Error | RunResult::Aborted | RunResult::Rejected => 0xec_b2_2e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::text::sample_record as record;
+
+    #[test]
+    fn the_summary_names_everything_and_the_log_ends_the_message() {
+        let body = payload(&record(RunResult::Failure, "master"), "building\nFAILED\n");
+        let content = body["content"].as_str().unwrap();
+        for part in ["**app** #7", "**failure**", "`master`", "`0123456`", "1.5s"] {
+            assert!(content.contains(part), "{part} in {content}");
+        }
+        assert!(
+            content.contains("failing step `[1] test`: `make test`"),
+            "{content}"
+        );
+        assert!(
+            content.ends_with("```text\nbuilding\nFAILED\n```"),
+            "{content}"
+        );
+        assert_eq!(body["allowed_mentions"], json!({ "parse": [] }));
+        assert_eq!(body["embeds"][0]["title"], "app #7: failure");
+        assert_eq!(body["embeds"][0]["color"], 0xe0_1e_5a);
+        assert_eq!(body["embeds"][0]["timestamp"], "2026-11-05T10:00:01.500Z");
+    }
+
+    #[test]
+    fn a_huge_log_is_cut_to_the_limit_on_character_boundaries() {
+        let line = "é😀 log line with `backticks` and ``` fences\n";
+        let log = format!("{}last line\n", line.repeat(5000));
+        let content = payload(&record(RunResult::Failure, "master"), &log)["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(width(&content) <= CONTENT_LIMIT, "{}", width(&content));
+        assert!(content.chars().count() <= CONTENT_LIMIT);
+        assert!(width(&content) > CONTENT_LIMIT - 100, "the room is used");
+        assert!(content.ends_with("\nlast line\n```"));
+        assert_eq!(content.matches("```").count(), 2, "{content}");
+    }
+
+    #[test]
+    fn one_enormous_line_keeps_its_end() {
+        let log = format!("{}THE END", "x".repeat(10_000));
+        let content = payload(&record(RunResult::Failure, "master"), &log)["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(width(&content) <= CONTENT_LIMIT);
+        assert!(content.ends_with("xxTHE END\n```"));
+        assert!(content.contains("```text\n…xxx"));
+    }
+
+    #[test]
+    fn untrusted_text_cannot_ping_or_break_out() {
+        let mut run = record(RunResult::Failure, "@everyone`**x**\n<@&123>");
+        run.steps[0].run = "sh -c '```'".into();
+        let body = payload(&run, "@here <@123> ```\n```evil");
+        let content = body["content"].as_str().unwrap();
+        assert!(
+            content.contains("branch `@everyoneˋ**x** <@&123>`"),
+            "{content}"
+        );
+        assert_eq!(content.matches("```").count(), 2, "{content}");
+        assert_eq!(body["allowed_mentions"]["parse"], json!([]));
+    }
+
+    #[test]
+    fn an_empty_log_gives_the_summary_only() {
+        let mut run = record(RunResult::Success, "master");
+        run.message = None;
+        run.steps.clear();
+        let content = payload(&run, "")["content"].as_str().unwrap().to_string();
+        assert_eq!(
+            content,
+            "**app** #7 · **success** · branch `master` · commit `0123456` · 1.5s"
+        );
+    }
+}

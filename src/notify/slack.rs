@@ -1,0 +1,116 @@
+//! The Slack incoming-webhook message: the same summary and log tail as Discord's, in `text` (mrkdwn),
+//! with `&`, `<` and `>` escaped so that nothing untrusted becomes a mention (`<!channel>`) or a link.
+
+use serde_json::{Value, json};
+
+use super::text::{self, Summary, code_span, defuse_fences};
+use crate::records::RunRecord;
+
+/// How long a `text` phantom_ci sends at most (Slack advises 4000 characters; it cuts at 40000).
+pub const TEXT_LIMIT: usize = 4000;
+
+const FENCE_OPEN: &str = "```\n";
+const FENCE_CLOSE: &str = "\n```";
+
+/// The JSON body for a Slack incoming webhook. `log` is the end of the run's log.
+pub fn payload(record: &RunRecord, log: &str) -> Value {
+    json!({
+        "text": message(&Summary::of(record), log),
+        "unfurl_links": false,
+        "unfurl_media": false,
+    })
+}
+
+/// Slack's escaping of the three control characters of its message format.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn span(text: &str) -> String {
+    escape(&code_span(text))
+}
+
+pub fn message(summary: &Summary, log: &str) -> String {
+    let mut head = format!(
+        "*{}* #{} · *{}* · branch {} · commit {} · {}",
+        escape(&summary.repo),
+        summary.run,
+        summary.result.as_str(),
+        span(&summary.branch),
+        span(&summary.commit),
+        summary.duration,
+    );
+    if let Some((label, command)) = &summary.failed_step {
+        head.push_str(&format!(
+            "\nfailing step {}: {}",
+            span(label),
+            span(command)
+        ));
+    }
+    if let Some(message) = &summary.message {
+        head.push_str(&format!("\n> {}", span(message)));
+    }
+    let lines: Vec<String> = text::clean_log(log)
+        .iter()
+        .map(|line| escape(&defuse_fences(line)))
+        .collect();
+    let frame = text::width(&head) + 1 + text::width(FENCE_OPEN) + text::width(FENCE_CLOSE);
+    // Lines are measured escaped. Cutting inside an overlong last line may leave half an entity
+    // (`…t;`), never a bare `<`.
+    let tail = text::fit_tail(&lines, TEXT_LIMIT.saturating_sub(frame), text::width);
+    if tail.is_empty() {
+        return head;
+    }
+    format!("{head}\n{FENCE_OPEN}{tail}{FENCE_CLOSE}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::text::sample_record;
+    use crate::records::RunResult;
+
+    #[test]
+    fn the_summary_and_the_log_tail_are_in_text() {
+        let body = payload(&sample_record(RunResult::Failure, "master"), "a\nb & c\n");
+        let text = body["text"].as_str().unwrap();
+        assert!(
+            text.starts_with("*app* #7 · *failure* · branch `master` · commit `0123456` · 1.5s\n")
+        );
+        assert!(
+            text.contains("failing step `[1] test`: `make test`"),
+            "{text}"
+        );
+        assert!(text.ends_with("```\na\nb &amp; c\n```"), "{text}");
+        assert_eq!(body["unfurl_links"], false);
+    }
+
+    #[test]
+    fn nothing_untrusted_can_mention_or_link() {
+        let body = payload(
+            &sample_record(RunResult::Failure, "<!channel>"),
+            "<!here> <@U123|x> <https://evil|click>\n```\nescaped",
+        );
+        let text = body["text"].as_str().unwrap();
+        assert!(!text.contains("<!"), "{text}");
+        assert!(!text.contains("<@") && !text.contains("<http"), "{text}");
+        assert!(text.contains("`&lt;!channel&gt;`"), "{text}");
+        assert!(text.contains("&lt;!here&gt;"), "{text}");
+        assert_eq!(text.matches("```").count(), 2, "{text}");
+        assert!(text.ends_with("\nescaped\n```"));
+    }
+
+    #[test]
+    fn a_huge_log_fits_the_limit_even_escaped() {
+        let log = format!("{}last <line>\n", "<&>\n".repeat(100_000));
+        let text = message(
+            &Summary::of(&sample_record(RunResult::Failure, "master")),
+            &log,
+        );
+        assert!(text::width(&text) <= TEXT_LIMIT, "{}", text::width(&text));
+        assert!(text::width(&text) > TEXT_LIMIT - 100);
+        assert!(text.ends_with("\nlast &lt;line&gt;\n```"));
+    }
+}

@@ -1,0 +1,248 @@
+//! The text Discord and Slack messages share: a run's summary and the tail of its log, made safe and
+//! fitted to a size.
+//!
+//! Sizes are counted in UTF-16 code units, the stricter of the ways services count "characters": a text
+//! that fits by this count also fits by a count of Unicode scalar values.
+
+use crate::records::{RunRecord, RunResult};
+use crate::runner::{human_ms, short};
+
+/// How many characters of the untrusted texts a summary shows at most.
+const BRANCH_CHARS: usize = 100;
+const COMMAND_CHARS: usize = 200;
+const MESSAGE_CHARS: usize = 300;
+
+/// The size of `text` as services count it (UTF-16 code units).
+pub fn width(text: &str) -> usize {
+    text.encode_utf16().count()
+}
+
+/// The facts of a run a chat message shows, untrusted ones cleaned and shortened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub repo: String,
+    pub run: u64,
+    pub result: RunResult,
+    pub branch: String,
+    pub commit: String,
+    pub duration: String,
+    /// The failing step's key and name (`[1] build`), and its command.
+    pub failed_step: Option<(String, String)>,
+    pub message: Option<String>,
+}
+
+impl Summary {
+    pub fn of(record: &RunRecord) -> Summary {
+        Summary {
+            repo: one_line(&record.repo, BRANCH_CHARS),
+            run: record.run,
+            result: record.result,
+            branch: one_line(&record.branch, BRANCH_CHARS),
+            commit: one_line(short(&record.commit), 40),
+            duration: human_ms(record.duration_ms),
+            failed_step: record.failed_step().map(|step| {
+                let label = match &step.name {
+                    Some(name) => format!("[{}] {}", step.index, one_line(name, BRANCH_CHARS)),
+                    None => format!("[{}]", step.index),
+                };
+                (label, one_line(&step.run, COMMAND_CHARS))
+            }),
+            message: record
+                .message
+                .as_deref()
+                .map(|message| one_line(message, MESSAGE_CHARS)),
+        }
+    }
+}
+
+/// `text` on one line: control characters (newlines, escapes) become spaces, and at most `max`
+/// characters are kept (the cut is marked with `…`).
+pub fn one_line(text: &str, max: usize) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() <= max {
+        return clean;
+    }
+    let mut cut: String = clean.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Text for an inline code span: a backtick cannot end the span early, so it becomes `ˋ`.
+pub fn code_span(text: &str) -> String {
+    format!("`{}`", text.replace('`', "ˋ"))
+}
+
+/// Breaks every run of backticks with zero-width spaces, so that no log line can close (or open) a
+/// code block.
+pub fn defuse_fences(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut previous = '\0';
+    for c in line.chars() {
+        if c == '`' && previous == '`' {
+            out.push('\u{200b}');
+        }
+        out.push(c);
+        previous = c;
+    }
+    out
+}
+
+/// The log's text as a reader would see it on a terminal: escape sequences removed, a line redrawn
+/// with carriage returns shows its last state, other control characters (but tabs) dropped.
+pub fn clean_log(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .split('\n')
+        .map(|line| {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            let line = line
+                .rsplit('\r')
+                .find(|part| !part.is_empty())
+                .unwrap_or("");
+            strip_escapes(line)
+        })
+        .collect();
+    if lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    lines
+}
+
+fn strip_escapes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // CSI: parameters and intermediates, then one final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC (a title, a hyperlink): up to BEL or ESC \.
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The last lines of `lines` whose total `measure` (one `\n` between lines) is at most `budget`. When
+/// even the last line alone does not fit, its end is kept after a `…`, so the result always ends with
+/// the end of the last line.
+pub fn fit_tail(lines: &[String], budget: usize, measure: impl Fn(&str) -> usize) -> String {
+    let mut used = 0;
+    let mut first = lines.len();
+    for (i, line) in lines.iter().enumerate().rev() {
+        let cost = measure(line) + usize::from(i + 1 < lines.len());
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        first = i;
+    }
+    if first < lines.len() || budget == 0 {
+        return lines[first..].join("\n");
+    }
+    let Some(last) = lines.last() else {
+        return String::new();
+    };
+    // The last line alone is too long: keep its end, measured character by character.
+    let room = budget.saturating_sub(measure("…"));
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for c in last.chars().rev() {
+        let cost = measure(c.encode_utf8(&mut [0; 4]));
+        if used + cost > room {
+            break;
+        }
+        used += cost;
+        kept.push(c);
+    }
+    std::iter::once('…').chain(kept.into_iter().rev()).collect()
+}
+
+/// A failed run for the tests of the message builders.
+#[cfg(test)]
+pub fn sample_record(result: RunResult, branch: &str) -> RunRecord {
+    use crate::records::{StepRecord, StepResult, Trigger};
+    RunRecord {
+        repo: "app".into(),
+        run: 7,
+        branch: branch.into(),
+        commit: "0123456789abcdef0123456789abcdef01234567".into(),
+        trigger: Trigger::Hook,
+        started_at: "2026-11-05T10:00:00.000Z".into(),
+        finished_at: Some("2026-11-05T10:00:01.500Z".into()),
+        duration_ms: 1500,
+        result,
+        message: Some("step [1] test: make test exited with status 2".into()),
+        steps: vec![StepRecord {
+            index: 1,
+            name: Some("test".into()),
+            run: "make test".into(),
+            result: StepResult::Failure,
+            exit_code: Some(2),
+            signal: None,
+            duration_ms: 1000,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn untrusted_text_stays_on_one_line_and_in_its_span() {
+        assert_eq!(one_line("a\nb\x1b[2J", 100), "a b [2J");
+        assert_eq!(one_line("abcdef", 4), "abc…");
+        assert_eq!(one_line("ππππ", 4), "ππππ");
+        assert_eq!(code_span("x`y"), "`xˋy`");
+        assert_eq!(defuse_fences("```rm"), "`\u{200b}`\u{200b}`rm");
+        assert_eq!(defuse_fences("a ` b"), "a ` b");
+    }
+
+    #[test]
+    fn logs_lose_escapes_and_redrawn_lines_show_their_last_state() {
+        assert_eq!(
+            clean_log("\x1b[31mred\x1b[0m\r\n10%\r50%\r100%\n\x1b]0;title\x07ok\tz\x07\n"),
+            ["red", "100%", "ok\tz"]
+        );
+        assert_eq!(clean_log(""), Vec::<String>::new());
+        assert_eq!(clean_log("no newline"), ["no newline"]);
+    }
+
+    #[test]
+    fn the_tail_fits_and_ends_with_the_last_line() {
+        let log = lines("one\ntwo\nthree");
+        assert_eq!(fit_tail(&log, 100, width), "one\ntwo\nthree");
+        assert_eq!(fit_tail(&log, 9, width), "two\nthree");
+        assert_eq!(fit_tail(&log, 8, width), "three");
+        assert_eq!(fit_tail(&log, 4, width), "…ree");
+        assert_eq!(fit_tail(&[], 4, width), "");
+        let wide = vec!["x😀😀".to_string()];
+        let tail = fit_tail(&wide, 4, width);
+        assert_eq!(tail, "…😀");
+        assert!(width(&tail) <= 4);
+    }
+}
