@@ -9,3 +9,5 @@ mod check;
 mod config;
 
 mod run;
+
+mod containment;
