@@ -11,3 +11,4 @@ mod config;
 mod run;
 
 mod containment;
+mod sandbox;
