@@ -64,7 +64,12 @@ pub fn verify(source: &Repository, commit: Oid, allowed_signers: &Path) -> Resul
         )));
     }
     let (ok, text) = git_verify_commit(source.path(), commit, allowed_signers)?;
-    let text = sanitize::terminal(text.trim());
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let text = sanitize::terminal(&lines.join("; "));
     if ok {
         Ok(text)
     } else {

@@ -12,3 +12,4 @@ mod run;
 
 mod containment;
 mod sandbox;
+mod signed;
