@@ -284,6 +284,7 @@ impl TestEnv {
 }
 
 /// Whether `bwrap` is installed; if not, says the test is skipped.
+#[allow(clippy::print_stderr)]
 pub fn has_bwrap() -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("bwrap").is_file()));
