@@ -152,6 +152,22 @@ pub fn unreachable_parent(user: &StepUser, dir: &Path) -> Option<PathBuf> {
     None
 }
 
+/// phantom_ci's own home directories: its user's home in the user database, and `$HOME` if it differs.
+/// The sandbox hides them from steps.
+pub fn own_homes() -> Vec<PathBuf> {
+    let mut homes = Vec::new();
+    if let Ok(Some(me)) = User::from_uid(geteuid()) {
+        homes.push(me.dir);
+    }
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from)
+        && home.is_absolute()
+        && !homes.contains(&home)
+    {
+        homes.push(home);
+    }
+    homes
+}
+
 /// Gives `path` and everything below it (without following symbolic links) to `user`.
 pub fn chown_tree(path: &Path, user: &StepUser) -> std::io::Result<()> {
     let (uid, gid) = (Some(user.uid.as_raw()), Some(user.gid.as_raw()));

@@ -7,7 +7,10 @@ mod support;
 
 mod check;
 mod config;
+mod containment;
 mod hook;
 mod notify;
 mod run;
+mod sandbox;
+mod signed;
 mod tick;

@@ -6,6 +6,7 @@
 pub mod env;
 pub mod step;
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,9 +24,11 @@ use crate::lock::RepoLock;
 use crate::output::Output;
 use crate::privilege::{self, StepUser};
 use crate::records::{self, RunDir, RunRecord, RunResult, StepRecord, StepResult, Trigger};
-use crate::sanitize;
+use crate::sandbox::{self, Sandbox as BwrapSandbox};
+use crate::signature::{self, Refusal};
 use crate::workflow::{self, Workflow};
 use crate::workspace::Workspace;
+use crate::{reaper, sanitize, signals};
 
 /// What to run: a repo, a branch and the exact commit, fixed before the run starts.
 #[derive(Debug, Clone)]
@@ -69,29 +72,6 @@ pub fn open_source(dirs: &Dirs, repo: &Repo) -> Result<Repository, String> {
         Location::Local(path) => git::open(path).map_err(|e| e.to_string()),
         Location::Url(_) => git::open(&crate::mirror::path(dirs, repo)).map_err(|e| e.to_string()),
     }
-}
-
-/// Settings whose feature is not built yet are accepted only at their default value.
-fn unsupported(repo: &Repo) -> Option<String> {
-    let mut keys = Vec::new();
-    if repo.sandbox != Sandbox::None {
-        keys.push("sandbox");
-    }
-    if repo.require_signed {
-        keys.push("require_signed");
-    }
-    if keys.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "repo `{}`: {} not supported yet by this version of phantom_ci; remove {} from Repo.toml",
-        repo.name,
-        keys.iter()
-            .map(|k| format!("`{k}`"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        if keys.len() == 1 { "it" } else { "them" },
-    ))
 }
 
 /// Runs `request` to its end. `console` receives the live output (phantom_ci's stdout), if anyone watches.
@@ -218,7 +198,8 @@ struct Run<'a> {
 impl Run<'_> {
     fn conduct(&mut self) -> Conclusion {
         let repo = &self.request.repo;
-        if let Some(message) = unsupported(repo) {
+        // From here on SIGTERM/SIGINT end the run cleanly, and no process of the run escapes it.
+        if let Err(message) = signals::install().and_then(|()| reaper::become_subreaper()) {
             return Conclusion::error(message);
         }
         let user = match privilege::step_user(&repo.name, repo.run_as.as_deref()) {
@@ -229,6 +210,9 @@ impl Run<'_> {
             Ok(source) => source,
             Err(message) => return Conclusion::error(message),
         };
+        if let Some(conclusion) = self.check_signature(&source) {
+            return conclusion;
+        }
         let workflow = match load_workflow(repo, &source, self.request.commit, &self.request.branch)
         {
             Ok(workflow) => workflow,
@@ -238,12 +222,61 @@ impl Run<'_> {
             Ok(workspace) => workspace,
             Err(message) => return Conclusion::error(message),
         };
-        let conclusion = match workspace.checkout(&source, self.request.commit, &user) {
-            Ok(()) => self.run_steps(&workflow, &workspace, &user),
+        let conclusion = match workspace
+            .checkout(&source, self.request.commit, &user)
+            .and_then(|()| self.sandbox(&workspace, &source, &user))
+        {
+            Ok(sandbox) => self.run_steps(&workflow, &workspace, &user, sandbox.as_ref()),
             Err(message) => Conclusion::error(message),
         };
         self.finish_workspace(&workspace, &conclusion);
         conclusion
+    }
+
+    /// With `require_signed`, the conclusion of a commit that must not run.
+    fn check_signature(&mut self, source: &Repository) -> Option<Conclusion> {
+        let repo = &self.request.repo;
+        if !repo.require_signed {
+            return None;
+        }
+        let Some(allowed) = &repo.allowed_signers else {
+            return Some(Conclusion::error(format!(
+                "repo `{}` has `require_signed = true` but no `allowed_signers`",
+                repo.name
+            )));
+        };
+        match signature::verify(source, self.request.commit, allowed) {
+            Ok(signer) => {
+                self.out.line(&format!("==> {signer}"));
+                None
+            }
+            Err(Refusal::Rejected(message)) => Some(Conclusion {
+                result: RunResult::Rejected,
+                message: Some(message),
+            }),
+            Err(Refusal::Error(message)) => Some(Conclusion::error(message)),
+        }
+    }
+
+    /// With `sandbox = "bwrap"`, the sandbox every step of this run runs in.
+    fn sandbox(
+        &self,
+        workspace: &Workspace,
+        source: &Repository,
+        user: &StepUser,
+    ) -> Result<Option<BwrapSandbox>, String> {
+        let repo = &self.request.repo;
+        if repo.sandbox == Sandbox::None {
+            return Ok(None);
+        }
+        let mut hidden = vec![self.dirs.config.clone(), self.dirs.data.clone()];
+        hidden.extend(privilege::own_homes());
+        let mounts = sandbox::Mounts {
+            hidden,
+            writable: vec![workspace.tree.clone(), workspace.artifacts.clone()],
+            read_only: vec![source.commondir().join("objects")],
+        };
+        BwrapSandbox::new(repo, user, &mounts).map(Some)
     }
 
     fn run_steps(
@@ -251,6 +284,7 @@ impl Run<'_> {
         workflow: &Workflow,
         workspace: &Workspace,
         user: &StepUser,
+        sandbox: Option<&BwrapSandbox>,
     ) -> Conclusion {
         let repo = &self.request.repo;
         let commit = self.request.commit.to_string();
@@ -267,13 +301,18 @@ impl Run<'_> {
             },
         );
         let limits = privilege::rlimits(&repo.limits);
+        // Every step's process group, as soon as it exists. Crash recovery (phantom_ci SIGKILLed) can
+        // persist them here, for the next invocation to kill what is left (SPEC §4.4).
+        let process_groups: RefCell<Vec<Pid>> = RefCell::new(Vec::new());
+        let on_spawn = |pgid: Pid| process_groups.borrow_mut().push(pgid);
         let ctx = step::StepContext {
             cwd: &workspace.tree,
             env: &env,
             user,
             limits: &limits,
+            sandbox,
+            on_spawn: &on_spawn,
         };
-        let mut process_groups: Vec<Pid> = Vec::new();
         let mut conclusion = Conclusion {
             result: RunResult::Success,
             message: None,
@@ -285,12 +324,18 @@ impl Run<'_> {
                     .push(step_record(step, StepResult::Skipped, None, None, 0));
                 continue;
             }
+            if let Some(signal) = signals::requested() {
+                conclusion = aborted(signal, &format!("before step {}", step.label()));
+                self.record
+                    .steps
+                    .push(step_record(step, StepResult::Skipped, None, None, 0));
+                continue;
+            }
             self.out.line(&format!("==> {}", step.label()));
             let now = Instant::now();
             let run_left = self.deadline.saturating_duration_since(now);
             let step_limit = step.timeout.unwrap_or(Duration::MAX);
             let outcome = step::run(step, &ctx, step_limit.min(run_left), self.out);
-            process_groups.extend(outcome.process_group);
             self.record.steps.push(step_record(
                 step,
                 outcome.result,
@@ -299,6 +344,11 @@ impl Run<'_> {
                 millis(outcome.duration),
             ));
             let label = step.label();
+            if let Some(signal) = outcome.aborted_by {
+                conclusion = aborted(signal, &format!("in step {label}"));
+                let _ = self.run_dir.write(self.record);
+                continue;
+            }
             match outcome.result {
                 StepResult::Success => {}
                 StepResult::Timeout => {
@@ -335,9 +385,17 @@ impl Run<'_> {
             // Keep run.json current for `status` and `logs` while the run goes on.
             let _ = self.run_dir.write(self.record);
         }
-        // No process of the run outlives it: background processes of every step go now.
-        for pgid in process_groups {
+        // No process of the run outlives it: background processes of every step go now, and so do
+        // the ones that left their process group (`setsid`, double fork): phantom_ci adopted them.
+        for pgid in process_groups.take() {
             let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        let survivors = reaper::kill_orphans();
+        if !survivors.is_empty() {
+            self.out.line(&format!(
+                "==> {} process(es) of the run could not be killed: {survivors:?}",
+                survivors.len()
+            ));
         }
         for note in workspace.collect_artifacts(&self.run_dir.artifacts()) {
             self.out.line(&format!("==> {}", note));
@@ -393,6 +451,17 @@ pub fn load_workflow(
         short(&commit.to_string()),
         sanitize::terminal(&branch_file)
     ))
+}
+
+/// The conclusion of a run stopped by a signal to phantom_ci.
+fn aborted(signal: Signal, when: &str) -> Conclusion {
+    Conclusion {
+        result: RunResult::Aborted,
+        message: Some(format!(
+            "phantom_ci received {} {when}; the run was aborted and its processes killed",
+            signal.as_str()
+        )),
+    }
 }
 
 fn step_record(

@@ -1,5 +1,6 @@
-//! One step: started directly (no shell) in its own process group, its output streamed as it arrives,
-//! stopped with SIGTERM then SIGKILL when its time is up.
+//! One step: started directly (no shell, or under bubblewrap) in its own process group, its output
+//! streamed as it arrives, stopped with SIGTERM then SIGKILL when its time is up or phantom_ci is told
+//! to stop (SIGTERM/SIGINT, see [`crate::signals`]).
 
 use std::io::{PipeReader, Read};
 use std::os::fd::AsFd;
@@ -16,7 +17,9 @@ use nix::unistd::Pid;
 use crate::output::Output;
 use crate::privilege::{self, StepUser};
 use crate::records::StepResult;
+use crate::sandbox::Sandbox;
 use crate::workflow::Step;
+use crate::{reaper, signals};
 
 /// How long a step has between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -37,6 +40,8 @@ pub struct StepOutcome {
     pub message: Option<String>,
     /// The step's process group, to be killed when the run ends.
     pub process_group: Option<Pid>,
+    /// The signal phantom_ci received that stopped the step, if one did.
+    pub aborted_by: Option<Signal>,
 }
 
 pub struct StepContext<'a> {
@@ -44,6 +49,10 @@ pub struct StepContext<'a> {
     pub env: &'a [(String, String)],
     pub user: &'a StepUser,
     pub limits: &'a [(Resource, u64)],
+    /// Run the step under bubblewrap.
+    pub sandbox: Option<&'a Sandbox>,
+    /// Told each step's process group as soon as it exists (to be recorded for crash recovery).
+    pub on_spawn: &'a dyn Fn(Pid),
 }
 
 pub fn run(step: &Step, ctx: &StepContext, timeout: Duration, out: &mut Output) -> StepOutcome {
@@ -55,6 +64,7 @@ pub fn run(step: &Step, ctx: &StepContext, timeout: Duration, out: &mut Output) 
         duration: started.elapsed(),
         message: Some(message),
         process_group: None,
+        aborted_by: None,
     };
     let (reader, writer) = match std::io::pipe() {
         Ok(pipe) => pipe,
@@ -64,9 +74,15 @@ pub fn run(step: &Step, ctx: &StepContext, timeout: Duration, out: &mut Output) 
         Ok(w) => w,
         Err(e) => return failed_to_start(format!("cannot create a pipe: {e}")),
     };
-    let mut command = Command::new(&step.argv[0]);
+    let mut command = match ctx.sandbox {
+        Some(sandbox) => sandbox.command(&step.argv, ctx.cwd),
+        None => {
+            let mut command = Command::new(&step.argv[0]);
+            command.args(&step.argv[1..]);
+            command
+        }
+    };
     command
-        .args(&step.argv[1..])
         .current_dir(ctx.cwd)
         .env_clear()
         .envs(ctx.env.iter().map(|(k, v)| (k, v)))
@@ -75,7 +91,7 @@ pub fn run(step: &Step, ctx: &StepContext, timeout: Duration, out: &mut Output) 
         .stderr(writer_err)
         .process_group(0);
     privilege::apply(&mut command, ctx.user, ctx.limits.to_vec());
-    let spawned = command.spawn();
+    let spawned = reaper::spawn(&mut command);
     // The command holds the pipe's write ends: drop it so that only the child has them.
     drop(command);
     let mut child = match spawned {
@@ -88,11 +104,14 @@ pub fn run(step: &Step, ctx: &StepContext, timeout: Duration, out: &mut Output) 
         }
     };
     let pgid = Pid::from_raw(child.id() as i32);
-    let (status, timed_out) = supervise(&mut child, pgid, reader, started + timeout, out);
-    if timed_out {
+    (ctx.on_spawn)(pgid);
+    let (status, stopped) = supervise(&mut child, pgid, reader, started + timeout, out);
+    reaper::finished(child.id());
+    if stopped.is_some() {
         // Whatever of the group survived SIGTERM goes now.
         let _ = killpg(pgid, Signal::SIGKILL);
     }
+    let timed_out = stopped == Some(Stop::Deadline);
     let (exit_code, signal) = match &status {
         Ok(status) => (status.code(), status.signal()),
         Err(_) => (None, None),
@@ -113,21 +132,34 @@ pub fn run(step: &Step, ctx: &StepContext, timeout: Duration, out: &mut Output) 
             .err()
             .map(|e| format!("cannot wait for the step: {e}")),
         process_group: Some(pgid),
+        aborted_by: match stopped {
+            Some(Stop::Signal(signal)) => Some(signal),
+            _ => None,
+        },
     }
 }
 
-/// Streams the child's output until it exits; on `deadline` sends the group SIGTERM, and SIGKILL after
-/// [`KILL_GRACE`]. Returns the exit status and whether the deadline was hit.
+/// Why phantom_ci stopped a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Deadline,
+    Signal(Signal),
+}
+
+/// Streams the child's output until it exits; on `deadline`, or when phantom_ci receives a terminating
+/// signal, sends the group SIGTERM, and SIGKILL after [`KILL_GRACE`] (at once on a second signal).
+/// Returns the exit status and why the step was stopped, if it was.
 fn supervise(
     child: &mut Child,
     pgid: Pid,
     reader: PipeReader,
     deadline: Instant,
     out: &mut Output,
-) -> (std::io::Result<std::process::ExitStatus>, bool) {
+) -> (std::io::Result<std::process::ExitStatus>, Option<Stop>) {
     let mut buf = vec![0u8; CHUNK];
     let mut pipe = Some(reader);
     let mut term_sent: Option<Instant> = None;
+    let mut stop: Option<Stop> = None;
     let mut kill_sent = false;
     loop {
         match child.try_wait() {
@@ -135,19 +167,26 @@ fn supervise(
                 if let Some(reader) = pipe.as_mut() {
                     drain(reader, &mut buf, out);
                 }
-                return (Ok(status), term_sent.is_some());
+                return (Ok(status), stop);
             }
             Ok(None) => {}
-            Err(e) => return (Err(e), term_sent.is_some()),
+            Err(e) => return (Err(e), stop),
         }
         let now = Instant::now();
-        if term_sent.is_none() && now >= deadline {
+        if stop.is_none() {
+            if let Some(signal) = signals::requested() {
+                stop = Some(Stop::Signal(signal));
+            } else if now >= deadline {
+                stop = Some(Stop::Deadline);
+            }
+        }
+        if stop.is_some() && term_sent.is_none() {
             let _ = killpg(pgid, Signal::SIGTERM);
             term_sent = Some(now);
         }
         if let Some(sent) = term_sent
             && !kill_sent
-            && now >= sent + KILL_GRACE
+            && (now >= sent + KILL_GRACE || signals::insisted())
         {
             let _ = killpg(pgid, Signal::SIGKILL);
             kill_sent = true;

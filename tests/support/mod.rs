@@ -56,20 +56,7 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> TestEnv {
-        let dir = tempfile::Builder::new()
-            .prefix("phantom-test-")
-            .tempdir()
-            .unwrap();
-        let root = dir.path().to_path_buf();
-        let env = TestEnv {
-            home: root.join("home"),
-            config: root.join("config"),
-            data: root.join("data"),
-            dir,
-        };
-        std::fs::create_dir_all(&env.home).unwrap();
-        std::fs::create_dir_all(&env.config).unwrap();
-        env
+        TestEnv::new_in(&std::env::temp_dir())
     }
 
     pub fn root(&self) -> &Path {
@@ -293,4 +280,34 @@ impl TestEnv {
         });
         record
     }
+
+    /// A test environment under `parent` (for tests whose paths must not lie under `/tmp`, which the
+    /// sandbox replaces with an empty tmpfs).
+    pub fn new_in(parent: &Path) -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("phantom-test-")
+            .tempdir_in(parent)
+            .unwrap();
+        let root = dir.path().to_path_buf();
+        let env = TestEnv {
+            home: root.join("home"),
+            config: root.join("config"),
+            data: root.join("data"),
+            dir,
+        };
+        std::fs::create_dir_all(&env.home).unwrap();
+        std::fs::create_dir_all(&env.config).unwrap();
+        env
+    }
+}
+
+/// Whether `bwrap` is installed; if not, says the test is skipped.
+#[allow(clippy::print_stderr)]
+pub fn has_bwrap() -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("bwrap").is_file()));
+    if !found {
+        eprintln!("skipped: needs bwrap (CI installs bubblewrap)");
+    }
+    found
 }

@@ -1,0 +1,139 @@
+//! No process of a run outlives it (SPEC §4.4). phantom_ci is a child subreaper: a step's descendants
+//! that double-fork or call `setsid` are adopted by phantom_ci instead of init, so when a run ends they
+//! are still phantom_ci's descendants, and [`kill_orphans`] finds, kills and reaps them.
+//!
+//! Steps that are running are registered (their main process), so that the end of one run never touches
+//! the processes of another run going on in the same phantom_ci process.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::{Pid, getpid};
+
+/// Main processes of the steps running now, in this process.
+static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// How many rounds [`kill_orphans`] tries before it gives up on processes that do not die.
+const ROUNDS: usize = 500;
+
+/// Makes phantom_ci the reaper of its descendants' orphans.
+pub fn become_subreaper() -> Result<(), String> {
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("cannot become a child subreaper (prctl): {e}"))
+}
+
+/// Spawns a process of a run (a step's main process, or a helper such as `git`) and registers it
+/// until [`finished`] is called with it.
+pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    let child = command.spawn()?;
+    running.insert(child.id() as i32);
+    Ok(child)
+}
+
+/// The process `pid` (from [`spawn`]) was waited for.
+pub fn finished(pid: u32) {
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    running.remove(&(pid as i32));
+}
+
+/// Kills every descendant of phantom_ci that is not (below) a running step, and reaps the ones that
+/// became its children. Repeats until none is left, so that a process forking while it is killed is
+/// caught in the next round. Returns the processes still there after many rounds (stuck in the kernel).
+pub fn kill_orphans() -> Vec<Pid> {
+    let me = getpid();
+    let mut left = Vec::new();
+    for _ in 0..ROUNDS {
+        let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        let table = process_table();
+        left = descendants(me, &table, &running);
+        for &pid in &left {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        drop(running);
+        if left.is_empty() {
+            return left;
+        }
+        // Our own children that died are reaped here; their children are ours now (subreaper) and
+        // come up in the next round.
+        for &(pid, ppid) in &table {
+            if ppid == me && left.contains(&pid) {
+                let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    left
+}
+
+/// `(pid, parent pid)` of every process, from `/proc`.
+fn process_table() -> Vec<(Pid, Pid)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            Some((Pid::from_raw(pid), parent_of(&stat)?))
+        })
+        .collect()
+}
+
+/// The parent pid from a `/proc/<pid>/stat` line: `pid (comm) state ppid …`, where `comm` may hold
+/// spaces and parentheses.
+fn parent_of(stat: &str) -> Option<Pid> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let ppid = after_comm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Pid::from_raw(ppid))
+}
+
+/// The descendants of `root`, not entering the subtrees of `running` steps.
+fn descendants(root: Pid, table: &[(Pid, Pid)], running: &BTreeSet<i32>) -> Vec<Pid> {
+    let mut found = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for &(pid, ppid) in table {
+            if ppid == parent && !running.contains(&pid.as_raw()) && !found.contains(&pid) {
+                found.push(pid);
+                parents.push(pid);
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_pid_is_read_past_a_tricky_command_name() {
+        assert_eq!(
+            parent_of("42 (a) b (c)) S 7 42 42 0 -1"),
+            Some(Pid::from_raw(7))
+        );
+        assert_eq!(parent_of("garbage"), None);
+    }
+
+    #[test]
+    fn descendants_skip_running_steps() {
+        let p = Pid::from_raw;
+        let table = [
+            (p(2), p(1)),
+            (p(3), p(2)),
+            (p(4), p(1)),
+            (p(5), p(4)),
+            (p(6), p(9)),
+        ];
+        let running: BTreeSet<i32> = [4].into_iter().collect();
+        let mut found = descendants(p(1), &table, &running);
+        found.sort();
+        assert_eq!(found, [p(2), p(3)]);
+    }
+}

@@ -1,0 +1,56 @@
+//! SIGTERM, SIGINT and SIGHUP to phantom_ci end the run in progress cleanly (SPEC §4.4): the handler
+//! only notes the signal; the step loop sees it, stops the step's processes, and the run is recorded as
+//! `aborted`. Nothing is done inside the handler but two atomic stores.
+
+use std::sync::Once;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+static LAST: AtomicI32 = AtomicI32::new(0);
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+static INSTALL: Once = Once::new();
+
+/// The signals that end a run.
+const TERMINATING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+extern "C" fn note(signal: nix::libc::c_int) {
+    LAST.store(signal, Ordering::SeqCst);
+    COUNT.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Installs the handlers (once per process). From then on these signals no longer kill phantom_ci at
+/// once: whoever runs work must look at [`requested`] and stop.
+#[allow(unsafe_code)]
+pub fn install() -> Result<(), String> {
+    let mut result = Ok(());
+    INSTALL.call_once(|| {
+        // SA_RESTART: file and pipe I/O (libgit2's included) is restarted, not failed with EINTR; the
+        // step loop polls with a short timeout and sees the flag within it.
+        let action = SigAction::new(
+            SigHandler::Handler(note),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for signal in TERMINATING {
+            // SAFETY: `note` is async-signal-safe: it only stores to atomics.
+            if let Err(e) = unsafe { sigaction(signal, &action) } {
+                result = Err(format!("cannot install a handler for {signal}: {e}"));
+            }
+        }
+    });
+    result
+}
+
+/// The last terminating signal received, if any.
+pub fn requested() -> Option<Signal> {
+    match LAST.load(Ordering::SeqCst) {
+        0 => None,
+        n => Signal::try_from(n).ok(),
+    }
+}
+
+/// Whether a terminating signal came more than once (a second Ctrl-C): stop without a grace period.
+pub fn insisted() -> bool {
+    COUNT.load(Ordering::SeqCst) > 1
+}
