@@ -57,6 +57,10 @@ pub fn drain(
             continue;
         };
         while queue::is_pending(dirs, &name) {
+            // Told to stop (SIGTERM/SIGINT): the queued work stays for the next invocation.
+            if crate::signals::requested().is_some() {
+                return drained;
+            }
             let lock = match RepoLock::acquire(dirs, &name, wait) {
                 Ok(Some(lock)) => lock,
                 // A run of this repo is in progress; its owner looks at the queue when it ends.

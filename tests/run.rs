@@ -402,3 +402,24 @@ fn artifacts_are_kept_with_the_record() {
     );
     assert!(!env.data.join("work/app/1").exists(), "workspace removed");
 }
+
+#[test]
+fn a_background_process_keeps_its_output_until_the_run_ends() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow(
+        "master",
+        "[0]\nrun = '''sh -c '(while [ ! -e go ]; do sleep 0.05; done; echo from-background; touch done) &' '''\n\
+         [1]\nrun = '''sh -c 'touch go; while [ ! -e done ]; do sleep 0.05; done; echo step-one-done' '''\ntimeout = \"2m\"\n",
+    );
+    repo.commit_and_push("background");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.phantom().args(["run", "app"]).assert().success();
+    let log = env.log("app", 1);
+    let background = log
+        .find("from-background\n")
+        .expect("the background output is in the log");
+    let done = log.find("step-one-done\n").unwrap();
+    let header = log.find("==> [1]").unwrap();
+    assert!(header < background && background < done, "{log}");
+}

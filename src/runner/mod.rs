@@ -3,10 +3,14 @@
 //! Everything that can go wrong once the run has a number becomes part of its record (result `error`,
 //! `failure`, `timeout`, …); only a failure to create the record itself is an [`Error`].
 
+mod describe;
 pub mod env;
+mod source;
 pub mod step;
 
-use std::cell::RefCell;
+pub use describe::{human_ms, short};
+pub use source::{load_workflow, open_source};
+
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,19 +20,19 @@ use git2::{Oid, Repository};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::config::{KeepWorkspace, Location, Repo, Sandbox};
+use crate::config::{KeepWorkspace, Repo, Sandbox};
 use crate::dirs::Dirs;
 use crate::error::Error;
-use crate::git::{self, MAX_WORKFLOW_SIZE, TreeFile};
 use crate::lock::RepoLock;
 use crate::output::Output;
 use crate::privilege::{self, StepUser};
-use crate::records::{self, RunDir, RunRecord, RunResult, StepRecord, StepResult, Trigger};
+use crate::records::{self, RunDir, RunRecord, RunResult, StepResult, Trigger};
 use crate::sandbox::{self, Sandbox as BwrapSandbox};
 use crate::signature::{self, Refusal};
-use crate::workflow::{self, Workflow};
+use crate::workflow::Workflow;
 use crate::workspace::Workspace;
 use crate::{reaper, sanitize, signals};
+use describe::{human, millis, signal_name, step_record};
 
 /// What to run: a repo, a branch and the exact commit, fixed before the run starts.
 #[derive(Debug, Clone)]
@@ -63,14 +67,6 @@ impl Conclusion {
             result: RunResult::Error,
             message: Some(message.into()),
         }
-    }
-}
-
-/// Opens the repository a repo's commits come from.
-pub fn open_source(dirs: &Dirs, repo: &Repo) -> Result<Repository, String> {
-    match &repo.location {
-        Location::Local(path) => git::open(path).map_err(|e| e.to_string()),
-        Location::Url(_) => git::open(&crate::mirror::path(dirs, repo)).map_err(|e| e.to_string()),
     }
 }
 
@@ -121,7 +117,7 @@ pub fn execute(
         run_dir.number,
         sanitize::terminal(&request.branch),
         short(&record.commit),
-        trigger_name(request.trigger),
+        request.trigger.as_str(),
     ));
 
     let mut run = Run {
@@ -301,17 +297,17 @@ impl Run<'_> {
             },
         );
         let limits = privilege::rlimits(&repo.limits);
-        // Every step's process group, as soon as it exists. Crash recovery (phantom_ci SIGKILLed) can
-        // persist them here, for the next invocation to kill what is left (SPEC §4.4).
-        let process_groups: RefCell<Vec<Pid>> = RefCell::new(Vec::new());
-        let on_spawn = |pgid: Pid| process_groups.borrow_mut().push(pgid);
+        let mut process_groups: Vec<Pid> = Vec::new();
+        let mut pipe = match step::RunPipe::new() {
+            Ok(pipe) => pipe,
+            Err(e) => return Conclusion::error(format!("cannot create the output pipe: {e}")),
+        };
         let ctx = step::StepContext {
             cwd: &workspace.tree,
             env: &env,
             user,
             limits: &limits,
             sandbox,
-            on_spawn: &on_spawn,
         };
         let mut conclusion = Conclusion {
             result: RunResult::Success,
@@ -335,7 +331,8 @@ impl Run<'_> {
             let now = Instant::now();
             let run_left = self.deadline.saturating_duration_since(now);
             let step_limit = step.timeout.unwrap_or(Duration::MAX);
-            let outcome = step::run(step, &ctx, step_limit.min(run_left), self.out);
+            let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
+            process_groups.extend(outcome.process_group);
             self.record.steps.push(step_record(
                 step,
                 outcome.result,
@@ -387,10 +384,11 @@ impl Run<'_> {
         }
         // No process of the run outlives it: background processes of every step go now, and so do
         // the ones that left their process group (`setsid`, double fork): phantom_ci adopted them.
-        for pgid in process_groups.take() {
+        for pgid in process_groups {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
         let survivors = reaper::kill_orphans();
+        pipe.drain(self.out);
         if !survivors.is_empty() {
             self.out.line(&format!(
                 "==> {} process(es) of the run could not be killed: {survivors:?}",
@@ -421,38 +419,6 @@ impl Run<'_> {
     }
 }
 
-/// Reads the workflow for `branch` at `commit`: the repo's trusted `workflow` file if Repo.toml names
-/// one, else `workflow/<branch>.toml`, else `workflow.toml`, from the commit's tree.
-pub fn load_workflow(
-    repo: &Repo,
-    source: &Repository,
-    commit: Oid,
-    branch: &str,
-) -> Result<Workflow, String> {
-    if let Some(path) = &repo.workflow {
-        let bytes = std::fs::read(path)
-            .map_err(|e| format!("cannot read the trusted workflow `{}`: {e}", path.display()))?;
-        return Workflow::parse(&path.to_string_lossy(), &bytes).map_err(|e| e.to_string());
-    }
-    for path in workflow::candidate_paths(branch) {
-        match git::read_tree_file(source, commit, &path, MAX_WORKFLOW_SIZE)
-            .map_err(|e| e.to_string())?
-        {
-            TreeFile::File(bytes) => {
-                return Workflow::parse(&path, &bytes).map_err(|e| e.to_string());
-            }
-            TreeFile::Invalid(why) => return Err(format!("invalid workflow: {why}")),
-            TreeFile::Missing => {}
-        }
-    }
-    let [branch_file, root_file] = workflow::candidate_paths(branch);
-    Err(format!(
-        "commit {} has no workflow: neither `{}` nor `{root_file}` exists",
-        short(&commit.to_string()),
-        sanitize::terminal(&branch_file)
-    ))
-}
-
 /// The conclusion of a run stopped by a signal to phantom_ci.
 fn aborted(signal: Signal, when: &str) -> Conclusion {
     Conclusion {
@@ -462,54 +428,4 @@ fn aborted(signal: Signal, when: &str) -> Conclusion {
             signal.as_str()
         )),
     }
-}
-
-fn step_record(
-    step: &workflow::Step,
-    result: StepResult,
-    exit_code: Option<i32>,
-    signal: Option<i32>,
-    duration_ms: u64,
-) -> StepRecord {
-    StepRecord {
-        index: step.index,
-        name: step.name.clone(),
-        run: step.run.clone(),
-        result,
-        exit_code,
-        signal,
-        duration_ms,
-    }
-}
-
-fn trigger_name(trigger: Trigger) -> &'static str {
-    match trigger {
-        Trigger::Hook => "hook",
-        Trigger::Tick => "tick",
-        Trigger::Manual => "manual",
-    }
-}
-
-pub fn short(commit: &str) -> &str {
-    commit.get(..7).unwrap_or(commit)
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn human(duration: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(duration.as_secs().max(1))).to_string()
-}
-
-pub fn human_ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    }
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    Signal::try_from(signal).map_or("unknown signal", Signal::as_str)
 }

@@ -2,7 +2,7 @@
 //! streamed as it arrives, stopped with SIGTERM then SIGKILL when its time is up or phantom_ci is told
 //! to stop (SIGTERM/SIGINT, see [`crate::signals`]).
 
-use std::io::{PipeReader, Read};
+use std::io::{PipeReader, PipeWriter, Read};
 use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -24,7 +24,7 @@ use crate::{reaper, signals};
 /// How long a step has between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
-/// How often the loop looks at the child when its output is quiet.
+/// How often, at most, the loop looks at the child when its output is quiet.
 const TICK: Duration = Duration::from_millis(100);
 
 /// The most bytes read in one go; phantom_ci's memory does not grow with a step's output.
@@ -44,6 +44,54 @@ pub struct StepOutcome {
     pub aborted_by: Option<Signal>,
 }
 
+/// The one pipe every step of a run writes to, stdout and stderr alike, so they interleave as they
+/// come. It lives as long as the run: a background process a step started (a database for the next
+/// step, say) can go on writing, and its output shows up as it arrives, until the run ends and kills it.
+/// phantom_ci keeps a write end itself, so the pipe never reports end-of-file: a step is over when its
+/// main process exits.
+pub struct RunPipe {
+    reader: PipeReader,
+    writer: PipeWriter,
+    buf: Vec<u8>,
+}
+
+impl RunPipe {
+    pub fn new() -> std::io::Result<RunPipe> {
+        let (reader, writer) = std::io::pipe()?;
+        Ok(RunPipe {
+            reader,
+            writer,
+            buf: vec![0u8; CHUNK],
+        })
+    }
+
+    /// Passes on what is in the pipe now (a bounded amount: a process that never stops writing does
+    /// not hold phantom_ci here).
+    pub fn drain(&mut self, out: &mut Output) {
+        for _ in 0..64 {
+            if !self.read_some(Duration::ZERO, out) {
+                return;
+            }
+        }
+    }
+
+    /// Waits up to `wait` for output and passes on one chunk; whether there was any.
+    fn read_some(&mut self, wait: Duration, out: &mut Output) -> bool {
+        let millis = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.reader.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::from(millis)), Ok(n) if n > 0) {
+            return false;
+        }
+        match self.reader.read(&mut self.buf) {
+            Ok(n) if n > 0 => {
+                out.step_bytes(&self.buf[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 pub struct StepContext<'a> {
     pub cwd: &'a Path,
     pub env: &'a [(String, String)],
@@ -51,11 +99,15 @@ pub struct StepContext<'a> {
     pub limits: &'a [(Resource, u64)],
     /// Run the step under bubblewrap.
     pub sandbox: Option<&'a Sandbox>,
-    /// Told each step's process group as soon as it exists (to be recorded for crash recovery).
-    pub on_spawn: &'a dyn Fn(Pid),
 }
 
-pub fn run(step: &Step, ctx: &StepContext, timeout: Duration, out: &mut Output) -> StepOutcome {
+pub fn run(
+    step: &Step,
+    ctx: &StepContext,
+    pipe: &mut RunPipe,
+    timeout: Duration,
+    out: &mut Output,
+) -> StepOutcome {
     let started = Instant::now();
     let failed_to_start = |message: String| StepOutcome {
         result: StepResult::Failure,
@@ -66,13 +118,9 @@ pub fn run(step: &Step, ctx: &StepContext, timeout: Duration, out: &mut Output) 
         process_group: None,
         aborted_by: None,
     };
-    let (reader, writer) = match std::io::pipe() {
-        Ok(pipe) => pipe,
-        Err(e) => return failed_to_start(format!("cannot create a pipe: {e}")),
-    };
-    let writer_err = match writer.try_clone() {
-        Ok(w) => w,
-        Err(e) => return failed_to_start(format!("cannot create a pipe: {e}")),
+    let (writer, writer_err) = match (pipe.writer.try_clone(), pipe.writer.try_clone()) {
+        (Ok(writer), Ok(writer_err)) => (writer, writer_err),
+        (Err(e), _) | (_, Err(e)) => return failed_to_start(format!("cannot share the pipe: {e}")),
     };
     let mut command = match ctx.sandbox {
         Some(sandbox) => sandbox.command(&step.argv, ctx.cwd),
@@ -92,7 +140,7 @@ pub fn run(step: &Step, ctx: &StepContext, timeout: Duration, out: &mut Output) 
         .process_group(0);
     privilege::apply(&mut command, ctx.user, ctx.limits.to_vec());
     let spawned = reaper::spawn(&mut command);
-    // The command holds the pipe's write ends: drop it so that only the child has them.
+    // The command holds copies of the pipe's write end: close them.
     drop(command);
     let mut child = match spawned {
         Ok(child) => child,
@@ -104,8 +152,7 @@ pub fn run(step: &Step, ctx: &StepContext, timeout: Duration, out: &mut Output) 
         }
     };
     let pgid = Pid::from_raw(child.id() as i32);
-    (ctx.on_spawn)(pgid);
-    let (status, stopped) = supervise(&mut child, pgid, reader, started + timeout, out);
+    let (status, stopped) = supervise(&mut child, pgid, pipe, started + timeout, out);
     reaper::finished(child.id());
     if stopped.is_some() {
         // Whatever of the group survived SIGTERM goes now.
@@ -152,21 +199,20 @@ enum Stop {
 fn supervise(
     child: &mut Child,
     pgid: Pid,
-    reader: PipeReader,
+    pipe: &mut RunPipe,
     deadline: Instant,
     out: &mut Output,
 ) -> (std::io::Result<std::process::ExitStatus>, Option<Stop>) {
-    let mut buf = vec![0u8; CHUNK];
-    let mut pipe = Some(reader);
     let mut term_sent: Option<Instant> = None;
     let mut stop: Option<Stop> = None;
     let mut kill_sent = false;
+    // The pipe never ends, so the child's exit is noticed by looking: soon after the start (most steps
+    // are short), then less and less often, up to every TICK.
+    let mut look_again = Duration::from_millis(1);
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
-                if let Some(reader) = pipe.as_mut() {
-                    drain(reader, &mut buf, out);
-                }
+                pipe.drain(out);
                 return (Ok(status), stop);
             }
             Ok(None) => {}
@@ -196,40 +242,9 @@ fn supervise(
             Some(sent) if !kill_sent => sent + KILL_GRACE,
             Some(_) => now + TICK,
         };
-        let wait = next_deadline.saturating_duration_since(now).min(TICK);
-        match pipe.as_mut() {
-            Some(reader) => {
-                if wait_readable(reader, wait) {
-                    match reader.read(&mut buf) {
-                        Ok(0) => pipe = None,
-                        Ok(n) => out.step_bytes(&buf[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => pipe = None,
-                    }
-                }
-            }
-            // Output closed but the process lives on: look again shortly.
-            None => std::thread::sleep(wait.min(Duration::from_millis(10))),
+        let wait = next_deadline.saturating_duration_since(now).min(look_again);
+        if !pipe.read_some(wait, out) {
+            look_again = (look_again * 2).min(TICK);
         }
     }
-}
-
-/// Reads what is already in the pipe when the step's main process has exited. A background process may
-/// keep the pipe open and go on writing; that output is not waited for.
-fn drain(reader: &mut PipeReader, buf: &mut [u8], out: &mut Output) {
-    for _ in 0..64 {
-        if !wait_readable(reader, Duration::ZERO) {
-            return;
-        }
-        match reader.read(buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => out.step_bytes(&buf[..n]),
-        }
-    }
-}
-
-fn wait_readable(reader: &PipeReader, wait: Duration) -> bool {
-    let millis = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-    let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
-    matches!(poll(&mut fds, PollTimeout::from(millis)), Ok(n) if n > 0)
 }

@@ -1,0 +1,52 @@
+//! Where a run's commits and workflow come from: the repository (or its mirror), and the workflow file
+//! in the commit's tree — or the operator's trusted workflow file.
+
+use git2::{Oid, Repository};
+
+use crate::config::{Location, Repo};
+use crate::dirs::Dirs;
+use crate::git::{self, MAX_WORKFLOW_SIZE, TreeFile};
+use crate::sanitize;
+use crate::workflow::{self, Workflow};
+
+use super::describe::short;
+
+/// Opens the repository a repo's commits come from.
+pub fn open_source(dirs: &Dirs, repo: &Repo) -> Result<Repository, String> {
+    match &repo.location {
+        Location::Local(path) => git::open(path).map_err(|e| e.to_string()),
+        Location::Url(_) => git::open(&crate::mirror::path(dirs, repo)).map_err(|e| e.to_string()),
+    }
+}
+
+/// Reads the workflow for `branch` at `commit`: the repo's trusted `workflow` file if Repo.toml names
+/// one, else `workflow/<branch>.toml`, else `workflow.toml`, from the commit's tree.
+pub fn load_workflow(
+    repo: &Repo,
+    source: &Repository,
+    commit: Oid,
+    branch: &str,
+) -> Result<Workflow, String> {
+    if let Some(path) = &repo.workflow {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read the trusted workflow `{}`: {e}", path.display()))?;
+        return Workflow::parse(&path.to_string_lossy(), &bytes).map_err(|e| e.to_string());
+    }
+    for path in workflow::candidate_paths(branch) {
+        match git::read_tree_file(source, commit, &path, MAX_WORKFLOW_SIZE)
+            .map_err(|e| e.to_string())?
+        {
+            TreeFile::File(bytes) => {
+                return Workflow::parse(&path, &bytes).map_err(|e| e.to_string());
+            }
+            TreeFile::Invalid(why) => return Err(format!("invalid workflow: {why}")),
+            TreeFile::Missing => {}
+        }
+    }
+    let [branch_file, root_file] = workflow::candidate_paths(branch);
+    Err(format!(
+        "commit {} has no workflow: neither `{}` nor `{root_file}` exists",
+        short(&commit.to_string()),
+        sanitize::terminal(&branch_file)
+    ))
+}
