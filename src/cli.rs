@@ -38,6 +38,18 @@ pub enum Command {
     Run(commands::run::RunArgs),
     /// Validate a workflow file, or every workflow of the repository at PATH, and print the plan
     Check(commands::check::CheckArgs),
+    /// Add a repository to Repo.toml (keeping the file's comments and layout)
+    Add(commands::add::AddArgs),
+    /// Remove a repo's section from Repo.toml (and only its own lines)
+    Remove(commands::remove::RemoveArgs),
+    /// List the configured repos
+    List(commands::list::ListArgs),
+    /// Show every configured repo and its last run
+    Status(commands::status::StatusArgs),
+    /// Print a run's log, or follow it while the run goes on
+    Logs(commands::logs::LogsArgs),
+    /// Install the post-receive hook into a bare repository, or the systemd units
+    Configure(commands::configure::ConfigureArgs),
 }
 
 /// What every command gets: the directories in force.
@@ -52,6 +64,12 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
     match cli.command {
         Some(Command::Run(args)) => commands::run::run(args, &ctx),
         Some(Command::Check(args)) => commands::check::run(args, &ctx),
+        Some(Command::Add(args)) => commands::add::run(args, &ctx),
+        Some(Command::Remove(args)) => commands::remove::run(args, &ctx),
+        Some(Command::List(args)) => commands::list::run(args, &ctx),
+        Some(Command::Status(args)) => commands::status::run(args, &ctx),
+        Some(Command::Logs(args)) => commands::logs::run(args, &ctx),
+        Some(Command::Configure(args)) => commands::configure::run(args, &ctx),
         None => Err(Error::Usage(
             "`tick` is not built yet: give a subcommand (see `phantom_ci --help`)".into(),
         )),

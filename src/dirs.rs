@@ -70,6 +70,10 @@ impl Dirs {
     pub fn locks(&self) -> PathBuf {
         self.data.join("locks")
     }
+
+    pub fn spool(&self) -> PathBuf {
+        self.data.join("spool")
+    }
 }
 
 fn absolute(path: PathBuf) -> Result<PathBuf, Error> {

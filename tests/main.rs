@@ -7,5 +7,8 @@ mod support;
 
 mod check;
 mod config;
+mod configure_hook;
+mod manage;
 
 mod run;
+mod service;
