@@ -51,6 +51,18 @@ pub enum Command {
     /// The detached worker a hook starts: run the queued work, exit
     #[command(hide = true)]
     Work(commands::work::WorkArgs),
+    /// Add a repository to Repo.toml (keeping the file's comments and layout)
+    Add(commands::add::AddArgs),
+    /// Remove a repo's section from Repo.toml (and only its own lines)
+    Remove(commands::remove::RemoveArgs),
+    /// List the configured repos
+    List(commands::list::ListArgs),
+    /// Show every configured repo and its last run
+    Status(commands::status::StatusArgs),
+    /// Print a run's log, or follow it while the run goes on
+    Logs(commands::logs::LogsArgs),
+    /// Install the post-receive hook into a bare repository, or the systemd units
+    Configure(commands::configure::ConfigureArgs),
 }
 
 /// What every command gets: the directories in force.
@@ -71,7 +83,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         })
-        .unwrap_or_else(|| dirs.data.join("spool"));
+        .unwrap_or_else(|| dirs.spool());
     let ctx = Context { dirs, spool };
     match cli.command {
         Some(Command::Tick(args)) => commands::tick::run(args, &ctx),
@@ -80,6 +92,12 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Some(Command::Run(args)) => commands::run::run(args, &ctx),
         Some(Command::Check(args)) => commands::check::run(args, &ctx),
         Some(Command::Work(args)) => commands::work::run(args, &ctx),
+        Some(Command::Add(args)) => commands::add::run(args, &ctx),
+        Some(Command::Remove(args)) => commands::remove::run(args, &ctx),
+        Some(Command::List(args)) => commands::list::run(args, &ctx),
+        Some(Command::Status(args)) => commands::status::run(args, &ctx),
+        Some(Command::Logs(args)) => commands::logs::run(args, &ctx),
+        Some(Command::Configure(args)) => commands::configure::run(args, &ctx),
     }
 }
 

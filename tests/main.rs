@@ -7,10 +7,13 @@ mod support;
 
 mod check;
 mod config;
+mod configure_hook;
 mod containment;
 mod hook;
+mod manage;
 mod notify;
 mod run;
 mod sandbox;
+mod service;
 mod signed;
 mod tick;

@@ -1,0 +1,195 @@
+//! `phantom_ci configure hook|service`: install phantom_ci as a bare repository's post-receive hook, or
+//! write the systemd units that run `phantom_ci tick`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::cli::Context;
+use crate::config::{Config, Location};
+use crate::error::{Error, ExitStatus};
+use crate::hook_template::{self, Installed};
+use crate::systemd::{self, Scope, Settings};
+use crate::units::HumanDuration;
+
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    #[command(subcommand)]
+    pub what: What,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum What {
+    /// Install phantom_ci as the post-receive hook of a bare repository
+    Hook(HookArgs),
+    /// Write a systemd service and timer (and, with --system, a path unit) that run `phantom_ci tick`
+    Service(ServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// The bare repository that people push to
+    pub bare_repo: PathBuf,
+    /// Run in the foreground during the push, so that the pusher sees the output
+    #[arg(long)]
+    pub wait: bool,
+    /// Replace an existing post-receive hook that differs
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// System units in /etc/systemd/system, run as root (default: user units in ~/.config/systemd/user)
+    #[arg(long)]
+    pub system: bool,
+    /// How often the timer runs `tick`, like "5m" or "1h" [default: 5m]
+    #[arg(long, value_name = "DUR", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+    /// Only print the units; write nothing
+    #[arg(long)]
+    pub print: bool,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    HumanDuration::parse(text).map(|d| d.0)
+}
+
+pub fn run(args: ConfigureArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+    match args.what {
+        What::Hook(args) => hook(args, ctx),
+        What::Service(args) => service(args, ctx),
+    }
+}
+
+fn hook(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+    let binary = current_binary()?;
+    let script = hook_template::render(&binary, &ctx.dirs, args.wait)?;
+    let (path, outcome) = hook_template::install(&args.bare_repo, &script, args.force)?;
+    match outcome {
+        Installed::Written => println!("installed `{}`", path.display()),
+        Installed::Replaced => println!("replaced `{}`", path.display()),
+        Installed::Unchanged => println!("`{}` is already installed", path.display()),
+    }
+    let bare = args.bare_repo.canonicalize().unwrap_or(args.bare_repo);
+    let configured = Config::load(&ctx.dirs.repo_toml()).is_ok_and(|config| {
+        config.repos.iter().any(|r| {
+            matches!(&r.location, Location::Local(p) if p.canonicalize().is_ok_and(|p| p == bare))
+        })
+    });
+    if !configured {
+        eprintln!(
+            "phantom_ci: note: no repo in `{}` uses this repository yet, so pushes run nothing; \
+             add it with `phantom_ci add {}`",
+            ctx.dirs.repo_toml().display(),
+            shell_words::quote(&bare.to_string_lossy())
+        );
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn service(args: ServiceArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+    let scope = if args.system {
+        Scope::System
+    } else {
+        Scope::User
+    };
+    let dirs = match scope {
+        Scope::System => systemd::system_dirs(&ctx.dirs),
+        Scope::User => ctx.dirs.clone(),
+    };
+    let writable = match scope {
+        Scope::System => run_as_homes(&Config::load(&dirs.repo_toml())?),
+        Scope::User => Vec::new(),
+    };
+    let settings = Settings {
+        scope,
+        binary: current_binary()?,
+        dirs: dirs.clone(),
+        interval: args.interval.unwrap_or(systemd::DEFAULT_INTERVAL),
+        writable,
+    };
+    let units = systemd::units(&settings)?;
+    if args.print {
+        let dir = systemd::unit_dir(scope).unwrap_or_default();
+        for (i, unit) in units.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            println!("# ==> {} <==", dir.join(unit.name).display());
+            print!("{}", unit.text);
+        }
+        return Ok(ExitStatus::Success);
+    }
+    if scope == Scope::System && !nix::unistd::geteuid().is_root() {
+        return Err(Error::Usage(
+            "writing system units needs root: run it with sudo, or print them with `--print`"
+                .into(),
+        ));
+    }
+    let dir = systemd::unit_dir(scope)?;
+    for path in systemd::install(&dir, &units)? {
+        println!("wrote `{}`", path.display());
+    }
+    println!("now run:\n  {}", systemd::enable_command(scope));
+    match scope {
+        Scope::User => {
+            if nix::unistd::geteuid().is_root() {
+                eprintln!(
+                    "phantom_ci: note: these are user units of root; for the system deployment \
+                     use `configure service --system`"
+                );
+            }
+            eprintln!(
+                "phantom_ci: note: user timers run only while you are logged in, unless you run \
+                 `loginctl enable-linger` once"
+            );
+        }
+        Scope::System => {
+            if dirs.config != ctx.dirs.config || dirs.data != ctx.dirs.data {
+                eprintln!(
+                    "phantom_ci: note: the service uses `--config-dir {} --data-dir {}`; pass the \
+                     same to `add`, `status`, `logs` and `configure hook` (or set \
+                     PHANTOM_CI_CONFIG_DIR and PHANTOM_CI_DATA_DIR)",
+                    dirs.config.display(),
+                    dirs.data.display()
+                );
+            }
+            if !dirs.data.starts_with("/var/lib") && !dirs.data.is_dir() {
+                eprintln!(
+                    "phantom_ci: note: create `{}` before starting the service",
+                    dirs.data.display()
+                );
+            }
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The absolute path of the running binary, for the hook and the units to start.
+fn current_binary() -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Other(format!("cannot tell where the phantom_ci binary is: {e}")))?;
+    if exe.to_string_lossy().ends_with(" (deleted)") || !exe.is_file() {
+        return Err(Error::Other(format!(
+            "the running binary `{}` was replaced or deleted; run the installed one",
+            exe.display()
+        )));
+    }
+    Ok(exe)
+}
+
+/// The home directories of the `run_as` users, which their steps may write to.
+fn run_as_homes(config: &Config) -> Vec<PathBuf> {
+    let homes: BTreeSet<PathBuf> = config
+        .repos
+        .iter()
+        .filter_map(|r| r.run_as.as_deref())
+        .filter_map(|name| nix::unistd::User::from_name(name).ok().flatten())
+        .map(|user| user.dir)
+        .filter(|dir| dir.is_absolute() && dir.parent().is_some())
+        .collect();
+    homes.into_iter().collect()
+}

@@ -1,0 +1,107 @@
+//! `phantom_ci list [--json]`: the configured repos and their settings.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::cli::Context;
+use crate::config::{Config, KeepWorkspace, Limits, Notify, Repo, Sandbox};
+use crate::error::{Error, ExitStatus};
+use crate::sanitize::terminal;
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print one JSON array: `{"repo", "path", "branch", …every other setting}` per repo
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A repo as `list --json` prints it: durations as humantime strings, sizes in bytes.
+#[derive(Serialize)]
+struct RepoJson<'a> {
+    repo: &'a str,
+    path: String,
+    branch: &'a str,
+    run_as: Option<&'a str>,
+    sandbox: Sandbox,
+    network: bool,
+    timeout: String,
+    env: BTreeMap<&'a str, &'a str>,
+    pass_env: &'a [String],
+    keep_workspace: KeepWorkspace,
+    keep_runs: u32,
+    notify: Notify,
+    require_signed: bool,
+    allowed_signers: Option<&'a PathBuf>,
+    workflow: Option<&'a PathBuf>,
+    sandbox_root: Option<&'a PathBuf>,
+    limits: Limits,
+    log_limit: u64,
+}
+
+impl<'a> From<&'a Repo> for RepoJson<'a> {
+    fn from(repo: &'a Repo) -> Self {
+        RepoJson {
+            repo: &repo.name,
+            path: repo.location.to_string(),
+            branch: &repo.branch,
+            run_as: repo.run_as.as_deref(),
+            sandbox: repo.sandbox,
+            network: repo.network,
+            timeout: humantime::format_duration(repo.timeout).to_string(),
+            env: repo
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            pass_env: &repo.pass_env,
+            keep_workspace: repo.keep_workspace,
+            keep_runs: repo.keep_runs,
+            notify: repo.notify,
+            require_signed: repo.require_signed,
+            allowed_signers: repo.allowed_signers.as_ref(),
+            workflow: repo.workflow.as_ref(),
+            sandbox_root: repo.sandbox_root.as_ref(),
+            limits: repo.limits,
+            log_limit: repo.log_limit,
+        }
+    }
+}
+
+pub fn run(args: ListArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+    let file = ctx.dirs.repo_toml();
+    let config = Config::load(&file)?;
+    if args.json {
+        let repos: Vec<RepoJson> = config.repos.iter().map(RepoJson::from).collect();
+        let json = serde_json::to_string_pretty(&repos)
+            .map_err(|e| Error::Other(format!("cannot serialise the list: {e}")))?;
+        println!("{json}");
+        return Ok(ExitStatus::Success);
+    }
+    if config.repos.is_empty() {
+        eprintln!(
+            "phantom_ci: no repos in `{}`; add one with `phantom_ci add <PATH|URL> [BRANCH]`",
+            file.display()
+        );
+        return Ok(ExitStatus::Success);
+    }
+    let rows: Vec<[String; 4]> = config
+        .repos
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                terminal(&r.branch),
+                r.run_as.as_deref().map_or_else(|| "-".into(), terminal),
+                terminal(&r.location.to_string()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        super::table::render(&["REPO", "BRANCH", "RUN AS", "PATH"], &rows)
+    );
+    Ok(ExitStatus::Success)
+}

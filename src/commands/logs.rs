@@ -1,0 +1,82 @@
+//! `phantom_ci logs <REPO> [RUN] [--follow]`: print a run's log, or stream it while the run goes on.
+
+use std::io::{ErrorKind, Write};
+
+use clap::Args;
+
+use crate::cli::Context;
+use crate::config::{self, Config};
+use crate::error::{Error, ExitStatus};
+use crate::log_follow::{self, Ended, FollowError};
+use crate::records::{self, RunResult};
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The repo's name (see `phantom_ci status`)
+    pub repo: String,
+    /// The run's number [default: the newest run]
+    pub run: Option<u64>,
+    /// Stream the log as it grows until the run ends; exit 0 if it succeeded, else 1
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+    config::validate_repo_name(&args.repo).map_err(Error::Usage)?;
+    let numbers = records::list(&ctx.dirs, &args.repo);
+    let (Some(first), Some(newest)) = (numbers.first(), numbers.last()) else {
+        let configured =
+            Config::load(&ctx.dirs.repo_toml()).is_ok_and(|c| c.get(&args.repo).is_some());
+        return Err(Error::Usage(if configured {
+            format!("repo `{}` has no runs yet", args.repo)
+        } else {
+            format!(
+                "no runs of `{}`, and no such repo in Repo.toml; see `phantom_ci status`",
+                args.repo
+            )
+        }));
+    };
+    let number = args.run.unwrap_or(*newest);
+    if !numbers.contains(&number) {
+        return Err(Error::Usage(format!(
+            "repo `{}` has no run #{number} (its runs are #{first} to #{newest}; older ones are \
+             pruned after `keep_runs`)",
+            args.repo
+        )));
+    }
+    let run = records::run_dir(&ctx.dirs, &args.repo, number);
+    let mut stdout = std::io::stdout().lock();
+    if !args.follow {
+        let mut log =
+            std::fs::File::open(run.log()).map_err(|e| Error::io("cannot read", run.log(), e))?;
+        return match std::io::copy(&mut log, &mut stdout).and_then(|_| stdout.flush()) {
+            Ok(()) => Ok(ExitStatus::Success),
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
+            Err(e) => Err(Error::io("cannot copy", run.log(), e)),
+        };
+    }
+    let ended = log_follow::follow(
+        &run,
+        &mut stdout,
+        &log_follow::believe_the_record,
+        log_follow::POLL,
+    );
+    match ended {
+        Ok(Ended::Finished(record)) if record.result == RunResult::Success => {
+            Ok(ExitStatus::Success)
+        }
+        Ok(Ended::Finished(_)) => Ok(ExitStatus::RunFailed),
+        Ok(Ended::Abandoned(record)) => {
+            eprintln!(
+                "phantom_ci: run #{} of `{}` is recorded as running, but its process is gone; the \
+                 next `phantom_ci tick` or push records it as aborted",
+                record.run, record.repo
+            );
+            Ok(ExitStatus::RunFailed)
+        }
+        // Whoever read the output went away (`logs --follow | head`): nothing left to do.
+        Err(FollowError::Write(e)) if e.kind() == ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
+        Err(FollowError::Write(e)) => Err(Error::Other(format!("cannot write the log: {e}"))),
+        Err(FollowError::Record(e)) => Err(e),
+    }
+}

@@ -1,0 +1,133 @@
+//! `phantom_ci status [--json]`: every configured repo and its last run.
+
+use std::time::SystemTime;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::cli::Context;
+use crate::config::Config;
+use crate::error::{Error, ExitStatus};
+use crate::records::{self, RunRecord, RunResult};
+use crate::runner::{human_ms, short};
+use crate::sanitize::terminal;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print one JSON array: `{"repo", "branch", "path", "last_run": <run.json or null>}` per repo
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    repo: String,
+    branch: String,
+    path: String,
+    last_run: Option<RunRecord>,
+}
+
+pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+    let file = ctx.dirs.repo_toml();
+    let config = Config::load(&file)?;
+    let repos: Vec<StatusJson> = config
+        .repos
+        .iter()
+        .map(|repo| StatusJson {
+            repo: repo.name.clone(),
+            branch: repo.branch.clone(),
+            path: repo.location.to_string(),
+            last_run: records::last(&ctx.dirs, &repo.name, None),
+        })
+        .collect();
+    if args.json {
+        let json = serde_json::to_string_pretty(&repos)
+            .map_err(|e| Error::Other(format!("cannot serialise the status: {e}")))?;
+        println!("{json}");
+        return Ok(ExitStatus::Success);
+    }
+    if repos.is_empty() {
+        eprintln!(
+            "phantom_ci: no repos in `{}`; add one with `phantom_ci add <PATH|URL> [BRANCH]`",
+            file.display()
+        );
+        return Ok(ExitStatus::Success);
+    }
+    let now = SystemTime::now();
+    let rows: Vec<[String; 7]> = repos.iter().map(|r| row(r, now)).collect();
+    print!(
+        "{}",
+        super::table::render(
+            &[
+                "REPO", "BRANCH", "RUN", "RESULT", "COMMIT", "STARTED", "DURATION"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitStatus::Success)
+}
+
+fn row(status: &StatusJson, now: SystemTime) -> [String; 7] {
+    let Some(run) = &status.last_run else {
+        return [
+            status.repo.clone(),
+            terminal(&status.branch),
+            "-".into(),
+            "never ran".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ];
+    };
+    let started = humantime::parse_rfc3339_weak(&run.started_at).ok();
+    let when = started.map_or_else(|| terminal(&run.started_at), |t| ago(now, t));
+    let duration = if run.result == RunResult::Running {
+        started
+            .and_then(|t| now.duration_since(t).ok())
+            .map_or_else(
+                || "-".into(),
+                |d| format!("{} so far", human_secs(d.as_secs())),
+            )
+    } else {
+        human_ms(run.duration_ms)
+    };
+    [
+        status.repo.clone(),
+        terminal(&status.branch),
+        format!("#{}", run.run),
+        run.result.as_str().into(),
+        terminal(short(&run.commit)),
+        when,
+        duration,
+    ]
+}
+
+/// `"3m ago"`: the largest whole unit only.
+fn ago(now: SystemTime, then: SystemTime) -> String {
+    match now.duration_since(then) {
+        Ok(elapsed) => format!("{} ago", human_secs(elapsed.as_secs())),
+        Err(_) => "just now".into(),
+    }
+}
+
+fn human_secs(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_use_the_largest_unit() {
+        assert_eq!(human_secs(59), "59s");
+        assert_eq!(human_secs(61), "1m");
+        assert_eq!(human_secs(7300), "2h");
+        assert_eq!(human_secs(200_000), "2d");
+    }
+}

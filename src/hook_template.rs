@@ -1,0 +1,199 @@
+//! The `post-receive` hook that `phantom_ci configure hook` installs into a bare repository (SPEC §3).
+//!
+//! The template is `hooks/post-receive` in the source tree, compiled into the binary. Installing it
+//! fills in the absolute path of the running binary and the config and data directories in force, each
+//! quoted for the shell, so the hook runs the same phantom_ci with the same configuration whoever pushes.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::dirs::Dirs;
+use crate::error::Error;
+
+pub const TEMPLATE: &str = include_str!("../hooks/post-receive");
+
+/// A line of every hook phantom_ci writes, to tell its own hooks from others.
+const MARKER: &str = "written by `phantom_ci configure hook`";
+
+/// The hook's text: `exec <binary> --config-dir <config> --data-dir <data> hook [--wait]`.
+pub fn render(binary: &Path, dirs: &Dirs, wait: bool) -> Result<String, Error> {
+    Ok(TEMPLATE
+        .replace("{{phantom_ci}}", &quote(binary)?)
+        .replace("{{config_dir}}", &quote(&dirs.config)?)
+        .replace("{{data_dir}}", &quote(&dirs.data)?)
+        .replace("{{wait}}", if wait { " --wait" } else { "" }))
+}
+
+fn quote(path: &Path) -> Result<String, Error> {
+    let text = path.to_str().ok_or_else(|| {
+        Error::Usage(format!(
+            "`{}` is not valid UTF-8 and cannot be written into the hook; use another directory",
+            path.display()
+        ))
+    })?;
+    Ok(shell_words::quote(text).into_owned())
+}
+
+/// What [`install`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    Written,
+    Replaced,
+    /// The same hook was already there.
+    Unchanged,
+}
+
+/// Installs `script` as `<bare>/hooks/post-receive` (mode 0755) and returns its path. Refuses a path
+/// that is not a bare repository, a repository whose `core.hooksPath` points elsewhere, and — unless
+/// `force` — an existing hook with other contents.
+pub fn install(bare: &Path, script: &str, force: bool) -> Result<(PathBuf, Installed), Error> {
+    let bare = bare.canonicalize().map_err(|e| {
+        Error::Usage(format!(
+            "`{}`: {e}; give the path of a bare repository",
+            bare.display()
+        ))
+    })?;
+    let repo = git2::Repository::open_ext(
+        &bare,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+    .map_err(|e| {
+        Error::Usage(format!(
+            "`{}` is not a git repository ({}); give the path of a bare repository",
+            bare.display(),
+            e.message()
+        ))
+    })?;
+    if !repo.is_bare() {
+        return Err(Error::Usage(format!(
+            "`{}` is not a bare repository: give the bare repository people push to (a `git init \
+             --bare` one, such as `/srv/git/app.git`); for a work tree, use a timer (`phantom_ci \
+             configure service`)",
+            bare.display()
+        )));
+    }
+    let hooks = bare.join("hooks");
+    check_hooks_path(&repo, &bare, &hooks)?;
+    std::fs::create_dir_all(&hooks).map_err(|e| Error::io("cannot create", &hooks, e))?;
+    let path = hooks.join("post-receive");
+    let exists = path.symlink_metadata().is_ok();
+    let existing = std::fs::read(&path).ok();
+    if existing.as_deref() == Some(script.as_bytes()) {
+        make_executable(&path)?;
+        return Ok((path, Installed::Unchanged));
+    }
+    if exists && !force {
+        let ours = existing.is_some_and(|bytes| String::from_utf8_lossy(&bytes).contains(MARKER));
+        let what = if ours {
+            "is a phantom_ci hook with other settings"
+        } else {
+            "already exists and is not phantom_ci's hook"
+        };
+        return Err(Error::Usage(format!(
+            "`{}` {what}; look at it, then run `phantom_ci configure hook --force` to replace it",
+            path.display()
+        )));
+    }
+    let outcome = if exists {
+        Installed::Replaced
+    } else {
+        Installed::Written
+    };
+    write_executable(&hooks, &path, script)?;
+    Ok((path, outcome))
+}
+
+/// git runs hooks from `core.hooksPath` when it is set: a hook in `<bare>/hooks` would never run.
+fn check_hooks_path(repo: &git2::Repository, bare: &Path, hooks: &Path) -> Result<(), Error> {
+    let Ok(config) = repo.config() else {
+        return Ok(());
+    };
+    let Ok(configured) = config.get_path("core.hooksPath") else {
+        return Ok(());
+    };
+    let resolved = bare.join(&configured);
+    let same = resolved
+        .canonicalize()
+        .ok()
+        .zip(hooks.canonicalize().ok())
+        .is_some_and(|(a, b)| a == b);
+    if same {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "`{}` sets `core.hooksPath` to `{}`, so git would never run a hook in `{}`; install \
+         the hook there by hand, or unset it (`git -C {} config --unset core.hooksPath`)",
+        bare.display(),
+        configured.display(),
+        hooks.display(),
+        shell_words::quote(&bare.to_string_lossy())
+    )))
+}
+
+fn make_executable(path: &Path) -> Result<(), Error> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
+    if meta.permissions().mode() & 0o111 != 0o111 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io("cannot make executable", path, e))?;
+    }
+    Ok(())
+}
+
+/// Writes the hook atomically: git never runs a half-written hook.
+fn write_executable(dir: &Path, path: &Path, script: &str) -> Result<(), Error> {
+    let written = (|| -> std::io::Result<()> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".post-receive.")
+            .tempfile_in(dir)?;
+        tmp.write_all(script.as_bytes())?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o755))?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    })();
+    written.map_err(|e| Error::io("cannot write", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_has_every_placeholder_and_renders_quoted_arguments() {
+        for placeholder in [
+            "{{phantom_ci}}",
+            "{{config_dir}}",
+            "{{data_dir}}",
+            "{{wait}}",
+        ] {
+            assert!(TEMPLATE.contains(placeholder), "{placeholder}");
+        }
+        assert!(TEMPLATE.starts_with("#!/bin/sh\n"));
+        assert!(TEMPLATE.contains(MARKER));
+        let dirs = Dirs {
+            config: "/etc/phantom ci".into(),
+            data: "/var/lib/it's".into(),
+        };
+        let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, true).unwrap();
+        assert!(!script.contains("{{"));
+        let exec = script.lines().find(|l| l.starts_with("exec ")).unwrap();
+        assert_eq!(
+            shell_words::split(exec).unwrap(),
+            [
+                "exec",
+                "/usr/bin/phantom_ci",
+                "--config-dir",
+                "/etc/phantom ci",
+                "--data-dir",
+                "/var/lib/it's",
+                "hook",
+                "--wait"
+            ]
+        );
+        let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, false).unwrap();
+        assert!(script.contains(" hook\n"));
+    }
+}
