@@ -122,6 +122,25 @@ impl RunDir {
         self.path.join("run.json")
     }
 
+    /// Notes which process runs this run (pid and start time), so that others can tell whether it is
+    /// still alive without touching the repo's lock.
+    pub fn write_owner(&self) -> Result<(), Error> {
+        let path = self.path.join("owner");
+        let me = std::process::id();
+        let start = process_start_time(me).unwrap_or_default();
+        atomic_file::write(&path, format!("{me} {start}\n").as_bytes())
+            .map_err(|e| Error::io("cannot write", path, e))
+    }
+
+    /// Whether the process that wrote [`RunDir::write_owner`] still lives; `None` if unknown.
+    pub fn owner_alive(&self) -> Option<bool> {
+        let text = std::fs::read_to_string(self.path.join("owner")).ok()?;
+        let mut fields = text.split_whitespace();
+        let pid: u32 = fields.next()?.parse().ok()?;
+        let start: u64 = fields.next()?.parse().ok()?;
+        Some(process_start_time(pid) == Some(start))
+    }
+
     /// Writes `run.json` atomically.
     pub fn write(&self, record: &RunRecord) -> Result<(), Error> {
         let mut bytes = serde_json::to_vec_pretty(record)
@@ -130,6 +149,15 @@ impl RunDir {
         atomic_file::write(&self.json(), &bytes)
             .map_err(|e| Error::io("cannot write", self.json(), e))
     }
+}
+
+/// A process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22): with the pid, it
+/// names one process, even after the pid is reused.
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain anything.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Creates the next run directory of `repo`. Numbers are never reused: the last one handed out is kept
@@ -223,6 +251,21 @@ mod tests {
             config: root.join("config"),
             data: root.join("data"),
         }
+    }
+
+    #[test]
+    fn the_owner_of_a_run_is_known_alive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = allocate(&dirs(tmp.path()), "app").unwrap();
+        assert_eq!(run.owner_alive(), None);
+        run.write_owner().unwrap();
+        assert_eq!(run.owner_alive(), Some(true));
+        std::fs::write(run.path.join("owner"), "1 1\n").unwrap();
+        assert_eq!(
+            run.owner_alive(),
+            Some(false),
+            "pid 1 started at another time"
+        );
     }
 
     #[test]

@@ -119,7 +119,20 @@ fn pushes_during_a_run_queue_up_and_only_the_newest_runs() {
         repo.write("counter", &i.to_string());
         newest = repo.commit_and_push(&format!("push {i}"));
     }
+    // Following right after the pushes follows the queued run, not the one in progress.
+    let follow = env
+        .phantom_std()
+        .args(["logs", "app", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::fs::write(env.root().join("release"), "").unwrap();
+    let followed = follow.wait_with_output().unwrap();
+    let followed_out = String::from_utf8_lossy(&followed.stdout);
+    assert!(followed.status.success(), "{followed_out}");
+    assert!(followed_out.starts_with("==> app #2"), "{followed_out}");
+    assert!(String::from_utf8_lossy(&followed.stderr).contains("is queued; waiting for its run"));
     let second = env.wait_for_run("app", 2);
     assert_eq!(env.wait_for_run("app", 1)["commit"], first.as_str());
     assert_eq!(second["commit"], newest.as_str(), "the newest commit runs");

@@ -92,6 +92,11 @@ fn a_killed_worker_leaves_an_aborted_run_and_queued_work_still_runs() {
     kill(Pid::from_raw(tick.id() as i32), Signal::SIGKILL).unwrap();
     tick.wait().unwrap();
     assert_eq!(env.run_json("app", 1)["result"], "running");
+    env.phantom()
+        .args(["logs", "app", "--follow"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("its process is gone"));
 
     repo.workflow("master", "[0]\nrun = \"echo fixed\"\n");
     let fixed = repo.commit_and_push("fixed");
@@ -134,9 +139,15 @@ fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
     ));
     let repo_toml = env.config.join("Repo.toml");
     std::fs::set_permissions(&repo_toml, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The first root tick makes the spool, a drop box.
+    env.phantom().arg("tick").assert().success();
     let spool = env.data.join("spool");
-    std::fs::create_dir_all(&spool).unwrap();
-    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o1733)).unwrap();
+    assert_eq!(
+        std::fs::metadata(&spool).unwrap().permissions().mode() & 0o7777,
+        0o1733
+    );
+    assert_eq!(env.runs("app"), [1]);
+    let second = repo.commit_and_push("two");
 
     // The hook, as the pusher `nobody`: it cannot read Repo.toml, so it leaves a note.
     let exe = assert_cmd::cargo::cargo_bin!("phantom_ci");
@@ -153,10 +164,9 @@ fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let zeros = "0".repeat(40);
     writeln!(
         hook.stdin.take().unwrap(),
-        "{zeros} {first} refs/heads/master"
+        "{first} {second} refs/heads/master"
     )
     .unwrap();
     let out = hook.wait_with_output().unwrap();
@@ -164,19 +174,21 @@ fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("handed to the phantom_ci service"));
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 1);
     assert!(
-        !env.data.join("queue").exists(),
+        !env.data.join("queue/app.json").exists(),
         "the pusher queued nothing itself"
     );
 
-    // The root tick drains the spool and runs the steps as `nobody`.
+    // The root tick drains the spool and runs the new commit's steps as `nobody`.
     env.phantom().arg("tick").assert().success();
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
-    let record = env.run_json("app", 1);
+    assert_eq!(env.runs("app"), [1, 2]);
+    let record = env.run_json("app", 2);
+    assert_eq!(record["commit"], second.as_str());
     assert_eq!(record["result"], "success");
     assert!(
-        env.log("app", 1).contains("\n65534\n"),
+        env.log("app", 2).contains("\n65534\n"),
         "{}",
-        env.log("app", 1)
+        env.log("app", 2)
     );
 }
 

@@ -8,6 +8,7 @@ use crate::cli::Context;
 use crate::config::{self, Config};
 use crate::error::{Error, ExitStatus};
 use crate::log_follow::{self, Ended, FollowError};
+use crate::queue;
 use crate::records::{self, RunResult};
 
 #[derive(Debug, Args)]
@@ -23,6 +24,9 @@ pub struct LogsArgs {
 
 pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     config::validate_repo_name(&args.repo).map_err(Error::Usage)?;
+    if args.follow && args.run.is_none() {
+        wait_for_queued_run(ctx, &args.repo);
+    }
     let numbers = records::list(&ctx.dirs, &args.repo);
     let (Some(first), Some(newest)) = (numbers.first(), numbers.last()) else {
         let configured =
@@ -55,12 +59,10 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             Err(e) => Err(Error::io("cannot copy", run.log(), e)),
         };
     }
-    let ended = log_follow::follow(
-        &run,
-        &mut stdout,
-        &log_follow::believe_the_record,
-        log_follow::POLL,
-    );
+    // A record that says `running` whose process is gone will be recorded `aborted` by the next
+    // invocation; there is nothing more to follow.
+    let alive = |_: &records::RunRecord| run.owner_alive().unwrap_or(true);
+    let ended = log_follow::follow(&run, &mut stdout, &alive, log_follow::POLL);
     match ended {
         Ok(Ended::Finished(record)) if record.result == RunResult::Success => {
             Ok(ExitStatus::Success)
@@ -78,5 +80,28 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         Err(FollowError::Write(e)) if e.kind() == ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
         Err(FollowError::Write(e)) => Err(Error::Other(format!("cannot write the log: {e}"))),
         Err(FollowError::Record(e)) => Err(e),
+    }
+}
+
+/// `logs <repo> --follow` right after a push: the pushed commit may still wait in the queue (behind a
+/// run in progress, or for the root `tick`). Wait until its run has started, so that it is the one
+/// followed, not the previous one.
+fn wait_for_queued_run(ctx: &Context, repo: &str) {
+    let Some(entry) = queue::peek(&ctx.dirs, repo) else {
+        return;
+    };
+    let newest = || records::list(&ctx.dirs, repo).last().copied();
+    let before = newest();
+    eprintln!(
+        "phantom_ci: commit {} of `{repo}` is queued; waiting for its run to start",
+        crate::runner::short(&entry.commit)
+    );
+    // After the worker takes the entry, its run needs a moment to get a number.
+    let mut grace = 10;
+    while newest() == before && grace > 0 {
+        if !queue::is_pending(&ctx.dirs, repo) {
+            grace -= 1;
+        }
+        std::thread::sleep(log_follow::POLL);
     }
 }

@@ -102,6 +102,7 @@ pub fn execute(
     let log = File::create(run_dir.log());
     let written = log
         .map_err(|e| Error::io("cannot create", run_dir.log(), e))
+        .and_then(|log| run_dir.write_owner().map(|()| log))
         .and_then(|log| run_dir.write(&record).map(|()| log));
     let log = match written {
         Ok(log) => log,
