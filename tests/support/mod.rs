@@ -246,20 +246,14 @@ pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 impl TestEnv {
-    /// Installs a post-receive hook in `repo`'s bare repository that runs this test's phantom_ci.
+    /// Installs the post-receive hook in `repo`'s bare repository with `phantom_ci configure hook`.
     pub fn install_hook(&self, repo: &TestRepo, wait: bool) {
-        let exe = assert_cmd::cargo::cargo_bin!("phantom_ci");
-        let script = format!(
-            "#!/bin/sh\nexec '{}' --config-dir '{}' --data-dir '{}' hook{}\n",
-            exe.display(),
-            self.config.display(),
-            self.data.display(),
-            if wait { " --wait" } else { "" }
-        );
-        let path = repo.bare.join("hooks/post-receive");
-        std::fs::write(&path, script).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = self.phantom();
+        cmd.args(["configure", "hook"]).arg(&repo.bare);
+        if wait {
+            cmd.arg("--wait");
+        }
+        cmd.assert().success();
     }
 
     /// Waits until run `run` of `repo` has ended; returns its record.
