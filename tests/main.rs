@@ -7,5 +7,6 @@ mod support;
 
 mod check;
 mod config;
+mod examples;
 
 mod run;
