@@ -7,7 +7,9 @@
 //!   processes directly, and from two workflow sizes, the cost phantom_ci adds per step.
 //!
 //! `cargo bench` runs it (about a minute). Knobs: `PHANTOM_CI_BENCH_FILES` (default 3000),
-//! `PHANTOM_CI_BENCH_ITERS` (default 9), `PHANTOM_CI_BENCH_STEPS` (default 20).
+//! `PHANTOM_CI_BENCH_ITERS` (default 9), `PHANTOM_CI_BENCH_STEPS` (default 20), `PHANTOM_CI_BENCH_DIR`
+//! (where the temporary directory goes; default `$TMPDIR` or `/tmp`: try `/dev/shm` to leave the disk
+//! out of it).
 
 // A benchmark is a program whose output is its table; setup failures may panic.
 #![allow(
@@ -188,34 +190,50 @@ fn bench_workspace(root: &Path, home: &Path, files: usize, iters: usize) -> Row 
     let (bare, tip) = generate_repository(root, home, files);
     let source = git2::Repository::open_bare(&bare).unwrap();
     let commit = git2::Oid::from_str(&tip).unwrap();
-    let dir = root.join("workspace");
+    // Each sample gets a new directory, and the samples are deleted only at the end: on a disk mounted
+    // with `discard`, deleting thousands of files between samples slows the next one unpredictably.
+    let workspaces = root.join("workspaces");
+    std::fs::create_dir_all(&workspaces).unwrap();
+    // Both sides make the same thing: a clean working tree of the commit.
+    let check = workspaces.join("check");
+    phantom_ci::git::checkout_workspace(&source, commit, &check).unwrap();
+    let status = git(home, &check, &["status", "--porcelain"]);
+    assert!(
+        status.is_empty(),
+        "the workspace is a clean checkout: {status}"
+    );
+    assert_eq!(git(home, &check, &["rev-parse", "HEAD"]), tip);
+    let counter = std::cell::Cell::new(0);
+    let next_dir = || {
+        counter.set(counter.get() + 1);
+        workspaces.join(counter.get().to_string())
+    };
     let (ours, theirs) = compare(
         iters,
+        // What the previous sample wrote is on disk before the next one starts.
+        nix::unistd::sync,
         || {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).unwrap();
-            }
+            let dir = next_dir();
+            phantom_ci::git::checkout_workspace(&source, commit, &dir).unwrap();
         },
-        || phantom_ci::git::checkout_workspace(&source, commit, &dir).unwrap(),
         || {
+            let dir = next_dir();
             git(
                 home,
-                root,
+                &workspaces,
                 &[
                     "clone",
                     "-q",
                     "--shared",
                     "--no-checkout",
                     bare.to_str().unwrap(),
-                    "workspace",
+                    dir.to_str().unwrap(),
                 ],
             );
             git(home, &dir, &["checkout", "-q", "--detach", &tip]);
         },
     );
-    // Both made the same tree.
-    let status = git(home, &dir, &["status", "--porcelain"]);
-    assert!(status.is_empty(), "the workspace is clean: {status}");
+    std::fs::remove_dir_all(&workspaces).unwrap();
     Row {
         what: format!("checkout_workspace, {files} files"),
         median: ours,
@@ -311,20 +329,26 @@ fn main() {
     let files = knob("PHANTOM_CI_BENCH_FILES", 3000);
     let iters = knob("PHANTOM_CI_BENCH_ITERS", 9);
     let steps = knob("PHANTOM_CI_BENCH_STEPS", 20).max(2);
-    let tmp = tempfile::Builder::new()
-        .prefix("phantom-bench-")
-        .tempdir()
-        .unwrap();
+    let mut tmp = tempfile::Builder::new();
+    tmp.prefix("phantom-bench-");
+    let tmp = match std::env::var_os("PHANTOM_CI_BENCH_DIR") {
+        Some(dir) => tmp.tempdir_in(dir),
+        None => tmp.tempdir(),
+    }
+    .unwrap();
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
 
     let workspace = bench_workspace(tmp.path(), &home, files, iters);
     eprintln!("timing runs of {steps} steps…");
-    let (run, per_step) = bench_run(tmp.path(), &home, steps, iters);
+    // Runs are short: more samples for a steadier median.
+    let (run, per_step) = bench_run(tmp.path(), &home, steps, iters * 3);
 
     println!(
-        "\nphantom_ci benchmarks: medians of {iters} samples, {} cores\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "\nphantom_ci benchmarks: medians of {iters} samples (runs: {}), {} cores, in {}\n",
+        iters * 3,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        tmp.path().parent().unwrap_or(tmp.path()).display()
     );
     println!(
         "{:<38} {:>10}   {:<32} {:>10}   {:>6}",
