@@ -9,6 +9,7 @@ mod check;
 mod config;
 mod configure_hook;
 mod containment;
+mod examples;
 mod hook;
 mod manage;
 mod notify;

@@ -1,0 +1,322 @@
+//! The examples (issue #2): `examples/Repo.toml` parses with every key, the example workflows pass
+//! `check` and run to success, `examples/demo.sh` works, and phantom_ci's own `workflow/main.toml` is valid.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use predicates::prelude::*;
+
+use crate::support::{TestEnv, current_user};
+
+/// Every key of SPEC §2.1.
+const REPO_TOML_KEYS: [&str; 17] = [
+    "path",
+    "target_branch",
+    "run_as",
+    "sandbox",
+    "network",
+    "timeout",
+    "env",
+    "pass_env",
+    "keep_workspace",
+    "keep_runs",
+    "notify",
+    "require_signed",
+    "allowed_signers",
+    "workflow",
+    "sandbox_root",
+    "limits",
+    "log_limit",
+];
+
+fn project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(relative: &str) -> String {
+    let path = project().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Copies a directory tree (regular files keep their permission bits).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn example_repo_toml_parses_and_shows_every_key() {
+    let text = read("examples/Repo.toml");
+    let config = phantom_ci::config::Config::parse(Path::new("examples/Repo.toml"), &text)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = config.repos.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["app", "app-release"]);
+
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let shown: BTreeSet<&str> = table
+        .values()
+        .flat_map(|section| section.as_table().unwrap().keys())
+        .map(String::as_str)
+        .collect();
+    let spec: BTreeSet<&str> = REPO_TOML_KEYS.into_iter().collect();
+    assert_eq!(
+        shown, spec,
+        "examples/Repo.toml shows exactly SPEC §2.1's keys"
+    );
+
+    let app = config.get("app").unwrap();
+    assert_eq!(app.branch, "main");
+    assert_eq!(app.limits.nofile, Some(1024));
+    assert_eq!(app.log_limit, 16 << 20);
+}
+
+/// `examples/Repo.toml` as an operator would adapt it: its paths pointing at a real repository and at
+/// `examples/workflow.toml` as the trusted workflow, its user the current one.
+fn adapted_repo_toml(bare: &Path) -> String {
+    read("examples/Repo.toml")
+        .replace("/srv/git/app.git", bare.to_str().unwrap())
+        .replace(
+            "/etc/phantom_ci/app.toml",
+            project().join("examples/workflow.toml").to_str().unwrap(),
+        )
+        .replace(
+            "run_as = \"ci\"",
+            &format!("run_as = \"{}\"", current_user()),
+        )
+}
+
+#[test]
+fn example_repo_toml_runs_the_example_workflow() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.write("README", "an application\n");
+    repo.commit("first");
+    repo.write("README", "an application, improved\n");
+    let commit = repo.commit("second");
+    let pushed = repo.push("main");
+    assert!(pushed.status.success());
+    env.write_repo_toml(&adapted_repo_toml(&repo.bare));
+
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    // Shell words: quotes and backslashes, nothing expanded.
+    assert!(
+        stdout.contains("\n$HOME two  spaces double quoted back slash *.toml\n"),
+        "{stdout}"
+    );
+    // An explicit shell expands.
+    assert!(stdout.contains("\nhome is /"), "{stdout}");
+    // `env` from the Repo.toml reaches the step.
+    assert!(stdout.contains("\nRUSTFLAGS=-Dwarnings\n"), "{stdout}");
+
+    let record = env.run_json("app", 1);
+    assert_eq!(record["result"], "success", "{record}");
+    assert_eq!(record["branch"], "main");
+    assert_eq!(record["commit"], commit.as_str());
+    let steps = record["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 6);
+    assert!(steps.iter().all(|s| s["result"] == "success"), "{record}");
+    let kept = env.data.join("runs/app/1/artifacts/recent-commits.txt");
+    let recent = std::fs::read_to_string(&kept).unwrap();
+    assert_eq!(recent.lines().count(), 2, "history reachable: {recent}");
+    assert!(recent.contains("second") && recent.contains("first"));
+    assert!(
+        !env.data.join("work/app/1").exists(),
+        "keep_workspace = \"on_failure\" removes the workspace of a success"
+    );
+}
+
+#[test]
+fn example_release_section_rejects_an_unsigned_commit() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("release/1.x", "[0]\nrun = \"touch ran\"\n");
+    repo.commit("release");
+    assert!(repo.push("release/1.x").status.success());
+    let signers = env.root().join("allowed_signers");
+    std::fs::write(&signers, "").unwrap();
+    env.write_repo_toml(
+        &adapted_repo_toml(&repo.bare)
+            .replace("/etc/phantom_ci/allowed_signers", signers.to_str().unwrap()),
+    );
+
+    env.phantom().args(["run", "app-release"]).assert().code(1);
+    let record = env.run_json("app-release", 1);
+    assert_eq!(record["result"], "rejected", "{record}");
+    assert_eq!(record["steps"].as_array().unwrap().len(), 0, "no step ran");
+}
+
+#[test]
+fn example_workflows_pass_check() {
+    let env = TestEnv::new();
+    for (file, steps) in [
+        ("examples/workflow.toml", 6),
+        ("examples/hello/workflow/master.toml", 4),
+        ("workflow/main.toml", 3),
+    ] {
+        env.phantom()
+            .args(["check", project().join(file).to_str().unwrap()])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(format!("{steps} steps\n")));
+    }
+}
+
+#[test]
+fn the_hello_example_runs_to_success() {
+    let env = TestEnv::new();
+    let repo = env.repo("hello");
+    copy_dir(&project().join("examples/hello"), &repo.work);
+    let commit = repo.commit_and_push("hello: a greeting and its tests");
+    env.write_repo_toml(&env.section("hello", &repo, ""));
+
+    env.phantom()
+        .args(["run", "hello"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("all tests passed"));
+    let record = env.run_json("hello", 1);
+    assert_eq!(record["result"], "success", "{record}");
+    let names: Vec<&str> = record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["result"], "success", "{s}");
+            s["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["commit", "syntax", "test", "artifact"]);
+    assert!(env.log("hello", 1).contains(&format!(
+        "{} hello: a greeting and its tests\n",
+        &commit[..7]
+    )));
+    let greeting = env.data.join("runs/hello/1/artifacts/greeting.txt");
+    assert_eq!(
+        std::fs::read_to_string(greeting).unwrap(),
+        "Hello, phantom_ci!\n"
+    );
+}
+
+#[test]
+fn the_hello_example_test_fails_when_the_program_is_broken() {
+    // The example's test suite can fail: otherwise the run above would prove nothing.
+    let env = TestEnv::new();
+    let repo = env.repo("hello");
+    copy_dir(&project().join("examples/hello"), &repo.work);
+    let script = repo.work.join("hello.sh");
+    let broken = std::fs::read_to_string(&script)
+        .unwrap()
+        .replace("Hello, %s!", "Goodbye, %s!");
+    std::fs::write(&script, broken).unwrap();
+    repo.commit_and_push("break it");
+    env.write_repo_toml(&env.section("hello", &repo, ""));
+
+    env.phantom().args(["run", "hello"]).assert().code(1);
+    let record = env.run_json("hello", 1);
+    assert_eq!(record["result"], "failure");
+    assert_eq!(record["steps"][2]["name"], "test");
+    assert_eq!(record["steps"][2]["exit_code"], 1);
+    assert_eq!(record["steps"][3]["result"], "skipped");
+}
+
+#[test]
+fn demo_script_runs_the_hello_example_in_its_own_temp_dir() {
+    let env = TestEnv::new();
+    let tmp = env.root().join("tmp");
+    let elsewhere = env.root().join("elsewhere");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let output = Command::new("bash")
+        .arg(project().join("examples/demo.sh"))
+        .current_dir(&elsewhere)
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
+        .env("HOME", &env.home)
+        .env("TMPDIR", &tmp)
+        .env(
+            "PHANTOM_CI_BIN",
+            assert_cmd::cargo::cargo_bin!("phantom_ci"),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo.sh failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("==> hello #1 success"), "{stdout}");
+
+    let made: Vec<PathBuf> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(made.len(), 1, "one temp dir: {made:?}");
+    let demo = &made[0];
+    assert!(
+        stdout.contains(&format!("rm -rf {}", demo.display())),
+        "{stdout}"
+    );
+    let record = demo.join("data/runs/hello/1/run.json");
+    assert!(stdout.contains(&record.display().to_string()), "{stdout}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(record["result"], "success");
+    assert!(
+        demo.join("data/runs/hello/1/artifacts/greeting.txt")
+            .is_file()
+    );
+    assert_eq!(
+        std::fs::read_dir(&env.home).unwrap().count(),
+        0,
+        "nothing written to HOME"
+    );
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing written to the current directory"
+    );
+}
+
+#[test]
+fn phantom_ci_accepts_its_own_workflow() {
+    let env = TestEnv::new();
+    // The same file committed to a repository, checked the way `check .` checks one.
+    let repo = env.repo("phantom_ci");
+    repo.write("workflow/main.toml", &read("workflow/main.toml"));
+    repo.commit("own ci");
+    env.phantom()
+        .args(["check", repo.work.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "workflow/main.toml: 3 steps\n  [0] fmt: cargo fmt --check\n",
+        ));
+
+    // And `phantom_ci check .` in this repository itself, when the tests run from a git checkout (a
+    // source tarball has no history to read the committed workflow from).
+    if project().join(".git").exists() {
+        env.phantom()
+            .arg("check")
+            .arg(".")
+            .current_dir(project())
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("workflow/main.toml: 3 steps"));
+    } else {
+        eprintln!("not a git checkout: `phantom_ci check .` skipped");
+    }
+}
