@@ -132,24 +132,34 @@ pub fn unreachable_parent(user: &StepUser, dir: &Path) -> Option<PathBuf> {
     let mut path = PathBuf::new();
     for component in dir.components() {
         path.push(component);
-        let Ok(meta) = std::fs::metadata(&path) else {
-            return Some(path);
-        };
-        let mode = meta.mode();
-        let allowed = if meta.uid() == user.uid.as_raw() {
-            mode & 0o100 != 0
-        } else if meta.gid() == user.gid.as_raw()
-            || user.groups.iter().any(|g| g.as_raw() == meta.gid())
-        {
-            mode & 0o010 != 0
-        } else {
-            mode & 0o001 != 0
-        };
-        if !allowed {
+        if !user_may(user, &path, 0o1) {
             return Some(path);
         }
     }
     None
+}
+
+/// Whether `user` may list and enter the directory `dir` (and every directory above it).
+pub fn can_read_dir(user: &StepUser, dir: &Path) -> bool {
+    user.uid.is_root() || (unreachable_parent(user, dir).is_none() && user_may(user, dir, 0o4))
+}
+
+/// Whether the permission bits of `path` grant `user` the access `bits` (4 read, 2 write, 1 execute).
+fn user_may(user: &StepUser, path: &Path, bits: u32) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let mode = meta.mode();
+    let shift = if meta.uid() == user.uid.as_raw() {
+        6
+    } else if meta.gid() == user.gid.as_raw()
+        || user.groups.iter().any(|g| g.as_raw() == meta.gid())
+    {
+        3
+    } else {
+        0
+    };
+    (mode >> shift) & bits == bits
 }
 
 /// phantom_ci's own home directories: its user's home in the user database, and `$HOME` if it differs.

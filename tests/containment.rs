@@ -267,3 +267,31 @@ fn a_gigabyte_of_output_keeps_memory_and_the_log_bounded() {
     );
     assert_eq!(env.run_json("app", 1)["result"], "success");
 }
+
+#[test]
+fn a_run_as_user_who_cannot_read_the_repository_is_warned() {
+    if !is_root() {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return;
+    }
+    let env = TestEnv::new();
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"echo no git needed\"\n");
+    repo.commit_and_push("private repository");
+    std::fs::set_permissions(&repo.bare, std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.write_repo_toml(&format!(
+        "[app]\npath = \"{}\"\nrun_as = \"nobody\"\n",
+        repo.bare.display()
+    ));
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    let stdout = stdout_of(&out);
+    assert!(
+        stdout.contains("==> note: `nobody` cannot read"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("git` commands in steps will fail"),
+        "{stdout}"
+    );
+}

@@ -219,6 +219,15 @@ impl Run<'_> {
             Ok(workspace) => workspace,
             Err(message) => return Conclusion::error(message),
         };
+        let objects = source.commondir().join("objects");
+        if user.switch && !privilege::can_read_dir(&user, &objects) {
+            self.out.line(&format!(
+                "==> note: `{}` cannot read `{}`: the workspace borrows those objects, so `git` \
+                 commands in steps will fail (give the user read access, e.g. through a group)",
+                user.name,
+                objects.display()
+            ));
+        }
         let conclusion = match workspace
             .checkout(&source, self.request.commit, &user)
             .and_then(|()| self.sandbox(&workspace, &source, &user))
