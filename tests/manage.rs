@@ -309,10 +309,7 @@ fn status_shows_each_repo_and_its_last_run() {
 #[test]
 fn logs_prints_the_newest_or_a_given_run() {
     let env = TestEnv::new();
-    let repo = env.repo("app");
-    repo.workflow("master", "[0]\nrun = \"echo first-commit\"\n");
-    repo.commit_and_push("one");
-    env.write_repo_toml(&env.section("app", &repo, ""));
+    let (repo, _) = env.app("[0]\nrun = \"echo first-commit\"\n", "");
     env.phantom().args(["run", "app"]).assert().success();
     repo.workflow("master", "[0]\nrun = \"echo second-commit\"\n");
     repo.commit_and_push("two");

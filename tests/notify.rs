@@ -42,10 +42,7 @@ fn run(env: &TestEnv, repo: &str) -> Output {
 }
 
 fn project<'a>(env: &'a TestEnv, workflow: &str, extra: &str) -> TestRepo<'a> {
-    let repo = env.repo("app");
-    repo.workflow("master", workflow);
-    repo.commit_and_push("workflow");
-    env.write_repo_toml(&env.section("app", &repo, extra));
+    let (repo, _) = env.app(workflow, extra);
     repo
 }
 

@@ -10,13 +10,7 @@ use crate::support::{TestEnv, current_user, is_root, process_running};
 #[test]
 fn steps_run_in_numeric_order_without_a_shell() {
     let env = TestEnv::new();
-    let repo = env.repo("app");
-    repo.workflow(
-        "master",
-        "[10]\nrun = \"echo ten\"\n[2]\nrun = 'echo \"a  b\"'\n[0]\nrun = \"echo $HOME\"\nname = \"home\"\n",
-    );
-    let commit = repo.commit_and_push("steps");
-    env.write_repo_toml(&env.section("app", &repo, ""));
+    let (_repo, commit) = env.app("[10]\nrun = \"echo ten\"\n[2]\nrun = 'echo \"a  b\"'\n[0]\nrun = \"echo $HOME\"\nname = \"home\"\n", "");
 
     let out = env.phantom().args(["run", "app"]).assert().success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
@@ -46,13 +40,10 @@ fn steps_run_in_numeric_order_without_a_shell() {
 #[test]
 fn a_failing_step_ends_the_run_and_skips_the_rest() {
     let env = TestEnv::new();
-    let repo = env.repo("app");
-    repo.workflow(
-        "master",
+    let (_repo, _) = env.app(
         "[0]\nrun = \"true\"\n[1]\nrun = 'sh -c \"exit 3\"'\n[2]\nrun = \"touch never-ran\"\n",
+        "keep_workspace = \"always\"",
     );
-    repo.commit_and_push("fails");
-    env.write_repo_toml(&env.section("app", &repo, "keep_workspace = \"always\""));
 
     env.phantom()
         .args(["run", "app"])
@@ -290,13 +281,7 @@ fn only_documented_variables_reach_a_step() {
 #[test]
 fn a_step_that_times_out_is_killed_with_its_process_group() {
     let env = TestEnv::new();
-    let repo = env.repo("app");
-    repo.workflow(
-        "master",
-        "[0]\nrun = \"sh -c 'sleep 1013 & sleep 1013'\"\ntimeout = \"2s\"\n[1]\nrun = \"echo never\"\n",
-    );
-    repo.commit_and_push("sleepy");
-    env.write_repo_toml(&env.section("app", &repo, ""));
+    let (_repo, _) = env.app("[0]\nrun = \"sh -c 'sleep 1013 & sleep 1013'\"\ntimeout = \"2s\"\n[1]\nrun = \"echo never\"\n", "");
     env.phantom()
         .args(["run", "app"])
         .assert()
@@ -315,10 +300,10 @@ fn a_step_that_times_out_is_killed_with_its_process_group() {
 #[test]
 fn the_repo_timeout_caps_the_whole_run() {
     let env = TestEnv::new();
-    let repo = env.repo("app");
-    repo.workflow("master", "[0]\nrun = \"sleep 1014\"\ntimeout = \"1h\"\n");
-    repo.commit_and_push("sleepy");
-    env.write_repo_toml(&env.section("app", &repo, "timeout = \"1s\""));
+    let (_repo, _) = env.app(
+        "[0]\nrun = \"sleep 1014\"\ntimeout = \"1h\"\n",
+        "timeout = \"1s\"",
+    );
     env.phantom().args(["run", "app"]).assert().code(1);
     let record = env.run_json("app", 1);
     assert_eq!(record["result"], "timeout");
@@ -383,13 +368,7 @@ fn a_path_that_is_not_configured_runs_its_head_branch_under_its_name() {
 #[test]
 fn artifacts_are_kept_with_the_record() {
     let env = TestEnv::new();
-    let repo = env.repo("app");
-    repo.workflow(
-        "master",
-        "[0]\nrun = '''sh -c 'echo built > \"$PHANTOM_CI_ARTIFACTS/out.txt\" && ln -s /etc/passwd \"$PHANTOM_CI_ARTIFACTS/passwd\"' '''\n",
-    );
-    repo.commit_and_push("artifacts");
-    env.write_repo_toml(&env.section("app", &repo, ""));
+    let (_repo, _) = env.app("[0]\nrun = '''sh -c 'echo built > \"$PHANTOM_CI_ARTIFACTS/out.txt\" && ln -s /etc/passwd \"$PHANTOM_CI_ARTIFACTS/passwd\"' '''\n", "");
     env.phantom().args(["run", "app"]).assert().success();
     let kept = env.data.join("runs/app/1/artifacts");
     assert_eq!(
@@ -406,14 +385,8 @@ fn artifacts_are_kept_with_the_record() {
 #[test]
 fn a_background_process_keeps_its_output_until_the_run_ends() {
     let env = TestEnv::new();
-    let repo = env.repo("app");
-    repo.workflow(
-        "master",
-        "[0]\nrun = '''sh -c '(while [ ! -e go ]; do sleep 0.05; done; echo from-background; touch done) &' '''\n\
-         [1]\nrun = '''sh -c 'touch go; while [ ! -e done ]; do sleep 0.05; done; echo step-one-done' '''\ntimeout = \"2m\"\n",
-    );
-    repo.commit_and_push("background");
-    env.write_repo_toml(&env.section("app", &repo, ""));
+    let (_repo, _) = env.app("[0]\nrun = '''sh -c '(while [ ! -e go ]; do sleep 0.05; done; echo from-background; touch done) &' '''\n\
+         [1]\nrun = '''sh -c 'touch go; while [ ! -e done ]; do sleep 0.05; done; echo step-one-done' '''\ntimeout = \"2m\"\n", "");
     env.phantom().args(["run", "app"]).assert().success();
     let log = env.log("app", 1);
     let background = log

@@ -10,10 +10,7 @@ use crate::support::{TestEnv, process_running, wait_for};
 #[test]
 fn tick_runs_what_moved_once() {
     let env = TestEnv::new();
-    let repo = env.repo("app");
-    repo.workflow("master", "[0]\nrun = \"git rev-parse HEAD\"\n");
-    let first = repo.commit_and_push("one");
-    env.write_repo_toml(&env.section("app", &repo, ""));
+    let (repo, first) = env.app("[0]\nrun = \"git rev-parse HEAD\"\n", "");
 
     env.phantom().arg("tick").assert().success();
     let record = env.run_json("app", 1);
@@ -33,10 +30,7 @@ fn tick_runs_what_moved_once() {
 #[test]
 fn a_manual_run_does_not_count_as_seen() {
     let env = TestEnv::new();
-    let repo = env.repo("app");
-    repo.workflow("master", "[0]\nrun = \"true\"\n");
-    repo.commit_and_push("one");
-    env.write_repo_toml(&env.section("app", &repo, ""));
+    let (_repo, _) = env.app("[0]\nrun = \"true\"\n", "");
     env.phantom().args(["run", "app"]).assert().success();
     env.phantom().arg("tick").assert().success();
     assert_eq!(env.run_json("app", 2)["trigger"], "tick");

@@ -305,3 +305,16 @@ pub fn has_bwrap() -> bool {
     }
     found
 }
+
+impl TestEnv {
+    /// The usual set-up: repo `app` whose `workflow/master.toml` is `workflow`, committed and pushed,
+    /// and configured in Repo.toml (running as the current user) with the `extra` lines. Returns the
+    /// repo and the commit.
+    pub fn app(&self, workflow: &str, extra: &str) -> (TestRepo<'_>, String) {
+        let repo = self.repo("app");
+        repo.workflow("master", workflow);
+        let commit = repo.commit_and_push("app");
+        self.write_repo_toml(&self.section("app", &repo, extra));
+        (repo, commit)
+    }
+}
