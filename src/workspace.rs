@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository};
@@ -77,18 +77,19 @@ impl Workspace {
     }
 
     /// Copies the regular files of `artifacts/` into `dest`, without following links, up to
-    /// [`ARTIFACTS_CAP`] bytes. Returns one note per thing left out.
-    pub fn collect_artifacts(&self, dest: &Path) -> Vec<String> {
-        let mut notes = Vec::new();
-        let mut budget = ARTIFACTS_CAP;
-        copy_regular_files(
-            &self.artifacts,
-            dest,
-            Path::new(""),
-            &mut budget,
-            &mut notes,
-        );
-        notes
+    /// [`ARTIFACTS_CAP`] bytes. With `owner`, only files that user owns are kept: a step cannot pass off
+    /// a hard link to a file it could not read itself (where the kernel allows such links at all) as its
+    /// artifact. Returns one note per thing left out.
+    pub fn collect_artifacts(&self, dest: &Path, owner: Option<u32>) -> Vec<String> {
+        let mut collector = Collector {
+            from: &self.artifacts,
+            to: dest,
+            owner,
+            budget: ARTIFACTS_CAP,
+            notes: Vec::new(),
+        };
+        collector.copy_dir(Path::new(""));
+        collector.notes
     }
 
     pub fn remove(&self) -> std::io::Result<()> {
@@ -101,69 +102,75 @@ impl Workspace {
     }
 }
 
-fn copy_regular_files(
-    from: &Path,
-    to: &Path,
-    relative: &Path,
-    budget: &mut u64,
-    notes: &mut Vec<String>,
-) {
-    let Ok(entries) = std::fs::read_dir(from.join(relative)) else {
-        return;
-    };
-    let mut entries: Vec<_> = entries.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let rel = relative.join(entry.file_name());
-        let shown = crate::sanitize::terminal(&rel.to_string_lossy());
-        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
-            continue;
-        };
-        if meta.is_dir() {
-            copy_regular_files(from, to, &rel, budget, notes);
-        } else if meta.is_file() {
-            if let Err(note) = copy_one(&entry.path(), &to.join(&rel), budget) {
-                notes.push(format!("artifact `{shown}` not kept: {note}"));
-            }
-        } else {
-            notes.push(format!(
-                "artifact `{shown}` not kept: only regular files are kept (not links, devices or FIFOs)"
-            ));
-        }
-    }
+struct Collector<'a> {
+    from: &'a Path,
+    to: &'a Path,
+    owner: Option<u32>,
+    budget: u64,
+    notes: Vec<String>,
 }
 
-fn copy_one(from: &Path, to: &Path, budget: &mut u64) -> Result<(), String> {
-    let mut source = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(from)
-        .map_err(|e| e.to_string())?;
-    let meta = source.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
+impl Collector<'_> {
+    fn copy_dir(&mut self, relative: &Path) {
+        let Ok(entries) = std::fs::read_dir(self.from.join(relative)) else {
+            return;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let rel = relative.join(entry.file_name());
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            let refused = if meta.is_dir() {
+                self.copy_dir(&rel);
+                continue;
+            } else if !meta.is_file() {
+                "only regular files are kept (not links, devices or FIFOs)".to_string()
+            } else {
+                match self.copy_file(&entry.path(), &self.to.join(&rel)) {
+                    Ok(()) => continue,
+                    Err(why) => why,
+                }
+            };
+            let shown = crate::sanitize::terminal(&rel.to_string_lossy());
+            self.notes
+                .push(format!("artifact `{shown}` not kept: {refused}"));
+        }
     }
-    if meta.len() > *budget {
-        return Err(format!(
-            "the artifacts cap of {ARTIFACTS_CAP} bytes is reached"
-        ));
+
+    fn copy_file(&mut self, from: &Path, to: &Path) -> Result<(), String> {
+        let cap_reached = || format!("the artifacts cap of {ARTIFACTS_CAP} bytes is reached");
+        let mut source = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(from)
+            .map_err(|e| e.to_string())?;
+        let meta = source.metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err("not a regular file".into());
+        }
+        if self.owner.is_some_and(|uid| uid != meta.uid()) {
+            return Err("not owned by the user the steps run as".into());
+        }
+        if meta.len() > self.budget {
+            return Err(cap_reached());
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        let mut dest = File::create(to).map_err(|e| e.to_string())?;
+        let mut limited = (&mut source).take(self.budget + 1);
+        let copied = std::io::copy(&mut limited, &mut dest).map_err(|e| e.to_string())?;
+        if copied > self.budget {
+            drop(dest);
+            let _ = std::fs::remove_file(to);
+            return Err(cap_reached());
+        }
+        dest.flush().map_err(|e| e.to_string())?;
+        self.budget -= copied;
+        Ok(())
     }
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-    }
-    let mut dest = File::create(to).map_err(|e| e.to_string())?;
-    let mut limited = (&mut source).take(*budget + 1);
-    let copied = std::io::copy(&mut limited, &mut dest).map_err(|e| e.to_string())?;
-    if copied > *budget {
-        drop(dest);
-        let _ = std::fs::remove_file(to);
-        return Err(format!(
-            "the artifacts cap of {ARTIFACTS_CAP} bytes is reached"
-        ));
-    }
-    dest.flush().map_err(|e| e.to_string())?;
-    *budget -= copied;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -184,7 +191,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc", ws.artifacts.join("etc")).unwrap();
         nix::unistd::mkfifo(&ws.artifacts.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         let dest = tmp.path().join("kept");
-        let notes = ws.collect_artifacts(&dest);
+        let notes = ws.collect_artifacts(&dest, None);
         assert_eq!(
             std::fs::read_to_string(dest.join("sub/report.txt")).unwrap(),
             "ok"
@@ -192,5 +199,25 @@ mod tests {
         assert!(!dest.join("passwd").exists() && !dest.join("etc").exists());
         assert!(!dest.join("fifo").exists());
         assert_eq!(notes.len(), 3, "{notes:?}");
+    }
+
+    #[test]
+    fn with_an_owner_only_that_users_files_are_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = Workspace {
+            root: tmp.path().to_path_buf(),
+            tree: tmp.path().join("workspace"),
+            artifacts: tmp.path().join("artifacts"),
+        };
+        std::fs::create_dir_all(&ws.artifacts).unwrap();
+        std::fs::write(ws.artifacts.join("mine.txt"), "ok").unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let dest = tmp.path().join("kept");
+        assert!(ws.collect_artifacts(&dest, Some(me)).is_empty());
+        assert!(dest.join("mine.txt").exists());
+        let other = tmp.path().join("kept-other");
+        let notes = ws.collect_artifacts(&other, Some(me + 1));
+        assert!(notes[0].contains("not owned by the user"), "{notes:?}");
+        assert!(!other.join("mine.txt").exists());
     }
 }

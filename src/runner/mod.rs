@@ -405,7 +405,8 @@ impl Run<'_> {
                 survivors.len()
             ));
         }
-        for note in workspace.collect_artifacts(&self.run_dir.artifacts()) {
+        let owner = user.switch.then(|| user.uid.as_raw());
+        for note in workspace.collect_artifacts(&self.run_dir.artifacts(), owner) {
             self.out.line(&format!("==> {}", note));
         }
         conclusion
