@@ -1,12 +1,23 @@
 //! The scratch directory a run works in: `<data>/work/<repo>/<run>/` holding `workspace/` (a git working
 //! tree of the commit) and `artifacts/` (what steps leave to keep), removed after the run unless kept.
+//!
+//! Ownership follows the run, so that root never works by path inside a directory the step user can
+//! change: the run directory is created mode 0700 and owned by phantom_ci; the checkout is written and
+//! given to the step user while only phantom_ci can enter it; then the run directory itself is handed
+//! over ([`Workspace::hand_over`]). After the steps phantom_ci takes it back ([`Workspace::take_back`])
+//! before it collects the artifacts, walking them by file descriptor, never following a link.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository};
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
 
 use crate::dirs::Dirs;
 use crate::privilege::{self, StepUser};
@@ -22,58 +33,69 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// Creates the directories, owned by the step user, after checking that it can reach them.
+    /// Creates the run directory (mode 0700, phantom_ci's) with an empty `workspace/` and `artifacts/`,
+    /// after checking that the step user will be able to reach it.
     pub fn create(dirs: &Dirs, repo: &str, run: u64, user: &StepUser) -> Result<Workspace, String> {
         let root = dirs.work().join(repo).join(run.to_string());
+        let parent = root.parent().unwrap_or(&root).to_path_buf();
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
+        if let Some(blocked) = privilege::unreachable_parent(user, &parent) {
+            return Err(format!(
+                "the `run_as` user `{}` cannot reach `{}`: `{}` is not searchable by it. \
+                 Use a data directory every user can traverse, such as `/var/lib/phantom_ci` \
+                 (`--data-dir`, `PHANTOM_CI_DATA_DIR`; `configure service --system` sets it up)",
+                user.name,
+                root.display(),
+                blocked.display()
+            ));
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&root)
+            .map_err(|e| format!("cannot create `{}`: {e}", root.display()))?;
         let workspace = Workspace {
             tree: root.join("workspace"),
             artifacts: root.join("artifacts"),
             root,
         };
         for dir in [&workspace.tree, &workspace.artifacts] {
-            std::fs::create_dir_all(dir)
+            std::fs::create_dir(dir)
                 .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
-        }
-        if user.switch {
-            for dir in [&workspace.tree, &workspace.artifacts] {
-                privilege::chown_tree(dir, user).map_err(|e| {
-                    format!("cannot give `{}` to `{}`: {e}", dir.display(), user.name)
-                })?;
-            }
-        }
-        for dir in [&workspace.tree, &workspace.artifacts] {
-            if let Some(blocked) = privilege::unreachable_parent(user, dir) {
-                return Err(format!(
-                    "the `run_as` user `{}` cannot reach `{}`: `{}` is not searchable by it. \
-                     Use a data directory every user can traverse, such as `/var/lib/phantom_ci` \
-                     (`--data-dir`, `PHANTOM_CI_DATA_DIR`; `configure service --system` sets it up)",
-                    user.name,
-                    dir.display(),
-                    blocked.display()
-                ));
-            }
         }
         Ok(workspace)
     }
 
-    /// Checks the commit out into `workspace/` and gives the files to the step user.
-    pub fn checkout(
-        &self,
-        source: &Repository,
-        commit: Oid,
-        user: &StepUser,
-    ) -> Result<(), String> {
-        crate::git::checkout_workspace(source, commit, &self.tree).map_err(|e| e.to_string())?;
-        if user.switch {
-            privilege::chown_tree(&self.tree, user).map_err(|e| {
-                format!(
-                    "cannot give `{}` to `{}`: {e}",
-                    self.tree.display(),
-                    user.name
-                )
-            })?;
+    /// Checks the commit out into `workspace/`.
+    pub fn checkout(&self, source: &Repository, commit: Oid) -> Result<(), String> {
+        crate::git::checkout_workspace(source, commit, &self.tree).map_err(|e| e.to_string())
+    }
+
+    /// Gives the workspace, the artifacts directory and then the run directory to the step user.
+    pub fn hand_over(&self, user: &StepUser) -> Result<(), String> {
+        if !user.switch {
+            return Ok(());
         }
-        Ok(())
+        let give = |path: &Path, result: std::io::Result<()>| {
+            result.map_err(|e| format!("cannot give `{}` to `{}`: {e}", path.display(), user.name))
+        };
+        give(&self.tree, privilege::chown_tree(&self.tree, user))?;
+        give(
+            &self.artifacts,
+            privilege::chown_tree(&self.artifacts, user),
+        )?;
+        let (uid, gid) = (Some(user.uid.as_raw()), Some(user.gid.as_raw()));
+        give(&self.root, std::os::unix::fs::lchown(&self.root, uid, gid))
+    }
+
+    /// Takes the run directory back from the step user: from now on only phantom_ci can enter it.
+    pub fn take_back(&self) -> Result<(), String> {
+        let me = (
+            Some(nix::unistd::geteuid().as_raw()),
+            Some(nix::unistd::getegid().as_raw()),
+        );
+        std::os::unix::fs::lchown(&self.root, me.0, me.1)
+            .map_err(|e| format!("cannot take `{}` back: {e}", self.root.display()))
     }
 
     /// Copies the regular files of `artifacts/` into `dest`, without following links, up to
@@ -82,13 +104,18 @@ impl Workspace {
     /// artifact. Returns one note per thing left out.
     pub fn collect_artifacts(&self, dest: &Path, owner: Option<u32>) -> Vec<String> {
         let mut collector = Collector {
-            from: &self.artifacts,
             to: dest,
             owner,
             budget: ARTIFACTS_CAP,
             notes: Vec::new(),
         };
-        collector.copy_dir(Path::new(""));
+        match open_dir(None, self.artifacts.as_os_str()) {
+            Ok(dir) => collector.copy_dir(dir, Path::new("")),
+            Err(e) => collector.notes.push(format!(
+                "artifacts not kept: cannot open `{}`: {e}",
+                self.artifacts.display()
+            )),
+        }
         collector.notes
     }
 
@@ -102,8 +129,18 @@ impl Workspace {
     }
 }
 
+/// Opens a directory (relative to `at`, or by path), refusing a symbolic link.
+fn open_dir(at: Option<&OwnedFd>, name: &OsStr) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match at {
+        Some(dir) => openat(dir, name, flags, Mode::empty()),
+        None => nix::fcntl::open(name, flags, Mode::empty()),
+    }
+}
+
+/// Copies artifacts by file descriptor: every directory is opened relative to its parent without
+/// following links, so nothing a step left behind can lead phantom_ci outside the artifacts directory.
 struct Collector<'a> {
-    from: &'a Path,
     to: &'a Path,
     owner: Option<u32>,
     budget: u64,
@@ -111,27 +148,40 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    fn copy_dir(&mut self, relative: &Path) {
-        let Ok(entries) = std::fs::read_dir(self.from.join(relative)) else {
-            return;
+    fn copy_dir(&mut self, dir: OwnedFd, relative: &Path) {
+        let listing = dir
+            .try_clone()
+            .ok()
+            .and_then(|fd| nix::dir::Dir::from_fd(fd).ok());
+        let names: Vec<Vec<u8>> = match listing {
+            Some(mut listing) => {
+                let mut names: Vec<Vec<u8>> = listing
+                    .iter()
+                    .flatten()
+                    .map(|entry| entry.file_name().to_bytes().to_vec())
+                    .filter(|name| name != b"." && name != b"..")
+                    .collect();
+                names.sort();
+                names
+            }
+            None => return,
         };
-        let mut entries: Vec<_> = entries.flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let rel = relative.join(entry.file_name());
-            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
-                continue;
-            };
-            let refused = if meta.is_dir() {
-                self.copy_dir(&rel);
-                continue;
-            } else if !meta.is_file() {
-                "only regular files are kept (not links, devices or FIFOs)".to_string()
-            } else {
-                match self.copy_file(&entry.path(), &self.to.join(&rel)) {
+        for bytes in &names {
+            let name = OsStr::from_bytes(bytes);
+            let rel = relative.join(name);
+            let refused = match fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(stat) if is(&stat, SFlag::S_IFDIR) => {
+                    if let Ok(sub) = open_dir(Some(&dir), name) {
+                        self.copy_dir(sub, &rel);
+                    }
+                    continue;
+                }
+                Ok(stat) if is(&stat, SFlag::S_IFREG) => match self.copy_file(&dir, name, &rel) {
                     Ok(()) => continue,
                     Err(why) => why,
-                }
+                },
+                Ok(_) => "only regular files are kept (not links, devices or FIFOs)".to_string(),
+                Err(e) => e.to_string(),
             };
             let shown = crate::sanitize::terminal(&rel.to_string_lossy());
             self.notes
@@ -139,13 +189,11 @@ impl Collector<'_> {
         }
     }
 
-    fn copy_file(&mut self, from: &Path, to: &Path) -> Result<(), String> {
+    fn copy_file(&mut self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> Result<(), String> {
         let cap_reached = || format!("the artifacts cap of {ARTIFACTS_CAP} bytes is reached");
-        let mut source = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(from)
-            .map_err(|e| e.to_string())?;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let mut source =
+            File::from(openat(dir, name, flags, Mode::empty()).map_err(|e| e.to_string())?);
         let meta = source.metadata().map_err(|e| e.to_string())?;
         if !meta.is_file() {
             return Err("not a regular file".into());
@@ -156,21 +204,31 @@ impl Collector<'_> {
         if meta.len() > self.budget {
             return Err(cap_reached());
         }
+        let to = self.to.join(rel);
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
-        let mut dest = File::create(to).map_err(|e| e.to_string())?;
+        let mut dest = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&to)
+            .map_err(|e| e.to_string())?;
         let mut limited = (&mut source).take(self.budget + 1);
         let copied = std::io::copy(&mut limited, &mut dest).map_err(|e| e.to_string())?;
         if copied > self.budget {
             drop(dest);
-            let _ = std::fs::remove_file(to);
+            let _ = std::fs::remove_file(&to);
             return Err(cap_reached());
         }
         dest.flush().map_err(|e| e.to_string())?;
         self.budget -= copied;
         Ok(())
     }
+}
+
+fn is(stat: &FileStat, kind: SFlag) -> bool {
+    SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == kind
 }
 
 #[cfg(test)]

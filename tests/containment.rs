@@ -283,3 +283,27 @@ fn a_run_as_user_who_cannot_read_the_repository_is_warned() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_run_directory_belongs_to_the_step_user_only_while_the_steps_run() {
+    if !is_root() {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return;
+    }
+    let env = TestEnv::new();
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"stat -c 'run-dir %a %U' ..\"\n");
+    repo.commit_and_push("ownership");
+    env.write_repo_toml(&format!(
+        "[app]\npath = \"{}\"\nrun_as = \"nobody\"\nkeep_workspace = \"always\"\n",
+        repo.bare.display()
+    ));
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    let stdout = stdout_of(&out);
+    assert!(has_line(&stdout, "run-dir 700 nobody"), "{stdout}");
+    // Taken back before the artifacts are collected: the kept directory is phantom_ci's again.
+    let meta = std::fs::metadata(env.data.join("work/app/1")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o700));
+}

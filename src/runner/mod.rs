@@ -229,7 +229,8 @@ impl Run<'_> {
             ));
         }
         let conclusion = match workspace
-            .checkout(&source, self.request.commit, &user)
+            .checkout(&source, self.request.commit)
+            .and_then(|()| workspace.hand_over(&user))
             .and_then(|()| self.sandbox(&workspace, &source, &user))
         {
             Ok(sandbox) => self.run_steps(&workflow, &workspace, &user, sandbox.as_ref()),
@@ -404,6 +405,11 @@ impl Run<'_> {
                 "==> {} process(es) of the run could not be killed: {survivors:?}",
                 survivors.len()
             ));
+        }
+        // Every process of the run is gone; now only phantom_ci may enter the run directory.
+        if let Err(message) = workspace.take_back() {
+            self.out.line(&format!("==> artifacts not kept: {message}"));
+            return conclusion;
         }
         let owner = user.switch.then(|| user.uid.as_raw());
         for note in workspace.collect_artifacts(&self.run_dir.artifacts(), owner) {
