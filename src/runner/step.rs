@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::resource::Resource;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -77,9 +77,9 @@ impl RunPipe {
 
     /// Waits up to `wait` for output and passes on one chunk; whether there was any.
     fn read_some(&mut self, wait: Duration, out: &mut Output) -> bool {
-        let millis = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(self.reader.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut fds, PollTimeout::from(millis)), Ok(n) if n > 0) {
+        let timeout = nix::sys::time::TimeSpec::from_duration(wait);
+        if !matches!(ppoll(&mut fds, Some(timeout), None), Ok(n) if n > 0) {
             return false;
         }
         match self.reader.read(&mut self.buf) {
@@ -208,7 +208,7 @@ fn supervise(
     let mut kill_sent = false;
     // The pipe never ends, so the child's exit is noticed by looking: soon after the start (most steps
     // are short), then less and less often, up to every TICK.
-    let mut look_again = Duration::from_millis(1);
+    let mut look_again = Duration::from_micros(100);
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
