@@ -69,6 +69,13 @@ impl Sandbox {
             args.push(how.into());
             args.push(dir.into());
         }
+        // The host's runtime directory holds its sockets (systemd, D-Bus, the user managers, docker):
+        // a read-only mount does not stop a `connect()`, and `--unshare-net` does not cover path
+        // sockets, so /run is replaced by an empty tmpfs.
+        if root.is_none() && Path::new("/run").is_dir() {
+            args.push("--tmpfs".into());
+            args.push("/run".into());
+        }
         let hidden: Vec<PathBuf> = outermost(&mounts.hidden)
             .into_iter()
             .filter(|dir| dir != Path::new("/") && exists_inside(dir))

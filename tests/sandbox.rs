@@ -33,8 +33,13 @@ fn a_sandboxed_step_sees_a_read_only_host_and_none_of_phantoms_files() {
         std::process::id()
     ));
     std::fs::write(&marker, "host tmp").unwrap();
+    // A host socket under /run (where systemd, D-Bus and docker keep theirs).
+    let socket = PathBuf::from(format!("/run/phantom-sandbox-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let repo = env.repo("app");
     let (config, home, data) = (env.config.display(), env.home.display(), env.data.display());
+    let socket_shown = socket.display();
     repo.workflow(
         "master",
         &format!(
@@ -54,6 +59,8 @@ run = "git log --format=subject:%s"
 run = "sh -c 'echo pid1=$(cat /proc/1/comm)'"
 [7]
 run = "sh -c 'echo kept > $PHANTOM_CI_ARTIFACTS/a.txt'"
+[8]
+run = "sh -c 'if test -S {socket_shown}; then echo RUN-SOCKET-VISIBLE; else echo run-sockets-hidden; fi'"
 "#
         ),
     );
@@ -62,6 +69,9 @@ run = "sh -c 'echo kept > $PHANTOM_CI_ARTIFACTS/a.txt'"
     let out = env.phantom().args(["run", "app"]).assert().success();
     let stdout = stdout_of(&out);
     std::fs::remove_file(&marker).unwrap();
+    drop(listener);
+    std::fs::remove_file(&socket).unwrap();
+    assert!(has_line(&stdout, "run-sockets-hidden"), "{stdout}");
     assert!(has_line(&stdout, "etc-refused"), "{stdout}");
     assert!(!Path::new("/etc/phantom-sandbox").exists());
     assert!(has_line(&stdout, "written"), "{stdout}");
