@@ -17,6 +17,7 @@ pub mod atomic_file;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dirfd;
 pub mod dirs;
 pub mod error;
 pub mod git;

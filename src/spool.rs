@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::atomic_file;
+use crate::dirfd;
 use crate::error::Error;
 
 #[derive(Serialize)]
@@ -32,26 +33,75 @@ pub fn write(spool: &Path, path: &Path, branch: &str) -> Result<(), Error> {
 /// Creates the spool as a drop box (mode 1733: anyone may add a note, nobody else may list, read or
 /// remove the notes) if it does not exist. Only root's `tick` does this: it is the one that drains it.
 pub fn ensure(spool: &Path) -> Result<(), Error> {
-    if spool.exists() {
-        return Ok(());
+    match std::fs::symlink_metadata(spool) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(spool)
+                .map_err(|e| Error::io("cannot create the spool", spool, e))?;
+            std::fs::set_permissions(spool, std::fs::Permissions::from_mode(0o1733))
+                .map_err(|e| Error::io("cannot set the mode of the spool", spool, e))
+        }
+        Err(e) => Err(Error::io("cannot look at the spool", spool, e)),
     }
-    std::fs::create_dir_all(spool).map_err(|e| Error::io("cannot create the spool", spool, e))?;
-    std::fs::set_permissions(spool, std::fs::Permissions::from_mode(0o1733))
-        .map_err(|e| Error::io("cannot set the mode of the spool", spool, e))
 }
 
 /// Removes everything in the spool — whatever a pusher put there, so that the path unit that watches
 /// it for "not empty" does not start `tick` again and again. Returns how many entries there were.
-pub fn clear(spool: &Path) -> usize {
-    let mut removed = 0;
-    for entry in std::fs::read_dir(spool).into_iter().flatten().flatten() {
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let gone = if is_dir {
-            std::fs::remove_dir_all(entry.path())
-        } else {
-            std::fs::remove_file(entry.path())
-        };
-        removed += usize::from(gone.is_ok());
+///
+/// The spool is opened without following a link and must belong to phantom_ci's user; its entries are
+/// removed relative to it, so a pusher's links lead nowhere.
+pub fn clear(spool: &Path) -> Result<usize, Error> {
+    let dir = match dirfd::open_dir(None, spool.as_os_str()) {
+        Ok(dir) => dir,
+        Err(nix::errno::Errno::ENOENT) => return Ok(0),
+        Err(e) => {
+            return Err(Error::io(
+                "cannot open the spool (it must be a directory, not a link)",
+                spool,
+                e.into(),
+            ));
+        }
+    };
+    let owner = nix::sys::stat::fstat(&dir).map(|s| s.st_uid);
+    if owner != Ok(nix::unistd::geteuid().as_raw()) {
+        return Err(Error::Other(format!(
+            "the spool `{}` does not belong to phantom_ci's user: left alone",
+            spool.display()
+        )));
     }
-    removed
+    let mut removed = 0;
+    for name in dirfd::names(&dir) {
+        removed += usize::from(dirfd::remove_all(&dir, &name).is_ok());
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spool_that_is_a_link_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::create_dir_all(victim.join("sub")).unwrap();
+        std::fs::write(victim.join("important"), "x").unwrap();
+        let spool = tmp.path().join("spool");
+        std::os::unix::fs::symlink(&victim, &spool).unwrap();
+        assert!(clear(&spool).is_err());
+        assert!(victim.join("important").exists() && victim.join("sub").exists());
+    }
+
+    #[test]
+    fn notes_and_whatever_else_is_there_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = tmp.path().join("spool");
+        ensure(&spool).unwrap();
+        write(&spool, Path::new("/srv/git/app.git"), "main").unwrap();
+        std::fs::create_dir_all(spool.join("a-dir/inner")).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), spool.join("a-link")).unwrap();
+        assert_eq!(clear(&spool).unwrap(), 3);
+        assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+        assert!(tmp.path().join("spool").exists());
+    }
 }

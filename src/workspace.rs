@@ -11,14 +11,14 @@ use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository};
 use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
+use nix::sys::stat::{Mode, SFlag};
 
+use crate::dirfd;
 use crate::dirs::Dirs;
 use crate::privilege::{self, StepUser};
 
@@ -109,7 +109,7 @@ impl Workspace {
             budget: ARTIFACTS_CAP,
             notes: Vec::new(),
         };
-        match open_dir(None, self.artifacts.as_os_str()) {
+        match dirfd::open_dir(None, self.artifacts.as_os_str()) {
             Ok(dir) => collector.copy_dir(dir, Path::new("")),
             Err(e) => collector.notes.push(format!(
                 "artifacts not kept: cannot open `{}`: {e}",
@@ -129,15 +129,6 @@ impl Workspace {
     }
 }
 
-/// Opens a directory (relative to `at`, or by path), refusing a symbolic link.
-fn open_dir(at: Option<&OwnedFd>, name: &OsStr) -> nix::Result<OwnedFd> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match at {
-        Some(dir) => openat(dir, name, flags, Mode::empty()),
-        None => nix::fcntl::open(name, flags, Mode::empty()),
-    }
-}
-
 /// Copies artifacts by file descriptor: every directory is opened relative to its parent without
 /// following links, so nothing a step left behind can lead phantom_ci outside the artifacts directory.
 struct Collector<'a> {
@@ -149,34 +140,16 @@ struct Collector<'a> {
 
 impl Collector<'_> {
     fn copy_dir(&mut self, dir: OwnedFd, relative: &Path) {
-        let listing = dir
-            .try_clone()
-            .ok()
-            .and_then(|fd| nix::dir::Dir::from_fd(fd).ok());
-        let names: Vec<Vec<u8>> = match listing {
-            Some(mut listing) => {
-                let mut names: Vec<Vec<u8>> = listing
-                    .iter()
-                    .flatten()
-                    .map(|entry| entry.file_name().to_bytes().to_vec())
-                    .filter(|name| name != b"." && name != b"..")
-                    .collect();
-                names.sort();
-                names
-            }
-            None => return,
-        };
-        for bytes in &names {
-            let name = OsStr::from_bytes(bytes);
-            let rel = relative.join(name);
-            let refused = match fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(stat) if is(&stat, SFlag::S_IFDIR) => {
-                    if let Ok(sub) = open_dir(Some(&dir), name) {
+        for name in dirfd::names(&dir) {
+            let rel = relative.join(&name);
+            let refused = match dirfd::kind(&dir, &name) {
+                Ok(SFlag::S_IFDIR) => {
+                    if let Ok(sub) = dirfd::open_dir(Some(&dir), &name) {
                         self.copy_dir(sub, &rel);
                     }
                     continue;
                 }
-                Ok(stat) if is(&stat, SFlag::S_IFREG) => match self.copy_file(&dir, name, &rel) {
+                Ok(SFlag::S_IFREG) => match self.copy_file(&dir, &name, &rel) {
                     Ok(()) => continue,
                     Err(why) => why,
                 },
@@ -225,10 +198,6 @@ impl Collector<'_> {
         self.budget -= copied;
         Ok(())
     }
-}
-
-fn is(stat: &FileStat, kind: SFlag) -> bool {
-    SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == kind
 }
 
 #[cfg(test)]

@@ -27,7 +27,9 @@ pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     {
         eprintln!("phantom_ci: {e}");
     }
-    spool::clear(&ctx.spool);
+    if let Err(e) = spool::clear(&ctx.spool) {
+        eprintln!("phantom_ci: {e}");
+    }
     let mut status = ExitStatus::Success;
     for repo in &config.repos {
         if let Err(message) = recover_and_check(ctx, repo) {

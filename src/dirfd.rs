@@ -1,0 +1,88 @@
+//! Walking directories by file descriptor, never following a symbolic link: for directories whose
+//! contents someone else controls (a step's artifacts, the pushers' spool), where a path could be
+//! swapped for a link between two looks at it.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+/// Opens a directory — relative to `at`, or by path — refusing a symbolic link.
+pub fn open_dir(at: Option<&OwnedFd>, name: &OsStr) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match at {
+        Some(dir) => openat(dir, name, flags, Mode::empty()),
+        None => nix::fcntl::open(name, flags, Mode::empty()),
+    }
+}
+
+/// The names in a directory, sorted, without `.` and `..`.
+pub fn names(dir: &OwnedFd) -> Vec<OsString> {
+    let Some(mut listing) = dir
+        .try_clone()
+        .ok()
+        .and_then(|fd| nix::dir::Dir::from_fd(fd).ok())
+    else {
+        return Vec::new();
+    };
+    let mut names: Vec<OsString> = listing
+        .iter()
+        .flatten()
+        .map(|entry| OsStr::from_bytes(entry.file_name().to_bytes()).to_os_string())
+        .filter(|name| name != "." && name != "..")
+        .collect();
+    names.sort();
+    names
+}
+
+/// What `name` in `dir` is (`S_IFDIR`, `S_IFREG`, `S_IFLNK`, …), without following a link.
+pub fn kind(dir: &OwnedFd, name: &OsStr) -> nix::Result<SFlag> {
+    let stat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    Ok(SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT)
+}
+
+/// Removes `name` in `dir`, and everything below it if it is a directory.
+pub fn remove_all(dir: &OwnedFd, name: &OsStr) -> nix::Result<()> {
+    if kind(dir, name)? == SFlag::S_IFDIR {
+        let sub = open_dir(Some(dir), name)?;
+        for inner in names(&sub) {
+            remove_all(&sub, &inner)?;
+        }
+        unlinkat(dir, name, UnlinkatFlags::RemoveDir)
+    } else {
+        unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_all_does_not_follow_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "x").unwrap();
+        let dir = tmp.path().join("dir");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("sub/link")).unwrap();
+        std::fs::write(dir.join("file"), "x").unwrap();
+        let fd = open_dir(None, dir.as_os_str()).unwrap();
+        assert_eq!(names(&fd), ["file", "sub"]);
+        for name in names(&fd) {
+            remove_all(&fd, &name).unwrap();
+        }
+        assert!(names(&fd).is_empty());
+        assert!(outside.join("keep").exists());
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        assert!(
+            open_dir(None, link.as_os_str()).is_err(),
+            "a link is not opened"
+        );
+    }
+}
