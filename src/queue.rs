@@ -3,16 +3,24 @@
 //! Each repo runs exactly one branch, so a newer push simply replaces the pending entry: the newest
 //! commit runs and a replaced one leaves no record. Entries are written atomically and survive
 //! phantom_ci being killed; the next `hook` or `tick` picks them up.
+//!
+//! The life of an entry: [`with_lock`] reads the branch tip and [`put`]s it (the short queue lock makes
+//! "read the tip, queue it" one step, so an older tip never replaces a newer one); the holder of the
+//! repo's run lock [`take`]s it by renaming it to `<repo>.claimed` (a push that lands meanwhile makes a
+//! new pending entry, nothing is lost); once the run's record says `running`, [`release`] drops the
+//! claim. A claim left by a process that died before its run started is put back by [`restore`].
 
+use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
 use crate::dirs::Dirs;
 use crate::error::Error;
 use crate::lock::RepoLock;
-use crate::records::Trigger;
+use crate::records::{self, Trigger};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -26,18 +34,43 @@ fn path(dirs: &Dirs, repo: &str) -> PathBuf {
     dirs.queue().join(format!("{repo}.json"))
 }
 
-/// Queues `entry` for `repo`, replacing whatever was pending.
-pub fn put(dirs: &Dirs, repo: &str, entry: &Entry) -> Result<(), Error> {
+fn claimed(dirs: &Dirs, repo: &str) -> PathBuf {
+    dirs.queue().join(format!("{repo}.claimed"))
+}
+
+fn create_dir(dirs: &Dirs) -> Result<(), Error> {
     let dir = dirs.queue();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))
+}
+
+/// Runs `f` while holding the queue lock of `repo` (not the run lock: it is held only for as long as
+/// reading a branch tip and writing an entry take).
+pub fn with_lock<T>(dirs: &Dirs, repo: &str, f: impl FnOnce() -> T) -> Result<T, Error> {
+    create_dir(dirs)?;
+    let lock_path = dirs.queue().join(format!("{repo}.lock"));
+    let file: File = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io("cannot open the lock file", &lock_path, e))?;
+    let _lock = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| Error::io("cannot lock", &lock_path, std::io::Error::from(errno)))?;
+    Ok(f())
+}
+
+/// Queues `entry` for `repo`, replacing whatever was pending. Call it inside [`with_lock`].
+pub fn put(dirs: &Dirs, repo: &str, entry: &Entry) -> Result<(), Error> {
+    create_dir(dirs)?;
     let bytes = serde_json::to_vec(entry)
         .map_err(|e| Error::Other(format!("cannot serialise a queue entry: {e}")))?;
     let path = path(dirs, repo);
     atomic_file::write(&path, &bytes).map_err(|e| Error::io("cannot write", path, e))
 }
 
+/// Whether `repo` has work that has not started yet (pending, or claimed by a worker that died).
 pub fn is_pending(dirs: &Dirs, repo: &str) -> bool {
-    path(dirs, repo).exists()
+    path(dirs, repo).exists() || claimed(dirs, repo).exists()
 }
 
 /// The pending entry of `repo`, left in place.
@@ -45,27 +78,56 @@ pub fn peek(dirs: &Dirs, repo: &str) -> Option<Entry> {
     serde_json::from_slice(&std::fs::read(path(dirs, repo)).ok()?).ok()
 }
 
-/// Takes the pending entry of `repo`, if any. Only the holder of the repo's lock may take: the run it
-/// starts is then the only one of that repo.
+/// Takes the pending entry of `repo`, if any, by claiming it. Only the holder of the repo's run lock
+/// may take: the run it starts is then the only one of that repo.
 pub fn take(dirs: &Dirs, repo: &str, _lock: &RepoLock) -> Result<Option<Entry>, Error> {
-    let path = path(dirs, repo);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    let (pending, claim) = (path(dirs, repo), claimed(dirs, repo));
+    match std::fs::rename(&pending, &claim) {
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("cannot read", path, e)),
-    };
-    std::fs::remove_file(&path).map_err(|e| Error::io("cannot remove", &path, e))?;
-    match serde_json::from_slice(&bytes) {
-        Ok(entry) => Ok(Some(entry)),
+        Err(e) => return Err(Error::io("cannot claim", pending, e)),
+    }
+    let entry = std::fs::read(&claim)
+        .map_err(|e| Error::io("cannot read", &claim, e))
+        .and_then(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Other(format!(
+                    "dropped the damaged queue entry `{}`: {e}",
+                    pending.display()
+                ))
+            })
+        });
+    if entry.is_err() {
         // A damaged entry cannot be run; dropping it is safe: `tick` queues the branch tip again.
-        Err(e) => Err(Error::Other(format!(
-            "dropped the damaged queue entry `{}`: {e}",
-            path.display()
-        ))),
+        let _ = std::fs::remove_file(&claim);
+    }
+    entry.map(Some)
+}
+
+/// Drops the claim of `repo`: its run has started (its record says `running`).
+pub fn release(dirs: &Dirs, repo: &str) {
+    let _ = std::fs::remove_file(claimed(dirs, repo));
+}
+
+/// Puts back a claim whose worker died before its run started; drops it when a newer entry is pending
+/// or when the claimed commit's run did start. The caller holds the repo's run lock.
+pub fn restore(dirs: &Dirs, repo: &str, _lock: &RepoLock) {
+    let claim = claimed(dirs, repo);
+    let Ok(bytes) = std::fs::read(&claim) else {
+        return;
+    };
+    let started = serde_json::from_slice::<Entry>(&bytes).is_ok_and(|entry| {
+        records::last(dirs, repo, None)
+            .is_some_and(|run| run.commit == entry.commit && run.started_at >= entry.queued_at)
+    });
+    if started || path(dirs, repo).exists() {
+        let _ = std::fs::remove_file(&claim);
+    } else {
+        let _ = std::fs::rename(&claim, path(dirs, repo));
     }
 }
 
-/// The repos that have pending work.
+/// The repos that have work that has not started yet.
 pub fn pending(dirs: &Dirs) -> Vec<String> {
     let mut repos: Vec<String> = std::fs::read_dir(dirs.queue())
         .into_iter()
@@ -73,10 +135,14 @@ pub fn pending(dirs: &Dirs) -> Vec<String> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            name.strip_suffix(".json").map(str::to_string)
+            let repo = name
+                .strip_suffix(".json")
+                .or_else(|| name.strip_suffix(".claimed"))?;
+            Some(repo.to_string())
         })
         .collect();
     repos.sort();
+    repos.dedup();
     repos
 }
 
@@ -103,6 +169,30 @@ mod tests {
         let lock = RepoLock::acquire(&dirs, "app", true).unwrap().unwrap();
         assert_eq!(take(&dirs, "app", &lock).unwrap(), Some(entry("b")));
         assert_eq!(take(&dirs, "app", &lock).unwrap(), None);
+        assert_eq!(pending(&dirs), ["app"], "claimed, not started");
+        release(&dirs, "app");
         assert!(pending(&dirs).is_empty());
+    }
+
+    #[test]
+    fn a_claim_whose_run_never_started_is_put_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            config: tmp.path().join("c"),
+            data: tmp.path().join("d"),
+        };
+        let entry = Entry {
+            branch: "master".into(),
+            commit: "a".into(),
+            trigger: Trigger::Hook,
+            queued_at: "2026-01-01T00:00:00.000Z".into(),
+        };
+        put(&dirs, "app", &entry).unwrap();
+        let lock = RepoLock::acquire(&dirs, "app", true).unwrap().unwrap();
+        assert!(take(&dirs, "app", &lock).unwrap().is_some());
+        // The worker dies here. The next one restores the claim and takes it again.
+        restore(&dirs, "app", &lock);
+        assert_eq!(peek(&dirs, "app"), Some(entry.clone()));
+        assert_eq!(take(&dirs, "app", &lock).unwrap(), Some(entry));
     }
 }

@@ -5,6 +5,8 @@
 //! free. So no push is lost, runs of one repo never overlap, and the newest queued commit runs.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
 
 use crate::config::Config;
 use crate::dirs::Dirs;
@@ -70,12 +72,13 @@ pub fn drain(
                     break;
                 }
             };
+            queue::restore(dirs, &name, &lock);
             let entry = match queue::take(dirs, &name, &lock) {
                 Ok(Some(entry)) => entry,
-                Ok(None) => continue,
+                Ok(None) => break,
                 Err(e) => {
                     drained.errors.push(e.to_string());
-                    continue;
+                    break;
                 }
             };
             match run_entry(dirs, repo, entry, &lock, console()) {
@@ -109,7 +112,6 @@ fn run_entry(
             repo.name
         ))
     })?;
-    seen::set(dirs, &repo.name, &entry.commit)?;
     let request = Request {
         repo: repo.clone(),
         branch: entry.branch,
@@ -117,5 +119,57 @@ fn run_entry(
         trigger: entry.trigger,
         keep_workspace: false,
     };
-    runner::execute(dirs, &request, console, lock).map(Some)
+    // Once the run's record says `running`, the commit is seen and the claim is done with.
+    let mut seen_error = None;
+    let mut started = || {
+        seen_error = seen::set(dirs, &repo.name, &entry.commit).err();
+        queue::release(dirs, &repo.name);
+    };
+    let mut finished = runner::execute(dirs, &request, console, lock, &mut started)?;
+    if let Some(e) = seen_error {
+        finished.notes.push(e.to_string());
+    }
+    Ok(Some(finished))
+}
+
+/// Starts `phantom_ci work` in a new session, with no tie to the pusher: stdin from /dev/null, output to
+/// `<data>/worker.log`, so `git push` returns at once and a disconnecting pusher changes nothing.
+#[allow(unsafe_code)]
+pub fn start_detached(dirs: &Dirs) -> Result<(), String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find phantom_ci's own binary: {e}"))?;
+    let log_path = dirs.data.join("worker.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("--config-dir")
+        .arg(&dirs.config)
+        .arg("--data-dir")
+        .arg(&dirs.data)
+        .arg("work")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    for variable in crate::mirror::GIT_HOOK_VARIABLES {
+        command.env_remove(variable);
+    }
+    // SAFETY: `setsid` is a single async-signal-safe system call, made in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    command
+        .spawn()
+        .map(drop)
+        .map_err(|e| format!("cannot start the phantom_ci worker: {e}"))
 }

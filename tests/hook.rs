@@ -153,3 +153,30 @@ fn pushes_during_a_run_queue_up_and_only_the_newest_runs() {
     let worker_log = std::fs::read_to_string(env.data.join("worker.log")).unwrap_or_default();
     assert!(!worker_log.contains("error"), "{worker_log}");
 }
+
+#[test]
+fn a_push_during_a_manual_run_runs_after_it() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    repo.workflow("master", &waiting_workflow(&env, ""));
+    repo.commit_and_push("before the hook");
+    env.install_hook(&repo, false);
+    let manual = env
+        .phantom_std()
+        .args(["run", "app"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the manual run to start", || {
+        env.root().join("started").exists()
+    });
+    repo.write("more", "1");
+    let pushed = repo.commit_and_push("during the manual run");
+    std::fs::write(env.root().join("release"), "").unwrap();
+    assert!(manual.wait_with_output().unwrap().status.success());
+    let second = env.wait_for_run("app", 2);
+    assert_eq!(second["commit"], pushed.as_str());
+    assert_eq!(second["trigger"], "hook");
+    assert_eq!(env.run_json("app", 1)["trigger"], "manual");
+}

@@ -4,9 +4,7 @@
 //! the push fail: every problem is one line on stderr and exit status 0.
 
 use std::io::BufRead;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use clap::Args;
 
@@ -95,7 +93,7 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
         }
         Ok(())
     } else {
-        start_worker(ctx)
+        worker::start_detached(&ctx.dirs)
     }
 }
 
@@ -149,16 +147,20 @@ fn queue_tip(ctx: &Context, repo: &Repo, git_dir: &Path) -> Result<String, Error
     if matches!(repo.location, Location::Url(_)) {
         mirror::update(&ctx.dirs, repo).map_err(Error::Other)?;
     }
-    let source = git::open(git_dir)?;
-    let commit = git::branch_tip(&source, &repo.branch)?.to_string();
-    let entry = queue::Entry {
-        branch: repo.branch.clone(),
-        commit: commit.clone(),
-        trigger: Trigger::Hook,
-        queued_at: records::rfc3339(std::time::SystemTime::now()),
-    };
-    queue::put(&ctx.dirs, &repo.name, &entry)?;
-    Ok(commit)
+    // Reading the tip and queueing it is one step under the queue lock: a slower hook of an older push
+    // cannot replace a newer entry with the older tip.
+    queue::with_lock(&ctx.dirs, &repo.name, || {
+        let source = git::open(git_dir)?;
+        let commit = git::branch_tip(&source, &repo.branch)?.to_string();
+        let entry = queue::Entry {
+            branch: repo.branch.clone(),
+            commit: commit.clone(),
+            trigger: Trigger::Hook,
+            queued_at: records::rfc3339(std::time::SystemTime::now()),
+        };
+        queue::put(&ctx.dirs, &repo.name, &entry)?;
+        Ok(commit)
+    })?
 }
 
 fn spool_note(ctx: &Context, git_dir: &Path, branch: &str) -> Result<(), String> {
@@ -170,48 +172,6 @@ fn spool_note(ctx: &Context, git_dir: &Path, branch: &str) -> Result<(), String>
         crate::sanitize::terminal(branch)
     );
     Ok(())
-}
-
-/// Starts `phantom_ci work` in a new session, with no tie to the pusher: stdin from /dev/null, output to
-/// `<data>/worker.log`, so `git push` returns at once and a disconnecting pusher changes nothing.
-#[allow(unsafe_code)]
-fn start_worker(ctx: &Context) -> Result<(), String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find phantom_ci's own binary: {e}"))?;
-    let log_path = ctx.dirs.data.join("worker.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;
-    let mut command = Command::new(exe);
-    command
-        .arg("--config-dir")
-        .arg(&ctx.dirs.config)
-        .arg("--data-dir")
-        .arg(&ctx.dirs.data)
-        .arg("work")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
-    for variable in mirror::GIT_HOOK_VARIABLES {
-        command.env_remove(variable);
-    }
-    // SAFETY: `setsid` is a single async-signal-safe system call, made in the child between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
-    }
-    command
-        .spawn()
-        .map(drop)
-        .map_err(|e| format!("cannot start the phantom_ci worker: {e}"))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::error::{Error, ExitStatus};
 use crate::lock::RepoLock;
 use crate::records::{RunResult, Trigger};
 use crate::runner::{self, Request};
-use crate::{git, mirror};
+use crate::{git, mirror, queue, worker};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -70,7 +70,15 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         &request,
         Some(Box::new(std::io::stdout())),
         &lock,
+        &mut || {},
     )?;
+    drop(lock);
+    // A push that arrived during this run found the lock taken and left its work to the lock's holder.
+    if queue::is_pending(&ctx.dirs, &finished.record.repo)
+        && let Err(e) = worker::start_detached(&ctx.dirs)
+    {
+        eprintln!("phantom_ci: {e}; queued work waits for the next push or `tick`");
+    }
     for note in &finished.notes {
         eprintln!("phantom_ci: {note}");
     }

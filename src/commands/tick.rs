@@ -62,19 +62,23 @@ fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<(), String> {
         recovery::recover(&ctx.dirs, repo, &lock).map_err(|e| e.to_string())?;
     }
     mirror::update(&ctx.dirs, repo)?;
-    let source = crate::runner::open_source(&ctx.dirs, repo)?;
-    let tip = git::branch_tip(&source, &repo.branch)
-        .map_err(|e| format!("repo `{}`: {e}", repo.name))?
-        .to_string();
-    let already_queued = queue::peek(&ctx.dirs, &repo.name).is_some_and(|e| e.commit == tip);
-    if already_queued || seen::get(&ctx.dirs, &repo.name).as_deref() == Some(tip.as_str()) {
-        return Ok(());
-    }
-    let entry = queue::Entry {
-        branch: repo.branch.clone(),
-        commit: tip,
-        trigger: Trigger::Tick,
-        queued_at: records::rfc3339(std::time::SystemTime::now()),
-    };
-    queue::put(&ctx.dirs, &repo.name, &entry).map_err(|e| e.to_string())
+    // The tip is read and queued in one step under the queue lock, like the hook does it.
+    let queued = queue::with_lock(&ctx.dirs, &repo.name, || {
+        let source = crate::runner::open_source(&ctx.dirs, repo)?;
+        let tip = git::branch_tip(&source, &repo.branch)
+            .map_err(|e| format!("repo `{}`: {e}", repo.name))?
+            .to_string();
+        let already_queued = queue::peek(&ctx.dirs, &repo.name).is_some_and(|e| e.commit == tip);
+        if already_queued || seen::get(&ctx.dirs, &repo.name).as_deref() == Some(tip.as_str()) {
+            return Ok(());
+        }
+        let entry = queue::Entry {
+            branch: repo.branch.clone(),
+            commit: tip,
+            trigger: Trigger::Tick,
+            queued_at: records::rfc3339(std::time::SystemTime::now()),
+        };
+        queue::put(&ctx.dirs, &repo.name, &entry).map_err(|e| e.to_string())
+    });
+    queued.map_err(|e| e.to_string())?
 }

@@ -73,19 +73,21 @@ impl Conclusion {
 /// Runs `request` to its end. `console` receives the live output (phantom_ci's stdout), if anyone watches.
 ///
 /// The caller holds the repo's lock (`lock`): runs of one repo never overlap. A run of this repo that
-/// died without finishing its record is recorded as `aborted` first.
+/// died without finishing its record is recorded as `aborted` first. `started` is called once the
+/// run's record says `running`.
 pub fn execute(
     dirs: &Dirs,
     request: &Request,
     console: Option<Box<dyn Write + Send>>,
     lock: &RepoLock,
+    started: &mut dyn FnMut(),
 ) -> Result<Finished, Error> {
     let repo = &request.repo;
     crate::recovery::recover(dirs, repo, lock)?;
     let previous = records::last(dirs, &repo.name, None);
     let run_dir = records::allocate(dirs, &repo.name)?;
     let started_at = SystemTime::now();
-    let started = Instant::now();
+    let start = Instant::now();
     let mut record = RunRecord {
         repo: repo.name.clone(),
         run: run_dir.number,
@@ -111,6 +113,7 @@ pub fn execute(
             return Err(Error::Other(format!("the run does not start: {e}")));
         }
     };
+    started();
     let mut out = Output::new(console, log, repo.log_limit);
     out.line(&format!(
         "==> {} #{} · {} · {} · {}",
@@ -128,7 +131,7 @@ pub fn execute(
         record: &mut record,
         out: &mut out,
         previous_commit: previous.as_ref().map(|p| p.commit.clone()),
-        deadline: started + repo.timeout,
+        deadline: start + repo.timeout,
         kept_workspace: None,
     };
     let conclusion = run.conduct();
@@ -137,7 +140,7 @@ pub fn execute(
     record.result = conclusion.result;
     record.message = conclusion.message;
     record.finished_at = Some(records::rfc3339(SystemTime::now()));
-    record.duration_ms = millis(started.elapsed());
+    record.duration_ms = millis(start.elapsed());
     if let Some(message) = &record.message {
         out.line(&format!(
             "==> {}: {}",
