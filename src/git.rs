@@ -113,7 +113,7 @@ pub fn read_tree_file(
         let Some(entry) = tree.get_name(part).map(|e| e.to_owned()) else {
             return Ok(TreeFile::Missing);
         };
-        let shown = parts[..=i].join("/");
+        let shown = crate::sanitize::terminal(&parts[..=i].join("/"));
         let last = i + 1 == parts.len();
         match (entry.kind(), entry.filemode()) {
             (Some(ObjectType::Tree), _) if !last => {

@@ -1,5 +1,6 @@
 //! What a run leaves behind: `<data>/runs/<repo>/<run>/{run.json,log,artifacts/}` (SPEC §4.1).
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -165,7 +166,12 @@ fn process_start_time(pid: u32) -> Option<u64> {
 /// the repo's lock.
 pub fn allocate(dirs: &Dirs, repo: &str) -> Result<RunDir, Error> {
     let runs = dirs.runs(repo);
-    std::fs::create_dir_all(&runs).map_err(|e| Error::io("cannot create", &runs, e))?;
+    // Logs hold whatever steps print: only phantom_ci's user reads them (and `phantom_ci logs` run as it).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&runs)
+        .map_err(|e| Error::io("cannot create", &runs, e))?;
     let counter = runs.join("last");
     let last_recorded = std::fs::read_to_string(&counter)
         .ok()
@@ -275,6 +281,12 @@ mod tests {
         for expected in 1..=3 {
             assert_eq!(allocate(&dirs, "app").unwrap().number, expected);
         }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dirs.data.join("runs"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "records are phantom_ci's alone");
         prune(&dirs, "app", 1).unwrap();
         assert_eq!(list(&dirs, "app"), [3]);
         std::fs::remove_dir_all(dirs.runs("app").join("3")).unwrap();

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
+/// The longest duration accepted anywhere (timeouts, intervals): a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A duration written like `"90s"`, `"10m"`, `"1h 30m"` (humantime syntax), never zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
@@ -20,6 +23,11 @@ impl HumanDuration {
         if duration.is_zero() {
             return Err(format!(
                 "duration `{text}` is zero; give a positive duration"
+            ));
+        }
+        if duration > MAX_DURATION {
+            return Err(format!(
+                "duration `{text}` is longer than a year; give at most \"365d\""
             ));
         }
         Ok(HumanDuration(duration))
@@ -108,6 +116,8 @@ mod tests {
             Duration::from_secs(5400)
         );
         assert!(HumanDuration::parse("0s").is_err());
+        assert!(HumanDuration::parse("365d").is_ok());
+        assert!(HumanDuration::parse("500000000000years").is_err());
         assert!(
             HumanDuration::parse("ten minutes")
                 .unwrap_err()

@@ -23,7 +23,10 @@ pub struct WorkflowError {
 
 impl WorkflowError {
     fn render(&self) -> String {
-        let mut text = format!("invalid workflow `{}`", self.file);
+        let mut text = format!(
+            "invalid workflow `{}`",
+            crate::sanitize::terminal(&self.file)
+        );
         if let Some(line) = self.line {
             text.push_str(&format!(" line {line}"));
         }

@@ -180,3 +180,27 @@ fn a_push_during_a_manual_run_runs_after_it() {
     assert_eq!(second["trigger"], "hook");
     assert_eq!(env.run_json("app", 1)["trigger"], "manual");
 }
+
+#[test]
+fn a_repository_with_a_work_tree_matches_its_git_dir() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"echo from-a-work-tree\"\n");
+    let commit = repo.commit("work tree");
+    env.write_repo_toml(&format!(
+        "[app]\npath = \"{}\"\nrun_as = \"{}\"\n",
+        repo.work.display(),
+        crate::support::current_user()
+    ));
+    // As git runs a hook in a repository with a work tree: in `.git`, with GIT_DIR=`.`.
+    let zeros = "0".repeat(40);
+    env.phantom()
+        .args(["hook", "--wait"])
+        .current_dir(repo.work.join(".git"))
+        .env("GIT_DIR", ".")
+        .write_stdin(format!("{zeros} {commit} refs/heads/master\n"))
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("from-a-work-tree"));
+    assert_eq!(env.run_json("app", 1)["commit"], commit.as_str());
+}

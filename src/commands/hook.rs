@@ -117,7 +117,7 @@ fn moved_branches(input: impl BufRead) -> Vec<String> {
     branches
 }
 
-/// Whether `repo` is configured at the repository the hook runs in.
+/// Whether `repo` is configured at the repository the hook runs in (`git_dir`, canonical).
 fn same_repository(repo: &Repo, git_dir: &Path) -> bool {
     let configured = match &repo.location {
         Location::Local(path) => path.as_path(),
@@ -126,7 +126,10 @@ fn same_repository(repo: &Repo, git_dir: &Path) -> bool {
             None => return false,
         },
     };
-    configured.canonicalize().is_ok_and(|p| p == git_dir)
+    // A bare repository is its own GIT_DIR; a repository with a work tree has it in `.git`.
+    [configured.to_path_buf(), configured.join(".git")]
+        .iter()
+        .any(|candidate| candidate.canonicalize().is_ok_and(|p| p == git_dir))
 }
 
 /// The pusher's user may run the work itself when it is root, or when the steps run as that user.
