@@ -240,8 +240,32 @@ impl WebhookUrl {
     pub fn redact(&self, text: &str) -> String {
         self.secret_parts()
             .into_iter()
-            .fold(text.to_string(), |text, part| text.replace(part, "…"))
+            .fold(text.to_string(), |text, part| {
+                replace_ignoring_case(&text, part)
+            })
     }
+}
+
+/// Replaces every occurrence of `part` in `text` with `…`, whatever the ASCII case of either (a server
+/// may echo a path upper-cased).
+fn replace_ignoring_case(text: &str, part: &str) -> String {
+    if part.is_empty() {
+        return text.to_string();
+    }
+    // ASCII lower-casing keeps every byte where it is, so offsets in `lower` are offsets in `text`.
+    let (lower, needle) = (text.to_ascii_lowercase(), part.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    for (at, _) in lower.match_indices(&needle) {
+        if at < rest {
+            continue;
+        }
+        out.push_str(&text[rest..at]);
+        out.push('…');
+        rest = at + needle.len();
+    }
+    out.push_str(&text[rest..]);
+    out
 }
 
 impl fmt::Display for WebhookUrl {
@@ -271,6 +295,16 @@ mod tests {
         let path = dir.path().join(".env");
         std::fs::write(&path, text).unwrap();
         (Secrets::load(&path), dir)
+    }
+
+    #[test]
+    fn redaction_ignores_case() {
+        assert_eq!(
+            replace_ignoring_case("upper /HOOKS/T0KEN-x done", "/hooks/t0ken-X"),
+            "upper … done"
+        );
+        assert_eq!(replace_ignoring_case("aaa", "aa"), "…a");
+        assert_eq!(replace_ignoring_case("é/Tok", "/tok"), "é…");
     }
 
     #[test]

@@ -67,6 +67,58 @@ impl Step {
     }
 }
 
+/// Shell builtins: programs that do not exist outside a shell.
+const SHELL_BUILTINS: &[&str] = &[
+    "cd", "export", "source", ".", "set", "alias", "exit", "unset", "ulimit",
+];
+
+/// Words a shell would treat as operators.
+const SHELL_OPERATORS: &[&str] = &[
+    "&&", "||", "|", ";", "&", ">", ">>", "<", "2>", "2>&1", ">&2",
+];
+
+impl Step {
+    /// What in `run` looks written for a shell, which phantom_ci does not use: a hint per problem.
+    pub fn shell_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let program = self.argv[0].as_str();
+        let name = program.rsplit('/').next().unwrap_or(program);
+        if ["sh", "bash", "dash", "zsh", "ksh", "busybox"].contains(&name) {
+            return warnings; // a shell was asked for: its script is its business
+        }
+        if SHELL_BUILTINS.contains(&program) {
+            warnings.push(format!(
+                "`{program}` is a shell builtin, not a program: no shell is used, write `sh -c '…'`"
+            ));
+        }
+        if let Some(operator) = self
+            .argv
+            .iter()
+            .find(|w| SHELL_OPERATORS.contains(&w.as_str()))
+        {
+            warnings.push(format!(
+                "`{operator}` is passed to `{}` as an argument, not run as a shell operator; for a \
+                 shell, write `sh -c '…'`",
+                crate::sanitize::terminal(program)
+            ));
+        }
+        let variable = self.argv.iter().find(|w| {
+            let mut chars = w.chars().skip_while(|c| *c != '$').skip(1);
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '{' || c == '(')
+        });
+        if let Some(word) = variable {
+            warnings.push(format!(
+                "`{}` is passed as written: no shell expands variables; for a shell, write \
+                 `sh -c '…'`",
+                crate::sanitize::terminal(word)
+            ));
+        }
+        warnings
+    }
+}
+
 /// A parsed workflow: its steps in numeric order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workflow {
@@ -215,6 +267,14 @@ mod tests {
 
     fn parse(text: &str) -> Result<Workflow, WorkflowError> {
         Workflow::parse("workflow/main.toml", text.as_bytes())
+    }
+
+    #[test]
+    fn shell_syntax_is_pointed_out() {
+        let w = parse("[0]\nrun = \"cd sub && make\"\n[1]\nrun = \"echo $HOME\"\n[2]\nrun = \"sh -c 'cd x && echo $HOME'\"\n[3]\nrun = \"echo 5$\"\n").unwrap();
+        let warnings: Vec<usize> = w.steps.iter().map(|s| s.shell_warnings().len()).collect();
+        assert_eq!(warnings, [2, 1, 0, 0]);
+        assert!(w.steps[0].shell_warnings()[0].contains("builtin"));
     }
 
     #[test]

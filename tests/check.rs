@@ -35,3 +35,35 @@ fn check_of_an_invalid_file_exits_1_with_the_line() {
             "line 4, step `1`: `run` has unbalanced quotes",
         ));
 }
+
+#[test]
+fn check_says_when_the_working_tree_differs_from_head() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.phantom()
+        .args(["check", repo.work.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("has no commit yet"));
+    repo.workflow("master", "[0]\nrun = \"true\"\n");
+    repo.commit("ok");
+    repo.workflow("master", "[0]\nrun = \"true\"\nshell = \"bash\"\n");
+    env.phantom()
+        .args(["check", repo.work.to_str().unwrap()])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("`workflow/master.toml` has uncommitted changes"));
+}
+
+#[test]
+fn check_warns_about_shell_syntax_without_a_shell() {
+    let env = TestEnv::new();
+    let file = env.root().join("w.toml");
+    std::fs::write(&file, "[0]\nrun = \"cd sub && make\"\n").unwrap();
+    env.phantom()
+        .args(["check", file.to_str().unwrap()])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("`cd` is a shell builtin"))
+        .stderr(predicate::str::contains("`&&` is passed to `cd` as an argument"));
+}

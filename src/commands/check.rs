@@ -53,7 +53,13 @@ fn from_repository(path: &std::path::Path) -> Result<Vec<Found>, Error> {
             e.message()
         ))
     })?;
-    let head = git::resolve_commit(&repo, "HEAD")?;
+    let head = git::resolve_commit(&repo, "HEAD").map_err(|_| {
+        Error::Usage(format!(
+            "`{}` has no commit yet: phantom_ci runs workflows from commits; check a file itself \
+             with `phantom_ci check workflow/<branch>.toml`",
+            path.display()
+        ))
+    })?;
     let mut workflows = Vec::new();
     for file in git::workflow_paths(&repo, head)? {
         let bytes = match git::read_tree_file(&repo, head, &file, MAX_WORKFLOW_SIZE)? {
@@ -61,6 +67,17 @@ fn from_repository(path: &std::path::Path) -> Result<Vec<Found>, Error> {
             TreeFile::Invalid(why) => Err(format!("invalid workflow: {why}")),
             TreeFile::Missing => continue,
         };
+        // What runs is what is committed; say so when the working tree has something else.
+        if let (Some(workdir), Ok(committed)) = (repo.workdir(), &bytes)
+            && std::fs::read(workdir.join(&file)).is_ok_and(|on_disk| &on_disk != committed)
+        {
+            eprintln!(
+                "note: `{}` has uncommitted changes; this checks the committed version (check the \
+                 file itself with `phantom_ci check {}`)",
+                crate::sanitize::terminal(&file),
+                crate::sanitize::terminal(&workdir.join(&file).display().to_string())
+            );
+        }
         workflows.push((file, bytes));
     }
     Ok(workflows)
@@ -74,6 +91,13 @@ fn print_plan(workflow: &Workflow) {
         if count == 1 { "" } else { "s" }
     );
     for step in &workflow.steps {
+        for warning in step.shell_warnings() {
+            eprintln!(
+                "warning: {}: step `{}`: {warning}",
+                crate::sanitize::terminal(&workflow.file),
+                step.index
+            );
+        }
         match step.timeout {
             Some(timeout) => println!(
                 "  {} (timeout {})",

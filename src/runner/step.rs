@@ -145,8 +145,13 @@ pub fn run(
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
+            let hint = step
+                .shell_warnings()
+                .into_iter()
+                .next()
+                .map_or(String::new(), |w| format!(" ({w})"));
             return failed_to_start(format!(
-                "cannot start `{}`: {e}",
+                "cannot start `{}`: {e}{hint}",
                 crate::sanitize::terminal(&step.argv[0])
             ));
         }
