@@ -70,10 +70,17 @@ pub struct Context {
     pub dirs: Dirs,
     /// The spool directory (SPEC §4.7).
     pub spool: PathBuf,
+    /// `phantom_ci` with the directory options this invocation was given (by option or environment),
+    /// for the commands phantom_ci suggests: pasted as they are, they use the same configuration.
+    pub invocation: String,
 }
 
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
     disable_git_owner_check()?;
+    let given =
+        |option: bool, var: &str| option || std::env::var_os(var).is_some_and(|v| !v.is_empty());
+    let config_given = given(cli.global.config_dir.is_some(), crate::dirs::CONFIG_DIR_ENV);
+    let data_given = given(cli.global.data_dir.is_some(), crate::dirs::DATA_DIR_ENV);
     let dirs = Dirs::resolve(cli.global.config_dir, cli.global.data_dir)?;
     let spool = cli
         .global
@@ -84,7 +91,20 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| dirs.spool());
-    let ctx = Context { dirs, spool };
+    let mut invocation = "phantom_ci".to_string();
+    if config_given {
+        invocation.push_str(" --config-dir ");
+        invocation.push_str(&shell_words::quote(&dirs.config.to_string_lossy()));
+    }
+    if data_given {
+        invocation.push_str(" --data-dir ");
+        invocation.push_str(&shell_words::quote(&dirs.data.to_string_lossy()));
+    }
+    let ctx = Context {
+        dirs,
+        spool,
+        invocation,
+    };
     match cli.command {
         Some(Command::Tick(args)) => commands::tick::run(args, &ctx),
         None => commands::tick::run(commands::tick::TickArgs::default(), &ctx),

@@ -92,8 +92,9 @@ pub fn install(bare: &Path, script: &str, force: bool) -> Result<(PathBuf, Insta
             "already exists and is not phantom_ci's hook"
         };
         return Err(Error::Usage(format!(
-            "`{}` {what}; look at it, then run `phantom_ci configure hook --force` to replace it",
-            path.display()
+            "`{}` {what}; look at it, then run `phantom_ci configure hook {} --force` to replace it",
+            path.display(),
+            shell_words::quote(&bare.to_string_lossy())
         )));
     }
     let outcome = if exists {

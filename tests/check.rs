@@ -52,7 +52,9 @@ fn check_says_when_the_working_tree_differs_from_head() {
         .args(["check", repo.work.to_str().unwrap()])
         .assert()
         .success()
-        .stderr(predicate::str::contains("`workflow/master.toml` has uncommitted changes"));
+        .stderr(predicate::str::contains(
+            "`workflow/master.toml` has uncommitted changes",
+        ));
 }
 
 #[test]
@@ -65,5 +67,7 @@ fn check_warns_about_shell_syntax_without_a_shell() {
         .assert()
         .success()
         .stderr(predicate::str::contains("`cd` is a shell builtin"))
-        .stderr(predicate::str::contains("`&&` is passed to `cd` as an argument"));
+        .stderr(predicate::str::contains(
+            "`&&` is passed to `cd` as an argument",
+        ));
 }

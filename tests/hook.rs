@@ -28,7 +28,13 @@ fn a_push_queues_a_run_and_returns_while_the_step_still_runs() {
         stderr.contains("remote: phantom_ci: queued `app`"),
         "{stderr}"
     );
-    assert!(stderr.contains("phantom_ci logs app --follow"), "{stderr}");
+    // The suggested command names the directories in force, so it can be pasted as it is.
+    let follow = format!(
+        "phantom_ci --config-dir {} --data-dir {} logs app --follow",
+        env.config.display(),
+        env.data.display()
+    );
+    assert!(stderr.contains(&follow), "{stderr}");
     // `git push` has returned; the step cannot end before `release` exists: it is still running.
     wait_for("the step to start", || env.root().join("started").exists());
     assert_eq!(env.run_json("app", 1)["result"], "running");

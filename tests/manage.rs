@@ -127,7 +127,11 @@ fn add_creates_a_private_repo_toml_and_resolves_relative_paths() {
         .args(["add", "git/app.git"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("phantom_ci configure hook"));
+        .stdout(predicate::str::contains(format!(
+            "phantom_ci --config-dir {} --data-dir {} configure hook",
+            env.config.display(),
+            env.data.display()
+        )));
     let file = env.config.join("Repo.toml");
     assert_eq!(mode(&file), 0o600);
     assert_eq!(

@@ -113,7 +113,7 @@ pub fn run(args: AddArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         );
     }
     if let Location::Local(path) = &location {
-        hint_for_local(path, &branch);
+        hint_for_local(path, &branch, ctx);
     }
     Ok(ExitStatus::Success)
 }
@@ -166,7 +166,7 @@ fn check_user(user: &str) -> Result<(), Error> {
 }
 
 /// For a bare repository: how to make pushes run it, and a word if the branch does not exist yet.
-fn hint_for_local(path: &Path, branch: &str) {
+fn hint_for_local(path: &Path, branch: &str, ctx: &Context) {
     let Ok(repo) = git2::Repository::open(path) else {
         return;
     };
@@ -191,7 +191,8 @@ fn hint_for_local(path: &Path, branch: &str) {
     }
     if repo.is_bare() {
         println!(
-            "to run on every push: phantom_ci configure hook {}",
+            "to run on every push: {} configure hook {}",
+            ctx.invocation,
             shell_words::quote(&path.to_string_lossy())
         );
     }

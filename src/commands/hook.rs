@@ -62,10 +62,11 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
         match queue_tip(ctx, repo, &git_dir) {
             Ok(commit) => {
                 println!(
-                    "phantom_ci: queued `{}` ({} {}); follow it with `phantom_ci logs {} --follow`",
+                    "phantom_ci: queued `{}` ({} {}); follow it with `{} logs {} --follow`",
                     repo.name,
                     crate::sanitize::terminal(&repo.branch),
                     crate::runner::short(&commit),
+                    ctx.invocation,
                     repo.name
                 );
                 queued.push(repo.name.clone());
@@ -171,7 +172,8 @@ fn spool_note(ctx: &Context, git_dir: &Path, branch: &str) -> Result<(), String>
         format!("{e}; the phantom_ci service was not told about this push (`phantom_ci tick` will see it)")
     })?;
     println!(
-        "phantom_ci: `{}` moved; handed to the phantom_ci service",
+        "phantom_ci: `{}` moved; handed to the phantom_ci service, which runs it and posts the \
+         result to its webhooks",
         crate::sanitize::terminal(branch)
     );
     Ok(())
