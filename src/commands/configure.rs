@@ -112,6 +112,23 @@ fn service(args: ServiceArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         writable,
     };
     let units = systemd::units(&settings)?;
+    if Config::load(&dirs.repo_toml()).is_ok_and(|c| c.repos.is_empty()) {
+        eprintln!(
+            "phantom_ci: note: the service reads `{}`, which configures no repo yet: add them with \
+             `phantom_ci --config-dir {} --data-dir {} add <path> [branch]`",
+            dirs.repo_toml().display(),
+            shell_words::quote(&dirs.config.to_string_lossy()),
+            shell_words::quote(&dirs.data.to_string_lossy())
+        );
+    }
+    if scope == Scope::System
+        && (dirs.data.starts_with("/tmp") || dirs.data.starts_with("/var/tmp"))
+    {
+        eprintln!(
+            "phantom_ci: note: the service has a private /tmp (`PrivateTmp=yes`): a data directory \
+             under /tmp or /var/tmp is not the one you see; use /var/lib/phantom_ci"
+        );
+    }
     if args.print {
         let dir = systemd::unit_dir(scope).unwrap_or_default();
         for (i, unit) in units.iter().enumerate() {
