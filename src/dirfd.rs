@@ -44,17 +44,28 @@ pub fn kind(dir: &OwnedFd, name: &OsStr) -> nix::Result<SFlag> {
     Ok(SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT)
 }
 
-/// Removes `name` in `dir`, and everything below it if it is a directory.
+/// How deep [`remove_all`] goes: every level holds a file descriptor open, and someone else may have
+/// built the tree to exhaust them.
+pub const MAX_DEPTH: usize = 32;
+
+/// Removes `name` in `dir`, and everything below it if it is a directory, down to [`MAX_DEPTH`] levels
+/// (deeper, it fails with `ELOOP` and leaves what it could not remove).
 pub fn remove_all(dir: &OwnedFd, name: &OsStr) -> nix::Result<()> {
-    if kind(dir, name)? == SFlag::S_IFDIR {
-        let sub = open_dir(Some(dir), name)?;
-        for inner in names(&sub) {
-            remove_all(&sub, &inner)?;
-        }
-        unlinkat(dir, name, UnlinkatFlags::RemoveDir)
-    } else {
-        unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+    remove_below(dir, name, 0)
+}
+
+fn remove_below(dir: &OwnedFd, name: &OsStr, depth: usize) -> nix::Result<()> {
+    if kind(dir, name)? != SFlag::S_IFDIR {
+        return unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
     }
+    if depth >= MAX_DEPTH {
+        return Err(nix::errno::Errno::ELOOP);
+    }
+    let sub = open_dir(Some(dir), name)?;
+    for inner in names(&sub) {
+        remove_below(&sub, &inner, depth + 1)?;
+    }
+    unlinkat(dir, name, UnlinkatFlags::RemoveDir)
 }
 
 #[cfg(test)]
@@ -77,6 +88,15 @@ mod tests {
             remove_all(&fd, &name).unwrap();
         }
         assert!(names(&fd).is_empty());
+        let mut deep = dir.join("deep");
+        for _ in 0..=MAX_DEPTH {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(
+            remove_all(&fd, OsStr::new("deep")),
+            Err(nix::errno::Errno::ELOOP)
+        );
         assert!(outside.join("keep").exists());
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&outside, &link).unwrap();

@@ -78,6 +78,11 @@ pub fn peek(dirs: &Dirs, repo: &str) -> Option<Entry> {
     serde_json::from_slice(&std::fs::read(path(dirs, repo)).ok()?).ok()
 }
 
+/// The entry of `repo` a worker has taken but whose run has not started yet.
+pub fn peek_claimed(dirs: &Dirs, repo: &str) -> Option<Entry> {
+    serde_json::from_slice(&std::fs::read(claimed(dirs, repo)).ok()?).ok()
+}
+
 /// Takes the pending entry of `repo`, if any, by claiming it. Only the holder of the repo's run lock
 /// may take: the run it starts is then the only one of that repo.
 pub fn take(dirs: &Dirs, repo: &str, _lock: &RepoLock) -> Result<Option<Entry>, Error> {
@@ -116,10 +121,16 @@ pub fn restore(dirs: &Dirs, repo: &str, _lock: &RepoLock) {
     let Ok(bytes) = std::fs::read(&claim) else {
         return;
     };
-    let started = serde_json::from_slice::<Entry>(&bytes).is_ok_and(|entry| {
+    let entry = serde_json::from_slice::<Entry>(&bytes).ok();
+    let started = entry.as_ref().is_some_and(|entry| {
         records::last(dirs, repo, None)
             .is_some_and(|run| run.commit == entry.commit && run.started_at >= entry.queued_at)
     });
+    if let Some(entry) = entry.filter(|_| started) {
+        // Its run started (and died, or it would have released the claim): the commit counts as seen,
+        // so that `tick` does not run it again by itself.
+        let _ = crate::seen::set(dirs, repo, &entry.commit);
+    }
     if started || path(dirs, repo).exists() {
         let _ = std::fs::remove_file(&claim);
     } else {

@@ -172,6 +172,17 @@ pub fn allocate(dirs: &Dirs, repo: &str) -> Result<RunDir, Error> {
         .mode(0o700)
         .create(&runs)
         .map_err(|e| Error::io("cannot create", &runs, e))?;
+    // Directories made by an earlier version were 0755: close them too.
+    for dir in [dirs.data.join("runs"), runs.clone()] {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if let Ok(meta) = std::fs::symlink_metadata(&dir)
+            && meta.is_dir()
+            && meta.uid() == nix::unistd::geteuid().as_raw()
+            && meta.mode() & 0o077 != 0
+        {
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+    }
     let counter = runs.join("last");
     let last_recorded = std::fs::read_to_string(&counter)
         .ok()

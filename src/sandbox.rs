@@ -75,6 +75,16 @@ impl Sandbox {
         if root.is_none() && Path::new("/run").is_dir() {
             args.push("--tmpfs".into());
             args.push("/run".into());
+            // Files programs read that hosts keep under /run: the resolver configuration
+            // (systemd-resolved, resolvconf and NetworkManager link /etc/resolv.conf there) and
+            // NixOS's system profile. Bound back read-only; sockets stay out.
+            let resolv = std::fs::canonicalize("/etc/resolv.conf").ok();
+            let profile = Some(PathBuf::from("/run/current-system"));
+            for path in [resolv, profile].into_iter().flatten() {
+                if path.starts_with("/run") && path.exists() {
+                    args.extend(["--ro-bind-try".into(), path.clone().into(), path.into()]);
+                }
+            }
         }
         let hidden: Vec<PathBuf> = outermost(&mounts.hidden)
             .into_iter()

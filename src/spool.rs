@@ -3,6 +3,9 @@
 //! make phantom_ci look at its configured branches again — so `tick` just removes the notes and checks
 //! every repo.
 
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -49,8 +52,10 @@ pub fn ensure(spool: &Path) -> Result<(), Error> {
 /// it for "not empty" does not start `tick` again and again. Returns how many entries there were.
 ///
 /// The spool is opened without following a link and must belong to phantom_ci's user; its entries are
-/// removed relative to it, so a pusher's links lead nowhere.
-pub fn clear(spool: &Path) -> Result<usize, Error> {
+/// removed relative to it, so a pusher's links lead nowhere. What cannot be removed (a tree built
+/// deeper than phantom_ci walks) is moved into `junk`, a directory of phantom_ci's own, when it is on
+/// the same file system.
+pub fn clear(spool: &Path, junk: &Path) -> Result<usize, Error> {
     let dir = match dirfd::open_dir(None, spool.as_os_str()) {
         Ok(dir) => dir,
         Err(nix::errno::Errno::ENOENT) => return Ok(0),
@@ -71,9 +76,32 @@ pub fn clear(spool: &Path) -> Result<usize, Error> {
     }
     let mut removed = 0;
     for name in dirfd::names(&dir) {
-        removed += usize::from(dirfd::remove_all(&dir, &name).is_ok());
+        let gone = dirfd::remove_all(&dir, &name).is_ok() || move_to_junk(&dir, &name, junk);
+        removed += usize::from(gone);
     }
     Ok(removed)
+}
+
+fn move_to_junk(spool: &OwnedFd, name: &OsStr, junk: &Path) -> bool {
+    let made = std::fs::DirBuilder::new().mode(0o700).create(junk);
+    if made.is_err() && !junk.is_dir() {
+        return false;
+    }
+    let Ok(junk_dir) = dirfd::open_dir(None, junk.as_os_str()) else {
+        return false;
+    };
+    // Best effort: what an earlier tick moved there and can now be removed goes.
+    for old in dirfd::names(&junk_dir) {
+        let _ = dirfd::remove_all(&junk_dir, &old);
+    }
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    nix::fcntl::renameat(spool, name, &junk_dir, unique.as_str()).is_ok()
 }
 
 #[cfg(test)]
@@ -88,7 +116,7 @@ mod tests {
         std::fs::write(victim.join("important"), "x").unwrap();
         let spool = tmp.path().join("spool");
         std::os::unix::fs::symlink(&victim, &spool).unwrap();
-        assert!(clear(&spool).is_err());
+        assert!(clear(&spool, &tmp.path().join("junk")).is_err());
         assert!(victim.join("important").exists() && victim.join("sub").exists());
     }
 
@@ -100,7 +128,12 @@ mod tests {
         write(&spool, Path::new("/srv/git/app.git"), "main").unwrap();
         std::fs::create_dir_all(spool.join("a-dir/inner")).unwrap();
         std::os::unix::fs::symlink(tmp.path(), spool.join("a-link")).unwrap();
-        assert_eq!(clear(&spool).unwrap(), 3);
+        let mut deep = spool.join("deep");
+        for _ in 0..=dirfd::MAX_DEPTH {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(clear(&spool, &tmp.path().join("junk")).unwrap(), 4);
         assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
         assert!(tmp.path().join("spool").exists());
     }

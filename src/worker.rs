@@ -84,7 +84,12 @@ pub fn drain(
             match run_entry(dirs, repo, entry, &lock, console()) {
                 Ok(Some(finished)) => drained.finished.push(finished),
                 Ok(None) => {}
-                Err(e) => drained.errors.push(e.to_string()),
+                // Whatever stopped this run would stop the next attempt too: leave it for the next
+                // invocation rather than trying again and again.
+                Err(e) => {
+                    drained.errors.push(e.to_string());
+                    break;
+                }
             }
         }
     }
@@ -99,6 +104,7 @@ fn run_entry(
     console: Option<Box<dyn Write + Send>>,
 ) -> Result<Option<Finished>, Error> {
     if entry.branch != repo.branch {
+        queue::release(dirs, &repo.name);
         return Err(Error::Other(format!(
             "dropped queued work for branch `{}` of repo `{}`: the repo now runs `{}`",
             crate::sanitize::terminal(&entry.branch),
@@ -107,6 +113,7 @@ fn run_entry(
         )));
     }
     let commit = git2::Oid::from_str(&entry.commit).map_err(|_| {
+        queue::release(dirs, &repo.name);
         Error::Other(format!(
             "dropped a queue entry of repo `{}` with an invalid commit id",
             repo.name

@@ -1,11 +1,13 @@
 //! The scratch directory a run works in: `<data>/work/<repo>/<run>/` holding `workspace/` (a git working
 //! tree of the commit) and `artifacts/` (what steps leave to keep), removed after the run unless kept.
 //!
-//! Ownership follows the run, so that root never works by path inside a directory the step user can
-//! change: the run directory is created mode 0700 and owned by phantom_ci; the checkout is written and
-//! given to the step user while only phantom_ci can enter it; then the run directory itself is handed
-//! over ([`Workspace::hand_over`]). After the steps phantom_ci takes it back ([`Workspace::take_back`])
-//! before it collects the artifacts, walking them by file descriptor, never following a link.
+//! Root never works by path inside a directory the step user can change. The run directory stays
+//! phantom_ci's: created mode 0700, the checkout is written and given to the step user while only
+//! phantom_ci can enter it; then ([`Workspace::hand_over`]) `workspace/` and `artifacts/` become the
+//! step user's, mode 0700, and the run directory 0711 — the step user can go through it but cannot
+//! rename what is in it, so `workspace/` stays `workspace/`. After the steps it is 0700 again
+//! ([`Workspace::take_back`]) before the artifacts are collected, walking them by file descriptor,
+//! never following a link.
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
@@ -71,7 +73,8 @@ impl Workspace {
         crate::git::checkout_workspace(source, commit, &self.tree).map_err(|e| e.to_string())
     }
 
-    /// Gives the workspace, the artifacts directory and then the run directory to the step user.
+    /// Gives `workspace/` and `artifacts/` (mode 0700) to the step user and lets it through the run
+    /// directory (mode 0711, still phantom_ci's).
     pub fn hand_over(&self, user: &StepUser) -> Result<(), String> {
         if !user.switch {
             return Ok(());
@@ -79,23 +82,17 @@ impl Workspace {
         let give = |path: &Path, result: std::io::Result<()>| {
             result.map_err(|e| format!("cannot give `{}` to `{}`: {e}", path.display(), user.name))
         };
-        give(&self.tree, privilege::chown_tree(&self.tree, user))?;
-        give(
-            &self.artifacts,
-            privilege::chown_tree(&self.artifacts, user),
-        )?;
-        let (uid, gid) = (Some(user.uid.as_raw()), Some(user.gid.as_raw()));
-        give(&self.root, std::os::unix::fs::lchown(&self.root, uid, gid))
+        for dir in [&self.tree, &self.artifacts] {
+            give(dir, privilege::chown_tree(dir, user))?;
+            give(dir, set_mode(dir, 0o700))?;
+        }
+        give(&self.root, set_mode(&self.root, 0o711))
     }
 
-    /// Takes the run directory back from the step user: from now on only phantom_ci can enter it.
+    /// Closes the run directory again: from now on only phantom_ci can enter it. Safe to call twice.
     pub fn take_back(&self) -> Result<(), String> {
-        let me = (
-            Some(nix::unistd::geteuid().as_raw()),
-            Some(nix::unistd::getegid().as_raw()),
-        );
-        std::os::unix::fs::lchown(&self.root, me.0, me.1)
-            .map_err(|e| format!("cannot take `{}` back: {e}", self.root.display()))
+        set_mode(&self.root, 0o700)
+            .map_err(|e| format!("cannot close `{}`: {e}", self.root.display()))
     }
 
     /// Copies the regular files of `artifacts/` into `dest`, without following links, up to
@@ -129,6 +126,15 @@ impl Workspace {
     }
 }
 
+/// Sets the mode of a directory phantom_ci owns, in a directory only phantom_ci can change.
+fn set_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+/// How deep the artifacts are walked: every level holds a file descriptor open.
+const MAX_DEPTH: usize = 32;
+
 /// Copies artifacts by file descriptor: every directory is opened relative to its parent without
 /// following links, so nothing a step left behind can lead phantom_ci outside the artifacts directory.
 struct Collector<'a> {
@@ -140,6 +146,13 @@ struct Collector<'a> {
 
 impl Collector<'_> {
     fn copy_dir(&mut self, dir: OwnedFd, relative: &Path) {
+        if relative.components().count() >= MAX_DEPTH {
+            let shown = crate::sanitize::terminal(&relative.to_string_lossy());
+            self.notes.push(format!(
+                "artifacts below `{shown}` not kept: directories are kept {MAX_DEPTH} levels deep"
+            ));
+            return;
+        }
         for name in dirfd::names(&dir) {
             let rel = relative.join(&name);
             let refused = match dirfd::kind(&dir, &name) {

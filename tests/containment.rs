@@ -285,7 +285,7 @@ fn a_run_as_user_who_cannot_read_the_repository_is_warned() {
 }
 
 #[test]
-fn the_run_directory_belongs_to_the_step_user_only_while_the_steps_run() {
+fn the_step_user_owns_its_workspace_but_not_the_run_directory() {
     if !is_root() {
         eprintln!("skipped: needs root (CI runs as root)");
         return;
@@ -293,15 +293,22 @@ fn the_run_directory_belongs_to_the_step_user_only_while_the_steps_run() {
     let env = TestEnv::new();
     std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let repo = env.repo("app");
-    repo.workflow("master", "[0]\nrun = \"stat -c 'run-dir %a %U' ..\"\n");
+    repo.workflow(
+        "master",
+        "[0]\nrun = \"stat -c 'run-dir %a %U' ..\"\n[1]\nrun = \"stat -c 'workspace %a %U' .\"\n[2]\nrun = \"mv ../workspace ../elsewhere\"\n",
+    );
     repo.commit_and_push("ownership");
     env.write_repo_toml(&format!(
         "[app]\npath = \"{}\"\nrun_as = \"nobody\"\nkeep_workspace = \"always\"\n",
         repo.bare.display()
     ));
-    let out = env.phantom().args(["run", "app"]).assert().success();
+    let out = env.phantom().args(["run", "app"]).assert().code(1);
     let stdout = stdout_of(&out);
-    assert!(has_line(&stdout, "run-dir 700 nobody"), "{stdout}");
+    assert!(has_line(&stdout, "run-dir 711 root"), "{stdout}");
+    assert!(has_line(&stdout, "workspace 700 nobody"), "{stdout}");
+    // The step user cannot rename what is in the run directory (root later works by that path).
+    assert_eq!(env.run_json("app", 1)["steps"][2]["result"], "failure");
+    assert!(env.data.join("work/app/1/workspace").is_dir());
     // Taken back before the artifacts are collected: the kept directory is phantom_ci's again.
     let meta = std::fs::metadata(env.data.join("work/app/1")).unwrap();
     use std::os::unix::fs::MetadataExt;

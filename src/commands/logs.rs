@@ -87,7 +87,8 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
 /// run in progress, or for the root `tick`). Wait until its run has started, so that it is the one
 /// followed, not the previous one.
 fn wait_for_queued_run(ctx: &Context, repo: &str) {
-    let Some(entry) = queue::peek(&ctx.dirs, repo) else {
+    let Some(entry) = queue::peek(&ctx.dirs, repo).or_else(|| queue::peek_claimed(&ctx.dirs, repo))
+    else {
         return;
     };
     let newest = || records::list(&ctx.dirs, repo).last().copied();

@@ -27,7 +27,7 @@ pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     {
         eprintln!("phantom_ci: {e}");
     }
-    if let Err(e) = spool::clear(&ctx.spool) {
+    if let Err(e) = spool::clear(&ctx.spool, &ctx.dirs.data.join("spool-junk")) {
         eprintln!("phantom_ci: {e}");
     }
     let mut status = ExitStatus::Success;
@@ -68,7 +68,14 @@ fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<(), String> {
         let tip = git::branch_tip(&source, &repo.branch)
             .map_err(|e| format!("repo `{}`: {e}", repo.name))?
             .to_string();
-        let already_queued = queue::peek(&ctx.dirs, &repo.name).is_some_and(|e| e.commit == tip);
+        // Pending, or taken by a worker whose run is about to start (`seen` is set when it has).
+        let already_queued = [
+            queue::peek(&ctx.dirs, &repo.name),
+            queue::peek_claimed(&ctx.dirs, &repo.name),
+        ]
+        .iter()
+        .flatten()
+        .any(|e| e.commit == tip);
         if already_queued || seen::get(&ctx.dirs, &repo.name).as_deref() == Some(tip.as_str()) {
             return Ok(());
         }

@@ -422,6 +422,10 @@ impl Run<'_> {
     }
 
     fn finish_workspace(&mut self, workspace: &Workspace, conclusion: &Conclusion) {
+        // Also when the steps never ran (no sandbox, say) after the workspace was handed over.
+        if let Err(message) = workspace.take_back() {
+            self.out.line(&format!("==> {message}"));
+        }
         let keep = self.request.keep_workspace
             || match self.request.repo.keep_workspace {
                 KeepWorkspace::Always => true,
