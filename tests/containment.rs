@@ -9,21 +9,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use predicates::prelude::*;
 
-use crate::support::{TestEnv, is_root, process_running, wait_for};
+use crate::support::{TestEnv, has_line, needs_root, process_running, stdout_of, wait_for};
 
 /// The lines a step printed, as run.json keeps them in the log.
-fn stdout_of(out: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8_lossy(&out.get_output().stdout).into_owned()
-}
-
-fn has_line(text: &str, line: &str) -> bool {
-    text.lines().any(|l| l == line)
-}
-
 #[test]
 fn run_as_nobody_drops_uid_groups_and_home() {
-    if !is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
+    if !needs_root() {
         return;
     }
     let env = TestEnv::new();
@@ -74,8 +65,7 @@ run = "git log --format=subject:%s"
 
 #[test]
 fn run_as_a_user_who_cannot_reach_the_data_dir_is_an_error_naming_it() {
-    if !is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
+    if !needs_root() {
         return;
     }
     let env = TestEnv::new();
@@ -258,12 +248,10 @@ fn a_gigabyte_of_output_keeps_memory_and_the_log_bounded() {
 
 #[test]
 fn a_run_as_user_who_cannot_read_the_repository_is_warned() {
-    if !is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
+    if !needs_root() {
         return;
     }
-    let env = TestEnv::new();
-    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = TestEnv::shared();
     let repo = env.repo("app");
     repo.workflow("master", "[0]\nrun = \"echo no git needed\"\n");
     repo.commit_and_push("private repository");
@@ -286,12 +274,10 @@ fn a_run_as_user_who_cannot_read_the_repository_is_warned() {
 
 #[test]
 fn the_step_user_owns_its_workspace_but_not_the_run_directory() {
-    if !is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
+    if !needs_root() {
         return;
     }
-    let env = TestEnv::new();
-    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = TestEnv::shared();
     let repo = env.repo("app");
     repo.workflow(
         "master",

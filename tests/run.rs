@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use predicates::prelude::*;
 
-use crate::support::{TestEnv, current_user, is_root, process_running};
+use crate::support::{TestEnv, current_user, needs_root, process_running};
 
 #[test]
 fn steps_run_in_numeric_order_without_a_shell() {
@@ -318,8 +318,7 @@ fn the_repo_timeout_caps_the_whole_run() {
 
 #[test]
 fn root_without_run_as_runs_nothing_and_says_how_to_allow_it() {
-    if !is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
+    if !needs_root() {
         return;
     }
     let env = TestEnv::new();

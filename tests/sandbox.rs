@@ -4,20 +4,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::support::{TestEnv, has_bwrap, is_root};
+use crate::support::{TestEnv, has_bwrap, has_line, needs_root, stdout_of};
 
 fn sandbox_env() -> TestEnv {
     let env = TestEnv::new_in(Path::new("/var/tmp"));
     std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
     env
-}
-
-fn stdout_of(out: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8_lossy(&out.get_output().stdout).into_owned()
-}
-
-fn has_line(text: &str, line: &str) -> bool {
-    text.lines().any(|l| l == line)
 }
 
 #[test]
@@ -130,8 +122,7 @@ fn the_sandbox_has_no_network_unless_the_repo_allows_it() {
 
 #[test]
 fn the_sandbox_works_for_an_unprivileged_run_as_user() {
-    if !is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
+    if !needs_root() {
         return;
     }
     if !has_bwrap() {

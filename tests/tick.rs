@@ -116,14 +116,12 @@ fn a_killed_worker_leaves_an_aborted_run_and_queued_work_still_runs() {
 
 #[test]
 fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
-    if !crate::support::is_root() {
-        eprintln!("skipped: needs root to act as another pusher (CI runs as root)");
+    if !crate::support::needs_root() {
         return;
     }
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    let env = TestEnv::new();
-    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = TestEnv::shared();
     let repo = env.repo("app");
     repo.workflow("master", "[0]\nrun = \"id -u\"\n");
     let first = repo.commit_and_push("one");
@@ -264,8 +262,7 @@ fn tick_fetches_an_https_remote() {
 
 #[test]
 fn a_repository_owned_by_another_user_is_trusted() {
-    if !crate::support::is_root() {
-        eprintln!("skipped: needs root to own a repository as another user (CI runs as root)");
+    if !crate::support::needs_root() {
         return;
     }
     let env = TestEnv::new();

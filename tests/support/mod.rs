@@ -26,6 +26,25 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Whether the test can act as other users (it runs as root); if not, it says the test is skipped.
+#[allow(clippy::print_stderr)]
+pub fn needs_root() -> bool {
+    if !is_root() {
+        eprintln!("skipped: needs root to act as other users (CI runs as root)");
+    }
+    is_root()
+}
+
+/// The standard output of a finished command.
+pub fn stdout_of(out: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&out.get_output().stdout).into_owned()
+}
+
+/// Whether `text` has `line` as one of its lines.
+pub fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
 /// The fixed environment every process of a test gets.
 fn fixed_env(home: &Path) -> Vec<(&'static str, String)> {
     vec![
@@ -57,6 +76,24 @@ pub struct TestEnv {
 impl TestEnv {
     pub fn new() -> TestEnv {
         TestEnv::new_in(&std::env::temp_dir())
+    }
+
+    /// A test environment other users can go through (its root is mode 0755), for steps that run as
+    /// another user.
+    pub fn shared() -> TestEnv {
+        let env = TestEnv::new();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        env
+    }
+
+    /// `<data>/runs/<repo>/<run>/<name>`.
+    pub fn run_file(&self, repo: &str, run: u64, name: &str) -> PathBuf {
+        self.data
+            .join("runs")
+            .join(repo)
+            .join(run.to_string())
+            .join(name)
     }
 
     pub fn root(&self) -> &Path {
@@ -128,25 +165,15 @@ impl TestEnv {
     }
 
     pub fn run_json(&self, repo: &str, run: u64) -> Value {
-        let path = self
-            .data
-            .join("runs")
-            .join(repo)
-            .join(run.to_string())
-            .join("run.json");
+        let path = self.run_file(repo, run, "run.json");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         serde_json::from_str(&text).unwrap()
     }
 
     pub fn log(&self, repo: &str, run: u64) -> String {
-        let path = self
-            .data
-            .join("runs")
-            .join(repo)
-            .join(run.to_string())
-            .join("log");
-        String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned()
+        String::from_utf8_lossy(&std::fs::read(self.run_file(repo, run, "log")).unwrap())
+            .into_owned()
     }
 
     pub fn runs(&self, repo: &str) -> Vec<u64> {
