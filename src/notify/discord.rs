@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::text::{self, Summary, code_span, defuse_fences, width};
+use super::text::{self, Markup, Summary, code_span, defuse_fences};
 use crate::records::{RunRecord, RunResult};
 
 /// Discord's limit on a message's `content`.
@@ -42,36 +42,18 @@ pub fn payload(record: &RunRecord, log: &str) -> Value {
 
 /// The summary lines, then as much of the log's end as fits in a code block.
 pub fn content(summary: &Summary, log: &str) -> String {
-    let mut head = format!(
-        "**{}** #{} · **{}** · branch {} · commit {} · {}",
-        summary.repo.replace('_', "\\_"),
-        summary.run,
-        summary.result.as_str(),
-        code_span(&summary.branch),
-        code_span(&summary.commit),
-        summary.duration,
-    );
-    if let Some((label, command)) = &summary.failed_step {
-        head.push_str(&format!(
-            "\nfailing step {}: {}",
-            code_span(label),
-            code_span(command)
-        ));
-    }
-    if let Some(message) = &summary.message {
-        head.push_str(&format!("\n> {}", code_span(message)));
-    }
-    let lines: Vec<String> = text::clean_log(log)
-        .iter()
-        .map(|line| defuse_fences(line))
-        .collect();
-    let frame = width(&head) + 1 + width(FENCE_OPEN) + width(FENCE_CLOSE);
-    let budget = CONTENT_LIMIT.saturating_sub(frame);
-    let tail = text::fit_tail(&lines, budget, width);
-    if tail.is_empty() {
-        return head;
-    }
-    format!("{head}\n{FENCE_OPEN}{tail}{FENCE_CLOSE}")
+    text::chat_message(
+        summary,
+        log,
+        &Markup {
+            bold: |text| format!("**{}**", text.replace('_', "\\_")),
+            span: code_span,
+            line: defuse_fences,
+            fence_open: FENCE_OPEN,
+            fence_close: FENCE_CLOSE,
+            limit: CONTENT_LIMIT,
+        },
+    )
 }
 
 fn color(result: RunResult) -> u32 {
@@ -87,6 +69,7 @@ fn color(result: RunResult) -> u32 {
 mod tests {
     use super::*;
     use crate::notify::text::sample_record as record;
+    use crate::notify::text::width;
 
     #[test]
     fn the_summary_names_everything_and_the_log_ends_the_message() {

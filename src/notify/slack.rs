@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::text::{self, Summary, code_span, defuse_fences};
+use super::text::{self, Markup, Summary, code_span, defuse_fences};
 use crate::records::RunRecord;
 
 /// How long a `text` phantom_ci sends at most (Slack advises 4000 characters; it cuts at 40000).
@@ -33,37 +33,20 @@ fn span(text: &str) -> String {
 }
 
 pub fn message(summary: &Summary, log: &str) -> String {
-    let mut head = format!(
-        "*{}* #{} · *{}* · branch {} · commit {} · {}",
-        escape(&summary.repo),
-        summary.run,
-        summary.result.as_str(),
-        span(&summary.branch),
-        span(&summary.commit),
-        summary.duration,
-    );
-    if let Some((label, command)) = &summary.failed_step {
-        head.push_str(&format!(
-            "\nfailing step {}: {}",
-            span(label),
-            span(command)
-        ));
-    }
-    if let Some(message) = &summary.message {
-        head.push_str(&format!("\n> {}", span(message)));
-    }
-    let lines: Vec<String> = text::clean_log(log)
-        .iter()
-        .map(|line| escape(&defuse_fences(line)))
-        .collect();
-    let frame = text::width(&head) + 1 + text::width(FENCE_OPEN) + text::width(FENCE_CLOSE);
-    // Lines are measured escaped. Cutting inside an overlong last line may leave half an entity
-    // (`…t;`), never a bare `<`.
-    let tail = text::fit_tail(&lines, TEXT_LIMIT.saturating_sub(frame), text::width);
-    if tail.is_empty() {
-        return head;
-    }
-    format!("{head}\n{FENCE_OPEN}{tail}{FENCE_CLOSE}")
+    text::chat_message(
+        summary,
+        log,
+        &Markup {
+            bold: |text| format!("*{}*", escape(text)),
+            span,
+            // Lines are measured escaped. Cutting inside an overlong last line may leave half an
+            // entity (`…t;`), never a bare `<`.
+            line: |line| escape(&defuse_fences(line)),
+            fence_open: FENCE_OPEN,
+            fence_close: FENCE_CLOSE,
+            limit: TEXT_LIMIT,
+        },
+    )
 }
 
 #[cfg(test)]

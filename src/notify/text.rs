@@ -142,6 +142,50 @@ fn strip_escapes(line: &str) -> String {
     out
 }
 
+/// How a chat service marks a message up.
+pub struct Markup {
+    /// Bold text (the repo, the result).
+    pub bold: fn(&str) -> String,
+    /// An inline code span (branch, commit, step, command, message).
+    pub span: fn(&str) -> String,
+    /// A log line, made safe to put in a code block.
+    pub line: fn(&str) -> String,
+    pub fence_open: &'static str,
+    pub fence_close: &'static str,
+    /// The most characters the whole message may have.
+    pub limit: usize,
+}
+
+/// The summary lines, then as much of the log's end as fits in a code block within `markup.limit`.
+pub fn chat_message(summary: &Summary, log: &str, markup: &Markup) -> String {
+    let mut head = format!(
+        "{} #{} · {} · branch {} · commit {} · {}",
+        (markup.bold)(&summary.repo),
+        summary.run,
+        (markup.bold)(summary.result.as_str()),
+        (markup.span)(&summary.branch),
+        (markup.span)(&summary.commit),
+        summary.duration,
+    );
+    if let Some((label, command)) = &summary.failed_step {
+        head.push_str(&format!(
+            "\nfailing step {}: {}",
+            (markup.span)(label),
+            (markup.span)(command)
+        ));
+    }
+    if let Some(message) = &summary.message {
+        head.push_str(&format!("\n> {}", (markup.span)(message)));
+    }
+    let lines: Vec<String> = clean_log(log).iter().map(|l| (markup.line)(l)).collect();
+    let frame = width(&head) + 1 + width(markup.fence_open) + width(markup.fence_close);
+    let tail = fit_tail(&lines, markup.limit.saturating_sub(frame), width);
+    if tail.is_empty() {
+        return head;
+    }
+    format!("{head}\n{}{tail}{}", markup.fence_open, markup.fence_close)
+}
+
 /// The last lines of `lines` whose total `measure` (one `\n` between lines) is at most `budget`. When
 /// even the last line alone does not fit, its end is kept after a `…`, so the result always ends with
 /// the end of the last line.
