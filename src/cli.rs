@@ -75,6 +75,13 @@ pub struct Context {
     pub invocation: String,
 }
 
+impl Context {
+    /// The spool, when it is not the default `<data>/spool` (what the hook and the units must be told).
+    pub fn custom_spool(&self) -> Option<&std::path::Path> {
+        (self.spool != self.dirs.spool()).then_some(self.spool.as_path())
+    }
+}
+
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
     disable_git_owner_check()?;
     let given =

@@ -16,12 +16,23 @@ pub const TEMPLATE: &str = include_str!("../hooks/post-receive");
 /// A line of every hook phantom_ci writes, to tell its own hooks from others.
 const MARKER: &str = "written by `phantom_ci configure hook`";
 
-/// The hook's text: `exec <binary> --config-dir <config> --data-dir <data> hook [--wait]`.
-pub fn render(binary: &Path, dirs: &Dirs, wait: bool) -> Result<String, Error> {
+/// The hook's text: `exec <binary> --config-dir <config> --data-dir <data> [--spool-dir <spool>] hook
+/// [--wait]`; `spool` only when it is not the default `<data>/spool`.
+pub fn render(
+    binary: &Path,
+    dirs: &Dirs,
+    spool: Option<&Path>,
+    wait: bool,
+) -> Result<String, Error> {
+    let spool = match spool {
+        Some(spool) => format!(" --spool-dir {}", quote(spool)?),
+        None => String::new(),
+    };
     Ok(TEMPLATE
         .replace("{{phantom_ci}}", &quote(binary)?)
         .replace("{{config_dir}}", &quote(&dirs.config)?)
         .replace("{{data_dir}}", &quote(&dirs.data)?)
+        .replace("{{spool}}", &spool)
         .replace("{{wait}}", if wait { " --wait" } else { "" }))
 }
 
@@ -178,7 +189,7 @@ mod tests {
             config: "/etc/phantom ci".into(),
             data: "/var/lib/it's".into(),
         };
-        let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, true).unwrap();
+        let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, None, true).unwrap();
         assert!(!script.contains("{{"));
         let exec = script.lines().find(|l| l.starts_with("exec ")).unwrap();
         assert_eq!(
@@ -194,7 +205,13 @@ mod tests {
                 "--wait"
             ]
         );
-        let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, false).unwrap();
+        let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, None, false).unwrap();
         assert!(script.contains(" hook\n"));
+        let spool = Path::new("/srv/spool");
+        let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, Some(spool), false).unwrap();
+        assert!(
+            script.contains(" --spool-dir /srv/spool hook\n"),
+            "{script}"
+        );
     }
 }

@@ -64,6 +64,8 @@ pub struct Settings {
     pub binary: PathBuf,
     pub dirs: Dirs,
     pub interval: Duration,
+    /// A spool other than `<data>/spool`, given with `--spool-dir`/`PHANTOM_CI_SPOOL_DIR`.
+    pub spool: Option<PathBuf>,
     /// Homes of the `run_as` users: writable for the steps despite `ProtectSystem=strict`.
     pub writable: Vec<PathBuf>,
 }
@@ -130,7 +132,12 @@ pub fn units(settings: &Settings) -> Result<Vec<Unit>, Error> {
     if settings.scope == Scope::System {
         units.push(Unit {
             name: PATH_UNIT,
-            text: path_unit(&settings.dirs.spool())?,
+            text: path_unit(
+                &settings
+                    .spool
+                    .clone()
+                    .unwrap_or_else(|| settings.dirs.spool()),
+            )?,
         });
     }
     Ok(units)
@@ -147,15 +154,18 @@ pub fn enable_command(scope: Scope) -> String {
 }
 
 fn service(s: &Settings) -> Result<String, Error> {
-    let exec = [
+    let mut exec = vec![
         exec_word(&path_text(&s.binary)?)?,
         "--config-dir".into(),
         exec_word(&path_text(&s.dirs.config)?)?,
         "--data-dir".into(),
         exec_word(&path_text(&s.dirs.data)?)?,
-        "tick".into(),
-    ]
-    .join(" ");
+    ];
+    if let Some(spool) = &s.spool {
+        exec.extend(["--spool-dir".into(), exec_word(&path_text(spool)?)?]);
+    }
+    exec.push("tick".into());
+    let exec = exec.join(" ");
     let mut text = format!(
         "{MARKER}\n[Unit]\nDescription=phantom_ci: run the CI workflows of the branches that moved\n"
     );
@@ -328,8 +338,26 @@ mod tests {
                 data: data.into(),
             },
             interval: DEFAULT_INTERVAL,
+            spool: None,
             writable: vec!["/home/ci".into()],
         }
+    }
+
+    #[test]
+    fn another_spool_is_passed_on_and_watched() {
+        let mut settings = settings(Scope::System, "/var/lib/phantom_ci");
+        settings.spool = Some("/srv/spool".into());
+        let units = units(&settings).unwrap();
+        assert!(
+            units[0].text.contains(" --spool-dir /srv/spool tick\n"),
+            "{}",
+            units[0].text
+        );
+        assert!(
+            units[2].text.contains("\nDirectoryNotEmpty=/srv/spool\n"),
+            "{}",
+            units[2].text
+        );
     }
 
     #[test]

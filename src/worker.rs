@@ -146,6 +146,10 @@ pub fn start_detached(dirs: &Dirs) -> Result<(), String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find phantom_ci's own binary: {e}"))?;
     let log_path = dirs.data.join("worker.log");
+    // Kept small: past 1 MiB the log starts again, the previous one kept as `worker.log.1`.
+    if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 1 << 20) {
+        let _ = std::fs::rename(&log_path, dirs.data.join("worker.log.1"));
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -395,3 +395,19 @@ fn a_background_process_keeps_its_output_until_the_run_ends() {
     let header = log.find("==> [1]").unwrap();
     assert!(header < background && background < done, "{log}");
 }
+
+#[test]
+fn a_configured_path_keeps_its_settings_on_another_branch() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("feature", "[0]\nrun = \"env\"\n");
+    repo.commit("feature");
+    assert!(repo.push("feature").status.success());
+    env.write_repo_toml(&env.section("app", &repo, "env = { FROM_REPO = \"yes\" }"));
+    env.phantom()
+        .args(["run", repo.bare.to_str().unwrap(), "--branch", "feature"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\nFROM_REPO=yes\n"));
+    assert_eq!(env.run_json("app", 1)["branch"], "feature");
+}

@@ -66,7 +66,7 @@ pub fn run(args: ConfigureArgs, ctx: &Context) -> Result<ExitStatus, Error> {
 
 fn hook(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let binary = current_binary()?;
-    let script = hook_template::render(&binary, &ctx.dirs, args.wait)?;
+    let script = hook_template::render(&binary, &ctx.dirs, ctx.custom_spool(), args.wait)?;
     let (path, outcome) = hook_template::install(&args.bare_repo, &script, args.force)?;
     match outcome {
         Installed::Written => println!("installed `{}`", path.display()),
@@ -109,6 +109,7 @@ fn service(args: ServiceArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         binary: current_binary()?,
         dirs: dirs.clone(),
         interval: args.interval.unwrap_or(systemd::DEFAULT_INTERVAL),
+        spool: ctx.custom_spool().map(std::path::Path::to_path_buf),
         writable,
     };
     let units = systemd::units(&settings)?;

@@ -102,13 +102,22 @@ fn find_repo(config: &Config, arg: &str, branch: Option<&str>) -> Result<Repo, E
             crate::sanitize::terminal(arg)
         )));
     };
-    let configured = config.repos.iter().find(|repo| {
-        let same_path = matches!(&repo.location, Location::Local(p)
-            if p.canonicalize().is_ok_and(|p| p == canonical));
-        same_path && branch.is_none_or(|b| b == repo.branch)
-    });
+    // A configured path runs as its section: the one of that branch if there is one, else the first
+    // (with `--branch` overriding its `target_branch`), so its settings (`run_as`, `sandbox`, …) apply.
+    let same_path: Vec<&Repo> = config
+        .repos
+        .iter()
+        .filter(|repo| {
+            matches!(&repo.location, Location::Local(p)
+                if p.canonicalize().is_ok_and(|p| p == canonical))
+        })
+        .collect();
+    let configured = same_path
+        .iter()
+        .find(|repo| branch.is_none_or(|b| b == repo.branch))
+        .or(same_path.first());
     if let Some(repo) = configured {
-        return Ok(repo.clone());
+        return Ok((*repo).clone());
     }
     let source = git::open(&canonical)?;
     let branch = git::head_branch(&source).ok_or_else(|| {

@@ -181,7 +181,15 @@ fn after_run(
         Err(e) => return vec![format!("{e}; no webhook was posted for this run")],
     };
     let log = records::run_dir(dirs, &repo.name, record.run).log();
-    crate::notify::notify(repo.notify, record, previous, &log, &secrets)
+    let mut notes = crate::notify::notify(repo.notify, record, previous, &log, &secrets);
+    if secrets.report_dir.is_some() {
+        notes.push(
+            "`PHANTOM_CI_REPORT_DIR` is set in .env, but the HTML report is not supported yet by \
+             this version: no report was written"
+                .into(),
+        );
+    }
+    notes
 }
 
 struct Run<'a> {
