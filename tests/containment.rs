@@ -93,7 +93,7 @@ fn run_as_a_user_who_cannot_reach_the_data_dir_is_an_error_naming_it() {
 #[test]
 fn processes_that_leave_the_process_group_are_killed_when_the_run_ends() {
     let env = TestEnv::new();
-    let (_repo, _) = env.app(
+    env.app(
         "[0]\nrun = \"sh -c 'setsid sleep 1021 & (sleep 1021 &) & sleep 1021 & echo up'\"\n",
         "",
     );
@@ -154,7 +154,7 @@ fn sigterm_and_sigint_abort_the_run_and_leave_nothing_behind() {
 #[test]
 fn resource_limits_apply_to_every_step() {
     let env = TestEnv::new();
-    let (_repo, _) = env.app(
+    env.app(
         r#"[0]
 run = "sh -c 'echo nofile=$(ulimit -n)'"
 [1]
@@ -173,7 +173,7 @@ run = "sh -c 'head -c 2097152 /dev/zero > big; echo status=$?; echo size=$(wc -c
 #[test]
 fn a_symlink_to_shadow_in_the_artifacts_is_not_copied() {
     let env = TestEnv::new();
-    let (_repo, _) = env.app("[0]\nrun = '''sh -c 'cd \"$PHANTOM_CI_ARTIFACTS\" && ln -s /etc/shadow shadow && ln -s /etc etc && mkdir d && ln -s /etc/shadow d/s && echo fine > ok.txt' '''\n", "");
+    env.app("[0]\nrun = '''sh -c 'cd \"$PHANTOM_CI_ARTIFACTS\" && ln -s /etc/shadow shadow && ln -s /etc etc && mkdir d && ln -s /etc/shadow d/s && echo fine > ok.txt' '''\n", "");
     env.phantom()
         .args(["run", "app"])
         .assert()
@@ -200,7 +200,7 @@ fn a_gigabyte_of_output_keeps_memory_and_the_log_bounded() {
         "GNU time is needed to measure peak memory: apt-get install time"
     );
     let env = TestEnv::new();
-    let (_repo, _) = env.app(
+    env.app(
         "[0]\nrun = \"head -c 1073741824 /dev/zero\"\n",
         "log_limit = \"1MiB\"",
     );

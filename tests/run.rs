@@ -40,7 +40,7 @@ fn steps_run_in_numeric_order_without_a_shell() {
 #[test]
 fn a_failing_step_ends_the_run_and_skips_the_rest() {
     let env = TestEnv::new();
-    let (_repo, _) = env.app(
+    env.app(
         "[0]\nrun = \"true\"\n[1]\nrun = 'sh -c \"exit 3\"'\n[2]\nrun = \"touch never-ran\"\n",
         "keep_workspace = \"always\"",
     );
@@ -281,7 +281,7 @@ fn only_documented_variables_reach_a_step() {
 #[test]
 fn a_step_that_times_out_is_killed_with_its_process_group() {
     let env = TestEnv::new();
-    let (_repo, _) = env.app("[0]\nrun = \"sh -c 'sleep 1013 & sleep 1013'\"\ntimeout = \"2s\"\n[1]\nrun = \"echo never\"\n", "");
+    env.app("[0]\nrun = \"sh -c 'sleep 1013 & sleep 1013'\"\ntimeout = \"2s\"\n[1]\nrun = \"echo never\"\n", "");
     env.phantom()
         .args(["run", "app"])
         .assert()
@@ -300,7 +300,7 @@ fn a_step_that_times_out_is_killed_with_its_process_group() {
 #[test]
 fn the_repo_timeout_caps_the_whole_run() {
     let env = TestEnv::new();
-    let (_repo, _) = env.app(
+    env.app(
         "[0]\nrun = \"sleep 1014\"\ntimeout = \"1h\"\n",
         "timeout = \"1s\"",
     );
@@ -367,7 +367,7 @@ fn a_path_that_is_not_configured_runs_its_head_branch_under_its_name() {
 #[test]
 fn artifacts_are_kept_with_the_record() {
     let env = TestEnv::new();
-    let (_repo, _) = env.app("[0]\nrun = '''sh -c 'echo built > \"$PHANTOM_CI_ARTIFACTS/out.txt\" && ln -s /etc/passwd \"$PHANTOM_CI_ARTIFACTS/passwd\"' '''\n", "");
+    env.app("[0]\nrun = '''sh -c 'echo built > \"$PHANTOM_CI_ARTIFACTS/out.txt\" && ln -s /etc/passwd \"$PHANTOM_CI_ARTIFACTS/passwd\"' '''\n", "");
     env.phantom().args(["run", "app"]).assert().success();
     let kept = env.data.join("runs/app/1/artifacts");
     assert_eq!(
@@ -384,7 +384,7 @@ fn artifacts_are_kept_with_the_record() {
 #[test]
 fn a_background_process_keeps_its_output_until_the_run_ends() {
     let env = TestEnv::new();
-    let (_repo, _) = env.app("[0]\nrun = '''sh -c '(while [ ! -e go ]; do sleep 0.05; done; echo from-background; touch done) &' '''\n\
+    env.app("[0]\nrun = '''sh -c '(while [ ! -e go ]; do sleep 0.05; done; echo from-background; touch done) &' '''\n\
          [1]\nrun = '''sh -c 'touch go; while [ ! -e done ]; do sleep 0.05; done; echo step-one-done' '''\ntimeout = \"2m\"\n", "");
     env.phantom().args(["run", "app"]).assert().success();
     let log = env.log("app", 1);

@@ -230,7 +230,7 @@ fn without_bwrap_a_sandboxed_repo_is_an_error_before_any_step() {
     let env = TestEnv::new();
     let empty = env.root().join("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
-    let (_repo, _) = env.app("[0]\nrun = \"touch ran\"\n", "sandbox = \"bwrap\"");
+    env.app("[0]\nrun = \"touch ran\"\n", "sandbox = \"bwrap\"");
     env.phantom()
         .args(["run", "app"])
         .env("PATH", &empty)

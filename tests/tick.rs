@@ -30,7 +30,7 @@ fn tick_runs_what_moved_once() {
 #[test]
 fn a_manual_run_does_not_count_as_seen() {
     let env = TestEnv::new();
-    let (_repo, _) = env.app("[0]\nrun = \"true\"\n", "");
+    env.app("[0]\nrun = \"true\"\n", "");
     env.phantom().args(["run", "app"]).assert().success();
     env.phantom().arg("tick").assert().success();
     assert_eq!(env.run_json("app", 2)["trigger"], "tick");
