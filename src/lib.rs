@@ -10,6 +10,7 @@
 //! - [`runner`]: one run of one commit — steps, output, timeouts;
 //! - [`records`]: what a run leaves behind under the data dir;
 //! - [`secrets`]: `.env`, read into memory only; [`notify`]: the webhooks posted after a run;
+//! - [`report`]: the static HTML report of the runs;
 //! - [`commands`]: one module per subcommand, the only place that prints.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
@@ -33,6 +34,7 @@ pub mod reaper;
 pub mod records;
 pub mod recovery;
 pub mod repo_toml;
+pub mod report;
 pub mod runner;
 pub mod sandbox;
 pub mod sanitize;

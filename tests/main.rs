@@ -13,6 +13,7 @@ mod examples;
 mod hook;
 mod manage;
 mod notify;
+mod report;
 mod run;
 mod sandbox;
 mod service;

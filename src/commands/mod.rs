@@ -8,6 +8,7 @@ pub mod hook;
 pub mod list;
 pub mod logs;
 pub mod remove;
+pub mod report;
 pub mod run;
 pub mod status;
 mod table;

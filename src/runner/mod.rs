@@ -8,7 +8,7 @@ pub mod env;
 mod source;
 pub mod step;
 
-pub use describe::{human_ms, short};
+pub use describe::{human_ms, short, signal_name};
 pub use source::{load_workflow, open_source};
 
 use std::fs::File;
@@ -32,7 +32,7 @@ use crate::signature::{self, Refusal};
 use crate::workflow::Workflow;
 use crate::workspace::Workspace;
 use crate::{reaper, sanitize, signals};
-use describe::{human, millis, signal_name, step_record};
+use describe::{human, millis, step_record};
 
 /// What to run: a repo, a branch and the exact commit, fixed before the run starts.
 #[derive(Debug, Clone)]
@@ -169,7 +169,7 @@ pub fn execute(
     })
 }
 
-/// What happens once a run is recorded (notifications). Never changes the run's result.
+/// What happens once a run is recorded (the report, notifications). Never changes the run's result.
 fn after_run(
     dirs: &Dirs,
     repo: &Repo,
@@ -178,17 +178,30 @@ fn after_run(
 ) -> Vec<String> {
     let secrets = match crate::secrets::Secrets::load(&dirs.dotenv()) {
         Ok(secrets) => secrets,
-        Err(e) => return vec![format!("{e}; no webhook was posted for this run")],
+        Err(e) => {
+            return vec![format!(
+                "{e}; no webhook was posted and no report refreshed for this run"
+            )];
+        }
     };
-    let log = records::run_dir(dirs, &repo.name, record.run).log();
-    let mut notes = crate::notify::notify(repo.notify, record, previous, &log, &secrets);
-    if secrets.report_dir.is_some() {
-        notes.push(
-            "`PHANTOM_CI_REPORT_DIR` is set in .env, but the HTML report is not supported yet by \
-             this version: no report was written"
-                .into(),
-        );
+    let mut notes = Vec::new();
+    // The report first: it is local and quick, webhooks may take their timeout.
+    if let Some(dir) = &secrets.report_dir
+        && let Err(e) = crate::report::refresh(dirs, dir, &repo.name, record.run)
+    {
+        notes.push(format!(
+            "the report in `{}` was not refreshed: {e}",
+            dir.display()
+        ));
     }
+    let log = records::run_dir(dirs, &repo.name, record.run).log();
+    notes.extend(crate::notify::notify(
+        repo.notify,
+        record,
+        previous,
+        &log,
+        &secrets,
+    ));
     notes
 }
 

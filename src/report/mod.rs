@@ -1,0 +1,234 @@
+//! The static HTML report (SPEC §5): a folder any web server can serve, holding
+//!
+//! - `index.html`: every configured repo, its badge and its newest runs;
+//! - `<repo>/<run>.html`: one page per run, its record, its steps and the end of its log;
+//! - `badge/<repo>.svg`: "phantom_ci | <result>" of the repo's last run.
+//!
+//! Every file is replaced atomically, readable by others (0644 less the umask) so that a web server can
+//! serve it. Nothing else in the folder is touched: it may hold other files.
+
+mod badge;
+mod html;
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+pub use html::escape;
+
+use crate::atomic_file;
+use crate::config::Config;
+use crate::dirs::Dirs;
+use crate::error::Error;
+use crate::lock::ReportLock;
+use crate::records::{self, RunRecord};
+
+/// How many runs of each repo the index lists, newest first.
+pub const RECENT_RUNS: usize = 20;
+/// How much of the end of a log a run's page shows at most.
+pub const LOG_TAIL: u64 = 1 << 20;
+
+/// The part of a run's log a page shows.
+pub struct LogTail {
+    /// `None` when the run has no log.
+    pub text: Option<String>,
+    /// Whether the beginning of the log was left out.
+    pub cut: bool,
+    /// The whole log's size in bytes.
+    pub size: u64,
+}
+
+/// Writes the whole report into `dir` (created if missing): the index, a page for every recorded run of
+/// every configured repo, and their badges. Returns the path of `index.html`.
+pub fn write(dirs: &Dirs, config: &Config, dir: &Path) -> Result<PathBuf, Error> {
+    // The lock only keeps concurrent writers in order; a data dir where it cannot be taken (read-only,
+    // say) does not stop the report.
+    let _lock = ReportLock::acquire(dirs).ok();
+    let site = Site::create(dir)?;
+    site.everything(dirs, config)
+}
+
+/// The report after run `run` of `repo` ended: the index, that run's page (and the previous run's,
+/// which this run may just have recorded as aborted) and the repo's badge; other pages do not change.
+/// A report directory without an index yet gets everything. Nothing happens for a repo that is not
+/// configured (a run by path): the report shows configured repos only.
+pub fn refresh(dirs: &Dirs, dir: &Path, repo: &str, run: u64) -> Result<(), Error> {
+    let config = Config::load(&dirs.repo_toml())?;
+    if config.get(repo).is_none() {
+        return Ok(());
+    }
+    let _lock = ReportLock::acquire(dirs).ok();
+    let site = Site::create(dir)?;
+    if !site.dir.join("index.html").exists() {
+        return site.everything(dirs, &config).map(drop);
+    }
+    let numbers = records::list(dirs, repo);
+    for number in numbers.iter().rev().filter(|n| **n <= run).take(2) {
+        if let Ok(record) = records::load(dirs, repo, *number) {
+            site.run_page(dirs, &record)?;
+        }
+    }
+    site.badge(dirs, repo)?;
+    site.index(dirs, &config).map(drop)
+}
+
+/// The report directory being written.
+struct Site {
+    dir: PathBuf,
+}
+
+impl Site {
+    fn create(dir: &Path) -> Result<Site, Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("cannot create the report directory", dir, e))?;
+        Ok(Site {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Writes `relative` (a path of phantom_ci's making: repo names are validated) atomically.
+    fn put(&self, relative: &str, contents: &str) -> Result<PathBuf, Error> {
+        let path = self.dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io("cannot create the report directory", parent, e))?;
+        }
+        atomic_file::write_public(&path, contents.as_bytes())
+            .map_err(|e| Error::io("cannot write the report file", &path, e))?;
+        Ok(path)
+    }
+
+    fn everything(&self, dirs: &Dirs, config: &Config) -> Result<PathBuf, Error> {
+        for repo in &config.repos {
+            for number in records::list(dirs, &repo.name) {
+                if let Ok(record) = records::load(dirs, &repo.name, number) {
+                    self.run_page(dirs, &record)?;
+                }
+            }
+            self.badge(dirs, &repo.name)?;
+        }
+        self.index(dirs, config)
+    }
+
+    fn run_page(&self, dirs: &Dirs, record: &RunRecord) -> Result<PathBuf, Error> {
+        let log = log_tail(
+            &records::run_dir(dirs, &record.repo, record.run).log(),
+            LOG_TAIL,
+        );
+        self.put(
+            &format!("{}/{}.html", record.repo, record.run),
+            &html::run_page(record, &log),
+        )
+    }
+
+    fn badge(&self, dirs: &Dirs, repo: &str) -> Result<PathBuf, Error> {
+        let last = records::last(dirs, repo, None).map(|r| r.result);
+        self.put(&format!("badge/{repo}.svg"), &badge::svg(last))
+    }
+
+    fn index(&self, dirs: &Dirs, config: &Config) -> Result<PathBuf, Error> {
+        let repos: Vec<html::RepoRuns> = config
+            .repos
+            .iter()
+            .map(|repo| {
+                let numbers = records::list(dirs, &repo.name);
+                html::RepoRuns {
+                    name: repo.name.clone(),
+                    branch: repo.branch.clone(),
+                    runs: numbers
+                        .iter()
+                        .rev()
+                        .filter_map(|n| records::load(dirs, &repo.name, *n).ok())
+                        .take(RECENT_RUNS)
+                        .collect(),
+                    recorded: numbers.len(),
+                }
+            })
+            .collect();
+        let now = records::rfc3339(SystemTime::now());
+        self.put("index.html", &html::index(&repos, &now))
+    }
+}
+
+/// The last `max` bytes of the log at `path`, read from the end (a log may be far bigger than a page
+/// should be). When the beginning is left out, so is the partial line it starts with.
+fn log_tail(path: &Path, max: u64) -> LogTail {
+    let missing = LogTail {
+        text: None,
+        cut: false,
+        size: 0,
+    };
+    let Ok(mut file) = File::open(path) else {
+        return missing;
+    };
+    let size = file.metadata().map_or(0, |m| m.len());
+    let cut = size > max;
+    if cut && file.seek(SeekFrom::Start(size - max)).is_err() {
+        return missing;
+    }
+    let mut bytes = Vec::new();
+    // A running step may still write: read no more than `max` all the same.
+    if file.take(max).read_to_end(&mut bytes).is_err() {
+        return missing;
+    }
+    if cut && let Some(newline) = bytes.iter().position(|b| *b == b'\n') {
+        bytes.drain(..=newline);
+    }
+    LogTail {
+        text: Some(String::from_utf8_lossy(&bytes).into_owned()),
+        cut,
+        size,
+    }
+}
+
+/// `512 bytes`, `3.5 KiB`, `1 MiB`, `64.2 MiB`.
+fn human_size(bytes: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    let scaled = |unit: u64, name: &str| {
+        if bytes.is_multiple_of(unit) {
+            format!("{} {name}", bytes / unit)
+        } else {
+            format!("{:.1} {name}", bytes as f64 / unit as f64)
+        }
+    };
+    match bytes {
+        MIB.. => scaled(MIB, "MiB"),
+        KIB.. => scaled(KIB, "KiB"),
+        _ => format!("{bytes} bytes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_log_is_read_from_its_end_without_its_partial_first_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log");
+        std::fs::write(&path, "first line\nsecond line\nthird\n").unwrap();
+        let tail = log_tail(&path, 10);
+        assert!(tail.cut);
+        assert_eq!(tail.size, 29);
+        assert_eq!(tail.text.as_deref(), Some("third\n"));
+
+        let whole = log_tail(&path, 1000);
+        assert!(!whole.cut);
+        assert_eq!(
+            whole.text.as_deref(),
+            Some("first line\nsecond line\nthird\n")
+        );
+
+        assert!(log_tail(&tmp.path().join("none"), 10).text.is_none());
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(512), "512 bytes");
+        assert_eq!(human_size(3584), "3.5 KiB");
+        assert_eq!(human_size(LOG_TAIL), "1 MiB");
+        assert_eq!(human_size(5 << 20), "5 MiB");
+    }
+}
