@@ -82,9 +82,9 @@ impl Site {
     fn create(dir: &Path) -> Result<Site, Error> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io("cannot create the report directory", dir, e))?;
-        Ok(Site {
-            dir: dir.to_path_buf(),
-        })
+        // `a/../site` is printed as `site`.
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        Ok(Site { dir })
     }
 
     /// Writes `relative` (a path of phantom_ci's making: repo names are validated) atomically.
