@@ -38,10 +38,7 @@ run = "git log --format=subject:%s"
 "#,
     );
     repo.commit_and_push("as nobody");
-    env.write_repo_toml(&format!(
-        "[app]\npath = \"{}\"\nrun_as = \"nobody\"\n",
-        repo.bare.display()
-    ));
+    env.write_repo_toml(&env.section_as("app", &repo, "nobody", ""));
     let out = env.phantom().args(["run", "app"]).assert().success();
     let stdout = stdout_of(&out);
     assert!(has_line(&stdout, "65534"), "{stdout}");
@@ -73,10 +70,7 @@ fn run_as_a_user_who_cannot_reach_the_data_dir_is_an_error_naming_it() {
     let repo = env.repo("app");
     repo.workflow("master", "[0]\nrun = \"touch ran\"\n");
     repo.commit_and_push("unreachable");
-    env.write_repo_toml(&format!(
-        "[app]\npath = \"{}\"\nrun_as = \"nobody\"\nkeep_workspace = \"always\"\n",
-        repo.bare.display()
-    ));
+    env.write_repo_toml(&env.section_as("app", &repo, "nobody", "keep_workspace = \"always\""));
     env.phantom().args(["run", "app"]).assert().code(1);
     let record = env.run_json("app", 1);
     assert_eq!(record["result"], "error");
@@ -256,10 +250,7 @@ fn a_run_as_user_who_cannot_read_the_repository_is_warned() {
     repo.workflow("master", "[0]\nrun = \"echo no git needed\"\n");
     repo.commit_and_push("private repository");
     std::fs::set_permissions(&repo.bare, std::fs::Permissions::from_mode(0o700)).unwrap();
-    env.write_repo_toml(&format!(
-        "[app]\npath = \"{}\"\nrun_as = \"nobody\"\n",
-        repo.bare.display()
-    ));
+    env.write_repo_toml(&env.section_as("app", &repo, "nobody", ""));
     let out = env.phantom().args(["run", "app"]).assert().success();
     let stdout = stdout_of(&out);
     assert!(
@@ -284,10 +275,7 @@ fn the_step_user_owns_its_workspace_but_not_the_run_directory() {
         "[0]\nrun = \"stat -c 'run-dir %a %U' ..\"\n[1]\nrun = \"stat -c 'workspace %a %U' .\"\n[2]\nrun = \"mv ../workspace ../elsewhere\"\n",
     );
     repo.commit_and_push("ownership");
-    env.write_repo_toml(&format!(
-        "[app]\npath = \"{}\"\nrun_as = \"nobody\"\nkeep_workspace = \"always\"\n",
-        repo.bare.display()
-    ));
+    env.write_repo_toml(&env.section_as("app", &repo, "nobody", "keep_workspace = \"always\""));
     let out = env.phantom().args(["run", "app"]).assert().code(1);
     let stdout = stdout_of(&out);
     assert!(has_line(&stdout, "run-dir 711 root"), "{stdout}");

@@ -152,10 +152,7 @@ run = "git rev-parse HEAD"
         ),
     );
     let commit = repo.commit_and_push("nobody in the sandbox");
-    env.write_repo_toml(&format!(
-        "[app]\npath = \"{}\"\nrun_as = \"nobody\"\nsandbox = \"bwrap\"\n",
-        repo.bare.display()
-    ));
+    env.write_repo_toml(&env.section_as("app", &repo, "nobody", "sandbox = \"bwrap\""));
     let out = env.phantom().args(["run", "app"]).assert().success();
     let stdout = stdout_of(&out);
     assert!(has_line(&stdout, "65534"), "{stdout}");

@@ -125,10 +125,7 @@ fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
     let repo = env.repo("app");
     repo.workflow("master", "[0]\nrun = \"id -u\"\n");
     let first = repo.commit_and_push("one");
-    env.write_repo_toml(&format!(
-        "[app]\npath = \"{}\"\nrun_as = \"nobody\"\n",
-        repo.bare.display()
-    ));
+    env.write_repo_toml(&env.section_as("app", &repo, "nobody", ""));
     let repo_toml = env.config.join("Repo.toml");
     std::fs::set_permissions(&repo_toml, std::fs::Permissions::from_mode(0o600)).unwrap();
     // The first root tick makes the spool, a drop box.

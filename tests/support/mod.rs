@@ -157,10 +157,14 @@ impl TestEnv {
 
     /// A `Repo.toml` section for `repo` named `name`, running as the current user, plus `extra` lines.
     pub fn section(&self, name: &str, repo: &TestRepo, extra: &str) -> String {
+        self.section_as(name, repo, &current_user(), extra)
+    }
+
+    /// The same, with the steps running as `user`.
+    pub fn section_as(&self, name: &str, repo: &TestRepo, user: &str, extra: &str) -> String {
         format!(
-            "[{name}]\npath = \"{}\"\nrun_as = \"{}\"\n{extra}\n",
-            repo.bare.display(),
-            current_user()
+            "[{name}]\npath = \"{}\"\nrun_as = \"{user}\"\n{extra}\n",
+            repo.bare.display()
         )
     }
 
