@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands;
-use crate::dirs::Dirs;
+use crate::commands::{self, Context};
+use crate::config::dirs::Dirs;
 use crate::error::{Error, ExitStatus};
 
 pub const SPOOL_DIR_ENV: &str = "PHANTOM_CI_SPOOL_DIR";
@@ -67,30 +67,19 @@ pub enum Command {
     Configure(commands::configure::ConfigureArgs),
 }
 
-/// What every command gets: the directories in force.
-pub struct Context {
-    pub dirs: Dirs,
-    /// The spool directory (SPEC §4.7).
-    pub spool: PathBuf,
-    /// `phantom_ci` with the directory options this invocation was given (by option or environment),
-    /// for the commands phantom_ci suggests: pasted as they are, they use the same configuration.
-    pub invocation: String,
-}
-
-impl Context {
-    /// The spool, when it is not the default `<data>/spool` (what the hook and the units must be told).
-    pub fn custom_spool(&self) -> Option<&std::path::Path> {
-        (self.spool != self.dirs.spool()).then_some(self.spool.as_path())
-    }
-}
-
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
     disable_git_owner_check()?;
     let given =
         |option: bool, var: &str| option || std::env::var_os(var).is_some_and(|v| !v.is_empty());
-    let config_given = given(cli.global.config_dir.is_some(), crate::dirs::CONFIG_DIR_ENV);
-    let data_given = given(cli.global.data_dir.is_some(), crate::dirs::DATA_DIR_ENV);
-    let dirs = Dirs::resolve(cli.global.config_dir, cli.global.data_dir)?;
+    let config_given = given(
+        cli.global.config_dir.is_some(),
+        crate::config::dirs::CONFIG_DIR_ENV,
+    );
+    let data_given = given(
+        cli.global.data_dir.is_some(),
+        crate::config::dirs::DATA_DIR_ENV,
+    );
+    let dirs = Dirs::resolve(cli.global.config_dir, cli.global.data_dir).map_err(Error::Usage)?;
     let spool = cli
         .global
         .spool_dir

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 pub use crate::config::ConfigError;
+pub use crate::config::workflow::WorkflowError;
 pub use crate::git::GitError;
-pub use crate::workflow::WorkflowError;
 
 /// How phantom_ci exits: 0 success or nothing to do, 1 a run did not succeed, 2 usage or configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,7 @@ impl From<ExitStatus> for std::process::ExitCode {
 }
 
 /// Everything that stops a command before or outside a run. A run that starts and goes wrong is not an
-/// `Error`: it is a run record with result `error`, `failure`, … (see [`crate::records`]).
+/// `Error`: it is a run record with result `error`, `failure`, … (see `state::records`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]

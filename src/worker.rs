@@ -8,13 +8,13 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use crate::config::Config;
-use crate::dirs::Dirs;
+use crate::config::dirs::Dirs;
+use crate::config::{Config, Repo};
 use crate::error::Error;
-use crate::lock::RepoLock;
-use crate::records::RunResult;
 use crate::runner::{self, Finished, Request};
-use crate::{queue, seen};
+use crate::state::lock::RepoLock;
+use crate::state::records::{RunRecord, RunResult};
+use crate::state::{queue, seen};
 
 /// What draining did.
 #[derive(Debug, Default)]
@@ -60,7 +60,7 @@ pub fn drain(
         };
         while queue::is_pending(dirs, &name) {
             // Told to stop (SIGTERM/SIGINT): the queued work stays for the next invocation.
-            if crate::signals::requested().is_some() {
+            if crate::isolation::signals::requested().is_some() {
                 return drained;
             }
             let lock = match RepoLock::acquire(dirs, &name, wait) {
@@ -107,7 +107,7 @@ fn run_entry(
         queue::release(dirs, &repo.name);
         return Err(Error::Other(format!(
             "dropped queued work for branch `{}` of repo `{}`: the repo now runs `{}`",
-            crate::sanitize::terminal(&entry.branch),
+            crate::describe::terminal(&entry.branch),
             repo.name,
             repo.branch
         )));
@@ -132,11 +132,67 @@ fn run_entry(
         seen_error = seen::set(dirs, &repo.name, &entry.commit).err();
         queue::release(dirs, &repo.name);
     };
-    let mut finished = runner::execute(dirs, &request, console, lock, &mut started)?;
+    let mut finished = execute(dirs, &request, console, lock, &mut started)?;
     if let Some(e) = seen_error {
         finished.notes.push(e.to_string());
     }
     Ok(Some(finished))
+}
+
+/// Runs `request` (see [`runner::execute`]), then posts its notifications and refreshes the report:
+/// a run itself knows nothing of webhooks or HTML.
+pub fn execute(
+    dirs: &Dirs,
+    request: &Request,
+    console: Option<Box<dyn Write + Send>>,
+    lock: &RepoLock,
+    started: &mut dyn FnMut(),
+) -> Result<Finished, Error> {
+    let mut finished = runner::execute(dirs, request, console, lock, started)?;
+    let notes = after_run(
+        dirs,
+        &request.repo,
+        &finished.record,
+        finished.previous.as_ref(),
+    );
+    finished.notes.extend(notes);
+    Ok(finished)
+}
+
+/// What happens once a run is recorded (the report, notifications). Never changes the run's result.
+fn after_run(
+    dirs: &Dirs,
+    repo: &Repo,
+    record: &RunRecord,
+    previous: Option<&RunRecord>,
+) -> Vec<String> {
+    let secrets = match crate::config::secrets::Secrets::load(&dirs.dotenv()) {
+        Ok(secrets) => secrets,
+        Err(e) => {
+            return vec![format!(
+                "{e}; no webhook was posted and no report refreshed for this run"
+            )];
+        }
+    };
+    let mut notes = Vec::new();
+    // The report first: it is local and quick, webhooks may take their timeout.
+    if let Some(dir) = &secrets.report_dir
+        && let Err(e) = crate::report::refresh(dirs, dir, &repo.name, record.run)
+    {
+        notes.push(format!(
+            "the report in `{}` was not refreshed: {e}",
+            dir.display()
+        ));
+    }
+    let log = crate::state::records::run_dir(dirs, &repo.name, record.run).log();
+    notes.extend(crate::notify::notify(
+        repo.notify,
+        record,
+        previous,
+        &log,
+        &secrets,
+    ));
+    notes
 }
 
 /// Starts `phantom_ci work` in a new session, with no tie to the pusher: stdin from /dev/null, output to
@@ -168,7 +224,7 @@ pub fn start_detached(dirs: &Dirs) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    for variable in crate::mirror::GIT_HOOK_VARIABLES {
+    for variable in crate::git::mirror::GIT_HOOK_VARIABLES {
         command.env_remove(variable);
     }
     // SAFETY: `setsid` is a single async-signal-safe system call, made in the child between fork and exec.

@@ -5,11 +5,11 @@ use std::path::Path;
 
 use clap::Args;
 
-use crate::cli::Context;
+use crate::commands::Context;
+use crate::config::edit;
 use crate::config::{self, Config, DEFAULT_BRANCH, Location};
+use crate::describe::terminal;
 use crate::error::{Error, ExitStatus};
-use crate::repo_toml;
-use crate::sanitize::terminal;
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
@@ -59,7 +59,7 @@ pub fn run(args: AddArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     };
     let current = Config::parse(&file, &text)?;
     if current.get(&name).is_some() {
-        let line = repo_toml::header_line(&text, &name)
+        let line = edit::header_line(&text, &name)
             .map(|l| format!(" line {l}"))
             .unwrap_or_default();
         return Err(Error::Usage(format!(
@@ -69,8 +69,8 @@ pub fn run(args: AddArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         )));
     }
     let location_text = location.to_string();
-    let section = repo_toml::render_section(&name, &location_text, &branch, args.run_as.as_deref());
-    let new_text = repo_toml::append(&text, &section);
+    let section = edit::render_section(&name, &location_text, &branch, args.run_as.as_deref());
+    let new_text = edit::append(&text, &section);
     let parsed = Config::parse(&file, &new_text).map_err(|e| {
         Error::Usage(format!(
             "the new section would make Repo.toml invalid, so nothing was written: {e}"
@@ -91,7 +91,7 @@ pub fn run(args: AddArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             .create(dir)
             .map_err(|e| Error::io("cannot create", dir, e))?;
     }
-    repo_toml::save(&file, &new_text).map_err(|e| Error::io("cannot write", &file, e))?;
+    edit::save(&file, &new_text).map_err(|e| Error::io("cannot write", &file, e))?;
 
     println!(
         "added `{name}`: {} (branch {}) to `{}`",

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::Context;
+use crate::commands::Context;
+use crate::config::workflow::Workflow;
 use crate::error::{Error, ExitStatus};
 use crate::git::{self, MAX_WORKFLOW_SIZE, TreeFile};
-use crate::workflow::Workflow;
 
 /// A workflow's name, and its bytes or why they could not be read.
 type Found = (String, Result<Vec<u8>, String>);
@@ -74,8 +74,8 @@ fn from_repository(path: &std::path::Path) -> Result<Vec<Found>, Error> {
             eprintln!(
                 "note: `{}` has uncommitted changes; this checks the committed version (check the \
                  file itself with `phantom_ci check {}`)",
-                crate::sanitize::terminal(&file),
-                crate::sanitize::terminal(&workdir.join(&file).display().to_string())
+                crate::describe::terminal(&file),
+                crate::describe::terminal(&workdir.join(&file).display().to_string())
             );
         }
         workflows.push((file, bytes));
@@ -87,14 +87,14 @@ fn print_plan(workflow: &Workflow) {
     let count = workflow.steps.len();
     println!(
         "{}: {count} step{}",
-        crate::sanitize::terminal(&workflow.file),
+        crate::describe::terminal(&workflow.file),
         if count == 1 { "" } else { "s" }
     );
     for step in &workflow.steps {
         for warning in step.shell_warnings() {
             eprintln!(
                 "warning: {}: step `{}`: {warning}",
-                crate::sanitize::terminal(&workflow.file),
+                crate::describe::terminal(&workflow.file),
                 step.index
             );
         }

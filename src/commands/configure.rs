@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::cli::Context;
+use crate::commands::Context;
+use crate::config::quantities::HumanDuration;
 use crate::config::{Config, Location};
 use crate::error::{Error, ExitStatus};
-use crate::hook_template::{self, Installed};
-use crate::systemd::{self, Scope, Settings};
-use crate::units::HumanDuration;
+use crate::install::hook_template::{self, Installed};
+use crate::install::systemd::{self, Scope, Settings};
 
 #[derive(Debug, Args)]
 pub struct ConfigureArgs {

@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::cli::Context;
+use crate::commands::Context;
 use crate::config::{Config, ConfigError, Location, Repo};
 use crate::error::{Error, ExitStatus};
-use crate::records::{self, Trigger};
-use crate::{git, mirror, queue, spool, worker};
+use crate::git::{self, mirror};
+use crate::state::records::{self, Trigger};
+use crate::state::{queue, spool};
+use crate::worker;
 
 #[derive(Debug, Args)]
 pub struct HookArgs {
@@ -64,8 +66,8 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
                 println!(
                     "phantom_ci: queued `{}` ({} {}); follow it with `{} logs {} --follow`",
                     repo.name,
-                    crate::sanitize::terminal(&repo.branch),
-                    crate::runner::short(&commit),
+                    crate::describe::terminal(&repo.branch),
+                    crate::describe::short(&commit),
                     ctx.invocation,
                     repo.name
                 );
@@ -174,7 +176,7 @@ fn spool_note(ctx: &Context, git_dir: &Path, branch: &str) -> Result<(), String>
     println!(
         "phantom_ci: `{}` moved; handed to the phantom_ci service, which runs it and posts the \
          result to its webhooks",
-        crate::sanitize::terminal(branch)
+        crate::describe::terminal(branch)
     );
     Ok(())
 }

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use crate::cli::Context;
+use crate::commands::Context;
 use crate::config::{Config, KeepWorkspace, Limits, Notify, Repo, Sandbox};
+use crate::describe::terminal;
 use crate::error::{Error, ExitStatus};
-use crate::sanitize::terminal;
 
 #[derive(Debug, Args)]
 pub struct ListArgs {

@@ -4,12 +4,12 @@ use std::io::{ErrorKind, Write};
 
 use clap::Args;
 
-use crate::cli::Context;
+use crate::commands::Context;
+use crate::commands::log_follow::{self, Ended, FollowError};
 use crate::config::{self, Config};
 use crate::error::{Error, ExitStatus};
-use crate::log_follow::{self, Ended, FollowError};
-use crate::queue;
-use crate::records::{self, RunResult};
+use crate::state::queue;
+use crate::state::records::{self, RunResult};
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -95,7 +95,7 @@ fn wait_for_queued_run(ctx: &Context, repo: &str) {
     let before = newest();
     eprintln!(
         "phantom_ci: commit {} of `{repo}` is queued; waiting for its run to start",
-        crate::runner::short(&entry.commit)
+        crate::describe::short(&entry.commit)
     );
     // After the worker takes the entry, its run needs a moment to get a number.
     let mut grace = 10;

@@ -6,6 +6,7 @@ pub mod check;
 pub mod configure;
 pub mod hook;
 pub mod list;
+pub mod log_follow;
 pub mod logs;
 pub mod remove;
 pub mod report;
@@ -14,3 +15,24 @@ pub mod status;
 mod table;
 pub mod tick;
 pub mod work;
+
+use std::path::PathBuf;
+
+use crate::config::dirs::Dirs;
+
+/// What every command gets: the directories in force.
+pub struct Context {
+    pub dirs: Dirs,
+    /// The spool directory (SPEC §4.7).
+    pub spool: PathBuf,
+    /// `phantom_ci` with the directory options this invocation was given (by option or environment),
+    /// for the commands phantom_ci suggests: pasted as they are, they use the same configuration.
+    pub invocation: String,
+}
+
+impl Context {
+    /// The spool, when it is not the default `<data>/spool` (what the hook and the units must be told).
+    pub fn custom_spool(&self) -> Option<&std::path::Path> {
+        (self.spool != self.dirs.spool()).then_some(self.spool.as_path())
+    }
+}

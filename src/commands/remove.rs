@@ -2,11 +2,11 @@
 
 use clap::Args;
 
-use crate::cli::Context;
+use crate::commands::Context;
+use crate::config::edit::{self, EditError};
 use crate::config::{self, Config};
+use crate::describe::terminal;
 use crate::error::{Error, ExitStatus};
-use crate::repo_toml::{self, EditError};
-use crate::sanitize::terminal;
 
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
@@ -24,7 +24,7 @@ pub fn run(args: RemoveArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         Err(e) => return Err(Error::io("cannot read", &file, e)),
     };
     Config::parse(&file, &text)?;
-    let new_text = repo_toml::remove(&text, &name).map_err(|e| match e {
+    let new_text = edit::remove(&text, &name).map_err(|e| match e {
         EditError::NoSuchRepo(_) => Error::Usage(format!(
             "no repo `{}` in `{}`; see `phantom_ci list`",
             terminal(&name),
@@ -49,7 +49,7 @@ pub fn run(args: RemoveArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             "`{name}` is still there after removing its section; nothing was written"
         )));
     }
-    repo_toml::save(&file, &new_text).map_err(|e| Error::io("cannot write", &file, e))?;
+    edit::save(&file, &new_text).map_err(|e| Error::io("cannot write", &file, e))?;
     println!("removed `{name}` from `{}`", file.display());
     if ctx.dirs.runs(&name).is_dir() {
         eprintln!(

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::Context;
+use crate::commands::Context;
 use crate::config::Config;
 use crate::error::{Error, ExitStatus};
 use crate::report;

@@ -4,13 +4,15 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::cli::Context;
+use crate::commands::Context;
 use crate::config::{self, Config, Location, Repo};
 use crate::error::{Error, ExitStatus};
-use crate::lock::RepoLock;
-use crate::records::{RunResult, Trigger};
+use crate::git::{self, mirror};
 use crate::runner::{self, Request};
-use crate::{git, mirror, queue, worker};
+use crate::state::lock::RepoLock;
+use crate::state::queue;
+use crate::state::records::{RunResult, Trigger};
+use crate::worker;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -65,7 +67,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                 .ok_or_else(|| Error::Other("cannot lock the repo".into()))?
         }
     };
-    let finished = runner::execute(
+    let finished = worker::execute(
         &ctx.dirs,
         &request,
         Some(Box::new(std::io::stdout())),
@@ -98,8 +100,8 @@ fn find_repo(config: &Config, arg: &str, branch: Option<&str>) -> Result<Repo, E
     let Ok(canonical) = path.canonicalize() else {
         return Err(Error::Usage(format!(
             "no repo `{}` in Repo.toml and no directory `{}`; see `phantom_ci list`",
-            crate::sanitize::terminal(arg),
-            crate::sanitize::terminal(arg)
+            crate::describe::terminal(arg),
+            crate::describe::terminal(arg)
         )));
     };
     // A configured path runs as its section: the one of that branch if there is one, else the first

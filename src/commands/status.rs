@@ -5,12 +5,12 @@ use std::time::SystemTime;
 use clap::Args;
 use serde::Serialize;
 
-use crate::cli::Context;
+use crate::commands::Context;
 use crate::config::Config;
+use crate::describe::terminal;
+use crate::describe::{human_ms, short};
 use crate::error::{Error, ExitStatus};
-use crate::records::{self, RunRecord, RunResult};
-use crate::runner::{human_ms, short};
-use crate::sanitize::terminal;
+use crate::state::records::{self, RunRecord, RunResult};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {

@@ -2,12 +2,14 @@
 
 use clap::Args;
 
-use crate::cli::Context;
+use crate::commands::Context;
 use crate::config::{Config, Repo};
 use crate::error::{Error, ExitStatus};
-use crate::lock::RepoLock;
-use crate::records::{self, Trigger};
-use crate::{git, mirror, queue, recovery, seen, spool, worker};
+use crate::git::{self, mirror};
+use crate::state::lock::RepoLock;
+use crate::state::records::{self, Trigger};
+use crate::state::{queue, recovery, seen, spool};
+use crate::worker;
 
 #[derive(Debug, Args, Default)]
 pub struct TickArgs {}

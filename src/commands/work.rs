@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::cli::Context;
+use crate::commands::Context;
 use crate::config::Config;
 use crate::error::{Error, ExitStatus};
 use crate::worker;
@@ -14,7 +14,7 @@ pub struct WorkArgs {}
 pub fn run(_args: WorkArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let config = Config::load(&ctx.dirs.repo_toml())?;
     let drained = worker::drain(&ctx.dirs, &config, None, false, &|| None);
-    let stamp = crate::records::rfc3339(std::time::SystemTime::now());
+    let stamp = crate::state::records::rfc3339(std::time::SystemTime::now());
     for finished in &drained.finished {
         let record = &finished.record;
         eprintln!(

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::text::{self, Markup, Summary, code_span, defuse_fences};
-use crate::records::{RunRecord, RunResult};
+use crate::state::records::{RunRecord, RunResult};
 
 /// Discord's limit on a message's `content`.
 pub const CONTENT_LIMIT: usize = 2000;

@@ -1,6 +1,6 @@
 //! The generic webhook: the run's `run.json`, as it is on disk, POSTed as `application/json`.
 
-use crate::records::RunRecord;
+use crate::state::records::RunRecord;
 
 /// The body for a generic webhook: the run record serialised exactly as `run.json` holds it.
 pub fn payload(record: &RunRecord) -> Result<Vec<u8>, String> {
@@ -11,7 +11,7 @@ pub fn payload(record: &RunRecord) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
     use crate::notify::text::sample_record;
-    use crate::records::RunResult;
+    use crate::state::records::RunResult;
 
     #[test]
     fn the_body_is_the_run_record() {

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use crate::secrets::WebhookUrl;
+use crate::config::secrets::WebhookUrl;
 
 /// The longest phantom_ci waits before retrying a 429, whatever the service asks.
 pub const RETRY_CAP: Duration = Duration::from_secs(10);
@@ -50,7 +50,7 @@ pub fn send(post: &Post, timeout: Duration) -> Result<(), String> {
             "webhook `{}` ({}) failed: {}",
             post.name,
             post.url,
-            crate::sanitize::terminal(&post.url.redact(&why))
+            crate::describe::terminal(&post.url.redact(&why))
         )
     })
 }

@@ -15,8 +15,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use crate::config::Notify;
-use crate::records::{RunRecord, RunResult};
-use crate::secrets::Secrets;
+use crate::config::secrets::Secrets;
+use crate::state::records::{RunRecord, RunResult};
 
 /// How much of the end of a run's log is read for a message: far more than a message can hold, and
 /// bounded whatever the log's size.

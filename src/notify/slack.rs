@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::text::{self, Markup, Summary, code_span, defuse_fences};
-use crate::records::RunRecord;
+use crate::state::records::RunRecord;
 
 /// How long a `text` phantom_ci sends at most (Slack advises 4000 characters; it cuts at 40000).
 pub const TEXT_LIMIT: usize = 4000;
@@ -53,7 +53,7 @@ pub fn message(summary: &Summary, log: &str) -> String {
 mod tests {
     use super::*;
     use crate::notify::text::sample_record;
-    use crate::records::RunResult;
+    use crate::state::records::RunResult;
 
     #[test]
     fn the_summary_and_the_log_tail_are_in_text() {

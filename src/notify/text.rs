@@ -4,8 +4,8 @@
 //! Sizes are counted in UTF-16 code units, the stricter of the ways services count "characters": a text
 //! that fits by this count also fits by a count of Unicode scalar values.
 
-use crate::records::{RunRecord, RunResult};
-use crate::runner::{human_ms, short};
+use crate::describe::{human_ms, short};
+use crate::state::records::{RunRecord, RunResult};
 
 /// How many characters of the untrusted texts a summary shows at most.
 const BRANCH_CHARS: usize = 100;
@@ -224,7 +224,7 @@ pub fn fit_tail(lines: &[String], budget: usize, measure: impl Fn(&str) -> usize
 /// A failed run for the tests of the message builders.
 #[cfg(test)]
 pub fn sample_record(result: RunResult, branch: &str) -> RunRecord {
-    use crate::records::{StepRecord, StepResult, Trigger};
+    use crate::state::records::{StepRecord, StepResult, Trigger};
     RunRecord {
         repo: "app".into(),
         run: 7,

@@ -1,6 +1,6 @@
 //! `badge/<repo>.svg`: a small shields-style badge, "phantom_ci | <result>", coloured by the result.
 
-use crate::records::RunResult;
+use crate::state::records::RunResult;
 
 use super::html::escape;
 

@@ -4,9 +4,9 @@
 
 use std::fmt::Write;
 
-use crate::records::{RunRecord, RunResult, StepResult};
-use crate::runner::{human_ms, short, signal_name};
-use crate::sanitize;
+use crate::describe;
+use crate::describe::{human_ms, short, signal_name};
+use crate::state::records::{RunRecord, RunResult, StepResult};
 
 use super::LogTail;
 
@@ -28,7 +28,7 @@ pub fn escape(text: &str) -> String {
 
 /// An untrusted one-line text: control characters shown as `?`, then escaped.
 fn field(text: &str) -> String {
-    escape(&sanitize::terminal(text))
+    escape(&describe::terminal(text))
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\

@@ -17,12 +17,12 @@ use std::time::SystemTime;
 
 pub use html::escape;
 
-use crate::atomic_file;
 use crate::config::Config;
-use crate::dirs::Dirs;
+use crate::config::dirs::Dirs;
 use crate::error::Error;
-use crate::lock::ReportLock;
-use crate::records::{self, RunRecord};
+use crate::state::atomic_file;
+use crate::state::lock::ReportLock;
+use crate::state::records::{self, RunRecord};
 
 /// How many runs of each repo the index lists, newest first.
 pub const RECENT_RUNS: usize = 20;

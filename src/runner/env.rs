@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use crate::config::Repo;
-use crate::privilege::StepUser;
+use crate::isolation::privilege::StepUser;
 
-pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+pub use crate::isolation::DEFAULT_PATH;
 
 /// What the run knows that steps get as `PHANTOM_CI_*`.
 pub struct RunVars<'a> {

@@ -3,12 +3,12 @@
 //! Everything that can go wrong once the run has a number becomes part of its record (result `error`,
 //! `failure`, `timeout`, …); only a failure to create the record itself is an [`Error`].
 
-mod describe;
 pub mod env;
+mod record;
 mod source;
 pub mod step;
 
-pub use describe::{human_ms, short, signal_name};
+pub mod output;
 pub use source::{load_workflow, open_source};
 
 use std::fs::File;
@@ -20,19 +20,21 @@ use git2::{Oid, Repository};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use crate::config::dirs::Dirs;
+use crate::config::workflow::Workflow;
 use crate::config::{KeepWorkspace, Repo, Sandbox};
-use crate::dirs::Dirs;
+use crate::describe;
+use crate::describe::{human, human_ms, millis, short, signal_name};
 use crate::error::Error;
-use crate::lock::RepoLock;
-use crate::output::Output;
-use crate::privilege::{self, StepUser};
-use crate::records::{self, RunDir, RunRecord, RunResult, StepResult, Trigger};
-use crate::sandbox::{self, Sandbox as BwrapSandbox};
-use crate::signature::{self, Refusal};
-use crate::workflow::Workflow;
-use crate::workspace::Workspace;
-use crate::{reaper, sanitize, signals};
-use describe::{human, millis, step_record};
+use crate::git::workspace::Workspace;
+use crate::isolation::privilege::{self, StepUser};
+use crate::isolation::sandbox::{self, Sandbox as BwrapSandbox};
+use crate::isolation::signature::{self, Refusal};
+use crate::isolation::{reaper, signals};
+use crate::runner::output::Output;
+use crate::state::lock::RepoLock;
+use crate::state::records::{self, RunDir, RunRecord, RunResult, StepResult, Trigger};
+use record::step_record;
 
 /// What to run: a repo, a branch and the exact commit, fixed before the run starts.
 #[derive(Debug, Clone)]
@@ -49,6 +51,8 @@ pub struct Request {
 #[derive(Debug)]
 pub struct Finished {
     pub record: RunRecord,
+    /// The repo's run before this one, if any (for `notify = "change"`).
+    pub previous: Option<RunRecord>,
     pub log: PathBuf,
     pub kept_workspace: Option<PathBuf>,
     /// Problems after the run that do not change its result (a webhook that failed, …), for stderr.
@@ -83,7 +87,7 @@ pub fn execute(
     started: &mut dyn FnMut(),
 ) -> Result<Finished, Error> {
     let repo = &request.repo;
-    crate::recovery::recover(dirs, repo, lock)?;
+    crate::state::recovery::recover(dirs, repo, lock)?;
     let previous = records::last(dirs, &repo.name, None);
     let run_dir = records::allocate(dirs, &repo.name)?;
     let started_at = SystemTime::now();
@@ -119,7 +123,7 @@ pub fn execute(
         "==> {} #{} · {} · {} · {}",
         repo.name,
         run_dir.number,
-        sanitize::terminal(&request.branch),
+        describe::terminal(&request.branch),
         short(&record.commit),
         request.trigger.as_str(),
     ));
@@ -145,7 +149,7 @@ pub fn execute(
         out.line(&format!(
             "==> {}: {}",
             record.result.as_str(),
-            sanitize::terminal(message)
+            describe::terminal(message)
         ));
     }
     if let Some(path) = &kept_workspace {
@@ -160,49 +164,13 @@ pub fn execute(
     ));
     run_dir.write(&record)?;
     records::prune(dirs, &repo.name, repo.keep_runs)?;
-    let notes = after_run(dirs, repo, &record, previous.as_ref());
     Ok(Finished {
         record,
+        previous,
         log: run_dir.log(),
         kept_workspace,
-        notes,
+        notes: Vec::new(),
     })
-}
-
-/// What happens once a run is recorded (the report, notifications). Never changes the run's result.
-fn after_run(
-    dirs: &Dirs,
-    repo: &Repo,
-    record: &RunRecord,
-    previous: Option<&RunRecord>,
-) -> Vec<String> {
-    let secrets = match crate::secrets::Secrets::load(&dirs.dotenv()) {
-        Ok(secrets) => secrets,
-        Err(e) => {
-            return vec![format!(
-                "{e}; no webhook was posted and no report refreshed for this run"
-            )];
-        }
-    };
-    let mut notes = Vec::new();
-    // The report first: it is local and quick, webhooks may take their timeout.
-    if let Some(dir) = &secrets.report_dir
-        && let Err(e) = crate::report::refresh(dirs, dir, &repo.name, record.run)
-    {
-        notes.push(format!(
-            "the report in `{}` was not refreshed: {e}",
-            dir.display()
-        ));
-    }
-    let log = records::run_dir(dirs, &repo.name, record.run).log();
-    notes.extend(crate::notify::notify(
-        repo.notify,
-        record,
-        previous,
-        &log,
-        &secrets,
-    ));
-    notes
 }
 
 struct Run<'a> {

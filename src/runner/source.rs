@@ -3,19 +3,21 @@
 
 use git2::{Oid, Repository};
 
+use crate::config::dirs::Dirs;
+use crate::config::workflow::{self, Workflow};
 use crate::config::{Location, Repo};
-use crate::dirs::Dirs;
+use crate::describe;
 use crate::git::{self, MAX_WORKFLOW_SIZE, TreeFile};
-use crate::sanitize;
-use crate::workflow::{self, Workflow};
 
-use super::describe::short;
+use crate::describe::short;
 
 /// Opens the repository a repo's commits come from.
 pub fn open_source(dirs: &Dirs, repo: &Repo) -> Result<Repository, String> {
     match &repo.location {
         Location::Local(path) => git::open(path).map_err(|e| e.to_string()),
-        Location::Url(_) => git::open(&crate::mirror::path(dirs, repo)).map_err(|e| e.to_string()),
+        Location::Url(_) => {
+            git::open(&crate::git::mirror::path(dirs, repo)).map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -47,6 +49,6 @@ pub fn load_workflow(
     Err(format!(
         "commit {} has no workflow: neither `{}` nor `{root_file}` exists",
         short(&commit.to_string()),
-        sanitize::terminal(&branch_file)
+        describe::terminal(&branch_file)
     ))
 }

@@ -1,6 +1,6 @@
 //! One step: started directly (no shell, or under bubblewrap) in its own process group, its output
 //! streamed as it arrives, stopped with SIGTERM then SIGKILL when its time is up or phantom_ci is told
-//! to stop (SIGTERM/SIGINT, see [`crate::signals`]).
+//! to stop (SIGTERM/SIGINT, see [`crate::isolation::signals`]).
 
 use std::io::{PipeReader, PipeWriter, Read};
 use std::os::fd::AsFd;
@@ -14,12 +14,12 @@ use nix::sys::resource::Resource;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::output::Output;
-use crate::privilege::{self, StepUser};
-use crate::records::StepResult;
-use crate::sandbox::Sandbox;
-use crate::workflow::Step;
-use crate::{reaper, signals};
+use crate::config::workflow::Step;
+use crate::isolation::privilege::{self, StepUser};
+use crate::isolation::sandbox::Sandbox;
+use crate::isolation::{reaper, signals};
+use crate::runner::output::Output;
+use crate::state::records::StepResult;
 
 /// How long a step has between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -152,7 +152,7 @@ pub fn run(
                 .map_or(String::new(), |w| format!(" ({w})"));
             return failed_to_start(format!(
                 "cannot start `{}`: {e}{hint}",
-                crate::sanitize::terminal(&step.argv[0])
+                crate::describe::terminal(&step.argv[0])
             ));
         }
     };

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::config::Repo;
-use crate::privilege::{self, StepUser};
+use crate::isolation::privilege::{self, StepUser};
 
 /// What a run needs visible inside the sandbox, as host paths.
 pub struct Mounts {
@@ -146,7 +146,7 @@ impl Sandbox {
 
 /// `bwrap` on phantom_ci's own `PATH` (or the default one).
 fn find_bwrap(repo: &str) -> Result<PathBuf, String> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| crate::runner::env::DEFAULT_PATH.into());
+    let path = std::env::var_os("PATH").unwrap_or_else(|| crate::isolation::DEFAULT_PATH.into());
     std::env::split_paths(&path)
         .map(|dir| dir.join("bwrap"))
         .find(|candidate| is_executable(candidate))

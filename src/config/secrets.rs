@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::units::HumanDuration;
+use crate::config::quantities::HumanDuration;
 
 pub const DISCORD_WEBHOOK_URL: &str = "DISCORD_WEBHOOK_URL";
 pub const SLACK_WEBHOOK_URL: &str = "SLACK_WEBHOOK_URL";

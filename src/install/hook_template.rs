@@ -8,10 +8,10 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::dirs::Dirs;
+use crate::config::dirs::Dirs;
 use crate::error::Error;
 
-pub const TEMPLATE: &str = include_str!("../hooks/post-receive");
+pub const TEMPLATE: &str = include_str!("../../hooks/post-receive");
 
 /// A line of every hook phantom_ci writes, to tell its own hooks from others.
 const MARKER: &str = "written by `phantom_ci configure hook`";

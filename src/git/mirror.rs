@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::config::dirs::Dirs;
 use crate::config::{Location, Repo};
-use crate::dirs::Dirs;
 
 /// The most of git's error output kept for a message.
 const STDERR_KEPT: usize = 4096;
@@ -107,6 +107,6 @@ pub fn update(dirs: &Dirs, repo: &Repo) -> Result<(), String> {
         "`git fetch` of branch `{}` from `{url}` for repo `{}` failed: {}",
         repo.branch,
         repo.name,
-        crate::sanitize::terminal(text.trim()).replace('?', " ")
+        crate::describe::terminal(text.trim()).replace('?', " ")
     ))
 }

@@ -4,6 +4,12 @@
 //! keys, then [`Repo`], the validated form the rest of phantom_ci uses. Every error names the file, line
 //! and column.
 
+pub mod dirs;
+pub mod edit;
+pub mod quantities;
+pub mod secrets;
+pub mod workflow;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,7 +19,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
-use crate::units::{ByteSize, HumanDuration};
+use crate::config::quantities::{ByteSize, HumanDuration};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LOG_LIMIT: u64 = 64 << 20;
@@ -220,7 +226,7 @@ pub fn validate_repo_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "invalid repo name `{}`: use letters, digits, `_` and `-`, starting with a letter or digit",
-            crate::sanitize::terminal(name)
+            crate::describe::terminal(name)
         ))
     }
 }
@@ -234,7 +240,7 @@ pub fn validate_branch(branch: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "invalid branch name `{}`",
-            crate::sanitize::terminal(branch)
+            crate::describe::terminal(branch)
         ))
     }
 }
@@ -250,7 +256,7 @@ pub fn validate_env_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "invalid environment variable name `{}`",
-            crate::sanitize::terminal(name)
+            crate::describe::terminal(name)
         ))
     }
 }
@@ -278,7 +284,7 @@ checked_string!(UserName, |name| {
     if name.is_empty() || name.contains(['\0', '/', ':', '\n']) {
         Err(format!(
             "invalid user name `{}`",
-            crate::sanitize::terminal(name)
+            crate::describe::terminal(name)
         ))
     } else {
         Ok(())

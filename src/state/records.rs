@@ -6,9 +6,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file;
-use crate::dirs::Dirs;
+use crate::config::dirs::Dirs;
 use crate::error::Error;
+use crate::state::atomic_file;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

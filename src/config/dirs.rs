@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
-
 pub const CONFIG_DIR_ENV: &str = "PHANTOM_CI_CONFIG_DIR";
 pub const DATA_DIR_ENV: &str = "PHANTOM_CI_DATA_DIR";
 
@@ -16,7 +14,8 @@ pub struct Dirs {
 
 impl Dirs {
     /// The command-line option wins over the environment variable, which wins over the platform default.
-    pub fn resolve(config_opt: Option<PathBuf>, data_opt: Option<PathBuf>) -> Result<Dirs, Error> {
+    /// The error is a usage error's message.
+    pub fn resolve(config_opt: Option<PathBuf>, data_opt: Option<PathBuf>) -> Result<Dirs, String> {
         let project = directories::ProjectDirs::from("com", "helloimalemur", "phantom_ci");
         let pick = |opt: Option<PathBuf>, var: &str, default: Option<&Path>| {
             opt.or_else(|| {
@@ -41,10 +40,10 @@ impl Dirs {
                 config: absolute(config)?,
                 data: absolute(data)?,
             }),
-            _ => Err(Error::Usage(format!(
+            _ => Err(format!(
                 "cannot tell where the config and data directories are (no home directory); \
                  pass --config-dir and --data-dir or set {CONFIG_DIR_ENV} and {DATA_DIR_ENV}"
-            ))),
+            )),
         }
     }
 
@@ -92,6 +91,7 @@ impl Dirs {
     }
 }
 
-fn absolute(path: PathBuf) -> Result<PathBuf, Error> {
-    std::path::absolute(&path).map_err(|e| Error::io("cannot resolve the directory", path, e))
+fn absolute(path: PathBuf) -> Result<PathBuf, String> {
+    std::path::absolute(&path)
+        .map_err(|e| format!("cannot resolve the directory `{}`: {e}", path.display()))
 }

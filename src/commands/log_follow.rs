@@ -10,7 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::records::{RunDir, RunRecord, RunResult};
+use crate::state::records::{RunDir, RunRecord, RunResult};
 
 /// How often the follower looks for more output.
 pub const POLL: Duration = Duration::from_millis(200);
@@ -134,9 +134,9 @@ fn copy_available(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dirs::Dirs;
-    use crate::output::tests::Shared;
-    use crate::records::{self, Trigger};
+    use crate::config::dirs::Dirs;
+    use crate::runner::output::tests::Shared;
+    use crate::state::records::{self, Trigger};
 
     fn record(result: RunResult) -> RunRecord {
         RunRecord {

@@ -12,9 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::atomic_file;
-use crate::dirfd;
 use crate::error::Error;
+use crate::isolation::dirfd;
+use crate::state::atomic_file;
 
 #[derive(Serialize)]
 struct Note<'a> {

@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::dirs::Dirs;
+use crate::config::dirs::Dirs;
 use crate::error::Error;
 
 pub struct RepoLock {

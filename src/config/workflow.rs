@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::line_column;
-use crate::units::HumanDuration;
+use crate::config::quantities::HumanDuration;
 
 /// A workflow problem: where, and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,16 +25,16 @@ impl WorkflowError {
     fn render(&self) -> String {
         let mut text = format!(
             "invalid workflow `{}`",
-            crate::sanitize::terminal(&self.file)
+            crate::describe::terminal(&self.file)
         );
         if let Some(line) = self.line {
             text.push_str(&format!(" line {line}"));
         }
         if let Some(step) = &self.step {
-            text.push_str(&format!(", step `{}`", crate::sanitize::terminal(step)));
+            text.push_str(&format!(", step `{}`", crate::describe::terminal(step)));
         }
         text.push_str(": ");
-        text.push_str(&crate::sanitize::terminal(&self.message));
+        text.push_str(&crate::describe::terminal(&self.message));
         text
     }
 }
@@ -55,12 +55,12 @@ pub struct Step {
 impl Step {
     /// `[1] build: make build`, for headers and plans; untrusted text made terminal-safe.
     pub fn label(&self) -> String {
-        let run = crate::sanitize::terminal(&self.run);
+        let run = crate::describe::terminal(&self.run);
         match &self.name {
             Some(name) => format!(
                 "[{}] {}: {run}",
                 self.index,
-                crate::sanitize::terminal(name)
+                crate::describe::terminal(name)
             ),
             None => format!("[{}] {run}", self.index),
         }
@@ -99,7 +99,7 @@ impl Step {
             warnings.push(format!(
                 "`{operator}` is passed to `{}` as an argument, not run as a shell operator; for a \
                  shell, write `sh -c '…'`",
-                crate::sanitize::terminal(program)
+                crate::describe::terminal(program)
             ));
         }
         let variable = self.argv.iter().find(|w| {
@@ -112,7 +112,7 @@ impl Step {
             warnings.push(format!(
                 "`{}` is passed as written: no shell expands variables; for a shell, write \
                  `sh -c '…'`",
-                crate::sanitize::terminal(word)
+                crate::describe::terminal(word)
             ));
         }
         warnings

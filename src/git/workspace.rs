@@ -20,9 +20,9 @@ use git2::{Oid, Repository};
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, SFlag};
 
-use crate::dirfd;
-use crate::dirs::Dirs;
-use crate::privilege::{self, StepUser};
+use crate::config::dirs::Dirs;
+use crate::isolation::dirfd;
+use crate::isolation::privilege::{self, StepUser};
 
 /// The most bytes of artifacts kept per run.
 pub const ARTIFACTS_CAP: u64 = 256 << 20;
@@ -147,7 +147,7 @@ struct Collector<'a> {
 impl Collector<'_> {
     fn copy_dir(&mut self, dir: OwnedFd, relative: &Path) {
         if relative.components().count() >= MAX_DEPTH {
-            let shown = crate::sanitize::terminal(&relative.to_string_lossy());
+            let shown = crate::describe::terminal(&relative.to_string_lossy());
             self.notes.push(format!(
                 "artifacts below `{shown}` not kept: directories are kept {MAX_DEPTH} levels deep"
             ));
@@ -169,7 +169,7 @@ impl Collector<'_> {
                 Ok(_) => "only regular files are kept (not links, devices or FIFOs)".to_string(),
                 Err(e) => e.to_string(),
             };
-            let shown = crate::sanitize::terminal(&rel.to_string_lossy());
+            let shown = crate::describe::terminal(&rel.to_string_lossy());
             self.notes
                 .push(format!("artifact `{shown}` not kept: {refused}"));
         }

@@ -16,11 +16,11 @@ use std::path::PathBuf;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file;
-use crate::dirs::Dirs;
+use crate::config::dirs::Dirs;
 use crate::error::Error;
-use crate::lock::RepoLock;
-use crate::records::{self, Trigger};
+use crate::state::atomic_file;
+use crate::state::lock::RepoLock;
+use crate::state::records::{self, Trigger};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -129,7 +129,7 @@ pub fn restore(dirs: &Dirs, repo: &str, _lock: &RepoLock) {
     if let Some(entry) = entry.filter(|_| started) {
         // Its run started (and died, or it would have released the claim): the commit counts as seen,
         // so that `tick` does not run it again by itself.
-        let _ = crate::seen::set(dirs, repo, &entry.commit);
+        let _ = crate::state::seen::set(dirs, repo, &entry.commit);
     }
     if started || path(dirs, repo).exists() {
         let _ = std::fs::remove_file(&claim);

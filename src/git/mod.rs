@@ -1,5 +1,8 @@
 //! Everything phantom_ci asks of a git repository, through libgit2.
 
+pub mod mirror;
+pub mod workspace;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -113,7 +116,7 @@ pub fn read_tree_file(
         let Some(entry) = tree.get_name(part).map(|e| e.to_owned()) else {
             return Ok(TreeFile::Missing);
         };
-        let shown = crate::sanitize::terminal(&parts[..=i].join("/"));
+        let shown = crate::describe::terminal(&parts[..=i].join("/"));
         let last = i + 1 == parts.len();
         match (entry.kind(), entry.filemode()) {
             (Some(ObjectType::Tree), _) if !last => {

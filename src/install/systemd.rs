@@ -25,7 +25,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::dirs::Dirs;
+use crate::config::dirs::Dirs;
 use crate::error::Error;
 
 pub const SERVICE: &str = "phantom_ci.service";
@@ -253,7 +253,7 @@ fn path_text(path: &Path) -> Result<String, Error> {
         Error::Usage(format!(
             "`{}` cannot be written into a systemd unit (it is not UTF-8, or has control \
              characters or surrounding spaces); choose another path",
-            crate::sanitize::terminal(&path.to_string_lossy())
+            crate::describe::terminal(&path.to_string_lossy())
         ))
     };
     let text = path.to_str().ok_or_else(bad)?;

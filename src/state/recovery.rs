@@ -13,11 +13,11 @@ use std::time::SystemTime;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::config::dirs::Dirs;
 use crate::config::{KeepWorkspace, Repo};
-use crate::dirs::Dirs;
 use crate::error::Error;
-use crate::lock::RepoLock;
-use crate::records::{self, RunResult};
+use crate::state::lock::RepoLock;
+use crate::state::records::{self, RunResult};
 
 /// Records the newest run of `repo` as `aborted` if it is still `running`. The caller holds the lock.
 /// Returns the number of the run it recorded, if any.

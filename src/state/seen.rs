@@ -2,9 +2,9 @@
 //! branch when its tip differs from it (or when there is none yet: the first sight runs the tip).
 //! Manual runs do not change it.
 
-use crate::atomic_file;
-use crate::dirs::Dirs;
+use crate::config::dirs::Dirs;
 use crate::error::Error;
+use crate::state::atomic_file;
 
 pub fn get(dirs: &Dirs, repo: &str) -> Option<String> {
     let text = std::fs::read_to_string(dirs.seen().join(repo)).ok()?;

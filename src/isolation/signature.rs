@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 
 use git2::{Oid, Repository};
 
-use crate::reaper;
-use crate::runner::env::DEFAULT_PATH;
-use crate::sanitize;
+use crate::describe;
+use crate::isolation::DEFAULT_PATH;
+use crate::isolation::reaper;
 
 /// Why a commit does not run.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub fn verify(source: &Repository, commit: Oid, allowed_signers: &Path) -> Resul
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let text = sanitize::terminal(&lines.join("; "));
+    let text = describe::terminal(&lines.join("; "));
     if ok {
         Ok(text)
     } else {

@@ -1,0 +1,13 @@
+//! Everything between a pusher's workflow and the machine: who a step runs as, its limits and sandbox,
+//! the processes it leaves behind, the signals that end a run, directories walked without following a
+//! step's links, and the signatures a commit must carry.
+
+pub mod dirfd;
+pub mod privilege;
+pub mod reaper;
+pub mod sandbox;
+pub mod signals;
+pub mod signature;
+
+/// `PATH` for steps and helpers when phantom_ci's own environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";

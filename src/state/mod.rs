@@ -1,0 +1,11 @@
+//! Everything phantom_ci keeps under its data dir between invocations: run records, the queue of
+//! commits to run, the commits already seen, per-repo locks, the spool pushers may write, and crash
+//! recovery. Every write here is atomic or append-only, so a crash never leaves a state file half-written.
+
+pub mod atomic_file;
+pub mod lock;
+pub mod queue;
+pub mod records;
+pub mod recovery;
+pub mod seen;
+pub mod spool;
