@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::commands::{self, Context};
 use crate::config::dirs::Dirs;
@@ -65,9 +65,22 @@ pub enum Command {
     Report(commands::report::ReportArgs),
     /// Install the post-receive hook into a bare repository, or the systemd units
     Configure(commands::configure::ConfigureArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    Completions(commands::completions::CompletionsArgs),
+    /// Print the manual page (roff): `phantom_ci man | man -l -`
+    #[command(hide = true)]
+    Man(commands::man::ManArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
+    // These describe the command line itself: no directories, no configuration.
+    match cli.command {
+        Some(Command::Completions(args)) => {
+            return commands::completions::run(args, Cli::command());
+        }
+        Some(Command::Man(args)) => return commands::man::run(args, Cli::command()),
+        _ => {}
+    }
     disable_git_owner_check()?;
     let given =
         |option: bool, var: &str| option || std::env::var_os(var).is_some_and(|v| !v.is_empty());
@@ -117,6 +130,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Some(Command::Logs(args)) => commands::logs::run(args, &ctx),
         Some(Command::Report(args)) => commands::report::run(args, &ctx),
         Some(Command::Configure(args)) => commands::configure::run(args, &ctx),
+        Some(Command::Completions(_) | Command::Man(_)) => Ok(ExitStatus::Success),
     }
 }
 

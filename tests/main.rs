@@ -14,6 +14,7 @@ mod hook;
 mod layout;
 mod manage;
 mod notify;
+mod packaging;
 mod report;
 mod run;
 mod sandbox;

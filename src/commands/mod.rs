@@ -3,11 +3,13 @@
 
 pub mod add;
 pub mod check;
+pub mod completions;
 pub mod configure;
 pub mod hook;
 pub mod list;
 pub mod log_follow;
 pub mod logs;
+pub mod man;
 pub mod remove;
 pub mod report;
 pub mod run;
