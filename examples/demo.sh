@@ -22,7 +22,7 @@ if [ -n "${PHANTOM_CI_BIN:-}" ]; then
     bin=$PHANTOM_CI_BIN
 else
     say "==> building phantom_ci (cargo build --release)"
-    (cd -- "$project" && cargo build --release --quiet)
+    (cd -- "$project" && cargo build --release)
     target=${CARGO_TARGET_DIR:-target}
     case $target in /*) ;; *) target=$project/$target ;; esac
     bin=$target/release/phantom_ci

@@ -46,7 +46,7 @@ pub fn has_line(text: &str, line: &str) -> bool {
 }
 
 /// The fixed environment every process of a test gets.
-fn fixed_env(home: &Path) -> Vec<(&'static str, String)> {
+pub fn fixed_env(home: &Path) -> Vec<(&'static str, String)> {
     vec![
         (
             "PATH",
