@@ -140,6 +140,7 @@ pub fn execute(
     };
     let conclusion = run.conduct();
     let kept_workspace = run.kept_workspace.take();
+    out.note_not_shown();
 
     record.result = conclusion.result;
     record.message = conclusion.message;
@@ -163,6 +164,8 @@ pub fn execute(
         human_ms(record.duration_ms)
     ));
     run_dir.write(&record)?;
+    // The record is final; now the console may have its last lines, if it takes them.
+    out.close();
     records::prune(dirs, &repo.name, repo.keep_runs)?;
     Ok(Finished {
         record,
