@@ -210,3 +210,48 @@ fn a_repository_with_a_work_tree_matches_its_git_dir() {
         .stdout(predicates::str::contains("from-a-work-tree"));
     assert_eq!(env.run_json("app", 1)["commit"], commit.as_str());
 }
+
+#[test]
+fn a_hundred_thousand_ref_lines_queue_the_configured_branch_once() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"echo ran-once\"\n");
+    let commit = repo.commit_and_push("many refs");
+    // Two sections on the repository; only `app`'s branch is in the input.
+    env.write_repo_toml(&format!(
+        "{}{}",
+        env.section("app", &repo, ""),
+        env.section("rel", &repo, "target_branch = \"release\"")
+    ));
+    // 100,000 distinct branches (quadratic to deduplicate with a list), `master` among them three
+    // times, tags, and a deletion of `release`.
+    let zeros = "0".repeat(40);
+    let other = "1".repeat(40);
+    let mut input = String::new();
+    for i in 0..100_000 {
+        if i % 40_000 == 0 {
+            input.push_str(&format!("{zeros} {commit} refs/heads/master\n"));
+        }
+        input.push_str(&format!("{zeros} {other} refs/heads/b{i}\n"));
+        if i % 10_000 == 0 {
+            input.push_str(&format!("{zeros} {other} refs/tags/t{i}\n"));
+        }
+    }
+    input.push_str(&format!("{other} {zeros} refs/heads/release\n"));
+    let out = env
+        .phantom()
+        .args(["hook", "--wait"])
+        .current_dir(&repo.bare)
+        .env("GIT_DIR", &repo.bare)
+        .write_stdin(input)
+        .assert()
+        .success();
+    let stdout = crate::support::stdout_of(&out);
+    assert_eq!(stdout.matches("phantom_ci: queued").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("queued `app`").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("ran-once").count(), 2, "header and output: {stdout}");
+    assert_eq!(env.runs("app"), [1]);
+    assert!(env.runs("rel").is_empty());
+    assert_eq!(env.run_json("app", 1)["commit"], commit.as_str());
+    assert!(!env.data.join("queue/app.json").exists());
+}
