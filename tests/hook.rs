@@ -249,7 +249,11 @@ fn a_hundred_thousand_ref_lines_queue_the_configured_branch_once() {
     let stdout = crate::support::stdout_of(&out);
     assert_eq!(stdout.matches("phantom_ci: queued").count(), 1, "{stdout}");
     assert_eq!(stdout.matches("queued `app`").count(), 1, "{stdout}");
-    assert_eq!(stdout.matches("ran-once").count(), 2, "header and output: {stdout}");
+    assert_eq!(
+        stdout.matches("ran-once").count(),
+        2,
+        "header and output: {stdout}"
+    );
     assert_eq!(env.runs("app"), [1]);
     assert!(env.runs("rel").is_empty());
     assert_eq!(env.run_json("app", 1)["commit"], commit.as_str());

@@ -445,7 +445,11 @@ mod a_console_that_never_reads {
         assert!(log[end - FLOOD..end].iter().all(|b| *b == 0));
         assert_eq!(log[end - FLOOD - 1], b'\n', "nothing mixed into the output");
         let text = String::from_utf8_lossy(&log[end..]);
-        assert_eq!(text.matches("the console did not keep up").count(), 1, "{text}");
+        assert_eq!(
+            text.matches("the console did not keep up").count(),
+            1,
+            "{text}"
+        );
         let missed: usize = text
             .split("the console did not keep up: ")
             .nth(1)

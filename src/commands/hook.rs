@@ -41,7 +41,10 @@ pub fn run(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
 }
 
 fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
-    let Moved { branches: moved, cut } = moved_branches(std::io::stdin().lock());
+    let Moved {
+        branches: moved,
+        cut,
+    } = moved_branches(std::io::stdin().lock());
     if cut {
         eprintln!(
             "phantom_ci: the push updated more refs than the hook reads (its first {} MiB of ref \

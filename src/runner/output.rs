@@ -192,16 +192,14 @@ impl Console {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
         });
-        let thread = std::thread::Builder::new()
-            .name("console".into())
-            .spawn({
-                let shared = shared.clone();
-                move || {
-                    deliver(&shared, console);
-                    shared.lock().done = true;
-                    shared.changed.notify_all();
-                }
-            })?;
+        let thread = std::thread::Builder::new().name("console".into()).spawn({
+            let shared = shared.clone();
+            move || {
+                deliver(&shared, console);
+                shared.lock().done = true;
+                shared.changed.notify_all();
+            }
+        })?;
         Ok(Console {
             shared,
             thread: Some(thread),
@@ -248,8 +246,8 @@ impl Console {
                 taken = state.taken;
                 progress = Instant::now();
             }
-            let signalled = signals::insisted()
-                || (!signalled_before && signals::requested().is_some());
+            let signalled =
+                signals::insisted() || (!signalled_before && signals::requested().is_some());
             if !state.done && (progress.elapsed() >= CONSOLE_STALL || signalled) {
                 // The writer may be stuck in a write for ever: leave it there, with nothing more to
                 // write; it ends by itself if the console ever takes that write, or with the process.
@@ -427,7 +425,10 @@ pub(crate) mod tests {
             .unwrap_or_else(|| panic!("no note: {}", &seen[seen.len().saturating_sub(300)..]));
         assert!(told >= missed && told < missed + 200, "{told} vs {missed}");
         let log = std::fs::read_to_string(&log_path).unwrap();
-        assert!(log.starts_with(&"y".repeat(total)), "the log has every byte");
+        assert!(
+            log.starts_with(&"y".repeat(total)),
+            "the log has every byte"
+        );
         assert_eq!(log.matches("did not keep up").count(), 1, "one note");
         assert!(log.contains(&format!("{missed} bytes of output were not shown on it")));
     }
