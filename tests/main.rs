@@ -19,4 +19,5 @@ mod run;
 mod sandbox;
 mod service;
 mod signed;
+mod state;
 mod tick;
