@@ -259,3 +259,56 @@ fn a_hundred_thousand_ref_lines_queue_the_configured_branch_once() {
     assert_eq!(env.run_json("app", 1)["commit"], commit.as_str());
     assert!(!env.data.join("queue/app.json").exists());
 }
+
+#[test]
+fn a_pusher_who_cannot_read_the_config_leaves_a_few_spool_notes_for_many_refs() {
+    if !crate::support::needs_root() {
+        return;
+    }
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::shared();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"true\"\n");
+    repo.commit_and_push("one");
+    env.write_repo_toml(&env.section_as("app", &repo, "nobody", ""));
+    let repo_toml = env.config.join("Repo.toml");
+    std::fs::set_permissions(&repo_toml, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The root tick makes the spool, a drop box; then the pusher `nobody` pushes 100,000 branches.
+    env.phantom().arg("tick").assert().success();
+    let spool = env.data.join("spool");
+    let exe = assert_cmd::cargo::cargo_bin!("phantom_ci");
+    let mut hook = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(exe)
+        .arg("--config-dir")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(&env.data)
+        .arg("hook")
+        .env("GIT_DIR", &repo.bare)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (zeros, other) = ("0".repeat(40), "1".repeat(40));
+    let input: String = (0..100_000)
+        .map(|i| format!("{zeros} {other} refs/heads/b{i}\n"))
+        .collect();
+    let mut stdin = hook.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = hook.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("and 99984 more branches"),
+        "{}",
+        &stdout[stdout.len().saturating_sub(500)..]
+    );
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        16,
+        "not 100,000 notes"
+    );
+}
