@@ -92,7 +92,7 @@ pub fn follow(
 /// The record, or `None` while the run is starting and has not written it yet. One that cannot be read
 /// ends the following with an error naming the run and the file.
 fn read_record(run: &RunDir) -> Result<Option<RunRecord>, Error> {
-    records::read_settled(run).map_err(Error::from)
+    records::peek(run).map_err(Error::from)
 }
 
 fn open_log(run: &RunDir) -> Result<Option<File>, Error> {

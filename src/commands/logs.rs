@@ -53,7 +53,7 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     if !args.follow {
         // The log is printed whatever the record says; a record that cannot be read is said after it,
         // and makes the exit status 1.
-        let record = records::read_settled(&run);
+        let record = records::peek(&run);
         let copied = match std::fs::File::open(run.log()) {
             Ok(mut log) => {
                 match std::io::copy(&mut log, &mut stdout).and_then(|_| stdout.flush()) {

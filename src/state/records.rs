@@ -249,17 +249,25 @@ pub fn journal_steps(run: &RunDir) -> Vec<StepRecord> {
 /// The record of `run`: `None` when it has no `run.json` (yet). A `running` record comes with the
 /// steps its journal holds.
 pub fn read(run: &RunDir) -> Result<Option<RunRecord>, Unreadable> {
+    let mut record = read_json(run)?;
+    if let Some(record) = record.as_mut()
+        && record.result == RunResult::Running
+    {
+        record.steps.extend(journal_steps(run));
+    }
+    Ok(record)
+}
+
+/// `run.json` as it is: while the run goes on, without its steps so far.
+fn read_json(run: &RunDir) -> Result<Option<RunRecord>, Unreadable> {
     let bytes = match std::fs::read(run.json()) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(run.unreadable(format!("cannot read it: {e}"))),
     };
-    let mut record: RunRecord = serde_json::from_slice(&bytes)
-        .map_err(|e| run.unreadable(format!("not a valid run record: {e}")))?;
-    if record.result == RunResult::Running {
-        record.steps.extend(journal_steps(run));
-    }
-    Ok(Some(record))
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| run.unreadable(format!("not a valid run record: {e}")))
 }
 
 /// A process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22): with the pid, it
@@ -384,7 +392,17 @@ pub fn list(dirs: &Dirs, repo: &str) -> Vec<u64> {
 /// Like [`read`], but a missing `run.json` of a run whose process is gone is unreadable too; `None`
 /// only while a run may still be starting.
 pub fn read_settled(run: &RunDir) -> Result<Option<RunRecord>, Unreadable> {
-    match read(run)? {
+    settled(run, read(run)?)
+}
+
+/// Like [`read_settled`], without the steps of a run in progress: cheap enough to poll whatever the
+/// number of steps (`logs --follow` asks only whether the run ended).
+pub fn peek(run: &RunDir) -> Result<Option<RunRecord>, Unreadable> {
+    settled(run, read_json(run)?)
+}
+
+fn settled(run: &RunDir, record: Option<RunRecord>) -> Result<Option<RunRecord>, Unreadable> {
+    match record {
         None if run.owner_alive() == Some(false) => {
             Err(run.unreadable("it is missing, and the run's process is gone"))
         }
