@@ -210,3 +210,105 @@ fn a_repository_with_a_work_tree_matches_its_git_dir() {
         .stdout(predicates::str::contains("from-a-work-tree"));
     assert_eq!(env.run_json("app", 1)["commit"], commit.as_str());
 }
+
+#[test]
+fn a_hundred_thousand_ref_lines_queue_the_configured_branch_once() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"echo ran-once\"\n");
+    let commit = repo.commit_and_push("many refs");
+    // Two sections on the repository; only `app`'s branch is in the input.
+    env.write_repo_toml(&format!(
+        "{}{}",
+        env.section("app", &repo, ""),
+        env.section("rel", &repo, "target_branch = \"release\"")
+    ));
+    // 100,000 distinct branches (quadratic to deduplicate with a list), `master` among them three
+    // times, tags, and a deletion of `release`.
+    let zeros = "0".repeat(40);
+    let other = "1".repeat(40);
+    let mut input = String::new();
+    for i in 0..100_000 {
+        if i % 40_000 == 0 {
+            input.push_str(&format!("{zeros} {commit} refs/heads/master\n"));
+        }
+        input.push_str(&format!("{zeros} {other} refs/heads/b{i}\n"));
+        if i % 10_000 == 0 {
+            input.push_str(&format!("{zeros} {other} refs/tags/t{i}\n"));
+        }
+    }
+    input.push_str(&format!("{other} {zeros} refs/heads/release\n"));
+    let out = env
+        .phantom()
+        .args(["hook", "--wait"])
+        .current_dir(&repo.bare)
+        .env("GIT_DIR", &repo.bare)
+        .write_stdin(input)
+        .assert()
+        .success();
+    let stdout = crate::support::stdout_of(&out);
+    assert_eq!(stdout.matches("phantom_ci: queued").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("queued `app`").count(), 1, "{stdout}");
+    assert_eq!(
+        stdout.matches("ran-once").count(),
+        2,
+        "header and output: {stdout}"
+    );
+    assert_eq!(env.runs("app"), [1]);
+    assert!(env.runs("rel").is_empty());
+    assert_eq!(env.run_json("app", 1)["commit"], commit.as_str());
+    assert!(!env.data.join("queue/app.json").exists());
+}
+
+#[test]
+fn a_pusher_who_cannot_read_the_config_leaves_a_few_spool_notes_for_many_refs() {
+    if !crate::support::needs_root() {
+        return;
+    }
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::shared();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"true\"\n");
+    repo.commit_and_push("one");
+    env.write_repo_toml(&env.section_as("app", &repo, "nobody", ""));
+    let repo_toml = env.config.join("Repo.toml");
+    std::fs::set_permissions(&repo_toml, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The root tick makes the spool, a drop box; then the pusher `nobody` pushes 100,000 branches.
+    env.phantom().arg("tick").assert().success();
+    let spool = env.data.join("spool");
+    let exe = assert_cmd::cargo::cargo_bin!("phantom_ci");
+    let mut hook = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(exe)
+        .arg("--config-dir")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(&env.data)
+        .arg("hook")
+        .env("GIT_DIR", &repo.bare)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (zeros, other) = ("0".repeat(40), "1".repeat(40));
+    let input: String = (0..100_000)
+        .map(|i| format!("{zeros} {other} refs/heads/b{i}\n"))
+        .collect();
+    let mut stdin = hook.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = hook.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("and 99984 more branches"),
+        "{}",
+        &stdout[stdout.len().saturating_sub(500)..]
+    );
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        16,
+        "not 100,000 notes"
+    );
+}

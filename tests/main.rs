@@ -21,5 +21,6 @@ mod run;
 mod sandbox;
 mod service;
 mod signed;
+mod state;
 mod tick;
 mod walkthrough;

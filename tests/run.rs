@@ -411,3 +411,117 @@ fn a_configured_path_keeps_its_settings_on_another_branch() {
         .stdout(predicate::str::contains("\nFROM_REPO=yes\n"));
     assert_eq!(env.run_json("app", 1)["branch"], "feature");
 }
+
+/// A console that stops reading (issue 8 item 6): phantom_ci's stdout is a pipe whose read end the
+/// test keeps open and never reads, so a write to it blocks once the pipe is full.
+mod a_console_that_never_reads {
+    use std::io::Write;
+    use std::process::{Child, Stdio};
+
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    use crate::support::{TestEnv, process_running, wait_for};
+
+    /// Far more than the pipe and phantom_ci's console buffer hold together.
+    const FLOOD: usize = 8_000_000;
+
+    fn flooding_step(sleep: &str, timeout: &str) -> String {
+        format!(
+            "[0]\nrun = \"sh -c 'head -c {FLOOD} /dev/zero; echo printed-all; exec sleep {sleep}'\"\n\
+             timeout = \"{timeout}\"\n[1]\nrun = \"echo never\"\n"
+        )
+    }
+
+    /// The log holds the step's output byte for byte and one note saying how much the console missed.
+    fn assert_log_complete(env: &TestEnv) {
+        let log = std::fs::read(env.run_file("app", 1, "log")).unwrap();
+        // (The step's header line names `printed-all` too, not after a NUL.)
+        let end = 1 + log
+            .windows(b"\0printed-all".len())
+            .position(|w| w == b"\0printed-all")
+            .expect("the log has the end of the output");
+        assert!(end > FLOOD, "the log has all {FLOOD} bytes");
+        assert!(log[end - FLOOD..end].iter().all(|b| *b == 0));
+        assert_eq!(log[end - FLOOD - 1], b'\n', "nothing mixed into the output");
+        let text = String::from_utf8_lossy(&log[end..]);
+        assert_eq!(
+            text.matches("the console did not keep up").count(),
+            1,
+            "{text}"
+        );
+        let missed: usize = text
+            .split("the console did not keep up: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the note says how much was not shown: {text}"));
+        assert!(missed > 0 && missed <= FLOOD + 4096, "{missed}");
+    }
+
+    /// phantom_ci ends by itself: it does not wait for ever for a console that takes nothing.
+    fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_for("phantom_ci to exit", || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap()
+    }
+
+    #[test]
+    fn the_timeout_still_fires_and_the_log_has_everything() {
+        let env = TestEnv::new();
+        env.app(&flooding_step("1031", "2s"), "");
+        let mut child = env
+            .phantom_std()
+            .args(["run", "app"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _never_read = child.stdout.take().unwrap();
+        let record = env.wait_for_run("app", 1);
+        assert_eq!(record["result"], "timeout", "{record}");
+        assert_eq!(record["steps"][0]["result"], "timeout");
+        assert_eq!(record["steps"][1]["result"], "skipped");
+        assert_log_complete(&env);
+        assert_eq!(wait_for_exit(&mut child).code(), Some(1));
+        assert!(!process_running(&["sleep", "1031"]), "the step was killed");
+    }
+
+    #[test]
+    fn sigterm_to_a_waiting_hook_still_aborts_the_run() {
+        let env = TestEnv::new();
+        let (repo, commit) = env.app(&flooding_step("1032", "10m"), "");
+        let mut child = env
+            .phantom_std()
+            .args(["hook", "--wait"])
+            .env("GIT_DIR", &repo.bare)
+            .current_dir(&repo.bare)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let zeros = "0".repeat(40);
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{zeros} {commit} refs/heads/master").unwrap();
+        drop(stdin);
+        let _never_read = child.stdout.take().unwrap();
+        // The whole output reached the log although the console took at most a pipe's worth of it.
+        wait_for("the step's output in the log", || {
+            std::fs::read(env.run_file("app", 1, "log"))
+                .is_ok_and(|log| log.windows(12).any(|w| w == b"\0printed-all"))
+        });
+        wait_for("the step's sleep", || process_running(&["sleep", "1032"]));
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let record = env.wait_for_run("app", 1);
+        assert_eq!(record["result"], "aborted", "{record}");
+        assert!(record["message"].as_str().unwrap().contains("SIGTERM"));
+        assert_log_complete(&env);
+        // A hook never fails the push.
+        assert_eq!(wait_for_exit(&mut child).code(), Some(0));
+        assert!(!process_running(&["sleep", "1032"]), "the step was killed");
+    }
+}

@@ -3,7 +3,8 @@
 //! detached worker (or, with `--wait`, runs it in the foreground for the pusher to watch). It never makes
 //! the push fail: every problem is one line on stderr and exit status 0.
 
-use std::io::BufRead;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -23,6 +24,15 @@ pub struct HookArgs {
     pub wait: bool,
 }
 
+/// How much of stdin the hook reads: 16 MiB of ref lines, some 150,000 refs of a SHA-1 repository.
+/// Reading is one pass, linear in what is read; refs past the cap are ignored (and the pusher is told),
+/// and the timer's `tick` still checks every configured branch.
+pub const MAX_REF_INPUT: u64 = 16 << 20;
+
+/// At most this many spool notes per push: a note only makes the root `tick` look at every configured
+/// repo again, so one would do; a few keep the branch names for whoever reads the spool.
+const MAX_SPOOL_NOTES: usize = 16;
+
 pub fn run(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     if let Err(message) = hook(&args, ctx) {
         eprintln!("phantom_ci: {message}");
@@ -31,7 +41,17 @@ pub fn run(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
 }
 
 fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
-    let moved = moved_branches(std::io::stdin().lock());
+    let Moved {
+        branches: moved,
+        cut,
+    } = moved_branches(std::io::stdin().lock());
+    if cut {
+        eprintln!(
+            "phantom_ci: the push updated more refs than the hook reads (its first {} MiB of ref \
+             lines); the rest were ignored here, and `phantom_ci tick` checks every configured branch",
+            MAX_REF_INPUT >> 20
+        );
+    }
     if moved.is_empty() {
         return Ok(());
     }
@@ -45,8 +65,16 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
         Err(ConfigError::Read { source, .. })
             if source.kind() == std::io::ErrorKind::PermissionDenied =>
         {
-            for branch in &moved {
+            let mut branches: Vec<&String> = moved.iter().collect();
+            branches.sort_unstable();
+            for branch in branches.iter().take(MAX_SPOOL_NOTES) {
                 spool_note(ctx, &git_dir, branch)?;
+            }
+            if branches.len() > MAX_SPOOL_NOTES {
+                println!(
+                    "phantom_ci: and {} more branches; the phantom_ci service checks them all",
+                    branches.len() - MAX_SPOOL_NOTES
+                );
             }
             return Ok(());
         }
@@ -100,24 +128,51 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
     }
 }
 
-/// The branches that moved to a new commit (not deletions, not tags or other refs).
-fn moved_branches(input: impl BufRead) -> Vec<String> {
-    let mut branches = Vec::new();
-    for line in input.lines().map_while(Result::ok) {
-        let mut fields = line.split_whitespace();
+/// What the ref lines on stdin say.
+#[derive(Debug)]
+struct Moved {
+    /// The branches that moved to a new commit (not deletions, not tags or other refs), each once.
+    branches: HashSet<String>,
+    /// Whether the input went on past [`MAX_REF_INPUT`].
+    cut: bool,
+}
+
+/// Reads the `<old> <new> <ref>` lines in one pass, at most [`MAX_REF_INPUT`] bytes of them.
+fn moved_branches(input: impl Read) -> Moved {
+    let mut reader = BufReader::new(input.take(MAX_REF_INPUT));
+    let mut branches = HashSet::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        // A line the cap cut short could name another branch (`master` of `master-old`).
+        if line.last() != Some(&b'\n') && reader.get_ref().limit() == 0 {
+            break;
+        }
+        // A line that is not UTF-8 names no branch phantom_ci runs; the next ones still count.
+        let Ok(text) = std::str::from_utf8(&line) else {
+            continue;
+        };
+        let mut fields = text.split_whitespace();
         let (Some(_old), Some(new), Some(refname)) = (fields.next(), fields.next(), fields.next())
         else {
             continue;
         };
-        let deleted = !new.is_empty() && new.bytes().all(|b| b == b'0');
+        let deleted = new.bytes().all(|b| b == b'0');
         if let Some(branch) = refname.strip_prefix("refs/heads/")
             && !deleted
-            && !branches.iter().any(|b| b == branch)
+            && !branches.contains(branch)
         {
-            branches.push(branch.to_string());
+            branches.insert(branch.to_string());
         }
     }
-    branches
+    let capped = reader.into_inner();
+    let at_cap = capped.limit() == 0;
+    let cut = at_cap && capped.into_inner().read(&mut [0u8]).is_ok_and(|n| n > 0);
+    Moved { branches, cut }
 }
 
 /// Whether `repo` is configured at the repository the hook runs in (`git_dir`, canonical).
@@ -198,6 +253,38 @@ mod tests {
              garbage\n\
              aaaa cccc refs/heads/master\n"
         );
-        assert_eq!(moved_branches(input.as_bytes()), ["master", "feature/x"]);
+        let moved = moved_branches(input.as_bytes());
+        let mut branches: Vec<&str> = moved.branches.iter().map(String::as_str).collect();
+        branches.sort_unstable();
+        assert_eq!(branches, ["feature/x", "master"]);
+        assert!(!moved.cut);
+    }
+
+    #[test]
+    fn input_past_the_cap_is_not_read_and_a_cut_line_does_not_count() {
+        let line = format!("{} {} refs/heads/other\n", "a".repeat(40), "b".repeat(40));
+        // The cap falls inside a `master-old` line, right after `refs/heads/master`.
+        let cut = format!("{} {} refs/heads/master", "a".repeat(40), "b".repeat(40));
+        let rest = MAX_REF_INPUT as usize - cut.len();
+        let full = (rest - 15) / line.len();
+        let pad = rest - full * line.len();
+        let mut input = line.repeat(full);
+        input.push_str(&format!("a b refs/tags/{}\n", "p".repeat(pad - 15)));
+        assert_eq!(input.len() + cut.len(), MAX_REF_INPUT as usize);
+        input.push_str(&cut);
+        input.push_str("-old\n");
+        input.push_str(&line.replace("other", "late"));
+        let moved = moved_branches(input.as_bytes());
+        assert!(moved.cut);
+        let branches: Vec<&String> = moved.branches.iter().collect();
+        assert_eq!(branches, ["other"], "not `master`, not past the cap");
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_does_not_hide_the_next() {
+        let mut input = b"aaaa bbbb refs/heads/\xff\n".to_vec();
+        input.extend_from_slice(b"aaaa bbbb refs/heads/master\n");
+        let moved = moved_branches(input.as_slice());
+        assert!(moved.branches.contains("master"));
     }
 }

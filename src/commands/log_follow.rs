@@ -10,7 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::state::records::{RunDir, RunRecord, RunResult};
+use crate::state::records::{self, RunDir, RunRecord, RunResult};
 
 /// How often the follower looks for more output.
 pub const POLL: Duration = Duration::from_millis(200);
@@ -89,20 +89,10 @@ pub fn follow(
     }
 }
 
-/// The record, or `None` while the run is starting and has not written it yet.
+/// The record, or `None` while the run is starting and has not written it yet. One that cannot be read
+/// ends the following with an error naming the run and the file.
 fn read_record(run: &RunDir) -> Result<Option<RunRecord>, Error> {
-    let path = run.json();
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("cannot read", path, e)),
-    };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        Error::Other(format!(
-            "`{}` is not a valid run record: {e}",
-            path.display()
-        ))
-    })
+    records::peek(run).map_err(Error::from)
 }
 
 fn open_log(run: &RunDir) -> Result<Option<File>, Error> {
@@ -136,7 +126,7 @@ mod tests {
     use super::*;
     use crate::config::dirs::Dirs;
     use crate::runner::output::tests::Shared;
-    use crate::state::records::{self, Trigger};
+    use crate::state::records::Trigger;
 
     fn record(result: RunResult) -> RunRecord {
         RunRecord {

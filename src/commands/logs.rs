@@ -51,13 +51,26 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let run = records::run_dir(&ctx.dirs, &args.repo, number);
     let mut stdout = std::io::stdout().lock();
     if !args.follow {
-        let mut log =
-            std::fs::File::open(run.log()).map_err(|e| Error::io("cannot read", run.log(), e))?;
-        return match std::io::copy(&mut log, &mut stdout).and_then(|_| stdout.flush()) {
-            Ok(()) => Ok(ExitStatus::Success),
-            Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
-            Err(e) => Err(Error::io("cannot copy", run.log(), e)),
+        // The log is printed whatever the record says; a record that cannot be read is said after it,
+        // and makes the exit status 1.
+        let record = records::peek(&run);
+        let copied = match std::fs::File::open(run.log()) {
+            Ok(mut log) => {
+                match std::io::copy(&mut log, &mut stdout).and_then(|_| stdout.flush()) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+                    Err(e) => Err(Error::io("cannot copy", run.log(), e)),
+                }
+            }
+            Err(e) => Err(Error::io("cannot read", run.log(), e)),
         };
+        if let Err(unreadable) = record {
+            if let Err(e) = copied {
+                eprintln!("phantom_ci: {e}");
+            }
+            return Err(unreadable.into());
+        }
+        return copied.map(|()| ExitStatus::Success);
     }
     // A record that says `running` whose process is gone will be recorded `aborted` by the next
     // invocation; there is nothing more to follow.

@@ -19,7 +19,15 @@ pub fn run(args: ReportArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let config = Config::load(&ctx.dirs.repo_toml())?;
     let dir = std::path::absolute(&args.dir)
         .map_err(|e| Error::io("cannot resolve the report directory", &args.dir, e))?;
-    let index = report::write(&ctx.dirs, &config, &dir)?;
-    println!("{}", index.display());
-    Ok(ExitStatus::Success)
+    let written = report::write(&ctx.dirs, &config, &dir)?;
+    println!("{}", written.index.display());
+    // The report lists them as unreadable; the operator hears of it here.
+    for unreadable in &written.unreadable {
+        eprintln!("phantom_ci: {unreadable}");
+    }
+    Ok(if written.unreadable.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::RunFailed
+    })
 }

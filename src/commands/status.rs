@@ -25,6 +25,12 @@ struct StatusJson {
     branch: String,
     path: String,
     last_run: Option<RunRecord>,
+    /// Why the newest run's record cannot be shown (then `last_run` is null), if it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_run_error: Option<String>,
+    /// The number of that run.
+    #[serde(skip)]
+    unreadable_run: Option<u64>,
 }
 
 pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
@@ -33,18 +39,30 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let repos: Vec<StatusJson> = config
         .repos
         .iter()
-        .map(|repo| StatusJson {
-            repo: repo.name.clone(),
-            branch: repo.branch.clone(),
-            path: repo.location.to_string(),
-            last_run: records::last(&ctx.dirs, &repo.name, None),
+        .map(|repo| {
+            // The newest record, never an older one in place of one that cannot be read.
+            let newest = records::newest(&ctx.dirs, &repo.name);
+            StatusJson {
+                repo: repo.name.clone(),
+                branch: repo.branch.clone(),
+                path: repo.location.to_string(),
+                unreadable_run: newest.as_ref().err().map(|e| e.run),
+                last_run_error: newest.as_ref().err().map(ToString::to_string),
+                last_run: newest.ok().flatten(),
+            }
         })
         .collect();
+    // Damaged state is said on stderr and in the exit status (1), whatever the format.
+    let mut status = ExitStatus::Success;
+    for error in repos.iter().filter_map(|r| r.last_run_error.as_ref()) {
+        eprintln!("phantom_ci: {error}");
+        status = ExitStatus::RunFailed;
+    }
     if args.json {
         let json = serde_json::to_string_pretty(&repos)
             .map_err(|e| Error::Other(format!("cannot serialise the status: {e}")))?;
         println!("{json}");
-        return Ok(ExitStatus::Success);
+        return Ok(status);
     }
     if repos.is_empty() {
         eprintln!(
@@ -64,10 +82,21 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             &rows
         )
     );
-    Ok(ExitStatus::Success)
+    Ok(status)
 }
 
 fn row(status: &StatusJson, now: SystemTime) -> [String; 7] {
+    if let Some(number) = status.unreadable_run {
+        return [
+            status.repo.clone(),
+            terminal(&status.branch),
+            format!("#{number}"),
+            "unreadable".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ];
+    }
     let Some(run) = &status.last_run else {
         return [
             status.repo.clone(),

@@ -8,11 +8,18 @@ const LABEL: &str = "phantom_ci";
 
 /// The badge of a repo whose last run ended with `result` (`None`: it never ran).
 pub fn svg(result: Option<RunResult>) -> String {
-    let value = result.map_or("none", RunResult::as_str);
+    draw(result.map_or("none", RunResult::as_str), color(result))
+}
+
+/// The badge of a repo whose newest run's record cannot be read.
+pub fn unreadable() -> String {
+    draw("unreadable", "#9f9f9f")
+}
+
+fn draw(value: &str, color: &str) -> String {
     let left = text_width(LABEL) + 10;
     let right = text_width(value) + 10;
     let width = left + right;
-    let color = color(result);
     let (label, value) = (escape(LABEL), escape(value));
     // Text is drawn at 10× and scaled down, as shields.io does, for crisp half-pixel positions.
     let (label_x, value_x) = (left * 5, left * 10 + right * 5);
@@ -78,6 +85,8 @@ mod tests {
 
         let badge = svg(None);
         assert!(badge.contains(">none</text>") && badge.contains("fill=\"#9f9f9f\""));
+
+        assert!(unreadable().contains(">unreadable</text>"));
     }
 
     #[test]

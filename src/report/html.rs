@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use crate::describe;
 use crate::describe::{human_ms, short, signal_name};
-use crate::state::records::{RunRecord, RunResult, StepResult};
+use crate::state::records::{RunRecord, RunResult, StepResult, Unreadable};
 
 use super::LogTail;
 
@@ -38,7 +38,7 @@ th{background:#f4f4f4}code,pre{font-family:ui-monospace,monospace}\
 pre.log{background:#111;color:#ddd;padding:1em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}\
 .note{color:#666}.result{font-weight:bold}\
 .success{color:#2a7d12}.failure,.rejected{color:#c0392b}.error{color:#d35400}\
-.timeout{color:#9a7d0a}.aborted,.skipped{color:#777}.running{color:#1f6fb2}";
+.timeout{color:#9a7d0a}.aborted,.skipped{color:#777}.running{color:#1f6fb2}.unreadable{color:#c0392b}";
 
 /// A whole page; `root` is the way back to the report's root (`""` or `"../"`).
 fn page(title: &str, root: &str, body: &str) -> String {
@@ -68,8 +68,8 @@ fn duration(record: &RunRecord) -> String {
 pub struct RepoRuns {
     pub name: String,
     pub branch: String,
-    /// Its newest runs, newest first.
-    pub runs: Vec<RunRecord>,
+    /// Its newest runs, newest first; a record that cannot be read is listed as such.
+    pub runs: Vec<Result<RunRecord, Unreadable>>,
     /// How many runs are recorded in all.
     pub recorded: usize,
 }
@@ -111,6 +111,20 @@ pub fn index(repos: &[RepoRuns], generated_at: &str) -> String {
              <th>Trigger</th><th>Started</th><th>Duration</th></tr>\n",
         );
         for run in &repo.runs {
+            let run = match run {
+                Ok(run) => run,
+                Err(unreadable) => {
+                    let _ = writeln!(
+                        body,
+                        "<tr><td>#{}</td><td>{}</td><td colspan=\"5\">its record cannot be read: \
+                         {}</td></tr>",
+                        unreadable.run,
+                        result_cell("unreadable"),
+                        field(&unreadable.reason)
+                    );
+                    continue;
+                }
+            };
             let _ = writeln!(
                 body,
                 "<tr><td><a href=\"{name}/{n}.html\">#{n}</a></td><td>{}</td><td><code>{}</code></td>\
@@ -263,14 +277,31 @@ mod tests {
             &[RepoRuns {
                 name: "app".into(),
                 branch: "master".into(),
-                runs: vec![record],
-                recorded: 1,
+                runs: vec![
+                    Err(Unreadable {
+                        repo: "app".into(),
+                        run: 8,
+                        path: "/data/runs/app/8/run.json".into(),
+                        reason: "not a valid run record: <EOF>".into(),
+                    }),
+                    Ok(record),
+                ],
+                recorded: 2,
             }],
             "now",
         );
         assert!(!index.contains("<script>b"));
         assert!(index.contains("<a href=\"app/7.html\">#7</a>"));
         assert!(index.contains("failure"));
+        assert!(
+            index.contains("<td>#8</td><td><span class=\"result unreadable\">unreadable</span>"),
+            "{index}"
+        );
+        assert!(index.contains("cannot be read: not a valid run record: &lt;EOF&gt;"));
+        assert!(
+            !index.contains("/data/runs"),
+            "no path of the runner's in the report"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::config::dirs::Dirs;
 use crate::error::Error;
 use crate::state::atomic_file;
 use crate::state::lock::ReportLock;
-use crate::state::records::{self, RunRecord};
+use crate::state::records::{self, RunRecord, Unreadable};
 
 /// How many runs of each repo the index lists, newest first.
 pub const RECENT_RUNS: usize = 20;
@@ -39,9 +39,18 @@ pub struct LogTail {
     pub size: u64,
 }
 
+/// What [`write`] wrote.
+#[derive(Debug)]
+pub struct Written {
+    /// The path of `index.html`.
+    pub index: PathBuf,
+    /// The run records that could not be read: listed as such in the report, with no page.
+    pub unreadable: Vec<Unreadable>,
+}
+
 /// Writes the whole report into `dir` (created if missing): the index, a page for every recorded run of
-/// every configured repo, and their badges. Returns the path of `index.html`.
-pub fn write(dirs: &Dirs, config: &Config, dir: &Path) -> Result<PathBuf, Error> {
+/// every configured repo, and their badges.
+pub fn write(dirs: &Dirs, config: &Config, dir: &Path) -> Result<Written, Error> {
     // The lock only keeps concurrent writers in order; a data dir where it cannot be taken (read-only,
     // say) does not stop the report.
     let _lock = ReportLock::acquire(dirs).ok();
@@ -63,6 +72,7 @@ pub fn refresh(dirs: &Dirs, dir: &Path, repo: &str, run: u64) -> Result<(), Erro
     if !site.dir.join("index.html").exists() {
         return site.everything(dirs, &config).map(drop);
     }
+    // An unreadable record shows as such in the index and the badge.
     let numbers = records::list(dirs, repo);
     for number in numbers.iter().rev().filter(|n| **n <= run).take(2) {
         if let Ok(record) = records::load(dirs, repo, *number) {
@@ -99,16 +109,23 @@ impl Site {
         Ok(path)
     }
 
-    fn everything(&self, dirs: &Dirs, config: &Config) -> Result<PathBuf, Error> {
+    fn everything(&self, dirs: &Dirs, config: &Config) -> Result<Written, Error> {
+        let mut unreadable = Vec::new();
         for repo in &config.repos {
             for number in records::list(dirs, &repo.name) {
-                if let Ok(record) = records::load(dirs, &repo.name, number) {
-                    self.run_page(dirs, &record)?;
+                match records::read_settled(&records::run_dir(dirs, &repo.name, number)) {
+                    Ok(Some(record)) => {
+                        self.run_page(dirs, &record)?;
+                    }
+                    // A run that is starting: its page comes with the refresh after it.
+                    Ok(None) => {}
+                    Err(e) => unreadable.push(e),
                 }
             }
             self.badge(dirs, &repo.name)?;
         }
-        self.index(dirs, config)
+        let index = self.index(dirs, config)?;
+        Ok(Written { index, unreadable })
     }
 
     fn run_page(&self, dirs: &Dirs, record: &RunRecord) -> Result<PathBuf, Error> {
@@ -123,8 +140,11 @@ impl Site {
     }
 
     fn badge(&self, dirs: &Dirs, repo: &str) -> Result<PathBuf, Error> {
-        let last = records::last(dirs, repo, None).map(|r| r.result);
-        self.put(&format!("badge/{repo}.svg"), &badge::svg(last))
+        let badge = match records::newest(dirs, repo) {
+            Ok(last) => badge::svg(last.map(|r| r.result)),
+            Err(_) => badge::unreadable(),
+        };
+        self.put(&format!("badge/{repo}.svg"), &badge)
     }
 
     fn index(&self, dirs: &Dirs, config: &Config) -> Result<PathBuf, Error> {
@@ -139,7 +159,10 @@ impl Site {
                     runs: numbers
                         .iter()
                         .rev()
-                        .filter_map(|n| records::load(dirs, &repo.name, *n).ok())
+                        .filter_map(|n| {
+                            records::read_settled(&records::run_dir(dirs, &repo.name, *n))
+                                .transpose()
+                        })
                         .take(RECENT_RUNS)
                         .collect(),
                     recorded: numbers.len(),

@@ -33,7 +33,9 @@ use crate::isolation::signature::{self, Refusal};
 use crate::isolation::{reaper, signals};
 use crate::runner::output::Output;
 use crate::state::lock::RepoLock;
-use crate::state::records::{self, RunDir, RunRecord, RunResult, StepResult, Trigger};
+use crate::state::records::{
+    self, RunDir, RunRecord, RunResult, StepJournal, StepRecord, StepResult, Trigger,
+};
 use record::step_record;
 
 /// What to run: a repo, a branch and the exact commit, fixed before the run starts.
@@ -108,10 +110,11 @@ pub fn execute(
     let log = File::create(run_dir.log());
     let written = log
         .map_err(|e| Error::io("cannot create", run_dir.log(), e))
-        .and_then(|log| run_dir.write_owner().map(|()| log))
-        .and_then(|log| run_dir.write(&record).map(|()| log));
-    let log = match written {
-        Ok(log) => log,
+        .and_then(|log| run_dir.open_journal().map(|journal| (log, journal)))
+        .and_then(|opened| run_dir.write_owner().map(|()| opened))
+        .and_then(|opened| run_dir.write(&record).map(|()| opened));
+    let (log, journal) = match written {
+        Ok(opened) => opened,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&run_dir.path);
             return Err(Error::Other(format!("the run does not start: {e}")));
@@ -133,6 +136,7 @@ pub fn execute(
         request,
         run_dir: &run_dir,
         record: &mut record,
+        journal: Some(journal),
         out: &mut out,
         previous_commit: previous.as_ref().map(|p| p.commit.clone()),
         deadline: start + repo.timeout,
@@ -140,6 +144,7 @@ pub fn execute(
     };
     let conclusion = run.conduct();
     let kept_workspace = run.kept_workspace.take();
+    out.note_not_shown();
 
     record.result = conclusion.result;
     record.message = conclusion.message;
@@ -163,6 +168,8 @@ pub fn execute(
         human_ms(record.duration_ms)
     ));
     run_dir.write(&record)?;
+    // The record is final; now the console may have its last lines, if it takes them.
+    out.close();
     records::prune(dirs, &repo.name, repo.keep_runs)?;
     Ok(Finished {
         record,
@@ -178,6 +185,8 @@ struct Run<'a> {
     request: &'a Request,
     run_dir: &'a RunDir,
     record: &'a mut RunRecord,
+    /// Where each step's record goes as it ends (run.json itself is written at the start and the end).
+    journal: Option<StepJournal>,
     out: &'a mut Output,
     previous_commit: Option<String>,
     deadline: Instant,
@@ -318,16 +327,12 @@ impl Run<'_> {
         };
         for step in &workflow.steps {
             if conclusion.result != RunResult::Success {
-                self.record
-                    .steps
-                    .push(step_record(step, StepResult::Skipped, None, None, 0));
+                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
                 continue;
             }
             if let Some(signal) = signals::requested() {
                 conclusion = aborted(signal, &format!("before step {}", step.label()));
-                self.record
-                    .steps
-                    .push(step_record(step, StepResult::Skipped, None, None, 0));
+                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
                 continue;
             }
             self.out.line(&format!("==> {}", step.label()));
@@ -336,7 +341,7 @@ impl Run<'_> {
             let step_limit = step.timeout.unwrap_or(Duration::MAX);
             let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
             process_groups.extend(outcome.process_group);
-            self.record.steps.push(step_record(
+            self.record_step(step_record(
                 step,
                 outcome.result,
                 outcome.exit_code,
@@ -346,7 +351,6 @@ impl Run<'_> {
             let label = step.label();
             if let Some(signal) = outcome.aborted_by {
                 conclusion = aborted(signal, &format!("in step {label}"));
-                let _ = self.run_dir.write(self.record);
                 continue;
             }
             match outcome.result {
@@ -382,8 +386,6 @@ impl Run<'_> {
                     };
                 }
             }
-            // Keep run.json current for `status` and `logs` while the run goes on.
-            let _ = self.run_dir.write(self.record);
         }
         // No process of the run outlives it: background processes of every step go now, and so do
         // the ones that left their process group (`setsid`, double fork): phantom_ci adopted them.
@@ -408,6 +410,22 @@ impl Run<'_> {
             self.out.line(&format!("==> {}", note));
         }
         conclusion
+    }
+
+    /// A step's record: kept for the final run.json, and appended to the journal now, so that `status`
+    /// and `logs` see it while the run goes on. One line per step: the record costs O(1) per step.
+    fn record_step(&mut self, step: StepRecord) {
+        if let Some(journal) = &mut self.journal
+            && let Err(e) = journal.append(&step)
+        {
+            self.journal = None;
+            self.out.line(&format!(
+                "==> note: cannot append to `{}` ({e}); the run's steps show in its record when \
+                 it ends",
+                self.run_dir.journal().display()
+            ));
+        }
+        self.record.steps.push(step);
     }
 
     fn finish_workspace(&mut self, workspace: &Workspace, conclusion: &Conclusion) {

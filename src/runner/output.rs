@@ -1,11 +1,32 @@
 //! The one writer a run's output goes through: step output byte for byte, to the console as it arrives
 //! and to the run's `log` up to its cap; phantom_ci's own lines always on lines of their own.
+//!
+//! The console never holds the run up (SPEC §4.8). A person's terminal, a `git push` whose pusher
+//! pressed Ctrl-Z, or a pipe into a program that stopped reading can all block a write for ever; the
+//! run's supervision (timeouts, signals, the log) must not wait for them. So the console gets its
+//! bytes from a thread of its own through a bounded buffer ([`CONSOLE_BUFFER`]): what does not fit is
+//! dropped for the console only — the log has everything — and counted. The log gets one note at the
+//! end of the run saying how much the console missed; the console gets a note of its own whenever it
+//! catches up after a gap. When the run ends, phantom_ci waits for the buffer to reach a console that
+//! reads, but gives up on one that makes no progress for [`CONSOLE_STALL`].
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::isolation::signals;
+
+/// The most bytes waiting for the console; past it, output for the console is dropped.
+pub const CONSOLE_BUFFER: usize = 4 << 20;
+
+/// How long the end of a run waits for a console that takes nothing.
+pub const CONSOLE_STALL: Duration = Duration::from_secs(5);
 
 pub struct Output {
-    console: Option<Box<dyn Write + Send>>,
+    console: Option<Console>,
     log: File,
     log_written: u64,
     log_limit: u64,
@@ -16,14 +37,24 @@ pub struct Output {
 impl Output {
     /// `console` is where a person watches (phantom_ci's stdout), or `None` for a detached worker.
     pub fn new(console: Option<Box<dyn Write + Send>>, log: File, log_limit: u64) -> Output {
-        Output {
-            console,
+        let mut output = Output {
+            console: None,
             log,
             log_written: 0,
             log_limit,
             capped: false,
             at_line_start: true,
+        };
+        if let Some(console) = console {
+            match Console::start(console) {
+                Ok(console) => output.console = Some(console),
+                Err(e) => output.line(&format!(
+                    "==> note: no live output for this run (cannot start the console writer: {e}); \
+                     the log has everything"
+                )),
+            }
         }
+        output
     }
 
     /// Bytes a step wrote, passed through unchanged.
@@ -65,12 +96,34 @@ impl Output {
         self.capped
     }
 
+    /// How many bytes the console did not get because it did not keep up.
+    pub fn not_shown(&self) -> u64 {
+        self.console.as_ref().map_or(0, Console::dropped)
+    }
+
+    /// The one note for the log (and the console) when the console missed output; call it once, when
+    /// the steps are over.
+    pub fn note_not_shown(&mut self) {
+        let missed = self.not_shown();
+        if missed > 0 {
+            self.line(&format!(
+                "==> note: the console did not keep up: {missed} bytes of output were not shown \
+                 on it (this log has them all)"
+            ));
+        }
+    }
+
+    /// Hands what is buffered to the console and lets it go: waits while the console takes it, gives
+    /// up once it takes nothing for [`CONSOLE_STALL`]. Also done when the output is dropped.
+    pub fn close(&mut self) {
+        if let Some(mut console) = self.console.take() {
+            console.close();
+        }
+    }
+
     fn write_console(&mut self, bytes: &[u8]) {
-        if let Some(console) = &mut self.console
-            && (console.write_all(bytes).is_err() || console.flush().is_err())
-        {
-            // The reader went away (`phantom_ci run … | head`): the run goes on, recorded in the log.
-            self.console = None;
+        if let Some(console) = &self.console {
+            console.send(bytes);
         }
     }
 
@@ -82,10 +135,198 @@ impl Output {
     }
 }
 
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The console's side of the output: a bounded buffer and the thread that writes it out.
+struct Console {
+    shared: Arc<Channel>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Channel {
+    state: Mutex<State>,
+    /// Wakes the writer (more to write, closing) and the closer (progress, done).
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes queued or being written: what the buffer holds.
+    pending: usize,
+    /// Bytes dropped in all.
+    dropped: u64,
+    /// Bytes dropped since the console was last told.
+    unseen: u64,
+    /// Bytes the console has taken; it moves while the console makes progress.
+    taken: u64,
+    /// No more will come: the writer ends once the buffer is empty.
+    closing: bool,
+    /// The console failed (its reader went away) or was given up: nothing more is written.
+    gone: bool,
+    /// The writer thread has ended.
+    done: bool,
+}
+
+impl Channel {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent whatever panicked while holding it: every change is one step.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(&self, state: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {
+        match self.changed.wait_timeout(state, timeout) {
+            Ok((state, _)) => state,
+            Err(e) => e.into_inner().0,
+        }
+    }
+}
+
+impl Console {
+    fn start(console: Box<dyn Write + Send>) -> std::io::Result<Console> {
+        let shared = Arc::new(Channel {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let thread = std::thread::Builder::new().name("console".into()).spawn({
+            let shared = shared.clone();
+            move || {
+                deliver(&shared, console);
+                shared.lock().done = true;
+                shared.changed.notify_all();
+            }
+        })?;
+        Ok(Console {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `bytes` for the console, or drops them (counted) when the buffer is full. Never waits
+    /// for the console.
+    fn send(&self, bytes: &[u8]) {
+        let mut state = self.shared.lock();
+        if state.gone {
+            return;
+        }
+        if state.pending.saturating_add(bytes.len()) > CONSOLE_BUFFER {
+            state.dropped += bytes.len() as u64;
+            state.unseen += bytes.len() as u64;
+            return;
+        }
+        state.pending += bytes.len();
+        state.chunks.push_back(bytes.to_vec());
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+
+    fn dropped(&self) -> u64 {
+        self.shared.lock().dropped
+    }
+
+    fn close(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // A signal that arrives while the run's last output is delivered means: stop now. (One that
+        // ended the run itself still lets its summary reach the console.)
+        let signalled_before = signals::requested().is_some();
+        let mut state = self.shared.lock();
+        state.closing = true;
+        self.shared.changed.notify_all();
+        let mut taken = state.taken;
+        let mut progress = Instant::now();
+        while !state.done {
+            state = self.shared.wait(state, Duration::from_millis(50));
+            if state.taken != taken {
+                taken = state.taken;
+                progress = Instant::now();
+            }
+            let signalled =
+                signals::insisted() || (!signalled_before && signals::requested().is_some());
+            if !state.done && (progress.elapsed() >= CONSOLE_STALL || signalled) {
+                // The writer may be stuck in a write for ever: leave it there, with nothing more to
+                // write; it ends by itself if the console ever takes that write, or with the process.
+                state.gone = true;
+                state.chunks.clear();
+                state.pending = 0;
+                return;
+            }
+        }
+        drop(state);
+        let _ = thread.join();
+    }
+}
+
+/// The writer thread: writes what is queued, in order, and tells the console when it missed output.
+fn deliver(shared: &Channel, mut console: Box<dyn Write + Send>) {
+    let mut at_line_start = true;
+    loop {
+        let chunk = {
+            let mut state = shared.lock();
+            loop {
+                if state.gone {
+                    return;
+                }
+                if let Some(chunk) = state.chunks.pop_front() {
+                    break chunk;
+                }
+                if state.unseen > 0 {
+                    // Caught up after a gap: say so, on a line of its own.
+                    let note = format!(
+                        "{}[phantom_ci: the console did not keep up; {} bytes of output were not \
+                         shown here (the run's log has them)]\n",
+                        if at_line_start { "" } else { "\n" },
+                        state.unseen
+                    );
+                    state.unseen = 0;
+                    state.pending += note.len();
+                    break note.into_bytes();
+                }
+                if state.closing {
+                    return;
+                }
+                state = shared.wait(state, Duration::from_secs(1));
+            }
+        };
+        let mut rest = chunk.as_slice();
+        while !rest.is_empty() {
+            match console.write(rest) {
+                Ok(n) if n > 0 => {
+                    rest = &rest[n..];
+                    let mut state = shared.lock();
+                    state.taken += n as u64;
+                    state.pending = state.pending.saturating_sub(n);
+                    drop(state);
+                    shared.changed.notify_all();
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // The reader went away (`phantom_ci run … | head`): the run goes on, recorded in the log.
+                _ => return give_up(shared),
+            }
+        }
+        if console.flush().is_err() {
+            return give_up(shared);
+        }
+        at_line_start = chunk.last() == Some(&b'\n');
+    }
+}
+
+fn give_up(shared: &Channel) {
+    let mut state = shared.lock();
+    state.gone = true;
+    state.chunks.clear();
+    state.pending = 0;
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// A writer whose bytes the test can still read after handing it over.
     #[derive(Clone, Default)]
@@ -105,6 +346,24 @@ pub(crate) mod tests {
         }
     }
 
+    /// A console that takes nothing until the test opens its gate, like a stopped `git push`.
+    #[derive(Clone, Default)]
+    struct Gate {
+        open: Arc<AtomicBool>,
+        seen: Shared,
+    }
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            while !self.open.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            self.seen.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn own_lines_start_on_a_new_line_and_the_log_is_capped() {
         let dir = tempfile::tempdir().unwrap();
@@ -121,6 +380,7 @@ pub(crate) mod tests {
         out.step_bytes(&[b'x'; 4096]);
         assert!(out.capped());
         out.line("==> done");
+        out.close();
         let console = console.0.lock().unwrap().clone();
         assert!(console.starts_with(b"==> step 0\nno newline\n==> step 1\nxxx"));
         assert_eq!(console.len(), 11 + 10 + 1 + 11 + 4096 + 1 + 9);
@@ -128,5 +388,64 @@ pub(crate) mod tests {
         assert!(log.contains("reached its cap of 2048 bytes"));
         assert!(log.ends_with("==> done\n"));
         assert!(log.len() < 2048 + 200);
+    }
+
+    #[test]
+    fn a_console_that_takes_nothing_never_blocks_and_misses_what_overflows() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("log");
+        let gate = Gate::default();
+        let mut out = Output::new(
+            Some(Box::new(gate.clone())),
+            File::create(&log_path).unwrap(),
+            u64::MAX,
+        );
+        // Twice the buffer: every call returns although the console takes nothing.
+        let chunk = vec![b'y'; 64 * 1024];
+        let total = 2 * CONSOLE_BUFFER;
+        for _ in 0..total / chunk.len() {
+            out.step_bytes(&chunk);
+        }
+        let missed = out.not_shown();
+        assert!(missed >= (total - CONSOLE_BUFFER) as u64, "missed {missed}");
+        assert!(missed <= total as u64);
+        out.note_not_shown();
+        assert!(std::fs::metadata(&log_path).unwrap().len() as usize > total);
+        // The console comes back: it gets what was buffered, then a note about the gap.
+        gate.open.store(true, Ordering::SeqCst);
+        out.close();
+        let seen = gate.seen.text();
+        assert!(seen.starts_with(&"y".repeat(CONSOLE_BUFFER)));
+        // The gap: the step's bytes that did not fit, and the log's note itself (it found the
+        // buffer full too).
+        let told: u64 = seen
+            .rsplit_once("the console did not keep up; ")
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no note: {}", &seen[seen.len().saturating_sub(300)..]));
+        assert!(told >= missed && told < missed + 200, "{told} vs {missed}");
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(
+            log.starts_with(&"y".repeat(total)),
+            "the log has every byte"
+        );
+        assert_eq!(log.matches("did not keep up").count(), 1, "one note");
+        assert!(log.contains(&format!("{missed} bytes of output were not shown on it")));
+    }
+
+    #[test]
+    fn closing_gives_up_on_a_console_that_never_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Gate::default();
+        let mut out = Output::new(
+            Some(Box::new(gate.clone())),
+            File::create(dir.path().join("log")).unwrap(),
+            u64::MAX,
+        );
+        out.step_bytes(b"never shown\n");
+        // Returns (after CONSOLE_STALL without progress) although the console takes nothing.
+        out.close();
+        assert_eq!(gate.seen.text(), "");
+        gate.open.store(true, Ordering::SeqCst);
     }
 }

@@ -1,6 +1,16 @@
 //! What a run leaves behind: `<data>/runs/<repo>/<run>/{run.json,log,artifacts/}` (SPEC §4.1).
+//!
+//! `run.json` is written twice, durably: when the run starts (`running`) and, replaced atomically, when
+//! it ends. In between, each step's record is appended as one JSON line to `steps.jsonl` beside it (not
+//! synced: a crash loses at most the last lines, and recovery records the run as `aborted` anyway), so
+//! the bytes written for a record grow linearly with its steps. Readers of a `running` record get the
+//! steps from there ([`read`]); the file is removed once `run.json` holds the final record.
+//!
+//! A record that cannot be read is never skipped in silence: [`newest`] and [`load`] say which run and
+//! which file ([`Unreadable`]).
 
-use std::os::unix::fs::DirBuilderExt;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -103,11 +113,38 @@ pub fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// The largest run number: 2^53 − 1, the largest integer every JSON reader keeps exact. A counter
+/// beyond it is not one a repo reached by running; it is damaged.
+pub const MAX_RUN: u64 = (1 << 53) - 1;
+
 /// The directory of one run, numbered and created.
 #[derive(Debug, Clone)]
 pub struct RunDir {
+    pub repo: String,
     pub number: u64,
     pub path: PathBuf,
+}
+
+/// A run record that exists (or should) but cannot be read: which run, which file, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the record of run #{run} of `{repo}` is unreadable: `{}`: {reason} (the repo's next run, or \
+     `phantom_ci tick`, records a damaged newest run as `aborted` from what is left; an older run's \
+     directory `{}` can be moved away)",
+    path.display(),
+    path.parent().unwrap_or(path).display()
+)]
+pub struct Unreadable {
+    pub repo: String,
+    pub run: u64,
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl From<Unreadable> for Error {
+    fn from(unreadable: Unreadable) -> Error {
+        Error::Other(unreadable.to_string())
+    }
 }
 
 impl RunDir {
@@ -121,6 +158,24 @@ impl RunDir {
 
     pub fn json(&self) -> PathBuf {
         self.path.join("run.json")
+    }
+
+    /// `steps.jsonl`: the step records of a run in progress, one JSON line each.
+    pub fn journal(&self) -> PathBuf {
+        self.path.join("steps.jsonl")
+    }
+
+    /// Opens the step journal for appending (created empty, readable by phantom_ci's user only).
+    pub fn open_journal(&self) -> Result<StepJournal, Error> {
+        let path = self.journal();
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map(|file| StepJournal { file })
+            .map_err(|e| Error::io("cannot create", path, e))
     }
 
     /// Notes which process runs this run (pid and start time), so that others can tell whether it is
@@ -142,14 +197,77 @@ impl RunDir {
         Some(process_start_time(pid) == Some(start))
     }
 
-    /// Writes `run.json` atomically.
+    /// Writes `run.json` atomically and durably. Once it holds a final record, the step journal has
+    /// served and goes.
     pub fn write(&self, record: &RunRecord) -> Result<(), Error> {
         let mut bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| Error::Other(format!("cannot serialise run.json: {e}")))?;
         bytes.push(b'\n');
         atomic_file::write(&self.json(), &bytes)
-            .map_err(|e| Error::io("cannot write", self.json(), e))
+            .map_err(|e| Error::io("cannot write", self.json(), e))?;
+        if record.result != RunResult::Running {
+            let _ = std::fs::remove_file(self.journal());
+        }
+        Ok(())
     }
+
+    fn unreadable(&self, reason: impl Into<String>) -> Unreadable {
+        Unreadable {
+            repo: self.repo.clone(),
+            run: self.number,
+            path: self.json(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Appends step records to a run's `steps.jsonl`: one `write` of one line per step, not synced.
+pub struct StepJournal {
+    file: std::fs::File,
+}
+
+impl StepJournal {
+    pub fn append(&mut self, step: &StepRecord) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(step).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)
+    }
+}
+
+/// The steps recorded in the journal of `run`, up to the first line that does not read (the one a
+/// crash cut).
+pub fn journal_steps(run: &RunDir) -> Vec<StepRecord> {
+    let Ok(bytes) = std::fs::read(run.journal()) else {
+        return Vec::new();
+    };
+    bytes
+        .split(|b| *b == b'\n')
+        .map_while(|line| serde_json::from_slice(line).ok())
+        .collect()
+}
+
+/// The record of `run`: `None` when it has no `run.json` (yet). A `running` record comes with the
+/// steps its journal holds.
+pub fn read(run: &RunDir) -> Result<Option<RunRecord>, Unreadable> {
+    let mut record = read_json(run)?;
+    if let Some(record) = record.as_mut()
+        && record.result == RunResult::Running
+    {
+        record.steps.extend(journal_steps(run));
+    }
+    Ok(record)
+}
+
+/// `run.json` as it is: while the run goes on, without its steps so far.
+fn read_json(run: &RunDir) -> Result<Option<RunRecord>, Unreadable> {
+    let bytes = match std::fs::read(run.json()) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(run.unreadable(format!("cannot read it: {e}"))),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| run.unreadable(format!("not a valid run record: {e}")))
 }
 
 /// A process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22): with the pid, it
@@ -184,24 +302,60 @@ pub fn allocate(dirs: &Dirs, repo: &str) -> Result<RunDir, Error> {
         }
     }
     let counter = runs.join("last");
-    let last_recorded = std::fs::read_to_string(&counter)
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok())
-        .unwrap_or(0);
+    let last_recorded = read_counter(&counter, repo)?;
     let last_present = numbers(&runs).last().copied().unwrap_or(0);
-    let mut number = last_recorded.max(last_present) + 1;
+    let (mut last, source) = if last_present > last_recorded {
+        (last_present, runs.join(last_present.to_string()))
+    } else {
+        (last_recorded, counter.clone())
+    };
     loop {
+        if last >= MAX_RUN {
+            return Err(Error::Other(format!(
+                "repo `{repo}` cannot number another run: `{}` says its last run was #{last}, and \
+                 run numbers end at {MAX_RUN}; no repo gets there by running, so the state is \
+                 damaged: write the number of the repo's real last run into `{}` (and move any run \
+                 directory numbered above it out of `{}`)",
+                source.display(),
+                counter.display(),
+                runs.display()
+            )));
+        }
+        let number = last + 1;
         let path = runs.join(number.to_string());
         match std::fs::create_dir(&path) {
             Ok(()) => {
                 atomic_file::write(&counter, format!("{number}\n").as_bytes())
                     .map_err(|e| Error::io("cannot write", &counter, e))?;
-                return Ok(RunDir { number, path });
+                return Ok(RunDir {
+                    repo: repo.to_string(),
+                    number,
+                    path,
+                });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => number += 1,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => last = number,
             Err(e) => return Err(Error::io("cannot create", path, e)),
         }
     }
+}
+
+/// The last run number handed out, from the counter file; 0 when there is none yet.
+fn read_counter(counter: &Path, repo: &str) -> Result<u64, Error> {
+    let text = match std::fs::read(counter) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("cannot read the run counter", counter, e)),
+    };
+    let text = String::from_utf8_lossy(&text);
+    text.trim().parse::<u64>().map_err(|_| {
+        let shown: String = text.trim().chars().take(40).collect();
+        Error::Other(format!(
+            "the run counter `{}` of repo `{repo}` holds `{}`, not a run number; write the number of \
+             the repo's last run into it (or remove it to count on from the newest run directory)",
+            counter.display(),
+            crate::describe::terminal(&shown)
+        ))
+    })
 }
 
 /// The run numbers present for a repo, ascending.
@@ -210,7 +364,13 @@ fn numbers(runs: &Path) -> Vec<u64> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let name = name.to_str()?;
+            // Only the names phantom_ci gives: `7`, not `07` or `+7`.
+            let number: u64 = name.parse().ok()?;
+            (number.to_string() == name).then_some(number)
+        })
         .collect();
     numbers.sort_unstable();
     numbers
@@ -218,6 +378,7 @@ fn numbers(runs: &Path) -> Vec<u64> {
 
 pub fn run_dir(dirs: &Dirs, repo: &str, number: u64) -> RunDir {
     RunDir {
+        repo: repo.to_string(),
         number,
         path: dirs.runs(repo).join(number.to_string()),
     }
@@ -228,15 +389,44 @@ pub fn list(dirs: &Dirs, repo: &str) -> Vec<u64> {
     numbers(&dirs.runs(repo))
 }
 
-pub fn load(dirs: &Dirs, repo: &str, number: u64) -> Result<RunRecord, Error> {
-    let path = run_dir(dirs, repo, number).json();
-    let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Error::Other(format!(
-            "`{}` is not a valid run record: {e}",
-            path.display()
-        ))
-    })
+/// Like [`read`], but a missing `run.json` of a run whose process is gone is unreadable too; `None`
+/// only while a run may still be starting.
+pub fn read_settled(run: &RunDir) -> Result<Option<RunRecord>, Unreadable> {
+    settled(run, read(run)?)
+}
+
+/// Like [`read_settled`], without the steps of a run in progress: cheap enough to poll whatever the
+/// number of steps (`logs --follow` asks only whether the run ended).
+pub fn peek(run: &RunDir) -> Result<Option<RunRecord>, Unreadable> {
+    settled(run, read_json(run)?)
+}
+
+fn settled(run: &RunDir, record: Option<RunRecord>) -> Result<Option<RunRecord>, Unreadable> {
+    match record {
+        None if run.owner_alive() == Some(false) => {
+            Err(run.unreadable("it is missing, and the run's process is gone"))
+        }
+        record => Ok(record),
+    }
+}
+
+/// The record of run `number` of `repo`; a missing `run.json` is unreadable too.
+pub fn load(dirs: &Dirs, repo: &str, number: u64) -> Result<RunRecord, Unreadable> {
+    let run = run_dir(dirs, repo, number);
+    read(&run)?.ok_or_else(|| run.unreadable("it is missing"))
+}
+
+/// The record of the newest run of `repo`, `None` if it never ran. A run directory without `run.json`
+/// whose owner may still be starting it is passed over; any other newest record that cannot be read is
+/// an error, never an older record shown in its place.
+pub fn newest(dirs: &Dirs, repo: &str) -> Result<Option<RunRecord>, Unreadable> {
+    for number in list(dirs, repo).into_iter().rev() {
+        // Passed over: a run between being numbered and writing its record.
+        if let Some(record) = read_settled(&run_dir(dirs, repo, number))? {
+            return Ok(Some(record));
+        }
+    }
+    Ok(None)
 }
 
 /// The newest readable record of `repo` other than run `except`.
@@ -283,6 +473,106 @@ mod tests {
             Some(false),
             "pid 1 started at another time"
         );
+    }
+
+    fn record(run: u64, result: RunResult) -> RunRecord {
+        RunRecord {
+            repo: "app".into(),
+            run,
+            branch: "master".into(),
+            commit: "0".repeat(40),
+            trigger: Trigger::Manual,
+            started_at: "2026-11-01T00:00:00.000Z".into(),
+            finished_at: None,
+            duration_ms: 0,
+            result,
+            message: None,
+            steps: Vec::new(),
+        }
+    }
+
+    fn step(index: u64) -> StepRecord {
+        StepRecord {
+            index,
+            name: None,
+            run: "true".into(),
+            result: StepResult::Success,
+            exit_code: Some(0),
+            signal: None,
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_running_record_has_the_steps_of_its_journal_up_to_a_torn_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = allocate(&dirs(tmp.path()), "app").unwrap();
+        run.write(&record(1, RunResult::Running)).unwrap();
+        let mut journal = run.open_journal().unwrap();
+        journal.append(&step(0)).unwrap();
+        journal.append(&step(5)).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(run.journal())
+            .unwrap()
+            .write_all(b"{\"index\": 9, \"na")
+            .unwrap();
+        let read_back = read(&run).unwrap().unwrap();
+        let indexes: Vec<u64> = read_back.steps.iter().map(|s| s.index).collect();
+        assert_eq!(indexes, [0, 5]);
+        // The final record stands alone, and the journal goes.
+        let mut done = record(1, RunResult::Success);
+        done.steps = vec![step(0)];
+        run.write(&done).unwrap();
+        assert!(!run.journal().exists());
+        assert_eq!(read(&run).unwrap().unwrap(), done);
+    }
+
+    #[test]
+    fn the_newest_record_is_never_replaced_by_an_older_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = dirs(tmp.path());
+        let first = allocate(&dirs, "app").unwrap();
+        first.write(&record(1, RunResult::Success)).unwrap();
+        let second = allocate(&dirs, "app").unwrap();
+        // Being numbered, no record yet: the run is starting, the older record stands.
+        assert_eq!(newest(&dirs, "app").unwrap().unwrap().run, 1);
+        second.write_owner().unwrap();
+        assert_eq!(newest(&dirs, "app").unwrap().unwrap().run, 1);
+        // Its process is gone without a record: that is said.
+        std::fs::write(second.path.join("owner"), "1 1\n").unwrap();
+        let missing = newest(&dirs, "app").unwrap_err();
+        assert_eq!((missing.run, missing.reason.contains("missing")), (2, true));
+        std::fs::write(second.json(), b"{\"repo\": \"app\", \"ru").unwrap();
+        let damaged = newest(&dirs, "app").unwrap_err();
+        assert_eq!(damaged.path, second.json());
+        assert!(damaged.to_string().contains("run #2 of `app`"), "{damaged}");
+        assert!(last(&dirs, "app", None).is_some_and(|r| r.run == 1));
+    }
+
+    #[test]
+    fn an_impossible_counter_is_an_error_never_a_wrap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = dirs(tmp.path());
+        allocate(&dirs, "app").unwrap();
+        let counter = dirs.runs("app").join("last");
+        for (text, expected) in [
+            (u64::MAX.to_string(), "cannot number another run"),
+            (MAX_RUN.to_string(), "cannot number another run"),
+            ("-1".to_string(), "not a run number"),
+            ("\x1b[2J".to_string(), "holds `?[2J`"),
+        ] {
+            std::fs::write(&counter, &text).unwrap();
+            let error = allocate(&dirs, "app").unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+            assert!(error.contains(&counter.display().to_string()), "{error}");
+        }
+        std::fs::write(&counter, (MAX_RUN - 1).to_string()).unwrap();
+        assert_eq!(allocate(&dirs, "app").unwrap().number, MAX_RUN);
+        assert_eq!(list(&dirs, "app"), [1, MAX_RUN]);
+        // `07` is not a name phantom_ci gives.
+        std::fs::create_dir(dirs.runs("app").join("07")).unwrap();
+        assert_eq!(list(&dirs, "app"), [1, MAX_RUN]);
     }
 
     #[test]

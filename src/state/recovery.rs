@@ -2,59 +2,182 @@
 //! `aborted` (SPEC §4.5); what is left of their processes is killed (SPEC §4.4).
 //!
 //! A run holds its repo's lock for as long as it lives, and the kernel drops the lock when the holder
-//! dies. So whoever holds the lock and finds the newest record still `running` knows its owner is gone.
+//! dies. So whoever holds the lock and finds the newest record still `running` — or unreadable, or
+//! missing — knows its owner is gone. An unreadable record is rebuilt from what is left: the fields
+//! that still read in the damaged file, the run's step journal, the first line of its log; the damaged
+//! file is kept beside it as `run.json.unreadable`.
+//!
 //! Left-over processes are found by their environment: every step gets
 //! `PHANTOM_CI_WORKSPACE=<data>/work/<repo>/<run>/workspace`, unique to one run of one data dir. This is
 //! best effort without cgroups: a process that cleared its environment escapes it.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde_json::{Map, Value};
 
 use crate::config::dirs::Dirs;
 use crate::config::{KeepWorkspace, Repo};
 use crate::error::Error;
 use crate::state::lock::RepoLock;
-use crate::state::records::{self, RunResult};
+use crate::state::records::{self, RunDir, RunRecord, RunResult, Trigger};
 
-/// Records the newest run of `repo` as `aborted` if it is still `running`. The caller holds the lock.
-/// Returns the number of the run it recorded, if any.
+/// Records the newest run of `repo` as `aborted` if it is still `running`, or if its record cannot be
+/// read. The caller holds the lock. Returns the number of the run it recorded, if any.
 pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>, Error> {
     let Some(&number) = records::list(dirs, &repo.name).last() else {
         return Ok(None);
     };
-    let Ok(mut record) = records::load(dirs, &repo.name, number) else {
-        return Ok(None);
+    let run_dir = records::run_dir(dirs, &repo.name, number);
+    let (mut record, unreadable) = match records::read(&run_dir) {
+        Ok(Some(record)) if record.result == RunResult::Running => (record, None),
+        Ok(Some(_)) => return Ok(None),
+        Ok(None) => (rebuild(repo, &run_dir), Some("it was missing".to_string())),
+        Err(e) => (rebuild(repo, &run_dir), Some(e.reason)),
     };
-    if record.result != RunResult::Running {
-        return Ok(None);
-    }
     let workspace = dirs.work().join(&repo.name).join(number.to_string());
     kill_leftovers(&workspace.join("workspace"));
 
-    let run_dir = records::run_dir(dirs, &repo.name, number);
     // The log's last change is the best estimate of when the run died.
     let died = std::fs::metadata(run_dir.log())
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| SystemTime::now());
     let started = humantime::parse_rfc3339(&record.started_at).unwrap_or(died);
     record.result = RunResult::Aborted;
-    record.message = Some(
-        "phantom_ci stopped during this run (it was killed or the machine went down); recorded \
-         by the next invocation. Re-run it with `phantom_ci run <repo> --commit <commit>`"
+    record.message = Some(match &unreadable {
+        None => "phantom_ci stopped during this run (it was killed or the machine went down); \
+                 recorded by the next invocation. Re-run it with `phantom_ci run <repo> --commit \
+                 <commit>`"
             .to_string(),
-    );
+        Some(reason) => format!(
+            "the record of this run was unreadable ({reason}) and no phantom_ci was running it; \
+             recorded as aborted by the next invocation from what was left{}{}",
+            match unknown_fields(&record) {
+                list if list.is_empty() => String::new(),
+                list => format!(" ({list} unknown)"),
+            },
+            if run_dir.json().exists() {
+                "; the unreadable file is kept as `run.json.unreadable`"
+            } else {
+                ""
+            }
+        ),
+    });
     record.finished_at = Some(records::rfc3339(died));
     record.duration_ms = died
         .duration_since(started)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if unreadable.is_some() && run_dir.json().exists() {
+        let kept = run_dir.path.join("run.json.unreadable");
+        std::fs::rename(run_dir.json(), &kept).map_err(|e| Error::io("cannot keep", kept, e))?;
+    }
     run_dir.write(&record)?;
     if repo.keep_workspace == KeepWorkspace::Never {
         let _ = std::fs::remove_dir_all(&workspace);
     }
     Ok(Some(number))
+}
+
+/// The record of a run whose `run.json` cannot be read, rebuilt from what is left.
+fn rebuild(repo: &Repo, run: &RunDir) -> RunRecord {
+    let damaged = std::fs::read(run.json())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    let fields = salvage(&damaged);
+    let text = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_string);
+    let header = log_header(&run.log());
+    let trigger = text("trigger")
+        .or_else(|| header.as_ref().map(|h| h.trigger.clone()))
+        .and_then(|t| serde_json::from_value::<Trigger>(Value::String(t)).ok());
+    // The run started when it noted its owner, just before its record.
+    let started_at = text("started_at").unwrap_or_else(|| {
+        let started = ["owner", "log"]
+            .iter()
+            .find_map(|name| {
+                std::fs::metadata(run.path.join(name))
+                    .and_then(|m| m.modified())
+                    .ok()
+            })
+            .unwrap_or_else(SystemTime::now);
+        records::rfc3339(started)
+    });
+    RunRecord {
+        repo: repo.name.clone(),
+        run: run.number,
+        branch: text("branch")
+            .or_else(|| header.as_ref().map(|h| h.branch.clone()))
+            .unwrap_or_default(),
+        commit: text("commit")
+            .or_else(|| header.as_ref().map(|h| h.commit.clone()))
+            .unwrap_or_default(),
+        trigger: trigger.unwrap_or(Trigger::Manual),
+        started_at,
+        finished_at: None,
+        duration_ms: 0,
+        result: RunResult::Aborted,
+        message: None,
+        steps: records::journal_steps(run),
+    }
+}
+
+fn unknown_fields(record: &RunRecord) -> String {
+    let mut unknown = Vec::new();
+    if record.branch.is_empty() {
+        unknown.push("branch");
+    }
+    if record.commit.is_empty() {
+        unknown.push("commit");
+    }
+    unknown.join(" and ")
+}
+
+/// The top-level fields that still read in a damaged `run.json` as phantom_ci writes it (pretty, one
+/// field per line, indented by two spaces): `"branch": "master",` and the like.
+fn salvage(damaged: &str) -> Map<String, Value> {
+    let mut fields = Map::new();
+    for line in damaged.lines() {
+        let Some(field) = line.strip_prefix("  \"") else {
+            continue;
+        };
+        let field = field.trim_end().trim_end_matches(',');
+        if let Ok(Value::Object(one)) = serde_json::from_str(&format!("{{\"{field}}}")) {
+            fields.extend(one.into_iter().filter(|(_, v)| !v.is_array()));
+        }
+    }
+    fields
+}
+
+/// What the first line of a run's log says: `==> app #7 · master · 1a2b3c4 · hook`.
+struct Header {
+    branch: String,
+    commit: String,
+    trigger: String,
+}
+
+fn log_header(log: &Path) -> Option<Header> {
+    let mut start = Vec::new();
+    std::fs::File::open(log)
+        .ok()?
+        .take(4096)
+        .read_to_end(&mut start)
+        .ok()?;
+    let start = String::from_utf8_lossy(&start);
+    let line = start.lines().next()?.strip_prefix("==> ")?;
+    let parts: Vec<&str> = line.split(" · ").collect();
+    let [_, branch @ .., commit, trigger] = parts.as_slice() else {
+        return None;
+    };
+    if branch.is_empty() {
+        return None;
+    }
+    Some(Header {
+        branch: branch.join(" · "),
+        commit: commit.to_string(),
+        trigger: trigger.to_string(),
+    })
 }
 
 /// SIGKILLs every process whose environment names `workspace` as its `PHANTOM_CI_WORKSPACE`.
@@ -94,5 +217,42 @@ fn kill_leftovers(workspace: &Path) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fields_of_a_cut_record_still_read() {
+        let damaged = "{\n  \"repo\": \"app\",\n  \"run\": 3,\n  \"branch\": \"feature/x\",\n  \
+                       \"commit\": \"0123456789012345678901234567890123456789\",\n  \"trigger\": \
+                       \"hook\",\n  \"started_at\": \"2026-11-01T00:00:00.000Z\",\n  \"steps\": [\n    {\n      \
+                       \"index\": 0,\n      \"run\": \"x\"\n    }\n  ],\n  \"resu";
+        let fields = salvage(damaged);
+        assert_eq!(fields["branch"], "feature/x");
+        assert_eq!(fields["run"], 3);
+        assert_eq!(fields["trigger"], "hook");
+        assert!(!fields.contains_key("index"), "only top-level fields");
+        assert!(!fields.contains_key("resu"));
+    }
+
+    #[test]
+    fn the_log_header_names_branch_commit_and_trigger() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log");
+        std::fs::write(&log, "==> app #7 · a · b · 1a2b3c4 · tick\nrest\n").unwrap();
+        let header = log_header(&log).unwrap();
+        assert_eq!(
+            (
+                header.branch.as_str(),
+                header.commit.as_str(),
+                header.trigger.as_str()
+            ),
+            ("a · b", "1a2b3c4", "tick")
+        );
+        std::fs::write(&log, "\0\0\0").unwrap();
+        assert!(log_header(&log).is_none());
     }
 }
