@@ -24,6 +24,7 @@
 )]
 
 mod env;
+mod generate;
 mod knobs;
 mod measure;
 mod rows;

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::env::{Bench, Lcg, check, section, source_text, workflow};
+use crate::env::{Bench, check, section, workflow};
+use crate::generate::{big_repository, copy_dir, write_lines};
 use crate::knobs::Knobs;
 use crate::measure::{Stat, alternate, reap_adopted, time_ms, wrapped};
 use crate::table::{Row, Unit};
@@ -220,66 +221,6 @@ pub fn checkout(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
     }]
 }
 
-/// A bare repository of `files` files (plus the workflow) holding about `mib` MiB, in nested
-/// directories, with ten commits of history; packed as a push leaves it. Returns its path, its tip
-/// and the bytes of its tip's files.
-fn big_repository(bench: &Bench, files: usize, mib: u64) -> (PathBuf, String, u64) {
-    let work = bench.root.join("big-src");
-    let mut rng = Lcg(42);
-    let average = ((mib << 20) / files as u64).max(64) as usize;
-    let path_of = |id: usize| format!("src/m{:02}/d{:02}/f{id:05}.rs", id % 16, (id / 16) % 16);
-    let mut sizes = Vec::with_capacity(files);
-    let mut entries = vec![(
-        "workflow/master.toml".to_string(),
-        workflow(&["true".into()]),
-    )];
-    for id in 0..files {
-        let size = average / 2 + (rng.next() as usize % average);
-        sizes.push(size);
-        entries.push((
-            path_of(id),
-            source_text(&mut rng, size, &format!("file {id}")),
-        ));
-    }
-    bench.work_repo(&work, entries);
-    for revision in 1..10 {
-        for _ in 0..25 {
-            let id = rng.next() as usize % files;
-            let text = source_text(
-                &mut rng,
-                sizes[id],
-                &format!("file {id}, revision {revision}"),
-            );
-            std::fs::write(work.join(path_of(id)), text).unwrap();
-        }
-        let message = format!("change {revision}");
-        bench.git(&work, &["commit", "-q", "-a", "-m", &message]);
-    }
-    let bytes = tree_bytes(&work);
-    let bare = bench.root.join("big.git");
-    bench.bare_clone(&work, &bare);
-    std::fs::remove_dir_all(&work).unwrap();
-    let tip = bench.git(&bare, &["rev-parse", "master"]);
-    (bare, tip, bytes)
-}
-
-/// Bytes of the files under `dir`, `.git` left out.
-fn tree_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(Result::unwrap)
-        .filter(|entry| entry.file_name() != ".git")
-        .map(|entry| {
-            let kind = entry.file_type().unwrap();
-            if kind.is_dir() {
-                tree_bytes(&entry.path())
-            } else {
-                entry.metadata().unwrap().len()
-            }
-        })
-        .sum()
-}
-
 /// Row 4: `tick` over N configured repos none of which moved, and over N/10 (linearity). The repos
 /// are N copies of a small bare repository; a first tick, not timed, runs each once.
 pub fn tick(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
@@ -364,19 +305,6 @@ pub fn tick(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
             met: growth <= 10.0,
         },
     ]
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// Row 5: a run of N `/bin/true` steps against a shell loop starting N `/bin/true`.
@@ -505,32 +433,6 @@ pub fn log(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
             met: rss.max < 16.0,
         },
     ]
-}
-
-/// `bytes` bytes of numbered text lines.
-fn write_lines(path: &Path, bytes: u64) {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
-    let mut written = 0u64;
-    let mut number = 0u64;
-    while written < bytes {
-        let mut line = format!(
-            "{number:010} phantom_ci benchmark log line: compiling crate {} of 400, warnings 0\n",
-            number % 400
-        )
-        .into_bytes();
-        let room = (bytes - written) as usize;
-        if line.len() > room {
-            line.truncate(room);
-            if let Some(last) = line.last_mut() {
-                *last = b'\n';
-            }
-        }
-        out.write_all(&line).unwrap();
-        written += line.len() as u64;
-        number += 1;
-    }
-    out.flush().unwrap();
 }
 
 /// The size of the log of the newest run under `runs`.
