@@ -3,6 +3,7 @@
 //! the signals that end a run, directories walked without following a step's links, and the signatures
 //! a commit must carry.
 
+pub mod boundary;
 pub mod cgroup;
 pub mod dirfd;
 pub mod privilege;

@@ -3,9 +3,11 @@
 //!
 //! A run holds its repo's lock for as long as it lives, and the kernel drops the lock when the holder
 //! dies. So whoever holds the lock and finds the newest record still `running` knows its owner is gone.
-//! Left-over processes are found by their environment: every step gets
-//! `PHANTOM_CI_WORKSPACE=<data>/work/<repo>/<run>/workspace`, unique to one run of one data dir. This is
-//! best effort without cgroups: a process that cleared its environment escapes it.
+//! Left-over processes are killed with the run's cgroup, if it had one (found by its name, which the
+//! data dir, the repo and the run number give: [`crate::isolation::cgroup`]); that is exact. Then by
+//! their environment: every step gets `PHANTOM_CI_WORKSPACE=<data>/work/<repo>/<run>/workspace`,
+//! unique to one run of one data dir. Without a cgroup this is best effort: a process that cleared its
+//! environment escapes it.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -16,6 +18,7 @@ use nix::unistd::Pid;
 use crate::config::dirs::Dirs;
 use crate::config::{KeepWorkspace, Repo};
 use crate::error::Error;
+use crate::isolation::cgroup;
 use crate::state::lock::RepoLock;
 use crate::state::records::{self, RunResult};
 
@@ -32,6 +35,7 @@ pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>
         return Ok(None);
     }
     let workspace = dirs.work().join(&repo.name).join(number.to_string());
+    cgroup::kill_dead_run(&dirs.data, &repo.name, number);
     kill_leftovers(&workspace.join("workspace"));
 
     let run_dir = records::run_dir(dirs, &repo.name, number);
