@@ -11,6 +11,11 @@
 //! enable no controller, so the no-internal-process rule does not stand in the way. Elsewhere there is
 //! no run cgroup, and the subreaper, the process groups and recovery by environment do the work alone.
 //!
+//! Steps running as another user than phantom_ci's cannot write to any of these cgroups, so cannot
+//! leave the run's. A step running as phantom_ci's own user in a delegated unit has phantom_ci's
+//! rights there and could move itself out (it could also signal phantom_ci): give steps a `run_as`
+//! user of their own.
+//!
 //! The name of a run's cgroup says whose run it is — a hash of the data dir and the repo's name, the
 //! name itself and the run number — so that the next invocation, finding the run dead, finds its
 //! cgroup from the data dir, the repo and the number alone ([`kill_dead_run`]).
@@ -53,17 +58,25 @@ impl RunCgroup {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => kill_all(&path),
             Err(_) => return None,
         }
+        // A cgroup processes can join: a plain domain, not one below a threaded subtree (before
+        // Linux 4.14 there were no threaded cgroups, nor the file).
+        let domain = match std::fs::read_to_string(path.join("cgroup.type")) {
+            Ok(kind) => kind.trim() == "domain",
+            Err(e) => e.kind() == ErrorKind::NotFound,
+        };
         let procs = OpenOptions::new()
             .write(true)
             .custom_flags(nix::libc::O_CLOEXEC)
-            .open(path.join("cgroup.procs"));
+            .open(path.join("cgroup.procs"))
+            .ok()
+            .filter(|_| domain);
         match procs {
-            Ok(procs) => Some(RunCgroup {
+            Some(procs) => Some(RunCgroup {
                 path,
                 procs: procs.into(),
                 removed: false,
             }),
-            Err(_) => {
+            None => {
                 let _ = std::fs::remove_dir(&path);
                 None
             }
