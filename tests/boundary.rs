@@ -451,7 +451,7 @@ impl Drop for Leftovers {
         for pid in self.pid_files.iter().filter_map(|f| read_pid(f)) {
             // Only if it still is one of the test's sleeps (a pid may have been reused).
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if !cmdline.starts_with(b"sleep\0104") {
+            if !cmdline.starts_with(b"sleep\x00104") {
                 continue;
             }
             let _ = nix::sys::signal::kill(
