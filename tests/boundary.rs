@@ -260,7 +260,7 @@ fn probe_in_terminal(env: &TestEnv, extra: &str) {
     env.write_repo_toml(&env.section_as("app", &repo, &step_user(), extra));
     let secret = env.root().join("secret");
     std::fs::write(&secret, SECRET).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let secret = File::open(&secret).unwrap();
 
     let screen = Screen::watch(&pty);
@@ -354,7 +354,7 @@ fn a_descriptor_inherited_by_tick_does_not_reach_the_step() {
     let env = TestEnv::shared();
     let secret = env.root().join("secret");
     std::fs::write(&secret, SECRET).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let repo = env.repo("app");
     repo.workflow(
         "master",
