@@ -5,6 +5,7 @@
 
 mod support;
 
+mod boundary;
 mod check;
 mod config;
 mod configure_hook;

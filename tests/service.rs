@@ -108,6 +108,9 @@ fn printed_units_pass_systemd_analyze_verify() {
         let service = &units[0].1;
         assert!(service.contains("\nType=oneshot\n"));
         assert!(service.contains("\nNoNewPrivileges=yes\n"));
+        // Runs get cgroups of their own below the unit's (SPEC §4.8).
+        assert!(service.contains("\nDelegate=yes\n"), "{service}");
+        assert!(!service.contains("ProtectControlGroups"), "{service}");
         assert!(
             service.contains(&format!(
                 "ExecStart={} --config-dir",

@@ -11,15 +11,20 @@
 //!   or `ReadWritePaths=`) and the homes of the `run_as` users configured when the unit was written
 //!   (steps keep caches there: `~/.cargo`, `~/.npm`, …).
 //! - `PrivateTmp=yes`, `PrivateDevices=yes`: a private `/tmp` and `/var/tmp`; only pseudo devices.
-//! - `ProtectKernelModules=yes`, `ProtectControlGroups=yes`, `ProtectClock=yes`,
-//!   `ProtectHostname=yes`, `RestrictSUIDSGID=yes`, `LockPersonality=yes`, `RestrictRealtime=yes`.
+//! - `ProtectKernelModules=yes`, `ProtectClock=yes`, `ProtectHostname=yes`, `RestrictSUIDSGID=yes`,
+//!   `LockPersonality=yes`, `RestrictRealtime=yes`.
+//! - `Delegate=yes` (user and system units): the unit's cgroup is phantom_ci's to divide, so every run
+//!   gets a cgroup of its own below it and ends with `cgroup.kill` (SPEC §4.8); steps running as
+//!   another user cannot write there.
 //!
-//! Left out on purpose: `ProtectKernelTunables=`/`ProtectKernelLogs=` (they cover parts of `/proc`, and
-//! the kernel then refuses the fresh `/proc` that `bwrap --proc` mounts), `RestrictNamespaces=` (bwrap
-//! needs user, mount, PID and network namespaces), `PrivateNetwork=` (fetches, webhooks, steps),
-//! `MemoryDenyWriteExecute=` (JIT compilers in steps), `SystemCallFilter=` (steps run arbitrary
-//! builds), `CapabilityBoundingSet=` (a step with `run_as = "root"`, or bwrap started as root, needs
-//! the capabilities; steps of other users lose all of them at `setuid()` anyway).
+//! Left out on purpose: `ProtectControlGroups=` (it makes the whole cgroup tree read-only, the
+//! delegated subtree included, and runs would lose their cgroups), `ProtectKernelTunables=`/
+//! `ProtectKernelLogs=` (they cover parts of `/proc`, and the kernel then refuses the fresh `/proc`
+//! that `bwrap --proc` mounts), `RestrictNamespaces=` (bwrap needs user, mount, PID and network
+//! namespaces), `PrivateNetwork=` (fetches, webhooks, steps), `MemoryDenyWriteExecute=` (JIT compilers
+//! in steps), `SystemCallFilter=` (steps run arbitrary builds), `CapabilityBoundingSet=` (a step with
+//! `run_as = "root"`, or bwrap started as root, needs the capabilities; steps of other users lose all
+//! of them at `setuid()` anyway).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -174,6 +179,8 @@ fn service(s: &Settings) -> Result<String, Error> {
         text.push_str("Wants=network-online.target\nAfter=network-online.target\n");
     }
     text.push_str(&format!("\n[Service]\nType=oneshot\nExecStart={exec}\n"));
+    // The unit's cgroup is phantom_ci's to divide: each run gets a cgroup of its own there.
+    text.push_str("Delegate=yes\n");
     text.push_str(
         "NoNewPrivileges=yes\nRestrictSUIDSGID=yes\nLockPersonality=yes\nRestrictRealtime=yes\n",
     );
@@ -195,8 +202,8 @@ fn service(s: &Settings) -> Result<String, Error> {
             ));
         }
         text.push_str(
-            "PrivateTmp=yes\nPrivateDevices=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n\
-             ProtectClock=yes\nProtectHostname=yes\n",
+            "PrivateTmp=yes\nPrivateDevices=yes\nProtectKernelModules=yes\nProtectClock=yes\n\
+             ProtectHostname=yes\n",
         );
     }
     Ok(text)
@@ -377,6 +384,7 @@ mod tests {
             "StateDirectory=phantom_ci",
             "ReadWritePaths=-/home/ci",
             "PrivateTmp=yes",
+            "Delegate=yes",
         ] {
             assert!(
                 service.contains(&format!("\n{line}\n")),
@@ -384,6 +392,8 @@ mod tests {
             );
         }
         assert!(!service.contains("ProtectKernelTunables"));
+        // It would make the delegated cgroup read-only.
+        assert!(!service.contains("ProtectControlGroups"));
         assert!(units[1].text.contains("\nOnUnitActiveSec=5min\n"));
         assert!(
             units[2]
@@ -399,6 +409,7 @@ mod tests {
         assert!(!units[0].text.contains("ProtectSystem"));
         assert!(!units[0].text.contains("network-online"));
         assert!(units[0].text.contains("\nNoNewPrivileges=yes\n"));
+        assert!(units[0].text.contains("\nDelegate=yes\n"));
         assert_eq!(
             enable_command(Scope::User),
             "systemctl --user daemon-reload && systemctl --user enable --now phantom_ci.timer"

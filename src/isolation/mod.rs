@@ -1,7 +1,10 @@
-//! Everything between a pusher's workflow and the machine: who a step runs as, its limits and sandbox,
-//! the processes it leaves behind, the signals that end a run, directories walked without following a
-//! step's links, and the signatures a commit must carry.
+//! Everything between a pusher's workflow and the machine: the step boundary every step crosses
+//! ([`boundary`]), who a step runs as, its limits, sandbox and cgroup, the processes it leaves behind,
+//! the signals that end a run, directories walked without following a step's links, and the signatures
+//! a commit must carry.
 
+pub mod boundary;
+pub mod cgroup;
 pub mod dirfd;
 pub mod privilege;
 pub mod reaper;

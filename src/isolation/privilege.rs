@@ -1,15 +1,13 @@
 //! Who the steps run as (SPEC §4.3): never root unless the operator says so, and when phantom_ci is root
-//! and `run_as` names another user, that user's uid, primary gid and supplementary groups — dropped in
-//! the child before `exec`, so a step can never run as root by mistake.
+//! and `run_as` names another user, that user's uid, primary gid and supplementary groups. The switch
+//! itself happens in the child before `exec`, in [`crate::isolation::boundary`].
 
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::unistd::{Gid, Uid, User, geteuid, getgrouplist, setgid, setgroups, setuid};
+use nix::sys::resource::{Resource, getrlimit};
+use nix::unistd::{Gid, Uid, User, geteuid, getgrouplist};
 
 use crate::config::Limits;
 
@@ -93,34 +91,6 @@ pub fn rlimits(limits: &Limits) -> Vec<(Resource, u64)> {
             Some((resource, value.min(hard)))
         })
         .collect()
-}
-
-/// Arranges for the child to take on `user` and `limits` between `fork` and `exec`.
-#[allow(unsafe_code)]
-pub fn apply(command: &mut Command, user: &StepUser, limits: Vec<(Resource, u64)>) {
-    let switch = user
-        .switch
-        .then(|| (user.uid, user.gid, user.groups.clone()));
-    if switch.is_none() && limits.is_empty() {
-        return;
-    }
-    // SAFETY: the closure runs in the child after fork, before exec. It only makes system calls
-    // (setrlimit, setgroups, setgid, setuid) on values computed before the fork: it does not allocate,
-    // lock or touch state another thread could hold. Order matters: groups and gid while still root,
-    // uid last; any failure aborts the spawn, so the step never runs with the privileges it should drop.
-    unsafe {
-        command.pre_exec(move || {
-            for (resource, value) in &limits {
-                setrlimit(*resource, *value, *value)?;
-            }
-            if let Some((uid, gid, groups)) = &switch {
-                setgroups(groups)?;
-                setgid(*gid)?;
-                setuid(*uid)?;
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Checks that `user` can reach `dir`: every directory from `/` down must be searchable by it.

@@ -3,7 +3,9 @@
 //! are still phantom_ci's descendants, and [`kill_orphans`] finds, kills and reaps them.
 //!
 //! Steps that are running are registered (their main process), so that the end of one run never touches
-//! the processes of another run going on in the same phantom_ci process.
+//! the processes of another run going on in the same phantom_ci process. Where the run has a cgroup
+//! ([`crate::isolation::cgroup`]) that is exact, and this stays as a second line; elsewhere this is
+//! the line.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command};

@@ -27,6 +27,8 @@ use crate::describe;
 use crate::describe::{human, human_ms, millis, short, signal_name};
 use crate::error::Error;
 use crate::git::workspace::Workspace;
+use crate::isolation::boundary::Boundary;
+use crate::isolation::cgroup::RunCgroup;
 use crate::isolation::privilege::{self, StepUser};
 use crate::isolation::sandbox::{self, Sandbox as BwrapSandbox};
 use crate::isolation::signature::{self, Refusal};
@@ -314,12 +316,18 @@ impl Run<'_> {
             Ok(pipe) => pipe,
             Err(e) => return Conclusion::error(format!("cannot create the output pipe: {e}")),
         };
-        let ctx = step::StepContext {
-            cwd: &workspace.tree,
-            env: &env,
+        // The run's own cgroup where one can be made: its end kills every process of the run.
+        let cgroup = RunCgroup::create(&self.dirs.data, &repo.name, self.run_dir.number);
+        let boundary = Boundary {
             user,
             limits: &limits,
             sandbox,
+            cgroup: cgroup.as_ref(),
+        };
+        let ctx = step::StepContext {
+            cwd: &workspace.tree,
+            env: &env,
+            boundary: &boundary,
         };
         let mut conclusion = Conclusion {
             result: RunResult::Success,
@@ -388,11 +396,18 @@ impl Run<'_> {
             }
         }
         // No process of the run outlives it: background processes of every step go now, and so do
-        // the ones that left their process group (`setsid`, double fork): phantom_ci adopted them.
+        // the ones that left their process group (`setsid`, double fork): the run's cgroup holds
+        // them all, and phantom_ci adopted them besides.
         for pgid in process_groups {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
+        if let Some(cgroup) = &cgroup {
+            cgroup.kill();
+        }
         let survivors = reaper::kill_orphans();
+        if let Some(Err(message)) = cgroup.map(RunCgroup::remove) {
+            self.out.line(&format!("==> {message}"));
+        }
         pipe.drain(self.out);
         if !survivors.is_empty() {
             self.out.line(&format!(

@@ -1,22 +1,21 @@
-//! One step: started directly (no shell, or under bubblewrap) in its own process group, its output
+//! One step: started through the step boundary ([`crate::isolation::boundary`]: its own session and
+//! process group, no terminal, only descriptors 0–2, user, limits, sandbox, cgroup), its output
 //! streamed as it arrives, stopped with SIGTERM then SIGKILL when its time is up or phantom_ci is told
 //! to stop (SIGTERM/SIGINT, see [`crate::isolation::signals`]).
 
 use std::io::{PipeReader, PipeWriter, Read};
 use std::os::fd::AsFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, ppoll};
-use nix::sys::resource::Resource;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::config::workflow::Step;
-use crate::isolation::privilege::{self, StepUser};
-use crate::isolation::sandbox::Sandbox;
+use crate::isolation::boundary::Boundary;
 use crate::isolation::{reaper, signals};
 use crate::runner::output::Output;
 use crate::state::records::StepResult;
@@ -95,10 +94,8 @@ impl RunPipe {
 pub struct StepContext<'a> {
     pub cwd: &'a Path,
     pub env: &'a [(String, String)],
-    pub user: &'a StepUser,
-    pub limits: &'a [(Resource, u64)],
-    /// Run the step under bubblewrap.
-    pub sandbox: Option<&'a Sandbox>,
+    /// What every step of the run crosses to start: user, limits, sandbox, cgroup.
+    pub boundary: &'a Boundary<'a>,
 }
 
 pub fn run(
@@ -118,30 +115,9 @@ pub fn run(
         process_group: None,
         aborted_by: None,
     };
-    let (writer, writer_err) = match (pipe.writer.try_clone(), pipe.writer.try_clone()) {
-        (Ok(writer), Ok(writer_err)) => (writer, writer_err),
-        (Err(e), _) | (_, Err(e)) => return failed_to_start(format!("cannot share the pipe: {e}")),
-    };
-    let mut command = match ctx.sandbox {
-        Some(sandbox) => sandbox.command(&step.argv, ctx.cwd),
-        None => {
-            let mut command = Command::new(&step.argv[0]);
-            command.args(&step.argv[1..]);
-            command
-        }
-    };
-    command
-        .current_dir(ctx.cwd)
-        .env_clear()
-        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(writer_err)
-        .process_group(0);
-    privilege::apply(&mut command, ctx.user, ctx.limits.to_vec());
-    let spawned = reaper::spawn(&mut command);
-    // The command holds copies of the pipe's write end: close them.
-    drop(command);
+    let spawned = ctx
+        .boundary
+        .spawn(&step.argv, ctx.cwd, ctx.env, &pipe.writer);
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
@@ -156,6 +132,7 @@ pub fn run(
             ));
         }
     };
+    // The step leads its own session and process group (the boundary's `setsid`).
     let pgid = Pid::from_raw(child.id() as i32);
     let (status, stopped) = supervise(&mut child, pgid, pipe, started + timeout, out);
     reaper::finished(child.id());

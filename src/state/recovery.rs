@@ -7,9 +7,11 @@
 //! that still read in the damaged file, the run's step journal, the first line of its log; the damaged
 //! file is kept beside it as `run.json.unreadable`.
 //!
-//! Left-over processes are found by their environment: every step gets
-//! `PHANTOM_CI_WORKSPACE=<data>/work/<repo>/<run>/workspace`, unique to one run of one data dir. This is
-//! best effort without cgroups: a process that cleared its environment escapes it.
+//! Left-over processes are killed with the run's cgroup, if it had one (found by its name, which the
+//! data dir, the repo and the run number give: [`crate::isolation::cgroup`]); that is exact. Then by
+//! their environment: every step gets `PHANTOM_CI_WORKSPACE=<data>/work/<repo>/<run>/workspace`,
+//! unique to one run of one data dir. Without a cgroup this is best effort: a process that cleared its
+//! environment escapes it.
 
 use std::io::Read;
 use std::path::Path;
@@ -22,6 +24,7 @@ use serde_json::{Map, Value};
 use crate::config::dirs::Dirs;
 use crate::config::{KeepWorkspace, Repo};
 use crate::error::Error;
+use crate::isolation::cgroup;
 use crate::state::lock::RepoLock;
 use crate::state::records::{self, RunDir, RunRecord, RunResult, Trigger};
 
@@ -39,6 +42,7 @@ pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>
         Err(e) => (rebuild(repo, &run_dir), Some(e.reason)),
     };
     let workspace = dirs.work().join(&repo.name).join(number.to_string());
+    cgroup::kill_dead_run(&dirs.data, &repo.name, number);
     kill_leftovers(&workspace.join("workspace"));
 
     // The log's last change is the best estimate of when the run died.
