@@ -58,6 +58,13 @@ pub fn drain(
             ));
             continue;
         };
+        if let Some(problem) = repo.problem() {
+            drained.errors.push(format!(
+                "work is queued for repo `{name}`, which cannot run: {problem}; the work waits \
+                 until the configuration is fixed"
+            ));
+            continue;
+        }
         while queue::is_pending(dirs, &name) {
             // Told to stop (SIGTERM/SIGINT): the queued work stays for the next invocation.
             if crate::isolation::signals::requested().is_some() {

@@ -25,6 +25,8 @@ struct StatusJson {
     branch: String,
     path: String,
     last_run: Option<RunRecord>,
+    /// Why the repo does not run (its `path` or `run_as` user does not exist); empty when it runs.
+    problems: Vec<String>,
 }
 
 pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
@@ -38,6 +40,7 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             branch: repo.branch.clone(),
             path: repo.location.to_string(),
             last_run: records::last(&ctx.dirs, &repo.name, None),
+            problems: repo.problems.iter().map(ToString::to_string).collect(),
         })
         .collect();
     if args.json {
@@ -64,10 +67,21 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             &rows
         )
     );
+    for problem in repos.iter().flat_map(|r| &r.problems) {
+        eprintln!("phantom_ci: {problem}");
+    }
     Ok(ExitStatus::Success)
 }
 
 fn row(status: &StatusJson, now: SystemTime) -> [String; 7] {
+    let mut row = last_run_row(status, now);
+    if !status.problems.is_empty() {
+        row[3] = "config error".into();
+    }
+    row
+}
+
+fn last_run_row(status: &StatusJson, now: SystemTime) -> [String; 7] {
     let Some(run) = &status.last_run else {
         return [
             status.repo.clone(),
