@@ -1,5 +1,6 @@
 //! Everything phantom_ci asks of a git repository, through libgit2.
 
+pub mod cli;
 pub mod mirror;
 pub mod workspace;
 

@@ -40,7 +40,8 @@ impl Workspace {
     pub fn create(dirs: &Dirs, repo: &str, run: u64, user: &StepUser) -> Result<Workspace, String> {
         let root = dirs.work().join(repo).join(run.to_string());
         let parent = root.parent().unwrap_or(&root).to_path_buf();
-        std::fs::create_dir_all(&parent)
+        // `<data>`, `<data>/work` and `<data>/work/<repo>`: 0711, gone through but not listed.
+        dirs.make(&parent)
             .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
         if let Some(blocked) = privilege::unreachable_parent(user, &parent) {
             return Err(format!(
