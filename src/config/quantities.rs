@@ -77,6 +77,19 @@ impl ByteSize {
     }
 }
 
+impl fmt::Display for ByteSize {
+    /// The largest binary unit that divides the size exactly (`100MiB`), else bytes (`1000B`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+        for (shift, unit) in units {
+            if self.0 >= 1 << shift && self.0.is_multiple_of(1 << shift) {
+                return write!(f, "{}{unit}", self.0 >> shift);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
@@ -158,5 +171,9 @@ mod tests {
         assert_eq!(ByteSize::parse("4096").unwrap().0, 4096);
         assert!(ByteSize::parse("64 parsecs").is_err());
         assert!(ByteSize::parse("99999999999T").is_err());
+        assert_eq!(ByteSize(100 << 20).to_string(), "100MiB");
+        assert_eq!(ByteSize(4 << 30).to_string(), "4GiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000B");
+        assert_eq!(ByteSize(0).to_string(), "0B");
     }
 }
