@@ -11,6 +11,7 @@ mod configure_hook;
 mod containment;
 mod examples;
 mod hook;
+mod hygiene;
 mod layout;
 mod manage;
 mod notify;
