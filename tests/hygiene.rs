@@ -342,10 +342,13 @@ fn echoing_server() -> crate::support::http::Server {
     use crate::support::http::{Reply, Server};
     Server::scripted(|path, _| {
         let shouted = path.to_uppercase();
+        // The last piece of the path alone: an all-lower-case token.
+        let token = path.rsplit('/').next().unwrap_or(path);
         match path {
             DISCORD => {
-                let body =
-                    format!("{{\"message\": \"unknown webhook {path} echoed-by-the-server\"}}");
+                let body = format!(
+                    "{{\"message\": \"unknown webhook {path}, token {token} echoed-by-the-server\"}}"
+                );
                 Reply::Raw(format!(
                     "HTTP/1.1 400 No such hook {shouted}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -403,6 +406,7 @@ fn nothing_a_webhook_sends_back_nor_its_path_is_written_anywhere() {
             .all(|name| log.contains(&format!("webhook `{name}`")))
     });
     let log = std::fs::read_to_string(&worker_log).unwrap();
+    assert_no_secret("worker.log", &log);
     let origin = server.origin();
     for expected in [
         format!("webhook `discord` ({origin}/…) failed: HTTP 400 Bad Request"),
@@ -411,7 +415,6 @@ fn nothing_a_webhook_sends_back_nor_its_path_is_written_anywhere() {
     ] {
         assert!(log.contains(&expected), "{expected}\n{log}");
     }
-    assert_no_secret("worker.log", &log);
     assert_no_secret(
         "the push's output",
         &String::from_utf8_lossy(&pushed.stderr),
