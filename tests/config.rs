@@ -207,3 +207,56 @@ fn check_list_and_status_show_the_broken_repos() {
     assert!(line_of(&out.stderr, 7) && line_of(&out.stderr, 11));
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 step"));
 }
+
+#[test]
+fn the_hook_names_a_broken_repo_and_never_fails_the_push() {
+    let env = TestEnv::new();
+    let repo = healthy_and_broken(&env);
+    let tip = env.git(&repo.work, &["rev-parse", "HEAD"]);
+    let mut hook = env
+        .phantom_std()
+        .args(["hook", "--wait"])
+        .env("GIT_DIR", &repo.bare)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(
+        hook.stdin.take().unwrap(),
+        "{} {tip} refs/heads/master",
+        "0".repeat(40)
+    )
+    .unwrap();
+    let out = hook.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Repo.toml` line 11, column 1: the `run_as` user `no-such-user-here` does not exist"
+        ) && stderr.contains("(the push itself succeeded)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        env.run_json("app", 1)["result"],
+        "success",
+        "the healthy repo ran"
+    );
+    assert!(env.runs("stranger").is_empty());
+}
+
+#[test]
+fn add_and_remove_name_the_line_of_a_repo_toml_that_is_not_utf8() {
+    let env = TestEnv::new();
+    std::fs::write(env.config.join("Repo.toml"), b"# \xff\n").unwrap();
+    for args in [&["add", "https://example.org/x.git"][..], &["remove", "x"]] {
+        env.phantom()
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(
+                "Repo.toml` line 1, column 3: the file is not valid UTF-8",
+            ));
+    }
+}
