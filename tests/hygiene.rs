@@ -305,6 +305,34 @@ run = "sh -c 'ls {mirrors} && echo LISTED-MIRRORS || echo refused-mirrors'"
     assert_eq!(snoop_meta.gid(), daemon.gid.as_raw());
     assert_eq!(mode(&mirrors), 0o711);
 
+    // A later fetch under a strict umask (077) adds objects the step user can still read.
+    private.write("secret.txt", "the private source, second version\n");
+    private.commit_and_push("second version");
+    let template = env.phantom_std();
+    let mut strict = std::process::Command::new("sh");
+    strict
+        .args(["-c", "umask 077 && exec \"$0\" tick"])
+        .arg(template.get_program())
+        .env_clear()
+        .current_dir(env.root());
+    for (key, value) in template.get_envs() {
+        if let Some(value) = value {
+            strict.env(key, value);
+        }
+    }
+    let out = strict.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = env.log("private", 2);
+    assert!(has_line(&second, "subject:second version"), "{second}");
+    assert!(
+        has_line(&second, "the private source, second version"),
+        "{second}"
+    );
+
     // The repo moves to the user root: its mirror becomes phantom_ci's alone.
     env.write_repo_toml(&format!(
         "[private]\npath = \"file://{}\"\nrun_as = \"root\"\n",
