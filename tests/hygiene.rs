@@ -479,3 +479,36 @@ fn nothing_a_webhook_sends_back_nor_its_path_is_written_anywhere() {
     assert!(has_line(&log, "worker-log-refused"), "{log}");
     assert!(!has_line(&log, "READ-WORKER-LOG"), "{log}");
 }
+
+#[test]
+fn the_checkout_runs_nothing_of_the_operators_git_configuration() {
+    let env = TestEnv::new();
+    let marker = env.root().join("smudged");
+    // phantom_ci's own user has a filter in its global gitconfig; the commit asks for it.
+    std::fs::write(
+        env.home.join(".gitconfig"),
+        format!(
+            "[filter \"pwn\"]\n\tsmudge = touch {}\n\trequired = true\n[core]\n\thooksPath = {}\n",
+            marker.display(),
+            env.root().join("hooks").display()
+        ),
+    )
+    .unwrap();
+    let repo = env.repo("app");
+    repo.write(".gitattributes", "* filter=pwn\n");
+    repo.workflow("master", "[0]\nrun = \"cat workflow/master.toml\"\n");
+    repo.commit_and_push("asks for a filter");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    // phantom_ci as an operator starts it: with its global gitconfig in force.
+    env.phantom()
+        .env_remove("GIT_CONFIG_GLOBAL")
+        .env_remove("GIT_CONFIG_NOSYSTEM")
+        .args(["run", "app"])
+        .assert()
+        .success();
+    assert!(!marker.exists(), "the smudge filter ran");
+    assert!(has_line(
+        &env.log("app", 1),
+        "run = \"cat workflow/master.toml\""
+    ));
+}
