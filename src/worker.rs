@@ -220,21 +220,15 @@ pub fn start_detached(dirs: &Dirs) -> Result<(), String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find phantom_ci's own binary: {e}"))?;
     let log_path = dirs.worker_log();
-    let previous = dirs.data.join("worker.log.1");
     dirs.make(&dirs.data)
         .map_err(|e| format!("cannot create `{}`: {e}", dirs.data.display()))?;
     // Kept small: past 1 MiB the log starts again, the previous one kept as `worker.log.1`.
     if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 1 << 20) {
-        let _ = std::fs::rename(&log_path, &previous);
+        let _ = std::fs::rename(&log_path, dirs.previous_worker_log());
     }
-    // Both are phantom_ci's alone (0600): what the worker reports is not for the steps to read.
-    if let Ok(old) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&previous)
-    {
-        let _ = crate::config::dirs::make_private(&old);
-    }
+    // Both logs are phantom_ci's alone (0600): what the worker reports is not for steps to read.
+    dirs.tighten()
+        .map_err(|e| format!("cannot make `{}` private: {e}", dirs.data.display()))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

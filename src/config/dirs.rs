@@ -97,9 +97,14 @@ impl Dirs {
         self.data.join("locks")
     }
 
-    /// `<data>/worker.log`: what detached workers print (and `worker.log.1`, the one before).
+    /// `<data>/worker.log`: what detached workers print.
     pub fn worker_log(&self) -> PathBuf {
         self.data.join("worker.log")
+    }
+
+    /// `<data>/worker.log.1`: the worker's log before the last rotation.
+    pub fn previous_worker_log(&self) -> PathBuf {
+        self.data.join("worker.log.1")
     }
 }
 
@@ -161,8 +166,7 @@ impl Dirs {
                 ensure_mode(&dir, self.mode_of(&dir))?;
             }
         }
-        let log = self.worker_log();
-        for file in [log.clone(), log.with_extension("log.1")] {
+        for file in [self.worker_log(), self.previous_worker_log()] {
             match std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(nix::libc::O_NOFOLLOW)
@@ -260,8 +264,8 @@ mod tests {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         std::fs::write(dirs.worker_log(), "old\n").unwrap();
-        std::fs::write(dirs.data.join("worker.log.1"), "older\n").unwrap();
-        for log in [dirs.worker_log(), dirs.data.join("worker.log.1")] {
+        std::fs::write(dirs.previous_worker_log(), "older\n").unwrap();
+        for log in [dirs.worker_log(), dirs.previous_worker_log()] {
             std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
         dirs.tighten().unwrap();
@@ -270,7 +274,7 @@ mod tests {
             (0o711, 0o700, 0o711)
         );
         assert_eq!(mode(&dirs.worker_log()), 0o600);
-        assert_eq!(mode(&dirs.data.join("worker.log.1")), 0o600);
+        assert_eq!(mode(&dirs.previous_worker_log()), 0o600);
         assert!(!dirs.queue().exists());
     }
 }
