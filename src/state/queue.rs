@@ -23,6 +23,7 @@ use crate::state::lock::RepoLock;
 use crate::state::records::{self, Trigger};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(expecting = "a queue entry: a JSON object with `branch`, `commit`, `trigger`, `queued_at`")]
 pub struct Entry {
     pub branch: String,
     pub commit: String,
