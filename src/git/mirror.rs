@@ -131,8 +131,8 @@ fn prepare(mirror: &Path, access: Access) -> Result<(), String> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e.to_string()),
         }
-        // Closed (or given to the group) before anything is written into it.
-        grant(mirror, access, false).map_err(|e| e.to_string())?;
+        // Closed before anything is written into it; given to the group once it is complete.
+        grant(mirror, Access::Private).map_err(|e| e.to_string())?;
         git2::Repository::init_bare(mirror).map_err(|e| e.message().to_string())?;
     }
     let meta = std::fs::symlink_metadata(mirror).map_err(|e| e.to_string())?;
@@ -140,7 +140,7 @@ fn prepare(mirror: &Path, access: Access) -> Result<(), String> {
         return Err("it is not a directory".into());
     }
     if fresh || !access.holds(&meta) {
-        grant(mirror, access, true).map_err(|e| e.to_string())?;
+        grant(mirror, access).map_err(|e| e.to_string())?;
     }
     let shared = match access {
         Access::Private => None,
@@ -159,19 +159,16 @@ fn prepare(mirror: &Path, access: Access) -> Result<(), String> {
     Ok(())
 }
 
-/// Gives the mirror `access`: its own directory, and with `inside` everything in it (never following
-/// a link; only phantom_ci's user writes there).
-fn grant(mirror: &Path, access: Access, inside: bool) -> std::io::Result<()> {
+/// Gives the mirror `access`. For a group, everything in it first (never following a link; only
+/// phantom_ci's user writes there), the mirror's own directory last: once that directory has the
+/// group's mode, the whole mirror has it, even if phantom_ci died half-way before.
+fn grant(mirror: &Path, access: Access) -> std::io::Result<()> {
     match access {
         Access::Private => std::fs::set_permissions(mirror, std::fs::Permissions::from_mode(0o700)),
         Access::Group(gid) => {
-            // The group first, then the mode: the group never sees a half-given mirror.
+            give_to_group(mirror, gid, 0)?;
             std::os::unix::fs::chown(mirror, None, Some(gid.as_raw()))?;
-            std::fs::set_permissions(mirror, std::fs::Permissions::from_mode(0o2750))?;
-            if inside {
-                give_to_group(mirror, gid, 0)?;
-            }
-            Ok(())
+            std::fs::set_permissions(mirror, std::fs::Permissions::from_mode(0o2750))
         }
     }
 }
