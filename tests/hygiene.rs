@@ -1,7 +1,8 @@
 //! Issue 8, items 2, 3, 5 and 7: phantom_ci's own state is private, a URL repo's mirror is readable by
-//! its own step user only, a checkout bomb is refused before anything is written, and nothing a
-//! webhook endpoint sends back — nor the webhook's path — is written anywhere. Each test performs the
-//! attack; those that act as another user need root and say they are skipped otherwise.
+//! its own step user only, a checkout bomb is refused before anything is written (and the checkout
+//! runs nothing of the operator's git configuration on the commit), and nothing a webhook endpoint
+//! sends back — nor the webhook's path — is written anywhere. Each test performs the attack; those
+//! that act as another user need root and say they are skipped otherwise.
 
 use std::path::Path;
 
