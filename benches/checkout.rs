@@ -19,6 +19,7 @@
     clippy::expect_used
 )]
 
+use phantom_ci::git::Budget;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -196,7 +197,7 @@ fn bench_workspace(root: &Path, home: &Path, files: usize, iters: usize) -> Row 
     std::fs::create_dir_all(&workspaces).unwrap();
     // Both sides make the same thing: a clean working tree of the commit.
     let check = workspaces.join("check");
-    phantom_ci::git::checkout_workspace(&source, commit, &check).unwrap();
+    phantom_ci::git::checkout_workspace(&source, commit, &check, &Budget::unlimited()).unwrap();
     let status = git(home, &check, &["status", "--porcelain"]);
     assert!(
         status.is_empty(),
@@ -214,7 +215,8 @@ fn bench_workspace(root: &Path, home: &Path, files: usize, iters: usize) -> Row 
         nix::unistd::sync,
         || {
             let dir = next_dir();
-            phantom_ci::git::checkout_workspace(&source, commit, &dir).unwrap();
+            phantom_ci::git::checkout_workspace(&source, commit, &dir, &Budget::unlimited())
+                .unwrap();
         },
         || {
             let dir = next_dir();

@@ -5,6 +5,7 @@
 //! free. So no push is lost, runs of one repo never overlap, and the newest queued commit runs.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -58,6 +59,13 @@ pub fn drain(
             ));
             continue;
         };
+        if let Some(problem) = repo.problem() {
+            drained.errors.push(format!(
+                "work is queued for repo `{name}`, which cannot run: {problem}; the work waits \
+                 until the configuration is fixed"
+            ));
+            continue;
+        }
         while queue::is_pending(dirs, &name) {
             // Told to stop (SIGTERM/SIGINT): the queued work stays for the next invocation.
             if crate::isolation::signals::requested().is_some() {
@@ -148,7 +156,16 @@ pub fn execute(
     lock: &RepoLock,
     started: &mut dyn FnMut(),
 ) -> Result<Finished, Error> {
+    // What an earlier version left open is closed before any step runs.
+    let mut early_notes = Vec::new();
+    if let Err(e) = dirs.tighten() {
+        early_notes.push(format!(
+            "cannot make phantom_ci's state in `{}` private: {e}",
+            dirs.data.display()
+        ));
+    }
     let mut finished = runner::execute(dirs, request, console, lock, started)?;
+    finished.notes.extend(early_notes);
     let notes = after_run(
         dirs,
         &request.repo,
@@ -196,21 +213,31 @@ fn after_run(
 }
 
 /// Starts `phantom_ci work` in a new session, with no tie to the pusher: stdin from /dev/null, output to
-/// `<data>/worker.log`, so `git push` returns at once and a disconnecting pusher changes nothing.
+/// `<data>/worker.log` (mode 0600), so `git push` returns at once and a disconnecting pusher changes
+/// nothing.
 #[allow(unsafe_code)]
 pub fn start_detached(dirs: &Dirs) -> Result<(), String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find phantom_ci's own binary: {e}"))?;
-    let log_path = dirs.data.join("worker.log");
+    let log_path = dirs.worker_log();
+    dirs.make(&dirs.data)
+        .map_err(|e| format!("cannot create `{}`: {e}", dirs.data.display()))?;
     // Kept small: past 1 MiB the log starts again, the previous one kept as `worker.log.1`.
     if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 1 << 20) {
-        let _ = std::fs::rename(&log_path, dirs.data.join("worker.log.1"));
+        let _ = std::fs::rename(&log_path, dirs.previous_worker_log());
     }
+    // Both logs are phantom_ci's alone (0600): what the worker reports is not for steps to read.
+    dirs.tighten()
+        .map_err(|e| format!("cannot make `{}` private: {e}", dirs.data.display()))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&log_path)
         .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;
+    crate::config::dirs::make_private(&log)
+        .map_err(|e| format!("cannot make `{}` private: {e}", log_path.display()))?;
     let log_err = log
         .try_clone()
         .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;

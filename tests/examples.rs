@@ -10,7 +10,7 @@ use predicates::prelude::*;
 use crate::support::{TestEnv, current_user};
 
 /// Every key of SPEC §2.1.
-const REPO_TOML_KEYS: [&str; 17] = [
+const REPO_TOML_KEYS: [&str; 18] = [
     "path",
     "target_branch",
     "run_as",
@@ -28,6 +28,7 @@ const REPO_TOML_KEYS: [&str; 17] = [
     "sandbox_root",
     "limits",
     "log_limit",
+    "checkout_limit",
 ];
 
 fn project() -> PathBuf {

@@ -13,6 +13,7 @@ mod containment;
 mod docs;
 mod examples;
 mod hook;
+mod hygiene;
 mod layout;
 mod manage;
 mod notify;

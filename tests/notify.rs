@@ -375,14 +375,15 @@ fn the_webhook_path_and_token_appear_nowhere() {
     let origin = server.origin();
     assert!(
         out.stderr.contains(&format!(
-            "phantom_ci: webhook `discord` ({origin}/…) failed: HTTP 404 Not Found: "
+            "phantom_ci: webhook `discord` ({origin}/…) failed: HTTP 404 Not Found (check the \
+             webhook URL in .env)\n"
         )),
         "{}",
         out.stderr
     );
     assert!(
         out.stderr.contains(&format!(
-            "phantom_ci: webhook `slack` ({origin}/…) failed: HTTP 500"
+            "phantom_ci: webhook `slack` ({origin}/…) failed: HTTP 500 Internal Server Error\n"
         )),
         "{}",
         out.stderr

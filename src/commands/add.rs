@@ -52,11 +52,7 @@ pub fn run(args: AddArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
 
     let file = ctx.dirs.repo_toml();
-    let text = match std::fs::read_to_string(&file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(Error::io("cannot read", &file, e)),
-    };
+    let text = config::read_repo_toml(&file)?.unwrap_or_default();
     let current = Config::parse(&file, &text)?;
     if current.get(&name).is_some() {
         let line = edit::header_line(&text, &name)

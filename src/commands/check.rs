@@ -6,6 +6,7 @@ use clap::Args;
 
 use crate::commands::Context;
 use crate::config::workflow::Workflow;
+use crate::config::{Config, ConfigError};
 use crate::error::{Error, ExitStatus};
 use crate::git::{self, MAX_WORKFLOW_SIZE, TreeFile};
 
@@ -18,7 +19,8 @@ pub struct CheckArgs {
     pub path: Option<PathBuf>,
 }
 
-pub fn run(args: CheckArgs, _ctx: &Context) -> Result<ExitStatus, Error> {
+pub fn run(args: CheckArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+    let configured = check_repo_toml(ctx);
     let path = args.path.unwrap_or_else(|| PathBuf::from("."));
     let workflows: Vec<Found> = if path.is_file() {
         let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
@@ -32,17 +34,41 @@ pub fn run(args: CheckArgs, _ctx: &Context) -> Result<ExitStatus, Error> {
             path.display()
         )));
     }
-    let mut status = ExitStatus::Success;
+    let mut status = configured;
     for (file, bytes) in workflows {
         match bytes.and_then(|b| Workflow::parse(&file, &b).map_err(|e| e.to_string())) {
             Ok(workflow) => print_plan(&workflow),
             Err(message) => {
                 eprintln!("{message}");
-                status = ExitStatus::RunFailed;
+                status = status.max(ExitStatus::RunFailed);
             }
         }
     }
     Ok(status)
+}
+
+/// Reports what is wrong with `Repo.toml` (a repo whose `path` or `run_as` user does not exist, or the
+/// file itself) on stderr; the workflows are checked either way.
+fn check_repo_toml(ctx: &Context) -> ExitStatus {
+    match Config::load(&ctx.dirs.repo_toml()) {
+        Ok(config) => {
+            let mut status = ExitStatus::Success;
+            for problem in config.broken().flat_map(|r| &r.problems) {
+                eprintln!("phantom_ci: {problem}");
+                status = ExitStatus::RunFailed;
+            }
+            status
+        }
+        // Someone checking a workflow may not be allowed to read the service's configuration.
+        Err(e @ ConfigError::Read { .. }) => {
+            eprintln!("phantom_ci: note: {e}; only the workflows are checked");
+            ExitStatus::Success
+        }
+        Err(e) => {
+            eprintln!("phantom_ci: {e}");
+            ExitStatus::Usage
+        }
+    }
 }
 
 fn from_repository(path: &std::path::Path) -> Result<Vec<Found>, Error> {

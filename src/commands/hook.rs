@@ -85,6 +85,10 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
         if !moved.contains(&repo.branch) {
             continue;
         }
+        if let Some(problem) = repo.problem() {
+            eprintln!("phantom_ci: {problem} (the push itself succeeded)");
+            continue;
+        }
         if !can_run_itself(repo) {
             spool_note(ctx, &git_dir, &repo.branch)?;
             continue;

@@ -39,6 +39,9 @@ struct RepoJson<'a> {
     sandbox_root: Option<&'a PathBuf>,
     limits: Limits,
     log_limit: u64,
+    checkout_limit: u64,
+    /// Why the repo does not run (its `path` or `run_as` user does not exist); empty when it runs.
+    problems: Vec<String>,
 }
 
 impl<'a> From<&'a Repo> for RepoJson<'a> {
@@ -66,6 +69,8 @@ impl<'a> From<&'a Repo> for RepoJson<'a> {
             sandbox_root: repo.sandbox_root.as_ref(),
             limits: repo.limits,
             log_limit: repo.log_limit,
+            checkout_limit: repo.checkout_limit,
+            problems: repo.problems.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -103,5 +108,8 @@ pub fn run(args: ListArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         "{}",
         super::table::render(&["REPO", "BRANCH", "RUN AS", "PATH"], &rows)
     );
+    for problem in config.broken().flat_map(|r| &r.problems) {
+        eprintln!("phantom_ci: {problem}");
+    }
     Ok(ExitStatus::Success)
 }

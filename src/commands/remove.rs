@@ -18,11 +18,7 @@ pub fn run(args: RemoveArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let name = args.name;
     config::validate_repo_name(&name).map_err(Error::Usage)?;
     let file = ctx.dirs.repo_toml();
-    let text = match std::fs::read_to_string(&file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(Error::io("cannot read", &file, e)),
-    };
+    let text = config::read_repo_toml(&file)?.unwrap_or_default();
     Config::parse(&file, &text)?;
     let new_text = edit::remove(&text, &name).map_err(|e| match e {
         EditError::NoSuchRepo(_) => Error::Usage(format!(

@@ -35,6 +35,14 @@ pub struct RunArgs {
 pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let config = Config::load(&ctx.dirs.repo_toml())?;
     let mut repo = find_repo(&config, &args.repo, args.branch.as_deref())?;
+    // A configured repo whose `path` or `run_as` user does not exist (`--run-as` replaces the latter).
+    if let Some(problem) = repo
+        .problems
+        .iter()
+        .find(|p| !(p.key == "run_as" && args.run_as.is_some()))
+    {
+        return Err(Error::Config(problem.to_error()));
+    }
     if let Some(branch) = args.branch {
         config::validate_branch(&branch).map_err(Error::Usage)?;
         repo.branch = branch;

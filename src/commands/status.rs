@@ -31,6 +31,8 @@ struct StatusJson {
     /// The number of that run.
     #[serde(skip)]
     unreadable_run: Option<u64>,
+    /// Why the repo does not run (its `path` or `run_as` user does not exist); empty when it runs.
+    problems: Vec<String>,
 }
 
 pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
@@ -49,6 +51,7 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                 unreadable_run: newest.as_ref().err().map(|e| e.run),
                 last_run_error: newest.as_ref().err().map(ToString::to_string),
                 last_run: newest.ok().flatten(),
+                problems: repo.problems.iter().map(ToString::to_string).collect(),
             }
         })
         .collect();
@@ -82,10 +85,21 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             &rows
         )
     );
+    for problem in repos.iter().flat_map(|r| &r.problems) {
+        eprintln!("phantom_ci: {problem}");
+    }
     Ok(status)
 }
 
 fn row(status: &StatusJson, now: SystemTime) -> [String; 7] {
+    let mut row = last_run_row(status, now);
+    if !status.problems.is_empty() {
+        row[3] = "config error".into();
+    }
+    row
+}
+
+fn last_run_row(status: &StatusJson, now: SystemTime) -> [String; 7] {
     if let Some(number) = status.unreadable_run {
         return [
             status.repo.clone(),

@@ -34,6 +34,14 @@ pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
     let mut status = ExitStatus::Success;
     for repo in &config.repos {
+        // A repo whose `path` or `run_as` user does not exist is not run; the others are.
+        if !repo.problems.is_empty() {
+            for problem in &repo.problems {
+                eprintln!("phantom_ci: {problem}");
+            }
+            status = ExitStatus::RunFailed;
+            continue;
+        }
         if let Err(message) = recover_and_check(ctx, repo) {
             eprintln!("phantom_ci: {message}");
             status = ExitStatus::RunFailed;

@@ -1,5 +1,12 @@
-//! Where phantom_ci reads its configuration and keeps its data (SPEC §2).
+//! Where phantom_ci reads its configuration and keeps its data (SPEC §2), and who may enter which
+//! directory of the data dir (SPEC §4.8).
+//!
+//! Everything under `<data>` is phantom_ci's own and opened by its user only: directories 0700, files
+//! 0600. The exceptions are the directories a `run_as` user must go through to reach its workspace and
+//! its repository's mirror — `<data>`, `<data>/work`, `<data>/work/<repo>` and `<data>/mirrors` are 0711
+//! (enter, but not list) — and the spool, a drop box pushers write into (1733, see `state::spool`).
 
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub const CONFIG_DIR_ENV: &str = "PHANTOM_CI_CONFIG_DIR";
@@ -89,9 +96,185 @@ impl Dirs {
     pub fn locks(&self) -> PathBuf {
         self.data.join("locks")
     }
+
+    /// `<data>/worker.log`: what detached workers print.
+    pub fn worker_log(&self) -> PathBuf {
+        self.data.join("worker.log")
+    }
+
+    /// `<data>/worker.log.1`: the worker's log before the last rotation.
+    pub fn previous_worker_log(&self) -> PathBuf {
+        self.data.join("worker.log.1")
+    }
+}
+
+impl Dirs {
+    /// The mode phantom_ci gives a directory of the data dir: 0711 for those a `run_as` user goes
+    /// through (`<data>`, `<data>/work`, `<data>/work/<repo>`, `<data>/mirrors`), 0700 for the rest.
+    pub fn mode_of(&self, dir: &Path) -> u32 {
+        let traversed = dir == self.data
+            || dir == self.work()
+            || dir == self.mirrors()
+            || dir.parent() == Some(self.work().as_path());
+        if traversed { 0o711 } else { 0o700 }
+    }
+
+    /// Makes `dir` — the data dir or a directory in it — and the missing directories between, each
+    /// with its [`Dirs::mode_of`] whatever the umask. Those that exist and belong to phantom_ci's user
+    /// get that mode too: a data dir an earlier version left open (0755) is closed the next time
+    /// phantom_ci uses it.
+    pub fn make(&self, dir: &Path) -> std::io::Result<()> {
+        let Ok(below) = dir.strip_prefix(&self.data) else {
+            return Err(std::io::Error::other(format!(
+                "`{}` is not in the data directory `{}`",
+                dir.display(),
+                self.data.display()
+            )));
+        };
+        if let Some(parent) = self.data.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut path = self.data.clone();
+        ensure_mode(&path, self.mode_of(&path))?;
+        for part in below.components() {
+            path.push(part);
+            ensure_mode(&path, self.mode_of(&path))?;
+        }
+        Ok(())
+    }
+}
+
+impl Dirs {
+    /// Closes what an earlier version left open: the state directories that exist get their mode
+    /// (see [`Dirs::mode_of`]) and the worker's logs 0600. Called before every run, so that no step
+    /// of this version finds a way into phantom_ci's state; cheap (a few `stat`s).
+    pub fn tighten(&self) -> std::io::Result<()> {
+        if !self.data.is_dir() {
+            return Ok(());
+        }
+        ensure_mode(&self.data, self.mode_of(&self.data))?;
+        for dir in [
+            self.locks(),
+            self.queue(),
+            self.seen(),
+            self.work(),
+            self.mirrors(),
+            self.data.join("runs"),
+            self.data.join("spool-junk"),
+        ] {
+            if dir.is_dir() {
+                ensure_mode(&dir, self.mode_of(&dir))?;
+            }
+        }
+        for file in [self.worker_log(), self.previous_worker_log()] {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&file)
+            {
+                Ok(open) => make_private(&open)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates the directory `path` with exactly `mode`, or gives an existing one of phantom_ci's user that
+/// mode. Creation asks for the mode itself, so the directory is never more open than `mode`; the
+/// chmod after it only undoes what a stricter umask took away.
+fn ensure_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "`{}` is not a directory",
+            path.display()
+        )));
+    }
+    if meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o7777 != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Gives an open file of phantom_ci's user mode 0600 if it has another (a lock file or log an earlier
+/// version created 0644). Works on the descriptor: no path is looked up again.
+pub fn make_private(file: &std::fs::File) -> std::io::Result<()> {
+    let meta = file.metadata()?;
+    if meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o7777 != 0o600 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 fn absolute(path: PathBuf) -> Result<PathBuf, String> {
     std::path::absolute(&path)
         .map_err(|e| format!("cannot resolve the directory `{}`: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn directories_are_made_private_except_the_way_to_workspaces_and_mirrors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            config: tmp.path().join("config"),
+            data: tmp.path().join("data"),
+        };
+        dirs.make(&dirs.locks()).unwrap();
+        dirs.make(&dirs.work().join("app")).unwrap();
+        dirs.make(&dirs.mirrors()).unwrap();
+        assert_eq!(mode(&dirs.data), 0o711);
+        assert_eq!(mode(&dirs.locks()), 0o700);
+        assert_eq!(mode(&dirs.work()), 0o711);
+        assert_eq!(mode(&dirs.work().join("app")), 0o711);
+        assert_eq!(mode(&dirs.mirrors()), 0o711);
+
+        // An install of an earlier version: 0755 everywhere. The next use closes it.
+        for dir in [&dirs.data, &dirs.locks()] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        dirs.make(&dirs.locks()).unwrap();
+        assert_eq!((mode(&dirs.data), mode(&dirs.locks())), (0o711, 0o700));
+        assert!(dirs.make(tmp.path()).is_err(), "only the data dir is made");
+
+        let file = std::fs::File::create(dirs.locks().join("old.lock")).unwrap();
+        std::fs::set_permissions(
+            dirs.locks().join("old.lock"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        make_private(&file).unwrap();
+        assert_eq!(mode(&dirs.locks().join("old.lock")), 0o600);
+
+        // `tighten` closes every state directory and the worker's logs, without making new ones.
+        for dir in [&dirs.data, &dirs.locks(), &dirs.work()] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(dirs.worker_log(), "old\n").unwrap();
+        std::fs::write(dirs.previous_worker_log(), "older\n").unwrap();
+        for log in [dirs.worker_log(), dirs.previous_worker_log()] {
+            std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        dirs.tighten().unwrap();
+        assert_eq!(
+            (mode(&dirs.data), mode(&dirs.locks()), mode(&dirs.work())),
+            (0o711, 0o700, 0o711)
+        );
+        assert_eq!(mode(&dirs.worker_log()), 0o600);
+        assert_eq!(mode(&dirs.previous_worker_log()), 0o600);
+        assert!(!dirs.queue().exists());
+    }
 }

@@ -6,12 +6,15 @@
 
 pub mod dirs;
 pub mod edit;
+pub mod problems;
 pub mod quantities;
+mod repo;
 pub mod secrets;
 pub mod workflow;
 
+pub use repo::{KeepWorkspace, Limits, Location, Notify, Repo, Sandbox};
+
 use std::collections::HashSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,12 +22,17 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
-use crate::config::quantities::{ByteSize, HumanDuration};
+use crate::config::problems::Problem;
+use crate::config::quantities::{ByteSize, Count, HumanDuration};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LOG_LIMIT: u64 = 64 << 20;
 pub const DEFAULT_KEEP_RUNS: u32 = 100;
 pub const DEFAULT_BRANCH: &str = "master";
+/// The most a checkout may write when `checkout_limit` is not set (SPEC §4.8).
+pub const DEFAULT_CHECKOUT_LIMIT: u64 = 4 << 30;
+/// The smallest `checkout_limit` accepted: every file counts at least one 4 KiB block.
+pub const MIN_CHECKOUT_LIMIT: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,171 +55,6 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub repos: Vec<Repo>,
-}
-
-/// One validated `[name]` section of `Repo.toml`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Repo {
-    pub name: String,
-    pub location: Location,
-    pub branch: String,
-    pub run_as: Option<String>,
-    pub sandbox: Sandbox,
-    pub network: bool,
-    pub timeout: Duration,
-    pub env: Vec<(String, String)>,
-    pub pass_env: Vec<String>,
-    pub keep_workspace: KeepWorkspace,
-    pub keep_runs: u32,
-    pub notify: Notify,
-    pub require_signed: bool,
-    pub allowed_signers: Option<PathBuf>,
-    pub workflow: Option<PathBuf>,
-    pub sandbox_root: Option<PathBuf>,
-    pub limits: Limits,
-    pub log_limit: u64,
-}
-
-impl Repo {
-    /// A repo that is not in `Repo.toml` (`phantom_ci run <path>`): every setting at its default.
-    pub fn ad_hoc(name: String, path: PathBuf, branch: String) -> Repo {
-        Repo {
-            name,
-            location: Location::Local(path),
-            branch,
-            run_as: None,
-            sandbox: Sandbox::None,
-            network: false,
-            timeout: DEFAULT_TIMEOUT,
-            env: Vec::new(),
-            pass_env: Vec::new(),
-            keep_workspace: KeepWorkspace::Never,
-            keep_runs: DEFAULT_KEEP_RUNS,
-            notify: Notify::Always,
-            require_signed: false,
-            allowed_signers: None,
-            workflow: None,
-            sandbox_root: None,
-            limits: Limits::default(),
-            log_limit: DEFAULT_LOG_LIMIT,
-        }
-    }
-}
-
-/// Where a repo lives: a local repository (bare or not) or a URL to fetch from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    Local(PathBuf),
-    Url(String),
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Location::Local(path) => write!(f, "{}", path.display()),
-            Location::Url(url) => f.write_str(url),
-        }
-    }
-}
-
-impl Location {
-    pub fn parse(text: &str) -> Result<Location, String> {
-        if text.is_empty() {
-            return Err("`path` is empty; give the repository's absolute path or URL".into());
-        }
-        if text.contains('\0') || text.contains('\n') {
-            return Err("`path` contains a NUL or newline character".into());
-        }
-        let is_url = ["file://", "https://", "http://", "ssh://", "git://"]
-            .iter()
-            .any(|scheme| text.starts_with(scheme));
-        // scp-like ssh syntax: `user@host:path` or `host:path`, a colon before any slash.
-        let is_scp = !text.starts_with('/')
-            && text
-                .find(':')
-                .is_some_and(|colon| !text[..colon].contains('/') && colon > 0);
-        if is_url || is_scp {
-            return Ok(Location::Url(text.to_string()));
-        }
-        let path = Path::new(text);
-        if !path.is_absolute() {
-            return Err(format!(
-                "`path` `{text}` is relative; write the repository's absolute path"
-            ));
-        }
-        Ok(Location::Local(path.to_path_buf()))
-    }
-
-    /// The last component without `.git`: the default repo name for `add`.
-    pub fn default_name(&self) -> String {
-        let text = self.to_string();
-        let last = text
-            .trim_end_matches('/')
-            .rsplit(['/', ':'])
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        last.strip_suffix(".git").unwrap_or(&last).to_string()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sandbox {
-    None,
-    Bwrap,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeepWorkspace {
-    Never,
-    OnFailure,
-    Always,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Notify {
-    Always,
-    Failure,
-    Change,
-    Never,
-}
-
-/// Resource limits applied to every step (`limits = { … }`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    pub nofile: Option<u64>,
-    pub nproc: Option<u64>,
-    #[serde(default, deserialize_with = "seconds", serialize_with = "ser_seconds")]
-    pub cpu: Option<Duration>,
-    #[serde(default, deserialize_with = "bytes")]
-    pub fsize: Option<u64>,
-    #[serde(default, rename = "as", deserialize_with = "bytes")]
-    pub address_space: Option<u64>,
-}
-
-impl Limits {
-    pub fn is_empty(&self) -> bool {
-        *self == Limits::default()
-    }
-}
-
-fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    Ok(Some(HumanDuration::deserialize(d)?.0))
-}
-
-fn ser_seconds<S: serde::Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-        None => s.serialize_none(),
-    }
-}
-
-fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(Some(ByteSize::deserialize(d)?.0))
 }
 
 /// A repo name: `[A-Za-z0-9][A-Za-z0-9_-]*`. It names a directory under the data dir, so nothing else.
@@ -298,25 +141,22 @@ checked_string!(AbsolutePath, |path| {
     }
 });
 
-impl<'de> Deserialize<'de> for Location {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Location::parse(&String::deserialize(d)?).map_err(de::Error::custom)
-    }
-}
-
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a repo section: `[name]` on a line of its own, then `path = \"…\"` below it"
+)]
 struct RawRepo {
-    path: Location,
+    path: Spanned<Location>,
     target_branch: Option<BranchName>,
-    run_as: Option<UserName>,
+    run_as: Option<Spanned<UserName>>,
     sandbox: Option<Sandbox>,
     network: Option<Spanned<bool>>,
     timeout: Option<HumanDuration>,
     env: Option<IndexMap<EnvName, String>>,
     pass_env: Option<Vec<EnvName>>,
     keep_workspace: Option<KeepWorkspace>,
-    keep_runs: Option<Spanned<u32>>,
+    keep_runs: Option<Spanned<Count>>,
     notify: Option<Notify>,
     require_signed: Option<Spanned<bool>>,
     allowed_signers: Option<AbsolutePath>,
@@ -324,24 +164,69 @@ struct RawRepo {
     sandbox_root: Option<Spanned<AbsolutePath>>,
     limits: Option<Limits>,
     log_limit: Option<Spanned<ByteSize>>,
+    checkout_limit: Option<Spanned<ByteSize>>,
+}
+
+/// Reads `Repo.toml` as text; a missing file is `None`. A file that is not UTF-8 is an error naming
+/// the line and column of the first byte that is not.
+pub fn read_repo_toml(path: &Path) -> Result<Option<String>, ConfigError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let valid = e.utf8_error().valid_up_to();
+            // The part before the bad byte is valid UTF-8 by definition.
+            let before = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+            let (line, column) = line_column(before, valid);
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: format!(
+                    "the file is not valid UTF-8 (byte 0x{:02x}); save it as UTF-8",
+                    bytes[valid]
+                ),
+            })
+        }
+    }
 }
 
 impl Config {
-    /// Reads `Repo.toml`; a missing file is an empty configuration.
+    /// Reads `Repo.toml`; a missing file is an empty configuration. Besides the file itself, it checks
+    /// what the file names on this machine: a repo whose local `path` or `run_as` user does not
+    /// exist gets [`Repo::problems`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(path, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(source) => Err(ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
+        match read_repo_toml(path)? {
+            Some(text) => Config::parse_on(path, &text, &problems::ThisMachine),
+            None => Ok(Config::default()),
         }
     }
 
+    /// Parses a `Repo.toml` text on its own, without looking at the machine.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_on(path, text, &problems::NoMachine)
+    }
+
+    /// Parses a `Repo.toml` text and checks the paths and users it names on `machine`.
+    pub fn parse_on(
+        path: &Path,
+        text: &str,
+        machine: &dyn problems::Machine,
+    ) -> Result<Config, ConfigError> {
+        let at =
+            |span: Option<std::ops::Range<usize>>| line_column(text, span.map_or(0, |s| s.start));
         let invalid = |span: Option<std::ops::Range<usize>>, message: String| {
-            let (line, column) = line_column(text, span.map_or(0, |s| s.start));
+            let (line, column) = at(span);
             ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line,
@@ -349,6 +234,23 @@ impl Config {
                 message,
             }
         };
+        // First pass: the syntax, and that every top-level key is a section (a table).
+        let top: IndexMap<Spanned<String>, Spanned<toml::Value>> =
+            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_string()))?;
+        for (key, value) in &top {
+            if !value.get_ref().is_table() {
+                return Err(invalid(
+                    Some(key.span()),
+                    format!(
+                        "`{} = …` is not a repo section: every top-level entry of Repo.toml is a \
+                         repo, written `[name]` on a line of its own with `path = \"…\"` and the \
+                         repo's other keys below it",
+                        crate::describe::terminal(key.get_ref())
+                    ),
+                ));
+            }
+        }
+        // Second pass: each section's keys.
         let raw: IndexMap<Spanned<RepoName>, Spanned<RawRepo>> =
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_string()))?;
         let mut repos = Vec::with_capacity(raw.len());
@@ -384,14 +286,24 @@ impl Config {
                         .into(),
                 ));
             }
-            if let Some(keep) = &raw.keep_runs
-                && *keep.get_ref() == 0
-            {
-                return Err(invalid(
-                    Some(keep.span()),
-                    "`keep_runs` must be at least 1".into(),
-                ));
-            }
+            let keep_runs = match &raw.keep_runs {
+                None => DEFAULT_KEEP_RUNS,
+                Some(keep) => match u32::try_from(keep.get_ref().0) {
+                    Ok(0) => {
+                        return Err(invalid(
+                            Some(keep.span()),
+                            "`keep_runs` must be at least 1".into(),
+                        ));
+                    }
+                    Ok(keep) => keep,
+                    Err(_) => {
+                        return Err(invalid(
+                            Some(keep.span()),
+                            format!("`keep_runs` must be at most {}", u32::MAX),
+                        ));
+                    }
+                },
+            };
             if let Some(limit) = &raw.log_limit
                 && limit.get_ref().0 < 1024
             {
@@ -400,13 +312,50 @@ impl Config {
                     "`log_limit` must be at least 1KiB".into(),
                 ));
             }
+            if let Some(limit) = &raw.checkout_limit
+                && limit.get_ref().0 < MIN_CHECKOUT_LIMIT
+            {
+                return Err(invalid(
+                    Some(limit.span()),
+                    "`checkout_limit` must be at least 1MiB".into(),
+                ));
+            }
+            let problem = |key: &'static str, span: std::ops::Range<usize>, message: String| {
+                let (line, column) = line_column(text, key_start(text, span.start));
+                Problem {
+                    key,
+                    file: path.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                }
+            };
+            let mut found = Vec::new();
+            if let Location::Local(local) = raw.path.get_ref()
+                && machine.path_exists(local) == Some(false)
+            {
+                found.push(problem(
+                    "path",
+                    raw.path.span(),
+                    problems::missing_path(&name, local),
+                ));
+            }
+            if let Some(user) = &raw.run_as
+                && machine.user_exists(&user.get_ref().0) == Some(false)
+            {
+                found.push(problem(
+                    "run_as",
+                    user.span(),
+                    problems::missing_user(&name, &user.get_ref().0),
+                ));
+            }
             repos.push(Repo {
                 name,
-                location: raw.path,
+                location: raw.path.into_inner(),
                 branch: raw
                     .target_branch
                     .map_or_else(|| DEFAULT_BRANCH.to_string(), |b| b.0),
-                run_as: raw.run_as.map(|u| u.0),
+                run_as: raw.run_as.map(|u| u.into_inner().0),
                 sandbox,
                 network: raw.network.is_some_and(Spanned::into_inner),
                 timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
@@ -418,7 +367,7 @@ impl Config {
                     .collect(),
                 pass_env: dedup(raw.pass_env.unwrap_or_default().into_iter().map(|n| n.0)),
                 keep_workspace: raw.keep_workspace.unwrap_or(KeepWorkspace::Never),
-                keep_runs: raw.keep_runs.map_or(DEFAULT_KEEP_RUNS, Spanned::into_inner),
+                keep_runs,
                 notify: raw.notify.unwrap_or(Notify::Always),
                 require_signed,
                 allowed_signers: raw.allowed_signers.map(|p| PathBuf::from(p.0)),
@@ -428,6 +377,10 @@ impl Config {
                 log_limit: raw
                     .log_limit
                     .map_or(DEFAULT_LOG_LIMIT, |l| l.into_inner().0),
+                checkout_limit: raw
+                    .checkout_limit
+                    .map_or(DEFAULT_CHECKOUT_LIMIT, |l| l.into_inner().0),
+                problems: found,
             });
         }
         Ok(Config { repos })
@@ -436,11 +389,32 @@ impl Config {
     pub fn get(&self, name: &str) -> Option<&Repo> {
         self.repos.iter().find(|r| r.name == name)
     }
+
+    /// The repos with a problem (see [`Repo::problems`]).
+    pub fn broken(&self) -> impl Iterator<Item = &Repo> {
+        self.repos.iter().filter(|r| !r.problems.is_empty())
+    }
 }
 
 fn dedup(names: impl Iterator<Item = String>) -> Vec<String> {
     let mut seen = HashSet::new();
     names.filter(|n| seen.insert(n.clone())).collect()
+}
+
+/// Where the key of the value at `value_start` starts (`run_as` in `run_as = "ci"`), for messages
+/// that point at a key; the value's own offset when the text is not `key = value` on one line.
+fn key_start(text: &str, value_start: usize) -> usize {
+    let before = text.get(..value_start).unwrap_or_default();
+    let Some(rest) = before.trim_end_matches([' ', '\t']).strip_suffix('=') else {
+        return value_start;
+    };
+    let rest = rest.trim_end_matches([' ', '\t']);
+    let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let key = rest.len() - rest.trim_end_matches(bare).len();
+    if key == 0 {
+        return value_start;
+    }
+    rest.len() - key
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -496,6 +470,7 @@ workflow = "/etc/phantom_ci/app.toml"
 sandbox_root = "/srv/roots/bookworm"
 limits = { nofile = 1024, nproc = 512, cpu = "30m", fsize = "10GiB", as = "8GiB" }
 log_limit = "1MiB"
+checkout_limit = "2GiB"
 "#;
         let repo = parse(text).unwrap().repos.remove(0);
         assert_eq!(
@@ -508,6 +483,8 @@ log_limit = "1MiB"
         assert_eq!(repo.limits.cpu, Some(Duration::from_secs(1800)));
         assert_eq!(repo.keep_workspace, KeepWorkspace::OnFailure);
         assert_eq!(repo.log_limit, 1 << 20);
+        assert_eq!(repo.checkout_limit, 2 << 30);
+        assert_eq!(repo.limits.nofile, Some(1024));
     }
 
     #[test]
@@ -546,6 +523,124 @@ log_limit = "1MiB"
 
         let e = error("[app]\n");
         assert!(e.contains("missing field `path`"), "{e}");
+    }
+
+    /// A machine where only `/srv/git/here.git` and the user `ci` exist.
+    struct Fake;
+    impl problems::Machine for Fake {
+        fn path_exists(&self, path: &Path) -> Option<bool> {
+            Some(path == Path::new("/srv/git/here.git"))
+        }
+        fn user_exists(&self, name: &str) -> Option<bool> {
+            Some(name == "ci")
+        }
+    }
+
+    #[test]
+    fn a_missing_path_or_user_is_a_problem_of_that_repo_with_its_line() {
+        let text = "[ok]\npath = \"/srv/git/here.git\"\nrun_as = \"ci\"\n\n[gone]\npath = \"/srv/git/gone.git\"\n\n[stranger]\npath = \"/srv/git/here.git\"\nrun_as   = \"nosuchuser\"\n\n[remote]\npath = \"https://example.org/x.git\"\n";
+        let config = Config::parse_on(Path::new("/etc/Repo.toml"), text, &Fake).unwrap();
+        assert_eq!(config.repos.len(), 4, "broken repos stay listed");
+        let names: Vec<&str> = config.broken().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["gone", "stranger"]);
+        let gone = config.get("gone").unwrap().problem().unwrap().to_string();
+        assert!(
+            gone.starts_with(
+                "`/etc/Repo.toml` line 6, column 1: `path` `/srv/git/gone.git` does not exist"
+            ),
+            "{gone}"
+        );
+        assert!(gone.contains("correct `path`"), "{gone}");
+        let stranger = &config.get("stranger").unwrap().problems[0];
+        assert_eq!(
+            (stranger.key, stranger.line, stranger.column),
+            ("run_as", 10, 1)
+        );
+        assert!(
+            stranger
+                .message
+                .contains("`run_as` user `nosuchuser` does not exist")
+                && stranger.message.contains("useradd"),
+            "{stranger}"
+        );
+        // Without a machine (what `add` and `remove` check), nothing is a problem.
+        assert!(parse(text).unwrap().broken().next().is_none());
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_names_the_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Repo.toml");
+        std::fs::write(&path, b"[app]\npath = \"/srv/git/app.git\"\n# caf\xe9\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("Repo.toml` line 3, column 6"), "{e}");
+        assert!(e.contains("not valid UTF-8") && e.contains("0xe9"), "{e}");
+        assert!(
+            Config::load(&dir.path().join("none.toml"))
+                .unwrap()
+                .repos
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn messages_use_the_users_words_not_type_names() {
+        let e = error("foo = 1\n[app]\npath = \"/x\"\n");
+        assert!(e.contains("line 1, column 1"), "{e}");
+        assert!(e.contains("`foo = …` is not a repo section"), "{e}");
+        let wrong_types = [
+            "sandbox = 1",
+            "keep_workspace = true",
+            "notify = 3",
+            "limits = 5",
+            "limits = { nofile = \"many\" }",
+            "limits = { nproc = -1 }",
+            "keep_runs = \"ten\"",
+            "keep_runs = -3",
+            "keep_runs = 99999999999",
+            "log_limit = true",
+            "timeout = 5",
+            "env = 5",
+            "pass_env = \"X\"",
+            "network = \"yes\"",
+            "run_as = 0",
+            "target_branch = []",
+            "checkout_limit = \"1KiB\"",
+            "checkout_limit = []",
+        ];
+        for line in wrong_types {
+            let e = error(&format!("[app]\npath = \"/x\"\n{line}\n"));
+            assert!(e.contains("line 3"), "{line}: {e}");
+            for internal in [
+                "Raw",
+                "struct ",
+                "enum ",
+                "u32",
+                "u64",
+                "i64",
+                "usize",
+                "Spanned",
+                "Count",
+                "ByteSize",
+                "Human",
+                "Limits",
+                "Sandbox",
+                "Notify",
+                "KeepWorkspace",
+            ] {
+                assert!(!e.contains(internal), "{line}: `{internal}` in {e}");
+            }
+        }
+        let e = error("[app]\npath = \"/x\"\nsection_that_is_not = { bogus = 1 }\n");
+        assert!(e.contains("unknown field `section_that_is_not`"), "{e}");
+    }
+
+    #[test]
+    fn checkout_limit_defaults_to_4gib() {
+        let config =
+            parse("[a]\npath = \"/x\"\n[b]\npath = \"/y\"\ncheckout_limit = \"100MiB\"\n").unwrap();
+        assert_eq!(config.repos[0].checkout_limit, 4 << 30);
+        assert_eq!(config.repos[1].checkout_limit, 100 << 20);
     }
 
     #[test]

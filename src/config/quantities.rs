@@ -77,6 +77,19 @@ impl ByteSize {
     }
 }
 
+impl fmt::Display for ByteSize {
+    /// The largest binary unit that divides the size exactly (`100MiB`), else bytes (`1000B`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+        for (shift, unit) in units {
+            if self.0 >= 1 << shift && self.0.is_multiple_of(1 << shift) {
+                return write!(f, "{}{unit}", self.0 >> shift);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
@@ -95,6 +108,31 @@ impl<'de> Deserialize<'de> for ByteSize {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A whole number that is not negative (`keep_runs`, `nofile`, …), with messages in the user's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Count(pub u64);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number such as 100")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+                u64::try_from(v)
+                    .map(Count)
+                    .map_err(|_| E::custom("the number cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+                Ok(Count(v))
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -133,5 +171,9 @@ mod tests {
         assert_eq!(ByteSize::parse("4096").unwrap().0, 4096);
         assert!(ByteSize::parse("64 parsecs").is_err());
         assert!(ByteSize::parse("99999999999T").is_err());
+        assert_eq!(ByteSize(100 << 20).to_string(), "100MiB");
+        assert_eq!(ByteSize(4 << 30).to_string(), "4GiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000B");
+        assert_eq!(ByteSize(0).to_string(), "0B");
     }
 }

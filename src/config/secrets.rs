@@ -212,9 +212,10 @@ impl WebhookUrl {
         &self.url
     }
 
-    /// The parts of the URL that must never be shown, longest first, for scrubbing text that comes
-    /// back from the network: everything after the host, any user and password, and each piece of the
-    /// path and query that looks like an id or a token (not a plain word such as `webhooks`).
+    /// The parts of the URL that must never be shown, longest first, for scrubbing any text before it
+    /// is written: everything after the host, any user and password, and every piece of the path and
+    /// query of 4 characters or more, whatever its case (a token may be all lower-case, and a server
+    /// may echo it in another case; [`WebhookUrl::redact`] ignores case).
     pub fn secret_parts(&self) -> Vec<&str> {
         let rest = self
             .url
@@ -223,10 +224,10 @@ impl WebhookUrl {
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let after_host = &rest[authority_end..];
         let userinfo = rest[..authority_end].rsplit_once('@').map(|(u, _)| u);
-        let token_like = |p: &&str| p.len() >= 6 && !p.chars().all(|c| c.is_ascii_lowercase());
         let mut parts: Vec<&str> = after_host
             .split(['/', '?', '&', '=', '#', ';'])
-            .filter(token_like)
+            .chain(userinfo.into_iter().flat_map(|u| u.split(':')))
+            .filter(|p| p.len() >= 4)
             .chain([after_host])
             .chain(userinfo)
             .filter(|p| p.len() >= 2)
@@ -382,8 +383,14 @@ mod tests {
         let url = WebhookUrl::parse("HTTP://user:pw1234@127.0.0.1:8080?token=abc123def").unwrap();
         assert_eq!(url.to_string(), "http://127.0.0.1:8080/…");
         assert_eq!(
-            url.redact("echo user:pw1234 token=abc123def"),
-            "echo … token=…"
+            url.redact("echo user:pw1234 token=abc123def and PW1234"),
+            "echo … …=… and …"
+        );
+        let lower =
+            WebhookUrl::parse("https://hooks.example/hooks/alllowercasetoken?key=quietly").unwrap();
+        assert_eq!(
+            lower.redact("no such hook: /HOOKS/ALLLOWERCASETOKEN, key quietly"),
+            "no such hook: /…/…, key …"
         );
         assert_eq!(
             WebhookUrl::parse("https://example.org")

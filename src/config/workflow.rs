@@ -128,7 +128,10 @@ pub struct Workflow {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a step: `[0]` on a line of its own, then `run = \"…\"` below it"
+)]
 struct RawStep {
     run: Spanned<String>,
     name: Option<String>,

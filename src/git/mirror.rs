@@ -4,109 +4,202 @@
 //! The fetch runs the `git` command rather than libgit2: it honours the operator's `~/.ssh/config`,
 //! known_hosts, ssh agent and credential helpers exactly as their own `git fetch` does, and libgit2 is
 //! built here without network transports, so phantom_ci itself contains no TLS or SSH client for git.
+//!
+//! Who may read a mirror (SPEC §4.8): the workspace of a run borrows the mirror's objects, so the repo's
+//! `run_as` user must read them — and no other repo's user may. `<data>/mirrors` is 0711 (entered, not
+//! listed). When phantom_ci is root and the repo runs as another user, the mirror belongs to that
+//! user's primary group, mode 2750, and so does everything in it (directories setgid, files
+//! group-readable; `core.sharedRepository = 0640` keeps it so for what later fetches write); otherwise
+//! it is 0700.
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::unistd::{Gid, User, geteuid};
 
 use crate::config::dirs::Dirs;
 use crate::config::{Location, Repo};
+use crate::git::cli::{self, Stopped};
 
-/// The most of git's error output kept for a message.
-const STDERR_KEPT: usize = 4096;
+pub use crate::git::cli::GIT_HOOK_VARIABLES;
 
 pub fn path(dirs: &Dirs, repo: &Repo) -> PathBuf {
     dirs.mirrors().join(format!("{}.git", repo.name))
 }
 
-/// Variables a git hook sets that would redirect a `git` command phantom_ci starts.
-pub const GIT_HOOK_VARIABLES: &[&str] = &[
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_QUARANTINE_PATH",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-];
+/// Who may read a mirror besides phantom_ci's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Nobody: the mirror is 0700.
+    Private,
+    /// The members of this group (the step user's primary group): the mirror is 2750, of that group.
+    Group(Gid),
+}
+
+impl Access {
+    /// The access a repo's mirror gets: its step user's group when phantom_ci (root) switches to
+    /// another user for its steps, else none.
+    pub fn of(repo: &Repo) -> Access {
+        if !geteuid().is_root() {
+            return Access::Private;
+        }
+        let user = repo
+            .run_as
+            .as_deref()
+            .and_then(|name| User::from_name(name).ok().flatten());
+        match user {
+            Some(user) if !user.uid.is_root() => Access::Group(user.gid),
+            _ => Access::Private,
+        }
+    }
+
+    /// Whether the mirror directory `meta` describes has this access.
+    fn holds(self, meta: &std::fs::Metadata) -> bool {
+        match self {
+            Access::Private => meta.mode() & 0o777 == 0o700,
+            Access::Group(gid) => meta.gid() == gid.as_raw() && meta.mode() & 0o7777 == 0o2750,
+        }
+    }
+}
 
 /// Fetches the target branch of a URL repo into its mirror; a local repo needs nothing.
 pub fn update(dirs: &Dirs, repo: &Repo) -> Result<(), String> {
     let Location::Url(url) = &repo.location else {
         return Ok(());
     };
+    let mirrors = dirs.mirrors();
+    dirs.make(&mirrors)
+        .map_err(|e| format!("cannot create `{}`: {e}", mirrors.display()))?;
     let mirror = path(dirs, repo);
-    if !mirror.join("HEAD").exists() {
-        std::fs::create_dir_all(&mirror)
-            .map_err(|e| format!("cannot create the mirror `{}`: {e}", mirror.display()))?;
-        git2::Repository::init_bare(&mirror).map_err(|e| {
-            format!(
-                "cannot create the mirror `{}`: {}",
-                mirror.display(),
-                e.message()
-            )
-        })?;
-    }
+    let access = Access::of(repo);
+    prepare(&mirror, access).map_err(|e| {
+        format!(
+            "cannot prepare the mirror `{}` of repo `{}`: {e}",
+            mirror.display(),
+            repo.name
+        )
+    })?;
     let refspec = format!("+refs/heads/{0}:refs/heads/{0}", repo.branch);
-    let mut command = Command::new("git");
-    command
-        .arg("--git-dir")
-        .arg(&mirror)
-        .args([
-            "fetch",
-            "--quiet",
-            "--no-write-fetch-head",
-            "--",
-            url,
-            &refspec,
-        ])
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for variable in GIT_HOOK_VARIABLES {
-        command.env_remove(variable);
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot run `git fetch` for repo `{}`: {e}", repo.name))?;
-    let mut stderr = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        if let Some(stderr) = stderr.as_mut() {
-            let _ = stderr.take(STDERR_KEPT as u64).read_to_end(&mut kept);
-            let _ = std::io::copy(stderr, &mut std::io::sink());
+    let mut command = cli::git();
+    command.arg("--git-dir").arg(&mirror).args([
+        "fetch",
+        "--quiet",
+        "--no-write-fetch-head",
+        "--",
+        url,
+        &refspec,
+    ]);
+    let ran = match cli::run(command, Instant::now() + repo.timeout) {
+        Ok(ran) => ran,
+        Err(Stopped::Spawn(e)) => {
+            return Err(format!(
+                "cannot run `git fetch` for repo `{}`: {e}",
+                repo.name
+            ));
         }
-        kept
-    });
-    let deadline = Instant::now() + repo.timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!(
-                    "`git fetch` of repo `{}` did not finish within its timeout",
-                    repo.name
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => break Err(format!("cannot wait for `git fetch`: {e}")),
+        Err(Stopped::Deadline) => {
+            return Err(format!(
+                "`git fetch` of repo `{}` did not finish within its timeout",
+                repo.name
+            ));
         }
+        Err(Stopped::Interrupted) => {
+            return Err(format!(
+                "`git fetch` of repo `{}` was stopped: phantom_ci was told to stop",
+                repo.name
+            ));
+        }
+        Err(Stopped::Wait(e)) => return Err(format!("cannot wait for `git fetch`: {e}")),
     };
-    let kept = reader.join().unwrap_or_default();
-    let status = status?;
-    if status.success() {
+    if ran.status.success() {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&kept);
     Err(format!(
         "`git fetch` of branch `{}` from `{url}` for repo `{}` failed: {}",
-        repo.branch,
-        repo.name,
-        crate::describe::terminal(text.trim()).replace('?', " ")
+        repo.branch, repo.name, ran.stderr
     ))
+}
+
+/// Creates the mirror if it does not exist yet, and gives it `access` if it has another (a new
+/// mirror, one of an earlier version, or one whose repo now runs as another user).
+fn prepare(mirror: &Path, access: Access) -> Result<(), String> {
+    let fresh = !mirror.join("HEAD").exists();
+    if fresh {
+        match std::fs::DirBuilder::new().mode(0o700).create(mirror) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        // Closed before anything is written into it; given to the group once it is complete.
+        grant(mirror, Access::Private).map_err(|e| e.to_string())?;
+        git2::Repository::init_bare(mirror).map_err(|e| e.message().to_string())?;
+    }
+    let meta = std::fs::symlink_metadata(mirror).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err("it is not a directory".into());
+    }
+    if fresh || !access.holds(&meta) {
+        grant(mirror, access).map_err(|e| e.to_string())?;
+    }
+    let shared = match access {
+        Access::Private => None,
+        Access::Group(_) => Some("0640"),
+    };
+    let repository = git2::Repository::open_bare(mirror).map_err(|e| e.message().to_string())?;
+    let mut config = repository.config().map_err(|e| e.message().to_string())?;
+    let current = config.get_string("core.sharedRepository").ok();
+    if current.as_deref() != shared {
+        match shared {
+            Some(value) => config.set_str("core.sharedRepository", value),
+            None => config.remove("core.sharedRepository"),
+        }
+        .map_err(|e| e.message().to_string())?;
+    }
+    Ok(())
+}
+
+/// Gives the mirror `access`. For a group, everything in it first (never following a link; only
+/// phantom_ci's user writes there), the mirror's own directory last: once that directory has the
+/// group's mode, the whole mirror has it, even if phantom_ci died half-way before.
+fn grant(mirror: &Path, access: Access) -> std::io::Result<()> {
+    match access {
+        Access::Private => std::fs::set_permissions(mirror, std::fs::Permissions::from_mode(0o700)),
+        Access::Group(gid) => {
+            give_to_group(mirror, gid, 0)?;
+            std::os::unix::fs::chown(mirror, None, Some(gid.as_raw()))?;
+            std::fs::set_permissions(mirror, std::fs::Permissions::from_mode(0o2750))
+        }
+    }
+}
+
+/// How deep a mirror is walked (`objects/pack/…` is three levels; refs can be deeper).
+const MAX_DEPTH: usize = 64;
+
+fn give_to_group(dir: &Path, gid: Gid, depth: usize) -> std::io::Result<()> {
+    if depth > MAX_DEPTH {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        std::os::unix::fs::chown(&path, None, Some(gid.as_raw()))?;
+        let mode = meta.mode() & 0o7777;
+        let wanted = if meta.is_dir() {
+            (mode | 0o2050) & !0o022
+        } else {
+            (mode | 0o040) & !0o022
+        };
+        if wanted != mode {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted))?;
+        }
+        if meta.is_dir() {
+            give_to_group(&path, gid, depth + 1)?;
+        }
+    }
+    Ok(())
 }

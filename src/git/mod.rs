@@ -1,9 +1,15 @@
-//! Everything phantom_ci asks of a git repository, through libgit2.
+//! Everything phantom_ci asks of a git repository: reading it through libgit2; fetching mirrors and
+//! writing checkouts through the `git` command ([`cli`]).
 
+mod checkout;
+pub mod cli;
 pub mod mirror;
 pub mod workspace;
 
-use std::fmt::Write as _;
+pub use checkout::{
+    BLOCK, Budget, CheckoutError, MAX_TREE_DEPTH, checkout_size, checkout_workspace,
+};
+
 use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Oid, Repository, RepositoryOpenFlags};
@@ -27,7 +33,7 @@ pub enum GitError {
     Other { context: String, message: String },
 }
 
-fn other(context: impl Into<String>) -> impl FnOnce(git2::Error) -> GitError {
+pub(crate) fn other(context: impl Into<String>) -> impl FnOnce(git2::Error) -> GitError {
     let context = context.into();
     move |e| GitError::Other {
         context,
@@ -189,70 +195,6 @@ pub fn workflow_paths(repo: &Repository, commit: Oid) -> Result<Vec<String>, Git
         .map_err(other("cannot walk the tree `workflow`"))?;
     }
     Ok(paths)
-}
-
-/// Makes `dir` (empty or missing) a git working tree of `commit` from `source`, the way
-/// `git clone --shared --no-checkout` followed by `git checkout --detach <commit>` would: the workspace
-/// borrows the source's objects through `objects/info/alternates` (nothing is copied), gets the source's
-/// branches as `refs/remotes/origin/*` and its tags, so `git log` and `git describe` work in steps.
-pub fn checkout_workspace(source: &Repository, commit: Oid, dir: &Path) -> Result<(), GitError> {
-    let fail = |what: &str| {
-        other(format!(
-            "cannot prepare the workspace `{}`: {what}",
-            dir.display()
-        ))
-    };
-    let workspace = Repository::init(dir).map_err(fail("git init"))?;
-    let git_dir = workspace.path().to_path_buf();
-    let objects = source.commondir().join("objects");
-    let io = |what: &'static str| {
-        let dir = dir.to_path_buf();
-        move |e: std::io::Error| GitError::Other {
-            context: format!("cannot prepare the workspace `{}`: {what}", dir.display()),
-            message: e.to_string(),
-        }
-    };
-    std::fs::write(
-        git_dir.join("objects/info/alternates"),
-        format!("{}\n", objects.display()),
-    )
-    .map_err(io("write objects/info/alternates"))?;
-
-    let mut packed = String::new();
-    let refs = source
-        .references()
-        .map_err(fail("list the source's refs"))?;
-    for reference in refs.flatten() {
-        let (Ok(name), Some(target)) = (reference.name(), reference.target()) else {
-            continue; // symbolic refs (HEAD, origin/HEAD) are not copied
-        };
-        let local = if let Some(branch) = name.strip_prefix("refs/heads/") {
-            format!("refs/remotes/origin/{branch}")
-        } else if name.starts_with("refs/tags/") {
-            name.to_string()
-        } else {
-            continue;
-        };
-        let _ = writeln!(packed, "{target} {local}");
-    }
-    std::fs::write(git_dir.join("packed-refs"), packed).map_err(io("write packed-refs"))?;
-    drop(workspace);
-
-    // Reopen so that libgit2 reads the alternates written above.
-    let workspace = Repository::open(dir).map_err(fail("reopen"))?;
-    let source_path = source.path().to_string_lossy().into_owned();
-    workspace
-        .remote("origin", &source_path)
-        .map_err(fail("add the `origin` remote"))?;
-    workspace
-        .set_head_detached(commit)
-        .map_err(fail("detach HEAD at the commit"))?;
-    let mut checkout = git2::build::CheckoutBuilder::new();
-    checkout.force();
-    workspace
-        .checkout_head(Some(&mut checkout))
-        .map_err(fail("check out the commit"))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -15,12 +15,17 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use git2::{Oid, Repository};
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, SFlag};
 
+use crate::config::Repo;
 use crate::config::dirs::Dirs;
+use crate::config::quantities::ByteSize;
+use crate::describe::human;
+use crate::git::{Budget, CheckoutError};
 use crate::isolation::dirfd;
 use crate::isolation::privilege::{self, StepUser};
 
@@ -40,7 +45,8 @@ impl Workspace {
     pub fn create(dirs: &Dirs, repo: &str, run: u64, user: &StepUser) -> Result<Workspace, String> {
         let root = dirs.work().join(repo).join(run.to_string());
         let parent = root.parent().unwrap_or(&root).to_path_buf();
-        std::fs::create_dir_all(&parent)
+        // `<data>`, `<data>/work` and `<data>/work/<repo>`: 0711, gone through but not listed.
+        dirs.make(&parent)
             .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
         if let Some(blocked) = privilege::unreachable_parent(user, &parent) {
             return Err(format!(
@@ -68,9 +74,51 @@ impl Workspace {
         Ok(workspace)
     }
 
-    /// Checks the commit out into `workspace/`.
-    pub fn checkout(&self, source: &Repository, commit: Oid) -> Result<(), String> {
-        crate::git::checkout_workspace(source, commit, &self.tree).map_err(|e| e.to_string())
+    /// Checks the commit out into `workspace/`, within the repo's `checkout_limit` and before the run's
+    /// `deadline`. A checkout that is refused or stopped leaves `workspace/` empty, whatever
+    /// `keep_workspace` says: nothing of a commit too large to check out stays on the disk.
+    pub fn checkout(
+        &self,
+        source: &Repository,
+        commit: Oid,
+        repo: &Repo,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let budget = Budget {
+            bytes: repo.checkout_limit,
+            deadline: Some(deadline),
+        };
+        let outcome = crate::git::checkout_workspace(source, commit, &self.tree, &budget);
+        let Err(error) = outcome else {
+            return Ok(());
+        };
+        let emptied =
+            std::fs::remove_dir_all(&self.tree).and_then(|()| std::fs::create_dir(&self.tree));
+        let mut message = match error {
+            CheckoutError::TooLarge { limit } => format!(
+                "the commit is larger than `checkout_limit` ({}): its files would take more than \
+                 that (each file counts its size in 4 KiB blocks, at least one), so nothing was \
+                 checked out. Raise `checkout_limit` of repo `{}` in Repo.toml if the commit is \
+                 meant to be this large",
+                ByteSize(limit),
+                repo.name
+            ),
+            CheckoutError::Deadline => format!(
+                "the run timed out after {} (the repo's `timeout`) while checking out the commit; \
+                 nothing of the checkout was kept",
+                human(repo.timeout)
+            ),
+            CheckoutError::TooDeep | CheckoutError::Interrupted | CheckoutError::Git(_) => {
+                error.to_string()
+            }
+        };
+        if let Err(e) = emptied {
+            message.push_str(&format!(
+                " (and `{}` could not be emptied: {e})",
+                self.tree.display()
+            ));
+        }
+        Err(message)
     }
 
     /// Gives `workspace/` and `artifacts/` (mode 0700) to the step user and lets it through the run
@@ -216,6 +264,40 @@ impl Collector<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkout_past_the_deadline_names_the_timeout_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = Repository::init_bare(tmp.path().join("source.git")).unwrap();
+        let blob = source.blob(b"content").unwrap();
+        let mut builder = source.treebuilder(None).unwrap();
+        builder.insert("file", blob, 0o100644).unwrap();
+        let tree = source.find_tree(builder.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.org").unwrap();
+        let commit = source.commit(None, &sig, &sig, "c", &tree, &[]).unwrap();
+        let ws = Workspace {
+            root: tmp.path().to_path_buf(),
+            tree: tmp.path().join("workspace"),
+            artifacts: tmp.path().join("artifacts"),
+        };
+        std::fs::create_dir(&ws.tree).unwrap();
+        let mut repo = Repo::ad_hoc("app".into(), tmp.path().join("source.git"), "master".into());
+        repo.timeout = std::time::Duration::from_secs(10);
+
+        let late = ws
+            .checkout(&source, commit, &repo, Instant::now())
+            .unwrap_err();
+        assert!(
+            late.contains("the run timed out after 10s (the repo's `timeout`) while checking out"),
+            "{late}"
+        );
+        assert_eq!(std::fs::read_dir(&ws.tree).unwrap().count(), 0);
+
+        repo.checkout_limit = 1 << 20;
+        let in_time = Instant::now() + std::time::Duration::from_secs(3600);
+        ws.checkout(&source, commit, &repo, in_time).unwrap();
+        assert_eq!(std::fs::read(ws.tree.join("file")).unwrap(), b"content");
+    }
 
     #[test]
     fn only_regular_files_are_kept() {

@@ -1,5 +1,10 @@
 //! One webhook POST with minreq: a timeout per attempt, one retry after a 429, no redirects, and a
 //! failure described without the URL's path or token.
+//!
+//! Nothing the endpoint sends back is ever written anywhere: a failure is described by the status code
+//! and phantom_ci's own words for it (not the server's reason phrase, headers or body, which may echo
+//! the token), or by phantom_ci's own words for a connection error. The body is read only to learn a
+//! 429's `retry_after`.
 
 use std::io::Read;
 use std::time::Duration;
@@ -10,10 +15,8 @@ use crate::config::secrets::WebhookUrl;
 pub const RETRY_CAP: Duration = Duration::from_secs(10);
 /// The wait before the retry when a 429 says nothing about it.
 const RETRY_DEFAULT: Duration = Duration::from_secs(1);
-/// How much of an answer's body is read (to learn `retry_after` or show why a post failed).
+/// How much of a 429's body is read (to learn `retry_after`), and the most header bytes accepted.
 const BODY_LIMIT: u64 = 16 * 1024;
-/// How much of a failed answer's body a note shows.
-const BODY_SHOWN: usize = 200;
 
 /// A post to make: which webhook, where, and what.
 pub struct Post<'a> {
@@ -76,11 +79,11 @@ fn attempt(post: &Post, timeout: Duration) -> Result<Answer, String> {
     if (200..300).contains(&status) {
         return Ok(Answer::Accepted);
     }
-    let mut body = Vec::new();
-    // What arrived before an error or the limit is enough to explain the failure.
-    let _ = (&mut response).take(BODY_LIMIT).read_to_end(&mut body);
-    let body = String::from_utf8_lossy(&body);
     if status == 429 {
+        let mut body = Vec::new();
+        // What arrived before an error or the limit is enough to find `retry_after`.
+        let _ = (&mut response).take(BODY_LIMIT).read_to_end(&mut body);
+        let body = String::from_utf8_lossy(&body);
         let header = response
             .headers
             .iter()
@@ -90,19 +93,40 @@ fn attempt(post: &Post, timeout: Duration) -> Result<Answer, String> {
             retry_after(header, &body).unwrap_or(RETRY_DEFAULT),
         ));
     }
-    let mut why = format!(
-        "HTTP {status} {}",
-        super::text::one_line(&response.reason_phrase, 60)
-    );
-    if (300..400).contains(&status) {
-        why.push_str(" (redirects are not followed; use the URL it points to)");
+    Ok(Answer::Refused(refusal(status)))
+}
+
+/// A refused post in phantom_ci's words: the status code, its standard name for the common ones, and
+/// what to do. Never anything the server sent with it (reason phrase, headers, body).
+fn refusal(status: u16) -> String {
+    let name = match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        410 => "Gone",
+        413 => "Content Too Large",
+        422 => "Unprocessable Content",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    };
+    let hint = match status {
+        300..=399 => " (redirects are not followed; use the URL it points to)",
+        401 | 403 | 404 | 410 => " (check the webhook URL in .env)",
+        _ => "",
+    };
+    let mut text = format!("HTTP {status}");
+    if !name.is_empty() {
+        text.push(' ');
+        text.push_str(name);
     }
-    let body = super::text::one_line(body.trim(), BODY_SHOWN);
-    if !body.is_empty() {
-        why.push_str(": ");
-        why.push_str(&body);
-    }
-    Ok(Answer::Refused(why))
+    text.push_str(hint);
+    text
 }
 
 /// How long a 429 asks to wait: Discord's JSON `retry_after` (seconds, fractional), else the
@@ -118,20 +142,39 @@ fn retry_after(header: Option<&str>, body: &str) -> Option<Duration> {
         .map(|s| Duration::from_secs_f64(s.min(3600.0)))
 }
 
+/// A failed connection in phantom_ci's words. Only the operating system's own text of an error may
+/// show; whatever came from the other end (a TLS alert, a malformed answer) is named, not quoted.
 fn describe(error: &minreq::Error, timeout: Duration) -> String {
-    match error {
-        minreq::Error::IoError(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-            ) =>
-        {
-            format!(
-                "timed out after {} (set `WEBHOOK_TIMEOUT` in .env to wait longer)",
-                humantime::format_duration(timeout)
-            )
+    use std::io::ErrorKind;
+    let minreq::Error::IoError(e) = error else {
+        return match error {
+            minreq::Error::AddressNotFound => "the host name cannot be resolved".into(),
+            minreq::Error::HeadersOverflow | minreq::Error::StatusLineOverflow => {
+                "the answer's headers are too large".into()
+            }
+            minreq::Error::RustlsCreateConnection(_) => "cannot set up TLS".into(),
+            _ => "the answer is not valid HTTP".into(),
+        };
+    };
+    match e.kind() {
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => format!(
+            "timed out after {} (set `WEBHOOK_TIMEOUT` in .env to wait longer)",
+            humantime::format_duration(timeout)
+        ),
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe
+        | ErrorKind::UnexpectedEof => "the connection was closed before an answer".into(),
+        ErrorKind::InvalidData | ErrorKind::InvalidInput => {
+            "the answer is not valid HTTP or TLS (a certificate that does not match, say)".into()
         }
-        other => other.to_string(),
+        // An error of the operating system: its text is the system's, not the server's.
+        _ if e.raw_os_error().is_some() => e.to_string(),
+        _ if e.to_string().starts_with("failed to lookup address") => {
+            "the host name cannot be resolved".into()
+        }
+        kind => format!("cannot post ({kind})"),
     }
 }
 
@@ -163,5 +206,26 @@ mod tests {
     fn a_timeout_is_named_as_such() {
         let error = minreq::Error::IoError(std::io::ErrorKind::TimedOut.into());
         assert!(describe(&error, Duration::from_secs(2)).starts_with("timed out after 2s"));
+    }
+
+    #[test]
+    fn nothing_from_the_other_end_is_quoted() {
+        let echoed = "https://hooks.example/services/secret-token";
+        for error in [
+            minreq::Error::IoError(std::io::Error::new(std::io::ErrorKind::InvalidData, echoed)),
+            minreq::Error::IoError(std::io::Error::other(echoed)),
+            minreq::Error::InvalidUtf8InResponse,
+        ] {
+            let text = describe(&error, Duration::from_secs(1));
+            assert!(!text.contains("secret"), "{text}");
+        }
+        let refused = minreq::Error::IoError(std::io::Error::from_raw_os_error(111));
+        assert!(describe(&refused, Duration::from_secs(1)).contains("refused"));
+        assert_eq!(
+            refusal(404),
+            "HTTP 404 Not Found (check the webhook URL in .env)"
+        );
+        assert_eq!(refusal(500), "HTTP 500 Internal Server Error");
+        assert_eq!(refusal(418), "HTTP 418");
     }
 }

@@ -232,7 +232,7 @@ impl Run<'_> {
             ));
         }
         let conclusion = match workspace
-            .checkout(&source, self.request.commit)
+            .checkout(&source, self.request.commit, repo, self.deadline)
             .and_then(|()| workspace.hand_over(&user))
             .and_then(|()| self.sandbox(&workspace, &source, &user))
         {

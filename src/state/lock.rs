@@ -2,9 +2,11 @@
 //!
 //! `flock` locks belong to the open file, so the kernel drops them when the holder dies, however it
 //! dies: a SIGKILLed worker never leaves a repo locked. std opens files close-on-exec, so steps do not
-//! inherit the lock.
+//! inherit the lock. Nobody else can take it either: `<data>/locks` is 0700 and its files 0600, so a
+//! step running as another user cannot even open a lock file (and hold it past phantom_ci's death).
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -37,17 +39,27 @@ impl ReportLock {
     }
 }
 
-/// Locks `<data>/locks/<name>`; `None` when another process holds it and `wait` is false.
-fn lock(dirs: &Dirs, name: &str, wait: bool) -> Result<Option<Flock<File>>, Error> {
-    let dir = dirs.locks();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-    let path = dir.join(name);
+/// Opens (creating it 0600 if needed) a lock file that only phantom_ci's user may open, never through
+/// a symbolic link; an older one made 0644 is made 0600.
+pub fn open_private(path: &std::path::Path) -> std::io::Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    crate::config::dirs::make_private(&file)?;
+    Ok(file)
+}
+
+/// Locks `<data>/locks/<name>`; `None` when another process holds it and `wait` is false.
+fn lock(dirs: &Dirs, name: &str, wait: bool) -> Result<Option<Flock<File>>, Error> {
+    let dir = dirs.locks();
+    dirs.make(&dir)
+        .map_err(|e| Error::io("cannot create", &dir, e))?;
+    let path = dir.join(name);
+    let file = open_private(&path).map_err(|e| Error::io("cannot open the lock file", &path, e))?;
     let arg = if wait {
         FlockArg::LockExclusive
     } else {

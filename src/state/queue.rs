@@ -10,7 +10,7 @@
 //! new pending entry, nothing is lost); once the run's record says `running`, [`release`] drops the
 //! claim. A claim left by a process that died before its run started is put back by [`restore`].
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::PathBuf;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -23,6 +23,7 @@ use crate::state::lock::RepoLock;
 use crate::state::records::{self, Trigger};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(expecting = "a queue entry: a JSON object with `branch`, `commit`, `trigger`, `queued_at`")]
 pub struct Entry {
     pub branch: String,
     pub commit: String,
@@ -38,9 +39,11 @@ fn claimed(dirs: &Dirs, repo: &str) -> PathBuf {
     dirs.queue().join(format!("{repo}.claimed"))
 }
 
+/// Makes `<data>/queue` (0700: only phantom_ci's user may open its entries and locks).
 fn create_dir(dirs: &Dirs) -> Result<(), Error> {
     let dir = dirs.queue();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))
+    dirs.make(&dir)
+        .map_err(|e| Error::io("cannot create", &dir, e))
 }
 
 /// Runs `f` while holding the queue lock of `repo` (not the run lock: it is held only for as long as
@@ -48,11 +51,7 @@ fn create_dir(dirs: &Dirs) -> Result<(), Error> {
 pub fn with_lock<T>(dirs: &Dirs, repo: &str, f: impl FnOnce() -> T) -> Result<T, Error> {
     create_dir(dirs)?;
     let lock_path = dirs.queue().join(format!("{repo}.lock"));
-    let file: File = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
+    let file: File = crate::state::lock::open_private(&lock_path)
         .map_err(|e| Error::io("cannot open the lock file", &lock_path, e))?;
     let _lock = Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, errno)| Error::io("cannot lock", &lock_path, std::io::Error::from(errno)))?;

@@ -14,7 +14,8 @@ pub fn get(dirs: &Dirs, repo: &str) -> Option<String> {
 
 pub fn set(dirs: &Dirs, repo: &str, commit: &str) -> Result<(), Error> {
     let dir = dirs.seen();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+    dirs.make(&dir)
+        .map_err(|e| Error::io("cannot create", &dir, e))?;
     let path = dir.join(repo);
     atomic_file::write(&path, format!("{commit}\n").as_bytes())
         .map_err(|e| Error::io("cannot write", path, e))

@@ -39,7 +39,11 @@ pub fn ensure(spool: &Path) -> Result<(), Error> {
     match std::fs::symlink_metadata(spool) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(spool)
+            // Its parents (the data dir, for the default spool) are gone through, not listed.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(spool)
                 .map_err(|e| Error::io("cannot create the spool", spool, e))?;
             std::fs::set_permissions(spool, std::fs::Permissions::from_mode(0o1733))
                 .map_err(|e| Error::io("cannot set the mode of the spool", spool, e))
@@ -90,6 +94,15 @@ fn move_to_junk(spool: &OwnedFd, name: &OsStr, junk: &Path) -> bool {
     let Ok(junk_dir) = dirfd::open_dir(None, junk.as_os_str()) else {
         return false;
     };
+    // Only phantom_ci's user may look into it (one made by an earlier version may be open).
+    match nix::sys::stat::fstat(&junk_dir) {
+        Ok(stat) if stat.st_uid == nix::unistd::geteuid().as_raw() => {
+            if stat.st_mode & 0o7777 != 0o700 {
+                let _ = nix::sys::stat::fchmod(&junk_dir, nix::sys::stat::Mode::S_IRWXU);
+            }
+        }
+        _ => return false,
+    }
     // Best effort: what an earlier tick moved there and can now be removed goes.
     for old in dirfd::names(&junk_dir) {
         let _ = dirfd::remove_all(&junk_dir, &old);

@@ -42,6 +42,8 @@ pub enum Reply {
     },
     /// Read the request, then never answer (the connection stays open until the server stops).
     Hang,
+    /// Answer with exactly these bytes (a status line and headers of the test's own making).
+    Raw(String),
 }
 
 impl Reply {
@@ -161,6 +163,10 @@ fn serve(
         };
         match script(&path, seen) {
             Reply::Hang => held.push(stream),
+            Reply::Raw(text) => {
+                let _ = stream.write_all(text.as_bytes());
+                let _ = stream.flush();
+            }
             Reply::Status {
                 code,
                 headers,

@@ -1,0 +1,230 @@
+//! [`Repo`]: one validated section of `Repo.toml`, and the types of its settings — what the rest of
+//! phantom_ci uses once the file is parsed.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+
+use crate::config::problems::Problem;
+use crate::config::quantities::{ByteSize, Count, HumanDuration};
+use crate::config::{
+    ConfigError, DEFAULT_CHECKOUT_LIMIT, DEFAULT_KEEP_RUNS, DEFAULT_LOG_LIMIT, DEFAULT_TIMEOUT,
+};
+
+/// One validated `[name]` section of `Repo.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repo {
+    pub name: String,
+    pub location: Location,
+    pub branch: String,
+    pub run_as: Option<String>,
+    pub sandbox: Sandbox,
+    pub network: bool,
+    pub timeout: Duration,
+    pub env: Vec<(String, String)>,
+    pub pass_env: Vec<String>,
+    pub keep_workspace: KeepWorkspace,
+    pub keep_runs: u32,
+    pub notify: Notify,
+    pub require_signed: bool,
+    pub allowed_signers: Option<PathBuf>,
+    pub workflow: Option<PathBuf>,
+    pub sandbox_root: Option<PathBuf>,
+    pub limits: Limits,
+    pub log_limit: u64,
+    /// The most bytes a checkout of this repo may write (SPEC §4.8).
+    pub checkout_limit: u64,
+    /// What is wrong with this repo on this machine (its `path` or `run_as` user does not exist):
+    /// a repo with problems is shown but never run. Empty for a healthy repo.
+    pub problems: Vec<Problem>,
+}
+
+impl Repo {
+    /// A repo that is not in `Repo.toml` (`phantom_ci run <path>`): every setting at its default.
+    pub fn ad_hoc(name: String, path: PathBuf, branch: String) -> Repo {
+        Repo {
+            name,
+            location: Location::Local(path),
+            branch,
+            run_as: None,
+            sandbox: Sandbox::None,
+            network: false,
+            timeout: DEFAULT_TIMEOUT,
+            env: Vec::new(),
+            pass_env: Vec::new(),
+            keep_workspace: KeepWorkspace::Never,
+            keep_runs: DEFAULT_KEEP_RUNS,
+            notify: Notify::Always,
+            require_signed: false,
+            allowed_signers: None,
+            workflow: None,
+            sandbox_root: None,
+            limits: Limits::default(),
+            log_limit: DEFAULT_LOG_LIMIT,
+            checkout_limit: DEFAULT_CHECKOUT_LIMIT,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The first problem as the configuration error it is, if the repo has one.
+    pub fn problem(&self) -> Option<ConfigError> {
+        self.problems.first().map(Problem::to_error)
+    }
+}
+
+/// Where a repo lives: a local repository (bare or not) or a URL to fetch from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(PathBuf),
+    Url(String),
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Local(path) => write!(f, "{}", path.display()),
+            Location::Url(url) => f.write_str(url),
+        }
+    }
+}
+
+impl Location {
+    pub fn parse(text: &str) -> Result<Location, String> {
+        if text.is_empty() {
+            return Err("`path` is empty; give the repository's absolute path or URL".into());
+        }
+        if text.contains('\0') || text.contains('\n') {
+            return Err("`path` contains a NUL or newline character".into());
+        }
+        let is_url = ["file://", "https://", "http://", "ssh://", "git://"]
+            .iter()
+            .any(|scheme| text.starts_with(scheme));
+        // scp-like ssh syntax: `user@host:path` or `host:path`, a colon before any slash.
+        let is_scp = !text.starts_with('/')
+            && text
+                .find(':')
+                .is_some_and(|colon| !text[..colon].contains('/') && colon > 0);
+        if is_url || is_scp {
+            return Ok(Location::Url(text.to_string()));
+        }
+        let path = Path::new(text);
+        if !path.is_absolute() {
+            return Err(format!(
+                "`path` `{text}` is relative; write the repository's absolute path"
+            ));
+        }
+        Ok(Location::Local(path.to_path_buf()))
+    }
+
+    /// The last component without `.git`: the default repo name for `add`.
+    pub fn default_name(&self) -> String {
+        let text = self.to_string();
+        let last = text
+            .trim_end_matches('/')
+            .rsplit(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        last.strip_suffix(".git").unwrap_or(&last).to_string()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Sandbox {
+    None,
+    Bwrap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum KeepWorkspace {
+    Never,
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Notify {
+    Always,
+    Failure,
+    Change,
+    Never,
+}
+
+/// The words a setting takes, and the message for any other, in the user's words.
+macro_rules! words {
+    ($type:ident, $key:literal, $($word:literal => $value:ident),+) => {
+        impl TryFrom<String> for $type {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                match text.as_str() {
+                    $($word => Ok($type::$value),)+
+                    _ => Err(format!(
+                        "`{}` is not a value of `{}`: write one of {}",
+                        crate::describe::terminal(&text),
+                        $key,
+                        [$(concat!("\"", $word, "\"")),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+words!(Sandbox, "sandbox", "none" => None, "bwrap" => Bwrap);
+words!(KeepWorkspace, "keep_workspace", "never" => Never, "on_failure" => OnFailure, "always" => Always);
+words!(Notify, "notify", "always" => Always, "failure" => Failure, "change" => Change, "never" => Never);
+
+/// Resource limits applied to every step (`limits = { … }`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of limits such as `{ nofile = 1024, cpu = \"30m\" }`"
+)]
+pub struct Limits {
+    #[serde(default, deserialize_with = "count")]
+    pub nofile: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    pub nproc: Option<u64>,
+    #[serde(default, deserialize_with = "seconds", serialize_with = "ser_seconds")]
+    pub cpu: Option<Duration>,
+    #[serde(default, deserialize_with = "bytes")]
+    pub fsize: Option<u64>,
+    #[serde(default, rename = "as", deserialize_with = "bytes")]
+    pub address_space: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Ok(Some(HumanDuration::deserialize(d)?.0))
+}
+
+fn ser_seconds<S: serde::Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Some(Count::deserialize(d)?.0))
+}
+
+fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Some(ByteSize::deserialize(d)?.0))
+}
+
+impl<'de> Deserialize<'de> for Location {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Location::parse(&String::deserialize(d)?).map_err(de::Error::custom)
+    }
+}

@@ -1,0 +1,405 @@
+//! A run's workspace from a commit (SPEC §4.8): counted before anything is written, bounded by the
+//! repo's `checkout_limit` and the run's deadline, written by the `git` command so that it can be
+//! stopped half-way.
+
+use std::fmt::Write as _;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::Instant;
+
+use git2::{ObjectType, Oid, Repository};
+
+use crate::git::{GitError, cli, other};
+
+/// What a checkout may cost (SPEC §4.8).
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// The most bytes the files of the checkout may take: the repo's `checkout_limit`.
+    pub bytes: u64,
+    /// When the checkout must be done: the run's deadline, if any.
+    pub deadline: Option<Instant>,
+}
+
+impl Budget {
+    /// No limit at all (for benchmarks and tools).
+    pub fn unlimited() -> Budget {
+        Budget {
+            bytes: u64::MAX,
+            deadline: None,
+        }
+    }
+
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// Why a workspace was not checked out.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    /// The files would take more than [`Budget::bytes`]; nothing was written.
+    #[error("the commit's files take more than {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// Directories nested deeper than [`MAX_TREE_DEPTH`]; nothing was written.
+    #[error("the commit's tree is nested deeper than {MAX_TREE_DEPTH} directories")]
+    TooDeep,
+    /// The deadline passed (during the count or the checkout itself).
+    #[error("the checkout did not end before the deadline")]
+    Deadline,
+    /// phantom_ci was told to stop (SIGTERM, SIGINT) during the checkout.
+    #[error("phantom_ci was told to stop during the checkout")]
+    Interrupted,
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+/// The space the file system gives a file or directory, at least: a checkout counts whole blocks.
+pub const BLOCK: u64 = 4096;
+/// How deep the directories of a checkout may nest.
+pub const MAX_TREE_DEPTH: usize = 1024;
+
+/// What checking `commit` out would write, counted before anything is written: the size of every file
+/// (regular file or symbolic link) in whole [`BLOCK`]s, at least one, and one block per directory or
+/// submodule — each time the tree names it, so a blob named 1,800 times counts 1,800 times. Only object
+/// headers are read, never contents. Stops with [`CheckoutError::TooLarge`] as soon as the count passes
+/// `budget.bytes` (every entry costs a block, so the walk visits at most `bytes / BLOCK` entries), and
+/// with [`CheckoutError::Deadline`] when the deadline passes.
+pub fn checkout_size(
+    repo: &Repository,
+    commit: Oid,
+    budget: &Budget,
+) -> Result<u64, CheckoutError> {
+    if budget.expired() {
+        return Err(CheckoutError::Deadline);
+    }
+    let commit = repo
+        .find_commit(commit)
+        .map_err(other(format!("cannot read commit {commit}")))?;
+    let root = commit
+        .tree()
+        .map_err(other("cannot read the commit's tree"))?;
+    let odb = repo
+        .odb()
+        .map_err(other("cannot open the object database"))?;
+    let mut sizes: std::collections::HashMap<Oid, u64> = std::collections::HashMap::new();
+    let mut total: u64 = 0;
+    let mut visited: u64 = 0;
+    // Depth-first, one (tree, next entry) per level.
+    let mut stack = vec![(root, 0usize)];
+    while let Some((tree, index)) = stack.last_mut() {
+        let Some((kind, id)) = tree.get(*index).map(|e| (e.kind(), e.id())) else {
+            stack.pop();
+            continue;
+        };
+        *index += 1;
+        visited += 1;
+        if visited.is_multiple_of(256) && budget.expired() {
+            return Err(CheckoutError::Deadline);
+        }
+        let cost = match kind {
+            Some(ObjectType::Blob) => {
+                let size = match sizes.get(&id) {
+                    Some(size) => *size,
+                    None => {
+                        let (size, _) = odb
+                            .read_header(id)
+                            .map_err(other(format!("cannot read the object {id}")))?;
+                        let size = size as u64;
+                        sizes.insert(id, size);
+                        size
+                    }
+                };
+                size.div_ceil(BLOCK).max(1).saturating_mul(BLOCK)
+            }
+            Some(ObjectType::Tree) => {
+                if stack.len() >= MAX_TREE_DEPTH {
+                    return Err(CheckoutError::TooDeep);
+                }
+                let sub = repo
+                    .find_tree(id)
+                    .map_err(other(format!("cannot read the tree {id}")))?;
+                stack.push((sub, 0));
+                BLOCK
+            }
+            // A submodule is checked out as an empty directory.
+            _ => BLOCK,
+        };
+        total = total.saturating_add(cost);
+        if total > budget.bytes {
+            return Err(CheckoutError::TooLarge {
+                limit: budget.bytes,
+            });
+        }
+    }
+    Ok(total)
+}
+
+/// Makes `dir` (empty or missing) a git working tree of `commit` from `source`, the way
+/// `git clone --shared --no-checkout` followed by `git checkout --detach <commit>` would: the workspace
+/// borrows the source's objects through `objects/info/alternates` (nothing is copied), gets the source's
+/// branches as `refs/remotes/origin/*` and its tags, so `git log` and `git describe` work in steps.
+///
+/// Nothing is written before [`checkout_size`] has found the commit within `budget`. The files are then
+/// written by the `git` command (libgit2 cannot be stopped half-way), which is killed if the deadline
+/// passes. It runs with no configuration but the workspace's own — no system or global gitconfig, no
+/// hooks — so nothing of the operator's setup (filters, fsmonitor) runs on the commit's content.
+pub fn checkout_workspace(
+    source: &Repository,
+    commit: Oid,
+    dir: &Path,
+    budget: &Budget,
+) -> Result<(), CheckoutError> {
+    checkout_size(source, commit, budget)?;
+    let fail = |what: &str| {
+        other(format!(
+            "cannot prepare the workspace `{}`: {what}",
+            dir.display()
+        ))
+    };
+    let workspace = Repository::init(dir).map_err(fail("git init"))?;
+    let git_dir = workspace.path().to_path_buf();
+    let objects = source.commondir().join("objects");
+    let io = |what: &'static str| {
+        let dir = dir.to_path_buf();
+        move |e: std::io::Error| GitError::Other {
+            context: format!("cannot prepare the workspace `{}`: {what}", dir.display()),
+            message: e.to_string(),
+        }
+    };
+    std::fs::write(
+        git_dir.join("objects/info/alternates"),
+        format!("{}\n", objects.display()),
+    )
+    .map_err(io("write objects/info/alternates"))?;
+
+    let mut packed = String::new();
+    let refs = source
+        .references()
+        .map_err(fail("list the source's refs"))?;
+    for reference in refs.flatten() {
+        let (Ok(name), Some(target)) = (reference.name(), reference.target()) else {
+            continue; // symbolic refs (HEAD, origin/HEAD) are not copied
+        };
+        let local = if let Some(branch) = name.strip_prefix("refs/heads/") {
+            format!("refs/remotes/origin/{branch}")
+        } else if name.starts_with("refs/tags/") {
+            name.to_string()
+        } else {
+            continue;
+        };
+        let _ = writeln!(packed, "{target} {local}");
+    }
+    std::fs::write(git_dir.join("packed-refs"), packed).map_err(io("write packed-refs"))?;
+    drop(workspace);
+
+    // Reopen so that libgit2 reads the alternates written above.
+    let workspace = Repository::open(dir).map_err(fail("reopen"))?;
+    let source_path = source.path().to_string_lossy().into_owned();
+    workspace
+        .remote("origin", &source_path)
+        .map_err(fail("add the `origin` remote"))?;
+    workspace
+        .set_head_detached(commit)
+        .map_err(fail("detach HEAD at the commit"))?;
+    drop(workspace);
+    if budget.expired() {
+        return Err(CheckoutError::Deadline);
+    }
+    write_files(dir, &git_dir, commit, budget)
+}
+
+/// Writes the files of `commit` into the work tree `dir` with `git checkout`, bounded by the deadline.
+fn write_files(
+    dir: &Path,
+    git_dir: &Path,
+    commit: Oid,
+    budget: &Budget,
+) -> Result<(), CheckoutError> {
+    let mut command = cli::git();
+    command
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .arg("--work-tree")
+        .arg(dir)
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "checkout",
+            "--quiet",
+            "--force",
+            "--detach",
+            &commit.to_string(),
+        ])
+        // Its own process group: a Ctrl-C in phantom_ci's terminal is phantom_ci's to handle.
+        .process_group(0);
+    let deadline = budget
+        .deadline
+        .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(365 * 24 * 3600));
+    let git_failed = |message: String| {
+        CheckoutError::Git(GitError::Other {
+            context: format!("cannot check the commit out into `{}`", dir.display()),
+            message,
+        })
+    };
+    match cli::run(command, deadline) {
+        Ok(ran) if ran.status.success() => Ok(()),
+        Ok(ran) => Err(git_failed(format!("`git checkout` failed: {}", ran.stderr))),
+        Err(cli::Stopped::Deadline) => Err(CheckoutError::Deadline),
+        Err(cli::Stopped::Interrupted) => Err(CheckoutError::Interrupted),
+        Err(cli::Stopped::Spawn(e)) => Err(git_failed(format!(
+            "cannot run the `git` command, which writes checkouts ({e}); install git"
+        ))),
+        Err(cli::Stopped::Wait(e)) => {
+            Err(git_failed(format!("cannot wait for `git checkout`: {e}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bare repository whose commit's tree is built by `build` from a tree builder's point of view.
+    fn commit_of(build: impl FnOnce(&Repository) -> Oid) -> (tempfile::TempDir, Repository, Oid) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let tree = build(&repo);
+        let tree = repo.find_tree(tree).unwrap();
+        let sig = git2::Signature::now("t", "t@example.org").unwrap();
+        let commit = repo.commit(None, &sig, &sig, "c", &tree, &[]).unwrap();
+        drop(tree);
+        (dir, repo, commit)
+    }
+
+    /// A tree naming `entry` (of `mode`) `times` times.
+    fn repeated(repo: &Repository, entry: Oid, mode: i32, times: usize) -> Oid {
+        let mut builder = repo.treebuilder(None).unwrap();
+        for i in 0..times {
+            builder.insert(format!("f{i}"), entry, mode).unwrap();
+        }
+        builder.write().unwrap()
+    }
+
+    fn budget(bytes: u64) -> Budget {
+        Budget {
+            bytes,
+            deadline: None,
+        }
+    }
+
+    #[test]
+    fn a_blob_named_1800_times_counts_1800_times() {
+        let (_dir, repo, commit) = commit_of(|repo| {
+            let blob = repo.blob(&vec![b'x'; 1 << 20]).unwrap();
+            repeated(repo, blob, 0o100644, 1800)
+        });
+        assert_eq!(
+            checkout_size(&repo, commit, &budget(u64::MAX)).unwrap(),
+            1800 << 20
+        );
+        assert!(matches!(
+            checkout_size(&repo, commit, &budget(100 << 20)),
+            Err(CheckoutError::TooLarge { limit }) if limit == 100 << 20
+        ));
+        assert!(checkout_size(&repo, commit, &budget(1800 << 20)).is_ok());
+        assert!(checkout_size(&repo, commit, &budget((1800 << 20) - 1)).is_err());
+        // Nothing is written when the commit is too large.
+        let target = tempfile::tempdir().unwrap().path().join("ws");
+        let refused = checkout_workspace(&repo, commit, &target, &budget(100 << 20));
+        assert!(matches!(refused, Err(CheckoutError::TooLarge { .. })));
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn small_files_and_directories_count_a_block_each() {
+        let (_dir, repo, commit) = commit_of(|repo| {
+            let empty = repo.blob(b"").unwrap();
+            let byte = repo.blob(b"x").unwrap();
+            let sub = repeated(repo, empty, 0o100644, 3);
+            let mut root = repo.treebuilder(None).unwrap();
+            root.insert("a", byte, 0o100644).unwrap();
+            root.insert("link", byte, 0o120000).unwrap();
+            root.insert("sub", sub, 0o040000).unwrap();
+            root.write().unwrap()
+        });
+        // a, link, sub/ and its three files.
+        assert_eq!(
+            checkout_size(&repo, commit, &budget(u64::MAX)).unwrap(),
+            6 * BLOCK
+        );
+    }
+
+    #[test]
+    fn nested_trees_stop_at_the_limit_without_walking_everything() {
+        // 1,000 directories of 1,000 files: a million entries, 4 GB as counted.
+        let (_dir, repo, commit) = commit_of(|repo| {
+            let blob = repo.blob(b"bomb").unwrap();
+            let inner = repeated(repo, blob, 0o100644, 1000);
+            repeated(repo, inner, 0o040000, 1000)
+        });
+        assert!(matches!(
+            checkout_size(&repo, commit, &budget(64 << 20)),
+            Err(CheckoutError::TooLarge { .. })
+        ));
+        let expired = Budget {
+            bytes: u64::MAX,
+            deadline: Some(Instant::now()),
+        };
+        assert!(matches!(
+            checkout_size(&repo, commit, &expired),
+            Err(CheckoutError::Deadline)
+        ));
+    }
+
+    #[test]
+    fn a_tree_nested_too_deep_is_refused() {
+        let (_dir, repo, commit) = commit_of(|repo| {
+            let mut tree = repeated(repo, repo.blob(b"x").unwrap(), 0o100644, 1);
+            for _ in 0..MAX_TREE_DEPTH {
+                tree = repeated(repo, tree, 0o040000, 1);
+            }
+            tree
+        });
+        assert!(matches!(
+            checkout_size(&repo, commit, &budget(u64::MAX)),
+            Err(CheckoutError::TooDeep)
+        ));
+    }
+
+    #[test]
+    fn a_checkout_writes_the_commit_detached() {
+        let (_dir, repo, commit) = commit_of(|repo| {
+            let blob = repo.blob(b"hello\n").unwrap();
+            repeated(repo, blob, 0o100755, 2)
+        });
+        let target = tempfile::tempdir().unwrap();
+        let ws = target.path().join("ws");
+        checkout_workspace(&repo, commit, &ws, &budget(1 << 20)).unwrap();
+        assert_eq!(std::fs::read(ws.join("f1")).unwrap(), b"hello\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(ws.join("f0"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o111,
+            0o111
+        );
+        let opened = Repository::open(&ws).unwrap();
+        assert!(opened.head_detached().unwrap());
+        assert_eq!(opened.head().unwrap().target(), Some(commit));
+        let statuses = opened.statuses(None).unwrap();
+        assert_eq!(statuses.len(), 0, "a clean checkout");
+    }
+}

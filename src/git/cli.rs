@@ -1,0 +1,150 @@
+//! Running the `git` command (for the fetch of a mirror and for writing a checkout), bounded by a
+//! deadline: the child is killed when the deadline passes or phantom_ci is told to stop, and only the
+//! first few KiB of its error output are kept.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The most of git's error output kept for a message.
+const STDERR_KEPT: usize = 4096;
+
+/// Variables a git hook sets that would redirect a `git` command phantom_ci starts.
+pub const GIT_HOOK_VARIABLES: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_QUARANTINE_PATH",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+];
+
+/// How a `git` command ended when it did not exit by itself.
+#[derive(Debug)]
+pub enum Stopped {
+    /// It could not be started (no `git` on `PATH`, …).
+    Spawn(std::io::Error),
+    /// The deadline passed; it was killed.
+    Deadline,
+    /// phantom_ci was told to stop (SIGTERM, SIGINT); it was killed.
+    Interrupted,
+    /// Waiting for it failed.
+    Wait(std::io::Error),
+}
+
+/// A `git` command that ran to its end.
+#[derive(Debug)]
+pub struct Ran {
+    pub status: ExitStatus,
+    /// The beginning of its error output, made safe for a terminal, on one line.
+    pub stderr: String,
+}
+
+/// Where `git` is looked for when it is not on `PATH` (a service started with a minimal `PATH`).
+const FALLBACK: &[&str] = &["/usr/local/bin/git", "/usr/bin/git", "/bin/git"];
+
+/// The `git` to run: the first on `PATH`, else the first of [`FALLBACK`] that exists, else plain `git`
+/// (whose failure to start then says it is missing).
+pub fn program() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .chain(
+            FALLBACK
+                .iter()
+                .filter_map(|p| Path::new(p).parent().map(Path::to_path_buf)),
+        )
+        .map(|dir| dir.join("git"))
+        .find(|candidate| candidate.is_absolute() && candidate.is_file());
+    on_path.unwrap_or_else(|| PathBuf::from("git"))
+}
+
+/// `git` with stdin from /dev/null, stdout discarded and stderr kept, without the variables of a hook
+/// and without asking anyone for a password.
+pub fn git() -> Command {
+    let mut command = Command::new(program());
+    command
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for variable in GIT_HOOK_VARIABLES {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// Runs `command` until it exits, `deadline` passes or phantom_ci is asked to stop.
+pub fn run(mut command: Command, deadline: Instant) -> Result<Ran, Stopped> {
+    let mut child = command.spawn().map_err(Stopped::Spawn)?;
+    let mut stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        if let Some(stderr) = stderr.as_mut() {
+            let _ = stderr.take(STDERR_KEPT as u64).read_to_end(&mut kept);
+            let _ = std::io::copy(stderr, &mut std::io::sink());
+        }
+        kept
+    });
+    let status = wait(&mut child, deadline);
+    if status.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let kept = reader.join().unwrap_or_default();
+    let text = String::from_utf8_lossy(&kept);
+    Ok(Ran {
+        status: status?,
+        stderr: crate::describe::terminal(text.trim()).replace('?', " "),
+    })
+}
+
+/// Polls `child` (from 1 ms up to 50 ms apart, so that a quick command costs little).
+fn wait(child: &mut Child, deadline: Instant) -> Result<ExitStatus, Stopped> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() >= deadline => return Err(Stopped::Deadline),
+            Ok(None) if crate::isolation::signals::requested().is_some() => {
+                return Err(Stopped::Interrupted);
+            }
+            Ok(None) => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(Stopped::Wait(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_past_its_deadline_is_killed() {
+        let mut command = Command::new("sleep");
+        command.arg("30").stderr(Stdio::piped());
+        let stopped = run(command, Instant::now() + Duration::from_millis(50));
+        assert!(matches!(stopped, Err(Stopped::Deadline)), "{stopped:?}");
+    }
+
+    #[test]
+    fn error_output_is_kept_on_one_safe_line() {
+        let mut command = Command::new("sh");
+        command
+            .args([
+                "-c",
+                "printf 'fatal: \\033[31mred\\033[0m\\nsecond\\n' >&2; exit 3",
+            ])
+            .stderr(Stdio::piped());
+        let ran = run(command, Instant::now() + Duration::from_secs(600)).unwrap();
+        assert_eq!(ran.status.code(), Some(3));
+        assert!(!ran.stderr.contains('\u{1b}'), "{:?}", ran.stderr);
+        assert!(ran.stderr.starts_with("fatal: "), "{:?}", ran.stderr);
+    }
+}
