@@ -301,7 +301,7 @@ run = "sh -c 'ls {mirrors} && echo LISTED-MIRRORS || echo refused-mirrors'"
 
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&private_mirror).unwrap();
-    assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o2750, 65534));
+    assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o750, 65534));
     let snoop_meta = std::fs::metadata(mirrors.join("snoop.git")).unwrap();
     assert_eq!(snoop_meta.gid(), daemon.gid.as_raw());
     assert_eq!(mode(&mirrors), 0o711);

@@ -8,9 +8,10 @@
 //! Who may read a mirror (SPEC §4.8): the workspace of a run borrows the mirror's objects, so the repo's
 //! `run_as` user must read them — and no other repo's user may. `<data>/mirrors` is 0711 (entered, not
 //! listed). When phantom_ci is root and the repo runs as another user, the mirror belongs to that
-//! user's primary group, mode 2750, and so does everything in it (directories setgid, files
-//! group-readable; `core.sharedRepository = 0640` keeps it so for what later fetches write); otherwise
-//! it is 0700.
+//! user's primary group, mode 0750, and so does everything in it (directories group-searchable, files
+//! group-readable), given again after every fetch; otherwise it is 0700. No set-group-ID bits and no
+//! `core.sharedRepository`: the system unit's `RestrictSUIDSGID=yes` refuses setgid directories, and
+//! git would then fail to create its own.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ pub fn path(dirs: &Dirs, repo: &Repo) -> PathBuf {
 pub enum Access {
     /// Nobody: the mirror is 0700.
     Private,
-    /// The members of this group (the step user's primary group): the mirror is 2750, of that group.
+    /// The members of this group (the step user's primary group): the mirror is 0750, of that group.
     Group(Gid),
 }
 
@@ -58,7 +59,7 @@ impl Access {
     fn holds(self, meta: &std::fs::Metadata) -> bool {
         match self {
             Access::Private => meta.mode() & 0o777 == 0o700,
-            Access::Group(gid) => meta.gid() == gid.as_raw() && meta.mode() & 0o7777 == 0o2750,
+            Access::Group(gid) => meta.gid() == gid.as_raw() && meta.mode() & 0o7777 == 0o750,
         }
     }
 }
@@ -113,6 +114,16 @@ pub fn update(dirs: &Dirs, repo: &Repo) -> Result<(), String> {
         Err(Stopped::Wait(e)) => return Err(format!("cannot wait for `git fetch`: {e}")),
     };
     if ran.status.success() {
+        // What the fetch wrote belongs to phantom_ci's group: give it to the step user's.
+        if access != Access::Private {
+            grant(&mirror, access).map_err(|e| {
+                format!(
+                    "cannot give the mirror `{}` of repo `{}` to its step user's group: {e}",
+                    mirror.display(),
+                    repo.name
+                )
+            })?;
+        }
         return Ok(());
     }
     Err(format!(
@@ -142,19 +153,13 @@ fn prepare(mirror: &Path, access: Access) -> Result<(), String> {
     if fresh || !access.holds(&meta) {
         grant(mirror, access).map_err(|e| e.to_string())?;
     }
-    let shared = match access {
-        Access::Private => None,
-        Access::Group(_) => Some("0640"),
-    };
+    // An earlier version set it; git would make setgid directories, which the system unit refuses.
     let repository = git2::Repository::open_bare(mirror).map_err(|e| e.message().to_string())?;
     let mut config = repository.config().map_err(|e| e.message().to_string())?;
-    let current = config.get_string("core.sharedRepository").ok();
-    if current.as_deref() != shared {
-        match shared {
-            Some(value) => config.set_str("core.sharedRepository", value),
-            None => config.remove("core.sharedRepository"),
-        }
-        .map_err(|e| e.message().to_string())?;
+    if config.get_string("core.sharedRepository").is_ok() {
+        config
+            .remove("core.sharedRepository")
+            .map_err(|e| e.message().to_string())?;
     }
     Ok(())
 }
@@ -168,7 +173,7 @@ fn grant(mirror: &Path, access: Access) -> std::io::Result<()> {
         Access::Group(gid) => {
             give_to_group(mirror, gid, 0)?;
             std::os::unix::fs::chown(mirror, None, Some(gid.as_raw()))?;
-            std::fs::set_permissions(mirror, std::fs::Permissions::from_mode(0o2750))
+            std::fs::set_permissions(mirror, std::fs::Permissions::from_mode(0o750))
         }
     }
 }
@@ -190,7 +195,7 @@ fn give_to_group(dir: &Path, gid: Gid, depth: usize) -> std::io::Result<()> {
         std::os::unix::fs::chown(&path, None, Some(gid.as_raw()))?;
         let mode = meta.mode() & 0o7777;
         let wanted = if meta.is_dir() {
-            (mode | 0o2050) & !0o022
+            (mode | 0o050) & !0o2022
         } else {
             (mode | 0o040) & !0o022
         };

@@ -188,7 +188,7 @@ fn service(s: &Settings) -> Result<String, Error> {
         text.push_str("ProtectSystem=strict\n");
         match state_directory(&s.dirs.data) {
             Some(name) => {
-                text.push_str(&format!("StateDirectory={name}\nStateDirectoryMode=0755\n"))
+                text.push_str(&format!("StateDirectory={name}\nStateDirectoryMode=0711\n"))
             }
             None => text.push_str(&format!(
                 "ReadWritePaths={}\n",
