@@ -26,8 +26,9 @@ fn system_python() -> Option<&'static str> {
     let found = ["/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"]
         .into_iter()
         .find(|p| Path::new(p).is_file());
-    if found.is_none() {
-        eprintln!("skipped: needs python3 in /usr/bin or /usr/local/bin (CI has it)");
+    // `.ci/newcomer` takes python3 off PATH: then it is out of reach here too.
+    if found.is_none() || !crate::support::on_path("python3") {
+        crate::skip!("needs python3 in /usr/bin or /usr/local/bin (CI has it)");
     }
     found
 }
@@ -299,12 +300,10 @@ fn probe_in_terminal(env: &TestEnv, extra: &str) {
     assert_probe_held(&env.log("app", 1), &pty.path, sandboxed);
 }
 
-#[test]
 fn a_step_cannot_open_the_operators_terminal_type_into_it_or_read_inherited_descriptors() {
     probe_in_terminal(&TestEnv::shared(), "");
 }
 
-#[test]
 fn a_sandboxed_step_has_no_terminal_and_only_three_descriptors_either() {
     if !has_bwrap() {
         return;
@@ -315,7 +314,6 @@ fn a_sandboxed_step_has_no_terminal_and_only_three_descriptors_either() {
     probe_in_terminal(&env, "sandbox = \"bwrap\"");
 }
 
-#[test]
 fn ctrl_c_in_the_operators_terminal_aborts_the_run_and_kills_its_processes() {
     let env = TestEnv::shared();
     let repo = env.repo("app");
@@ -349,7 +347,6 @@ fn ctrl_c_in_the_operators_terminal_aborts_the_run_and_kills_its_processes() {
     }
 }
 
-#[test]
 fn a_descriptor_inherited_by_tick_does_not_reach_the_step() {
     let env = TestEnv::shared();
     let secret = env.root().join("secret");
@@ -423,7 +420,7 @@ fn writable_cgroup2() -> Option<PathBuf> {
         .as_ref()
         .is_some_and(|p| std::fs::create_dir(p).is_ok() && std::fs::remove_dir(p).is_ok());
     if !writable {
-        eprintln!("skipped: needs a cgroup2 hierarchy root can create cgroups in");
+        crate::skip!("needs a cgroup2 hierarchy root can create cgroups in");
     }
     mount.filter(|_| writable)
 }
@@ -468,7 +465,6 @@ fn read_pid(path: &Path) -> Option<String> {
     pid.parse::<u32>().ok().map(|_| pid.to_string())
 }
 
-#[test]
 fn a_process_that_cleared_its_environment_dies_with_the_run_cgroup_after_phantom_is_sigkilled() {
     let Some(mount) = writable_cgroup2() else {
         return;
@@ -543,7 +539,6 @@ run = '''sh -c 'test -e {drop_shown}/second && exit 0; env -i setsid sh -c "echo
     assert_eq!(env.run_json("app", 2)["result"], "success");
 }
 
-#[test]
 fn every_step_runs_in_the_run_cgroup_which_is_gone_after_the_run() {
     let Some(mount) = writable_cgroup2() else {
         return;
@@ -570,4 +565,13 @@ fn every_step_runs_in_the_run_cgroup_which_is_gone_after_the_run() {
     );
     assert!(!mount.join(lines[0].trim_start_matches('/')).exists());
     assert!(!process_running(&["sleep", "1043"]));
+}
+
+crate::tests! {
+    a_step_cannot_open_the_operators_terminal_type_into_it_or_read_inherited_descriptors,
+    a_sandboxed_step_has_no_terminal_and_only_three_descriptors_either,
+    ctrl_c_in_the_operators_terminal_aborts_the_run_and_kills_its_processes,
+    a_descriptor_inherited_by_tick_does_not_reach_the_step,
+    a_process_that_cleared_its_environment_dies_with_the_run_cgroup_after_phantom_is_sigkilled,
+    every_step_runs_in_the_run_cgroup_which_is_gone_after_the_run,
 }

@@ -4,7 +4,6 @@ use predicates::prelude::*;
 
 use crate::support::TestEnv;
 
-#[test]
 fn check_prints_the_plan_of_every_workflow_in_head() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -22,7 +21,6 @@ fn check_prints_the_plan_of_every_workflow_in_head() {
     assert!(!repo.work.join("ran").exists());
 }
 
-#[test]
 fn check_of_an_invalid_file_exits_1_with_the_line() {
     let env = TestEnv::new();
     let file = env.root().join("w.toml");
@@ -36,7 +34,6 @@ fn check_of_an_invalid_file_exits_1_with_the_line() {
         ));
 }
 
-#[test]
 fn check_says_when_the_working_tree_differs_from_head() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -57,7 +54,6 @@ fn check_says_when_the_working_tree_differs_from_head() {
         ));
 }
 
-#[test]
 fn check_warns_about_shell_syntax_without_a_shell() {
     let env = TestEnv::new();
     let file = env.root().join("w.toml");
@@ -70,4 +66,11 @@ fn check_warns_about_shell_syntax_without_a_shell() {
         .stderr(predicate::str::contains(
             "`&&` is passed to `cd` as an argument",
         ));
+}
+
+crate::tests! {
+    check_prints_the_plan_of_every_workflow_in_head,
+    check_of_an_invalid_file_exits_1_with_the_line,
+    check_says_when_the_working_tree_differs_from_head,
+    check_warns_about_shell_syntax_without_a_shell,
 }

@@ -4,7 +4,6 @@ use predicates::prelude::*;
 
 use crate::support::TestEnv;
 
-#[test]
 fn a_malformed_repo_toml_exits_2_and_creates_nothing() {
     let env = TestEnv::new();
     env.write_repo_toml("[app]\npath = \"/srv/git/app.git\"\ntimeout = 5\n");
@@ -24,7 +23,6 @@ fn a_malformed_repo_toml_exits_2_and_creates_nothing() {
     assert!(!env.data.exists());
 }
 
-#[test]
 fn an_unknown_repo_is_a_usage_error() {
     let env = TestEnv::new();
     env.phantom()
@@ -34,7 +32,6 @@ fn an_unknown_repo_is_a_usage_error() {
         .stderr(predicate::str::contains("no repo `nope`"));
 }
 
-#[test]
 fn config_and_data_dir_options_win_over_the_environment() {
     let env = TestEnv::new();
     let other = env.root().join("other-config");
@@ -47,7 +44,6 @@ fn config_and_data_dir_options_win_over_the_environment() {
         .stderr(predicate::str::contains("other-config/Repo.toml"));
 }
 
-#[test]
 fn a_repo_toml_that_is_not_utf8_names_the_line_and_column() {
     let env = TestEnv::new();
     std::fs::write(
@@ -68,7 +64,6 @@ fn a_repo_toml_that_is_not_utf8_names_the_line_and_column() {
     assert!(!env.data.exists(), "nothing ran");
 }
 
-#[test]
 fn a_top_level_key_is_explained_without_internal_names() {
     let env = TestEnv::new();
     env.write_repo_toml("max_runs = 1\n[app]\npath = \"/srv/git/app.git\"\n");
@@ -106,7 +101,6 @@ fn healthy_and_broken(env: &TestEnv) -> crate::support::TestRepo<'_> {
     repo
 }
 
-#[test]
 fn tick_runs_the_healthy_repos_and_names_each_broken_one() {
     let env = TestEnv::new();
     healthy_and_broken(&env);
@@ -153,7 +147,6 @@ fn tick_runs_the_healthy_repos_and_names_each_broken_one() {
         .success();
 }
 
-#[test]
 fn check_list_and_status_show_the_broken_repos() {
     let env = TestEnv::new();
     healthy_and_broken(&env);
@@ -208,7 +201,6 @@ fn check_list_and_status_show_the_broken_repos() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 step"));
 }
 
-#[test]
 fn the_hook_names_a_broken_repo_and_never_fails_the_push() {
     let env = TestEnv::new();
     let repo = healthy_and_broken(&env);
@@ -246,7 +238,6 @@ fn the_hook_names_a_broken_repo_and_never_fails_the_push() {
     assert!(env.runs("stranger").is_empty());
 }
 
-#[test]
 fn add_and_remove_name_the_line_of_a_repo_toml_that_is_not_utf8() {
     let env = TestEnv::new();
     std::fs::write(env.config.join("Repo.toml"), b"# \xff\n").unwrap();
@@ -259,4 +250,16 @@ fn add_and_remove_name_the_line_of_a_repo_toml_that_is_not_utf8() {
                 "Repo.toml` line 1, column 3: the file is not valid UTF-8",
             ));
     }
+}
+
+crate::tests! {
+    a_malformed_repo_toml_exits_2_and_creates_nothing,
+    an_unknown_repo_is_a_usage_error,
+    config_and_data_dir_options_win_over_the_environment,
+    a_repo_toml_that_is_not_utf8_names_the_line_and_column,
+    a_top_level_key_is_explained_without_internal_names,
+    tick_runs_the_healthy_repos_and_names_each_broken_one,
+    check_list_and_status_show_the_broken_repos,
+    the_hook_names_a_broken_repo_and_never_fails_the_push,
+    add_and_remove_name_the_line_of_a_repo_toml_that_is_not_utf8,
 }

@@ -11,7 +11,6 @@ fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-#[test]
 fn configure_hook_installs_the_template_with_quoted_paths() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -102,7 +101,6 @@ fn configure_hook_installs_the_template_with_quoted_paths() {
     assert!(!hook.exists());
 }
 
-#[test]
 fn a_real_push_runs_the_installed_hook_with_its_arguments_and_stdin() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -171,4 +169,9 @@ fn a_real_push_runs_the_installed_hook_with_its_arguments_and_stdin() {
         )),
         "{recorded}"
     );
+}
+
+crate::tests! {
+    configure_hook_installs_the_template_with_quoted_paths,
+    a_real_push_runs_the_installed_hook_with_its_arguments_and_stdin,
 }

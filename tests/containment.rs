@@ -12,7 +12,6 @@ use predicates::prelude::*;
 use crate::support::{TestEnv, has_line, needs_root, process_running, stdout_of, wait_for};
 
 /// The lines a step printed, as run.json keeps them in the log.
-#[test]
 fn run_as_nobody_drops_uid_groups_and_home() {
     if !needs_root() {
         return;
@@ -60,7 +59,6 @@ run = "git log --format=subject:%s"
     assert!(has_line(&stdout, "subject:as nobody"), "{stdout}");
 }
 
-#[test]
 fn run_as_a_user_who_cannot_reach_the_data_dir_is_an_error_naming_it() {
     if !needs_root() {
         return;
@@ -84,7 +82,6 @@ fn run_as_a_user_who_cannot_reach_the_data_dir_is_an_error_naming_it() {
     assert!(!env.data.join("work/app/1/workspace/ran").exists());
 }
 
-#[test]
 fn processes_that_leave_the_process_group_are_killed_when_the_run_ends() {
     let env = TestEnv::new();
     env.app(
@@ -102,7 +99,6 @@ fn processes_that_leave_the_process_group_are_killed_when_the_run_ends() {
     );
 }
 
-#[test]
 fn sigterm_and_sigint_abort_the_run_and_leave_nothing_behind() {
     for (signal, duration) in [(Signal::SIGTERM, "1022"), (Signal::SIGINT, "1023")] {
         let env = TestEnv::new();
@@ -145,7 +141,6 @@ fn sigterm_and_sigint_abort_the_run_and_leave_nothing_behind() {
     }
 }
 
-#[test]
 fn resource_limits_apply_to_every_step() {
     let env = TestEnv::new();
     env.app(
@@ -164,7 +159,6 @@ run = "sh -c 'head -c 2097152 /dev/zero > big; echo status=$?; echo size=$(wc -c
     assert!(has_line(&stdout, "size=1048576"), "{stdout}");
 }
 
-#[test]
 fn a_symlink_to_shadow_in_the_artifacts_is_not_copied() {
     let env = TestEnv::new();
     env.app("[0]\nrun = '''sh -c 'cd \"$PHANTOM_CI_ARTIFACTS\" && ln -s /etc/shadow shadow && ln -s /etc etc && mkdir d && ln -s /etc/shadow d/s && echo fine > ok.txt' '''\n", "");
@@ -186,13 +180,10 @@ fn a_symlink_to_shadow_in_the_artifacts_is_not_copied() {
     }
 }
 
-#[test]
 fn a_gigabyte_of_output_keeps_memory_and_the_log_bounded() {
-    let time = std::path::Path::new("/usr/bin/time");
-    assert!(
-        time.exists(),
-        "GNU time is needed to measure peak memory: apt-get install time"
-    );
+    let Some(time) = crate::support::find_on_path("time") else {
+        crate::skip!("needs GNU time to measure peak memory (apt-get install time)");
+    };
     let env = TestEnv::new();
     env.app(
         "[0]\nrun = \"head -c 1073741824 /dev/zero\"\n",
@@ -240,7 +231,6 @@ fn a_gigabyte_of_output_keeps_memory_and_the_log_bounded() {
     assert_eq!(env.run_json("app", 1)["result"], "success");
 }
 
-#[test]
 fn a_run_as_user_who_cannot_read_the_repository_is_warned() {
     if !needs_root() {
         return;
@@ -263,7 +253,6 @@ fn a_run_as_user_who_cannot_read_the_repository_is_warned() {
     );
 }
 
-#[test]
 fn the_step_user_owns_its_workspace_but_not_the_run_directory() {
     if !needs_root() {
         return;
@@ -287,4 +276,16 @@ fn the_step_user_owns_its_workspace_but_not_the_run_directory() {
     let meta = std::fs::metadata(env.data.join("work/app/1")).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o700));
+}
+
+crate::tests! {
+    run_as_nobody_drops_uid_groups_and_home,
+    run_as_a_user_who_cannot_reach_the_data_dir_is_an_error_naming_it,
+    processes_that_leave_the_process_group_are_killed_when_the_run_ends,
+    sigterm_and_sigint_abort_the_run_and_leave_nothing_behind,
+    resource_limits_apply_to_every_step,
+    a_symlink_to_shadow_in_the_artifacts_is_not_copied,
+    a_gigabyte_of_output_keeps_memory_and_the_log_bounded,
+    a_run_as_user_who_cannot_read_the_repository_is_warned,
+    the_step_user_owns_its_workspace_but_not_the_run_directory,
 }

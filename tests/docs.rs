@@ -194,7 +194,6 @@ fn broken_links(path: &Path) -> Vec<String> {
     problems
 }
 
-#[test]
 fn every_relative_link_in_the_readme_and_docs_resolves() {
     let pages = pages();
     assert!(pages.len() > 5, "README.md and docs/: {pages:?}");
@@ -206,7 +205,6 @@ fn every_relative_link_in_the_readme_and_docs_resolves() {
     );
 }
 
-#[test]
 fn every_page_of_docs_is_linked_from_the_readme() {
     let readme = read(&project().join("README.md"));
     let linked: BTreeSet<String> = links(&readme)
@@ -219,7 +217,6 @@ fn every_page_of_docs_is_linked_from_the_readme() {
     }
 }
 
-#[test]
 fn the_readme_stays_within_its_budget() {
     let lines = read(&project().join("README.md")).lines().count();
     assert!(
@@ -228,7 +225,6 @@ fn the_readme_stays_within_its_budget() {
     );
 }
 
-#[test]
 fn anchors_are_named_as_on_github() {
     assert_eq!(
         slug("Root with `run_as` (system units)"),
@@ -247,14 +243,12 @@ fn anchors_are_named_as_on_github() {
     assert_eq!(found, ["a", "twice", "twice-1"]);
 }
 
-#[test]
 fn links_in_code_and_comments_are_not_links() {
     let page = "see [a](a.md) and `[b](b.md)` and ``x ` [c](c.md)``\n\n\
                 <!-- [d](d.md) -->\n```\n[e](e.md)\n```\n![f](f.svg \"title\")\n";
     assert_eq!(links(page), ["a.md", "f.svg"]);
 }
 
-#[test]
 fn a_broken_link_or_anchor_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("b.md"), "# B\n## Part two\n").unwrap();
@@ -268,4 +262,13 @@ fn a_broken_link_or_anchor_is_reported() {
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(problems[0].contains("`c.md`: no such file"), "{problems:?}");
     assert!(problems[1].contains("#part-three"), "{problems:?}");
+}
+
+crate::tests! {
+    every_relative_link_in_the_readme_and_docs_resolves,
+    every_page_of_docs_is_linked_from_the_readme,
+    the_readme_stays_within_its_budget,
+    anchors_are_named_as_on_github,
+    links_in_code_and_comments_are_not_links,
+    a_broken_link_or_anchor_is_reported,
 }

@@ -54,7 +54,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[test]
 fn example_repo_toml_parses_and_shows_every_key() {
     let text = read("examples/Repo.toml");
     let config = phantom_ci::config::Config::parse(Path::new("examples/Repo.toml"), &text)
@@ -95,7 +94,6 @@ fn adapted_repo_toml(bare: &Path) -> String {
         )
 }
 
-#[test]
 fn example_repo_toml_runs_the_example_workflow() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -136,7 +134,6 @@ fn example_repo_toml_runs_the_example_workflow() {
     );
 }
 
-#[test]
 fn example_release_section_rejects_an_unsigned_commit() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -156,7 +153,6 @@ fn example_release_section_rejects_an_unsigned_commit() {
     assert_eq!(record["steps"].as_array().unwrap().len(), 0, "no step ran");
 }
 
-#[test]
 fn example_workflows_pass_check() {
     let env = TestEnv::new();
     for (file, steps) in [
@@ -172,7 +168,6 @@ fn example_workflows_pass_check() {
     }
 }
 
-#[test]
 fn the_hello_example_runs_to_success() {
     let env = TestEnv::new();
     let repo = env.repo("hello");
@@ -208,7 +203,6 @@ fn the_hello_example_runs_to_success() {
     );
 }
 
-#[test]
 fn the_hello_example_test_fails_when_the_program_is_broken() {
     // The example's test suite can fail: otherwise the run above would prove nothing.
     let env = TestEnv::new();
@@ -230,7 +224,6 @@ fn the_hello_example_test_fails_when_the_program_is_broken() {
     assert_eq!(record["steps"][3]["result"], "skipped");
 }
 
-#[test]
 fn demo_script_runs_the_hello_example_in_its_own_temp_dir() {
     let env = TestEnv::new();
     let tmp = env.root().join("tmp");
@@ -292,7 +285,6 @@ fn demo_script_runs_the_hello_example_in_its_own_temp_dir() {
     );
 }
 
-#[test]
 fn phantom_ci_accepts_its_own_workflow() {
     let env = TestEnv::new();
     // The same file committed to a repository, checked the way `check .` checks one.
@@ -320,4 +312,15 @@ fn phantom_ci_accepts_its_own_workflow() {
     } else {
         eprintln!("not a git checkout: `phantom_ci check .` skipped");
     }
+}
+
+crate::tests! {
+    example_repo_toml_parses_and_shows_every_key,
+    example_repo_toml_runs_the_example_workflow,
+    example_release_section_rejects_an_unsigned_commit,
+    example_workflows_pass_check,
+    the_hello_example_runs_to_success,
+    the_hello_example_test_fails_when_the_program_is_broken,
+    demo_script_runs_the_hello_example_in_its_own_temp_dir,
+    phantom_ci_accepts_its_own_workflow,
 }

@@ -13,7 +13,6 @@ fn waiting_workflow(env: &TestEnv, extra_step: &str) -> String {
     )
 }
 
-#[test]
 fn a_push_queues_a_run_and_returns_while_the_step_still_runs() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -46,7 +45,6 @@ fn a_push_queues_a_run_and_returns_while_the_step_still_runs() {
     assert!(env.log("app", 1).contains("step-output"));
 }
 
-#[test]
 fn with_wait_the_pusher_sees_the_output() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -65,7 +63,6 @@ fn with_wait_the_pusher_sees_the_output() {
     assert_eq!(env.run_json("app", 1)["result"], "failure");
 }
 
-#[test]
 fn other_branches_tags_and_deletions_run_nothing() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -89,7 +86,6 @@ fn other_branches_tags_and_deletions_run_nothing() {
     assert!(!env.data.join("queue").join("app.json").exists());
 }
 
-#[test]
 fn a_configuration_error_is_one_line_and_never_fails_the_push() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -104,7 +100,6 @@ fn a_configuration_error_is_one_line_and_never_fails_the_push() {
     assert!(stderr.contains("the push itself succeeded"), "{stderr}");
 }
 
-#[test]
 fn pushes_during_a_run_queue_up_and_only_the_newest_runs() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -160,7 +155,6 @@ fn pushes_during_a_run_queue_up_and_only_the_newest_runs() {
     assert!(!worker_log.contains("error"), "{worker_log}");
 }
 
-#[test]
 fn a_push_during_a_manual_run_runs_after_it() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -187,7 +181,6 @@ fn a_push_during_a_manual_run_runs_after_it() {
     assert_eq!(env.run_json("app", 1)["trigger"], "manual");
 }
 
-#[test]
 fn a_repository_with_a_work_tree_matches_its_git_dir() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -211,7 +204,6 @@ fn a_repository_with_a_work_tree_matches_its_git_dir() {
     assert_eq!(env.run_json("app", 1)["commit"], commit.as_str());
 }
 
-#[test]
 fn a_hundred_thousand_ref_lines_queue_the_configured_branch_once() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -260,7 +252,6 @@ fn a_hundred_thousand_ref_lines_queue_the_configured_branch_once() {
     assert!(!env.data.join("queue/app.json").exists());
 }
 
-#[test]
 fn a_pusher_who_cannot_read_the_config_leaves_a_few_spool_notes_for_many_refs() {
     if !crate::support::needs_root() {
         return;
@@ -278,6 +269,9 @@ fn a_pusher_who_cannot_read_the_config_leaves_a_few_spool_notes_for_many_refs() 
     env.phantom().arg("tick").assert().success();
     let spool = env.data.join("spool");
     let exe = assert_cmd::cargo::cargo_bin!("phantom_ci");
+    if !crate::support::on_path("setpriv") {
+        crate::skip!("needs setpriv (util-linux) to push as another user");
+    }
     let mut hook = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(exe)
@@ -311,4 +305,16 @@ fn a_pusher_who_cannot_read_the_config_leaves_a_few_spool_notes_for_many_refs() 
         16,
         "not 100,000 notes"
     );
+}
+
+crate::tests! {
+    a_push_queues_a_run_and_returns_while_the_step_still_runs,
+    with_wait_the_pusher_sees_the_output,
+    other_branches_tags_and_deletions_run_nothing,
+    a_configuration_error_is_one_line_and_never_fails_the_push,
+    pushes_during_a_run_queue_up_and_only_the_newest_runs,
+    a_push_during_a_manual_run_runs_after_it,
+    a_repository_with_a_work_tree_matches_its_git_dir,
+    a_hundred_thousand_ref_lines_queue_the_configured_branch_once,
+    a_pusher_who_cannot_read_the_config_leaves_a_few_spool_notes_for_many_refs,
 }

@@ -72,7 +72,6 @@ fn push_checkout_bomb(env: &TestEnv, repo: &TestRepo) -> String {
     commit
 }
 
-#[test]
 fn a_checkout_bomb_is_refused_before_anything_is_written() {
     let env = TestEnv::new();
     let (repo, _) = env.app(
@@ -142,7 +141,6 @@ const STATE: &[&str] = &[
     "runs/other/1/log",
 ];
 
-#[test]
 fn a_step_cannot_open_lock_or_read_phantom_cis_state() {
     if !crate::support::needs_root() {
         return;
@@ -223,14 +221,12 @@ fn a_step_cannot_open_lock_or_read_phantom_cis_state() {
     assert_eq!(mode(&env.data.join("work")), 0o711);
 }
 
-#[test]
 fn a_url_repos_mirror_is_readable_by_its_own_step_user_only() {
     if !crate::support::needs_root() {
         return;
     }
     let Ok(Some(daemon)) = nix::unistd::User::from_name("daemon") else {
-        eprintln!("skipped: needs the user `daemon` (with a group other than nobody's)");
-        return;
+        crate::skip!("needs the user `daemon` (with a group other than nobody's)");
     };
     let env = TestEnv::shared();
     let mirrors = env.data.join("mirrors");
@@ -398,7 +394,6 @@ fn echoing_server() -> crate::support::http::Server {
     })
 }
 
-#[test]
 fn nothing_a_webhook_sends_back_nor_its_path_is_written_anywhere() {
     let env = TestEnv::shared();
     let server = echoing_server();
@@ -481,7 +476,6 @@ fn nothing_a_webhook_sends_back_nor_its_path_is_written_anywhere() {
     assert!(!has_line(&log, "READ-WORKER-LOG"), "{log}");
 }
 
-#[test]
 fn the_checkout_runs_nothing_of_the_operators_git_configuration() {
     let env = TestEnv::new();
     let marker = env.root().join("smudged");
@@ -512,4 +506,12 @@ fn the_checkout_runs_nothing_of_the_operators_git_configuration() {
         &env.log("app", 1),
         "run = \"cat workflow/master.toml\""
     ));
+}
+
+crate::tests! {
+    a_checkout_bomb_is_refused_before_anything_is_written,
+    a_step_cannot_open_lock_or_read_phantom_cis_state,
+    a_url_repos_mirror_is_readable_by_its_own_step_user_only,
+    nothing_a_webhook_sends_back_nor_its_path_is_written_anywhere,
+    the_checkout_runs_nothing_of_the_operators_git_configuration,
 }

@@ -118,7 +118,6 @@ fn graph() -> BTreeMap<String, BTreeMap<String, Vec<PathBuf>>> {
     graph
 }
 
-#[test]
 fn no_module_imports_a_higher_layer() {
     let mut wrong = Vec::new();
     for (from, targets) in graph() {
@@ -131,7 +130,6 @@ fn no_module_imports_a_higher_layer() {
     assert!(wrong.is_empty(), "imports pointing up: {wrong:#?}");
 }
 
-#[test]
 fn top_level_modules_import_no_circle() {
     let graph = graph();
     // Depth-first search for a back edge.
@@ -170,7 +168,6 @@ fn top_level_modules_import_no_circle() {
     }
 }
 
-#[test]
 fn only_the_faces_use_the_cli_module() {
     for (from, targets) in graph() {
         if targets.contains_key("cli") {
@@ -182,7 +179,6 @@ fn only_the_faces_use_the_cli_module() {
     }
 }
 
-#[test]
 fn src_holds_at_most_ten_files_directly() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let top: Vec<_> = std::fs::read_dir(&src)
@@ -197,7 +193,6 @@ fn src_holds_at_most_ten_files_directly() {
     );
 }
 
-#[test]
 fn the_parser_of_uses_sees_grouped_and_plain_imports() {
     let found = uses(
         "use crate::{git::{self, mirror}, state};\n// crate::worker in a comment\nlet x = crate::describe::short(c);",
@@ -206,4 +201,30 @@ fn the_parser_of_uses_sees_grouped_and_plain_imports() {
         found.into_iter().collect::<Vec<_>>(),
         ["describe", "git", "state"]
     );
+}
+
+crate::tests! {
+    no_integration_test_hides_behind_a_test_attribute,
+    no_module_imports_a_higher_layer,
+    top_level_modules_import_no_circle,
+    only_the_faces_use_the_cli_module,
+    src_holds_at_most_ten_files_directly,
+    the_parser_of_uses_sees_grouped_and_plain_imports,
+}
+
+/// The integration tests run under libtest-mimic (`support/harness.rs`), which never sees a `#[test]`
+/// attribute: such a test would silently not run. Tests are listed in their module's `tests!` instead.
+fn no_integration_test_hides_behind_a_test_attribute() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let marker = ["#[", "test]"].concat();
+        assert!(
+            !text.lines().any(|l| l.trim() == marker),
+            "{} has a `{marker}` function, which the harness never runs: list it in `tests!`",
+            file.display()
+        );
+    }
 }

@@ -1,7 +1,13 @@
 //! Integration tests: the built `phantom_ci` binary against real git repositories in temp dirs.
-//! One test binary for all of them (see `[[test]]` in Cargo.toml), one module per feature.
+//! One test binary for all of them (see `[[test]]` in Cargo.toml), one module per feature, run by
+//! libtest-mimic (`support/harness.rs`): a test that cannot run here is reported as ignored, with why.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 mod support;
 
@@ -26,3 +32,35 @@ mod signed;
 mod state;
 mod tick;
 mod walkthrough;
+
+fn main() -> std::process::ExitCode {
+    support::harness::quiet_skips();
+    let args = libtest_mimic::Arguments::from_args();
+    let trials = [
+        boundary::tests(),
+        check::tests(),
+        config::tests(),
+        configure_hook::tests(),
+        containment::tests(),
+        docs::tests(),
+        examples::tests(),
+        hook::tests(),
+        hygiene::tests(),
+        layout::tests(),
+        manage::tests(),
+        notify::tests(),
+        packaging::tests(),
+        report::tests(),
+        run::tests(),
+        sandbox::tests(),
+        service::tests(),
+        signed::tests(),
+        state::tests(),
+        tick::tests(),
+        walkthrough::tests(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    libtest_mimic::run(&args, trials).exit_code()
+}

@@ -36,7 +36,6 @@ fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-#[test]
 fn add_then_remove_leave_a_hand_written_repo_toml_byte_identical() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -117,7 +116,6 @@ fn add_then_remove_leave_a_hand_written_repo_toml_byte_identical() {
     );
 }
 
-#[test]
 fn add_creates_a_private_repo_toml_and_resolves_relative_paths() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -161,7 +159,6 @@ fn add_creates_a_private_repo_toml_and_resolves_relative_paths() {
         .stdout(predicate::str::contains("app-src  master").and(predicate::str::contains("REPO")));
 }
 
-#[test]
 fn add_refuses_bad_input_and_changes_nothing() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -209,7 +206,6 @@ fn add_refuses_bad_input_and_changes_nothing() {
         .success();
 }
 
-#[test]
 fn remove_refuses_unknown_names_and_invalid_files() {
     let env = TestEnv::new();
     env.write_repo_toml(HAND_WRITTEN);
@@ -234,7 +230,6 @@ fn remove_refuses_unknown_names_and_invalid_files() {
     );
 }
 
-#[test]
 fn list_json_has_every_setting() {
     let env = TestEnv::new();
     env.write_repo_toml(
@@ -269,7 +264,6 @@ fn list_json_has_every_setting() {
         .stdout("[]\n");
 }
 
-#[test]
 fn status_shows_each_repo_and_its_last_run() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -310,7 +304,6 @@ fn status_shows_each_repo_and_its_last_run() {
     );
 }
 
-#[test]
 fn logs_prints_the_newest_or_a_given_run() {
     let env = TestEnv::new();
     let (repo, _) = env.app("[0]\nrun = \"echo first-commit\"\n", "");
@@ -347,7 +340,6 @@ fn logs_prints_the_newest_or_a_given_run() {
         .stderr(predicate::str::contains("invalid repo name"));
 }
 
-#[test]
 fn logs_follow_streams_a_running_run_until_it_ends() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -422,4 +414,15 @@ fn logs_follow_streams_a_running_run_until_it_ends() {
         .args(["logs", "app", "1", "-f"])
         .assert()
         .success();
+}
+
+crate::tests! {
+    add_then_remove_leave_a_hand_written_repo_toml_byte_identical,
+    add_creates_a_private_repo_toml_and_resolves_relative_paths,
+    add_refuses_bad_input_and_changes_nothing,
+    remove_refuses_unknown_names_and_invalid_files,
+    list_json_has_every_setting,
+    status_shows_each_repo_and_its_last_run,
+    logs_prints_the_newest_or_a_given_run,
+    logs_follow_streams_a_running_run_until_it_ends,
 }

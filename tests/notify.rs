@@ -71,7 +71,6 @@ fn content(request: &crate::support::http::Request) -> String {
     request.json()["content"].as_str().unwrap().to_string()
 }
 
-#[test]
 fn a_failing_run_posts_once_to_each_configured_hook() {
     let env = TestEnv::new();
     let repo = project(&env, FAILING, "");
@@ -143,7 +142,6 @@ fn a_failing_run_posts_once_to_each_configured_hook() {
     assert_eq!(generic.json()["result"], "failure");
 }
 
-#[test]
 fn a_five_megabyte_log_still_fits_in_one_discord_message() {
     let env = TestEnv::new();
     project(
@@ -178,7 +176,6 @@ fn a_five_megabyte_log_still_fits_in_one_discord_message() {
     );
 }
 
-#[test]
 fn notify_failure_posts_nothing_for_a_success() {
     let env = TestEnv::new();
     let repo = project(&env, PASSING, "notify = \"failure\"");
@@ -200,7 +197,6 @@ fn notify_failure_posts_nothing_for_a_success() {
     );
 }
 
-#[test]
 fn notify_change_posts_only_when_the_result_differs_from_the_previous_run() {
     let env = TestEnv::new();
     let status = env.root().join("status");
@@ -238,7 +234,6 @@ fn notify_change_posts_only_when_the_result_differs_from_the_previous_run() {
     assert_eq!(runs, ["**app** #1", "**app** #3", "**app** #5"]);
 }
 
-#[test]
 fn a_429_is_retried_exactly_once_after_its_retry_after() {
     let env = TestEnv::new();
     project(&env, PASSING, "");
@@ -280,7 +275,6 @@ fn a_429_is_retried_exactly_once_after_its_retry_after() {
     assert_eq!(env.run_json("app", 1)["result"], "success");
 }
 
-#[test]
 fn a_webhook_that_never_answers_costs_at_most_the_timeout() {
     let env = TestEnv::new();
     project(&env, PASSING, "");
@@ -313,7 +307,6 @@ fn a_webhook_that_never_answers_costs_at_most_the_timeout() {
     assert_eq!(record["message"], Value::Null);
 }
 
-#[test]
 fn a_refused_connection_changes_neither_exit_status_nor_run_json() {
     let env = TestEnv::new();
     let repo = project(&env, PASSING, "");
@@ -348,7 +341,6 @@ fn a_refused_connection_changes_neither_exit_status_nor_run_json() {
     assert_eq!(env.run_json("app", 2)["result"], "failure");
 }
 
-#[test]
 fn the_webhook_path_and_token_appear_nowhere() {
     let env = TestEnv::new();
     project(
@@ -402,7 +394,6 @@ fn the_webhook_path_and_token_appear_nowhere() {
     }
 }
 
-#[test]
 fn untrusted_text_cannot_ping_or_inject() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -447,7 +438,6 @@ fn untrusted_text_cannot_ping_or_inject() {
     assert_eq!(text.matches("```").count(), 2, "{text}");
 }
 
-#[test]
 fn a_broken_env_file_is_reported_without_its_text_and_changes_nothing() {
     let env = TestEnv::new();
     project(&env, PASSING, "");
@@ -474,4 +464,17 @@ fn a_broken_env_file_is_reported_without_its_text_and_changes_nothing() {
     assert!(!out.stderr.contains("s3cret") && !out.stderr.contains("DiscordT0ken"));
     assert_eq!(server.requests().len(), 0);
     assert_eq!(env.run_json("app", 1)["result"], "success");
+}
+
+crate::tests! {
+    a_failing_run_posts_once_to_each_configured_hook,
+    a_five_megabyte_log_still_fits_in_one_discord_message,
+    notify_failure_posts_nothing_for_a_success,
+    notify_change_posts_only_when_the_result_differs_from_the_previous_run,
+    a_429_is_retried_exactly_once_after_its_retry_after,
+    a_webhook_that_never_answers_costs_at_most_the_timeout,
+    a_refused_connection_changes_neither_exit_status_nor_run_json,
+    the_webhook_path_and_token_appear_nowhere,
+    untrusted_text_cannot_ping_or_inject,
+    a_broken_env_file_is_reported_without_its_text_and_changes_nothing,
 }

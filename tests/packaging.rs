@@ -18,7 +18,6 @@ const SUBCOMMANDS: [&str; 10] = [
     "configure",
 ];
 
-#[test]
 fn completions_cover_every_subcommand_in_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
         // No HOME and no directories: completions need no configuration.
@@ -36,7 +35,6 @@ fn completions_cover_every_subcommand_in_each_shell() {
     }
 }
 
-#[test]
 fn an_unknown_shell_is_a_usage_error() {
     cargo_bin_cmd!("phantom_ci")
         .args(["completions", "cmd.exe"])
@@ -44,7 +42,6 @@ fn an_unknown_shell_is_a_usage_error() {
         .code(2);
 }
 
-#[test]
 fn the_manual_page_is_roff_naming_every_subcommand() {
     let out = cargo_bin_cmd!("phantom_ci")
         .env_clear()
@@ -59,7 +56,6 @@ fn the_manual_page_is_roff_naming_every_subcommand() {
     }
 }
 
-#[test]
 fn the_deb_assets_are_the_files_the_package_script_writes() {
     let root = env!("CARGO_MANIFEST_DIR");
     let cargo_toml = std::fs::read_to_string(format!("{root}/Cargo.toml")).unwrap();
@@ -79,4 +75,11 @@ fn the_deb_assets_are_the_files_the_package_script_writes() {
             ".ci/deb does not write {asset}"
         );
     }
+}
+
+crate::tests! {
+    completions_cover_every_subcommand_in_each_shell,
+    an_unknown_shell_is_a_usage_error,
+    the_manual_page_is_roff_naming_every_subcommand,
+    the_deb_assets_are_the_files_the_package_script_writes,
 }

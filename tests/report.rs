@@ -35,7 +35,6 @@ fn failing_then_passing(env: &TestEnv) {
     env.phantom().args(["run", "app"]).assert().success();
 }
 
-#[test]
 fn the_report_lists_every_run_with_its_page_log_and_badge() {
     let env = TestEnv::new();
     failing_then_passing(&env);
@@ -121,7 +120,6 @@ fn the_report_lists_every_run_with_its_page_log_and_badge() {
     assert_eq!(mode & 0o444, 0o444, "a web server can read it");
 }
 
-#[test]
 fn untrusted_names_and_output_are_escaped() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -161,7 +159,6 @@ fn untrusted_names_and_output_are_escaped() {
     assert!(read(&site.join("index.html")).contains("x&lt;script&gt;alert(2)"));
 }
 
-#[test]
 fn with_report_dir_in_env_every_run_refreshes_the_report() {
     let env = TestEnv::new();
     let site = env.root().join("www");
@@ -192,7 +189,6 @@ fn with_report_dir_in_env_every_run_refreshes_the_report() {
     assert_eq!(read(&site.join("other.html")), "<p>not ours</p>\n");
 }
 
-#[test]
 fn a_report_that_cannot_be_written_is_an_error_but_never_changes_a_run() {
     let env = TestEnv::new();
     env.app(PASSING, "");
@@ -219,4 +215,11 @@ fn a_report_that_cannot_be_written_is_an_error_but_never_changes_a_run() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("was not refreshed"), "{stderr}");
     assert_eq!(env.run_json("app", 1)["result"], "success");
+}
+
+crate::tests! {
+    the_report_lists_every_run_with_its_page_log_and_badge,
+    untrusted_names_and_output_are_escaped,
+    with_report_dir_in_env_every_run_refreshes_the_report,
+    a_report_that_cannot_be_written_is_an_error_but_never_changes_a_run,
 }

@@ -7,7 +7,6 @@ use predicates::prelude::*;
 
 use crate::support::{TestEnv, current_user, needs_root, process_running};
 
-#[test]
 fn steps_run_in_numeric_order_without_a_shell() {
     let env = TestEnv::new();
     let (_repo, commit) = env.app("[10]\nrun = \"echo ten\"\n[2]\nrun = 'echo \"a  b\"'\n[0]\nrun = \"echo $HOME\"\nname = \"home\"\n", "");
@@ -37,7 +36,6 @@ fn steps_run_in_numeric_order_without_a_shell() {
     assert!(env.log("app", 1).contains("\n$HOME\n"));
 }
 
-#[test]
 fn a_failing_step_ends_the_run_and_skips_the_rest() {
     let env = TestEnv::new();
     env.app(
@@ -68,7 +66,6 @@ fn a_failing_step_ends_the_run_and_skips_the_rest() {
     );
 }
 
-#[test]
 fn invalid_workflows_are_error_runs_and_start_no_step() {
     let cases: &[(&str, &str, &str)] = &[
         (
@@ -115,7 +112,6 @@ fn invalid_workflows_are_error_runs_and_start_no_step() {
     }
 }
 
-#[test]
 fn a_symlinked_workflow_is_refused() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -139,7 +135,6 @@ fn a_symlinked_workflow_is_refused() {
     );
 }
 
-#[test]
 fn a_commit_without_a_workflow_is_an_error_run() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -157,7 +152,6 @@ fn a_commit_without_a_workflow_is_an_error_run() {
     );
 }
 
-#[test]
 fn the_workspace_is_the_requested_commit_even_after_the_branch_moved() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -188,7 +182,6 @@ fn the_workspace_is_the_requested_commit_even_after_the_branch_moved() {
     assert_eq!(env.run_json("app", 1)["commit"], first.as_str());
 }
 
-#[test]
 fn output_arrives_while_the_step_is_still_running() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -221,7 +214,6 @@ fn output_arrives_while_the_step_is_still_running() {
     assert!(child.wait().unwrap().success());
 }
 
-#[test]
 fn only_documented_variables_reach_a_step() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -278,7 +270,6 @@ fn only_documented_variables_reach_a_step() {
     assert!(stdout.contains("PHANTOM_CI_RUN=2"));
 }
 
-#[test]
 fn a_step_that_times_out_is_killed_with_its_process_group() {
     let env = TestEnv::new();
     env.app("[0]\nrun = \"sh -c 'sleep 1013 & sleep 1013'\"\ntimeout = \"2s\"\n[1]\nrun = \"echo never\"\n", "");
@@ -297,7 +288,6 @@ fn a_step_that_times_out_is_killed_with_its_process_group() {
     );
 }
 
-#[test]
 fn the_repo_timeout_caps_the_whole_run() {
     let env = TestEnv::new();
     env.app(
@@ -316,7 +306,6 @@ fn the_repo_timeout_caps_the_whole_run() {
     assert!(!process_running(&["sleep", "1014"]));
 }
 
-#[test]
 fn root_without_run_as_runs_nothing_and_says_how_to_allow_it() {
     if !needs_root() {
         return;
@@ -348,7 +337,6 @@ fn root_without_run_as_runs_nothing_and_says_how_to_allow_it() {
         .success();
 }
 
-#[test]
 fn a_path_that_is_not_configured_runs_its_head_branch_under_its_name() {
     let env = TestEnv::new();
     let repo = env.repo("tool");
@@ -364,7 +352,6 @@ fn a_path_that_is_not_configured_runs_its_head_branch_under_its_name() {
     assert_eq!(env.run_json("tool", 1)["branch"], "develop");
 }
 
-#[test]
 fn artifacts_are_kept_with_the_record() {
     let env = TestEnv::new();
     env.app("[0]\nrun = '''sh -c 'echo built > \"$PHANTOM_CI_ARTIFACTS/out.txt\" && ln -s /etc/passwd \"$PHANTOM_CI_ARTIFACTS/passwd\"' '''\n", "");
@@ -381,7 +368,6 @@ fn artifacts_are_kept_with_the_record() {
     assert!(!env.data.join("work/app/1").exists(), "workspace removed");
 }
 
-#[test]
 fn a_background_process_keeps_its_output_until_the_run_ends() {
     let env = TestEnv::new();
     env.app("[0]\nrun = '''sh -c '(while [ ! -e go ]; do sleep 0.05; done; echo from-background; touch done) &' '''\n\
@@ -396,7 +382,6 @@ fn a_background_process_keeps_its_output_until_the_run_ends() {
     assert!(header < background && background < done, "{log}");
 }
 
-#[test]
 fn a_configured_path_keeps_its_settings_on_another_branch() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -469,8 +454,7 @@ mod a_console_that_never_reads {
         status.unwrap()
     }
 
-    #[test]
-    fn the_timeout_still_fires_and_the_log_has_everything() {
+    pub(super) fn the_timeout_still_fires_and_the_log_has_everything() {
         let env = TestEnv::new();
         env.app(&flooding_step("1031", "2s"), "");
         let mut child = env
@@ -490,8 +474,7 @@ mod a_console_that_never_reads {
         assert!(!process_running(&["sleep", "1031"]), "the step was killed");
     }
 
-    #[test]
-    fn sigterm_to_a_waiting_hook_still_aborts_the_run() {
+    pub(super) fn sigterm_to_a_waiting_hook_still_aborts_the_run() {
         let env = TestEnv::new();
         let (repo, commit) = env.app(&flooding_step("1032", "10m"), "");
         let mut child = env
@@ -524,4 +507,24 @@ mod a_console_that_never_reads {
         assert_eq!(wait_for_exit(&mut child).code(), Some(0));
         assert!(!process_running(&["sleep", "1032"]), "the step was killed");
     }
+}
+
+crate::tests! {
+    steps_run_in_numeric_order_without_a_shell,
+    a_failing_step_ends_the_run_and_skips_the_rest,
+    invalid_workflows_are_error_runs_and_start_no_step,
+    a_symlinked_workflow_is_refused,
+    a_commit_without_a_workflow_is_an_error_run,
+    the_workspace_is_the_requested_commit_even_after_the_branch_moved,
+    output_arrives_while_the_step_is_still_running,
+    only_documented_variables_reach_a_step,
+    a_step_that_times_out_is_killed_with_its_process_group,
+    the_repo_timeout_caps_the_whole_run,
+    root_without_run_as_runs_nothing_and_says_how_to_allow_it,
+    a_path_that_is_not_configured_runs_its_head_branch_under_its_name,
+    artifacts_are_kept_with_the_record,
+    a_background_process_keeps_its_output_until_the_run_ends,
+    a_configured_path_keeps_its_settings_on_another_branch,
+    a_console_that_never_reads::the_timeout_still_fires_and_the_log_has_everything,
+    a_console_that_never_reads::sigterm_to_a_waiting_hook_still_aborts_the_run,
 }

@@ -71,7 +71,6 @@ fn verify(units: &[(String, String)]) -> (bool, String) {
     (out.status.success() && ours.is_empty(), stderr)
 }
 
-#[test]
 fn printed_units_pass_systemd_analyze_verify() {
     let analyze = have_systemd_analyze();
     if !analyze {
@@ -151,7 +150,6 @@ fn printed_units_pass_systemd_analyze_verify() {
     }
 }
 
-#[test]
 fn system_units_default_to_etc_and_var_lib() {
     let env = TestEnv::new();
     let out = env
@@ -178,7 +176,6 @@ fn system_units_default_to_etc_and_var_lib() {
     assert!(stdout.contains("# ==> /etc/systemd/system/phantom_ci.path <==\n"));
 }
 
-#[test]
 fn configure_service_writes_user_units_and_says_what_to_run() {
     let env = TestEnv::new();
     let printed = env
@@ -236,4 +233,10 @@ fn configure_service_writes_user_units_and_says_what_to_run() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("invalid duration"));
+}
+
+crate::tests! {
+    printed_units_pass_systemd_analyze_verify,
+    system_units_default_to_etc_and_var_lib,
+    configure_service_writes_user_units_and_says_what_to_run,
 }

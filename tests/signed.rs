@@ -9,6 +9,9 @@ use crate::support::{TestEnv, TestRepo};
 /// A new ed25519 key pair at `<root>/<name>`; returns the private key's path and the public key.
 fn keygen(env: &TestEnv, name: &str) -> (PathBuf, String) {
     let key = env.root().join(name);
+    if !crate::support::on_path("ssh-keygen") {
+        crate::skip!("needs ssh-keygen (apt-get install openssh-client)");
+    }
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
         .arg(&key)
@@ -41,7 +44,6 @@ fn signed_commit(env: &TestEnv, repo: &TestRepo, key: &Path, message: &str) -> S
     env.git(&repo.work, &["rev-parse", "HEAD"])
 }
 
-#[test]
 fn only_commits_signed_by_an_allowed_key_run() {
     let env = TestEnv::new();
     let (allowed_key, allowed_public) = keygen(&env, "allowed");
@@ -94,4 +96,8 @@ fn only_commits_signed_by_an_allowed_key_run() {
         "the signer: {stdout}"
     );
     assert_eq!(env.run_json("app", 3)["result"], "success");
+}
+
+crate::tests! {
+    only_commits_signed_by_an_allowed_key_run,
 }

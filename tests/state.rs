@@ -32,7 +32,6 @@ fn bytes_written_by(mut command: std::process::Command) -> (u64, std::process::E
     (wchar, status)
 }
 
-#[test]
 fn a_record_costs_bytes_linear_in_its_steps() {
     const STEPS: u64 = 2_000;
     let env = TestEnv::new();
@@ -61,7 +60,6 @@ fn a_record_costs_bytes_linear_in_its_steps() {
     );
 }
 
-#[test]
 fn status_shows_the_steps_of_a_run_in_progress_from_its_journal() {
     let env = TestEnv::new();
     let release = env.root().join("release");
@@ -109,7 +107,6 @@ fn two_runs_the_newest_truncated(env: &TestEnv) -> std::path::PathBuf {
     path
 }
 
-#[test]
 fn status_says_the_newest_record_is_unreadable_instead_of_showing_the_previous_run() {
     let env = TestEnv::new();
     let path = two_runs_the_newest_truncated(&env);
@@ -134,7 +131,6 @@ fn status_says_the_newest_record_is_unreadable_instead_of_showing_the_previous_r
     );
 }
 
-#[test]
 fn logs_and_report_say_the_record_is_unreadable() {
     let env = TestEnv::new();
     let path = two_runs_the_newest_truncated(&env);
@@ -183,7 +179,6 @@ fn logs_and_report_say_the_record_is_unreadable() {
     );
 }
 
-#[test]
 fn recovery_records_a_dead_run_with_an_unreadable_record_as_aborted() {
     let env = TestEnv::new();
     let release = env.root().join("never-released");
@@ -245,7 +240,6 @@ fn recovery_records_a_dead_run_with_an_unreadable_record_as_aborted() {
     env.phantom().arg("status").assert().code(0);
 }
 
-#[test]
 fn an_impossible_run_counter_is_an_error_naming_it_never_a_wrap() {
     let env = TestEnv::new();
     env.app("[0]\nrun = \"true\"\n", "");
@@ -279,4 +273,13 @@ fn an_impossible_run_counter_is_an_error_naming_it_never_a_wrap() {
     // Repaired, numbering goes on where it was.
     env.phantom().args(["run", "app"]).assert().success();
     assert_eq!(env.runs("app"), [1, 2]);
+}
+
+crate::tests! {
+    a_record_costs_bytes_linear_in_its_steps,
+    status_shows_the_steps_of_a_run_in_progress_from_its_journal,
+    status_says_the_newest_record_is_unreadable_instead_of_showing_the_previous_run,
+    logs_and_report_say_the_record_is_unreadable,
+    recovery_records_a_dead_run_with_an_unreadable_record_as_aborted,
+    an_impossible_run_counter_is_an_error_naming_it_never_a_wrap,
 }

@@ -7,7 +7,6 @@ use nix::unistd::Pid;
 
 use crate::support::{TestEnv, process_running, wait_for};
 
-#[test]
 fn tick_runs_what_moved_once() {
     let env = TestEnv::new();
     let (repo, first) = env.app("[0]\nrun = \"git rev-parse HEAD\"\n", "");
@@ -27,7 +26,6 @@ fn tick_runs_what_moved_once() {
     assert_eq!(env.runs("app"), [1, 2]);
 }
 
-#[test]
 fn a_manual_run_does_not_count_as_seen() {
     let env = TestEnv::new();
     env.app("[0]\nrun = \"true\"\n", "");
@@ -36,7 +34,6 @@ fn a_manual_run_does_not_count_as_seen() {
     assert_eq!(env.run_json("app", 2)["trigger"], "tick");
 }
 
-#[test]
 fn tick_fetches_a_file_url_into_a_mirror() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -62,7 +59,6 @@ fn tick_fetches_a_file_url_into_a_mirror() {
     );
 }
 
-#[test]
 fn a_killed_worker_leaves_an_aborted_run_and_queued_work_still_runs() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -114,7 +110,6 @@ fn a_killed_worker_leaves_an_aborted_run_and_queued_work_still_runs() {
     );
 }
 
-#[test]
 fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
     if !crate::support::needs_root() {
         return;
@@ -140,6 +135,9 @@ fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
 
     // The hook, as the pusher `nobody`: it cannot read Repo.toml, so it leaves a note.
     let exe = assert_cmd::cargo::cargo_bin!("phantom_ci");
+    if !crate::support::on_path("setpriv") {
+        crate::skip!("needs setpriv (util-linux) to push as another user");
+    }
     let mut hook = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(exe)
@@ -181,7 +179,6 @@ fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
     );
 }
 
-#[test]
 fn tick_fetches_an_https_remote() {
     use std::io::{BufRead, BufReader};
     let missing: Vec<&str> = ["python3", "openssl"]
@@ -194,8 +191,7 @@ fn tick_fetches_an_https_remote() {
         })
         .collect();
     if !missing.is_empty() {
-        eprintln!("skipped: needs {missing:?} for a loopback HTTPS git server (CI installs them)");
-        return;
+        crate::skip!("needs {missing:?} for a loopback HTTPS git server (CI installs them)");
     }
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -257,7 +253,6 @@ fn tick_fetches_an_https_remote() {
     assert!(env.log("web", 1).contains("over https"));
 }
 
-#[test]
 fn a_repository_owned_by_another_user_is_trusted() {
     if !crate::support::needs_root() {
         return;
@@ -276,4 +271,14 @@ fn a_repository_owned_by_another_user_is_trusted() {
     env.phantom().arg("tick").assert().success();
     assert_eq!(env.run_json("app", 1)["result"], "success");
     assert!(env.log("app", 1).contains(&commit));
+}
+
+crate::tests! {
+    tick_runs_what_moved_once,
+    a_manual_run_does_not_count_as_seen,
+    tick_fetches_a_file_url_into_a_mirror,
+    a_killed_worker_leaves_an_aborted_run_and_queued_work_still_runs,
+    a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick,
+    tick_fetches_an_https_remote,
+    a_repository_owned_by_another_user_is_trusted,
 }

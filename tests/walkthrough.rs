@@ -183,7 +183,6 @@ fn make_project(env: &TestEnv, home: &Path) -> PathBuf {
     project
 }
 
-#[test]
 fn the_readme_walkthrough_works_as_written() {
     let readme = readme();
     let workflow = blocks_after(&readme, "workflow");
@@ -283,7 +282,6 @@ fn the_readme_walkthrough_works_as_written() {
     wait_for("the hook's worker to end", || !process_running(&worker));
 }
 
-#[test]
 fn output_is_compared_without_what_changes_from_run_to_run() {
     let home = "/tmp/phantom-test-x/home";
     assert_eq!(
@@ -310,4 +308,9 @@ fn output_is_compared_without_what_changes_from_run_to_run() {
         normalise("main.toml added 10 steps", home),
         "main.toml added 10 steps"
     );
+}
+
+crate::tests! {
+    the_readme_walkthrough_works_as_written,
+    output_is_compared_without_what_changes_from_run_to_run,
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod harness;
 pub mod http;
 
 use std::path::{Path, PathBuf};
@@ -26,13 +27,13 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Whether the test can act as other users (it runs as root); if not, it says the test is skipped.
-#[allow(clippy::print_stderr)]
+/// For a test that acts as other users: true when it runs as root; otherwise the test ends as ignored
+/// (see `harness.rs`), so the `false` branch of `if !needs_root() { return; }` is never taken.
 pub fn needs_root() -> bool {
     if !is_root() {
-        eprintln!("skipped: needs root to act as other users (CI runs as root)");
+        crate::skip!("needs root to act as other users (CI runs as root)");
     }
-    is_root()
+    true
 }
 
 /// The standard output of a finished command.
@@ -326,15 +327,26 @@ impl TestEnv {
     }
 }
 
-/// Whether `bwrap` is installed; if not, says the test is skipped.
-#[allow(clippy::print_stderr)]
+/// Where `program` is on `PATH`, if it is. Tests look their tools up this way (never by an absolute
+/// path alone), so that `.ci/newcomer` can take them out of reach.
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Whether `program` is on `PATH`.
+pub fn on_path(program: &str) -> bool {
+    find_on_path(program).is_some()
+}
+
+/// For a sandbox test: true when `bwrap` is installed; otherwise the test ends as ignored.
 pub fn has_bwrap() -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("bwrap").is_file()));
-    if !found {
-        eprintln!("skipped: needs bwrap (CI installs bubblewrap)");
+    if !on_path("bwrap") {
+        crate::skip!("needs bwrap (CI installs bubblewrap)");
     }
-    found
+    true
 }
 
 impl TestEnv {
