@@ -12,6 +12,7 @@ mod configure_hook;
 mod containment;
 mod docs;
 mod examples;
+mod help;
 mod hook;
 mod hygiene;
 mod layout;

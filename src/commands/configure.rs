@@ -18,6 +18,8 @@ use crate::install::systemd::{self, Scope, Settings};
 pub struct ConfigureArgs {
     #[command(subcommand)]
     pub what: What,
+    #[command(flatten)]
+    pub spool: super::SpoolArg,
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,7 +20,18 @@ pub mod work;
 
 use std::path::PathBuf;
 
+use clap::Args;
+
 use crate::config::dirs::Dirs;
+
+/// `--spool-dir`, on the subcommands that use the spool (`hook`, `tick`, `configure`, `work`).
+#[derive(Debug, Args, Default)]
+pub struct SpoolArg {
+    /// Drop box where pushers who may not run work leave notes for a root `tick` [default: DATA/spool]
+    /// [env: PHANTOM_CI_SPOOL_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+}
 
 /// What every command gets: the directories in force.
 pub struct Context {

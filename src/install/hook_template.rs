@@ -16,7 +16,7 @@ pub const TEMPLATE: &str = include_str!("../../hooks/post-receive");
 /// A line of every hook phantom_ci writes, to tell its own hooks from others.
 const MARKER: &str = "written by `phantom_ci configure hook`";
 
-/// The hook's text: `exec <binary> --config-dir <config> --data-dir <data> [--spool-dir <spool>] hook
+/// The hook's text: `exec <binary> --config-dir <config> --data-dir <data> hook [--spool-dir <spool>]
 /// [--wait]`; `spool` only when it is not the default `<data>/spool`.
 pub fn render(
     binary: &Path,
@@ -210,7 +210,7 @@ mod tests {
         let spool = Path::new("/srv/spool");
         let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, Some(spool), false).unwrap();
         assert!(
-            script.contains(" --spool-dir /srv/spool hook\n"),
+            script.contains(" hook --spool-dir /srv/spool\n"),
             "{script}"
         );
     }

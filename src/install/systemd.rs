@@ -166,10 +166,10 @@ fn service(s: &Settings) -> Result<String, Error> {
         "--data-dir".into(),
         exec_word(&path_text(&s.dirs.data)?)?,
     ];
+    exec.push("tick".into());
     if let Some(spool) = &s.spool {
         exec.extend(["--spool-dir".into(), exec_word(&path_text(spool)?)?]);
     }
-    exec.push("tick".into());
     let exec = exec.join(" ");
     let mut text = format!(
         "{MARKER}\n[Unit]\nDescription=phantom_ci: run the CI workflows of the branches that moved\n"
@@ -356,7 +356,7 @@ mod tests {
         settings.spool = Some("/srv/spool".into());
         let units = units(&settings).unwrap();
         assert!(
-            units[0].text.contains(" --spool-dir /srv/spool tick\n"),
+            units[0].text.contains(" tick --spool-dir /srv/spool\n"),
             "{}",
             units[0].text
         );
