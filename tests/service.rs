@@ -235,5 +235,7 @@ fn configure_service_writes_user_units_and_says_what_to_run() {
         .args(["configure", "service", "--interval", "soon"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("invalid duration"));
+        .stderr(predicate::str::contains(
+            "`soon` is not a duration: write it like \"90s\", \"10m\" or \"2h\"",
+        ));
 }
