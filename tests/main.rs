@@ -25,5 +25,6 @@ mod sandbox;
 mod service;
 mod signed;
 mod state;
+mod suggest;
 mod tick;
 mod walkthrough;
