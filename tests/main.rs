@@ -17,6 +17,7 @@ mod hook;
 mod hygiene;
 mod layout;
 mod manage;
+mod messages;
 mod notify;
 mod packaging;
 mod report;
