@@ -24,33 +24,45 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// The heading of the options every subcommand takes.
+const GLOBAL_OPTIONS: &str = "Global options";
+
 #[derive(Debug, Args)]
 pub struct Global {
     /// Directory of Repo.toml and .env [env: PHANTOM_CI_CONFIG_DIR]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL_OPTIONS)]
     pub config_dir: Option<PathBuf>,
     /// Directory of run records, workspaces and state [env: PHANTOM_CI_DATA_DIR]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL_OPTIONS)]
     pub data_dir: Option<PathBuf>,
-    /// Drop box where pushers who may not run work leave notes for a root `tick` [default: DATA/spool]
-    /// [env: PHANTOM_CI_SPOOL_DIR]
-    #[arg(long, global = true, value_name = "DIR")]
+    /// `--spool-dir` before the subcommand, as hooks and units written by earlier versions have it;
+    /// shown on the subcommands that use it (`hook`, `tick`, `configure`).
+    #[arg(long, value_name = "DIR", hide = true)]
     pub spool_dir: Option<PathBuf>,
+}
+
+/// A subcommand's own arguments and `--spool-dir`, for the subcommands that use the spool.
+#[derive(Debug, Args)]
+pub struct WithSpool<T: Args> {
+    #[command(flatten)]
+    pub args: T,
+    #[command(flatten)]
+    pub spool: commands::SpoolArg,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check every configured repo once, run what moved, exit (the default)
-    Tick(commands::tick::TickArgs),
+    Tick(WithSpool<commands::tick::TickArgs>),
     /// The post-receive hook: queue the branches that moved and start a worker
-    Hook(commands::hook::HookArgs),
+    Hook(WithSpool<commands::hook::HookArgs>),
     /// Run a repo's workflow now, in the foreground (to debug a workflow)
     Run(commands::run::RunArgs),
     /// Validate a workflow file, or every workflow of the repository at PATH, and print the plan
     Check(commands::check::CheckArgs),
     /// The detached worker a hook starts: run the queued work, exit
     #[command(hide = true)]
-    Work(commands::work::WorkArgs),
+    Work(WithSpool<commands::work::WorkArgs>),
     /// Add a repository to Repo.toml (keeping the file's comments and layout)
     Add(commands::add::AddArgs),
     /// Remove a repo's section from Repo.toml (and only its own lines)
@@ -93,9 +105,15 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         crate::config::dirs::DATA_DIR_ENV,
     );
     let dirs = Dirs::resolve(cli.global.config_dir, cli.global.data_dir).map_err(Error::Usage)?;
-    let spool = cli
-        .global
-        .spool_dir
+    let spool = match &cli.command {
+        Some(Command::Tick(w)) => w.spool.spool_dir.clone(),
+        Some(Command::Hook(w)) => w.spool.spool_dir.clone(),
+        Some(Command::Work(w)) => w.spool.spool_dir.clone(),
+        Some(Command::Configure(args)) => args.spool.spool_dir.clone(),
+        _ => None,
+    };
+    let spool = spool
+        .or(cli.global.spool_dir)
         .or_else(|| {
             std::env::var_os(SPOOL_DIR_ENV)
                 .filter(|v| !v.is_empty())
@@ -117,12 +135,12 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         invocation,
     };
     match cli.command {
-        Some(Command::Tick(args)) => commands::tick::run(args, &ctx),
+        Some(Command::Tick(w)) => commands::tick::run(w.args, &ctx),
         None => commands::tick::run(commands::tick::TickArgs::default(), &ctx),
-        Some(Command::Hook(args)) => commands::hook::run(args, &ctx),
+        Some(Command::Hook(w)) => commands::hook::run(w.args, &ctx),
         Some(Command::Run(args)) => commands::run::run(args, &ctx),
         Some(Command::Check(args)) => commands::check::run(args, &ctx),
-        Some(Command::Work(args)) => commands::work::run(args, &ctx),
+        Some(Command::Work(w)) => commands::work::run(w.args, &ctx),
         Some(Command::Add(args)) => commands::add::run(args, &ctx),
         Some(Command::Remove(args)) => commands::remove::run(args, &ctx),
         Some(Command::List(args)) => commands::list::run(args, &ctx),

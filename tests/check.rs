@@ -34,24 +34,134 @@ fn check_of_an_invalid_file_exits_1_with_the_line() {
         ));
 }
 
-fn check_says_when_the_working_tree_differs_from_head() {
+fn check_reads_the_working_tree_and_says_what_differs_from_head() {
     let env = TestEnv::new();
     let repo = env.repo("app");
+    let work = repo.work.to_str().unwrap();
     env.phantom()
-        .args(["check", repo.work.to_str().unwrap()])
+        .args(["check", work])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "has no workflow in its working tree",
+        ));
+    // Before the first commit, the file being written is checked.
+    repo.workflow("master", "[0]\nrun = \"true\"\n");
+    env.phantom()
+        .args(["check", work])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("workflow/master.toml: 1 step"))
+        .stderr(predicate::str::contains(
+            "`workflow/master.toml` is not in HEAD: checked the working tree's version",
+        ));
+    repo.commit("ok");
+    env.phantom()
+        .args(["check", work])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("HEAD").not());
+
+    // The attack of the issue: a broken workflow, not committed yet, passed as HEAD's good one.
+    repo.workflow("master", "[0]\nrun = \"true\"\nshell = \"bash\"\n");
+    env.phantom()
+        .args(["check", work])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "`workflow/master.toml` differs from HEAD: checked the working tree's version",
+        ))
+        .stderr(predicate::str::contains(
+            "invalid workflow `workflow/master.toml` line 3, step `0`: unknown field `shell`",
+        ));
+    // With no argument, from a subdirectory of the work tree.
+    std::fs::create_dir_all(repo.work.join("src")).unwrap();
+    env.phantom()
+        .current_dir(repo.work.join("src"))
+        .arg("check")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("unknown field `shell`"));
+
+    // A new file and a deleted one are said too; a symbolic link is refused as a push would refuse it.
+    std::fs::remove_file(repo.work.join("workflow/master.toml")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", repo.work.join("workflow/feature.toml")).unwrap();
+    env.phantom()
+        .args(["check", work])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "`workflow/master.toml` is in HEAD but not in the working tree: not checked",
+        ))
+        .stderr(predicate::str::contains(
+            "invalid workflow `workflow/feature.toml`: `workflow/feature.toml` is a symbolic link",
+        ));
+}
+
+fn check_of_a_bare_repository_reads_head() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    let bare = repo.bare.to_str().unwrap();
+    env.phantom()
+        .args(["check", bare])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("has no commit yet"));
     repo.workflow("master", "[0]\nrun = \"true\"\n");
-    repo.commit("ok");
+    repo.commit_and_push("ok");
+    // What is being edited in a clone does not matter to the bare repository.
     repo.workflow("master", "[0]\nrun = \"true\"\nshell = \"bash\"\n");
     env.phantom()
-        .args(["check", repo.work.to_str().unwrap()])
+        .args(["check", bare])
         .assert()
         .success()
-        .stderr(predicate::str::contains(
-            "`workflow/master.toml` has uncommitted changes",
+        .stdout(predicate::str::contains("workflow/master.toml: 1 step"));
+}
+
+fn check_lists_every_error_of_a_workflow_with_step_and_line() {
+    let env = TestEnv::new();
+    let file = env.root().join("w.toml");
+    std::fs::write(
+        &file,
+        "[0]\nrun = \"ok\"\n[1]\nrun = \"echo 'open\"\n[2]\nrun = \"\"\n[3]\nrun = \"make\"\nshell = \"bash\"\n",
+    )
+    .unwrap();
+    let out = env
+        .phantom()
+        .args(["check", file.to_str().unwrap()])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("invalid workflow"))
+        .collect();
+    assert_eq!(errors.len(), 3, "{stderr}");
+    assert!(errors[0].contains("line 4, step `1`: `run` has unbalanced quotes"));
+    assert!(errors[1].contains("line 6, step `2`: `run` is empty"));
+    assert!(errors[2].contains("line 9, step `3`: unknown field `shell`"));
+}
+
+fn check_of_a_path_that_does_not_exist_says_so() {
+    let env = TestEnv::new();
+    let missing = env.root().join("x/y");
+    env.phantom()
+        .args(["check", missing.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(format!(
+            "phantom_ci: `{}` does not exist\n",
+            missing.display()
         ));
+    std::fs::create_dir_all(&missing).unwrap();
+    env.phantom()
+        .args(["check", missing.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "is neither a workflow file nor inside a git repository",
+        ))
+        .stderr(predicate::str::contains("could not find").not());
 }
 
 fn check_warns_about_shell_syntax_without_a_shell() {
@@ -69,8 +179,11 @@ fn check_warns_about_shell_syntax_without_a_shell() {
 }
 
 crate::tests! {
+    check_reads_the_working_tree_and_says_what_differs_from_head,
+    check_of_a_bare_repository_reads_head,
+    check_lists_every_error_of_a_workflow_with_step_and_line,
+    check_of_a_path_that_does_not_exist_says_so,
     check_prints_the_plan_of_every_workflow_in_head,
     check_of_an_invalid_file_exits_1_with_the_line,
-    check_says_when_the_working_tree_differs_from_head,
     check_warns_about_shell_syntax_without_a_shell,
 }

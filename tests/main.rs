@@ -18,10 +18,12 @@ mod configure_hook;
 mod containment;
 mod docs;
 mod examples;
+mod help;
 mod hook;
 mod hygiene;
 mod layout;
 mod manage;
+mod messages;
 mod notify;
 mod packaging;
 mod report;
@@ -30,6 +32,7 @@ mod sandbox;
 mod service;
 mod signed;
 mod state;
+mod suggest;
 mod tick;
 mod walkthrough;
 
@@ -44,10 +47,12 @@ fn main() -> std::process::ExitCode {
         containment::tests(),
         docs::tests(),
         examples::tests(),
+        help::tests(),
         hook::tests(),
         hygiene::tests(),
         layout::tests(),
         manage::tests(),
+        messages::tests(),
         notify::tests(),
         packaging::tests(),
         report::tests(),
@@ -56,6 +61,7 @@ fn main() -> std::process::ExitCode {
         service::tests(),
         signed::tests(),
         state::tests(),
+        suggest::tests(),
         tick::tests(),
         walkthrough::tests(),
     ]

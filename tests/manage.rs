@@ -180,7 +180,7 @@ fn add_refuses_bad_input_and_changes_nothing() {
         ),
         (
             vec!["add", "/does/not/exist"],
-            "neither an existing directory",
+            "`/does/not/exist` does not exist",
         ),
         (
             vec!["add", bare, "--run-as", "no-such-user-here"],

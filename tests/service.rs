@@ -232,10 +232,35 @@ fn configure_service_writes_user_units_and_says_what_to_run() {
         .args(["configure", "service", "--interval", "soon"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("invalid duration"));
+        .stderr(predicate::str::contains(
+            "`soon` is not a duration: write it like \"90s\", \"10m\" or \"2h\"",
+        ));
+}
+
+fn a_bare_interval_gets_one_hint_in_units_systemd_reads_alike() {
+    let env = TestEnv::new();
+    let out = env
+        .phantom()
+        .args(["configure", "service", "--interval", "15", "--print"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "`15` has no unit: write `15s` or `15min`",
+        ));
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(!stderr.contains("15ms"), "{stderr}");
+    assert_eq!(stderr.matches("write").count(), 1, "one hint: {stderr}");
+    // What the hint says is accepted.
+    for interval in ["15s", "15min"] {
+        env.phantom()
+            .args(["configure", "service", "--interval", interval, "--print"])
+            .assert()
+            .success();
+    }
 }
 
 crate::tests! {
+    a_bare_interval_gets_one_hint_in_units_systemd_reads_alike,
     printed_units_pass_systemd_analyze_verify,
     system_units_default_to_etc_and_var_lib,
     configure_service_writes_user_units_and_says_what_to_run,

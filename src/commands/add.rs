@@ -1,7 +1,7 @@
 //! `phantom_ci add <PATH|URL> [BRANCH]`: append a repo to Repo.toml, leaving every other byte as it was.
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -10,6 +10,7 @@ use crate::config::edit;
 use crate::config::{self, Config, DEFAULT_BRANCH, Location};
 use crate::describe::terminal;
 use crate::error::{Error, ExitStatus};
+use crate::install::hook_template::{self, Existing};
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
@@ -44,7 +45,7 @@ pub fn run(args: AddArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     };
     config::validate_branch(&branch).map_err(Error::Usage)?;
     let location = resolve_location(&args.location)?;
-    let name = args.name.unwrap_or_else(|| location.default_name());
+    let name = args.name.clone().unwrap_or_else(|| location.default_name());
     config::validate_repo_name(&name)
         .map_err(|e| Error::Usage(format!("{e}; choose one with `--name`")))?;
     if let Some(user) = &args.run_as {
@@ -60,8 +61,9 @@ pub fn run(args: AddArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             .unwrap_or_default();
         return Err(Error::Usage(format!(
             "repo `{name}` already exists (`{}`{line}); choose another name with `--name`, or \
-             `phantom_ci remove {name}` first",
-            file.display()
+             `{}` first",
+            file.display(),
+            ctx.suggest(&["remove", &name])
         )));
     }
     let location_text = location.to_string();
@@ -102,41 +104,56 @@ pub fn run(args: AddArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             terminal(&other.branch)
         );
     }
+    // `add` again as given, for the notes that suggest it with one thing changed.
+    let again = |branch: &str, run_as: Option<&str>| {
+        ctx.suggest(&["add"])
+            .arg(&location_text)
+            .arg(branch)
+            .option("--name", args.name.as_deref())
+            .option("--run-as", run_as)
+    };
+    let remove = ctx.suggest(&["remove", &name]);
     if args.run_as.is_none() && nix::unistd::geteuid().is_root() {
         eprintln!(
             "phantom_ci: note: started as root, phantom_ci runs no step of `{name}` until it has a \
-             `run_as` user (`phantom_ci remove {name}`, then add it again with `--run-as USER`)"
+             `run_as` user: `{remove}`, then `{}`",
+            again(&branch, None).placeholder("--run-as USER")
         );
     }
     if let Location::Local(path) = &location {
-        hint_for_local(path, &branch, ctx);
+        let branch_note = |head: &str| {
+            format!(
+                "to run that one instead: `{remove}`, then `{}`",
+                again(head, args.run_as.as_deref())
+            )
+        };
+        hint_for_local(path, &name, &branch, ctx, &branch_note);
     }
     Ok(ExitStatus::Success)
 }
 
 /// A URL as written; a local path resolved, canonicalised and checked to be a git repository.
 fn resolve_location(text: &str) -> Result<Location, Error> {
-    if let Ok(url @ Location::Url(_)) = Location::parse(text) {
-        return Ok(url);
+    match Location::parse(text) {
+        Ok(url @ Location::Url(_)) => return Ok(url),
+        Err(e) if text.contains("://") => return Err(Error::Usage(e)),
+        _ => {}
     }
+    let shown = terminal(text);
     let canonical = Path::new(text).canonicalize().map_err(|e| {
-        Error::Usage(format!(
-            "`{}` is neither an existing directory ({e}) nor a URL (file://, https://, ssh://, \
-             git@host:path)",
-            terminal(text)
-        ))
+        Error::Usage(match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "`{shown}` does not exist (give the path of a git repository, or a URL: file://, \
+                 https://, ssh://, git@host:path)"
+            ),
+            _ => format!("cannot resolve `{shown}`: {e}"),
+        })
     })?;
-    git2::Repository::open_ext(
-        &canonical,
-        git2::RepositoryOpenFlags::NO_SEARCH,
-        std::iter::empty::<&std::ffi::OsStr>(),
-    )
-    .map_err(|e| {
-        Error::Usage(format!(
-            "`{}` is not a git repository ({}); give the repository's own directory",
-            canonical.display(),
-            e.message()
-        ))
+    crate::git::open(&canonical).map_err(|e| match e {
+        crate::git::GitError::NotARepository { .. } => Error::Usage(format!(
+            "{e}; give the repository's own directory (the one with `.git`, or a bare repository)"
+        )),
+        e => Error::Git(e),
     })?;
     let text = canonical.to_str().ok_or_else(|| {
         Error::Usage(format!(
@@ -161,8 +178,15 @@ fn check_user(user: &str) -> Result<(), Error> {
     }
 }
 
-/// For a bare repository: how to make pushes run it, and a word if the branch does not exist yet.
-fn hint_for_local(path: &Path, branch: &str, ctx: &Context) {
+/// For a bare repository: how to make pushes run it (or that its hook already does), and a word if
+/// the branch does not exist yet.
+fn hint_for_local(
+    path: &Path,
+    name: &str,
+    branch: &str,
+    ctx: &Context,
+    branch_note: &dyn Fn(&str) -> String,
+) {
     let Ok(repo) = git2::Repository::open(path) else {
         return;
     };
@@ -174,10 +198,10 @@ fn hint_for_local(path: &Path, branch: &str, ctx: &Context) {
             .filter(|h| h != branch && repo.find_reference(&format!("refs/heads/{h}")).is_ok());
         match head {
             Some(head) => eprintln!(
-                "phantom_ci: note: the repository has no branch `{}` yet; its HEAD is `{}` \
-                 (to run that one instead: `phantom_ci remove` it and add it again with that branch)",
+                "phantom_ci: note: the repository has no branch `{}` yet; its HEAD is `{}` ({})",
                 terminal(branch),
-                terminal(&head)
+                terminal(&head),
+                branch_note(&head)
             ),
             None => eprintln!(
                 "phantom_ci: note: the repository has no branch `{}` yet; it runs once one is pushed",
@@ -185,11 +209,42 @@ fn hint_for_local(path: &Path, branch: &str, ctx: &Context) {
             ),
         }
     }
-    if repo.is_bare() {
-        println!(
-            "to run on every push: {} configure hook {}",
-            ctx.invocation,
-            shell_words::quote(&path.to_string_lossy())
-        );
+    if !repo.is_bare() {
+        return;
+    }
+    let configure = ctx.suggest(&["configure", "hook"]).arg(path);
+    match hook_template::existing(path) {
+        Existing::Ours {
+            config_dir,
+            data_dir,
+            wait,
+        } => {
+            let same = |given: Option<PathBuf>, ours: &Path| {
+                given.is_some_and(|g| g == ours || g.canonicalize().is_ok_and(|g| g == ours))
+            };
+            if same(config_dir, &ctx.dirs.config) && same(data_dir, &ctx.dirs.data) {
+                println!(
+                    "the post-receive hook of `{}` covers it: it serves every repo of this path in \
+                     `{}`, so pushes to `{}` run `{name}`",
+                    path.display(),
+                    ctx.dirs.repo_toml().display(),
+                    terminal(branch)
+                );
+            } else {
+                println!(
+                    "the post-receive hook of `{}` runs phantom_ci with another configuration; to \
+                     run `{name}` on every push, replace it: {}",
+                    path.display(),
+                    configure.flag("--wait", wait).arg("--force")
+                );
+            }
+        }
+        Existing::Foreign => println!(
+            "`{}` has a post-receive hook that is not phantom_ci's; to run on every push, look at \
+             it, then: {}",
+            path.join("hooks/post-receive").display(),
+            configure.arg("--force")
+        ),
+        Existing::None => println!("to run on every push: {configure}"),
     }
 }

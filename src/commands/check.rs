@@ -1,12 +1,19 @@
 //! `phantom_ci check [PATH]`: validate workflows and print the plan; nothing runs.
+//!
+//! In a work tree, the workflows checked are the files being edited — the working tree's — and each one
+//! that differs from `HEAD` is named (a push runs what is committed). A bare repository has only
+//! `HEAD`'s. Every problem of a workflow is listed, not only the first.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use crate::commands::Context;
 use crate::config::workflow::Workflow;
 use crate::config::{Config, ConfigError};
+use crate::describe::terminal;
 use crate::error::{Error, ExitStatus};
 use crate::git::{self, MAX_WORKFLOW_SIZE, TreeFile};
 
@@ -15,36 +22,47 @@ type Found = (String, Result<Vec<u8>, String>);
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// A workflow file, or a git repository whose HEAD's workflows are all checked [default: .]
+    /// A workflow file, or a git repository: its working tree's workflows are all checked (a bare
+    /// repository's: HEAD's) [default: .]
     pub path: Option<PathBuf>,
 }
 
 pub fn run(args: CheckArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let configured = check_repo_toml(ctx);
     let path = args.path.unwrap_or_else(|| PathBuf::from("."));
-    let workflows: Vec<Found> = if path.is_file() {
+    let (workflows, place) = if path.is_file() {
         let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
-        vec![(path.display().to_string(), Ok(bytes))]
+        (vec![(path.display().to_string(), Ok(bytes))], "")
     } else {
         from_repository(&path)?
     };
     if workflows.is_empty() {
         return Err(Error::Usage(format!(
-            "`{}` has no workflow at HEAD: add `workflow/<branch>.toml` or `workflow.toml`",
-            path.display()
+            "`{}` has no workflow{place}: add `workflow/<branch>.toml` or `workflow.toml`",
+            terminal(&path.display().to_string())
         )));
     }
     let mut status = configured;
     for (file, bytes) in workflows {
-        match bytes.and_then(|b| Workflow::parse(&file, &b).map_err(|e| e.to_string())) {
+        let parsed = bytes
+            .map_err(|why| vec![why])
+            .and_then(|b| parse(&file, &b));
+        match parsed {
             Ok(workflow) => print_plan(&workflow),
-            Err(message) => {
-                eprintln!("{message}");
+            Err(messages) => {
+                for message in messages {
+                    eprintln!("{message}");
+                }
                 status = status.max(ExitStatus::RunFailed);
             }
         }
     }
     Ok(status)
+}
+
+fn parse(file: &str, bytes: &[u8]) -> Result<Workflow, Vec<String>> {
+    Workflow::parse_all(file, bytes)
+        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect())
 }
 
 /// Reports what is wrong with `Repo.toml` (a repo whose `path` or `run_as` user does not exist, or the
@@ -71,56 +89,174 @@ fn check_repo_toml(ctx: &Context) -> ExitStatus {
     }
 }
 
-fn from_repository(path: &std::path::Path) -> Result<Vec<Found>, Error> {
-    let repo = git2::Repository::discover(path).map_err(|e| {
+/// The workflows of the repository at or above `path`, and where they were looked for (for "has no
+/// workflow …").
+fn from_repository(path: &Path) -> Result<(Vec<Found>, &'static str), Error> {
+    let shown = || terminal(&path.display().to_string());
+    if std::fs::symlink_metadata(path).is_err() {
+        return Err(Error::Usage(format!("`{}` does not exist", shown())));
+    }
+    let repo = git2::Repository::discover(path).map_err(|_| {
         Error::Usage(format!(
-            "`{}` is neither a workflow file nor inside a git repository: {}",
-            path.display(),
-            e.message()
+            "`{}` is neither a workflow file nor inside a git repository",
+            shown()
         ))
     })?;
-    let head = git::resolve_commit(&repo, "HEAD").map_err(|_| {
-        Error::Usage(format!(
-            "`{}` has no commit yet: phantom_ci runs workflows from commits; check a file itself \
-             with `phantom_ci check workflow/<branch>.toml`",
-            path.display()
-        ))
-    })?;
-    let mut workflows = Vec::new();
-    for file in git::workflow_paths(&repo, head)? {
-        let bytes = match git::read_tree_file(&repo, head, &file, MAX_WORKFLOW_SIZE)? {
+    let head = git::resolve_commit(&repo, "HEAD").ok();
+    let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
+        let head = head.ok_or_else(|| {
+            Error::Usage(format!(
+                "`{}` has no commit yet: nothing to check until something is pushed",
+                shown()
+            ))
+        })?;
+        return Ok((committed(&repo, head)?, " at HEAD"));
+    };
+    let mut found = Vec::new();
+    let in_tree = working_tree_paths(&repo, &workdir);
+    for file in &in_tree {
+        let bytes = read_working_file(&workdir, file);
+        let at_head = match head {
+            Some(head) => git::read_tree_file(&repo, head, file, MAX_WORKFLOW_SIZE)?,
+            None => TreeFile::Missing,
+        };
+        match (&at_head, &bytes) {
+            (TreeFile::File(committed), Ok(on_disk)) if committed == on_disk => {}
+            (TreeFile::Missing, _) => eprintln!(
+                "note: `{}` is not in HEAD: checked the working tree's version",
+                terminal(file)
+            ),
+            _ => eprintln!(
+                "note: `{}` differs from HEAD: checked the working tree's version",
+                terminal(file)
+            ),
+        }
+        found.push((file.clone(), bytes));
+    }
+    if let Some(head) = head {
+        for file in git::workflow_paths(&repo, head)? {
+            if !in_tree.contains(&file) {
+                eprintln!(
+                    "note: `{}` is in HEAD but not in the working tree: not checked",
+                    terminal(&file)
+                );
+            }
+        }
+    }
+    Ok((found, " in its working tree"))
+}
+
+/// The workflows of a commit, read from the object database.
+fn committed(repo: &git2::Repository, head: git2::Oid) -> Result<Vec<Found>, Error> {
+    let mut found = Vec::new();
+    for file in git::workflow_paths(repo, head)? {
+        let bytes = match git::read_tree_file(repo, head, &file, MAX_WORKFLOW_SIZE)? {
             TreeFile::File(bytes) => Ok(bytes),
             TreeFile::Invalid(why) => Err(format!("invalid workflow: {why}")),
             TreeFile::Missing => continue,
         };
-        // What runs is what is committed; say so when the working tree has something else.
-        if let (Some(workdir), Ok(committed)) = (repo.workdir(), &bytes)
-            && std::fs::read(workdir.join(&file)).is_ok_and(|on_disk| &on_disk != committed)
-        {
-            eprintln!(
-                "note: `{}` has uncommitted changes; this checks the committed version (check the \
-                 file itself with `phantom_ci check {}`)",
-                crate::describe::terminal(&file),
-                crate::describe::terminal(&workdir.join(&file).display().to_string())
-            );
-        }
-        workflows.push((file, bytes));
+        found.push((file, bytes));
     }
-    Ok(workflows)
+    Ok(found)
+}
+
+/// `workflow.toml` and the `.toml` files below `workflow/` in the working tree (symbolic links
+/// included, to be refused; ignored files left out), `workflow.toml` first, then in name order.
+fn working_tree_paths(repo: &git2::Repository, workdir: &Path) -> Vec<String> {
+    let mut paths = Vec::new();
+    if std::fs::symlink_metadata(workdir.join("workflow.toml")).is_ok() {
+        paths.push("workflow.toml".to_string());
+    }
+    let mut below = Vec::new();
+    let mut pending = vec!["workflow".to_string()];
+    while let Some(dir) = pending.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(workdir.join(&dir)) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            // `workflow` itself a symbolic link (or a file): what a push would refuse.
+            if dir == "workflow" && meta.file_type().is_symlink() {
+                below.push(dir);
+            }
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(workdir.join(&dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let relative = format!("{dir}/{name}");
+            if repo.is_path_ignored(Path::new(&relative)).unwrap_or(false) {
+                continue;
+            }
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(relative),
+                Ok(_) if name.ends_with(".toml") => below.push(relative),
+                _ => {}
+            }
+        }
+    }
+    below.sort();
+    paths.extend(below);
+    paths
+}
+
+/// A working tree's workflow file, refused as a push would refuse it: a symbolic link anywhere on the
+/// path, something other than a regular file, more than [`MAX_WORKFLOW_SIZE`] bytes.
+fn read_working_file(workdir: &Path, file: &str) -> Result<Vec<u8>, String> {
+    let invalid = |why: String| format!("invalid workflow `{}`: {why}", terminal(file));
+    let mut prefix = workdir.to_path_buf();
+    for part in file.split('/') {
+        prefix.push(part);
+        let meta = std::fs::symlink_metadata(&prefix)
+            .map_err(|e| invalid(format!("cannot read it: {e}")))?;
+        if meta.file_type().is_symlink() {
+            let shown = prefix.strip_prefix(workdir).unwrap_or(&prefix).display();
+            return Err(invalid(format!(
+                "`{}` is a symbolic link; a workflow must be a regular file",
+                terminal(&shown.to_string())
+            )));
+        }
+    }
+    let file_path = workdir.join(file);
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(&file_path)
+        .map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    let meta = opened
+        .metadata()
+        .map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    if !meta.is_file() {
+        return Err(invalid("it is not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    opened
+        .take(MAX_WORKFLOW_SIZE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    if bytes.len() > MAX_WORKFLOW_SIZE {
+        return Err(invalid(format!(
+            "it is more than {MAX_WORKFLOW_SIZE} bytes, the most a workflow may have"
+        )));
+    }
+    Ok(bytes)
 }
 
 fn print_plan(workflow: &Workflow) {
     let count = workflow.steps.len();
     println!(
         "{}: {count} step{}",
-        crate::describe::terminal(&workflow.file),
+        terminal(&workflow.file),
         if count == 1 { "" } else { "s" }
     );
     for step in &workflow.steps {
         for warning in step.shell_warnings() {
             eprintln!(
                 "warning: {}: step `{}`: {warning}",
-                crate::describe::terminal(&workflow.file),
+                terminal(&workflow.file),
                 step.index
             );
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::commands::Context;
+use crate::commands::{Context, Suggestion};
 use crate::config::quantities::HumanDuration;
 use crate::config::{Config, Location};
 use crate::error::{Error, ExitStatus};
@@ -18,6 +18,8 @@ use crate::install::systemd::{self, Scope, Settings};
 pub struct ConfigureArgs {
     #[command(subcommand)]
     pub what: What,
+    #[command(flatten)]
+    pub spool: super::SpoolArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,12 +70,28 @@ fn hook(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let binary = current_binary()?;
     let script = hook_template::render(&binary, &ctx.dirs, ctx.custom_spool(), args.wait)?;
     let (path, outcome) = hook_template::install(&args.bare_repo, &script, args.force)?;
+    let bare = args.bare_repo.canonicalize().unwrap_or(args.bare_repo);
     match outcome {
         Installed::Written => println!("installed `{}`", path.display()),
         Installed::Replaced => println!("replaced `{}`", path.display()),
         Installed::Unchanged => println!("`{}` is already installed", path.display()),
+        Installed::Refused { ours } => {
+            let what = if ours {
+                "is a phantom_ci hook with other settings"
+            } else {
+                "already exists and is not phantom_ci's hook"
+            };
+            let force = ctx
+                .suggest(&["configure", "hook"])
+                .arg(&bare)
+                .flag("--wait", args.wait)
+                .arg("--force");
+            return Err(Error::Usage(format!(
+                "`{}` {what}; look at it, then run `{force}` to replace it",
+                path.display()
+            )));
+        }
     }
-    let bare = args.bare_repo.canonicalize().unwrap_or(args.bare_repo);
     let configured = Config::load(&ctx.dirs.repo_toml()).is_ok_and(|config| {
         config.repos.iter().any(|r| {
             matches!(&r.location, Location::Local(p) if p.canonicalize().is_ok_and(|p| p == bare))
@@ -82,12 +100,24 @@ fn hook(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     if !configured {
         eprintln!(
             "phantom_ci: note: no repo in `{}` uses this repository yet, so pushes run nothing; \
-             add it with `phantom_ci add {}`",
+             add it with `{}`",
             ctx.dirs.repo_toml().display(),
-            shell_words::quote(&bare.to_string_lossy())
+            ctx.suggest(&["add"]).arg(&bare)
         );
     }
     Ok(ExitStatus::Success)
+}
+
+/// `configure service` as given, with `last` appended (`--print`).
+fn service_command(args: &ServiceArgs, ctx: &Context, last: &str) -> Suggestion {
+    ctx.suggest(&["configure", "service"])
+        .flag("--system", args.system)
+        .option(
+            "--interval",
+            args.interval
+                .map(|i| humantime::format_duration(i).to_string()),
+        )
+        .arg(last)
 }
 
 fn service(args: ServiceArgs, ctx: &Context) -> Result<ExitStatus, Error> {
@@ -114,12 +144,15 @@ fn service(args: ServiceArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     };
     let units = systemd::units(&settings)?;
     if Config::load(&dirs.repo_toml()).is_ok_and(|c| c.repos.is_empty()) {
+        let add = match scope {
+            Scope::System => Suggestion::with_dirs(&dirs, &["add"]),
+            Scope::User => ctx.suggest(&["add"]),
+        };
         eprintln!(
             "phantom_ci: note: the service reads `{}`, which configures no repo yet: add them with \
-             `phantom_ci --config-dir {} --data-dir {} add <path> [branch]`",
+             `{}`",
             dirs.repo_toml().display(),
-            shell_words::quote(&dirs.config.to_string_lossy()),
-            shell_words::quote(&dirs.data.to_string_lossy())
+            add.placeholder("<PATH|URL>").placeholder("[BRANCH]")
         );
     }
     if scope == Scope::System
@@ -142,12 +175,20 @@ fn service(args: ServiceArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         return Ok(ExitStatus::Success);
     }
     if scope == Scope::System && !nix::unistd::geteuid().is_root() {
-        return Err(Error::Usage(
-            "writing system units needs root: run it with sudo, or print them with `--print`"
-                .into(),
-        ));
+        return Err(Error::Usage(format!(
+            "writing system units needs root: run it as root, or print them with `{}`",
+            service_command(&args, ctx, "--print")
+        )));
     }
     let dir = systemd::unit_dir(scope)?;
+    if let Some(path) = systemd::foreign_unit(&dir, &units) {
+        return Err(Error::Usage(format!(
+            "`{}` exists and was not written by phantom_ci; move it away first, or install the \
+             units by hand (print them with `{}`)",
+            path.display(),
+            service_command(&args, ctx, "--print")
+        )));
+    }
     for path in systemd::install(&dir, &units)? {
         println!("wrote `{}`", path.display());
     }
@@ -171,8 +212,8 @@ fn service(args: ServiceArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                     "phantom_ci: note: the service uses `--config-dir {} --data-dir {}`; pass the \
                      same to `add`, `status`, `logs` and `configure hook` (or set \
                      PHANTOM_CI_CONFIG_DIR and PHANTOM_CI_DATA_DIR)",
-                    dirs.config.display(),
-                    dirs.data.display()
+                    shell_words::quote(&dirs.config.to_string_lossy()),
+                    shell_words::quote(&dirs.data.to_string_lossy())
                 );
             }
             if !dirs.data.starts_with("/var/lib") && !dirs.data.is_dir() {

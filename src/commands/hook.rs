@@ -233,9 +233,9 @@ fn spool_note(ctx: &Context, git_dir: &Path, branch: &str) -> Result<(), String>
         format!("{e}; the phantom_ci service was not told about this push (`phantom_ci tick` will see it)")
     })?;
     println!(
-        "phantom_ci: `{}` moved; handed to the phantom_ci service, which runs it and posts the \
-         result to its webhooks",
-        crate::describe::terminal(branch)
+        "phantom_ci: `{}` moved; handed to the phantom_ci service, {}",
+        crate::describe::terminal(branch),
+        super::where_results_go(ctx)
     );
     Ok(())
 }

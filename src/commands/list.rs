@@ -87,8 +87,11 @@ pub fn run(args: ListArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
     if config.repos.is_empty() {
         eprintln!(
-            "phantom_ci: no repos in `{}`; add one with `phantom_ci add <PATH|URL> [BRANCH]`",
-            file.display()
+            "phantom_ci: no repos in `{}`; add one with `{}`",
+            file.display(),
+            ctx.suggest(&["add"])
+                .placeholder("<PATH|URL>")
+                .placeholder("[BRANCH]")
         );
         return Ok(ExitStatus::Success);
     }

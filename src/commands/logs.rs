@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::commands::Context;
 use crate::commands::log_follow::{self, Ended, FollowError};
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
 use crate::error::{Error, ExitStatus};
 use crate::state::queue;
 use crate::state::records::{self, RunResult};
@@ -29,16 +29,7 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
     let numbers = records::list(&ctx.dirs, &args.repo);
     let (Some(first), Some(newest)) = (numbers.first(), numbers.last()) else {
-        let configured =
-            Config::load(&ctx.dirs.repo_toml()).is_ok_and(|c| c.get(&args.repo).is_some());
-        return Err(Error::Usage(if configured {
-            format!("repo `{}` has no runs yet", args.repo)
-        } else {
-            format!(
-                "no runs of `{}`, and no such repo in Repo.toml; see `phantom_ci status`",
-                args.repo
-            )
-        }));
+        return Err(no_runs(ctx, &args.repo));
     };
     let number = args.run.unwrap_or(*newest);
     if !numbers.contains(&number) {
@@ -93,6 +84,57 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         Err(FollowError::Write(e)) if e.kind() == ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
         Err(FollowError::Write(e)) => Err(Error::Other(format!("cannot write the log: {e}"))),
         Err(FollowError::Record(e)) => Err(e),
+    }
+}
+
+/// Why `repo` shows no run: none yet, no such repo, or — the real cause, said first — the records or
+/// `Repo.toml` cannot be read by this user.
+fn no_runs(ctx: &Context, repo: &str) -> Error {
+    let runs = ctx.dirs.runs(repo);
+    if let Err(e) = std::fs::read_dir(&runs)
+        && e.kind() != ErrorKind::NotFound
+    {
+        return Error::Usage(format!(
+            "cannot read the run records of `{repo}` in `{}`: {}{}",
+            runs.display(),
+            io_words(&e),
+            as_the_service(&e)
+        ));
+    }
+    match Config::load(&ctx.dirs.repo_toml()) {
+        Ok(config) if config.get(repo).is_some() => {
+            Error::Usage(format!("repo `{repo}` has no runs yet"))
+        }
+        Ok(_) => Error::Usage(format!(
+            "no runs of `{repo}`, and no such repo in `{}`; see `{}`",
+            ctx.dirs.repo_toml().display(),
+            ctx.suggest(&["status"])
+        )),
+        Err(ConfigError::Read { path, source }) => Error::Usage(format!(
+            "no runs of `{repo}` in `{}`, and `{}` cannot be read to tell whether it is configured: \
+             {}{}",
+            runs.display(),
+            path.display(),
+            io_words(&source),
+            as_the_service(&source)
+        )),
+        Err(e) => Error::Config(e),
+    }
+}
+
+/// An I/O error without the `(os error N)` tail.
+fn io_words(e: &std::io::Error) -> String {
+    match e.kind() {
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn as_the_service(e: &std::io::Error) -> &'static str {
+    if e.kind() == ErrorKind::PermissionDenied {
+        " (run it as the user phantom_ci runs as, or as root)"
+    } else {
+        ""
     }
 }
 

@@ -18,9 +18,26 @@ mod table;
 pub mod tick;
 pub mod work;
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
 
 use crate::config::dirs::Dirs;
+use crate::config::secrets::Secrets;
+
+/// The subcommands that take `--spool-dir`.
+const SPOOL_COMMANDS: &[&str] = &["hook", "tick", "configure", "work"];
+
+/// `--spool-dir`, on the subcommands that use the spool (`hook`, `tick`, `configure`, `work`).
+#[derive(Debug, Args, Default)]
+pub struct SpoolArg {
+    /// Drop box where pushers who may not run work leave notes for a root `tick` [default: DATA/spool]
+    /// [env: PHANTOM_CI_SPOOL_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+}
 
 /// What every command gets: the directories in force.
 pub struct Context {
@@ -34,7 +51,217 @@ pub struct Context {
 
 impl Context {
     /// The spool, when it is not the default `<data>/spool` (what the hook and the units must be told).
-    pub fn custom_spool(&self) -> Option<&std::path::Path> {
+    pub fn custom_spool(&self) -> Option<&Path> {
         (self.spool != self.dirs.spool()).then_some(self.spool.as_path())
+    }
+
+    /// A command to suggest: `phantom_ci`, the directory options in force, `words`, and the spool when
+    /// it is not the default and the subcommand takes it. Add the subcommand's own options in force.
+    pub fn suggest(&self, words: &[&str]) -> Suggestion {
+        let mut suggestion = Suggestion(vec![self.invocation.clone()]);
+        for word in words {
+            suggestion = suggestion.arg(word);
+        }
+        let takes_spool = words.first().is_some_and(|w| SPOOL_COMMANDS.contains(w));
+        suggestion.option("--spool-dir", self.custom_spool().filter(|_| takes_spool))
+    }
+}
+
+/// A command for the user to paste, every word quoted for a POSIX shell: built by
+/// [`Context::suggest`] (or [`Suggestion::with_dirs`]), so that it runs with the same configuration
+/// and the same options as the command that suggests it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suggestion(Vec<String>);
+
+impl Suggestion {
+    /// `phantom_ci --config-dir <config> --data-dir <data> <words>`: for another configuration than
+    /// the one in force (the system service's).
+    pub fn with_dirs(dirs: &Dirs, words: &[&str]) -> Suggestion {
+        let mut suggestion = Suggestion(vec!["phantom_ci".into()])
+            .arg("--config-dir")
+            .arg(&dirs.config)
+            .arg("--data-dir")
+            .arg(&dirs.data);
+        for word in words {
+            suggestion = suggestion.arg(word);
+        }
+        suggestion
+    }
+
+    pub fn arg(mut self, word: impl AsRef<OsStr>) -> Suggestion {
+        let word = word.as_ref().to_string_lossy();
+        self.0.push(shell_words::quote(&word).into_owned());
+        self
+    }
+
+    /// `flag` when `on`.
+    pub fn flag(self, flag: &str, on: bool) -> Suggestion {
+        if on { self.arg(flag) } else { self }
+    }
+
+    /// `name value` when there is a value.
+    pub fn option(self, name: &str, value: Option<impl AsRef<OsStr>>) -> Suggestion {
+        match value {
+            Some(value) => self.arg(name).arg(value),
+            None => self,
+        }
+    }
+
+    /// A word the user replaces, such as `<PATH|URL>`: written as it is, not quoted.
+    pub fn placeholder(mut self, word: &str) -> Suggestion {
+        self.0.push(word.to_string());
+        self
+    }
+}
+
+impl fmt::Display for Suggestion {
+    /// The words joined; control characters of a path are made visible, not sent to the terminal.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::describe::terminal(&self.0.join(" ")))
+    }
+}
+
+/// What happens to work handed to the phantom_ci service, as far as this user can tell from `.env`
+/// (which a pusher usually may not read): "which runs it and …".
+pub fn where_results_go(ctx: &Context) -> String {
+    results_clause(Secrets::load(&ctx.dirs.dotenv()).ok().as_ref(), ctx)
+}
+
+fn results_clause(secrets: Option<&Secrets>, ctx: &Context) -> String {
+    let Some(secrets) = secrets else {
+        return "which runs it; ask its operator where the result goes (webhooks, the report, \
+                `phantom_ci status`)"
+            .into();
+    };
+    let webhooks = [
+        &secrets.discord_webhook_url,
+        &secrets.slack_webhook_url,
+        &secrets.webhook_url,
+    ]
+    .iter()
+    .any(|url| url.is_some());
+    match (&secrets.report_dir, webhooks) {
+        (_, true) => "which runs it and posts the result to its webhooks".into(),
+        (Some(report), false) => format!(
+            "which runs it and writes the result into its report (`{}`)",
+            report.display()
+        ),
+        (None, false) => format!(
+            "which runs it; no webhook is configured: see the result with `{}`",
+            ctx.suggest(&["status"])
+        ),
+    }
+}
+
+/// `message` about `repo`, naming it once: `repo `app`: …` unless the message already names it.
+pub fn about_repo(repo: &str, message: &str) -> String {
+    if message.contains(&format!("repo `{repo}`")) {
+        message.to_string()
+    } else {
+        format!("repo `{repo}`: {message}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(spool: &str) -> Context {
+        Context {
+            dirs: Dirs {
+                config: "/etc/phantom ci".into(),
+                data: "/var/lib/phantom_ci".into(),
+            },
+            spool: spool.into(),
+            invocation: "phantom_ci --config-dir '/etc/phantom ci'".into(),
+        }
+    }
+
+    #[test]
+    fn a_suggestion_carries_the_options_in_force_and_pastes_as_one_command() {
+        let ctx = context("/srv/spool dir");
+        let hook = ctx
+            .suggest(&["configure", "hook"])
+            .arg("/srv/git/it's.git")
+            .flag("--wait", true)
+            .flag("--print", false)
+            .arg("--force")
+            .to_string();
+        assert_eq!(
+            shell_words::split(&hook).unwrap(),
+            [
+                "phantom_ci",
+                "--config-dir",
+                "/etc/phantom ci",
+                "configure",
+                "hook",
+                "--spool-dir",
+                "/srv/spool dir",
+                "/srv/git/it's.git",
+                "--wait",
+                "--force"
+            ]
+        );
+        // The spool only where it is taken, and only when it is not the default.
+        assert_eq!(
+            ctx.suggest(&["list"]).to_string(),
+            "phantom_ci --config-dir '/etc/phantom ci' list"
+        );
+        let default = context("/var/lib/phantom_ci/spool");
+        assert!(!default.suggest(&["tick"]).to_string().contains("spool"));
+        assert_eq!(
+            Suggestion::with_dirs(&default.dirs, &["add"])
+                .placeholder("<PATH|URL>")
+                .to_string(),
+            "phantom_ci --config-dir '/etc/phantom ci' --data-dir /var/lib/phantom_ci add <PATH|URL>"
+        );
+        assert_eq!(
+            ctx.suggest(&["remove"]).arg("a\x1b[2J").to_string(),
+            "phantom_ci --config-dir '/etc/phantom ci' remove 'a?[2J'"
+        );
+    }
+
+    #[test]
+    fn the_pusher_hears_of_webhooks_only_when_there_are_some() {
+        let ctx = context("/var/lib/phantom_ci/spool");
+        let with = |pairs: &[(&str, &str)]| {
+            let pairs = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            results_clause(Some(&Secrets::from_pairs(pairs).unwrap()), &ctx)
+        };
+        assert_eq!(
+            with(&[("SLACK_WEBHOOK_URL", "https://hooks.example.org/x")]),
+            "which runs it and posts the result to its webhooks"
+        );
+        let none = with(&[]);
+        assert!(none.contains("no webhook is configured"), "{none}");
+        assert!(
+            none.contains("phantom_ci --config-dir '/etc/phantom ci' status"),
+            "{none}"
+        );
+        assert!(!none.contains("posts"), "{none}");
+        let report = with(&[("PHANTOM_CI_REPORT_DIR", "/srv/www/ci")]);
+        assert!(report.contains("its report (`/srv/www/ci`)"), "{report}");
+        assert!(!report.contains("webhooks"), "{report}");
+        // `.env` unreadable (the root deployment): nothing is claimed.
+        let unknown = results_clause(None, &ctx);
+        assert!(unknown.contains("ask its operator"), "{unknown}");
+        assert!(!unknown.contains("posts"), "{unknown}");
+    }
+
+    #[test]
+    fn a_repo_is_named_once() {
+        assert_eq!(
+            about_repo("app", "no such branch"),
+            "repo `app`: no such branch"
+        );
+        assert_eq!(about_repo("app", "repo `app`: gone"), "repo `app`: gone");
+        assert_eq!(
+            about_repo("app", "`git fetch` of repo `app` failed"),
+            "`git fetch` of repo `app` failed"
+        );
+        assert_eq!(
+            about_repo("app", "`git fetch` of repo `app-2` failed"),
+            "repo `app`: `git fetch` of repo `app-2` failed"
+        );
     }
 }

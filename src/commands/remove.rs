@@ -22,9 +22,10 @@ pub fn run(args: RemoveArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     Config::parse(&file, &text)?;
     let new_text = edit::remove(&text, &name).map_err(|e| match e {
         EditError::NoSuchRepo(_) => Error::Usage(format!(
-            "no repo `{}` in `{}`; see `phantom_ci list`",
+            "no repo `{}` in `{}`; see `{}`",
             terminal(&name),
-            file.display()
+            file.display(),
+            ctx.suggest(&["list"])
         )),
         EditError::NotASection { line, .. } => Error::Usage(format!(
             "`{}` line {line}: repo `{name}` is written as keys of the top level, not as a \

@@ -69,8 +69,9 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
     if repos.is_empty() {
         eprintln!(
-            "phantom_ci: no repos in `{}`; add one with `phantom_ci add <PATH|URL> [BRANCH]`",
-            file.display()
+            "phantom_ci: no repos in `{}`; add one with `{}`",
+            file.display(),
+            ctx.suggest(&["add"]).placeholder("<PATH|URL> [BRANCH]")
         );
         return Ok(ExitStatus::Success);
     }

@@ -18,8 +18,9 @@ pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let config = Config::load(&ctx.dirs.repo_toml())?;
     if config.repos.is_empty() {
         eprintln!(
-            "phantom_ci: no repos configured in `{}`; add one with `phantom_ci add <path> [branch]`",
-            ctx.dirs.repo_toml().display()
+            "phantom_ci: no repos configured in `{}`; add one with `{}`",
+            ctx.dirs.repo_toml().display(),
+            ctx.suggest(&["add"]).placeholder("<PATH|URL> [BRANCH]")
         );
         return Ok(ExitStatus::Success);
     }
@@ -43,7 +44,7 @@ pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             continue;
         }
         if let Err(message) = recover_and_check(ctx, repo) {
-            eprintln!("phantom_ci: {message}");
+            eprintln!("phantom_ci: {}", super::about_repo(&repo.name, &message));
             status = ExitStatus::RunFailed;
         }
     }

@@ -17,17 +17,23 @@ pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
     pub fn parse(text: &str) -> Result<HumanDuration, String> {
-        let duration = humantime::parse_duration(text.trim()).map_err(|e| {
-            format!("invalid duration `{text}` ({e}); write it like \"90s\", \"10m\" or \"2h\"")
+        let trimmed = text.trim();
+        let shown = crate::describe::terminal(text);
+        // A bare number: seconds to one reader, minutes to another (and milliseconds to humantime).
+        if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            return Err(format!(
+                "`{shown}` has no unit: write `{trimmed}s` or `{trimmed}min`"
+            ));
+        }
+        let duration = humantime::parse_duration(trimmed).map_err(|_| {
+            format!("`{shown}` is not a duration: write it like \"90s\", \"10m\" or \"2h\"")
         })?;
         if duration.is_zero() {
-            return Err(format!(
-                "duration `{text}` is zero; give a positive duration"
-            ));
+            return Err(format!("`{shown}` is zero: give a positive duration"));
         }
         if duration > MAX_DURATION {
             return Err(format!(
-                "duration `{text}` is longer than a year; give at most \"365d\""
+                "`{shown}` is longer than a year: give at most \"365d\""
             ));
         }
         Ok(HumanDuration(duration))
@@ -156,11 +162,21 @@ mod tests {
         assert!(HumanDuration::parse("0s").is_err());
         assert!(HumanDuration::parse("365d").is_ok());
         assert!(HumanDuration::parse("500000000000years").is_err());
-        assert!(
-            HumanDuration::parse("ten minutes")
-                .unwrap_err()
-                .contains("\"10m\"")
+        assert_eq!(
+            HumanDuration::parse("soon").unwrap_err(),
+            "`soon` is not a duration: write it like \"90s\", \"10m\" or \"2h\""
         );
+        assert_eq!(
+            HumanDuration::parse("10 parsecs").unwrap_err(),
+            "`10 parsecs` is not a duration: write it like \"90s\", \"10m\" or \"2h\""
+        );
+        // One hint for a bare number, in units systemd reads the same way; never "ms".
+        assert_eq!(
+            HumanDuration::parse("15").unwrap_err(),
+            "`15` has no unit: write `15s` or `15min`"
+        );
+        assert!(HumanDuration::parse("15min").is_ok());
+        assert!(HumanDuration::parse("0s").unwrap_err().contains("is zero"));
     }
 
     #[test]

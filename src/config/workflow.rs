@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use indexmap::IndexMap;
-use serde::Deserialize;
-use toml::Spanned;
+use toml::de::DeTable;
 
 use crate::config::line_column;
 use crate::config::quantities::HumanDuration;
@@ -127,133 +125,193 @@ pub struct Workflow {
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a step: `[0]` on a line of its own, then `run = \"…\"` below it"
-)]
-struct RawStep {
-    run: Spanned<String>,
-    name: Option<String>,
-    timeout: Option<HumanDuration>,
-}
+/// The keys a step may have.
+const STEP_KEYS: &str = "`run`, and optionally `name` and `timeout`";
 
 impl Workflow {
-    /// Parses a workflow's bytes. `file` names it in error messages.
+    /// Parses a workflow's bytes. `file` names it in error messages. The error is the first problem;
+    /// [`Workflow::parse_all`] gives every one.
     pub fn parse(file: &str, bytes: &[u8]) -> Result<Workflow, WorkflowError> {
-        let error = |step: Option<String>, line: Option<usize>, message: String| WorkflowError {
+        Workflow::parse_all(file, bytes).map_err(|errors| {
+            errors.into_iter().next().unwrap_or_else(|| WorkflowError {
+                file: file.to_string(),
+                step: None,
+                line: None,
+                message: "invalid".into(),
+            })
+        })
+    }
+
+    /// Parses a workflow's bytes; on failure, every problem found, in the order of the file (at least
+    /// one). A TOML syntax error stops the reading there: it is the only error then.
+    pub fn parse_all(file: &str, bytes: &[u8]) -> Result<Workflow, Vec<WorkflowError>> {
+        let error = |step: Option<&str>, line: Option<usize>, message: String| WorkflowError {
             file: file.to_string(),
-            step,
+            step: step.map(str::to_string),
             line,
             message,
         };
         let text = std::str::from_utf8(bytes)
-            .map_err(|e| error(None, None, format!("not valid UTF-8 ({e})")))?;
+            .map_err(|e| vec![error(None, None, format!("not valid UTF-8 ({e})"))])?;
         let line_of = |offset: usize| line_column(text, offset).0;
-
-        // First pass: the TOML syntax, and where each top-level table starts.
-        let tables: IndexMap<String, Spanned<toml::Value>> = toml::from_str(text).map_err(|e| {
-            error(
+        let document = DeTable::parse(text).map_err(|e| {
+            vec![error(
                 None,
                 e.span().map(|s| line_of(s.start)),
                 e.message().trim().into(),
-            )
+            )]
         })?;
-        let step_at = |offset: usize| {
-            tables
-                .iter()
-                .rev()
-                .find(|(_, v)| v.span().start <= offset)
-                .map(|(k, _)| k.clone())
-        };
-        for (key, value) in &tables {
-            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(error(
-                    Some(key.clone()),
-                    Some(line_of(value.span().start)),
+
+        let mut errors = Vec::new();
+        let mut steps: BTreeMap<u64, Step> = BTreeMap::new();
+        for (key, value) in document.get_ref() {
+            let name: &str = key.get_ref();
+            let line = line_of(key.span().start);
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+                errors.push(error(
+                    Some(name),
+                    Some(line),
                     "step keys must be non-negative integers, like `[0]`, `[1]`, `[10]`".into(),
                 ));
+                continue;
             }
-            if !value.get_ref().is_table() {
-                return Err(error(
-                    Some(key.clone()),
-                    Some(line_of(value.span().start)),
+            let Some(table) = value.get_ref().as_table() else {
+                errors.push(error(
+                    Some(name),
+                    Some(line),
                     "a step must be a table with a `run` key: `[0]` then `run = \"...\"`".into(),
                 ));
-            }
-        }
-
-        // Second pass: each step's keys, with the position of the offending one.
-        let raw: IndexMap<String, Spanned<RawStep>> = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map(|s| s.start);
-            error(
-                offset.and_then(step_at),
-                offset.map(line_of),
-                e.message().trim().into(),
-            )
-        })?;
-
-        let mut steps = BTreeMap::new();
-        for (key, step) in raw {
-            let line = line_of(step.span().start);
-            let index: u64 = key.parse().map_err(|_| {
-                error(
-                    Some(key.clone()),
+                continue;
+            };
+            let step_errors = errors.len();
+            let index: Option<u64> = name.parse().ok();
+            if index.is_none() {
+                errors.push(error(
+                    Some(name),
                     Some(line),
                     "step number is too large".into(),
-                )
-            })?;
-            let step = step.into_inner();
-            let run_line = line_of(step.run.span().start);
-            let run = step.run.into_inner();
-            let argv = shell_words::split(&run).map_err(|_| {
-                error(
-                    Some(key.clone()),
-                    Some(run_line),
-                    "`run` has unbalanced quotes or a trailing backslash".into(),
-                )
-            })?;
-            if argv.is_empty() {
-                return Err(error(
-                    Some(key.clone()),
-                    Some(run_line),
-                    "`run` is empty".into(),
                 ));
             }
-            if argv.iter().any(|arg| arg.contains('\0')) {
-                return Err(error(
-                    Some(key.clone()),
-                    Some(run_line),
-                    "`run` contains a NUL".into(),
-                ));
+            let (mut run, mut step_name, mut timeout) = (None, None, None);
+            let has_run = table.keys().any(|k| &**k.get_ref() == "run");
+            for (field, value) in table {
+                let field_line = line_of(field.span().start);
+                let value_line = line_of(value.span().start);
+                let as_str = value.get_ref().as_str();
+                match (&**field.get_ref(), as_str) {
+                    ("run", Some(text)) => run = Some((text.to_string(), value_line)),
+                    ("name", Some(text)) => step_name = Some(text.to_string()),
+                    ("timeout", Some(text)) => match HumanDuration::parse(text) {
+                        Ok(duration) => timeout = Some(duration.0),
+                        Err(message) => errors.push(error(Some(name), Some(value_line), message)),
+                    },
+                    ("run", None) => errors.push(error(
+                        Some(name),
+                        Some(value_line),
+                        format!(
+                            "`run` must be a string, like `run = \"make test\"`, not {}",
+                            value.get_ref().type_str()
+                        ),
+                    )),
+                    ("name", None) => errors.push(error(
+                        Some(name),
+                        Some(value_line),
+                        format!(
+                            "`name` must be a string, like `name = \"build\"`, not {}",
+                            value.get_ref().type_str()
+                        ),
+                    )),
+                    ("timeout", None) => errors.push(error(
+                        Some(name),
+                        Some(value_line),
+                        format!(
+                            "`timeout` must be a duration in quotes, like `timeout = \"10m\"`, not {}",
+                            value.get_ref().type_str()
+                        ),
+                    )),
+                    (other, _) => errors.push(error(
+                        Some(name),
+                        Some(field_line),
+                        format!(
+                            "unknown field `{}`; a step has {STEP_KEYS}",
+                            crate::describe::terminal(other)
+                        ),
+                    )),
+                }
             }
-            let parsed = Step {
-                index,
-                name: step.name,
-                run,
-                argv,
-                timeout: step.timeout.map(|t| t.0),
+            let argv = match &run {
+                None if has_run => None,
+                None => {
+                    errors.push(error(
+                        Some(name),
+                        Some(line),
+                        format!("missing `run`: a step has {STEP_KEYS}"),
+                    ));
+                    None
+                }
+                Some((run, run_line)) => match split_run(run) {
+                    Ok(argv) => Some(argv),
+                    Err(message) => {
+                        errors.push(error(Some(name), Some(*run_line), message.into()));
+                        None
+                    }
+                },
             };
-            if steps.insert(index, parsed).is_some() {
-                return Err(error(
-                    Some(key.clone()),
+            let (Some(index), Some((run, _)), Some(argv)) = (index, run, argv) else {
+                continue;
+            };
+            if errors.len() > step_errors {
+                continue;
+            }
+            if steps.contains_key(&index) {
+                errors.push(error(
+                    Some(name),
                     Some(line),
                     format!("step number {index} is given twice"),
                 ));
+                continue;
             }
+            steps.insert(
+                index,
+                Step {
+                    index,
+                    name: step_name,
+                    run,
+                    argv,
+                    timeout,
+                },
+            );
         }
-        if steps.is_empty() {
-            return Err(error(
+        if errors.is_empty() && steps.is_empty() {
+            errors.push(error(
                 None,
                 None,
                 "no steps; add `[0]` with `run = \"...\"`".into(),
             ));
+        }
+        if !errors.is_empty() {
+            // In the order of the file; a problem without a line (none so far) goes last.
+            errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            return Err(errors);
         }
         Ok(Workflow {
             file: file.to_string(),
             steps: steps.into_values().collect(),
         })
     }
+}
+
+/// `run` split into argv with POSIX shell-word rules, or what is wrong with it.
+fn split_run(run: &str) -> Result<Vec<String>, &'static str> {
+    let argv = shell_words::split(run)
+        .map_err(|_| "`run` has unbalanced quotes or a trailing backslash")?;
+    if argv.is_empty() {
+        return Err("`run` is empty");
+    }
+    if argv.iter().any(|arg| arg.contains('\0')) {
+        return Err("`run` contains a NUL");
+    }
+    Ok(argv)
 }
 
 /// The path of the workflow for `branch` inside a commit, and the fallback at the root.
@@ -323,10 +381,21 @@ timeout = "2s"
 
         let e = parse("[0]\nname = \"x\"\n").unwrap_err();
         assert_eq!(e.step.as_deref(), Some("0"));
-        assert!(e.message.contains("missing field `run`"), "{e}");
+        assert!(e.message.contains("missing `run`"), "{e}");
 
         let e = parse("[0]\nrun = \"ok\"\n[1]\nrun = \"x\"\ntimeout = \"forever\"\n").unwrap_err();
         assert_eq!((e.step.as_deref(), e.line), (Some("1"), Some(5)));
+
+        let e = parse("[0]\nrun = [\"make\"]\n").unwrap_err();
+        assert_eq!((e.step.as_deref(), e.line), (Some("0"), Some(2)));
+        assert!(e.message.contains("must be a string"), "{e}");
+
+        let e = parse("[0]\nrun = \"ok\"\ntimeout = 10\n").unwrap_err();
+        assert_eq!((e.step.as_deref(), e.line), (Some("0"), Some(3)));
+        assert!(e.message.contains("in quotes"), "{e}");
+
+        let e = parse("[99999999999999999999999]\nrun = \"ok\"\n").unwrap_err();
+        assert!(e.message.contains("too large"), "{e}");
 
         let e = parse("[0\nrun = 1").unwrap_err();
         assert_eq!(e.line, Some(1));
@@ -345,5 +414,35 @@ timeout = "2s"
             e.to_string()
                 .starts_with("invalid workflow `workflow/main.toml`")
         );
+    }
+
+    #[test]
+    fn every_problem_is_listed_in_the_order_of_the_file() {
+        let text = "[0]\nrun = \"ok\"\n\n[1]\nrun = \"echo 'open\"\n\n[2]\nrun = \"make\"\nshell = \"bash\"\n\n[3]\nrun = \"  \"\ntimeout = \"soon\"\n\n[x]\nrun = \"pwd\"\n";
+        let errors = Workflow::parse_all("workflow/main.toml", text.as_bytes()).unwrap_err();
+        let found: Vec<(Option<&str>, Option<usize>)> =
+            errors.iter().map(|e| (e.step.as_deref(), e.line)).collect();
+        assert_eq!(
+            found,
+            [
+                (Some("1"), Some(5)),
+                (Some("2"), Some(9)),
+                (Some("3"), Some(12)),
+                (Some("3"), Some(13)),
+                (Some("x"), Some(15)),
+            ],
+            "{errors:#?}"
+        );
+        assert!(errors[0].message.contains("unbalanced"));
+        assert!(errors[1].message.contains("unknown field `shell`"));
+        assert!(errors[2].message.contains("empty"));
+        assert!(
+            errors[3].message.contains("`soon` is not a duration"),
+            "{}",
+            errors[3]
+        );
+        assert!(errors[4].message.contains("non-negative integers"));
+        // `parse` gives the first.
+        assert_eq!(parse(text).unwrap_err(), errors[0],);
     }
 }

@@ -19,6 +19,10 @@ pub const MAX_WORKFLOW_SIZE: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
+    #[error("`{}` does not exist", path.display())]
+    Missing { path: PathBuf },
+    #[error("`{}` is not a git repository", path.display())]
+    NotARepository { path: PathBuf },
     #[error("cannot open the git repository `{}`: {message}", path.display())]
     Open { path: PathBuf, message: String },
     #[error("branch `{branch}` does not exist in `{}`", path.display())]
@@ -48,10 +52,21 @@ pub fn open(path: &Path) -> Result<Repository, GitError> {
         RepositoryOpenFlags::NO_SEARCH,
         std::iter::empty::<&str>(),
     )
-    .map_err(|e| GitError::Open {
-        path: path.to_path_buf(),
-        message: e.message().to_string(),
-    })
+    .map_err(|e| open_error(path, &e))
+}
+
+/// libgit2's "failed to resolve path" and "could not find repository" in the user's words.
+pub fn open_error(path: &Path, error: &git2::Error) -> GitError {
+    let path = path.to_path_buf();
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => GitError::Missing { path },
+        Ok(meta) if !meta.is_dir() => GitError::NotARepository { path },
+        Ok(_) if error.code() == git2::ErrorCode::NotFound => GitError::NotARepository { path },
+        _ => GitError::Open {
+            path,
+            message: error.message().to_string(),
+        },
+    }
 }
 
 /// The commit `refs/heads/<branch>` points at.
@@ -272,5 +287,27 @@ mod tests {
                 "workflow/main.toml"
             ]
         );
+    }
+
+    #[test]
+    fn opening_what_is_not_a_repository_says_so_in_the_users_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("x/y");
+        assert_eq!(
+            open(&missing).err().unwrap().to_string(),
+            format!("`{}` does not exist", missing.display())
+        );
+        assert_eq!(
+            open(dir.path()).err().unwrap().to_string(),
+            format!("`{}` is not a git repository", dir.path().display())
+        );
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(
+            open(&file).err().unwrap().to_string(),
+            format!("`{}` is not a git repository", file.display())
+        );
+        Repository::init_bare(dir.path().join("r.git")).unwrap();
+        assert!(open(&dir.path().join("r.git")).is_ok());
     }
 }

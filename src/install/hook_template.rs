@@ -16,7 +16,7 @@ pub const TEMPLATE: &str = include_str!("../../hooks/post-receive");
 /// A line of every hook phantom_ci writes, to tell its own hooks from others.
 const MARKER: &str = "written by `phantom_ci configure hook`";
 
-/// The hook's text: `exec <binary> --config-dir <config> --data-dir <data> [--spool-dir <spool>] hook
+/// The hook's text: `exec <binary> --config-dir <config> --data-dir <data> hook [--spool-dir <spool>]
 /// [--wait]`; `spool` only when it is not the default `<data>/spool`.
 pub fn render(
     binary: &Path,
@@ -53,11 +53,58 @@ pub enum Installed {
     Replaced,
     /// The same hook was already there.
     Unchanged,
+    /// Another hook is there and `force` was not given: nothing was written. `ours` when it is a
+    /// phantom_ci hook with other settings.
+    Refused {
+        ours: bool,
+    },
+}
+
+/// The post-receive hook a bare repository has now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Existing {
+    None,
+    /// A hook phantom_ci did not write.
+    Foreign,
+    /// A hook `phantom_ci configure hook` wrote, and the options its `exec` line passes.
+    Ours {
+        config_dir: Option<PathBuf>,
+        data_dir: Option<PathBuf>,
+        wait: bool,
+    },
+}
+
+/// Reads `<bare>/hooks/post-receive`, to tell whether pushes there already run phantom_ci.
+pub fn existing(bare: &Path) -> Existing {
+    let Ok(bytes) = std::fs::read(bare.join("hooks").join("post-receive")) else {
+        return Existing::None;
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    if !text.contains(MARKER) {
+        return Existing::Foreign;
+    }
+    let words = text
+        .lines()
+        .find(|l| l.starts_with("exec "))
+        .and_then(|l| shell_words::split(l).ok())
+        .unwrap_or_default();
+    let value = |option: &str| {
+        words
+            .iter()
+            .position(|w| w == option)
+            .and_then(|i| words.get(i + 1))
+            .map(PathBuf::from)
+    };
+    Existing::Ours {
+        config_dir: value("--config-dir"),
+        data_dir: value("--data-dir"),
+        wait: words.iter().any(|w| w == "--wait"),
+    }
 }
 
 /// Installs `script` as `<bare>/hooks/post-receive` (mode 0755) and returns its path. Refuses a path
-/// that is not a bare repository, a repository whose `core.hooksPath` points elsewhere, and — unless
-/// `force` — an existing hook with other contents.
+/// that is not a bare repository and a repository whose `core.hooksPath` points elsewhere; writes
+/// nothing over an existing hook with other contents unless `force` ([`Installed::Refused`]).
 pub fn install(bare: &Path, script: &str, force: bool) -> Result<(PathBuf, Installed), Error> {
     let bare = bare.canonicalize().map_err(|e| {
         Error::Usage(format!(
@@ -97,16 +144,7 @@ pub fn install(bare: &Path, script: &str, force: bool) -> Result<(PathBuf, Insta
     }
     if exists && !force {
         let ours = existing.is_some_and(|bytes| String::from_utf8_lossy(&bytes).contains(MARKER));
-        let what = if ours {
-            "is a phantom_ci hook with other settings"
-        } else {
-            "already exists and is not phantom_ci's hook"
-        };
-        return Err(Error::Usage(format!(
-            "`{}` {what}; look at it, then run `phantom_ci configure hook {} --force` to replace it",
-            path.display(),
-            shell_words::quote(&bare.to_string_lossy())
-        )));
+        return Ok((path, Installed::Refused { ours }));
     }
     let outcome = if exists {
         Installed::Replaced
@@ -207,10 +245,28 @@ mod tests {
         );
         let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, None, false).unwrap();
         assert!(script.contains(" hook\n"));
+
+        // What `existing` reads back.
+        let bare = tempfile::tempdir().unwrap();
+        assert_eq!(existing(bare.path()), Existing::None);
+        std::fs::create_dir(bare.path().join("hooks")).unwrap();
+        let hook = bare.path().join("hooks/post-receive");
+        std::fs::write(&hook, "#!/bin/sh\nexec other-ci\n").unwrap();
+        assert_eq!(existing(bare.path()), Existing::Foreign);
+        let waiting = render(Path::new("/usr/bin/phantom_ci"), &dirs, None, true).unwrap();
+        std::fs::write(&hook, waiting).unwrap();
+        assert_eq!(
+            existing(bare.path()),
+            Existing::Ours {
+                config_dir: Some("/etc/phantom ci".into()),
+                data_dir: Some("/var/lib/it's".into()),
+                wait: true
+            }
+        );
         let spool = Path::new("/srv/spool");
         let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, Some(spool), false).unwrap();
         assert!(
-            script.contains(" --spool-dir /srv/spool hook\n"),
+            script.contains(" hook --spool-dir /srv/spool\n"),
             "{script}"
         );
     }

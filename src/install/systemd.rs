@@ -166,10 +166,10 @@ fn service(s: &Settings) -> Result<String, Error> {
         "--data-dir".into(),
         exec_word(&path_text(&s.dirs.data)?)?,
     ];
+    exec.push("tick".into());
     if let Some(spool) = &s.spool {
         exec.extend(["--spool-dir".into(), exec_word(&path_text(spool)?)?]);
     }
-    exec.push("tick".into());
     let exec = exec.join(" ");
     let mut text = format!(
         "{MARKER}\n[Unit]\nDescription=phantom_ci: run the CI workflows of the branches that moved\n"
@@ -292,22 +292,27 @@ fn quote_if_needed(text: &str) -> String {
     }
 }
 
+/// The first file of `dir` that [`install`] would have to replace and that phantom_ci did not write.
+pub fn foreign_unit(dir: &Path, units: &[Unit]) -> Option<PathBuf> {
+    units
+        .iter()
+        .map(|unit| (dir.join(unit.name), unit))
+        .find_map(|(path, unit)| {
+            let existing = std::fs::read_to_string(&path).ok()?;
+            (existing != unit.text && !existing.starts_with(MARKER)).then_some(path)
+        })
+}
+
 /// Writes `units` into `dir` (created if missing), each atomically with mode 0644, and returns their
 /// paths. A file of the same name that phantom_ci did not write is never overwritten: then nothing is
 /// written at all.
 pub fn install(dir: &Path, units: &[Unit]) -> Result<Vec<PathBuf>, Error> {
-    for unit in units {
-        let path = dir.join(unit.name);
-        if let Ok(existing) = std::fs::read_to_string(&path)
-            && existing != unit.text
-            && !existing.starts_with(MARKER)
-        {
-            return Err(Error::Usage(format!(
-                "`{}` exists and was not written by phantom_ci; move it away first, or install \
-                 the units by hand (`phantom_ci configure service --print`)",
-                path.display()
-            )));
-        }
+    if let Some(path) = foreign_unit(dir, units) {
+        return Err(Error::Usage(format!(
+            "`{}` exists and was not written by phantom_ci; move it away first, or install the \
+             units by hand (print them with `--print`)",
+            path.display()
+        )));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
     let mut written = Vec::with_capacity(units.len());
@@ -356,7 +361,7 @@ mod tests {
         settings.spool = Some("/srv/spool".into());
         let units = units(&settings).unwrap();
         assert!(
-            units[0].text.contains(" --spool-dir /srv/spool tick\n"),
+            units[0].text.contains(" tick --spool-dir /srv/spool\n"),
             "{}",
             units[0].text
         );
