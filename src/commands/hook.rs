@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::commands::Context;
 use crate::config::{Config, ConfigError, Location, Repo};
-use crate::error::{Error, ExitStatus};
+use crate::error::{Error, ExitStatus, GitError};
 use crate::git::{self, mirror};
 use crate::state::records::{self, Trigger};
 use crate::state::{queue, spool};
@@ -109,6 +109,10 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
                 spool_note(ctx, &git_dir, &repo.branch)?;
+            }
+            // Deleted again since the push (or a URL repo's remote lags behind): nothing to run.
+            Err(Error::Git(GitError::NoBranch { .. })) => {
+                eprintln!("phantom_ci: note: {}", super::tick::not_pushed_yet(repo));
             }
             Err(e) => eprintln!("phantom_ci: repo `{}`: {e}", repo.name),
         }

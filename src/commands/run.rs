@@ -51,18 +51,26 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     if let Some(user) = args.run_as {
         repo.run_as = Some(user);
     }
-    mirror::update(&ctx.dirs, &repo).map_err(Error::Other)?;
+    let not_pushed_yet = || {
+        Error::Other(format!(
+            "repo `{}` has no branch `{}` yet (nothing was pushed to it in `{}`): push a commit \
+             to it first, or run another branch with `--branch`",
+            repo.name,
+            crate::describe::terminal(&repo.branch),
+            repo.location
+        ))
+    };
+    if let Err(message) = mirror::update(&ctx.dirs, &repo) {
+        return Err(match mirror::remote_has_branch(&repo) {
+            Some(false) => not_pushed_yet(),
+            _ => Error::Other(message),
+        });
+    }
     let source = runner::open_source(&ctx.dirs, &repo).map_err(Error::Other)?;
     let commit = match &args.commit {
         Some(rev) => git::resolve_commit(&source, rev)?,
         None => git::branch_tip(&source, &repo.branch).map_err(|e| match e {
-            GitError::NoBranch { path, branch } => Error::Other(format!(
-                "repo `{}` has no branch `{}` yet (nothing was pushed to it in `{}`): push a \
-                 commit to it first, or run another branch with `--branch`",
-                repo.name,
-                crate::describe::terminal(&branch),
-                path.display()
-            )),
+            GitError::NoBranch { .. } => not_pushed_yet(),
             e => Error::Git(e),
         })?,
     };
