@@ -10,9 +10,9 @@ use crate::config::{self, Config, Location, Repo};
 use crate::error::{Error, ExitStatus, GitError};
 use crate::git::{self, mirror};
 use crate::runner::{self, Request};
+use crate::state::ad_hoc;
 use crate::state::lock::RepoLock;
 use crate::state::records::{RunResult, Trigger};
-use crate::state::{ad_hoc, queue};
 use crate::worker;
 
 #[derive(Debug, Args)]
@@ -102,9 +102,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     )?;
     drop(lock);
     // A push that arrived during this run found the lock taken and left its work to the lock's holder.
-    if queue::is_pending(&ctx.dirs, &finished.record.repo)
-        && let Err(e) = worker::start_detached(&ctx.dirs)
-    {
+    if let Err(e) = worker::hand_on(&ctx.dirs, &finished.record.repo) {
         eprintln!("phantom_ci: {e}; queued work waits for the next push or `tick`");
     }
     for note in &finished.notes {

@@ -54,7 +54,7 @@ pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         }
     }
     let stdout = || -> Option<Box<dyn std::io::Write + Send>> { Some(Box::new(std::io::stdout())) };
-    let drained = worker::drain(&ctx.dirs, &config, None, false, &stdout);
+    let drained = worker::drain(&ctx.dirs, &config, &stdout);
     for finished in &drained.finished {
         for note in &finished.notes {
             eprintln!("phantom_ci: {note}");
@@ -108,6 +108,7 @@ fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, Strin
             commit: tip,
             trigger: Trigger::Tick,
             queued_at: records::rfc3339(std::time::SystemTime::now()),
+            waiter: None,
         };
         queue::put(&ctx.dirs, &repo.name, &entry)
             .map(|()| None)
