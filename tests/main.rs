@@ -24,5 +24,6 @@ mod sandbox;
 mod service;
 mod signed;
 mod state;
+mod status;
 mod tick;
 mod walkthrough;
