@@ -9,7 +9,6 @@
 //! waits for the repo's lock; whoever holds it leaves that entry alone and lets go. A hook that dies
 //! while waiting leaves an ordinary entry, which the next holder runs ([`hand_on`], [`drain`]).
 
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -17,7 +16,7 @@ use std::process::{Command, Stdio};
 use crate::config::dirs::Dirs;
 use crate::config::{Config, Repo};
 use crate::error::Error;
-use crate::runner::{self, Finished, Request};
+use crate::runner::{self, Console, Finished, Request};
 use crate::state::lock::RepoLock;
 use crate::state::records::{RunRecord, RunResult};
 use crate::state::{queue, seen};
@@ -43,11 +42,7 @@ impl Drained {
 /// Runs the pending work of every repo that has some, but the entries a waiting pusher runs itself. A
 /// repo whose run is in progress is left to the process running it. `console` gives each run
 /// somewhere to stream its output, or `None` when nobody watches.
-pub fn drain(
-    dirs: &Dirs,
-    config: &Config,
-    console: &dyn Fn() -> Option<Box<dyn Write + Send>>,
-) -> Drained {
+pub fn drain(dirs: &Dirs, config: &Config, console: &dyn Fn() -> Option<Console>) -> Drained {
     let mut drained = Drained::default();
     for name in queue::pending(dirs) {
         let Some(repo) = config.get(&name) else {
@@ -133,7 +128,7 @@ pub fn run_own(
     repo: &Repo,
     waiter: &queue::Waiter,
     lock: &RepoLock,
-    console: Option<Box<dyn Write + Send>>,
+    console: Option<Console>,
     commit: &str,
 ) -> Result<Own, Error> {
     let name = &repo.name;
@@ -193,7 +188,7 @@ fn run_entry(
     repo: &crate::config::Repo,
     entry: queue::Entry,
     lock: &RepoLock,
-    console: Option<Box<dyn Write + Send>>,
+    console: Option<Console>,
 ) -> Result<Option<Finished>, Error> {
     if entry.branch != repo.branch {
         queue::release(dirs, &repo.name);
@@ -236,7 +231,7 @@ fn run_entry(
 pub fn execute(
     dirs: &Dirs,
     request: &Request,
-    console: Option<Box<dyn Write + Send>>,
+    console: Option<Console>,
     lock: &RepoLock,
     started: &mut dyn FnMut(),
 ) -> Result<Finished, Error> {

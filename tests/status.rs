@@ -73,3 +73,126 @@ fn status_shows_the_commit_queued_behind_a_run() {
     assert_eq!(status_json(&env)[0]["queued"], Value::Null);
     assert!(!status_line(&env, "app").contains("queued"));
 }
+
+/// Runs `phantom_ci ARGS` on a pseudo-terminal (python3's `pty`), with `TERM=xterm` and `extra`
+/// variables; returns all it wrote there. `None` (and a skip note) without python3.
+#[allow(clippy::print_stderr)]
+fn on_a_terminal(env: &TestEnv, args: &[&str], extra: &[(&str, &str)]) -> Option<String> {
+    let has_python = std::process::Command::new("python3")
+        .args(["-c", "import pty"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_python {
+        eprintln!("skipped: needs python3 (its `pty` module gives the test a terminal)");
+        return None;
+    }
+    const SCRIPT: &str = "import os, pty, sys\n\
+        pid, fd = pty.fork()\n\
+        if pid == 0:\n    os.execv(sys.argv[1], sys.argv[1:])\n\
+        out = b''\n\
+        while True:\n    try:\n        data = os.read(fd, 65536)\n    except OSError:\n        break\n    if not data:\n        break\n    out += data\n\
+        os.waitpid(pid, 0)\n\
+        sys.stdout.buffer.write(out)\n";
+    let binary = assert_cmd::cargo::cargo_bin!("phantom_ci");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(binary)
+        .args(args)
+        .env_clear()
+        .envs(crate::support::fixed_env(&env.home))
+        .env("PHANTOM_CI_CONFIG_DIR", &env.config)
+        .env("PHANTOM_CI_DATA_DIR", &env.data)
+        .env("TERM", "xterm")
+        .envs(extra.iter().copied())
+        .current_dir(env.root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Issue 10: results in colour on a terminal — `status` and a run's summary lines — and never in a
+/// pipe, with `NO_COLOR`, in the run's log or in JSON. A step's own output passes through as it is.
+#[test]
+fn results_are_in_colour_on_a_terminal_only() {
+    let env = TestEnv::new();
+    let (repo, _) = env.app(
+        "[0]\nrun = '''printf '\\033[35mstep-colour\\033[0m\\n' '''\n",
+        "",
+    );
+    // Piped: no escape sequence of phantom_ci's own; the step's bytes as they were.
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    let piped = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(piped.contains("\x1b[35mstep-colour\x1b[0m"), "{piped:?}");
+    assert!(piped.contains("==> app #1 success in "), "{piped:?}");
+    let status = env.phantom().arg("status").output().unwrap();
+    let status_piped = String::from_utf8(status.stdout).unwrap();
+    assert!(
+        status_piped.contains("success") && !status_piped.contains('\x1b'),
+        "{status_piped:?}"
+    );
+
+    let Some(status_tty) = on_a_terminal(&env, &["status"], &[]) else {
+        return;
+    };
+    assert!(
+        status_tty.contains("\x1b[32msuccess\x1b[0m"),
+        "{status_tty:?}"
+    );
+    // Padded by the text, not the escape sequences: COMMIT starts where it does in a pipe.
+    let column = |text: &str, word: &str| {
+        text.lines()
+            .find(|l| l.starts_with("app "))
+            .map(|l| l.replace("\x1b[32m", "").replace("\x1b[0m", "").find(word))
+    };
+    let commit = env.run_json("app", 1)["commit"].as_str().unwrap()[..7].to_string();
+    assert_eq!(column(&status_tty, &commit), column(&status_piped, &commit));
+    let no_color = on_a_terminal(&env, &["status"], &[("NO_COLOR", "1")]).unwrap();
+    assert!(
+        no_color.contains("success") && !no_color.contains('\x1b'),
+        "{no_color:?}"
+    );
+    let json = on_a_terminal(&env, &["status", "--json"], &[]).unwrap();
+    assert!(
+        json.contains("\"success\"") && !json.contains('\x1b'),
+        "{json:?}"
+    );
+
+    // A run on a terminal: its summary in colour there, and a plain log.
+    let run = on_a_terminal(&env, &["run", "app"], &[]).unwrap();
+    assert!(
+        run.contains("==> app #2 \x1b[32msuccess\x1b[0m in "),
+        "{run:?}"
+    );
+    let log = env.log("app", 2);
+    assert!(log.contains("==> app #2 success in "), "{log:?}");
+    assert!(
+        !log.replace("\x1b[35mstep-colour\x1b[0m", "")
+            .contains('\x1b'),
+        "{log:?}"
+    );
+    let run = on_a_terminal(&env, &["run", "app"], &[("NO_COLOR", "1")]).unwrap();
+    assert!(run.contains("==> app #3 success in "), "{run:?}");
+
+    // A failure is red, and so is its reason's result word; the record says `failure` plainly.
+    repo.workflow("master", "[0]\nrun = 'sh -c \"exit 3\"'\n");
+    repo.commit_and_push("fails");
+    let run = on_a_terminal(&env, &["run", "app"], &[]).unwrap();
+    assert!(
+        run.contains("==> \x1b[31mfailure\x1b[0m: step [0]"),
+        "{run:?}"
+    );
+    assert!(run.contains(" \x1b[31mfailure\x1b[0m in "), "{run:?}");
+    let record = std::fs::read_to_string(env.run_file("app", 4, "run.json")).unwrap();
+    assert!(!record.contains('\x1b'), "{record}");
+    let status_tty = on_a_terminal(&env, &["status"], &[]).unwrap();
+    assert!(
+        status_tty.contains("\x1b[31mfailure\x1b[0m"),
+        "{status_tty:?}"
+    );
+}

@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError, Location, Repo};
 use crate::describe::short;
 use crate::error::{Error, ExitStatus, GitError};
 use crate::git::{self, mirror};
+use crate::runner::Console;
 use crate::state::lock::RepoLock;
 use crate::state::records::{self, RunResult, Trigger};
 use crate::state::{queue, spool};
@@ -158,7 +159,7 @@ fn wait_and_run(ctx: &Context, repo: &Repo, commit: &str, waiter: &queue::Waiter
     };
     let own = match lock {
         Ok(Some(lock)) => {
-            let console: Box<dyn Write + Send> = Box::new(std::io::stdout());
+            let console = Console::stdout();
             worker::run_own(&ctx.dirs, repo, waiter, &lock, Some(console), commit)
         }
         Ok(None) => Err(Error::Other(format!("cannot lock repo `{name}`"))),

@@ -9,7 +9,7 @@ use crate::config::dirs::Dirs;
 use crate::config::{self, Config, Location, Repo};
 use crate::error::{Error, ExitStatus, GitError};
 use crate::git::{self, mirror};
-use crate::runner::{self, Request};
+use crate::runner::{self, Console, Request};
 use crate::state::ad_hoc;
 use crate::state::lock::RepoLock;
 use crate::state::records::{RunResult, Trigger};
@@ -96,7 +96,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let finished = worker::execute(
         &ctx.dirs,
         &request,
-        Some(Box::new(std::io::stdout())),
+        Some(Console::stdout()),
         &lock,
         &mut || {},
     )?;

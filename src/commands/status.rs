@@ -107,12 +107,16 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     const HEADERS: [&str; 8] = [
         "REPO", "BRANCH", "RUN", "RESULT", "COMMIT", "STARTED", "DURATION", "QUEUED",
     ];
+    // Results in colour on a terminal (column 3); never in a pipe or with NO_COLOR.
+    let colour = crate::describe::stdout_in_colour();
+    let style =
+        |r: usize, c: usize| (colour && c == 3).then(|| crate::describe::result_style(&rows[r][3]));
     // The QUEUED column only when a commit waits to run somewhere.
     let table = if repos.iter().any(|r| r.queued.is_some()) {
-        super::table::render(&HEADERS, &rows)
+        super::table::render_styled(&HEADERS, &rows, style)
     } else {
-        let rows: Vec<[String; 7]> = rows.into_iter().map(without_queued).collect();
-        super::table::render(&without_queued(HEADERS), &rows)
+        let short: Vec<[String; 7]> = rows.iter().cloned().map(without_queued).collect();
+        super::table::render_styled(&without_queued(HEADERS), &short, style)
     };
     print!("{table}");
     for problem in repos.iter().flat_map(|r| &r.problems) {

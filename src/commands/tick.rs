@@ -7,6 +7,7 @@ use crate::config::{Config, Repo};
 use crate::error::GitError;
 use crate::error::{Error, ExitStatus};
 use crate::git::{self, mirror};
+use crate::runner::Console;
 use crate::state::lock::RepoLock;
 use crate::state::records::{self, Trigger};
 use crate::state::{queue, recovery, seen, spool};
@@ -53,7 +54,7 @@ pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             }
         }
     }
-    let stdout = || -> Option<Box<dyn std::io::Write + Send>> { Some(Box::new(std::io::stdout())) };
+    let stdout = || Some(Console::stdout());
     let drained = worker::drain(&ctx.dirs, &config, &stdout);
     for finished in &drained.finished {
         for note in &finished.notes {
