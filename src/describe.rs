@@ -1,6 +1,7 @@
-//! How runs are put into words: short commit ids, durations, signal names, and untrusted text (branch
-//! names, step names, commands, commit subjects) made safe for a terminal. The terminal output, the chat
-//! posts and the report all use these, so this module sits below all of them.
+//! How runs are put into words: short commit ids, durations, signal names, the colours of results on a
+//! terminal, and untrusted text (branch names, step names, commands, commit subjects) made safe for a
+//! terminal. The terminal output, the chat posts and the report all use these, so this module sits
+//! below all of them.
 
 use std::time::Duration;
 
@@ -43,9 +44,60 @@ pub fn terminal(text: &str) -> String {
         .collect()
 }
 
+/// The colour of a run's or step's result on a terminal: green for `success`, red for `failure`,
+/// `error` and `rejected` (and a record that cannot be read), yellow for `timeout`, `aborted` and
+/// `cancelled`, cyan for `running`; anything else plain.
+pub fn result_style(result: &str) -> anstyle::Style {
+    use anstyle::AnsiColor;
+    let colour = match result {
+        "success" => AnsiColor::Green,
+        "failure" | "error" | "rejected" | "unreadable" | "config error" => AnsiColor::Red,
+        "timeout" | "aborted" | "cancelled" => AnsiColor::Yellow,
+        "running" => AnsiColor::Cyan,
+        _ => return anstyle::Style::new(),
+    };
+    anstyle::Style::new().fg_color(Some(colour.into()))
+}
+
+/// `text` in `style`, with the escape sequences that start and end it (none for a plain style).
+pub fn paint(text: &str, style: anstyle::Style) -> String {
+    if style == anstyle::Style::new() {
+        return text.to_string();
+    }
+    format!("{}{text}{}", style.render(), style.render_reset())
+}
+
+/// Whether what phantom_ci writes to its standard output may be in colour: it is a terminal, and
+/// neither `NO_COLOR` (any non-empty value), `CLICOLOR=0` nor `TERM=dumb` says otherwise (the rules of
+/// `anstream`, which clap follows too). Never for a pipe, a file or a pusher's `git push`.
+pub fn stdout_in_colour() -> bool {
+    anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_have_colours_and_plain_styles_add_nothing() {
+        assert_eq!(
+            paint("success", result_style("success")),
+            "\x1b[32msuccess\x1b[0m"
+        );
+        assert_eq!(
+            paint("failure", result_style("failure")),
+            "\x1b[31mfailure\x1b[0m"
+        );
+        assert_eq!(
+            paint("timeout", result_style("timeout")),
+            "\x1b[33mtimeout\x1b[0m"
+        );
+        assert_eq!(
+            paint("running", result_style("running")),
+            "\x1b[36mrunning\x1b[0m"
+        );
+        assert_eq!(paint("never ran", result_style("never ran")), "never ran");
+    }
 
     #[test]
     fn escapes_and_newlines_are_neutralised() {

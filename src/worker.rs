@@ -3,8 +3,12 @@
 //! Whoever holds a repo's lock runs its queue until it is empty, then lets go and looks once more: a
 //! push that queued work while the lock was held either is seen by that last look or finds the lock
 //! free. So no push is lost, runs of one repo never overlap, and the newest queued commit runs.
+//!
+//! One exception: an entry queued by a pusher's `hook --wait` ([`queue::Entry::waited_for`]) is run
+//! by that hook, so that the pusher sees its own run — and no one else's — in its terminal. The hook
+//! waits for the repo's lock; whoever holds it leaves that entry alone and lets go. A hook that dies
+//! while waiting leaves an ordinary entry, which the next holder runs ([`hand_on`], [`drain`]).
 
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -12,7 +16,7 @@ use std::process::{Command, Stdio};
 use crate::config::dirs::Dirs;
 use crate::config::{Config, Repo};
 use crate::error::Error;
-use crate::runner::{self, Finished, Request};
+use crate::runner::{self, Console, Finished, Request};
 use crate::state::lock::RepoLock;
 use crate::state::records::{RunRecord, RunResult};
 use crate::state::{queue, seen};
@@ -35,22 +39,12 @@ impl Drained {
     }
 }
 
-/// Runs the pending work of `repos` (every repo with pending work when `None`). With `wait`, waits for
-/// a run of the same repo in progress instead of leaving the work to it. `console` gives each run
+/// Runs the pending work of every repo that has some, but the entries a waiting pusher runs itself. A
+/// repo whose run is in progress is left to the process running it. `console` gives each run
 /// somewhere to stream its output, or `None` when nobody watches.
-pub fn drain(
-    dirs: &Dirs,
-    config: &Config,
-    repos: Option<&[String]>,
-    wait: bool,
-    console: &dyn Fn() -> Option<Box<dyn Write + Send>>,
-) -> Drained {
+pub fn drain(dirs: &Dirs, config: &Config, console: &dyn Fn() -> Option<Console>) -> Drained {
     let mut drained = Drained::default();
-    let names = match repos {
-        Some(repos) => repos.to_vec(),
-        None => queue::pending(dirs),
-    };
-    for name in names {
+    for name in queue::pending(dirs) {
         let Some(repo) = config.get(&name) else {
             drained.errors.push(format!(
                 "work is queued for repo `{name}`, which is not in Repo.toml; it waits until the repo \
@@ -71,7 +65,7 @@ pub fn drain(
             if crate::isolation::signals::requested().is_some() {
                 return drained;
             }
-            let lock = match RepoLock::acquire(dirs, &name, wait) {
+            let lock = match RepoLock::acquire(dirs, &name, false) {
                 Ok(Some(lock)) => lock,
                 // A run of this repo is in progress; its owner looks at the queue when it ends.
                 Ok(None) => break,
@@ -81,7 +75,16 @@ pub fn drain(
                 }
             };
             queue::restore(dirs, &name, &lock);
+            // Its pusher's hook waits for this lock to run it: let go.
+            if queue::peek(dirs, &name).is_some_and(|e| e.waited_for()) {
+                break;
+            }
             let entry = match queue::take(dirs, &name, &lock) {
+                Ok(Some(entry)) if entry.waited_for() => {
+                    // Queued by a waiting pusher between the look and the take: put it back.
+                    queue::restore(dirs, &name, &lock);
+                    break;
+                }
                 Ok(Some(entry)) => entry,
                 Ok(None) => break,
                 Err(e) => {
@@ -104,12 +107,88 @@ pub fn drain(
     drained
 }
 
+/// What became of the entry a waiting pusher queued ([`run_own`]).
+#[derive(Debug)]
+pub enum Own {
+    /// It ran, here.
+    Ran(Box<Finished>),
+    /// A newer push replaced it before it started (only the newest commit runs): the newer entry,
+    /// unless another process has taken it already.
+    Replaced(Option<queue::Entry>),
+    /// It ran elsewhere (a push of the same commit without `--wait` replaced it): its record.
+    RanElsewhere(Box<RunRecord>),
+    /// phantom_ci was told to stop before it started: it is left for a worker.
+    Left,
+}
+
+/// Runs the entry `waiter` queued for `repo`, if it is still the pending one, with its output on
+/// `console`. The caller holds the repo's lock; once it lets go, it calls [`hand_on`].
+pub fn run_own(
+    dirs: &Dirs,
+    repo: &Repo,
+    waiter: &queue::Waiter,
+    lock: &RepoLock,
+    console: Option<Console>,
+    commit: &str,
+) -> Result<Own, Error> {
+    let name = &repo.name;
+    queue::restore(dirs, name, lock);
+    if crate::isolation::signals::requested().is_some() {
+        queue::forget_waiter(dirs, name, waiter)?;
+        return Ok(Own::Left);
+    }
+    let mine = |entry: &queue::Entry| entry.waiter.as_deref() == Some(waiter.as_str());
+    // No one else takes an entry whose waiter lives: when it is not pending, a newer push replaced it.
+    let gone = || match ran_elsewhere(dirs, name, commit) {
+        Some(record) => Own::RanElsewhere(Box::new(record)),
+        None => Own::Replaced(None),
+    };
+    match queue::peek(dirs, name) {
+        Some(entry) if mine(&entry) => {}
+        Some(newer) => return Ok(Own::Replaced(Some(newer))),
+        None => return Ok(gone()),
+    }
+    match queue::take(dirs, name, lock)? {
+        Some(entry) if mine(&entry) => {
+            let finished = run_entry(dirs, repo, entry, lock, console)?;
+            Ok(finished.map_or_else(gone, |finished| Own::Ran(Box::new(finished))))
+        }
+        // Replaced between the look and the take: the newer entry goes back for its own runner.
+        Some(newer) => {
+            queue::restore(dirs, name, lock);
+            Ok(Own::Replaced(Some(newer)))
+        }
+        None => Ok(gone()),
+    }
+}
+
+/// The newest record of `repo` that ran `commit`, among its last few.
+fn ran_elsewhere(dirs: &Dirs, repo: &str, commit: &str) -> Option<RunRecord> {
+    crate::state::records::list(dirs, repo)
+        .into_iter()
+        .rev()
+        .take(10)
+        .filter_map(|n| crate::state::records::load(dirs, repo, n).ok())
+        .find(|record| record.commit == commit)
+}
+
+/// Called after letting the lock of `repo` go: work queued meanwhile that no waiting pusher runs
+/// itself (a push without `--wait`, or one whose waiting hook died) gets a detached worker.
+pub fn hand_on(dirs: &Dirs, repo: &str) -> Result<(), String> {
+    let waited_for = queue::peek(dirs, repo).is_some_and(|entry| entry.waited_for());
+    if queue::is_pending(dirs, repo) && !waited_for {
+        start_detached(dirs)
+    } else {
+        Ok(())
+    }
+}
+
 fn run_entry(
     dirs: &Dirs,
     repo: &crate::config::Repo,
     entry: queue::Entry,
     lock: &RepoLock,
-    console: Option<Box<dyn Write + Send>>,
+    console: Option<Console>,
 ) -> Result<Option<Finished>, Error> {
     if entry.branch != repo.branch {
         queue::release(dirs, &repo.name);
@@ -152,7 +231,7 @@ fn run_entry(
 pub fn execute(
     dirs: &Dirs,
     request: &Request,
-    console: Option<Box<dyn Write + Send>>,
+    console: Option<Console>,
     lock: &RepoLock,
     started: &mut dyn FnMut(),
 ) -> Result<Finished, Error> {

@@ -307,7 +307,246 @@ fn a_pusher_who_cannot_read_the_config_leaves_a_few_spool_notes_for_many_refs() 
     );
 }
 
+/// Issue 10: two pushes with `hook --wait` at once. The second pusher saw only `queued …` while its
+/// whole run printed in the first pusher's terminal. Now each pusher sees its own run, and the second
+/// is told what it waits for.
+fn each_waiting_pusher_sees_its_own_run_and_what_it_waits_for() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.install_hook(&repo, true);
+    let release = env.root().join("release");
+    repo.workflow(
+        "master",
+        &format!(
+            "[0]\nrun = '''sh -c 'echo \"run-of $PHANTOM_CI_COMMIT\"; touch {0}/started-$PHANTOM_CI_COMMIT; while [ ! -e {1} ]; do sleep 0.05; done' '''\ntimeout = \"5m\"\n",
+            env.root().display(),
+            release.display()
+        ),
+    );
+    // A push by path updates no remote-tracking ref: the two pushes do not contend in the clone.
+    let push = |env: &TestEnv| {
+        let mut child = Command::new("git")
+            .args([
+                "push",
+                "-q",
+                repo.bare.to_str().unwrap(),
+                "HEAD:refs/heads/master",
+            ])
+            .current_dir(&repo.work)
+            .env_clear()
+            .envs(crate::support::fixed_env(&env.home))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn({
+            let seen = seen.clone();
+            move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                }
+            }
+        });
+        (child, seen, reader)
+    };
+    let first = repo.commit("first");
+    let (mut first_push, first_seen, first_reader) = push(&env);
+    wait_for("the first run to start", || {
+        env.root().join(format!("started-{first}")).exists()
+    });
+    repo.write("more", "1");
+    let second = repo.commit("second");
+    let (mut second_push, second_seen, second_reader) = push(&env);
+    wait_for("the second pusher to be told what it waits for", || {
+        second_seen
+            .lock()
+            .unwrap()
+            .contains("waiting for run #1 of `app`")
+    });
+    std::fs::write(&release, "").unwrap();
+    assert!(first_push.wait().unwrap().success());
+    assert!(second_push.wait().unwrap().success());
+    first_reader.join().unwrap();
+    second_reader.join().unwrap();
+    let first_seen = first_seen.lock().unwrap().clone();
+    let second_seen = second_seen.lock().unwrap().clone();
+
+    assert!(
+        first_seen.contains(&format!("run-of {first}")),
+        "{first_seen}"
+    );
+    assert!(first_seen.contains("==> app #1 success"), "{first_seen}");
+    assert!(
+        !first_seen.contains(&format!("run-of {second}")),
+        "{first_seen}"
+    );
+    assert!(!first_seen.contains("app #2"), "{first_seen}");
+
+    let waiting = second_seen
+        .lines()
+        .find(|l| l.contains("waiting for run #1 of `app`"))
+        .unwrap();
+    assert!(
+        waiting.contains(&first[..7]) && waiting.contains(&second[..7]),
+        "{waiting}"
+    );
+    assert!(
+        second_seen.contains(&format!("run-of {second}")),
+        "{second_seen}"
+    );
+    assert!(second_seen.contains("==> app #2 success"), "{second_seen}");
+    assert!(
+        !second_seen.contains(&format!("run-of {first}")),
+        "{second_seen}"
+    );
+    assert!(
+        second_seen.find("waiting for run #1").unwrap() < second_seen.find("==> app #2").unwrap(),
+        "{second_seen}"
+    );
+    assert_eq!(env.run_json("app", 2)["commit"], second.as_str());
+    assert_eq!(env.run_json("app", 2)["trigger"], "hook");
+    assert!(!env.data.join("queue/app.json").exists());
+    assert_eq!(env.runs("app"), [1, 2]);
+}
+
+/// A waiting pusher whose commit a newer push replaces before it starts is told so (only the newest
+/// commit runs), and that newer commit still runs once.
+fn a_waiting_pusher_whose_commit_is_replaced_is_told_and_the_newest_runs() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    repo.workflow("master", &waiting_workflow(&env, ""));
+    let first = repo.commit_and_push("first");
+    let hook = |commit: &str, wait: bool| {
+        let mut command = env.phantom_std();
+        command.arg("hook");
+        if wait {
+            command.arg("--wait");
+        }
+        let mut child = command
+            .env("GIT_DIR", &repo.bare)
+            .current_dir(&repo.bare)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{} {commit} refs/heads/master", "0".repeat(40)).unwrap();
+        child
+    };
+    let running = hook(&first, true);
+    wait_for("the first run to start", || {
+        env.root().join("started").exists()
+    });
+    repo.write("more", "1");
+    let second = repo.commit_and_push("second");
+    let waiting = hook(&second, true);
+    wait_for("the second hook to queue its commit", || {
+        std::fs::read_to_string(env.data.join("queue/app.json")).is_ok_and(|q| q.contains(&second))
+    });
+    repo.write("more", "2");
+    let third = repo.commit_and_push("third");
+    let quick = hook(&third, false).wait_with_output().unwrap();
+    assert!(quick.status.success());
+    std::fs::write(env.root().join("release"), "").unwrap();
+    let running = running.wait_with_output().unwrap();
+    let waiting = waiting.wait_with_output().unwrap();
+    let running_out = String::from_utf8_lossy(&running.stdout);
+    let waiting_out = String::from_utf8_lossy(&waiting.stdout);
+    assert!(running_out.contains("==> app #1 success"), "{running_out}");
+    assert!(!running_out.contains("app #2"), "{running_out}");
+    // The newer commit is named unless a worker took it first (the two race for the lock).
+    assert!(
+        waiting_out.contains(&format!(
+            "{} of `app` was replaced by a newer push ({}) before",
+            &second[..7],
+            &third[..7]
+        )) || waiting_out.contains(&format!(
+            "{} of `app` was replaced by a newer push before",
+            &second[..7]
+        )),
+        "{waiting_out}"
+    );
+    assert!(!waiting_out.contains("==> app #"), "{waiting_out}");
+    let record = env.wait_for_run("app", 2);
+    assert_eq!(record["commit"], third.as_str());
+    wait_for("the queue to empty", || {
+        !env.data.join("queue/app.json").exists()
+    });
+    assert_eq!(env.runs("app"), [1, 2]);
+}
+
+/// A waiting pusher that goes away (its hook killed while it waits) does not take its commit with it:
+/// the run in progress, when it ends, hands the commit to a worker.
+fn a_waiting_hook_that_dies_leaves_its_commit_to_a_worker() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    repo.workflow("master", &waiting_workflow(&env, ""));
+    let first = repo.commit_and_push("first");
+    let hook = |commit: &str| {
+        let mut child = env
+            .phantom_std()
+            .args(["hook", "--wait"])
+            .env("GIT_DIR", &repo.bare)
+            .current_dir(&repo.bare)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{} {commit} refs/heads/master", "0".repeat(40)).unwrap();
+        child
+    };
+    let mut running = hook(&first);
+    wait_for("the first run to start", || {
+        env.root().join("started").exists()
+    });
+    repo.write("more", "1");
+    let second = repo.commit_and_push("second");
+    let mut waiting = hook(&second);
+    let mut lines = BufReader::new(waiting.stdout.take().unwrap()).lines();
+    let told = lines
+        .find(|l| {
+            l.as_ref()
+                .is_ok_and(|l| l.contains("waiting for run #1 of `app`"))
+        })
+        .is_some();
+    assert!(told, "the second hook says what it waits for");
+    waiting.kill().unwrap();
+    waiting.wait().unwrap();
+    std::fs::write(env.root().join("release"), "").unwrap();
+    assert!(running.wait().unwrap().success());
+    let record = env.wait_for_run("app", 2);
+    assert_eq!(record["commit"], second.as_str());
+    assert_eq!(record["result"], "success");
+}
+
 crate::tests! {
+    each_waiting_pusher_sees_its_own_run_and_what_it_waits_for,
+    a_waiting_pusher_whose_commit_is_replaced_is_told_and_the_newest_runs,
+    a_waiting_hook_that_dies_leaves_its_commit_to_a_worker,
     a_push_queues_a_run_and_returns_while_the_step_still_runs,
     with_wait_the_pusher_sees_the_output,
     other_branches_tags_and_deletions_run_nothing,

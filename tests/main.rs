@@ -32,6 +32,7 @@ mod sandbox;
 mod service;
 mod signed;
 mod state;
+mod status;
 mod suggest;
 mod tick;
 mod walkthrough;
@@ -61,6 +62,7 @@ fn main() -> std::process::ExitCode {
         service::tests(),
         signed::tests(),
         state::tests(),
+        status::tests(),
         suggest::tests(),
         tick::tests(),
         walkthrough::tests(),

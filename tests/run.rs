@@ -349,7 +349,78 @@ fn a_path_that_is_not_configured_runs_its_head_branch_under_its_name() {
         .assert()
         .success()
         .stdout(predicate::str::contains("\non-develop\n"));
-    assert_eq!(env.run_json("tool", 1)["branch"], "develop");
+    assert_eq!(env.run_json("@tool", 1)["branch"], "develop");
+}
+
+/// Issue 10: `run <path>` of a work tree named like a configured repo was recorded as that repo's run.
+fn an_ad_hoc_run_never_shares_records_with_a_configured_repo() {
+    let env = TestEnv::new();
+    let (_, configured_commit) = env.app("[0]\nrun = \"echo configured\"\n", "");
+    env.phantom().args(["run", "app"]).assert().success();
+    // A work tree that is not in Repo.toml, in a directory that is also called `app`.
+    let stray = env.root().join("elsewhere/app");
+    std::fs::create_dir_all(&stray).unwrap();
+    env.git(&stray, &["init", "-q", "-b", "master"]);
+    std::fs::create_dir_all(stray.join("workflow")).unwrap();
+    std::fs::write(
+        stray.join("workflow/master.toml"),
+        "[0]\nrun = \"echo ad-hoc\"\n",
+    )
+    .unwrap();
+    env.git(&stray, &["add", "-A"]);
+    env.git(&stray, &["commit", "-q", "-m", "stray"]);
+    let user = current_user();
+    let out = env
+        .phantom()
+        .args(["run", stray.to_str().unwrap(), "--run-as", &user])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("==> @app #1"));
+    // The pusher is told where the record is and how to read it again.
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let record_dir = env.data.join("runs/@app/1");
+    assert!(
+        stderr.contains(&format!("`{}`", record_dir.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("logs @app 1"), "{stderr}");
+    // The configured repo still has its one run, and it is what `status` shows.
+    assert_eq!(env.runs("app"), [1]);
+    assert_eq!(env.run_json("@app", 1)["repo"], "@app");
+    let status = env.phantom().args(["status", "--json"]).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status[0]["last_run"]["run"], 1);
+    assert_eq!(status[0]["last_run"]["commit"], configured_commit.as_str());
+    env.phantom()
+        .args(["logs", "@app"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\nad-hoc\n"));
+    env.phantom()
+        .args(["logs", "app"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("\nconfigured\n")
+                .and(predicate::str::contains("ad-hoc").not()),
+        );
+    // Another repository whose directory is called `app` does not share the ad-hoc records either.
+    let other = env.root().join("third/app");
+    std::fs::create_dir_all(&other).unwrap();
+    env.git(&other, &["clone", "-q", stray.to_str().unwrap(), "."]);
+    env.phantom()
+        .args(["run", other.to_str().unwrap(), "--run-as", &user])
+        .assert()
+        .success();
+    assert_eq!(env.runs("@app"), [1], "{stderr}");
+    let names: Vec<String> = std::fs::read_dir(env.data.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("@app-"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(env.runs(&names[0]), [1]);
+    assert_eq!(env.runs("app"), [1]);
 }
 
 fn artifacts_are_kept_with_the_record() {
@@ -510,6 +581,7 @@ mod a_console_that_never_reads {
 }
 
 crate::tests! {
+    an_ad_hoc_run_never_shares_records_with_a_configured_repo,
     steps_run_in_numeric_order_without_a_shell,
     a_failing_step_ends_the_run_and_skips_the_rest,
     invalid_workflows_are_error_runs_and_start_no_step,

@@ -273,7 +273,57 @@ fn a_repository_owned_by_another_user_is_trusted() {
     assert!(env.log("app", 1).contains(&commit));
 }
 
+/// Issue 10: `tick` on a freshly created repository (no commits, or no such branch yet) exited 1, so
+/// every timer run failed until the first push.
+fn a_branch_not_pushed_yet_is_a_note_and_exit_0() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    let user = crate::support::current_user();
+    // `app`: no commit at all; `remote`: the same, by URL; `other`: a branch nobody pushed.
+    env.write_repo_toml(&format!(
+        "{}[remote]\npath = \"file://{}\"\nrun_as = \"{user}\"\n\n[other]\npath = \"{}\"\ntarget_branch = \"main\"\nrun_as = \"{user}\"\n",
+        env.section("app", &repo, ""),
+        repo.bare.display(),
+        repo.bare.display()
+    ));
+    let out = env.phantom().arg("tick").assert().code(0);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    for name in ["app", "remote", "other"] {
+        let notes: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains(&format!("repo `{name}` has no branch")))
+            .collect();
+        assert_eq!(notes.len(), 1, "one note for `{name}`: {stderr}");
+        assert!(notes[0].starts_with("phantom_ci: note: "), "{stderr}");
+        assert!(notes[0].contains("once a commit is pushed"), "{stderr}");
+    }
+    assert_eq!(stderr.lines().count(), 3, "nothing else: {stderr}");
+    assert!(env.runs("app").is_empty() && env.runs("remote").is_empty());
+    // Asked for explicitly, it is an error, which says what is missing and what to do.
+    for name in ["app", "remote"] {
+        let out = env.phantom().args(["run", name]).assert().code(1);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(
+            stderr.contains(&format!("repo `{name}` has no branch `master` yet"))
+                && stderr.contains("push a commit"),
+            "{stderr}"
+        );
+    }
+    // The first push is run by the next tick; `other`'s branch is still a note.
+    repo.workflow("master", "[0]\nrun = \"true\"\n");
+    repo.commit_and_push("first");
+    let out = env.phantom().arg("tick").assert().code(0);
+    assert_eq!(env.run_json("app", 1)["result"], "success");
+    assert_eq!(env.run_json("remote", 1)["result"], "success");
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("repo `other` has no branch `main` yet"),
+        "{stderr}"
+    );
+}
+
 crate::tests! {
+    a_branch_not_pushed_yet_is_a_note_and_exit_0,
     tick_runs_what_moved_once,
     a_manual_run_does_not_count_as_seen,
     tick_fetches_a_file_url_into_a_mirror,

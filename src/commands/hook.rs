@@ -4,18 +4,21 @@
 //! the push fail: every problem is one line on stderr and exit status 0.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use crate::commands::Context;
 use crate::config::{Config, ConfigError, Location, Repo};
-use crate::error::{Error, ExitStatus};
+use crate::describe::short;
+use crate::error::{Error, ExitStatus, GitError};
 use crate::git::{self, mirror};
-use crate::state::records::{self, Trigger};
+use crate::runner::Console;
+use crate::state::lock::RepoLock;
+use crate::state::records::{self, RunResult, Trigger};
 use crate::state::{queue, spool};
-use crate::worker;
+use crate::worker::{self, Own};
 
 #[derive(Debug, Args)]
 pub struct HookArgs {
@@ -80,6 +83,8 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
         }
         Err(e) => return Err(format!("{e} (the push itself succeeded)")),
     };
+    // With `--wait`, this hook runs what it queues itself, for its pusher to watch.
+    let waiter = args.wait.then(queue::Waiter::me);
     let mut queued = Vec::new();
     for repo in config.repos.iter().filter(|r| same_repository(r, &git_dir)) {
         if !moved.contains(&repo.branch) {
@@ -93,22 +98,32 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
             spool_note(ctx, &git_dir, &repo.branch)?;
             continue;
         }
-        match queue_tip(ctx, repo, &git_dir) {
+        match queue_tip(ctx, repo, &git_dir, waiter.as_ref()) {
             Ok(commit) => {
-                println!(
-                    "phantom_ci: queued `{}` ({} {}); follow it with `{} logs {} --follow`",
+                let queued_line = format!(
+                    "phantom_ci: queued `{}` ({} {})",
                     repo.name,
                     crate::describe::terminal(&repo.branch),
                     crate::describe::short(&commit),
-                    ctx.invocation,
-                    repo.name
                 );
-                queued.push(repo.name.clone());
+                say(&if waiter.is_some() {
+                    format!("{queued_line}; its run follows here")
+                } else {
+                    format!(
+                        "{queued_line}; follow it with `{} logs {} --follow`",
+                        ctx.invocation, repo.name
+                    )
+                });
+                queued.push((repo, commit));
             }
             Err(Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
                 spool_note(ctx, &git_dir, &repo.branch)?;
+            }
+            // Deleted again since the push (or a URL repo's remote lags behind): nothing to run.
+            Err(Error::Git(GitError::NoBranch { .. })) => {
+                eprintln!("phantom_ci: note: {}", super::tick::not_pushed_yet(repo));
             }
             Err(e) => eprintln!("phantom_ci: repo `{}`: {e}", repo.name),
         }
@@ -116,20 +131,106 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
     if queued.is_empty() {
         return Ok(());
     }
-    if args.wait {
-        let stdout =
-            || -> Option<Box<dyn std::io::Write + Send>> { Some(Box::new(std::io::stdout())) };
-        let drained = worker::drain(&ctx.dirs, &config, Some(&queued), true, &stdout);
-        for note in drained.finished.iter().flat_map(|f| &f.notes) {
-            eprintln!("phantom_ci: {note}");
+    match &waiter {
+        Some(waiter) => {
+            for (repo, commit) in &queued {
+                wait_and_run(ctx, repo, commit, waiter);
+            }
+            Ok(())
         }
-        for error in &drained.errors {
-            eprintln!("phantom_ci: {error}");
-        }
-        Ok(())
-    } else {
-        worker::start_detached(&ctx.dirs)
+        None => worker::start_detached(&ctx.dirs),
     }
+}
+
+/// `--wait`: waits for the repo's run in progress, if any (saying which), then runs the commit this
+/// hook queued with its output to the pusher — unless a newer push replaced it meanwhile.
+fn wait_and_run(ctx: &Context, repo: &Repo, commit: &str, waiter: &queue::Waiter) {
+    let name = &repo.name;
+    let lock = match RepoLock::acquire(&ctx.dirs, name, false) {
+        Ok(None) => {
+            say(&format!(
+                "phantom_ci: waiting for {} to end; then `{name}` runs {} here",
+                busy_with(ctx, name),
+                short(commit)
+            ));
+            RepoLock::acquire(&ctx.dirs, name, true)
+        }
+        taken => taken,
+    };
+    let own = match lock {
+        Ok(Some(lock)) => {
+            let console = Console::stdout();
+            worker::run_own(&ctx.dirs, repo, waiter, &lock, Some(console), commit)
+        }
+        Ok(None) => Err(Error::Other(format!("cannot lock repo `{name}`"))),
+        Err(e) => Err(e),
+    };
+    match own {
+        Ok(Own::Ran(finished)) => {
+            for note in &finished.notes {
+                eprintln!("phantom_ci: {note}");
+            }
+        }
+        Ok(Own::Replaced(newer)) => say(&format!(
+            "phantom_ci: {} of `{name}` was replaced by a newer push{} before its run started; \
+             only the newest commit runs{}",
+            short(commit),
+            newer
+                .as_ref()
+                .map_or_else(String::new, |e| format!(" ({})", short(&e.commit))),
+            if newer.as_ref().is_some_and(queue::Entry::waited_for) {
+                ", for the pusher who pushed it".to_string()
+            } else {
+                format!(": follow it with `{} logs {name} --follow`", ctx.invocation)
+            }
+        )),
+        Ok(Own::RanElsewhere(record)) => say(&format!(
+            "phantom_ci: {} of `{name}` ran as run #{} ({}); see it with `{} logs {name} {}`",
+            short(commit),
+            record.run,
+            record.result.as_str(),
+            ctx.invocation,
+            record.run
+        )),
+        Ok(Own::Left) => say(&format!(
+            "phantom_ci: told to stop; the run of {} of `{name}` is left to the phantom_ci worker",
+            short(commit)
+        )),
+        Err(e) => eprintln!("phantom_ci: repo `{name}`: {e}"),
+    }
+    // Whatever is still queued and not run here (an entry of this hook left by an error, a push
+    // without `--wait` that came meanwhile) goes to a worker.
+    if let Err(e) = queue::forget_waiter(&ctx.dirs, name, waiter) {
+        eprintln!("phantom_ci: {e}");
+    }
+    if let Err(e) = worker::hand_on(&ctx.dirs, name) {
+        eprintln!("phantom_ci: {e}; queued work waits for the next push or `tick`");
+    }
+}
+
+/// What holds the lock of `repo`: its run in progress, if its record says so.
+fn busy_with(ctx: &Context, repo: &str) -> String {
+    let newest = records::list(&ctx.dirs, repo).last().copied();
+    let running = newest
+        .and_then(|n| records::peek(&records::run_dir(&ctx.dirs, repo, n)).ok())
+        .flatten()
+        .filter(|record| record.result == RunResult::Running);
+    match running {
+        Some(run) => format!(
+            "run #{} of `{repo}` ({} {}, {})",
+            run.run,
+            crate::describe::terminal(&run.branch),
+            short(&run.commit),
+            run.trigger.as_str()
+        ),
+        None => format!("the phantom_ci working on `{repo}`"),
+    }
+}
+
+/// One line to the pusher; a pusher who went away is no reason to stop.
+fn say(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 /// What the ref lines on stdin say.
@@ -207,8 +308,14 @@ fn can_run_itself(repo: &Repo) -> bool {
     repo.run_as.is_none() || repo.run_as == me
 }
 
-/// Queues the branch tip as the repository says it is now — stdin is not trusted for the commit.
-fn queue_tip(ctx: &Context, repo: &Repo, git_dir: &Path) -> Result<String, Error> {
+/// Queues the branch tip as the repository says it is now — stdin is not trusted for the commit. With
+/// a `waiter`, the entry is that hook's to run.
+fn queue_tip(
+    ctx: &Context,
+    repo: &Repo,
+    git_dir: &Path,
+    waiter: Option<&queue::Waiter>,
+) -> Result<String, Error> {
     if matches!(repo.location, Location::Url(_)) {
         mirror::update(&ctx.dirs, repo).map_err(Error::Other)?;
     }
@@ -222,6 +329,7 @@ fn queue_tip(ctx: &Context, repo: &Repo, git_dir: &Path) -> Result<String, Error
             commit: commit.clone(),
             trigger: Trigger::Hook,
             queued_at: records::rfc3339(std::time::SystemTime::now()),
+            waiter: waiter.map(|w| w.as_str().to_string()),
         };
         queue::put(&ctx.dirs, &repo.name, &entry)?;
         Ok(commit)

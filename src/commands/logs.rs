@@ -6,14 +6,14 @@ use clap::Args;
 
 use crate::commands::Context;
 use crate::commands::log_follow::{self, Ended, FollowError};
-use crate::config::{self, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::error::{Error, ExitStatus};
-use crate::state::queue;
 use crate::state::records::{self, RunResult};
+use crate::state::{ad_hoc, queue};
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The repo's name (see `phantom_ci status`)
+    /// The repo's name (see `phantom_ci status`), or `@<name>` for the ad-hoc runs of `run <path>`
     pub repo: String,
     /// The run's number [default: the newest run]
     pub run: Option<u64>,
@@ -23,7 +23,8 @@ pub struct LogsArgs {
 }
 
 pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
-    config::validate_repo_name(&args.repo).map_err(Error::Usage)?;
+    // A repo's name, or `@<name>`: the records of ad-hoc runs (`run <path>`).
+    ad_hoc::validate_record_name(&args.repo).map_err(Error::Usage)?;
     if args.follow && args.run.is_none() {
         wait_for_queued_run(ctx, &args.repo);
     }

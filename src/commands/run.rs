@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::commands::Context;
+use crate::config::dirs::Dirs;
 use crate::config::{self, Config, Location, Repo};
-use crate::error::{Error, ExitStatus};
+use crate::error::{Error, ExitStatus, GitError};
 use crate::git::{self, mirror};
-use crate::runner::{self, Request};
+use crate::runner::{self, Console, Request};
+use crate::state::ad_hoc;
 use crate::state::lock::RepoLock;
-use crate::state::queue;
 use crate::state::records::{RunResult, Trigger};
 use crate::worker;
 
@@ -34,7 +35,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let config = Config::load(&ctx.dirs.repo_toml())?;
-    let mut repo = find_repo(&config, &args.repo, args.branch.as_deref())?;
+    let mut repo = find_repo(&ctx.dirs, &config, &args.repo, args.branch.as_deref())?;
     // A configured repo whose `path` or `run_as` user does not exist (`--run-as` replaces the latter).
     if let Some(problem) = repo
         .problems
@@ -50,11 +51,28 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     if let Some(user) = args.run_as {
         repo.run_as = Some(user);
     }
-    mirror::update(&ctx.dirs, &repo).map_err(Error::Other)?;
+    let not_pushed_yet = || {
+        Error::Other(format!(
+            "repo `{}` has no branch `{}` yet (nothing was pushed to it in `{}`): push a commit \
+             to it first, or run another branch with `--branch`",
+            repo.name,
+            crate::describe::terminal(&repo.branch),
+            repo.location
+        ))
+    };
+    if let Err(message) = mirror::update(&ctx.dirs, &repo) {
+        return Err(match mirror::remote_has_branch(&repo) {
+            Some(false) => not_pushed_yet(),
+            _ => Error::Other(message),
+        });
+    }
     let source = runner::open_source(&ctx.dirs, &repo).map_err(Error::Other)?;
     let commit = match &args.commit {
         Some(rev) => git::resolve_commit(&source, rev)?,
-        None => git::branch_tip(&source, &repo.branch)?,
+        None => git::branch_tip(&source, &repo.branch).map_err(|e| match e {
+            GitError::NoBranch { .. } => not_pushed_yet(),
+            e => Error::Git(e),
+        })?,
     };
     drop(source);
     let request = Request {
@@ -78,19 +96,31 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let finished = worker::execute(
         &ctx.dirs,
         &request,
-        Some(Box::new(std::io::stdout())),
+        Some(Console::stdout()),
         &lock,
         &mut || {},
     )?;
     drop(lock);
     // A push that arrived during this run found the lock taken and left its work to the lock's holder.
-    if queue::is_pending(&ctx.dirs, &finished.record.repo)
-        && let Err(e) = worker::start_detached(&ctx.dirs)
-    {
+    if let Err(e) = worker::hand_on(&ctx.dirs, &finished.record.repo) {
         eprintln!("phantom_ci: {e}; queued work waits for the next push or `tick`");
     }
     for note in &finished.notes {
         eprintln!("phantom_ci: {note}");
+    }
+    if ad_hoc::is_ad_hoc(&finished.record.repo) {
+        let record = &finished.record;
+        eprintln!(
+            "phantom_ci: `{}` is not in Repo.toml: this ad-hoc run is recorded as `{}` #{} in \
+             `{}`; see it again with `{} logs {} {}`",
+            request.repo.location,
+            record.repo,
+            record.run,
+            finished.log.parent().unwrap_or(&finished.log).display(),
+            ctx.invocation,
+            record.repo,
+            record.run
+        );
     }
     Ok(match finished.record.result {
         RunResult::Success => ExitStatus::Success,
@@ -99,8 +129,8 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
 }
 
 /// A configured name; or a path, matched against the configured local paths, else run with defaults
-/// under the directory's name.
-fn find_repo(config: &Config, arg: &str, branch: Option<&str>) -> Result<Repo, Error> {
+/// as an ad-hoc run, recorded under `@<the directory's name>` (see [`ad_hoc`]).
+fn find_repo(dirs: &Dirs, config: &Config, arg: &str, branch: Option<&str>) -> Result<Repo, Error> {
     if let Some(repo) = config.get(arg) {
         return Ok(repo.clone());
     }
@@ -140,16 +170,15 @@ fn find_repo(config: &Config, arg: &str, branch: Option<&str>) -> Result<Repo, E
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let name = dir_name
-        .strip_suffix(".git")
-        .unwrap_or(&dir_name)
-        .to_string();
-    config::validate_repo_name(&name).map_err(|e| {
+    let base = dir_name.strip_suffix(".git").unwrap_or(&dir_name);
+    config::validate_repo_name(base).map_err(|e| {
         Error::Usage(format!(
             "{e}: the run records of `{}` are named after its directory; add it to Repo.toml \
              under a valid name with `phantom_ci add`",
             canonical.display()
         ))
     })?;
+    // Never the records of a configured repo of the same name: ad-hoc runs have their own.
+    let name = ad_hoc::name_for(dirs, base, &canonical)?;
     Ok(Repo::ad_hoc(name, PathBuf::from(&canonical), branch))
 }

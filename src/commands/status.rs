@@ -1,4 +1,4 @@
-//! `phantom_ci status [--json]`: every configured repo and its last run.
+//! `phantom_ci status [--json]`: every configured repo, its last run and the commit queued to run next.
 
 use std::time::SystemTime;
 
@@ -10,11 +10,13 @@ use crate::config::Config;
 use crate::describe::terminal;
 use crate::describe::{human_ms, short};
 use crate::error::{Error, ExitStatus};
-use crate::state::records::{self, RunRecord, RunResult};
+use crate::state::queue;
+use crate::state::records::{self, RunRecord, RunResult, Trigger};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print one JSON array: `{"repo", "branch", "path", "last_run": <run.json or null>}` per repo
+    /// Print one JSON array: `{"repo", "branch", "path", "last_run": <run.json or null>, "queued":
+    /// <{"branch", "commit", "trigger", "queued_at"} or null>}` per repo
     #[arg(long)]
     pub json: bool,
 }
@@ -33,6 +35,31 @@ struct StatusJson {
     unreadable_run: Option<u64>,
     /// Why the repo does not run (its `path` or `run_as` user does not exist); empty when it runs.
     problems: Vec<String>,
+    /// The commit waiting to run (behind the run in progress, or for a worker), if one is.
+    queued: Option<Queued>,
+}
+
+/// A commit in the queue, as `status` shows it.
+#[derive(Serialize)]
+struct Queued {
+    branch: String,
+    commit: String,
+    trigger: Trigger,
+    queued_at: String,
+}
+
+impl Queued {
+    /// The pending entry of `repo`, or the one a worker has taken but not started yet.
+    fn of(ctx: &Context, repo: &str) -> Option<Queued> {
+        let entry =
+            queue::peek(&ctx.dirs, repo).or_else(|| queue::peek_claimed(&ctx.dirs, repo))?;
+        Some(Queued {
+            branch: entry.branch,
+            commit: entry.commit,
+            trigger: entry.trigger,
+            queued_at: entry.queued_at,
+        })
+    }
 }
 
 pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
@@ -52,6 +79,7 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                 last_run_error: newest.as_ref().err().map(ToString::to_string),
                 last_run: newest.ok().flatten(),
                 problems: repo.problems.iter().map(ToString::to_string).collect(),
+                queued: Queued::of(ctx, &repo.name),
             }
         })
         .collect();
@@ -76,28 +104,51 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         return Ok(ExitStatus::Success);
     }
     let now = SystemTime::now();
-    let rows: Vec<[String; 7]> = repos.iter().map(|r| row(r, now)).collect();
-    print!(
-        "{}",
-        super::table::render(
-            &[
-                "REPO", "BRANCH", "RUN", "RESULT", "COMMIT", "STARTED", "DURATION"
-            ],
-            &rows
-        )
-    );
+    let rows: Vec<[String; 8]> = repos.iter().map(|r| row(r, now)).collect();
+    const HEADERS: [&str; 8] = [
+        "REPO", "BRANCH", "RUN", "RESULT", "COMMIT", "STARTED", "DURATION", "QUEUED",
+    ];
+    // Results in colour on a terminal (column 3); never in a pipe or with NO_COLOR.
+    let colour = crate::describe::stdout_in_colour();
+    let style =
+        |r: usize, c: usize| (colour && c == 3).then(|| crate::describe::result_style(&rows[r][3]));
+    // The QUEUED column only when a commit waits to run somewhere.
+    let table = if repos.iter().any(|r| r.queued.is_some()) {
+        super::table::render_styled(&HEADERS, &rows, style)
+    } else {
+        let short: Vec<[String; 7]> = rows.iter().cloned().map(without_queued).collect();
+        super::table::render_styled(&without_queued(HEADERS), &short, style)
+    };
+    print!("{table}");
     for problem in repos.iter().flat_map(|r| &r.problems) {
         eprintln!("phantom_ci: {problem}");
     }
     Ok(status)
 }
 
-fn row(status: &StatusJson, now: SystemTime) -> [String; 7] {
-    let mut row = last_run_row(status, now);
+fn row(status: &StatusJson, now: SystemTime) -> [String; 8] {
+    let [repo, branch, run, mut result, commit, started, duration] = last_run_row(status, now);
     if !status.problems.is_empty() {
-        row[3] = "config error".into();
+        result = "config error".into();
     }
-    row
+    // The commit waiting to run; its branch only when it is not the repo's.
+    let queued = status.queued.as_ref().map_or_else(
+        || "-".to_string(),
+        |q| {
+            let commit = terminal(short(&q.commit));
+            if q.branch == status.branch {
+                format!("queued {commit}")
+            } else {
+                format!("queued {} {commit}", terminal(&q.branch))
+            }
+        },
+    );
+    [repo, branch, run, result, commit, started, duration, queued]
+}
+
+/// A row without its last cell (QUEUED).
+fn without_queued<T>([a, b, c, d, e, f, g, _]: [T; 8]) -> [T; 7] {
+    [a, b, c, d, e, f, g]
 }
 
 fn last_run_row(status: &StatusJson, now: SystemTime) -> [String; 7] {

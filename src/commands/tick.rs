@@ -4,8 +4,10 @@ use clap::Args;
 
 use crate::commands::Context;
 use crate::config::{Config, Repo};
+use crate::error::GitError;
 use crate::error::{Error, ExitStatus};
 use crate::git::{self, mirror};
+use crate::runner::Console;
 use crate::state::lock::RepoLock;
 use crate::state::records::{self, Trigger};
 use crate::state::{queue, recovery, seen, spool};
@@ -43,13 +45,18 @@ pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             status = ExitStatus::RunFailed;
             continue;
         }
-        if let Err(message) = recover_and_check(ctx, repo) {
-            eprintln!("phantom_ci: {}", super::about_repo(&repo.name, &message));
-            status = ExitStatus::RunFailed;
+        match recover_and_check(ctx, repo) {
+            Ok(None) => {}
+            // Not pushed yet: nothing to run, and nothing wrong (`add` says the same).
+            Ok(Some(note)) => eprintln!("phantom_ci: note: {note}"),
+            Err(message) => {
+                eprintln!("phantom_ci: {}", super::about_repo(&repo.name, &message));
+                status = ExitStatus::RunFailed;
+            }
         }
     }
-    let stdout = || -> Option<Box<dyn std::io::Write + Send>> { Some(Box::new(std::io::stdout())) };
-    let drained = worker::drain(&ctx.dirs, &config, None, false, &stdout);
+    let stdout = || Some(Console::stdout());
+    let drained = worker::drain(&ctx.dirs, &config, &stdout);
     for finished in &drained.finished {
         for note in &finished.notes {
             eprintln!("phantom_ci: {note}");
@@ -65,20 +72,28 @@ pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
 }
 
 /// Records a dead run of `repo` as aborted, then queues the branch tip if it moved since the last run
-/// a hook or tick started (or if this is the first sight of the repo).
-fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<(), String> {
+/// a hook or tick started (or if this is the first sight of the repo). A branch that does not exist
+/// yet is a note, not an error: a fresh repository has none until its first push.
+fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, String> {
     if let Some(lock) =
         RepoLock::acquire(&ctx.dirs, &repo.name, false).map_err(|e| e.to_string())?
     {
         recovery::recover(&ctx.dirs, repo, &lock).map_err(|e| e.to_string())?;
     }
-    mirror::update(&ctx.dirs, repo)?;
+    if let Err(message) = mirror::update(&ctx.dirs, repo) {
+        return match mirror::remote_has_branch(repo) {
+            Some(false) => Ok(Some(not_pushed_yet(repo))),
+            _ => Err(message),
+        };
+    }
     // The tip is read and queued in one step under the queue lock, like the hook does it.
     let queued = queue::with_lock(&ctx.dirs, &repo.name, || {
         let source = crate::runner::open_source(&ctx.dirs, repo)?;
-        let tip = git::branch_tip(&source, &repo.branch)
-            .map_err(|e| format!("repo `{}`: {e}", repo.name))?
-            .to_string();
+        let tip = match git::branch_tip(&source, &repo.branch) {
+            Ok(tip) => tip.to_string(),
+            Err(GitError::NoBranch { .. }) => return Ok(Some(not_pushed_yet(repo))),
+            Err(e) => return Err(format!("repo `{}`: {e}", repo.name)),
+        };
         // Pending, or taken by a worker whose run is about to start (`seen` is set when it has).
         let already_queued = [
             queue::peek(&ctx.dirs, &repo.name),
@@ -88,15 +103,28 @@ fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<(), String> {
         .flatten()
         .any(|e| e.commit == tip);
         if already_queued || seen::get(&ctx.dirs, &repo.name).as_deref() == Some(tip.as_str()) {
-            return Ok(());
+            return Ok(None);
         }
         let entry = queue::Entry {
             branch: repo.branch.clone(),
             commit: tip,
             trigger: Trigger::Tick,
             queued_at: records::rfc3339(std::time::SystemTime::now()),
+            waiter: None,
         };
-        queue::put(&ctx.dirs, &repo.name, &entry).map_err(|e| e.to_string())
+        queue::put(&ctx.dirs, &repo.name, &entry)
+            .map(|()| None)
+            .map_err(|e| e.to_string())
     });
     queued.map_err(|e| e.to_string())?
+}
+
+/// The note for a repo whose branch has no commit yet.
+pub fn not_pushed_yet(repo: &Repo) -> String {
+    format!(
+        "repo `{}` has no branch `{}` yet (`{}`); it runs once a commit is pushed to it",
+        repo.name,
+        crate::describe::terminal(&repo.branch),
+        repo.location
+    )
 }

@@ -13,7 +13,7 @@ pub struct WorkArgs {}
 
 pub fn run(_args: WorkArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let config = Config::load(&ctx.dirs.repo_toml())?;
-    let drained = worker::drain(&ctx.dirs, &config, None, false, &|| None);
+    let drained = worker::drain(&ctx.dirs, &config, &|| None);
     let stamp = crate::state::records::rfc3339(std::time::SystemTime::now());
     for finished in &drained.finished {
         let record = &finished.record;

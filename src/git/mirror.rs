@@ -132,6 +132,32 @@ pub fn update(dirs: &Dirs, repo: &Repo) -> Result<(), String> {
     ))
 }
 
+/// Whether the remote of a URL repo has its target branch: `Some(false)` when `git ls-remote` says it
+/// has no such branch (a repository nothing was pushed to yet), `None` when that cannot be told (a
+/// local repo, an unreachable remote). For telling a fetch that failed for lack of the branch from
+/// one that failed for any other reason.
+pub fn remote_has_branch(repo: &Repo) -> Option<bool> {
+    let Location::Url(url) = &repo.location else {
+        return None;
+    };
+    let mut command = cli::git();
+    command.args([
+        "ls-remote",
+        "--exit-code",
+        "--heads",
+        "--",
+        url,
+        &format!("refs/heads/{}", repo.branch),
+    ]);
+    // `--exit-code`: 2 when the remote answered and has no matching ref.
+    let ran = cli::run(command, Instant::now() + repo.timeout).ok()?;
+    match ran.status.code() {
+        Some(0) => Some(true),
+        Some(2) => Some(false),
+        _ => None,
+    }
+}
+
 /// Creates the mirror if it does not exist yet, and gives it `access` if it has another (a new
 /// mirror, one of an earlier version, or one whose repo now runs as another user).
 fn prepare(mirror: &Path, access: Access) -> Result<(), String> {

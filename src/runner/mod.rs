@@ -51,6 +51,24 @@ pub struct Request {
     pub keep_workspace: bool,
 }
 
+/// Where a person watches a run (phantom_ci's stdout), and whether phantom_ci's own summary lines may
+/// be in colour there. The steps' output is passed through as it is either way; the log and the
+/// record never have colour.
+pub struct Console {
+    pub out: Box<dyn Write + Send>,
+    pub colour: bool,
+}
+
+impl Console {
+    /// phantom_ci's stdout, in colour when it is a terminal that takes it ([`describe::stdout_in_colour`]).
+    pub fn stdout() -> Console {
+        Console {
+            out: Box::new(std::io::stdout()),
+            colour: describe::stdout_in_colour(),
+        }
+    }
+}
+
 /// A run that ended, and where to find what it left.
 #[derive(Debug)]
 pub struct Finished {
@@ -86,7 +104,7 @@ impl Conclusion {
 pub fn execute(
     dirs: &Dirs,
     request: &Request,
-    console: Option<Box<dyn Write + Send>>,
+    console: Option<Console>,
     lock: &RepoLock,
     started: &mut dyn FnMut(),
 ) -> Result<Finished, Error> {
@@ -123,7 +141,8 @@ pub fn execute(
         }
     };
     started();
-    let mut out = Output::new(console, log, repo.log_limit);
+    let colour = console.as_ref().is_some_and(|c| c.colour);
+    let mut out = Output::new(console.map(|c| c.out), log, repo.log_limit);
     out.line(&format!(
         "==> {} #{} · {} · {} · {}",
         repo.name,
@@ -152,23 +171,32 @@ pub fn execute(
     record.message = conclusion.message;
     record.finished_at = Some(records::rfc3339(SystemTime::now()));
     record.duration_ms = millis(start.elapsed());
+    // The result in colour on a terminal that takes it, never in the log.
+    let result = record.result.as_str();
+    let painted = if colour {
+        describe::paint(result, describe::result_style(result))
+    } else {
+        result.to_string()
+    };
     if let Some(message) = &record.message {
-        out.line(&format!(
-            "==> {}: {}",
-            record.result.as_str(),
-            describe::terminal(message)
-        ));
+        let message = describe::terminal(message);
+        out.line_styled(
+            &format!("==> {result}: {message}"),
+            &format!("==> {painted}: {message}"),
+        );
     }
     if let Some(path) = &kept_workspace {
         out.line(&format!("==> workspace kept at {}", path.display()));
     }
-    out.line(&format!(
-        "==> {} #{} {} in {}",
-        repo.name,
-        record.run,
-        record.result.as_str(),
-        human_ms(record.duration_ms)
-    ));
+    let summary = |result: &str| {
+        format!(
+            "==> {} #{} {result} in {}",
+            repo.name,
+            record.run,
+            human_ms(record.duration_ms)
+        )
+    };
+    out.line_styled(&summary(result), &summary(&painted));
     run_dir.write(&record)?;
     // The record is final; now the console may have its last lines, if it takes them.
     out.close();

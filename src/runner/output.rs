@@ -92,6 +92,15 @@ impl Output {
         self.write_log(&bytes);
     }
 
+    /// [`Output::line`] with `console_text` — the same line in colour — for the console; the log
+    /// gets `text`.
+    pub fn line_styled(&mut self, text: &str, console_text: &str) {
+        let start = if self.at_line_start { "" } else { "\n" };
+        self.at_line_start = true;
+        self.write_console(format!("{start}{console_text}\n").as_bytes());
+        self.write_log(format!("{start}{text}\n").as_bytes());
+    }
+
     pub fn capped(&self) -> bool {
         self.capped
     }

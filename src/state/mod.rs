@@ -2,6 +2,7 @@
 //! commits to run, the commits already seen, per-repo locks, the spool pushers may write, and crash
 //! recovery. Every write here is atomic or append-only, so a crash never leaves a state file half-written.
 
+pub mod ad_hoc;
 pub mod atomic_file;
 pub mod lock;
 pub mod queue;

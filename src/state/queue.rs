@@ -29,6 +29,47 @@ pub struct Entry {
     pub commit: String,
     pub trigger: Trigger,
     pub queued_at: String,
+    /// The `hook --wait` that queued this entry and waits to run it for its pusher ([`Waiter`]);
+    /// `None` for work anyone may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiter: Option<String>,
+}
+
+impl Entry {
+    /// Whether a pusher's `hook --wait` waits to run this entry itself and is still alive: then no
+    /// one else takes it, so that its output reaches that pusher (and no other).
+    pub fn waited_for(&self) -> bool {
+        self.waiter.as_deref().is_some_and(Waiter::alive)
+    }
+}
+
+/// A process that waits to run its own queue entries (`hook --wait`), named by its pid and start time
+/// (`"<pid> <start>"`), so that a pid reused after it died does not pass for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiter(String);
+
+impl Waiter {
+    /// This process.
+    pub fn me() -> Waiter {
+        let pid = std::process::id();
+        let start = records::process_start_time(pid).unwrap_or_default();
+        Waiter(format!("{pid} {start}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the process `token` names still lives.
+    fn alive(token: &str) -> bool {
+        let mut fields = token.split_whitespace();
+        let pid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        let start = fields.next().and_then(|s| s.parse::<u64>().ok());
+        match (pid, start) {
+            (Some(pid), Some(start)) => records::process_start_time(pid) == Some(start),
+            _ => false,
+        }
+    }
 }
 
 fn path(dirs: &Dirs, repo: &str) -> PathBuf {
@@ -65,6 +106,18 @@ pub fn put(dirs: &Dirs, repo: &str, entry: &Entry) -> Result<(), Error> {
         .map_err(|e| Error::Other(format!("cannot serialise a queue entry: {e}")))?;
     let path = path(dirs, repo);
     atomic_file::write(&path, &bytes).map_err(|e| Error::io("cannot write", path, e))
+}
+
+/// Makes the pending entry of `repo` anyone's work if `waiter` queued it: the waiting pusher gives up
+/// (it was told to stop) and leaves the run to a worker.
+pub fn forget_waiter(dirs: &Dirs, repo: &str, waiter: &Waiter) -> Result<(), Error> {
+    with_lock(dirs, repo, || match peek(dirs, repo) {
+        Some(mut entry) if entry.waiter.as_deref() == Some(waiter.as_str()) => {
+            entry.waiter = None;
+            put(dirs, repo, &entry)
+        }
+        _ => Ok(()),
+    })?
 }
 
 /// Whether `repo` has work that has not started yet (pending, or claimed by a worker that died).
@@ -172,6 +225,7 @@ mod tests {
             commit: commit.into(),
             trigger: Trigger::Hook,
             queued_at: "now".into(),
+            waiter: None,
         };
         put(&dirs, "app", &entry("a")).unwrap();
         put(&dirs, "app", &entry("b")).unwrap();
@@ -196,6 +250,7 @@ mod tests {
             commit: "a".into(),
             trigger: Trigger::Hook,
             queued_at: "2026-01-01T00:00:00.000Z".into(),
+            waiter: None,
         };
         put(&dirs, "app", &entry).unwrap();
         let lock = RepoLock::acquire(&dirs, "app", true).unwrap().unwrap();
@@ -204,5 +259,57 @@ mod tests {
         restore(&dirs, "app", &lock);
         assert_eq!(peek(&dirs, "app"), Some(entry.clone()));
         assert_eq!(take(&dirs, "app", &lock).unwrap(), Some(entry));
+    }
+
+    #[test]
+    fn an_entry_is_waited_for_only_while_its_waiter_lives() {
+        let mut entry = Entry {
+            branch: "master".into(),
+            commit: "a".into(),
+            trigger: Trigger::Hook,
+            queued_at: "now".into(),
+            waiter: None,
+        };
+        assert!(!entry.waited_for());
+        entry.waiter = Some(Waiter::me().as_str().to_string());
+        assert!(entry.waited_for());
+        // Pid 1 started long before this test: the token names another process, gone.
+        entry.waiter = Some(format!("1 {}", u64::MAX));
+        assert!(!entry.waited_for());
+        entry.waiter = Some("garbage".into());
+        assert!(!entry.waited_for());
+        // Entries written before waiters existed still read.
+        let old: Entry = serde_json::from_str(
+            r#"{"branch":"master","commit":"a","trigger":"hook","queued_at":"now"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.waiter, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("waiter"));
+    }
+
+    #[test]
+    fn a_waiter_that_gives_up_leaves_its_entry_to_anyone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            config: tmp.path().join("c"),
+            data: tmp.path().join("d"),
+        };
+        let me = Waiter::me();
+        let entry = Entry {
+            branch: "master".into(),
+            commit: "a".into(),
+            trigger: Trigger::Hook,
+            queued_at: "now".into(),
+            waiter: Some(me.as_str().to_string()),
+        };
+        put(&dirs, "app", &entry).unwrap();
+        forget_waiter(&dirs, "app", &Waiter(format!("1 {}", u64::MAX))).unwrap();
+        assert!(
+            peek(&dirs, "app").unwrap().waited_for(),
+            "not another's to forget"
+        );
+        forget_waiter(&dirs, "app", &me).unwrap();
+        let left = peek(&dirs, "app").unwrap();
+        assert_eq!((left.commit.as_str(), left.waiter), ("a", None));
     }
 }

@@ -272,7 +272,7 @@ fn read_json(run: &RunDir) -> Result<Option<RunRecord>, Unreadable> {
 
 /// A process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22): with the pid, it
 /// names one process, even after the pid is reused.
-fn process_start_time(pid: u32) -> Option<u64> {
+pub fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may contain anything.
     let after_name = &stat[stat.rfind(')')? + 1..];
