@@ -12,6 +12,8 @@ pub enum ExitStatus {
     Success,
     RunFailed,
     Usage,
+    /// Another command's exit status, passed on as it is (`debug`'s shell or command).
+    Passed(u8),
 }
 
 impl ExitStatus {
@@ -20,6 +22,7 @@ impl ExitStatus {
             ExitStatus::Success => 0,
             ExitStatus::RunFailed => 1,
             ExitStatus::Usage => 2,
+            ExitStatus::Passed(code) => code,
         }
     }
 

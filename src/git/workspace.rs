@@ -43,7 +43,18 @@ impl Workspace {
     /// Creates the run directory (mode 0700, phantom_ci's) with an empty `workspace/` and `artifacts/`,
     /// after checking that the step user will be able to reach it.
     pub fn create(dirs: &Dirs, repo: &str, run: u64, user: &StepUser) -> Result<Workspace, String> {
-        let root = dirs.work().join(repo).join(run.to_string());
+        Workspace::create_named(dirs, repo, &run.to_string(), user)
+    }
+
+    /// The same as [`Workspace::create`], in `<data>/work/<repo>/<name>/` (`phantom_ci debug` uses
+    /// `debug-<pid>`, which no run number can be). The directory must not exist yet.
+    pub fn create_named(
+        dirs: &Dirs,
+        repo: &str,
+        name: &str,
+        user: &StepUser,
+    ) -> Result<Workspace, String> {
+        let root = dirs.work().join(repo).join(name);
         let parent = root.parent().unwrap_or(&root).to_path_buf();
         // `<data>`, `<data>/work` and `<data>/work/<repo>`: 0711, gone through but not listed.
         dirs.make(&parent)

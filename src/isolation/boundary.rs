@@ -28,9 +28,23 @@
 //!
 //! Steps 1 and 3–7 run in the child between `fork` and `exec`: only system calls on values computed
 //! before the fork — no allocation, no lock — as `pre_exec` requires.
+//!
+//! **The one exception: `phantom_ci debug`'s terminal** ([`Boundary::spawn_in_terminal`]). An
+//! interactive shell in a step's conditions needs a terminal, which invariants 1 and 2 withhold. It
+//! may have one because the operator started `debug` and is at the keyboard — but the commit's code
+//! (a `make` typed into that shell) still runs there, as the step user, so it must not get the
+//! *operator's* terminal: with it as controlling terminal, TIOCSTI would type commands into the
+//! operator's (root) shell once `debug` exits. So the variant changes invariants 1 and 2 only, and
+//! narrowly: the child still calls `setsid()`, then takes as its controlling terminal a **new
+//! pseudo-terminal that phantom_ci allocated for it** ([`crate::isolation::pty`]), which is its stdin,
+//! stdout and stderr; phantom_ci relays bytes between that pty and the operator's terminal. Whatever
+//! the shell's processes type into their own pty reaches only their own shell. Invariants 3–9 are the
+//! same code. In the sandbox bwrap still starts its new session, without a terminal, and util-linux's
+//! `setsid --ctty --wait` inside it (the step's program, as far as the boundary is concerned) makes
+//! the pty the controlling terminal of a session of its own within the sandbox's PID namespace.
 
 use std::io::PipeWriter;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -55,11 +69,19 @@ pub struct Boundary<'a> {
     pub cgroup: Option<&'a RunCgroup>,
 }
 
+/// Where a step's descriptors 0, 1 and 2 go.
+enum Io<'a> {
+    /// Every step: stdin `/dev/null`, stdout and stderr the run's output pipe; no terminal.
+    Pipe(&'a PipeWriter),
+    /// `debug`'s interactive shell: all three the slave of a pty phantom_ci allocated for it, which
+    /// becomes its controlling terminal.
+    Terminal(&'a OwnedFd),
+}
+
 impl Boundary<'_> {
     /// Starts `argv` in `cwd` with exactly `env`, its stdout and stderr going to `output`, with every
     /// invariant of this module established; it is registered with the [`reaper`] until
     /// [`reaper::finished`]. The child's pid is its process group and its session.
-    #[allow(unsafe_code)]
     pub fn spawn(
         &self,
         argv: &[String],
@@ -67,11 +89,53 @@ impl Boundary<'_> {
         env: &[(String, String)],
         output: &PipeWriter,
     ) -> std::io::Result<Child> {
+        self.start(argv, cwd, env, Io::Pipe(output))
+    }
+
+    /// `phantom_ci debug`'s interactive variant (see the module's documentation): the same boundary,
+    /// but the child's stdin, stdout and stderr are `pty_slave`, the slave of a pseudo-terminal
+    /// phantom_ci allocated for this child alone, and it becomes the new session's controlling
+    /// terminal. Never the operator's own terminal.
+    pub fn spawn_in_terminal(
+        &self,
+        argv: &[String],
+        cwd: &Path,
+        env: &[(String, String)],
+        pty_slave: &OwnedFd,
+    ) -> std::io::Result<Child> {
+        self.start(argv, cwd, env, Io::Terminal(pty_slave))
+    }
+
+    #[allow(unsafe_code)]
+    fn start(
+        &self,
+        argv: &[String],
+        cwd: &Path,
+        env: &[(String, String)],
+        io: Io,
+    ) -> std::io::Result<Child> {
         let Some((program, args)) = argv.split_first() else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "the step has no command",
             ));
+        };
+        // With `Io::Terminal`, the pty becomes the controlling terminal of a new session: made by
+        // the child itself, or in the sandbox by util-linux's `setsid --ctty` inside it — bwrap's
+        // `--new-session` leaves no terminal, and a session led from outside its PID namespace
+        // would leave the shell's job control a process group it cannot see.
+        let terminal = matches!(io, Io::Terminal(_));
+        let take_terminal = terminal && self.sandbox.is_none();
+        let in_own_session: Vec<String>;
+        let argv = if terminal && self.sandbox.is_some() {
+            in_own_session = ["setsid", "--ctty", "--wait", "--"]
+                .iter()
+                .map(|w| w.to_string())
+                .chain(argv.iter().cloned())
+                .collect();
+            &in_own_session
+        } else {
+            argv
         };
         let mut command = match self.sandbox {
             Some(sandbox) => sandbox.command(argv, cwd),
@@ -84,10 +148,17 @@ impl Boundary<'_> {
         command
             .current_dir(cwd)
             .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(output.try_clone()?)
-            .stderr(output.try_clone()?);
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        match io {
+            Io::Pipe(output) => command
+                .stdin(Stdio::null())
+                .stdout(output.try_clone()?)
+                .stderr(output.try_clone()?),
+            Io::Terminal(slave) => command
+                .stdin(slave.try_clone()?)
+                .stdout(slave.try_clone()?)
+                .stderr(slave.try_clone()?),
+        };
 
         // Everything the child needs, computed now: after the fork nothing may allocate.
         let switch: Option<(Uid, Gid, Vec<Gid>)> = self
@@ -100,13 +171,18 @@ impl Boundary<'_> {
             .map_or(MAX_FDS, |(soft, hard)| soft.max(hard).min(MAX_FDS))
             as libc::c_int;
         // SAFETY: the closure runs in the child between fork and exec. It makes only system calls
-        // (setsid, signal, write, close_range/fcntl, setrlimit, setgroups, setgid, setuid) on values
+        // (setsid, ioctl, signal, write, close_range/fcntl, setrlimit, setgroups, setgid, setuid) on values
         // computed before the fork: it allocates nothing, takes no lock and touches no state another
         // thread could hold. The cgroup's descriptor stays open in phantom_ci until the spawn is
         // over (`self.cgroup` outlives this call). Any failure aborts the spawn.
         unsafe {
             command.pre_exec(move || {
                 setsid()?;
+                // Only with `Io::Terminal` and no sandbox: descriptor 0 is then the pty phantom_ci
+                // made for this child, and becomes the new session's controlling terminal.
+                if take_terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 for signal in 1..=libc::SIGRTMAX() {
                     if signal != libc::SIGKILL && signal != libc::SIGSTOP {
                         // Signals the C library keeps for itself refuse; nothing to undo there.

@@ -51,8 +51,18 @@ impl RunCgroup {
     /// Creates the cgroup of run `run` of `repo` (records in the data dir `data`), or `None` where
     /// phantom_ci cannot make one here. A left-over cgroup of the same name is emptied and used.
     pub fn create(data: &Path, repo: &str, run: u64) -> Option<RunCgroup> {
+        RunCgroup::create_named(name(data, repo, run))
+    }
+
+    /// The cgroup of a `phantom_ci debug` session of `repo` (process `pid`): named like a run's, with
+    /// `debug-<pid>` for the run number, so it never is a run's.
+    pub fn create_for_debug(data: &Path, repo: &str, pid: u32) -> Option<RunCgroup> {
+        RunCgroup::create_named(labelled(data, repo, &format!("debug-{pid}")))
+    }
+
+    fn create_named(name: String) -> Option<RunCgroup> {
         let parent = parent()?;
-        let path = parent.join(name(data, repo, run));
+        let path = parent.join(name);
         match std::fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => kill_all(&path),
@@ -118,6 +128,10 @@ impl Drop for RunCgroup {
 /// The name of the cgroup of run `run` of `repo` with records in `data`:
 /// `phantom_ci-<hash of data dir and repo>-<repo>-<run>`.
 pub fn name(data: &Path, repo: &str, run: u64) -> String {
+    labelled(data, repo, &run.to_string())
+}
+
+fn labelled(data: &Path, repo: &str, run: &str) -> String {
     let mut key = data.as_os_str().as_bytes().to_vec();
     key.push(0);
     key.extend_from_slice(repo.as_bytes());

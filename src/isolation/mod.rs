@@ -7,6 +7,7 @@ pub mod boundary;
 pub mod cgroup;
 pub mod dirfd;
 pub mod privilege;
+pub mod pty;
 pub mod reaper;
 pub mod sandbox;
 pub mod signals;

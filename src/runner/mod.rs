@@ -303,18 +303,7 @@ impl Run<'_> {
         source: &Repository,
         user: &StepUser,
     ) -> Result<Option<BwrapSandbox>, String> {
-        let repo = &self.request.repo;
-        if repo.sandbox == Sandbox::None {
-            return Ok(None);
-        }
-        let mut hidden = vec![self.dirs.config.clone(), self.dirs.data.clone()];
-        hidden.extend(privilege::own_homes());
-        let mounts = sandbox::Mounts {
-            hidden,
-            writable: vec![workspace.tree.clone(), workspace.artifacts.clone()],
-            read_only: vec![source.commondir().join("objects")],
-        };
-        BwrapSandbox::new(repo, user, &mounts).map(Some)
+        step_sandbox(self.dirs, &self.request.repo, workspace, source, user)
     }
 
     fn run_steps(
@@ -491,6 +480,29 @@ impl Run<'_> {
             ));
         }
     }
+}
+
+/// With `sandbox = "bwrap"`, the sandbox of the steps of `repo` working in `workspace` (a run's,
+/// or `phantom_ci debug`'s): phantom_ci's config, data and homes hidden, the workspace and artifacts
+/// writable, the source's objects read-only.
+pub fn step_sandbox(
+    dirs: &Dirs,
+    repo: &Repo,
+    workspace: &Workspace,
+    source: &Repository,
+    user: &StepUser,
+) -> Result<Option<BwrapSandbox>, String> {
+    if repo.sandbox == Sandbox::None {
+        return Ok(None);
+    }
+    let mut hidden = vec![dirs.config.clone(), dirs.data.clone()];
+    hidden.extend(privilege::own_homes());
+    let mounts = sandbox::Mounts {
+        hidden,
+        writable: vec![workspace.tree.clone(), workspace.artifacts.clone()],
+        read_only: vec![source.commondir().join("objects")],
+    };
+    BwrapSandbox::new(repo, user, &mounts).map(Some)
 }
 
 /// The conclusion of a run stopped by a signal to phantom_ci.
