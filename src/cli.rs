@@ -58,6 +58,8 @@ pub enum Command {
     Hook(WithSpool<commands::hook::HookArgs>),
     /// Run a repo's workflow now, in the foreground (to debug a workflow)
     Run(commands::run::RunArgs),
+    /// A shell (or `-- COMMAND`) at a run's commit, exactly as its steps run: user, sandbox, limits, env
+    Debug(commands::debug::DebugArgs),
     /// Validate a workflow file, or every workflow of the repository at PATH, and print the plan
     Check(commands::check::CheckArgs),
     /// The detached worker a hook starts: run the queued work, exit
@@ -140,6 +142,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Some(Command::Hook(w)) => commands::hook::run(w.args, &ctx),
         Some(Command::Run(args)) => commands::run::run(args, &ctx),
         Some(Command::Check(args)) => commands::check::run(args, &ctx),
+        Some(Command::Debug(args)) => commands::debug::run(args, &ctx),
         Some(Command::Work(w)) => commands::work::run(w.args, &ctx),
         Some(Command::Add(args)) => commands::add::run(args, &ctx),
         Some(Command::Remove(args)) => commands::remove::run(args, &ctx),

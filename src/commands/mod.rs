@@ -5,6 +5,7 @@ pub mod add;
 pub mod check;
 pub mod completions;
 pub mod configure;
+pub mod debug;
 pub mod hook;
 pub mod list;
 pub mod log_follow;
