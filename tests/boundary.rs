@@ -22,7 +22,7 @@ use crate::support::{
 
 /// A python3 every user can run (the pyenv shims under `/root` are not), or a skip.
 #[allow(clippy::print_stderr)]
-fn system_python() -> Option<&'static str> {
+pub(crate) fn system_python() -> Option<&'static str> {
     let found = ["/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"]
         .into_iter()
         .find(|p| Path::new(p).is_file());
@@ -34,7 +34,7 @@ fn system_python() -> Option<&'static str> {
 }
 
 /// The step user: `nobody` when the tests run as root, else the current user.
-fn step_user() -> String {
+pub(crate) fn step_user() -> String {
     if is_root() {
         "nobody".into()
     } else {
@@ -44,7 +44,7 @@ fn step_user() -> String {
 
 /// What a hostile step tries against the terminal and the descriptors, and what it finds. It types
 /// `ZQZQ` and a newline — a whole line, as an attacker would type a command.
-const PROBE: &str = r#"
+pub(crate) const PROBE: &str = r#"
 import errno, fcntl, os, sys, termios
 
 def inject(fd):
@@ -82,14 +82,14 @@ except OSError as e:
 const SECRET: &str = "the-secret-of-fd-7";
 
 /// A pseudo-terminal: the test holds the master (the operator's screen and keyboard) and a slave.
-struct Pty {
-    master: File,
-    slave: File,
-    path: PathBuf,
+pub(crate) struct Pty {
+    pub(crate) master: File,
+    pub(crate) slave: File,
+    pub(crate) path: PathBuf,
 }
 
 #[allow(unsafe_code)]
-fn open_pty() -> Pty {
+pub(crate) fn open_pty() -> Pty {
     let master = OpenOptions::new()
         .read(true)
         .write(true)
@@ -121,7 +121,7 @@ fn open_pty() -> Pty {
 
 /// Bytes waiting to be read on the terminal (whole lines: it is in canonical mode).
 #[allow(unsafe_code)]
-fn pending_input(slave: &File) -> libc::c_int {
+pub(crate) fn pending_input(slave: &File) -> libc::c_int {
     let mut n: libc::c_int = -1;
     // SAFETY: FIONREAD writes one integer through the pointer.
     assert_eq!(
@@ -135,7 +135,7 @@ fn pending_input(slave: &File) -> libc::c_int {
 /// controlling terminal is the pty, with stdin, stdout and stderr on it, and — with `fd7` — a file
 /// open on descriptor 7 (as `phantom_ci run app 7<secret` leaves it).
 #[allow(unsafe_code)]
-fn spawn_in_terminal(mut command: Command, pty: &Pty, fd7: Option<&File>) -> Child {
+pub(crate) fn spawn_in_terminal(mut command: Command, pty: &Pty, fd7: Option<&File>) -> Child {
     command
         .stdin(pty.slave.try_clone().unwrap())
         .stdout(pty.slave.try_clone().unwrap())
@@ -164,13 +164,13 @@ fn spawn_in_terminal(mut command: Command, pty: &Pty, fd7: Option<&File>) -> Chi
 }
 
 /// Everything the terminal shows, collected by a thread until the last slave closes.
-struct Screen {
+pub(crate) struct Screen {
     text: Arc<Mutex<Vec<u8>>>,
     reader: std::thread::JoinHandle<()>,
 }
 
 impl Screen {
-    fn watch(pty: &Pty) -> Screen {
+    pub(crate) fn watch(pty: &Pty) -> Screen {
         let text = Arc::new(Mutex::new(Vec::new()));
         let mut master = pty.master.try_clone().unwrap();
         let sink = Arc::clone(&text);
@@ -187,12 +187,12 @@ impl Screen {
         Screen { text, reader }
     }
 
-    fn now(&self) -> String {
+    pub(crate) fn now(&self) -> String {
         String::from_utf8_lossy(&self.text.lock().unwrap()).into_owned()
     }
 
     /// Everything, once `slave` (the last one open) is closed.
-    fn finish(self, slave: File) -> String {
+    pub(crate) fn finish(self, slave: File) -> String {
         drop(slave);
         self.reader.join().unwrap();
         let text = self.text.lock().unwrap();

@@ -16,6 +16,7 @@ mod check;
 mod config;
 mod configure_hook;
 mod containment;
+mod debug;
 mod docs;
 mod examples;
 mod help;
@@ -46,6 +47,7 @@ fn main() -> std::process::ExitCode {
         config::tests(),
         configure_hook::tests(),
         containment::tests(),
+        debug::tests(),
         docs::tests(),
         examples::tests(),
         help::tests(),
