@@ -12,6 +12,7 @@
 mod support;
 
 mod boundary;
+mod cancel;
 mod check;
 mod config;
 mod configure_hook;
@@ -42,6 +43,7 @@ fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let trials = [
         boundary::tests(),
+        cancel::tests(),
         check::tests(),
         config::tests(),
         configure_hook::tests(),
