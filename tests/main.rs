@@ -27,6 +27,7 @@ mod manage;
 mod messages;
 mod notify;
 mod packaging;
+mod parallel;
 mod report;
 mod run;
 mod sandbox;
@@ -58,6 +59,7 @@ fn main() -> std::process::ExitCode {
         messages::tests(),
         notify::tests(),
         packaging::tests(),
+        parallel::tests(),
         report::tests(),
         run::tests(),
         sandbox::tests(),
