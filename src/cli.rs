@@ -73,6 +73,8 @@ pub enum Command {
     List(commands::list::ListArgs),
     /// Show every configured repo and its last run
     Status(commands::status::StatusArgs),
+    /// End the repo's running run (result `cancelled`); `--queued` also drops the waiting commit
+    Cancel(commands::cancel::CancelArgs),
     /// Print a run's log, or follow it while the run goes on
     Logs(commands::logs::LogsArgs),
     /// Write the static HTML report (index, a page per run, badges) into DIR
@@ -149,6 +151,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Some(Command::List(args)) => commands::list::run(args, &ctx),
         Some(Command::Status(args)) => commands::status::run(args, &ctx),
         Some(Command::Logs(args)) => commands::logs::run(args, &ctx),
+        Some(Command::Cancel(args)) => commands::cancel::run(args, &ctx),
         Some(Command::Report(args)) => commands::report::run(args, &ctx),
         Some(Command::Configure(args)) => commands::configure::run(args, &ctx),
         Some(Command::Completions(_) | Command::Man(_)) => Ok(ExitStatus::Success),

@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::runner::{self, Console, Finished, Request};
 use crate::state::lock::RepoLock;
 use crate::state::records::{RunRecord, RunResult};
-use crate::state::{queue, seen};
+use crate::state::{queue, seen, slots};
 
 /// What draining did.
 #[derive(Debug, Default)]
@@ -76,9 +76,21 @@ pub fn drain(dirs: &Dirs, config: &Config, console: &dyn Fn() -> Option<Console>
             };
             queue::restore(dirs, &name, &lock);
             // Its pusher's hook waits for this lock to run it: let go.
-            if queue::peek(dirs, &name).is_some_and(|e| e.waited_for()) {
-                break;
-            }
+            let queued_at = match queue::peek(dirs, &name) {
+                Some(entry) if entry.waited_for() => break,
+                Some(entry) => entry.queued_at,
+                None => break,
+            };
+            // Its turn among the runs of every repo (`max_parallel_runs`); the entry stays queued
+            // (and replaceable by a newer push) while it waits.
+            let _slot = match slots::acquire(dirs, config.parallel_runs(), &queued_at, &mut || {}) {
+                Ok(Some(slot)) => slot,
+                Ok(None) => return drained,
+                Err(e) => {
+                    drained.errors.push(e.to_string());
+                    break;
+                }
+            };
             let entry = match queue::take(dirs, &name, &lock) {
                 Ok(Some(entry)) if entry.waited_for() => {
                     // Queued by a waiting pusher between the look and the take: put it back.
@@ -130,6 +142,7 @@ pub fn run_own(
     lock: &RepoLock,
     console: Option<Console>,
     commit: &str,
+    parallel_runs: usize,
 ) -> Result<Own, Error> {
     let name = &repo.name;
     queue::restore(dirs, name, lock);
@@ -143,11 +156,16 @@ pub fn run_own(
         Some(record) => Own::RanElsewhere(Box::new(record)),
         None => Own::Replaced(None),
     };
-    match queue::peek(dirs, name) {
-        Some(entry) if mine(&entry) => {}
+    let queued_at = match queue::peek(dirs, name) {
+        Some(entry) if mine(&entry) => entry.queued_at,
         Some(newer) => return Ok(Own::Replaced(Some(newer))),
         None => return Ok(gone()),
-    }
+    };
+    // Its turn among the runs of every repo (`max_parallel_runs`).
+    let Some(_slot) = slots::acquire(dirs, parallel_runs, &queued_at, &mut || {})? else {
+        queue::forget_waiter(dirs, name, waiter)?;
+        return Ok(Own::Left);
+    };
     match queue::take(dirs, name, lock)? {
         Some(entry) if mine(&entry) => {
             let finished = run_entry(dirs, repo, entry, lock, console)?;

@@ -12,6 +12,7 @@
 mod support;
 
 mod boundary;
+mod cancel;
 mod check;
 mod config;
 mod configure_hook;
@@ -27,6 +28,7 @@ mod manage;
 mod messages;
 mod notify;
 mod packaging;
+mod parallel;
 mod report;
 mod run;
 mod sandbox;
@@ -43,6 +45,7 @@ fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let trials = [
         boundary::tests(),
+        cancel::tests(),
         check::tests(),
         config::tests(),
         configure_hook::tests(),
@@ -58,6 +61,7 @@ fn main() -> std::process::ExitCode {
         messages::tests(),
         notify::tests(),
         packaging::tests(),
+        parallel::tests(),
         report::tests(),
         run::tests(),
         sandbox::tests(),

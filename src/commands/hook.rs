@@ -134,7 +134,7 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
     match &waiter {
         Some(waiter) => {
             for (repo, commit) in &queued {
-                wait_and_run(ctx, repo, commit, waiter);
+                wait_and_run(ctx, repo, commit, waiter, config.parallel_runs());
             }
             Ok(())
         }
@@ -144,7 +144,13 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
 
 /// `--wait`: waits for the repo's run in progress, if any (saying which), then runs the commit this
 /// hook queued with its output to the pusher — unless a newer push replaced it meanwhile.
-fn wait_and_run(ctx: &Context, repo: &Repo, commit: &str, waiter: &queue::Waiter) {
+fn wait_and_run(
+    ctx: &Context,
+    repo: &Repo,
+    commit: &str,
+    waiter: &queue::Waiter,
+    parallel_runs: usize,
+) {
     let name = &repo.name;
     let lock = match RepoLock::acquire(&ctx.dirs, name, false) {
         Ok(None) => {
@@ -160,7 +166,15 @@ fn wait_and_run(ctx: &Context, repo: &Repo, commit: &str, waiter: &queue::Waiter
     let own = match lock {
         Ok(Some(lock)) => {
             let console = Console::stdout();
-            worker::run_own(&ctx.dirs, repo, waiter, &lock, Some(console), commit)
+            worker::run_own(
+                &ctx.dirs,
+                repo,
+                waiter,
+                &lock,
+                Some(console),
+                commit,
+                parallel_runs,
+            )
         }
         Ok(None) => Err(Error::Other(format!("cannot lock repo `{name}`"))),
         Err(e) => Err(e),

@@ -10,9 +10,9 @@ use crate::config::{self, Config, Location, Repo};
 use crate::error::{Error, ExitStatus, GitError};
 use crate::git::{self, mirror};
 use crate::runner::{self, Console, Request};
-use crate::state::ad_hoc;
 use crate::state::lock::RepoLock;
 use crate::state::records::{RunResult, Trigger};
+use crate::state::{ad_hoc, slots};
 use crate::worker;
 
 #[derive(Debug, Args)]
@@ -93,6 +93,23 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                 .ok_or_else(|| Error::Other("cannot lock the repo".into()))?
         }
     };
+    // Its turn among the runs of every repo (`max_parallel_runs`), like any other run.
+    let now = crate::state::records::rfc3339(std::time::SystemTime::now());
+    let limit = config.parallel_runs();
+    let mut waits = || {
+        eprintln!(
+            "phantom_ci: {limit} run(s) already going on (`max_parallel_runs`); waiting for a free slot"
+        );
+    };
+    let slot = match slots::acquire(&ctx.dirs, limit, &now, &mut waits)? {
+        Some(slot) => slot,
+        None => {
+            return Err(Error::Other(
+                "told to stop while waiting for a free run slot (`max_parallel_runs`); nothing ran"
+                    .into(),
+            ));
+        }
+    };
     let finished = worker::execute(
         &ctx.dirs,
         &request,
@@ -100,6 +117,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         &lock,
         &mut || {},
     )?;
+    drop(slot);
     drop(lock);
     // A push that arrived during this run found the lock taken and left its work to the lock's holder.
     if let Err(e) = worker::hand_on(&ctx.dirs, &finished.record.repo) {

@@ -120,6 +120,15 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         super::table::render_styled(&without_queued(HEADERS), &short, style)
     };
     print!("{table}");
+    // Queued commits whose worker waits for a free slot (`max_parallel_runs`).
+    let waiting = crate::state::slots::waiting(&ctx.dirs);
+    if waiting > 0 {
+        println!(
+            "{waiting} queued run(s) waiting for a free slot: at most {} run at once \
+             (`max_parallel_runs`)",
+            config.parallel_runs()
+        );
+    }
     for problem in repos.iter().flat_map(|r| &r.problems) {
         eprintln!("phantom_ci: {problem}");
     }

@@ -97,6 +97,12 @@ impl Dirs {
         self.data.join("locks")
     }
 
+    /// `<data>/slots`: the `max_parallel_runs` slots (`<i>.lock`) and the tickets of the runs waiting
+    /// for one (`waiting/`).
+    pub fn slots(&self) -> PathBuf {
+        self.data.join("slots")
+    }
+
     /// `<data>/worker.log`: what detached workers print.
     pub fn worker_log(&self) -> PathBuf {
         self.data.join("worker.log")

@@ -51,10 +51,16 @@ pub enum ConfigError {
     },
 }
 
-/// Every repo of `Repo.toml`, in file order.
+/// The one top-level key of `Repo.toml` that is not a repo section (SPEC §6).
+pub const MAX_PARALLEL_RUNS: &str = "max_parallel_runs";
+
+/// Every repo of `Repo.toml`, in file order, and the machine-wide settings before the first section.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub repos: Vec<Repo>,
+    /// `max_parallel_runs`: how many runs, of all repos, may go on at once; `None` when not set
+    /// (see [`Config::parallel_runs`]).
+    pub max_parallel_runs: Option<usize>,
 }
 
 /// A repo name: `[A-Za-z0-9][A-Za-z0-9_-]*`. It names a directory under the data dir, so nothing else.
@@ -234,10 +240,47 @@ impl Config {
                 message,
             }
         };
-        // First pass: the syntax, and that every top-level key is a section (a table).
+        // First pass: the syntax, and that every top-level key is a section (a table) but
+        // `max_parallel_runs`.
         let top: IndexMap<Spanned<String>, Spanned<toml::Value>> =
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_string()))?;
+        let mut max_parallel_runs = None;
+        let mut sections_text = std::borrow::Cow::Borrowed(text);
         for (key, value) in &top {
+            if key.get_ref() == MAX_PARALLEL_RUNS && !value.get_ref().is_table() {
+                max_parallel_runs = Some(match value.get_ref().as_integer() {
+                    Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+                    Some(_) => {
+                        return Err(invalid(
+                            Some(value.span()),
+                            format!(
+                                "`{MAX_PARALLEL_RUNS}` must be at least 1 (leave it out for one \
+                                 run per CPU)"
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(invalid(
+                            Some(value.span()),
+                            format!(
+                                "`{MAX_PARALLEL_RUNS}` is a whole number of runs, such as \
+                                 `{MAX_PARALLEL_RUNS} = 2`"
+                            ),
+                        ));
+                    }
+                });
+                // The sections are read without it: blanked out, every other offset unchanged.
+                let span = key.span().start..value.span().end;
+                let mut bytes = sections_text.into_owned().into_bytes();
+                for byte in &mut bytes[span] {
+                    if *byte != b'\n' {
+                        *byte = b' ';
+                    }
+                }
+                sections_text =
+                    std::borrow::Cow::Owned(String::from_utf8_lossy(&bytes).into_owned());
+                continue;
+            }
             if !value.get_ref().is_table() {
                 return Err(invalid(
                     Some(key.span()),
@@ -251,8 +294,8 @@ impl Config {
             }
         }
         // Second pass: each section's keys.
-        let raw: IndexMap<Spanned<RepoName>, Spanned<RawRepo>> =
-            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_string()))?;
+        let raw: IndexMap<Spanned<RepoName>, Spanned<RawRepo>> = toml::from_str(&sections_text)
+            .map_err(|e| invalid(e.span(), e.message().trim().to_string()))?;
         let mut repos = Vec::with_capacity(raw.len());
         for (name, section) in raw {
             let name = name.into_inner().0;
@@ -383,7 +426,17 @@ impl Config {
                 problems: found,
             });
         }
-        Ok(Config { repos })
+        Ok(Config {
+            repos,
+            max_parallel_runs,
+        })
+    }
+
+    /// How many runs may go on at once: `max_parallel_runs`, else the number of CPUs (at least 1).
+    pub fn parallel_runs(&self) -> usize {
+        self.max_parallel_runs.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&Repo> {
@@ -437,6 +490,31 @@ mod tests {
 
     fn error(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn max_parallel_runs_is_the_one_top_level_key() {
+        let text = "# machine-wide\nmax_parallel_runs = 2 # two at once\n\n[app]\npath = \"/srv/app.git\"\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.max_parallel_runs, Some(2));
+        assert_eq!(config.parallel_runs(), 2);
+        assert_eq!(config.repos[0].name, "app");
+        let default = parse("[app]\npath = \"/srv/app.git\"\n").unwrap();
+        assert_eq!(default.max_parallel_runs, None);
+        assert!(default.parallel_runs() >= 1);
+        assert_eq!(
+            error("\nmax_parallel_runs = 0\n[app]\npath = \"/a\"\n"),
+            "`/etc/Repo.toml` line 2, column 21: `max_parallel_runs` must be at least 1 (leave it \
+             out for one run per CPU)"
+        );
+        assert!(error("max_parallel_runs = \"2\"\n").contains("line 1, column 21"));
+        assert!(error("max_parallel_runs = -1\n").contains("must be at least 1"));
+        // Any other top-level key is still not a section.
+        assert!(error("max_runs = 2\n").contains("is not a repo section"));
+        // After a section header, it is a key of that section: unknown there.
+        assert!(
+            error("[app]\npath = \"/a\"\nmax_parallel_runs = 2\n").contains("max_parallel_runs")
+        );
     }
 
     #[test]

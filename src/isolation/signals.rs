@@ -1,6 +1,11 @@
 //! SIGTERM, SIGINT and SIGHUP to phantom_ci end the run in progress cleanly (SPEC §4.4): the handler
 //! only notes the signal; the step loop sees it, stops the step's processes, and the run is recorded as
 //! `aborted`. Nothing is done inside the handler but two atomic stores.
+//!
+//! SIGUSR1 is `phantom_ci cancel`'s nudge (SPEC §6): it does not stop phantom_ci, it only tells the step
+//! loop to look at the run's cancel request now rather than at its next regular look
+//! ([`cancel_nudges`]). The request itself is a file in the run's directory, so a process running
+//! several things only cancels the run it was asked to.
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -9,6 +14,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 
 static LAST: AtomicI32 = AtomicI32::new(0);
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+static NUDGES: AtomicUsize = AtomicUsize::new(0);
 static INSTALL: Once = Once::new();
 
 /// The signals that end a run.
@@ -17,6 +23,10 @@ const TERMINATING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHU
 extern "C" fn note(signal: nix::libc::c_int) {
     LAST.store(signal, Ordering::SeqCst);
     COUNT.fetch_add(1, Ordering::SeqCst);
+}
+
+extern "C" fn nudge(_signal: nix::libc::c_int) {
+    NUDGES.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Installs the handlers (once per process). From then on these signals no longer kill phantom_ci at
@@ -38,6 +48,15 @@ pub fn install() -> Result<(), String> {
                 result = Err(format!("cannot install a handler for {signal}: {e}"));
             }
         }
+        let action = SigAction::new(
+            SigHandler::Handler(nudge),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: `nudge` is async-signal-safe: it only adds to an atomic.
+        if let Err(e) = unsafe { sigaction(Signal::SIGUSR1, &action) } {
+            result = Err(format!("cannot install a handler for SIGUSR1: {e}"));
+        }
     });
     result
 }
@@ -53,4 +72,10 @@ pub fn requested() -> Option<Signal> {
 /// Whether a terminating signal came more than once (a second Ctrl-C): stop without a grace period.
 pub fn insisted() -> bool {
     COUNT.load(Ordering::SeqCst) > 1
+}
+
+/// How many SIGUSR1 (`phantom_ci cancel`'s nudge) this process received: when it changes, the step loop
+/// looks for the run's cancel request at once.
+pub fn cancel_nudges() -> usize {
+    NUDGES.load(Ordering::SeqCst)
 }

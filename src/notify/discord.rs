@@ -61,7 +61,9 @@ fn color(result: RunResult) -> u32 {
         RunResult::Success => 0x2e_b6_7d,
         RunResult::Failure | RunResult::Timeout => 0xe0_1e_5a,
         RunResult::Running => 0x36_c5_f0,
-        RunResult::Error | RunResult::Aborted | RunResult::Rejected => 0xec_b2_2e,
+        RunResult::Error | RunResult::Aborted | RunResult::Cancelled | RunResult::Rejected => {
+            0xec_b2_2e
+        }
     }
 }
 

@@ -50,7 +50,7 @@ pub fn color(result: Option<RunResult>) -> &'static str {
         Some(RunResult::Timeout) => "#dfb317",
         Some(RunResult::Rejected) => "#a4a61d",
         Some(RunResult::Running) => "#007ec6",
-        Some(RunResult::Aborted) | None => "#9f9f9f",
+        Some(RunResult::Aborted | RunResult::Cancelled) | None => "#9f9f9f",
     }
 }
 

@@ -109,6 +109,9 @@ pub fn execute(
     started: &mut dyn FnMut(),
 ) -> Result<Finished, Error> {
     let repo = &request.repo;
+    // Before the record names this process as the run's owner: from then on `phantom_ci cancel` may
+    // send SIGUSR1, which must not kill it.
+    signals::install().map_err(Error::Other)?;
     crate::state::recovery::recover(dirs, repo, lock)?;
     let previous = records::last(dirs, &repo.name, None);
     let run_dir = records::allocate(dirs, &repo.name)?;
@@ -341,10 +344,12 @@ impl Run<'_> {
             sandbox,
             cgroup: cgroup.as_ref(),
         };
+        let cancel_request = self.run_dir.cancel_request();
         let ctx = step::StepContext {
             cwd: &workspace.tree,
             env: &env,
             boundary: &boundary,
+            cancel: Some(&cancel_request),
         };
         let mut conclusion = Conclusion {
             result: RunResult::Success,
@@ -357,6 +362,11 @@ impl Run<'_> {
             }
             if let Some(signal) = signals::requested() {
                 conclusion = aborted(signal, &format!("before step {}", step.label()));
+                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
+                continue;
+            }
+            if cancel_request.exists() {
+                conclusion = self.cancelled(&format!("before step {}", step.label()));
                 self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
                 continue;
             }
@@ -376,6 +386,11 @@ impl Run<'_> {
             let label = step.label();
             if let Some(signal) = outcome.aborted_by {
                 conclusion = aborted(signal, &format!("in step {label}"));
+                continue;
+            }
+            // Cancelled is not a failure: what runs after a failure (`always` steps) does not run.
+            if outcome.cancelled {
+                conclusion = self.cancelled(&format!("in step {label}"));
                 continue;
             }
             match outcome.result {
@@ -458,6 +473,21 @@ impl Run<'_> {
             ));
         }
         self.record.steps.push(step);
+    }
+
+    /// The conclusion of a run `phantom_ci cancel` ended ([`RunResult::Cancelled`]).
+    fn cancelled(&self, when: &str) -> Conclusion {
+        let by = self
+            .run_dir
+            .cancelled_by()
+            .filter(|by| !by.is_empty())
+            .map_or(String::new(), |by| format!(" by {by}"));
+        Conclusion {
+            result: RunResult::Cancelled,
+            message: Some(format!(
+                "cancelled{by} with `phantom_ci cancel` {when}; the run's processes were killed"
+            )),
+        }
     }
 
     fn finish_workspace(&mut self, workspace: &Workspace, conclusion: &Conclusion) {

@@ -1,7 +1,9 @@
 //! One step: started through the step boundary ([`crate::isolation::boundary`]: its own session and
 //! process group, no terminal, only descriptors 0–2, user, limits, sandbox, cgroup), its output
 //! streamed as it arrives, stopped with SIGTERM then SIGKILL when its time is up or phantom_ci is told
-//! to stop (SIGTERM/SIGINT, see [`crate::isolation::signals`]).
+//! to stop (SIGTERM/SIGINT, see [`crate::isolation::signals`]) or the run is cancelled (`phantom_ci
+//! cancel`: a request file in the run's directory, looked at when SIGUSR1 nudges and every
+//! [`CANCEL_LOOK`]).
 
 use std::io::{PipeReader, PipeWriter, Read};
 use std::os::fd::AsFd;
@@ -26,6 +28,10 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How often, at most, the loop looks at the child when its output is quiet.
 const TICK: Duration = Duration::from_millis(100);
 
+/// How often, at most, the loop looks for a cancel request nobody nudged it about (the nudge is lost
+/// when `cancel` may not signal the runner).
+const CANCEL_LOOK: Duration = Duration::from_secs(1);
+
 /// The most bytes read in one go; phantom_ci's memory does not grow with a step's output.
 const CHUNK: usize = 64 * 1024;
 
@@ -41,6 +47,9 @@ pub struct StepOutcome {
     pub process_group: Option<Pid>,
     /// The signal phantom_ci received that stopped the step, if one did.
     pub aborted_by: Option<Signal>,
+    /// Whether `phantom_ci cancel` stopped the step: the run is `cancelled`, not failed (nothing more
+    /// runs after it, `always` steps included).
+    pub cancelled: bool,
 }
 
 /// The one pipe every step of a run writes to, stdout and stderr alike, so they interleave as they
@@ -96,6 +105,9 @@ pub struct StepContext<'a> {
     pub env: &'a [(String, String)],
     /// What every step of the run crosses to start: user, limits, sandbox, cgroup.
     pub boundary: &'a Boundary<'a>,
+    /// The run's cancel request ([`crate::state::records::RunDir::cancel_request`]): once it exists,
+    /// the step is stopped as for a signal and the run ends `cancelled`.
+    pub cancel: Option<&'a Path>,
 }
 
 pub fn run(
@@ -114,6 +126,7 @@ pub fn run(
         message: Some(message),
         process_group: None,
         aborted_by: None,
+        cancelled: false,
     };
     let spawned = ctx
         .boundary
@@ -134,7 +147,7 @@ pub fn run(
     };
     // The step leads its own session and process group (the boundary's `setsid`).
     let pgid = Pid::from_raw(child.id() as i32);
-    let (status, stopped) = supervise(&mut child, pgid, pipe, started + timeout, out);
+    let (status, stopped) = supervise(&mut child, pgid, pipe, started + timeout, ctx.cancel, out);
     reaper::finished(child.id());
     if stopped.is_some() {
         // Whatever of the group survived SIGTERM goes now.
@@ -165,6 +178,7 @@ pub fn run(
             Some(Stop::Signal(signal)) => Some(signal),
             _ => None,
         },
+        cancelled: stopped == Some(Stop::Cancelled),
     }
 }
 
@@ -173,6 +187,31 @@ pub fn run(
 enum Stop {
     Deadline,
     Signal(Signal),
+    /// `phantom_ci cancel` asked for it.
+    Cancelled,
+}
+
+/// Whether the run was cancelled, looking at the request file only when SIGUSR1 nudged or
+/// [`CANCEL_LOOK`] passed since the last look (the loop goes round often; a `stat` each time is waste).
+struct CancelWatch<'a> {
+    request: Option<&'a Path>,
+    nudges: usize,
+    looked: Instant,
+}
+
+impl CancelWatch<'_> {
+    fn requested(&mut self, now: Instant) -> bool {
+        let Some(request) = self.request else {
+            return false;
+        };
+        let nudges = signals::cancel_nudges();
+        if nudges == self.nudges && now < self.looked + CANCEL_LOOK {
+            return false;
+        }
+        self.nudges = nudges;
+        self.looked = now;
+        request.exists()
+    }
 }
 
 /// Streams the child's output until it exits; on `deadline`, or when phantom_ci receives a terminating
@@ -183,8 +222,14 @@ fn supervise(
     pgid: Pid,
     pipe: &mut RunPipe,
     deadline: Instant,
+    cancel: Option<&Path>,
     out: &mut Output,
 ) -> (std::io::Result<std::process::ExitStatus>, Option<Stop>) {
+    let mut cancel = CancelWatch {
+        request: cancel,
+        nudges: signals::cancel_nudges(),
+        looked: Instant::now(),
+    };
     let mut term_sent: Option<Instant> = None;
     let mut stop: Option<Stop> = None;
     let mut kill_sent = false;
@@ -204,6 +249,8 @@ fn supervise(
         if stop.is_none() {
             if let Some(signal) = signals::requested() {
                 stop = Some(Stop::Signal(signal));
+            } else if cancel.requested(now) {
+                stop = Some(Stop::Cancelled);
             } else if now >= deadline {
                 stop = Some(Stop::Deadline);
             }

@@ -9,4 +9,5 @@ pub mod queue;
 pub mod records;
 pub mod recovery;
 pub mod seen;
+pub mod slots;
 pub mod spool;

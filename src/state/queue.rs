@@ -120,6 +120,22 @@ pub fn forget_waiter(dirs: &Dirs, repo: &str, waiter: &Waiter) -> Result<(), Err
     })?
 }
 
+/// Drops the commit(s) of `repo` waiting to run (`cancel --queued`); returns what was dropped. A
+/// claimed entry is left alone: its run is starting, and `cancel` stops that.
+pub fn drop_pending(dirs: &Dirs, repo: &str) -> Result<Vec<Entry>, Error> {
+    if !path(dirs, repo).exists() {
+        return Ok(Vec::new());
+    }
+    with_lock(dirs, repo, || {
+        let entry = peek(dirs, repo);
+        match std::fs::remove_file(path(dirs, repo)) {
+            Ok(()) => Ok(entry.into_iter().collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io("cannot remove", path(dirs, repo), e)),
+        }
+    })?
+}
+
 /// Whether `repo` has work that has not started yet (pending, or claimed by a worker that died).
 pub fn is_pending(dirs: &Dirs, repo: &str) -> bool {
     path(dirs, repo).exists() || claimed(dirs, repo).exists()

@@ -46,6 +46,8 @@ pub enum RunResult {
     Error,
     Timeout,
     Aborted,
+    /// Ended by `phantom_ci cancel` (SPEC §6): final, like `aborted`.
+    Cancelled,
     Rejected,
     Running,
 }
@@ -58,6 +60,7 @@ impl RunResult {
             RunResult::Error => "error",
             RunResult::Timeout => "timeout",
             RunResult::Aborted => "aborted",
+            RunResult::Cancelled => "cancelled",
             RunResult::Rejected => "rejected",
             RunResult::Running => "running",
         }
@@ -190,11 +193,49 @@ impl RunDir {
 
     /// Whether the process that wrote [`RunDir::write_owner`] still lives; `None` if unknown.
     pub fn owner_alive(&self) -> Option<bool> {
+        let (pid, start) = self.owner()?;
+        Some(process_start_time(pid) == Some(start))
+    }
+
+    /// The pid of the process running this run, while it lives (checked by its start time, so a
+    /// reused pid is never taken for it).
+    pub fn live_owner(&self) -> Option<u32> {
+        let (pid, start) = self.owner()?;
+        (process_start_time(pid) == Some(start)).then_some(pid)
+    }
+
+    fn owner(&self) -> Option<(u32, u64)> {
         let text = std::fs::read_to_string(self.path.join("owner")).ok()?;
         let mut fields = text.split_whitespace();
         let pid: u32 = fields.next()?.parse().ok()?;
         let start: u64 = fields.next()?.parse().ok()?;
-        Some(process_start_time(pid) == Some(start))
+        Some((pid, start))
+    }
+
+    /// `cancel`: the request of `phantom_ci cancel` to end this run (SPEC §6). Its presence is the
+    /// request; its text says who made it.
+    pub fn cancel_request(&self) -> PathBuf {
+        self.path.join("cancel")
+    }
+
+    /// Asks the run to end as `cancelled`: writes [`RunDir::cancel_request`] (0600, never through a
+    /// link), saying `by`.
+    pub fn request_cancel(&self, by: &str) -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(self.cancel_request())?;
+        file.write_all(format!("{by}\n").as_bytes())
+    }
+
+    /// Who asked to cancel this run, if someone did.
+    pub fn cancelled_by(&self) -> Option<String> {
+        std::fs::read_to_string(self.cancel_request())
+            .ok()
+            .map(|text| crate::describe::terminal(text.trim()))
     }
 
     /// Writes `run.json` atomically and durably. Once it holds a final record, the step journal has
