@@ -11,6 +11,7 @@
 
 mod support;
 
+mod always;
 mod boundary;
 mod check;
 mod config;
@@ -41,6 +42,7 @@ fn main() -> std::process::ExitCode {
     support::harness::quiet_skips();
     let args = libtest_mimic::Arguments::from_args();
     let trials = [
+        always::tests(),
         boundary::tests(),
         check::tests(),
         config::tests(),

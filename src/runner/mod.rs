@@ -362,7 +362,10 @@ impl Run<'_> {
             message: None,
         };
         for step in &workflow.steps {
-            if conclusion.result != RunResult::Success {
+            // After a failure or a timeout only `always` steps run; after an abort (or any other
+            // end) none does.
+            let failed = conclusion.result != RunResult::Success;
+            if failed && !(step.always && after_failure(conclusion.result)) {
                 self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
                 continue;
             }
@@ -371,9 +374,22 @@ impl Run<'_> {
                 self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
                 continue;
             }
-            self.out.line(&format!("==> {}", step.label()));
             let now = Instant::now();
             let run_left = self.deadline.saturating_duration_since(now);
+            if failed && run_left.is_zero() {
+                // The repo's `timeout` bounds every step, `always` ones too: nothing is left.
+                self.out.line(&format!(
+                    "==> {} skipped: the run's `timeout` has passed",
+                    step.label()
+                ));
+                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
+                continue;
+            }
+            if failed {
+                self.out.line(&format!("==> {} (always)", step.label()));
+            } else {
+                self.out.line(&format!("==> {}", step.label()));
+            }
             let step_limit = step.timeout.unwrap_or(Duration::MAX);
             let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
             process_groups.extend(outcome.process_group);
@@ -387,6 +403,15 @@ impl Run<'_> {
             let label = step.label();
             if let Some(signal) = outcome.aborted_by {
                 conclusion = aborted(signal, &format!("in step {label}"));
+                continue;
+            }
+            if failed {
+                // The run already failed: its result and message stay those of the first failure.
+                match outcome.result {
+                    StepResult::Success | StepResult::Skipped => {}
+                    StepResult::Failure => self.out.line(&format!("==> {label} failed too")),
+                    StepResult::Timeout => self.out.line(&format!("==> {label} timed out too")),
+                }
                 continue;
             }
             match outcome.result {
@@ -491,6 +516,12 @@ impl Run<'_> {
             ));
         }
     }
+}
+
+/// Whether `always` steps still run after a run reached `result`: after a failure or a timeout, not
+/// after an abort (nor a cancel, nor anything else).
+fn after_failure(result: RunResult) -> bool {
+    matches!(result, RunResult::Failure | RunResult::Timeout)
 }
 
 /// The conclusion of a run stopped by a signal to phantom_ci.
