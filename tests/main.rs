@@ -34,6 +34,7 @@ mod service;
 mod signed;
 mod state;
 mod status;
+mod subject;
 mod suggest;
 mod tick;
 mod walkthrough;
@@ -65,6 +66,7 @@ fn main() -> std::process::ExitCode {
         signed::tests(),
         state::tests(),
         status::tests(),
+        subject::tests(),
         suggest::tests(),
         tick::tests(),
         walkthrough::tests(),

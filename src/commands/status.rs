@@ -19,6 +19,9 @@ pub struct StatusArgs {
     /// <{"branch", "commit", "trigger", "queued_at"} or null>}` per repo
     #[arg(long)]
     pub json: bool,
+    /// Show each last run's commit subject after its short id (shortened, escapes removed)
+    #[arg(long, short)]
+    pub long: bool,
 }
 
 #[derive(Serialize)]
@@ -104,7 +107,7 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         return Ok(ExitStatus::Success);
     }
     let now = SystemTime::now();
-    let rows: Vec<[String; 8]> = repos.iter().map(|r| row(r, now)).collect();
+    let rows: Vec<[String; 8]> = repos.iter().map(|r| row(r, now, args.long)).collect();
     const HEADERS: [&str; 8] = [
         "REPO", "BRANCH", "RUN", "RESULT", "COMMIT", "STARTED", "DURATION", "QUEUED",
     ];
@@ -126,8 +129,9 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     Ok(status)
 }
 
-fn row(status: &StatusJson, now: SystemTime) -> [String; 8] {
-    let [repo, branch, run, mut result, commit, started, duration] = last_run_row(status, now);
+fn row(status: &StatusJson, now: SystemTime, long: bool) -> [String; 8] {
+    let [repo, branch, run, mut result, commit, started, duration] =
+        last_run_row(status, now, long);
     if !status.problems.is_empty() {
         result = "config error".into();
     }
@@ -151,7 +155,7 @@ fn without_queued<T>([a, b, c, d, e, f, g, _]: [T; 8]) -> [T; 7] {
     [a, b, c, d, e, f, g]
 }
 
-fn last_run_row(status: &StatusJson, now: SystemTime) -> [String; 7] {
+fn last_run_row(status: &StatusJson, now: SystemTime, long: bool) -> [String; 7] {
     if let Some(number) = status.unreadable_run {
         return [
             status.repo.clone(),
@@ -191,10 +195,26 @@ fn last_run_row(status: &StatusJson, now: SystemTime) -> [String; 7] {
         terminal(&status.branch),
         format!("#{}", run.run),
         run.result.as_str().into(),
-        terminal(short(&run.commit)),
+        commit_cell(run, long),
         when,
         duration,
     ]
+}
+
+/// How many characters of a commit's subject the COMMIT column shows.
+const SUBJECT_CHARS: usize = 40;
+
+/// `1a2b3c4`, or with `--long` `1a2b3c4 Fix the build…`: the short commit, then its subject made
+/// terminal-safe and shortened.
+fn commit_cell(run: &RunRecord, long: bool) -> String {
+    let commit = terminal(short(&run.commit));
+    if !long || run.subject.is_empty() {
+        return commit;
+    }
+    format!(
+        "{commit} {}",
+        crate::describe::one_line(&run.subject, SUBJECT_CHARS)
+    )
 }
 
 /// `"3m ago"`: the largest whole unit only.

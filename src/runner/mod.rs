@@ -9,7 +9,7 @@ mod source;
 pub mod step;
 
 pub mod output;
-pub use source::{load_workflow, open_source};
+pub use source::{commit_words, load_workflow, open_source};
 
 use std::fs::File;
 use std::io::Write;
@@ -39,6 +39,9 @@ use crate::state::records::{
     self, RunDir, RunRecord, RunResult, StepJournal, StepRecord, StepResult, Trigger,
 };
 use record::step_record;
+
+/// How many characters of a commit's subject (and author) the log's header shows.
+const SUBJECT_SHOWN: usize = 120;
 
 /// What to run: a repo, a branch and the exact commit, fixed before the run starts.
 #[derive(Debug, Clone)]
@@ -112,6 +115,9 @@ pub fn execute(
     crate::state::recovery::recover(dirs, repo, lock)?;
     let previous = records::last(dirs, &repo.name, None);
     let run_dir = records::allocate(dirs, &repo.name)?;
+    let (subject, author) = open_source(dirs, repo)
+        .map(|source| commit_words(&source, request.commit))
+        .unwrap_or_default();
     let started_at = SystemTime::now();
     let start = Instant::now();
     let mut record = RunRecord {
@@ -119,6 +125,8 @@ pub fn execute(
         run: run_dir.number,
         branch: request.branch.clone(),
         commit: request.commit.to_string(),
+        subject,
+        author,
         trigger: request.trigger,
         started_at: records::rfc3339(started_at),
         finished_at: None,
@@ -151,6 +159,14 @@ pub fn execute(
         short(&record.commit),
         request.trigger.as_str(),
     ));
+    // The commit in words, on a line of its own (the line above is what recovery reads back).
+    if !record.subject.is_empty() {
+        out.line(&format!(
+            "==> {} ({})",
+            describe::one_line(&record.subject, SUBJECT_SHOWN),
+            describe::one_line(&record.author, SUBJECT_SHOWN)
+        ));
+    }
 
     let mut run = Run {
         dirs,
