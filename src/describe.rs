@@ -44,6 +44,19 @@ pub fn terminal(text: &str) -> String {
         .collect()
 }
 
+/// A size for people: `812B`, `3.4KiB`, `1.2GiB` (one decimal from KiB up).
+pub fn human_bytes(bytes: u64) -> String {
+    let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+    for (shift, unit) in units {
+        if bytes >= 1 << shift {
+            #[allow(clippy::cast_precision_loss)] // one decimal shown
+            let value = bytes as f64 / (1u64 << shift) as f64;
+            return format!("{value:.1}{unit}");
+        }
+    }
+    format!("{bytes}B")
+}
+
 /// `text` made terminal-safe ([`terminal`]) and cut to at most `max` characters, the cut marked with
 /// `…`: a commit's subject in a header or a table.
 pub fn one_line(text: &str, max: usize) -> String {
@@ -117,6 +130,9 @@ mod tests {
         assert_eq!(terminal("feature/π"), "feature/π");
         assert_eq!(one_line("fix \x1b[31mred\x1b[0m", 100), "fix ?[31mred?[0m");
         assert_eq!(one_line("abcdef", 4), "abc…");
+        assert_eq!(human_bytes(812), "812B");
+        assert_eq!(human_bytes(3 << 19), "1.5MiB");
+        assert_eq!(human_bytes(10 << 30), "10.0GiB");
         assert_eq!(one_line("ππππ", 4), "ππππ");
     }
 }

@@ -13,6 +13,7 @@ mod support;
 
 mod always;
 mod boundary;
+mod cache;
 mod check;
 mod config;
 mod configure_hook;
@@ -45,6 +46,7 @@ fn main() -> std::process::ExitCode {
     let trials = [
         always::tests(),
         boundary::tests(),
+        cache::tests(),
         check::tests(),
         config::tests(),
         configure_hook::tests(),

@@ -7,11 +7,12 @@ use serde::Serialize;
 
 use crate::commands::Context;
 use crate::config::Config;
+use crate::config::quantities::ByteSize;
 use crate::describe::terminal;
-use crate::describe::{human_ms, short};
+use crate::describe::{human_bytes, human_ms, short};
 use crate::error::{Error, ExitStatus};
-use crate::state::queue;
 use crate::state::records::{self, RunRecord, RunResult, Trigger};
+use crate::state::{cache, queue};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -40,6 +41,12 @@ struct StatusJson {
     problems: Vec<String>,
     /// The commit waiting to run (behind the run in progress, or for a worker), if one is.
     queued: Option<Queued>,
+    /// With `cache = true`, the disk space its build cache takes (null: no cache, or not readable
+    /// by this user).
+    cache_bytes: Option<u64>,
+    /// With `cache = true`, its `cache_limit`.
+    #[serde(skip)]
+    cache_limit: Option<u64>,
 }
 
 /// A commit in the queue, as `status` shows it.
@@ -83,6 +90,11 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                 last_run: newest.ok().flatten(),
                 problems: repo.problems.iter().map(ToString::to_string).collect(),
                 queued: Queued::of(ctx, &repo.name),
+                cache_bytes: repo
+                    .cache
+                    .then(|| cache::size(&cache::path(&ctx.dirs, &repo.name)))
+                    .flatten(),
+                cache_limit: repo.cache.then_some(repo.cache_limit),
             }
         })
         .collect();
@@ -123,6 +135,15 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         super::table::render_styled(&without_queued(HEADERS), &short, style)
     };
     print!("{table}");
+    // Build caches, under the table: `cache of app: 1.2GiB of 10GiB`.
+    for r in &repos {
+        if let Some(limit) = r.cache_limit {
+            let used = r
+                .cache_bytes
+                .map_or_else(|| "empty or not readable".into(), human_bytes);
+            println!("cache of {}: {used} of {}", r.repo, ByteSize(limit));
+        }
+    }
     for problem in repos.iter().flat_map(|r| &r.problems) {
         eprintln!("phantom_ci: {problem}");
     }

@@ -13,7 +13,7 @@ pub use source::{commit_words, load_workflow, open_source};
 
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use git2::{Oid, Repository};
@@ -21,10 +21,11 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::config::dirs::Dirs;
+use crate::config::quantities::ByteSize;
 use crate::config::workflow::Workflow;
 use crate::config::{KeepWorkspace, Repo, Sandbox};
 use crate::describe;
-use crate::describe::{human, human_ms, millis, short, signal_name};
+use crate::describe::{human, human_bytes, human_ms, millis, short, signal_name};
 use crate::error::Error;
 use crate::git::workspace::Workspace;
 use crate::isolation::boundary::Boundary;
@@ -34,6 +35,7 @@ use crate::isolation::sandbox::{self, Sandbox as BwrapSandbox};
 use crate::isolation::signature::{self, Refusal};
 use crate::isolation::{reaper, signals};
 use crate::runner::output::Output;
+use crate::state::cache;
 use crate::state::lock::RepoLock;
 use crate::state::records::{
     self, RunDir, RunRecord, RunResult, StepJournal, StepRecord, StepResult, Trigger,
@@ -226,6 +228,16 @@ pub fn execute(
     })
 }
 
+/// What the steps of a run run with.
+struct Steps<'a> {
+    workflow: &'a Workflow,
+    workspace: &'a Workspace,
+    user: &'a StepUser,
+    sandbox: Option<&'a BwrapSandbox>,
+    /// The repo's build cache, with `cache = true`.
+    cache: Option<&'a Path>,
+}
+
 struct Run<'a> {
     dirs: &'a Dirs,
     request: &'a Request,
@@ -275,14 +287,38 @@ impl Run<'_> {
                 objects.display()
             ));
         }
+        let cache = match repo
+            .cache
+            .then(|| cache::prepare(self.dirs, &repo.name, &user))
+            .transpose()
+        {
+            Ok(cache) => cache,
+            Err(message) => {
+                self.finish_workspace(&workspace, &Conclusion::error(message.clone()));
+                return Conclusion::error(message);
+            }
+        };
         let conclusion = match workspace
             .checkout(&source, self.request.commit, repo, self.deadline)
             .and_then(|()| workspace.hand_over(&user))
-            .and_then(|()| self.sandbox(&workspace, &source, &user))
+            .and_then(|()| self.sandbox(&workspace, &source, &user, cache.as_deref()))
         {
-            Ok(sandbox) => self.run_steps(&workflow, &workspace, &user, sandbox.as_ref()),
+            Ok(sandbox) => {
+                let steps = Steps {
+                    workflow: &workflow,
+                    workspace: &workspace,
+                    user: &user,
+                    sandbox: sandbox.as_ref(),
+                    cache: cache.as_deref(),
+                };
+                self.run_steps(&steps)
+            }
             Err(message) => Conclusion::error(message),
         };
+        // Every process of the run is gone: the cache goes back within its limit.
+        if let Some(dir) = &cache {
+            self.trim_cache(dir);
+        }
         self.finish_workspace(&workspace, &conclusion);
         conclusion
     }
@@ -318,6 +354,7 @@ impl Run<'_> {
         workspace: &Workspace,
         source: &Repository,
         user: &StepUser,
+        cache: Option<&Path>,
     ) -> Result<Option<BwrapSandbox>, String> {
         let repo = &self.request.repo;
         if repo.sandbox == Sandbox::None {
@@ -325,21 +362,51 @@ impl Run<'_> {
         }
         let mut hidden = vec![self.dirs.config.clone(), self.dirs.data.clone()];
         hidden.extend(privilege::own_homes());
+        let mut writable = vec![workspace.tree.clone(), workspace.artifacts.clone()];
+        writable.extend(cache.map(Path::to_path_buf));
         let mounts = sandbox::Mounts {
             hidden,
-            writable: vec![workspace.tree.clone(), workspace.artifacts.clone()],
+            writable,
             read_only: vec![source.commondir().join("objects")],
         };
         BwrapSandbox::new(repo, user, &mounts).map(Some)
     }
 
-    fn run_steps(
-        &mut self,
-        workflow: &Workflow,
-        workspace: &Workspace,
-        user: &StepUser,
-        sandbox: Option<&BwrapSandbox>,
-    ) -> Conclusion {
+    /// With `cache = true`, removes the cache's oldest files until it fits `cache_limit`.
+    fn trim_cache(&mut self, dir: &Path) {
+        let limit = self.request.repo.cache_limit;
+        match cache::trim(dir, limit) {
+            Ok(trimmed) => {
+                if trimmed.removed > 0 {
+                    self.out.line(&format!(
+                        "==> cache trimmed from {} to {} (`cache_limit` {}): {} oldest file(s) \
+                         removed",
+                        human_bytes(trimmed.before),
+                        human_bytes(trimmed.after),
+                        ByteSize(limit),
+                        trimmed.removed
+                    ));
+                }
+                if trimmed.too_deep {
+                    self.out.line(&format!(
+                        "==> note: the cache has directories more than {} levels deep; what is \
+                         below them is neither counted nor trimmed",
+                        cache::MAX_DEPTH
+                    ));
+                }
+            }
+            Err(message) => self.out.line(&format!("==> note: {message}")),
+        }
+    }
+
+    fn run_steps(&mut self, steps: &Steps) -> Conclusion {
+        let Steps {
+            workflow,
+            workspace,
+            user,
+            sandbox,
+            cache,
+        } = *steps;
         let repo = &self.request.repo;
         let commit = self.request.commit.to_string();
         let env = env::step_env(
@@ -352,6 +419,7 @@ impl Run<'_> {
                 previous_commit: self.previous_commit.as_deref(),
                 workspace: &workspace.tree,
                 artifacts: &workspace.artifacts,
+                cache,
             },
         );
         let limits = privilege::rlimits(&repo.limits);
