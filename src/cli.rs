@@ -77,6 +77,8 @@ pub enum Command {
     Cancel(commands::cancel::CancelArgs),
     /// Print a run's log, or follow it while the run goes on
     Logs(commands::logs::LogsArgs),
+    /// Manage repos' build caches (`cache = true`)
+    Cache(commands::cache::CacheArgs),
     /// Write the static HTML report (index, a page per run, badges) into DIR
     Report(commands::report::ReportArgs),
     /// Install the post-receive hook into a bare repository, or the systemd units
@@ -151,6 +153,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Some(Command::List(args)) => commands::list::run(args, &ctx),
         Some(Command::Status(args)) => commands::status::run(args, &ctx),
         Some(Command::Logs(args)) => commands::logs::run(args, &ctx),
+        Some(Command::Cache(args)) => commands::cache::run(args, &ctx),
         Some(Command::Cancel(args)) => commands::cancel::run(args, &ctx),
         Some(Command::Report(args)) => commands::report::run(args, &ctx),
         Some(Command::Configure(args)) => commands::configure::run(args, &ctx),

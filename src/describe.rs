@@ -44,6 +44,31 @@ pub fn terminal(text: &str) -> String {
         .collect()
 }
 
+/// A size for people: `812B`, `3.4KiB`, `1.2GiB` (one decimal from KiB up).
+pub fn human_bytes(bytes: u64) -> String {
+    let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+    for (shift, unit) in units {
+        if bytes >= 1 << shift {
+            #[allow(clippy::cast_precision_loss)] // one decimal shown
+            let value = bytes as f64 / (1u64 << shift) as f64;
+            return format!("{value:.1}{unit}");
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// `text` made terminal-safe ([`terminal`]) and cut to at most `max` characters, the cut marked with
+/// `…`: a commit's subject in a header or a table.
+pub fn one_line(text: &str, max: usize) -> String {
+    let clean = terminal(text);
+    if clean.chars().count() <= max {
+        return clean;
+    }
+    let mut cut: String = clean.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// The colour of a run's or step's result on a terminal: green for `success`, red for `failure`,
 /// `error` and `rejected` (and a record that cannot be read), yellow for `timeout`, `aborted` and
 /// `cancelled`, cyan for `running`; anything else plain.
@@ -103,5 +128,11 @@ mod tests {
     fn escapes_and_newlines_are_neutralised() {
         assert_eq!(terminal("ok\x1b[2J\r\nx\u{9b}y"), "ok?[2J??x?y");
         assert_eq!(terminal("feature/π"), "feature/π");
+        assert_eq!(one_line("fix \x1b[31mred\x1b[0m", 100), "fix ?[31mred?[0m");
+        assert_eq!(one_line("abcdef", 4), "abc…");
+        assert_eq!(human_bytes(812), "812B");
+        assert_eq!(human_bytes(3 << 19), "1.5MiB");
+        assert_eq!(human_bytes(10 << 30), "10.0GiB");
+        assert_eq!(one_line("ππππ", 4), "ππππ");
     }
 }

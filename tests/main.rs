@@ -11,7 +11,9 @@
 
 mod support;
 
+mod always;
 mod boundary;
+mod cache;
 mod cancel;
 mod check;
 mod config;
@@ -36,6 +38,7 @@ mod service;
 mod signed;
 mod state;
 mod status;
+mod subject;
 mod suggest;
 mod tick;
 mod walkthrough;
@@ -44,7 +47,9 @@ fn main() -> std::process::ExitCode {
     support::harness::quiet_skips();
     let args = libtest_mimic::Arguments::from_args();
     let trials = [
+        always::tests(),
         boundary::tests(),
+        cache::tests(),
         cancel::tests(),
         check::tests(),
         config::tests(),
@@ -69,6 +74,7 @@ fn main() -> std::process::ExitCode {
         signed::tests(),
         state::tests(),
         status::tests(),
+        subject::tests(),
         suggest::tests(),
         tick::tests(),
         walkthrough::tests(),

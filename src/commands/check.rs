@@ -260,13 +260,17 @@ fn print_plan(workflow: &Workflow) {
                 step.index
             );
         }
-        match step.timeout {
-            Some(timeout) => println!(
-                "  {} (timeout {})",
-                step.label(),
-                humantime::format_duration(timeout)
-            ),
-            None => println!("  {}", step.label()),
+        let mut notes = Vec::new();
+        if let Some(timeout) = step.timeout {
+            notes.push(format!("timeout {}", humantime::format_duration(timeout)));
+        }
+        if step.always {
+            notes.push("always".to_string());
+        }
+        if notes.is_empty() {
+            println!("  {}", step.label());
+        } else {
+            println!("  {} ({})", step.label(), notes.join(", "));
         }
     }
 }

@@ -128,7 +128,7 @@ pub fn run(args: DebugArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let prepared = workspace
         .checkout(&source, commit, &repo, Instant::now() + repo.timeout)
         .and_then(|()| workspace.hand_over(&user))
-        .and_then(|()| runner::step_sandbox(dirs, &repo, &workspace, &source, &user));
+        .and_then(|()| runner::step_sandbox(dirs, &repo, &workspace, &source, &user, None));
     drop(source);
     let outcome = match prepared {
         Err(message) => Err(Error::Other(message)),
@@ -148,6 +148,9 @@ pub fn run(args: DebugArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                     previous_commit: previous.as_ref().map(|p| p.commit.as_str()),
                     workspace: &workspace.tree,
                     artifacts: &workspace.artifacts,
+                    // A debug session holds no lock of the repo: it never touches the build cache
+                    // that a run may be using.
+                    cache: None,
                 },
             );
             let argv = if args.command.is_empty() {

@@ -134,6 +134,8 @@ mod tests {
             run: 1,
             branch: "master".into(),
             commit: "0".repeat(40),
+            subject: String::new(),
+            author: String::new(),
             trigger: Trigger::Manual,
             started_at: "2026-11-01T00:00:00.000Z".into(),
             finished_at: None,

@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod add;
+pub mod cache;
 pub mod cancel;
 pub mod check;
 pub mod completions;

@@ -7,11 +7,12 @@ use serde::Serialize;
 
 use crate::commands::Context;
 use crate::config::Config;
+use crate::config::quantities::ByteSize;
 use crate::describe::terminal;
-use crate::describe::{human_ms, short};
+use crate::describe::{human_bytes, human_ms, short};
 use crate::error::{Error, ExitStatus};
-use crate::state::queue;
 use crate::state::records::{self, RunRecord, RunResult, Trigger};
+use crate::state::{cache, queue};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -19,6 +20,9 @@ pub struct StatusArgs {
     /// <{"branch", "commit", "trigger", "queued_at"} or null>}` per repo
     #[arg(long)]
     pub json: bool,
+    /// Show each last run's commit subject after its short id (shortened, escapes removed)
+    #[arg(long, short)]
+    pub long: bool,
 }
 
 #[derive(Serialize)]
@@ -37,6 +41,12 @@ struct StatusJson {
     problems: Vec<String>,
     /// The commit waiting to run (behind the run in progress, or for a worker), if one is.
     queued: Option<Queued>,
+    /// With `cache = true`, the disk space its build cache takes (null: no cache, or not readable
+    /// by this user).
+    cache_bytes: Option<u64>,
+    /// With `cache = true`, its `cache_limit`.
+    #[serde(skip)]
+    cache_limit: Option<u64>,
 }
 
 /// A commit in the queue, as `status` shows it.
@@ -80,6 +90,11 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                 last_run: newest.ok().flatten(),
                 problems: repo.problems.iter().map(ToString::to_string).collect(),
                 queued: Queued::of(ctx, &repo.name),
+                cache_bytes: repo
+                    .cache
+                    .then(|| cache::size(&cache::path(&ctx.dirs, &repo.name)))
+                    .flatten(),
+                cache_limit: repo.cache.then_some(repo.cache_limit),
             }
         })
         .collect();
@@ -104,7 +119,7 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         return Ok(ExitStatus::Success);
     }
     let now = SystemTime::now();
-    let rows: Vec<[String; 8]> = repos.iter().map(|r| row(r, now)).collect();
+    let rows: Vec<[String; 8]> = repos.iter().map(|r| row(r, now, args.long)).collect();
     const HEADERS: [&str; 8] = [
         "REPO", "BRANCH", "RUN", "RESULT", "COMMIT", "STARTED", "DURATION", "QUEUED",
     ];
@@ -129,14 +144,24 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             config.parallel_runs()
         );
     }
+    // Build caches, under the table: `cache of app: 1.2GiB of 10GiB`.
+    for r in &repos {
+        if let Some(limit) = r.cache_limit {
+            let used = r
+                .cache_bytes
+                .map_or_else(|| "empty or not readable".into(), human_bytes);
+            println!("cache of {}: {used} of {}", r.repo, ByteSize(limit));
+        }
+    }
     for problem in repos.iter().flat_map(|r| &r.problems) {
         eprintln!("phantom_ci: {problem}");
     }
     Ok(status)
 }
 
-fn row(status: &StatusJson, now: SystemTime) -> [String; 8] {
-    let [repo, branch, run, mut result, commit, started, duration] = last_run_row(status, now);
+fn row(status: &StatusJson, now: SystemTime, long: bool) -> [String; 8] {
+    let [repo, branch, run, mut result, commit, started, duration] =
+        last_run_row(status, now, long);
     if !status.problems.is_empty() {
         result = "config error".into();
     }
@@ -160,7 +185,7 @@ fn without_queued<T>([a, b, c, d, e, f, g, _]: [T; 8]) -> [T; 7] {
     [a, b, c, d, e, f, g]
 }
 
-fn last_run_row(status: &StatusJson, now: SystemTime) -> [String; 7] {
+fn last_run_row(status: &StatusJson, now: SystemTime, long: bool) -> [String; 7] {
     if let Some(number) = status.unreadable_run {
         return [
             status.repo.clone(),
@@ -200,10 +225,26 @@ fn last_run_row(status: &StatusJson, now: SystemTime) -> [String; 7] {
         terminal(&status.branch),
         format!("#{}", run.run),
         run.result.as_str().into(),
-        terminal(short(&run.commit)),
+        commit_cell(run, long),
         when,
         duration,
     ]
+}
+
+/// How many characters of a commit's subject the COMMIT column shows.
+const SUBJECT_CHARS: usize = 40;
+
+/// `1a2b3c4`, or with `--long` `1a2b3c4 Fix the build…`: the short commit, then its subject made
+/// terminal-safe and shortened.
+fn commit_cell(run: &RunRecord, long: bool) -> String {
+    let commit = terminal(short(&run.commit));
+    if !long || run.subject.is_empty() {
+        return commit;
+    }
+    format!(
+        "{commit} {}",
+        crate::describe::one_line(&run.subject, SUBJECT_CHARS)
+    )
 }
 
 /// `"3m ago"`: the largest whole unit only.

@@ -72,6 +72,11 @@ impl Dirs {
         self.data.join("work")
     }
 
+    /// `<data>/cache`: the repos' build caches (`cache = true`), one directory per repo.
+    pub fn cache(&self) -> PathBuf {
+        self.data.join("cache")
+    }
+
     /// `<data>/queue`: pending work, one file per repo.
     pub fn queue(&self) -> PathBuf {
         self.data.join("queue")
@@ -116,11 +121,13 @@ impl Dirs {
 
 impl Dirs {
     /// The mode phantom_ci gives a directory of the data dir: 0711 for those a `run_as` user goes
-    /// through (`<data>`, `<data>/work`, `<data>/work/<repo>`, `<data>/mirrors`), 0700 for the rest.
+    /// through (`<data>`, `<data>/work`, `<data>/work/<repo>`, `<data>/mirrors`, `<data>/cache`), 0700
+    /// for the rest.
     pub fn mode_of(&self, dir: &Path) -> u32 {
         let traversed = dir == self.data
             || dir == self.work()
             || dir == self.mirrors()
+            || dir == self.cache()
             || dir.parent() == Some(self.work().as_path());
         if traversed { 0o711 } else { 0o700 }
     }
@@ -165,6 +172,7 @@ impl Dirs {
             self.seen(),
             self.work(),
             self.mirrors(),
+            self.cache(),
             self.data.join("runs"),
             self.data.join("spool-junk"),
         ] {

@@ -33,6 +33,8 @@ pub const DEFAULT_BRANCH: &str = "master";
 pub const DEFAULT_CHECKOUT_LIMIT: u64 = 4 << 30;
 /// The smallest `checkout_limit` accepted: every file counts at least one 4 KiB block.
 pub const MIN_CHECKOUT_LIMIT: u64 = 1 << 20;
+/// How large a repo's build cache may grow when `cache_limit` is not set (SPEC §6).
+pub const DEFAULT_CACHE_LIMIT: u64 = 10 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -171,6 +173,8 @@ struct RawRepo {
     limits: Option<Limits>,
     log_limit: Option<Spanned<ByteSize>>,
     checkout_limit: Option<Spanned<ByteSize>>,
+    cache: Option<bool>,
+    cache_limit: Option<Spanned<ByteSize>>,
 }
 
 /// Reads `Repo.toml` as text; a missing file is `None`. A file that is not UTF-8 is an error naming
@@ -363,6 +367,15 @@ impl Config {
                     "`checkout_limit` must be at least 1MiB".into(),
                 ));
             }
+            let cache = raw.cache.unwrap_or(false);
+            if let Some(limit) = &raw.cache_limit
+                && !cache
+            {
+                return Err(invalid(
+                    Some(limit.span()),
+                    "`cache_limit` only applies with `cache = true`".into(),
+                ));
+            }
             let problem = |key: &'static str, span: std::ops::Range<usize>, message: String| {
                 let (line, column) = line_column(text, key_start(text, span.start));
                 Problem {
@@ -423,6 +436,10 @@ impl Config {
                 checkout_limit: raw
                     .checkout_limit
                     .map_or(DEFAULT_CHECKOUT_LIMIT, |l| l.into_inner().0),
+                cache,
+                cache_limit: raw
+                    .cache_limit
+                    .map_or(DEFAULT_CACHE_LIMIT, |l| l.into_inner().0),
                 problems: found,
             });
         }
@@ -711,6 +728,30 @@ checkout_limit = "2GiB"
         }
         let e = error("[app]\npath = \"/x\"\nsection_that_is_not = { bogus = 1 }\n");
         assert!(e.contains("unknown field `section_that_is_not`"), "{e}");
+    }
+
+    #[test]
+    fn the_cache_is_off_by_default_and_its_limit_needs_it() {
+        let config = parse(
+            "[a]\npath = \"/x\"\n[b]\npath = \"/y\"\ncache = true\n[c]\npath = \"/z\"\ncache = true\ncache_limit = \"1MiB\"\n",
+        )
+        .unwrap();
+        let caches: Vec<(bool, u64)> = config
+            .repos
+            .iter()
+            .map(|r| (r.cache, r.cache_limit))
+            .collect();
+        assert_eq!(
+            caches,
+            [(false, 10 << 30), (true, 10 << 30), (true, 1 << 20)]
+        );
+        let e = parse("[a]\npath = \"/x\"\ncache_limit = \"1GiB\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains("only applies with `cache = true`"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("line 3"), "{e}");
+        assert!(parse("[a]\npath = \"/x\"\ncache = \"yes\"\n").is_err());
     }
 
     #[test]

@@ -10,7 +10,8 @@ use serde::{Deserialize, Deserializer, de};
 use crate::config::problems::Problem;
 use crate::config::quantities::{ByteSize, Count, HumanDuration};
 use crate::config::{
-    ConfigError, DEFAULT_CHECKOUT_LIMIT, DEFAULT_KEEP_RUNS, DEFAULT_LOG_LIMIT, DEFAULT_TIMEOUT,
+    ConfigError, DEFAULT_CACHE_LIMIT, DEFAULT_CHECKOUT_LIMIT, DEFAULT_KEEP_RUNS, DEFAULT_LOG_LIMIT,
+    DEFAULT_TIMEOUT,
 };
 
 /// One validated `[name]` section of `Repo.toml`.
@@ -36,6 +37,10 @@ pub struct Repo {
     pub log_limit: u64,
     /// The most bytes a checkout of this repo may write (SPEC §4.8).
     pub checkout_limit: u64,
+    /// `cache = true`: a build cache kept between runs, `<data>/cache/<repo>/` (SPEC §6).
+    pub cache: bool,
+    /// The size the cache is trimmed back to after a run (its oldest files go first).
+    pub cache_limit: u64,
     /// What is wrong with this repo on this machine (its `path` or `run_as` user does not exist):
     /// a repo with problems is shown but never run. Empty for a healthy repo.
     pub problems: Vec<Problem>,
@@ -64,6 +69,8 @@ impl Repo {
             limits: Limits::default(),
             log_limit: DEFAULT_LOG_LIMIT,
             checkout_limit: DEFAULT_CHECKOUT_LIMIT,
+            cache: false,
+            cache_limit: DEFAULT_CACHE_LIMIT,
             problems: Vec::new(),
         }
     }

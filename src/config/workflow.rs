@@ -48,6 +48,9 @@ pub struct Step {
     /// `run` split into argv with POSIX shell-word rules.
     pub argv: Vec<String>,
     pub timeout: Option<Duration>,
+    /// `always = true`: runs even after an earlier step failed or timed out (never after the run
+    /// was cancelled or aborted by a signal).
+    pub always: bool,
 }
 
 impl Step {
@@ -126,7 +129,7 @@ pub struct Workflow {
 }
 
 /// The keys a step may have.
-const STEP_KEYS: &str = "`run`, and optionally `name` and `timeout`";
+const STEP_KEYS: &str = "`run`, and optionally `name`, `timeout` and `always`";
 
 impl Workflow {
     /// Parses a workflow's bytes. `file` names it in error messages. The error is the first problem;
@@ -192,7 +195,7 @@ impl Workflow {
                     "step number is too large".into(),
                 ));
             }
-            let (mut run, mut step_name, mut timeout) = (None, None, None);
+            let (mut run, mut step_name, mut timeout, mut always) = (None, None, None, false);
             let has_run = table.keys().any(|k| &**k.get_ref() == "run");
             for (field, value) in table {
                 let field_line = line_of(field.span().start);
@@ -204,6 +207,17 @@ impl Workflow {
                     ("timeout", Some(text)) => match HumanDuration::parse(text) {
                         Ok(duration) => timeout = Some(duration.0),
                         Err(message) => errors.push(error(Some(name), Some(value_line), message)),
+                    },
+                    ("always", _) => match value.get_ref().as_bool() {
+                        Some(flag) => always = flag,
+                        None => errors.push(error(
+                            Some(name),
+                            Some(value_line),
+                            format!(
+                                "`always` must be `true` or `false`, not {}",
+                                value.get_ref().type_str()
+                            ),
+                        )),
                     },
                     ("run", None) => errors.push(error(
                         Some(name),
@@ -279,6 +293,7 @@ impl Workflow {
                     run,
                     argv,
                     timeout,
+                    always,
                 },
             );
         }
@@ -359,6 +374,20 @@ timeout = "2s"
         assert_eq!(step.argv, ["echo", "$HOME", "a  b", "c d", "e f", "*"]);
         assert_eq!(step.timeout, Some(Duration::from_secs(2)));
         assert_eq!(step.label(), "[0] greet: echo $HOME 'a  b' \"c d\" e\\ f *");
+    }
+
+    #[test]
+    fn always_is_a_boolean_and_off_by_default() {
+        let w = parse("[0]\nrun = \"a\"\n[1]\nrun = \"b\"\nalways = true\n").unwrap();
+        let always: Vec<bool> = w.steps.iter().map(|s| s.always).collect();
+        assert_eq!(always, [false, true]);
+
+        let e = parse("[0]\nrun = \"a\"\nalways = \"yes\"\n").unwrap_err();
+        assert_eq!((e.step.as_deref(), e.line), (Some("0"), Some(3)));
+        assert!(
+            e.message.contains("`always` must be `true` or `false`"),
+            "{e}"
+        );
     }
 
     #[test]

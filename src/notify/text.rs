@@ -11,6 +11,7 @@ use crate::state::records::{RunRecord, RunResult};
 const BRANCH_CHARS: usize = 100;
 const COMMAND_CHARS: usize = 200;
 const MESSAGE_CHARS: usize = 300;
+const SUBJECT_CHARS: usize = 100;
 
 /// The size of `text` as services count it (UTF-16 code units).
 pub fn width(text: &str) -> usize {
@@ -25,6 +26,8 @@ pub struct Summary {
     pub result: RunResult,
     pub branch: String,
     pub commit: String,
+    /// The commit's subject, empty when the record has none.
+    pub subject: String,
     pub duration: String,
     /// The failing step's key and name (`[1] build`), and its command.
     pub failed_step: Option<(String, String)>,
@@ -39,6 +42,7 @@ impl Summary {
             result: record.result,
             branch: one_line(&record.branch, BRANCH_CHARS),
             commit: one_line(short(&record.commit), 40),
+            subject: one_line(&record.subject, SUBJECT_CHARS),
             duration: human_ms(record.duration_ms),
             failed_step: record.failed_step().map(|step| {
                 let label = match &step.name {
@@ -167,6 +171,9 @@ pub fn chat_message(summary: &Summary, log: &str, markup: &Markup) -> String {
         (markup.span)(&summary.commit),
         summary.duration,
     );
+    if !summary.subject.is_empty() {
+        head.push_str(&format!("\n{}", (markup.span)(&summary.subject)));
+    }
     if let Some((label, command)) = &summary.failed_step {
         head.push_str(&format!(
             "\nfailing step {}: {}",
@@ -230,6 +237,8 @@ pub fn sample_record(result: RunResult, branch: &str) -> RunRecord {
         run: 7,
         branch: branch.into(),
         commit: "0123456789abcdef0123456789abcdef01234567".into(),
+        subject: String::new(),
+        author: "Test Author <author@example.org>".into(),
         trigger: Trigger::Hook,
         started_at: "2026-11-05T10:00:00.000Z".into(),
         finished_at: Some("2026-11-05T10:00:01.500Z".into()),
@@ -288,5 +297,37 @@ mod tests {
         let tail = fit_tail(&wide, 4, width);
         assert_eq!(tail, "…😀");
         assert!(width(&tail) <= 4);
+    }
+
+    #[test]
+    fn the_subject_is_shown_escaped_for_each_service_and_shortened() {
+        use crate::notify::{discord, slack};
+        let mut record = sample_record(RunResult::Failure, "master");
+        record.subject = "Fix <b>x</b> `y` @everyone <!channel> &\x1b[31m".into();
+        let summary = Summary::of(&record);
+        assert_eq!(
+            summary.subject,
+            "Fix <b>x</b> `y` @everyone <!channel> & [31m"
+        );
+
+        let slack = slack::message(&summary, "");
+        assert!(
+            slack.contains(
+                "\n`Fix &lt;b&gt;x&lt;/b&gt; ˋyˋ @everyone &lt;!channel&gt; &amp; [31m`\n"
+            ),
+            "{slack}"
+        );
+        assert!(!slack.contains("<!") && !slack.contains('\x1b'), "{slack}");
+
+        let discord = discord::content(&summary, "");
+        assert!(
+            discord.contains("\n`Fix <b>x</b> ˋyˋ @everyone <!channel> & [31m`\n"),
+            "{discord}"
+        );
+
+        record.subject = "s".repeat(500);
+        assert_eq!(Summary::of(&record).subject.chars().count(), SUBJECT_CHARS);
+        record.subject.clear();
+        assert!(!slack::message(&Summary::of(&record), "").contains("\n``"));
     }
 }

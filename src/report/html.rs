@@ -51,6 +51,18 @@ fn page(title: &str, root: &str, body: &str) -> String {
     )
 }
 
+/// How many characters of a commit's subject the index shows (the run's page shows all of it).
+const SUBJECT_CHARS: usize = 80;
+
+/// An untrusted text that may be empty (a record written before it existed): `-` then.
+fn or_dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".into()
+    } else {
+        field(text)
+    }
+}
+
 fn result_cell(result: &str) -> String {
     // Results are phantom_ci's own words, safe as class names.
     format!("<span class=\"result {result}\">{result}</span>")
@@ -108,7 +120,7 @@ pub fn index(repos: &[RepoRuns], generated_at: &str) -> String {
         }
         body.push_str(
             "<table>\n<tr><th>Run</th><th>Result</th><th>Branch</th><th>Commit</th>\
-             <th>Trigger</th><th>Started</th><th>Duration</th></tr>\n",
+             <th>Subject</th><th>Trigger</th><th>Started</th><th>Duration</th></tr>\n",
         );
         for run in &repo.runs {
             let run = match run {
@@ -116,7 +128,7 @@ pub fn index(repos: &[RepoRuns], generated_at: &str) -> String {
                 Err(unreadable) => {
                     let _ = writeln!(
                         body,
-                        "<tr><td>#{}</td><td>{}</td><td colspan=\"5\">its record cannot be read: \
+                        "<tr><td>#{}</td><td>{}</td><td colspan=\"6\">its record cannot be read: \
                          {}</td></tr>",
                         unreadable.run,
                         result_cell("unreadable"),
@@ -128,10 +140,11 @@ pub fn index(repos: &[RepoRuns], generated_at: &str) -> String {
             let _ = writeln!(
                 body,
                 "<tr><td><a href=\"{name}/{n}.html\">#{n}</a></td><td>{}</td><td><code>{}</code></td>\
-                 <td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                 <td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 result_cell(run.result.as_str()),
                 field(&run.branch),
                 field(short(&run.commit)),
+                escape(&describe::one_line(&run.subject, SUBJECT_CHARS)),
                 run.trigger.as_str(),
                 field(&run.started_at),
                 duration(run),
@@ -169,6 +182,8 @@ pub fn run_page(record: &RunRecord, log: &LogTail) -> String {
     row("result", result_cell(record.result.as_str()));
     row("branch", format!("<code>{}</code>", field(&record.branch)));
     row("commit", format!("<code>{}</code>", field(&record.commit)));
+    row("subject", or_dash(&record.subject));
+    row("author", or_dash(&record.author));
     row("trigger", record.trigger.as_str().into());
     row("started_at", field(&record.started_at));
     row(

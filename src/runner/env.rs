@@ -15,6 +15,8 @@ pub struct RunVars<'a> {
     pub previous_commit: Option<&'a str>,
     pub workspace: &'a Path,
     pub artifacts: &'a Path,
+    /// The repo's build cache (`cache = true`), given as `PHANTOM_CI_CACHE`.
+    pub cache: Option<&'a Path>,
 }
 
 /// The full environment of every step of a run, in the order SPEC §4.2 gives; later entries win.
@@ -51,6 +53,9 @@ pub fn step_env(repo: &Repo, user: &StepUser, vars: &RunVars) -> Vec<(String, St
         "PHANTOM_CI_ARTIFACTS",
         vars.artifacts.to_string_lossy().into_owned(),
     );
+    if let Some(cache) = vars.cache {
+        set("PHANTOM_CI_CACHE", cache.to_string_lossy().into_owned());
+    }
     for (name, value) in &repo.env {
         set(name, value.clone());
     }

@@ -9,11 +9,11 @@ mod source;
 pub mod step;
 
 pub mod output;
-pub use source::{load_workflow, open_source};
+pub use source::{commit_words, load_workflow, open_source};
 
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use git2::{Oid, Repository};
@@ -21,10 +21,11 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::config::dirs::Dirs;
+use crate::config::quantities::ByteSize;
 use crate::config::workflow::Workflow;
 use crate::config::{KeepWorkspace, Repo, Sandbox};
 use crate::describe;
-use crate::describe::{human, human_ms, millis, short, signal_name};
+use crate::describe::{human, human_bytes, human_ms, millis, short, signal_name};
 use crate::error::Error;
 use crate::git::workspace::Workspace;
 use crate::isolation::boundary::Boundary;
@@ -34,11 +35,15 @@ use crate::isolation::sandbox::{self, Sandbox as BwrapSandbox};
 use crate::isolation::signature::{self, Refusal};
 use crate::isolation::{reaper, signals};
 use crate::runner::output::Output;
+use crate::state::cache;
 use crate::state::lock::RepoLock;
 use crate::state::records::{
     self, RunDir, RunRecord, RunResult, StepJournal, StepRecord, StepResult, Trigger,
 };
 use record::step_record;
+
+/// How many characters of a commit's subject (and author) the log's header shows.
+const SUBJECT_SHOWN: usize = 120;
 
 /// What to run: a repo, a branch and the exact commit, fixed before the run starts.
 #[derive(Debug, Clone)]
@@ -115,6 +120,9 @@ pub fn execute(
     crate::state::recovery::recover(dirs, repo, lock)?;
     let previous = records::last(dirs, &repo.name, None);
     let run_dir = records::allocate(dirs, &repo.name)?;
+    let (subject, author) = open_source(dirs, repo)
+        .map(|source| commit_words(&source, request.commit))
+        .unwrap_or_default();
     let started_at = SystemTime::now();
     let start = Instant::now();
     let mut record = RunRecord {
@@ -122,6 +130,8 @@ pub fn execute(
         run: run_dir.number,
         branch: request.branch.clone(),
         commit: request.commit.to_string(),
+        subject,
+        author,
         trigger: request.trigger,
         started_at: records::rfc3339(started_at),
         finished_at: None,
@@ -154,6 +164,14 @@ pub fn execute(
         short(&record.commit),
         request.trigger.as_str(),
     ));
+    // The commit in words, on a line of its own (the line above is what recovery reads back).
+    if !record.subject.is_empty() {
+        out.line(&format!(
+            "==> {} ({})",
+            describe::one_line(&record.subject, SUBJECT_SHOWN),
+            describe::one_line(&record.author, SUBJECT_SHOWN)
+        ));
+    }
 
     let mut run = Run {
         dirs,
@@ -213,6 +231,16 @@ pub fn execute(
     })
 }
 
+/// What the steps of a run run with.
+struct Steps<'a> {
+    workflow: &'a Workflow,
+    workspace: &'a Workspace,
+    user: &'a StepUser,
+    sandbox: Option<&'a BwrapSandbox>,
+    /// The repo's build cache, with `cache = true`.
+    cache: Option<&'a Path>,
+}
+
 struct Run<'a> {
     dirs: &'a Dirs,
     request: &'a Request,
@@ -262,14 +290,38 @@ impl Run<'_> {
                 objects.display()
             ));
         }
+        let cache = match repo
+            .cache
+            .then(|| cache::prepare(self.dirs, &repo.name, &user))
+            .transpose()
+        {
+            Ok(cache) => cache,
+            Err(message) => {
+                self.finish_workspace(&workspace, &Conclusion::error(message.clone()));
+                return Conclusion::error(message);
+            }
+        };
         let conclusion = match workspace
             .checkout(&source, self.request.commit, repo, self.deadline)
             .and_then(|()| workspace.hand_over(&user))
-            .and_then(|()| self.sandbox(&workspace, &source, &user))
+            .and_then(|()| self.sandbox(&workspace, &source, &user, cache.as_deref()))
         {
-            Ok(sandbox) => self.run_steps(&workflow, &workspace, &user, sandbox.as_ref()),
+            Ok(sandbox) => {
+                let steps = Steps {
+                    workflow: &workflow,
+                    workspace: &workspace,
+                    user: &user,
+                    sandbox: sandbox.as_ref(),
+                    cache: cache.as_deref(),
+                };
+                self.run_steps(&steps)
+            }
             Err(message) => Conclusion::error(message),
         };
+        // Every process of the run is gone: the cache goes back within its limit.
+        if let Some(dir) = &cache {
+            self.trim_cache(dir);
+        }
         self.finish_workspace(&workspace, &conclusion);
         conclusion
     }
@@ -305,17 +357,53 @@ impl Run<'_> {
         workspace: &Workspace,
         source: &Repository,
         user: &StepUser,
+        cache: Option<&Path>,
     ) -> Result<Option<BwrapSandbox>, String> {
-        step_sandbox(self.dirs, &self.request.repo, workspace, source, user)
+        step_sandbox(
+            self.dirs,
+            &self.request.repo,
+            workspace,
+            source,
+            user,
+            cache,
+        )
     }
 
-    fn run_steps(
-        &mut self,
-        workflow: &Workflow,
-        workspace: &Workspace,
-        user: &StepUser,
-        sandbox: Option<&BwrapSandbox>,
-    ) -> Conclusion {
+    /// With `cache = true`, removes the cache's oldest files until it fits `cache_limit`.
+    fn trim_cache(&mut self, dir: &Path) {
+        let limit = self.request.repo.cache_limit;
+        match cache::trim(dir, limit) {
+            Ok(trimmed) => {
+                if trimmed.removed > 0 {
+                    self.out.line(&format!(
+                        "==> cache trimmed from {} to {} (`cache_limit` {}): {} oldest file(s) \
+                         removed",
+                        human_bytes(trimmed.before),
+                        human_bytes(trimmed.after),
+                        ByteSize(limit),
+                        trimmed.removed
+                    ));
+                }
+                if trimmed.too_deep {
+                    self.out.line(&format!(
+                        "==> note: the cache has directories more than {} levels deep; what is \
+                         below them is neither counted nor trimmed",
+                        cache::MAX_DEPTH
+                    ));
+                }
+            }
+            Err(message) => self.out.line(&format!("==> note: {message}")),
+        }
+    }
+
+    fn run_steps(&mut self, steps: &Steps) -> Conclusion {
+        let Steps {
+            workflow,
+            workspace,
+            user,
+            sandbox,
+            cache,
+        } = *steps;
         let repo = &self.request.repo;
         let commit = self.request.commit.to_string();
         let env = env::step_env(
@@ -328,6 +416,7 @@ impl Run<'_> {
                 previous_commit: self.previous_commit.as_deref(),
                 workspace: &workspace.tree,
                 artifacts: &workspace.artifacts,
+                cache,
             },
         );
         let limits = privilege::rlimits(&repo.limits);
@@ -356,7 +445,10 @@ impl Run<'_> {
             message: None,
         };
         for step in &workflow.steps {
-            if conclusion.result != RunResult::Success {
+            // After a failure or a timeout only `always` steps run; after an abort (or any other
+            // end) none does.
+            let failed = conclusion.result != RunResult::Success;
+            if failed && !(step.always && after_failure(conclusion.result)) {
                 self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
                 continue;
             }
@@ -370,9 +462,22 @@ impl Run<'_> {
                 self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
                 continue;
             }
-            self.out.line(&format!("==> {}", step.label()));
             let now = Instant::now();
             let run_left = self.deadline.saturating_duration_since(now);
+            if failed && run_left.is_zero() {
+                // The repo's `timeout` bounds every step, `always` ones too: nothing is left.
+                self.out.line(&format!(
+                    "==> {} skipped: the run's `timeout` has passed",
+                    step.label()
+                ));
+                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
+                continue;
+            }
+            if failed {
+                self.out.line(&format!("==> {} (always)", step.label()));
+            } else {
+                self.out.line(&format!("==> {}", step.label()));
+            }
             let step_limit = step.timeout.unwrap_or(Duration::MAX);
             let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
             process_groups.extend(outcome.process_group);
@@ -391,6 +496,15 @@ impl Run<'_> {
             // Cancelled is not a failure: what runs after a failure (`always` steps) does not run.
             if outcome.cancelled {
                 conclusion = self.cancelled(&format!("in step {label}"));
+                continue;
+            }
+            if failed {
+                // The run already failed: its result and message stay those of the first failure.
+                match outcome.result {
+                    StepResult::Success | StepResult::Skipped => {}
+                    StepResult::Failure => self.out.line(&format!("==> {label} failed too")),
+                    StepResult::Timeout => self.out.line(&format!("==> {label} timed out too")),
+                }
                 continue;
             }
             match outcome.result {
@@ -514,25 +628,34 @@ impl Run<'_> {
 
 /// With `sandbox = "bwrap"`, the sandbox of the steps of `repo` working in `workspace` (a run's,
 /// or `phantom_ci debug`'s): phantom_ci's config, data and homes hidden, the workspace and artifacts
-/// writable, the source's objects read-only.
+/// writable (and the repo's build cache, if any), the source's objects read-only.
 pub fn step_sandbox(
     dirs: &Dirs,
     repo: &Repo,
     workspace: &Workspace,
     source: &Repository,
     user: &StepUser,
+    cache: Option<&Path>,
 ) -> Result<Option<BwrapSandbox>, String> {
     if repo.sandbox == Sandbox::None {
         return Ok(None);
     }
     let mut hidden = vec![dirs.config.clone(), dirs.data.clone()];
     hidden.extend(privilege::own_homes());
+    let mut writable = vec![workspace.tree.clone(), workspace.artifacts.clone()];
+    writable.extend(cache.map(Path::to_path_buf));
     let mounts = sandbox::Mounts {
         hidden,
-        writable: vec![workspace.tree.clone(), workspace.artifacts.clone()],
+        writable,
         read_only: vec![source.commondir().join("objects")],
     };
     BwrapSandbox::new(repo, user, &mounts).map(Some)
+}
+
+/// Whether `always` steps still run after a run reached `result`: after a failure or a timeout, not
+/// after an abort (nor a cancel, nor anything else).
+fn after_failure(result: RunResult) -> bool {
+    matches!(result, RunResult::Failure | RunResult::Timeout)
 }
 
 /// The conclusion of a run stopped by a signal to phantom_ci.

@@ -21,6 +21,32 @@ pub fn open_source(dirs: &Dirs, repo: &Repo) -> Result<Repository, String> {
     }
 }
 
+/// The most characters of a commit's subject and author a record keeps.
+const SUBJECT_CHARS: usize = 1000;
+const AUTHOR_CHARS: usize = 300;
+
+/// The subject and author (`Name <email>`) of `commit`, as `run.json` keeps them (untrusted, cut at
+/// a bound); empty strings when the commit cannot be read (the run then says why on its own).
+pub fn commit_words(source: &Repository, commit: Oid) -> (String, String) {
+    let Ok(commit) = source.find_commit(commit) else {
+        return (String::new(), String::new());
+    };
+    let subject = commit
+        .summary_bytes()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .unwrap_or_default();
+    let author = commit.author();
+    let author = format!(
+        "{} <{}>",
+        String::from_utf8_lossy(author.name_bytes()),
+        String::from_utf8_lossy(author.email_bytes())
+    );
+    (
+        subject.chars().take(SUBJECT_CHARS).collect(),
+        author.chars().take(AUTHOR_CHARS).collect(),
+    )
+}
+
 /// Reads the workflow for `branch` at `commit`: the repo's trusted `workflow` file if Repo.toml names
 /// one, else `workflow/<branch>.toml`, else `workflow.toml`, from the commit's tree.
 pub fn load_workflow(

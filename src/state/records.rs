@@ -94,6 +94,13 @@ pub struct RunRecord {
     pub run: u64,
     pub branch: String,
     pub commit: String,
+    /// The commit's subject (the first paragraph of its message, on one line) and author
+    /// (`Name <email>`): untrusted text, cut at a bound; empty when the commit could not be read,
+    /// and in records written before they existed.
+    #[serde(default)]
+    pub subject: String,
+    #[serde(default)]
+    pub author: String,
     pub trigger: Trigger,
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -522,6 +529,8 @@ mod tests {
             run,
             branch: "master".into(),
             commit: "0".repeat(40),
+            subject: String::new(),
+            author: String::new(),
             trigger: Trigger::Manual,
             started_at: "2026-11-01T00:00:00.000Z".into(),
             finished_at: None,

@@ -117,6 +117,8 @@ fn rebuild(repo: &Repo, run: &RunDir) -> RunRecord {
         commit: text("commit")
             .or_else(|| header.as_ref().map(|h| h.commit.clone()))
             .unwrap_or_default(),
+        subject: text("subject").unwrap_or_default(),
+        author: text("author").unwrap_or_default(),
         trigger: trigger.unwrap_or(Trigger::Manual),
         started_at,
         finished_at: None,

@@ -1,0 +1,225 @@
+//! `cache = true` (issue 12, SPEC §6): a build cache kept between runs as `PHANTOM_CI_CACHE`, in the
+//! sandbox too; `cache clear`; `cache_limit` trims the oldest files; another repo's step cannot read it.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::{TestEnv, has_bwrap, has_line, needs_root, stdout_of};
+
+/// Prints `HIT` when an earlier run left `seen` in the cache, then leaves it.
+const REMEMBERS: &str = "[0]\nrun = '''sh -c 'if [ -e \"$PHANTOM_CI_CACHE/seen\" ]; then echo HIT; else echo MISS; fi; echo run >> \"$PHANTOM_CI_CACHE/seen\"' '''\n";
+
+fn run_prints(env: &TestEnv) -> String {
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    stdout_of(&out)
+}
+
+fn status_json(env: &TestEnv) -> Value {
+    let out = env.phantom().args(["status", "--json"]).assert().success();
+    serde_json::from_str(&stdout_of(&out)).unwrap()
+}
+
+fn a_file_written_by_one_run_is_seen_by_the_next(env: &TestEnv, extra: &str) {
+    env.app(REMEMBERS, &format!("cache = true\n{extra}"));
+    assert!(has_line(&run_prints(env), "MISS"));
+    let cache = env.data.join("cache/app");
+    assert!(cache.join("seen").is_file());
+    assert!(has_line(&run_prints(env), "HIT"), "run 2 sees run 1's file");
+    assert_eq!(
+        std::fs::read_to_string(cache.join("seen")).unwrap(),
+        "run\nrun\n"
+    );
+
+    // Private: `<data>/cache` 0711, the repo's cache 0700.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&env.data.join("cache")), 0o711);
+    assert_eq!(mode(&cache), 0o700);
+
+    // `status` shows its size.
+    let status = status_json(env);
+    assert!(status[0]["cache_bytes"].as_u64().unwrap() > 0, "{status}");
+    let out = env.phantom().arg("status").assert().success();
+    assert!(
+        stdout_of(&out)
+            .lines()
+            .any(|l| l.starts_with("cache of app: ") && l.ends_with(" of 10GiB")),
+        "{}",
+        stdout_of(&out)
+    );
+
+    // `cache clear` empties it: the next run starts afresh.
+    let out = env
+        .phantom()
+        .args(["cache", "clear", "app"])
+        .assert()
+        .success();
+    assert!(stdout_of(&out).contains("cache of `app` cleared"));
+    assert!(!cache.exists());
+    assert_eq!(status_json(env)[0]["cache_bytes"], Value::Null);
+    assert!(has_line(&run_prints(env), "MISS"));
+}
+
+fn the_cache_is_kept_between_runs_and_cleared_on_demand() {
+    let env = TestEnv::new();
+    a_file_written_by_one_run_is_seen_by_the_next(&env, "");
+}
+
+fn the_cache_is_kept_between_runs_in_the_sandbox() {
+    if !has_bwrap() {
+        return;
+    }
+    // The sandbox gives steps an empty /tmp of their own: the test lives elsewhere.
+    let env = TestEnv::new_in(Path::new("/var/tmp"));
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    a_file_written_by_one_run_is_seen_by_the_next(&env, "sandbox = \"bwrap\"");
+}
+
+/// In the sandbox the rest of `<data>` stays hidden: the cache is bound in, nothing beside it.
+fn the_sandbox_shows_the_cache_and_nothing_else_of_the_data_dir() {
+    if !has_bwrap() {
+        return;
+    }
+    let env = TestEnv::new_in(Path::new("/var/tmp"));
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(env.data.join("cache/other")).unwrap();
+    std::fs::write(env.data.join("cache/other/secret"), "other's").unwrap();
+    env.app(
+        "[0]\nrun = '''sh -c 'ls \"$PHANTOM_CI_CACHE/..\"; cat \"$PHANTOM_CI_CACHE/../other/secret\" || echo HIDDEN' '''\n",
+        "cache = true\nsandbox = \"bwrap\"",
+    );
+    let stdout = run_prints(&env);
+    assert!(has_line(&stdout, "HIDDEN"), "{stdout}");
+    assert!(!stdout.contains("other's"), "{stdout}");
+}
+
+/// `cache_limit`: after a run past it, the oldest files go until the cache fits.
+fn a_cache_past_its_limit_loses_its_oldest_files() {
+    let env = TestEnv::new();
+    env.app(
+        "[0]\nrun = '''sh -c 'cd \"$PHANTOM_CI_CACHE\" && head -c 600000 /dev/urandom > old && touch -d \"2 hours ago\" old && head -c 600000 /dev/urandom > new' '''\n",
+        "cache = true\ncache_limit = \"1MiB\"",
+    );
+    let stdout = run_prints(&env);
+    assert!(stdout.contains("==> cache trimmed from "), "{stdout}");
+    let cache = env.data.join("cache/app");
+    assert!(!cache.join("old").exists(), "the oldest file is removed");
+    assert!(cache.join("new").exists(), "the newest file is kept");
+}
+
+/// The attack: a step of another repo, running as another user, reads the cache of `app` (whose
+/// steps run as `nobody`) — and cannot; nor can it write into it.
+fn another_repos_step_cannot_read_the_cache() {
+    if !needs_root() {
+        return;
+    }
+    if nix::unistd::User::from_name("daemon")
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        crate::skip!("needs a user `daemon` besides `nobody` (Debian has one)");
+    }
+    let env = TestEnv::shared();
+    let app = env.repo("app");
+    app.workflow(
+        "master",
+        "[0]\nrun = '''sh -c 'echo app-secret > \"$PHANTOM_CI_CACHE/secret\"' '''\n",
+    );
+    app.commit_and_push("app");
+    let other = env.repo("other");
+    let target = env.data.join("cache/app");
+    other.workflow(
+        "master",
+        &format!(
+            "[0]\nrun = '''sh -c 'cat {0}/secret || echo READ-REFUSED; ls {0} || echo LIST-REFUSED; touch {0}/planted || echo WRITE-REFUSED' '''\n",
+            target.display()
+        ),
+    );
+    other.commit_and_push("other");
+    env.write_repo_toml(&format!(
+        "{}{}",
+        env.section_as("app", &app, "nobody", "cache = true"),
+        env.section_as("other", &other, "daemon", "cache = true")
+    ));
+    env.phantom().args(["run", "app"]).assert().success();
+    let meta = std::fs::metadata(&target).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(
+        meta.uid(),
+        nobody.uid.as_raw(),
+        "the cache is the step user's"
+    );
+    assert_eq!(meta.mode() & 0o7777, 0o700);
+
+    let out = env.phantom().args(["run", "other"]).assert().success();
+    let stdout = stdout_of(&out);
+    assert!(!stdout.contains("app-secret"), "{stdout}");
+    for refused in ["READ-REFUSED", "LIST-REFUSED", "WRITE-REFUSED"] {
+        assert!(has_line(&stdout, refused), "{refused}: {stdout}");
+    }
+    assert!(!target.join("planted").exists());
+}
+
+/// A cache that changed hands (`run_as` changed) is given to the new step user, links untouched.
+fn a_cache_changing_hands_is_given_to_the_new_user_without_following_links() {
+    if !needs_root() {
+        return;
+    }
+    let env = TestEnv::shared();
+    let outside = env.root().join("outside");
+    std::fs::write(&outside, "root's").unwrap();
+    let cache = env.data.join("cache/app");
+    std::fs::create_dir_all(cache.join("sub")).unwrap();
+    std::fs::write(cache.join("sub/file"), "x").unwrap();
+    std::os::unix::fs::symlink(&outside, cache.join("sub/link")).unwrap();
+    let (repo, _) = env.app(
+        "[0]\nrun = '''sh -c 'echo more >> \"$PHANTOM_CI_CACHE/sub/file\"' '''\n",
+        "",
+    );
+    env.write_repo_toml(&env.section_as("app", &repo, "nobody", "cache = true"));
+    env.phantom().args(["run", "app"]).assert().success();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert_eq!(
+        std::fs::metadata(cache.join("sub/file")).unwrap().uid(),
+        nobody
+    );
+    assert_eq!(
+        std::fs::read_to_string(cache.join("sub/file")).unwrap(),
+        "xmore\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&outside).unwrap().uid(),
+        0,
+        "the link's target stays root's"
+    );
+}
+
+fn cache_clear_refuses_an_unknown_repo() {
+    let env = TestEnv::new();
+    env.write_repo_toml("");
+    env.phantom()
+        .args(["cache", "clear", "nope"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("no repo `nope`"));
+    env.phantom()
+        .args(["cache", "clear", "../x"])
+        .assert()
+        .code(2);
+}
+
+crate::tests! {
+    the_cache_is_kept_between_runs_and_cleared_on_demand,
+    the_cache_is_kept_between_runs_in_the_sandbox,
+    the_sandbox_shows_the_cache_and_nothing_else_of_the_data_dir,
+    a_cache_past_its_limit_loses_its_oldest_files,
+    another_repos_step_cannot_read_the_cache,
+    a_cache_changing_hands_is_given_to_the_new_user_without_following_links,
+    cache_clear_refuses_an_unknown_repo,
+}
