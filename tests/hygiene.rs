@@ -111,6 +111,37 @@ fn a_checkout_bomb_is_refused_before_anything_is_written() {
     assert!(bytes_under(&env.data) < 4 << 20);
 }
 
+/// The review's attack on the count: the commit's own `.gitattributes` asks git to grow every file at
+/// checkout (`ident` turns `$Id$` into 51 bytes, `eol=crlf` doubles newlines, UTF-32 quadruples), so
+/// a commit within `checkout_limit` by its blobs would write ~47 times as much. The workspace holds the
+/// blobs byte for byte instead.
+fn a_commits_attributes_cannot_grow_the_checkout_past_what_was_counted() {
+    let env = TestEnv::new();
+    let (repo, _) = env.app("[0]\nrun = \"wc -c big\"\n", "checkout_limit = \"16MiB\"");
+    let line = "$Id$\n";
+    repo.write("big", &line.repeat(256 * 1024));
+    // Committed before the attributes: the pusher's own `git add` would convert it otherwise.
+    repo.commit("a file of $Id$ lines");
+    repo.write(
+        ".gitattributes",
+        "* ident eol=crlf working-tree-encoding=UTF-32LE\n.gitattributes -ident -eol -working-tree-encoding\nworkflow/** -ident -eol -working-tree-encoding\n",
+    );
+    // Only the attributes are added: `git add -A` would convert `big` in the pusher's clone.
+    env.git(&repo.work, &["add", ".gitattributes"]);
+    env.git(
+        &repo.work,
+        &["commit", "-q", "-m", "attributes that grow every file"],
+    );
+    assert!(repo.push("master").status.success());
+    env.phantom().args(["run", "app"]).assert().success();
+    let log = env.log("app", 1);
+    let blob = line.len() * 256 * 1024;
+    assert!(
+        crate::support::has_line(&log, &format!("{blob} big")),
+        "the file is the blob ({blob} bytes), not a converted copy: {log}"
+    );
+}
+
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
@@ -509,6 +540,7 @@ fn the_checkout_runs_nothing_of_the_operators_git_configuration() {
 }
 
 crate::tests! {
+    a_commits_attributes_cannot_grow_the_checkout_past_what_was_counted,
     a_checkout_bomb_is_refused_before_anything_is_written,
     a_step_cannot_open_lock_or_read_phantom_cis_state,
     a_url_repos_mirror_is_readable_by_its_own_step_user_only,

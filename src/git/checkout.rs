@@ -43,6 +43,13 @@ pub enum CheckoutError {
     /// Directories nested deeper than [`MAX_TREE_DEPTH`]; nothing was written.
     #[error("the commit's tree is nested deeper than {MAX_TREE_DEPTH} directories")]
     TooDeep,
+    /// The directory listings (tree objects) open at once during the count exceed
+    /// [`MAX_HELD_TREES`] bytes: counting them would take that much of phantom_ci's memory.
+    #[error(
+        "the commit's directory listings are too large to count (more than {} MiB at once)",
+        MAX_HELD_TREES >> 20
+    )]
+    TreesTooLarge,
     /// The deadline passed (during the count or the checkout itself).
     #[error("the checkout did not end before the deadline")]
     Deadline,
@@ -57,11 +64,18 @@ pub enum CheckoutError {
 pub const BLOCK: u64 = 4096;
 /// How deep the directories of a checkout may nest.
 pub const MAX_TREE_DEPTH: usize = 1024;
+/// The most bytes of tree objects the count holds in memory at once (one per level of the walk).
+pub const MAX_HELD_TREES: u64 = 256 << 20;
+/// What git's index spends on each file besides its path (`.git/index` is written by the checkout too).
+const INDEX_ENTRY: u64 = 64;
 
 /// What checking `commit` out would write, counted before anything is written: the size of every file
-/// (regular file or symbolic link) in whole [`BLOCK`]s, at least one, and one block per directory or
-/// submodule — each time the tree names it, so a blob named 1,800 times counts 1,800 times. Only object
-/// headers are read, never contents. Stops with [`CheckoutError::TooLarge`] as soon as the count passes
+/// (regular file or symbolic link) in whole [`BLOCK`]s, at least one, plus its entry in `.git/index`
+/// (its path and [`INDEX_ENTRY`] bytes); for each directory, the size of its tree object (at least a
+/// block), and a block per submodule — each time the tree names it, so a blob named 1,800 times counts
+/// 1,800 times. Only object headers are read, never contents, and the trees held in memory at once are
+/// capped at [`MAX_HELD_TREES`] bytes. The files are written byte for byte as the blobs hold them (the
+/// checkout turns every attribute conversion off), so the count is what lands on disk. Stops with [`CheckoutError::TooLarge`] as soon as the count passes
 /// `budget.bytes` (every entry costs a block, so the walk visits at most `bytes / BLOCK` entries), and
 /// with [`CheckoutError::Deadline`] when the deadline passes.
 pub fn checkout_size(
@@ -84,11 +98,18 @@ pub fn checkout_size(
     let mut sizes: std::collections::HashMap<Oid, u64> = std::collections::HashMap::new();
     let mut total: u64 = 0;
     let mut visited: u64 = 0;
-    // Depth-first, one (tree, next entry) per level.
-    let mut stack = vec![(root, 0usize)];
-    while let Some((tree, index)) = stack.last_mut() {
-        let Some((kind, id)) = tree.get(*index).map(|e| (e.kind(), e.id())) else {
-            stack.pop();
+    // Depth-first, one (tree, next entry, length of its path, its size) per level.
+    let mut held: u64 = 0;
+    let mut stack = vec![(root, 0usize, 0u64, 0u64)];
+    while let Some((tree, index, prefix, _)) = stack.last_mut() {
+        let prefix = *prefix;
+        let Some((kind, id, name)) = tree
+            .get(*index)
+            .map(|e| (e.kind(), e.id(), e.name_bytes().len() as u64))
+        else {
+            if let Some((_, _, _, size)) = stack.pop() {
+                held -= size;
+            }
             continue;
         };
         *index += 1;
@@ -109,17 +130,29 @@ pub fn checkout_size(
                         size
                     }
                 };
-                size.div_ceil(BLOCK).max(1).saturating_mul(BLOCK)
+                size.div_ceil(BLOCK)
+                    .max(1)
+                    .saturating_mul(BLOCK)
+                    .saturating_add(INDEX_ENTRY + prefix + name)
             }
             Some(ObjectType::Tree) => {
                 if stack.len() >= MAX_TREE_DEPTH {
                     return Err(CheckoutError::TooDeep);
                 }
+                // Its size first, from the header: a huge listing is refused before it is read.
+                let (size, _) = odb
+                    .read_header(id)
+                    .map_err(other(format!("cannot read the tree {id}")))?;
+                let size = size as u64;
+                if held + size > MAX_HELD_TREES {
+                    return Err(CheckoutError::TreesTooLarge);
+                }
                 let sub = repo
                     .find_tree(id)
                     .map_err(other(format!("cannot read the tree {id}")))?;
-                stack.push((sub, 0));
-                BLOCK
+                held += size;
+                stack.push((sub, 0, prefix + name + 1, size));
+                size.max(BLOCK)
             }
             // A submodule is checked out as an empty directory.
             _ => BLOCK,
@@ -205,8 +238,19 @@ pub fn checkout_workspace(
     if budget.expired() {
         return Err(CheckoutError::Deadline);
     }
+    // The commit's own `.gitattributes` could make the checkout write more than the blobs it counted
+    // (`ident`, `eol=crlf`, `working-tree-encoding` grow a file up to ~47×): `info/attributes` wins
+    // over it and turns every conversion off, so the files are the blobs, byte for byte.
+    let info = git_dir.join("info");
+    std::fs::create_dir_all(&info).map_err(io("create .git/info"))?;
+    std::fs::write(info.join("attributes"), NO_CONVERSION)
+        .map_err(io("write .git/info/attributes"))?;
     write_files(dir, &git_dir, commit, budget)
 }
+
+/// `.git/info/attributes` of a workspace: no attribute of the commit changes what a file holds.
+const NO_CONVERSION: &str =
+    "* -text -eol -crlf -ident -filter -diff -merge -working-tree-encoding\n";
 
 /// Writes the files of `commit` into the work tree `dir` with `git checkout`, bounded by the deadline.
 fn write_files(
@@ -235,6 +279,8 @@ fn write_files(
             "core.hooksPath=/dev/null",
             "-c",
             "core.fsmonitor=false",
+            "-c",
+            "core.autocrlf=false",
             "checkout",
             "--quiet",
             "--force",
@@ -304,16 +350,19 @@ mod tests {
             let blob = repo.blob(&vec![b'x'; 1 << 20]).unwrap();
             repeated(repo, blob, 0o100644, 1800)
         });
+        // Each file also costs its index entry: 64 bytes and its name (`f0` … `f1799`).
+        let names: u64 = (0..1800).map(|i| format!("f{i}").len() as u64).sum();
+        let total = (1800 << 20) + 1800 * INDEX_ENTRY + names;
         assert_eq!(
             checkout_size(&repo, commit, &budget(u64::MAX)).unwrap(),
-            1800 << 20
+            total
         );
         assert!(matches!(
             checkout_size(&repo, commit, &budget(100 << 20)),
             Err(CheckoutError::TooLarge { limit }) if limit == 100 << 20
         ));
-        assert!(checkout_size(&repo, commit, &budget(1800 << 20)).is_ok());
-        assert!(checkout_size(&repo, commit, &budget((1800 << 20) - 1)).is_err());
+        assert!(checkout_size(&repo, commit, &budget(total)).is_ok());
+        assert!(checkout_size(&repo, commit, &budget(total - 1)).is_err());
         // Nothing is written when the commit is too large.
         let target = tempfile::tempdir().unwrap().path().join("ws");
         let refused = checkout_workspace(&repo, commit, &target, &budget(100 << 20));
@@ -333,11 +382,36 @@ mod tests {
             root.insert("sub", sub, 0o040000).unwrap();
             root.write().unwrap()
         });
-        // a, link, sub/ and its three files.
+        // a, link, sub/ and its three files, a block each, and the five files' index entries:
+        // 64 bytes and the path (`a`, `link`, `sub/f0`, …).
         assert_eq!(
             checkout_size(&repo, commit, &budget(u64::MAX)).unwrap(),
-            6 * BLOCK
+            6 * BLOCK + (INDEX_ENTRY + 1) + (INDEX_ENTRY + 4) + 3 * (INDEX_ENTRY + 6)
         );
+    }
+
+    #[test]
+    fn a_tree_object_costs_its_size_so_huge_listings_count_against_the_limit() {
+        // One directory listing 20,000 empty files: its tree object alone is ~600 KB.
+        let (_dir, repo, commit) = commit_of(|repo| {
+            let empty = repo.blob(b"").unwrap();
+            let big = repeated(repo, empty, 0o100644, 20_000);
+            let mut root = repo.treebuilder(None).unwrap();
+            root.insert("big", big, 0o040000).unwrap();
+            root.write().unwrap()
+        });
+        let tree = repo
+            .find_commit(commit)
+            .unwrap()
+            .tree()
+            .unwrap()
+            .get_name("big")
+            .unwrap()
+            .id();
+        let (tree_size, _) = repo.odb().unwrap().read_header(tree).unwrap();
+        assert!(tree_size > 500_000);
+        let counted = checkout_size(&repo, commit, &budget(u64::MAX)).unwrap();
+        assert!(counted >= tree_size as u64 + 20_000 * BLOCK, "{counted}");
     }
 
     #[test]

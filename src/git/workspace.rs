@@ -119,9 +119,10 @@ impl Workspace {
                  nothing of the checkout was kept",
                 human(repo.timeout)
             ),
-            CheckoutError::TooDeep | CheckoutError::Interrupted | CheckoutError::Git(_) => {
-                error.to_string()
-            }
+            CheckoutError::TooDeep
+            | CheckoutError::TreesTooLarge
+            | CheckoutError::Interrupted
+            | CheckoutError::Git(_) => error.to_string(),
         };
         if let Err(e) = emptied {
             message.push_str(&format!(
