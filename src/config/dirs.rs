@@ -227,8 +227,11 @@ pub fn make_private(file: &std::fs::File) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The absolute form of `path`, one spelling per directory (`/var/lib/x/` and `/var/lib/./x` are
+/// `/var/lib/x`): the data dir names the run cgroups and workspaces crash recovery looks for.
 fn absolute(path: PathBuf) -> Result<PathBuf, String> {
     std::path::absolute(&path)
+        .map(|p| p.components().collect())
         .map_err(|e| format!("cannot resolve the directory `{}`: {e}", path.display()))
 }
 
@@ -238,6 +241,20 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_directory_has_one_spelling() {
+        for spelling in [
+            "/var/lib/phantom_ci/",
+            "/var/lib/./phantom_ci",
+            "/var//lib/phantom_ci",
+        ] {
+            assert_eq!(
+                absolute(PathBuf::from(spelling)).unwrap(),
+                Path::new("/var/lib/phantom_ci")
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -263,7 +264,13 @@ fn search(dir: &Path, name: &str) -> Option<PathBuf> {
                 if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                     continue;
                 }
-                if entry.file_name() == name {
+                // Only a cgroup phantom_ci's own user made: a step user with a delegated subtree of
+                // its own could make a decoy of the same name to hide the real one.
+                if entry.file_name() == name
+                    && entry
+                        .metadata()
+                        .is_ok_and(|m| m.uid() == nix::unistd::geteuid().as_raw())
+                {
                     return Some(entry.path());
                 }
                 seen += 1;
