@@ -205,15 +205,7 @@ fn the_hook_names_a_broken_repo_and_never_fails_the_push() {
     let env = TestEnv::new();
     let repo = healthy_and_broken(&env);
     let tip = env.git(&repo.work, &["rev-parse", "HEAD"]);
-    let mut hook = env
-        .phantom_std()
-        .args(["hook", "--wait"])
-        .env("GIT_DIR", &repo.bare)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut hook = env.spawn_hook_wait(&repo.bare, std::process::Stdio::piped());
     use std::io::Write;
     writeln!(
         hook.stdin.take().unwrap(),

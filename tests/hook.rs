@@ -505,16 +505,7 @@ fn a_waiting_hook_that_dies_leaves_its_commit_to_a_worker() {
     repo.workflow("master", &waiting_workflow(&env, ""));
     let first = repo.commit_and_push("first");
     let hook = |commit: &str| {
-        let mut child = env
-            .phantom_std()
-            .args(["hook", "--wait"])
-            .env("GIT_DIR", &repo.bare)
-            .current_dir(&repo.bare)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = env.spawn_hook_wait(&repo.bare, Stdio::null());
         let mut stdin = child.stdin.take().unwrap();
         writeln!(stdin, "{} {commit} refs/heads/master", "0".repeat(40)).unwrap();
         child

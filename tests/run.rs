@@ -548,16 +548,7 @@ mod a_console_that_never_reads {
     pub(super) fn sigterm_to_a_waiting_hook_still_aborts_the_run() {
         let env = TestEnv::new();
         let (repo, commit) = env.app(&flooding_step("1032", "10m"), "");
-        let mut child = env
-            .phantom_std()
-            .args(["hook", "--wait"])
-            .env("GIT_DIR", &repo.bare)
-            .current_dir(&repo.bare)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = env.spawn_hook_wait(&repo.bare, Stdio::null());
         let zeros = "0".repeat(40);
         let mut stdin = child.stdin.take().unwrap();
         writeln!(stdin, "{zeros} {commit} refs/heads/master").unwrap();

@@ -117,6 +117,21 @@ impl TestEnv {
         cmd
     }
 
+    /// `phantom_ci hook --wait` of the bare repository `bare` as git starts it (in the repository,
+    /// `GIT_DIR` set), with stdin and stdout piped and stderr as `stderr` says; the test writes the ref
+    /// lines.
+    pub fn spawn_hook_wait(&self, bare: &Path, stderr: std::process::Stdio) -> std::process::Child {
+        self.phantom_std()
+            .args(["hook", "--wait"])
+            .env("GIT_DIR", bare)
+            .current_dir(bare)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs git in `cwd`; panics with its output if it fails. Returns stdout, trimmed.
     pub fn git(&self, cwd: &Path, args: &[&str]) -> String {
         let output = StdCommand::new("git")
