@@ -179,6 +179,19 @@ fn wait_and_run(
         Ok(None) => Err(Error::Other(format!("cannot lock repo `{name}`"))),
         Err(e) => Err(e),
     };
+    // Whatever is still queued and not run here (an entry of this hook left by an error, a push
+    // without `--wait` that came meanwhile) goes to a worker.
+    // Done before anything more is printed: a pusher who stopped reading (a suspended `git push`)
+    // can block those writes, but never this hand-off.
+    let mut later = Vec::new();
+    if let Err(e) = queue::forget_waiter(&ctx.dirs, name, waiter) {
+        later.push(format!("phantom_ci: {e}"));
+    }
+    if let Err(e) = worker::hand_on(&ctx.dirs, name) {
+        later.push(format!(
+            "phantom_ci: {e}; queued work waits for the next push or `tick`"
+        ));
+    }
     match own {
         Ok(Own::Ran(finished)) => {
             for note in &finished.notes {
@@ -212,13 +225,8 @@ fn wait_and_run(
         )),
         Err(e) => eprintln!("phantom_ci: repo `{name}`: {e}"),
     }
-    // Whatever is still queued and not run here (an entry of this hook left by an error, a push
-    // without `--wait` that came meanwhile) goes to a worker.
-    if let Err(e) = queue::forget_waiter(&ctx.dirs, name, waiter) {
-        eprintln!("phantom_ci: {e}");
-    }
-    if let Err(e) = worker::hand_on(&ctx.dirs, name) {
-        eprintln!("phantom_ci: {e}; queued work waits for the next push or `tick`");
+    for line in later {
+        eprintln!("{line}");
     }
 }
 

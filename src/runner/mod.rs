@@ -66,9 +66,18 @@ pub struct Console {
 
 impl Console {
     /// phantom_ci's stdout, in colour when it is a terminal that takes it ([`describe::stdout_in_colour`]).
+    ///
+    /// The console writes through a descriptor of its own (a duplicate of stdout), not through std's
+    /// `Stdout`: a console that stopped reading then blocks only the console's writer, never a
+    /// `println!` of phantom_ci's that waits for std's lock on stdout.
     pub fn stdout() -> Console {
+        use std::os::fd::AsFd;
+        let out: Box<dyn Write + Send> = match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => Box::new(std::fs::File::from(fd)),
+            Err(_) => Box::new(std::io::stdout()),
+        };
         Console {
-            out: Box::new(std::io::stdout()),
+            out,
             colour: describe::stdout_in_colour(),
         }
     }
