@@ -185,8 +185,10 @@ fn a_step_cannot_open_lock_or_read_phantom_cis_state() {
     env.phantom().arg("tick").assert().success();
     assert_eq!(env.run_json("other", 1)["result"], "success");
 
-    // As an earlier version left it: every directory 0755, every file 0644, a worker.log.
+    // As an earlier version left it: every directory 0755, every file 0644, a worker.log, and no
+    // note that the repo's runs are settled (which lets `tick` pass over an unmoved repo).
     use std::os::unix::fs::PermissionsExt;
+    std::fs::remove_file(env.data.join("runs/other/settled")).unwrap();
     std::fs::write(env.data.join("worker.log"), "what the worker printed\n").unwrap();
     for path in ["", "locks", "queue", "seen", "runs", "runs/other"] {
         let dir = env.data.join(path);

@@ -19,6 +19,7 @@ mod check;
 mod config;
 mod configure_hook;
 mod containment;
+mod costs;
 mod debug;
 mod docs;
 mod examples;
@@ -55,6 +56,7 @@ fn main() -> std::process::ExitCode {
         config::tests(),
         configure_hook::tests(),
         containment::tests(),
+        costs::tests(),
         debug::tests(),
         docs::tests(),
         examples::tests(),

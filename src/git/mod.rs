@@ -4,6 +4,7 @@
 mod checkout;
 pub mod cli;
 pub mod mirror;
+pub mod refs;
 pub mod workspace;
 
 pub use checkout::{

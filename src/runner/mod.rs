@@ -228,7 +228,10 @@ pub fn execute(
     };
     out.line_styled(&summary(result), &summary(&painted));
     run_dir.write(&record)?;
-    // The record is final; now the console may have its last lines, if it takes them.
+    // The record is final: the repo's runs are settled again (`tick` passes over it while it does
+    // not move). Best effort: without the note, `tick` looks at the records.
+    let _ = records::mark_settled(dirs, &repo.name);
+    // Now the console may have its last lines, if it takes them.
     out.close();
     records::prune(dirs, &repo.name, repo.keep_runs)?;
     Ok(Finished {

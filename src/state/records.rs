@@ -349,6 +349,13 @@ pub fn allocate(dirs: &Dirs, repo: &str) -> Result<RunDir, Error> {
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
         }
     }
+    // The repo's runs are no longer all settled; the counter's write below makes that durable (it
+    // syncs this directory).
+    match std::fs::remove_file(runs.join(SETTLED)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("cannot remove", runs.join(SETTLED), e)),
+    }
     let counter = runs.join("last");
     let last_recorded = read_counter(&counter, repo)?;
     let last_present = numbers(&runs).last().copied().unwrap_or(0);
@@ -385,6 +392,30 @@ pub fn allocate(dirs: &Dirs, repo: &str) -> Result<RunDir, Error> {
             Err(e) => return Err(Error::io("cannot create", path, e)),
         }
     }
+}
+
+/// `<data>/runs/<repo>/settled`: present while every run of the repo has its final record — none
+/// is going on, none died unrecorded. Removed (durably) when a run is numbered, made again when its
+/// final record is written or recovery has recorded a dead run. `tick` passes over a repo whose
+/// branch did not move and whose runs are settled without touching its lock or records.
+const SETTLED: &str = "settled";
+
+/// Whether every run of `repo` has its final record (see [`SETTLED`]). `false` when unknown (never
+/// noted, or by a version before it): the caller looks at the records.
+pub fn all_settled(dirs: &Dirs, repo: &str) -> bool {
+    std::fs::symlink_metadata(dirs.runs(repo).join(SETTLED)).is_ok_and(|m| m.is_file())
+}
+
+/// Notes that every run of `repo` has its final record. The caller holds the repo's lock and has
+/// written that record. Not synced: if a crash loses it, the next `tick` looks at the records once.
+pub fn mark_settled(dirs: &Dirs, repo: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dirs.runs(repo).join(SETTLED))
+        .map(drop)
 }
 
 /// The last run number handed out, from the counter file; 0 when there is none yet.

@@ -37,7 +37,11 @@ pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>
     let run_dir = records::run_dir(dirs, &repo.name, number);
     let (mut record, unreadable) = match records::read(&run_dir) {
         Ok(Some(record)) if record.result == RunResult::Running => (record, None),
-        Ok(Some(_)) => return Ok(None),
+        Ok(Some(_)) => {
+            // Nothing to recover: say so for the next `tick` (best effort).
+            let _ = records::mark_settled(dirs, &repo.name);
+            return Ok(None);
+        }
         Ok(None) => (rebuild(repo, &run_dir), Some("it was missing".to_string())),
         Err(e) => (rebuild(repo, &run_dir), Some(e.reason)),
     };
@@ -79,6 +83,7 @@ pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>
         std::fs::rename(run_dir.json(), &kept).map_err(|e| Error::io("cannot keep", kept, e))?;
     }
     run_dir.write(&record)?;
+    let _ = records::mark_settled(dirs, &repo.name);
     if repo.keep_workspace == KeepWorkspace::Never {
         let _ = std::fs::remove_dir_all(&workspace);
     }
