@@ -33,7 +33,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::{AccessFlags, Pid, access};
 
 /// How many times (10 ms apart) phantom_ci looks for a killed cgroup to be empty before giving up.
-const ROUNDS: usize = 500;
+const ROUNDS: usize = 5000;
+/// Between two looks at a cgroup that is emptying: short, as a run's end waits for it.
+const PAUSE: Duration = Duration::from_millis(1);
 
 /// How deep [`kill_dead_run`] looks for a dead run's cgroup, and how many cgroups it looks at.
 const SEARCH_DEPTH: usize = 16;
@@ -302,7 +304,7 @@ fn kill_all(dir: &Path) {
                 let _ = kill(pid, Signal::SIGKILL);
             }
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(PAUSE);
     }
 }
 
@@ -357,7 +359,7 @@ fn remove_tree(dir: &Path) -> Result<(), String> {
             Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => last = Some(e),
             Err(e) => return Err(format!("cannot remove the cgroup `{}`: {e}", dir.display())),
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(PAUSE);
     }
     Err(format!(
         "cannot remove the cgroup `{}`: {}",
