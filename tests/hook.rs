@@ -268,23 +268,7 @@ fn a_pusher_who_cannot_read_the_config_leaves_a_few_spool_notes_for_many_refs() 
     // The root tick makes the spool, a drop box; then the pusher `nobody` pushes 100,000 branches.
     env.phantom().arg("tick").assert().success();
     let spool = env.data.join("spool");
-    let exe = assert_cmd::cargo::cargo_bin!("phantom_ci");
-    if !crate::support::on_path("setpriv") {
-        crate::skip!("needs setpriv (util-linux) to push as another user");
-    }
-    let mut hook = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(exe)
-        .arg("--config-dir")
-        .arg(&env.config)
-        .arg("--data-dir")
-        .arg(&env.data)
-        .arg("hook")
-        .env("GIT_DIR", &repo.bare)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut hook = env.spawn_hook_as_nobody(&repo.bare);
     let (zeros, other) = ("0".repeat(40), "1".repeat(40));
     let input: String = (0..100_000)
         .map(|i| format!("{zeros} {other} refs/heads/b{i}\n"))

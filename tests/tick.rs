@@ -134,23 +134,7 @@ fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
     let second = repo.commit_and_push("two");
 
     // The hook, as the pusher `nobody`: it cannot read Repo.toml, so it leaves a note.
-    let exe = assert_cmd::cargo::cargo_bin!("phantom_ci");
-    if !crate::support::on_path("setpriv") {
-        crate::skip!("needs setpriv (util-linux) to push as another user");
-    }
-    let mut hook = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(exe)
-        .arg("--config-dir")
-        .arg(&env.config)
-        .arg("--data-dir")
-        .arg(&env.data)
-        .arg("hook")
-        .env("GIT_DIR", &repo.bare)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut hook = env.spawn_hook_as_nobody(&repo.bare);
     writeln!(
         hook.stdin.take().unwrap(),
         "{first} {second} refs/heads/master"

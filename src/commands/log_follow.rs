@@ -126,24 +126,9 @@ mod tests {
     use super::*;
     use crate::config::dirs::Dirs;
     use crate::runner::output::tests::Shared;
-    use crate::state::records::Trigger;
 
     fn record(result: RunResult) -> RunRecord {
-        RunRecord {
-            repo: "app".into(),
-            run: 1,
-            branch: "master".into(),
-            commit: "0".repeat(40),
-            subject: String::new(),
-            author: String::new(),
-            trigger: Trigger::Manual,
-            started_at: "2026-11-01T00:00:00.000Z".into(),
-            finished_at: None,
-            duration_ms: 0,
-            result,
-            message: None,
-            steps: Vec::new(),
-        }
+        crate::state::records::sample(1, result)
     }
 
     fn running_run(root: &std::path::Path) -> RunDir {

@@ -528,6 +528,26 @@ pub fn prune(dirs: &Dirs, repo: &str, keep: u32) -> Result<(), Error> {
     Ok(())
 }
 
+/// A record of run `run` of `app` with `result`, for the tests of the modules that read records.
+#[cfg(test)]
+pub(crate) fn sample(run: u64, result: RunResult) -> RunRecord {
+    RunRecord {
+        repo: "app".into(),
+        run,
+        branch: "master".into(),
+        commit: "0".repeat(40),
+        subject: String::new(),
+        author: String::new(),
+        trigger: Trigger::Manual,
+        started_at: "2026-11-01T00:00:00.000Z".into(),
+        finished_at: None,
+        duration_ms: 0,
+        result,
+        message: None,
+        steps: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,21 +575,7 @@ mod tests {
     }
 
     fn record(run: u64, result: RunResult) -> RunRecord {
-        RunRecord {
-            repo: "app".into(),
-            run,
-            branch: "master".into(),
-            commit: "0".repeat(40),
-            subject: String::new(),
-            author: String::new(),
-            trigger: Trigger::Manual,
-            started_at: "2026-11-01T00:00:00.000Z".into(),
-            finished_at: None,
-            duration_ms: 0,
-            result,
-            message: None,
-            steps: Vec::new(),
-        }
+        sample(run, result)
     }
 
     fn step(index: u64) -> StepRecord {

@@ -132,6 +132,27 @@ impl TestEnv {
             .unwrap()
     }
 
+    /// `phantom_ci hook` of `bare` run by the pusher `nobody` (uid and gid 65534, no groups) through
+    /// `setpriv`, with stdin and stdout piped; the test writes the ref lines. Skips without `setpriv`.
+    pub fn spawn_hook_as_nobody(&self, bare: &Path) -> std::process::Child {
+        if !on_path("setpriv") {
+            crate::skip!("needs setpriv (util-linux) to push as another user");
+        }
+        StdCommand::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(assert_cmd::cargo::cargo_bin!("phantom_ci"))
+            .arg("--config-dir")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("hook")
+            .env("GIT_DIR", bare)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs git in `cwd`; panics with its output if it fails. Returns stdout, trimmed.
     pub fn git(&self, cwd: &Path, args: &[&str]) -> String {
         let output = StdCommand::new("git")
