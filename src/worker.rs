@@ -49,7 +49,7 @@ pub fn drain(dirs: &Dirs, config: &Config, console: &dyn Fn() -> Option<Console>
             drained.errors.push(format!(
                 "work is queued for repo `{name}`, which is not in Repo.toml; it waits until the repo \
                  is configured again (or remove `{}`)",
-                dirs.queue().join(format!("{name}.json")).display()
+                dirs.queue().join(format!("{name}~*.json")).display()
             ));
             continue;
         };
@@ -75,30 +75,30 @@ pub fn drain(dirs: &Dirs, config: &Config, console: &dyn Fn() -> Option<Console>
                 }
             };
             queue::restore(dirs, &name, &lock);
-            // Its pusher's hook waits for this lock to run it: let go.
-            let queued_at = match queue::peek(dirs, &name) {
-                Some(entry) if entry.waited_for() => break,
-                Some(entry) => entry.queued_at,
-                None => break,
+            // The oldest entry; one a pusher's hook waits to run itself is left to that hook.
+            let Some(next) = queue::next(dirs, &name) else {
+                break;
             };
             // Its turn among the runs of every repo (`max_parallel_runs`); the entry stays queued
             // (and replaceable by a newer push) while it waits.
-            let _slot = match slots::acquire(dirs, config.parallel_runs(), &queued_at, &mut || {}) {
-                Ok(Some(slot)) => slot,
-                Ok(None) => return drained,
-                Err(e) => {
-                    drained.errors.push(e.to_string());
-                    break;
-                }
-            };
-            let entry = match queue::take(dirs, &name, &lock) {
+            let _slot =
+                match slots::acquire(dirs, config.parallel_runs(), &next.queued_at, &mut || {}) {
+                    Ok(Some(slot)) => slot,
+                    Ok(None) => return drained,
+                    Err(e) => {
+                        drained.errors.push(e.to_string());
+                        break;
+                    }
+                };
+            let entry = match queue::take(dirs, &name, &next.branch, &lock) {
                 Ok(Some(entry)) if entry.waited_for() => {
                     // Queued by a waiting pusher between the look and the take: put it back.
                     queue::restore(dirs, &name, &lock);
                     break;
                 }
                 Ok(Some(entry)) => entry,
-                Ok(None) => break,
+                // Gone between the look and the take (`cancel --queued`): look again.
+                Ok(None) => continue,
                 Err(e) => {
                     drained.errors.push(e.to_string());
                     break;
@@ -133,6 +133,13 @@ pub enum Own {
     Left,
 }
 
+/// The commit of a branch a waiting pusher queued.
+#[derive(Debug, Clone, Copy)]
+pub struct Pushed<'a> {
+    pub branch: &'a str,
+    pub commit: &'a str,
+}
+
 /// Runs the entry `waiter` queued for `repo`, if it is still the pending one, with its output on
 /// `console`. The caller holds the repo's lock; once it lets go, it calls [`hand_on`].
 pub fn run_own(
@@ -141,9 +148,10 @@ pub fn run_own(
     waiter: &queue::Waiter,
     lock: &RepoLock,
     console: Option<Console>,
-    commit: &str,
+    pushed: &Pushed,
     parallel_runs: usize,
 ) -> Result<Own, Error> {
+    let Pushed { branch, commit } = *pushed;
     let name = &repo.name;
     queue::restore(dirs, name, lock);
     if crate::isolation::signals::requested().is_some() {
@@ -156,7 +164,7 @@ pub fn run_own(
         Some(record) => Own::RanElsewhere(Box::new(record)),
         None => Own::Replaced(None),
     };
-    let queued_at = match queue::peek(dirs, name) {
+    let queued_at = match queue::peek(dirs, name, branch) {
         Some(entry) if mine(&entry) => entry.queued_at,
         Some(newer) => return Ok(Own::Replaced(Some(newer))),
         None => return Ok(gone()),
@@ -166,7 +174,7 @@ pub fn run_own(
         queue::forget_waiter(dirs, name, waiter)?;
         return Ok(Own::Left);
     };
-    match queue::take(dirs, name, lock)? {
+    match queue::take(dirs, name, branch, lock)? {
         Some(entry) if mine(&entry) => {
             let finished = run_entry(dirs, repo, entry, lock, console)?;
             Ok(finished.map_or_else(gone, |finished| Own::Ran(Box::new(finished))))
@@ -193,8 +201,7 @@ fn ran_elsewhere(dirs: &Dirs, repo: &str, commit: &str) -> Option<RunRecord> {
 /// Called after letting the lock of `repo` go: work queued meanwhile that no waiting pusher runs
 /// itself (a push without `--wait`, or one whose waiting hook died) gets a detached worker.
 pub fn hand_on(dirs: &Dirs, repo: &str) -> Result<(), String> {
-    let waited_for = queue::peek(dirs, repo).is_some_and(|entry| entry.waited_for());
-    if queue::is_pending(dirs, repo) && !waited_for {
+    if queue::peek_claimed(dirs, repo).is_some() || queue::next(dirs, repo).is_some() {
         start_detached(dirs)
     } else {
         Ok(())
@@ -208,13 +215,13 @@ fn run_entry(
     lock: &RepoLock,
     console: Option<Console>,
 ) -> Result<Option<Finished>, Error> {
-    if entry.branch != repo.branch {
+    if !repo.branches.matches(&entry.branch) {
         queue::release(dirs, &repo.name);
         return Err(Error::Other(format!(
             "dropped queued work for branch `{}` of repo `{}`: the repo now runs `{}`",
             crate::describe::terminal(&entry.branch),
             repo.name,
-            repo.branch
+            repo.branches
         )));
     }
     let commit = git2::Oid::from_str(&entry.commit).map_err(|_| {
@@ -226,7 +233,7 @@ fn run_entry(
     })?;
     let request = Request {
         repo: repo.clone(),
-        branch: entry.branch,
+        branch: entry.branch.clone(),
         commit,
         trigger: entry.trigger,
         keep_workspace: false,
@@ -234,7 +241,7 @@ fn run_entry(
     // Once the run's record says `running`, the commit is seen and the claim is done with.
     let mut seen_error = None;
     let mut started = || {
-        seen_error = seen::set(dirs, &repo.name, &entry.commit).err();
+        seen_error = seen::set(dirs, &repo.name, &entry.branch, &entry.commit).err();
         queue::release(dirs, &repo.name);
     };
     let mut finished = execute(dirs, &request, console, lock, &mut started)?;

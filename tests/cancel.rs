@@ -105,7 +105,7 @@ fn cancel_queued_also_drops_the_waiting_commit() {
     let waiting = repo.commit("waiting");
     assert!(repo.push("master").status.success());
     wait_for("the commit to be queued", || {
-        env.data.join("queue/app.json").exists()
+        env.data.join("queue/app~master.json").exists()
     });
     let out = env
         .phantom()
@@ -121,7 +121,7 @@ fn cancel_queued_also_drops_the_waiting_commit() {
     // The worker that ran run 1 looks at the queue once more, finds nothing and exits.
     wait_for("the worker to exit", || !alive(worker));
     assert_eq!(env.runs("app"), [1], "the dropped commit never ran");
-    assert!(!env.data.join("queue/app.json").exists());
+    assert!(!env.data.join("queue/app~master.json").exists());
 }
 
 fn cancel_with_nothing_running_says_so_and_exits_1() {

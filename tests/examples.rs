@@ -74,7 +74,7 @@ fn example_repo_toml_parses_and_shows_every_key() {
     );
 
     let app = config.get("app").unwrap();
-    assert_eq!(app.branch, "main");
+    assert_eq!(app.branches.single(), Some("main"));
     assert_eq!(app.limits.nofile, Some(1024));
     assert_eq!(app.log_limit, 16 << 20);
 }

@@ -83,7 +83,12 @@ fn other_branches_tags_and_deletions_run_nothing() {
         env.git(&repo.work, &args);
     }
     assert!(env.runs("app").is_empty());
-    assert!(!env.data.join("queue").join("app.json").exists());
+    let queued = std::fs::read_dir(env.data.join("queue")).map_or(0, |dir| {
+        dir.flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .count()
+    });
+    assert_eq!(queued, 0);
 }
 
 fn a_configuration_error_is_one_line_and_never_fails_the_push() {
@@ -140,7 +145,7 @@ fn pushes_during_a_run_queue_up_and_only_the_newest_runs() {
     assert_eq!(second["result"], "success");
     // Nothing else is queued or running, and only two runs exist.
     wait_for("the queue to empty", || {
-        !env.data.join("queue/app.json").exists()
+        !env.data.join("queue/app~master.json").exists()
     });
     let output = env.phantom().arg("work").output().unwrap();
     assert!(output.status.success());
@@ -249,7 +254,7 @@ fn a_hundred_thousand_ref_lines_queue_the_configured_branch_once() {
     assert_eq!(env.runs("app"), [1]);
     assert!(env.runs("rel").is_empty());
     assert_eq!(env.run_json("app", 1)["commit"], commit.as_str());
-    assert!(!env.data.join("queue/app.json").exists());
+    assert!(!env.data.join("queue/app~master.json").exists());
 }
 
 fn a_pusher_who_cannot_read_the_config_leaves_a_few_spool_notes_for_many_refs() {
@@ -402,7 +407,7 @@ fn each_waiting_pusher_sees_its_own_run_and_what_it_waits_for() {
     );
     assert_eq!(env.run_json("app", 2)["commit"], second.as_str());
     assert_eq!(env.run_json("app", 2)["trigger"], "hook");
-    assert!(!env.data.join("queue/app.json").exists());
+    assert!(!env.data.join("queue/app~master.json").exists());
     assert_eq!(env.runs("app"), [1, 2]);
 }
 
@@ -443,7 +448,8 @@ fn a_waiting_pusher_whose_commit_is_replaced_is_told_and_the_newest_runs() {
     let second = repo.commit_and_push("second");
     let waiting = hook(&second, true);
     wait_for("the second hook to queue its commit", || {
-        std::fs::read_to_string(env.data.join("queue/app.json")).is_ok_and(|q| q.contains(&second))
+        std::fs::read_to_string(env.data.join("queue/app~master.json"))
+            .is_ok_and(|q| q.contains(&second))
     });
     repo.write("more", "2");
     let third = repo.commit_and_push("third");
@@ -472,7 +478,7 @@ fn a_waiting_pusher_whose_commit_is_replaced_is_told_and_the_newest_runs() {
     let record = env.wait_for_run("app", 2);
     assert_eq!(record["commit"], third.as_str());
     wait_for("the queue to empty", || {
-        !env.data.join("queue/app.json").exists()
+        !env.data.join("queue/app~master.json").exists()
     });
     assert_eq!(env.runs("app"), [1, 2]);
 }

@@ -167,7 +167,7 @@ const STATE: &[&str] = &[
     "locks/app.lock",
     "queue/other.lock",
     "queue/app.lock",
-    "seen/other",
+    "seen/other~master",
     "worker.log",
     "runs/other/1/log",
 ];
@@ -197,7 +197,7 @@ fn a_step_cannot_open_lock_or_read_phantom_cis_state() {
     for path in [
         "locks/other.lock",
         "queue/other.lock",
-        "seen/other",
+        "seen/other~master",
         "worker.log",
     ] {
         let file = env.data.join(path);

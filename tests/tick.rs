@@ -145,7 +145,7 @@ fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("handed to the phantom_ci service"));
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 1);
     assert!(
-        !env.data.join("queue/app.json").exists(),
+        !env.data.join("queue/app~master.json").exists(),
         "the pusher queued nothing itself"
     );
 

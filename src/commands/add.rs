@@ -76,7 +76,7 @@ pub fn run(args: AddArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     })?;
     if parsed
         .get(&name)
-        .is_none_or(|r| r.location != location || r.branch != branch)
+        .is_none_or(|r| r.location != location || r.branches.single() != Some(branch.as_str()))
     {
         return Err(Error::Other(format!(
             "the new section of `{name}` does not read back as written; nothing was written"
@@ -101,7 +101,7 @@ pub fn run(args: AddArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         eprintln!(
             "phantom_ci: note: `{}` uses the same repository (branch {})",
             other.name,
-            terminal(&other.branch)
+            terminal(&other.branches.to_string())
         );
     }
     // `add` again as given, for the notes that suggest it with one thing changed.

@@ -1,7 +1,7 @@
 //! `phantom_ci hook`: the post-receive hook. Reads `<old> <new> <ref>` lines, and for each configured
-//! repo of this repository whose target branch moved, queues the branch's current tip and starts a
-//! detached worker (or, with `--wait`, runs it in the foreground for the pusher to watch). It never makes
-//! the push fail: every problem is one line on stderr and exit status 0.
+//! repo of this repository and each of its branches (`target_branch`) that moved, queues the branch's
+//! current tip and starts a detached worker (or, with `--wait`, runs it in the foreground for the
+//! pusher to watch). It never makes the push fail: every problem is one line on stderr and exit 0.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -87,45 +87,55 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
     let waiter = args.wait.then(queue::Waiter::me);
     let mut queued = Vec::new();
     for repo in config.repos.iter().filter(|r| same_repository(r, &git_dir)) {
-        if !moved.contains(&repo.branch) {
+        let mut branches: Vec<&String> = moved
+            .iter()
+            .filter(|branch| repo.branches.matches(branch))
+            .collect();
+        if branches.is_empty() {
             continue;
         }
+        branches.sort_unstable();
         if let Some(problem) = repo.problem() {
             eprintln!("phantom_ci: {problem} (the push itself succeeded)");
             continue;
         }
-        if !can_run_itself(repo) {
-            spool_note(ctx, &git_dir, &repo.branch)?;
-            continue;
-        }
-        match queue_tip(ctx, repo, &git_dir, waiter.as_ref()) {
-            Ok(commit) => {
-                let queued_line = format!(
-                    "phantom_ci: queued `{}` ({} {})",
-                    repo.name,
-                    crate::describe::terminal(&repo.branch),
-                    crate::describe::short(&commit),
-                );
-                say(&if waiter.is_some() {
-                    format!("{queued_line}; its run follows here")
-                } else {
-                    format!(
-                        "{queued_line}; follow it with `{} logs {} --follow`",
-                        ctx.invocation, repo.name
-                    )
-                });
-                queued.push((repo, commit));
+        for branch in branches {
+            if !can_run_itself(repo) {
+                spool_note(ctx, &git_dir, branch)?;
+                continue;
             }
-            Err(Error::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                spool_note(ctx, &git_dir, &repo.branch)?;
+            match queue_tip(ctx, repo, branch, &git_dir, waiter.as_ref()) {
+                Ok(commit) => {
+                    let queued_line = format!(
+                        "phantom_ci: queued `{}` ({} {})",
+                        repo.name,
+                        crate::describe::terminal(branch),
+                        crate::describe::short(&commit),
+                    );
+                    say(&if waiter.is_some() {
+                        format!("{queued_line}; its run follows here")
+                    } else {
+                        format!(
+                            "{queued_line}; follow it with `{} logs {} --follow`",
+                            ctx.invocation, repo.name
+                        )
+                    });
+                    queued.push((repo, branch, commit));
+                }
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    spool_note(ctx, &git_dir, branch)?;
+                }
+                // Deleted again since the push (or a URL repo's remote lags behind): nothing to run.
+                Err(Error::Git(GitError::NoBranch { .. })) => {
+                    eprintln!(
+                        "phantom_ci: note: {}",
+                        super::tick::not_pushed_yet(repo, branch)
+                    );
+                }
+                Err(e) => eprintln!("phantom_ci: repo `{}`: {e}", repo.name),
             }
-            // Deleted again since the push (or a URL repo's remote lags behind): nothing to run.
-            Err(Error::Git(GitError::NoBranch { .. })) => {
-                eprintln!("phantom_ci: note: {}", super::tick::not_pushed_yet(repo));
-            }
-            Err(e) => eprintln!("phantom_ci: repo `{}`: {e}", repo.name),
         }
     }
     if queued.is_empty() {
@@ -133,8 +143,8 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
     }
     match &waiter {
         Some(waiter) => {
-            for (repo, commit) in &queued {
-                wait_and_run(ctx, repo, commit, waiter, config.parallel_runs());
+            for (repo, branch, commit) in &queued {
+                wait_and_run(ctx, repo, branch, commit, waiter, config.parallel_runs());
             }
             Ok(())
         }
@@ -147,6 +157,7 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
 fn wait_and_run(
     ctx: &Context,
     repo: &Repo,
+    branch: &str,
     commit: &str,
     waiter: &queue::Waiter,
     parallel_runs: usize,
@@ -172,7 +183,7 @@ fn wait_and_run(
                 waiter,
                 &lock,
                 Some(console),
-                commit,
+                &worker::Pushed { branch, commit },
                 parallel_runs,
             )
         }
@@ -335,19 +346,20 @@ fn can_run_itself(repo: &Repo) -> bool {
 fn queue_tip(
     ctx: &Context,
     repo: &Repo,
+    branch: &str,
     git_dir: &Path,
     waiter: Option<&queue::Waiter>,
 ) -> Result<String, Error> {
     if matches!(repo.location, Location::Url(_)) {
-        mirror::update(&ctx.dirs, repo).map_err(Error::Other)?;
+        mirror::update(&ctx.dirs, repo, &[branch]).map_err(Error::Other)?;
     }
     // Reading the tip and queueing it is one step under the queue lock: a slower hook of an older push
     // cannot replace a newer entry with the older tip.
     queue::with_lock(&ctx.dirs, &repo.name, || {
         let source = git::open(git_dir)?;
-        let commit = git::branch_tip(&source, &repo.branch)?.to_string();
+        let commit = git::branch_tip(&source, branch)?.to_string();
         let entry = queue::Entry {
-            branch: repo.branch.clone(),
+            branch: branch.to_string(),
             commit: commit.clone(),
             trigger: Trigger::Hook,
             queued_at: records::rfc3339(std::time::SystemTime::now()),

@@ -13,7 +13,7 @@ use crate::error::{Error, ExitStatus};
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print one JSON array: `{"repo", "path", "branch", …every other setting}` per repo
+    /// Print one JSON array: `{"repo", "path", "branch", "branches", …every other setting}` per repo
     #[arg(long)]
     pub json: bool,
 }
@@ -23,7 +23,9 @@ pub struct ListArgs {
 struct RepoJson<'a> {
     repo: &'a str,
     path: String,
-    branch: &'a str,
+    /// `target_branch` as one string (`main, release/*`); `branches` has its entries.
+    branch: String,
+    branches: &'a [String],
     run_as: Option<&'a str>,
     sandbox: Sandbox,
     network: bool,
@@ -49,7 +51,8 @@ impl<'a> From<&'a Repo> for RepoJson<'a> {
         RepoJson {
             repo: &repo.name,
             path: repo.location.to_string(),
-            branch: &repo.branch,
+            branch: repo.branches.to_string(),
+            branches: repo.branches.entries(),
             run_as: repo.run_as.as_deref(),
             sandbox: repo.sandbox,
             network: repo.network,
@@ -101,7 +104,7 @@ pub fn run(args: ListArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         .map(|r| {
             [
                 r.name.clone(),
-                terminal(&r.branch),
+                terminal(&r.branches.to_string()),
                 r.run_as.as_deref().map_or_else(|| "-".into(), terminal),
                 terminal(&r.location.to_string()),
             ]

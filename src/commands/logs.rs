@@ -143,7 +143,9 @@ fn as_the_service(e: &std::io::Error) -> &'static str {
 /// run in progress, or for the root `tick`). Wait until its run has started, so that it is the one
 /// followed, not the previous one.
 fn wait_for_queued_run(ctx: &Context, repo: &str) {
-    let Some(entry) = queue::peek(&ctx.dirs, repo).or_else(|| queue::peek_claimed(&ctx.dirs, repo))
+    let Some(entry) = queue::pending_entries(&ctx.dirs, repo)
+        .pop()
+        .or_else(|| queue::peek_claimed(&ctx.dirs, repo))
     else {
         return;
     };

@@ -44,10 +44,19 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     {
         return Err(Error::Config(problem.to_error()));
     }
-    if let Some(branch) = args.branch {
-        config::validate_branch(&branch).map_err(Error::Usage)?;
-        repo.branch = branch;
-    }
+    let branch = match args.branch {
+        Some(branch) => {
+            config::validate_branch(&branch).map_err(Error::Usage)?;
+            branch
+        }
+        None => repo.branches.default_branch().map(str::to_string).ok_or_else(|| {
+            Error::Usage(format!(
+                "repo `{}` runs only branch patterns (`{}`); say which branch to run with `--branch`",
+                repo.name,
+                crate::describe::terminal(&repo.branches.to_string())
+            ))
+        })?,
+    };
     if let Some(user) = args.run_as {
         repo.run_as = Some(user);
     }
@@ -56,12 +65,12 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             "repo `{}` has no branch `{}` yet (nothing was pushed to it in `{}`): push a commit \
              to it first, or run another branch with `--branch`",
             repo.name,
-            crate::describe::terminal(&repo.branch),
+            crate::describe::terminal(&branch),
             repo.location
         ))
     };
-    if let Err(message) = mirror::update(&ctx.dirs, &repo) {
-        return Err(match mirror::remote_has_branch(&repo) {
+    if let Err(message) = mirror::update(&ctx.dirs, &repo, &[&branch]) {
+        return Err(match mirror::remote_has_branch(&repo, &branch) {
             Some(false) => not_pushed_yet(),
             _ => Error::Other(message),
         });
@@ -69,14 +78,14 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let source = runner::open_source(&ctx.dirs, &repo).map_err(Error::Other)?;
     let commit = match &args.commit {
         Some(rev) => git::resolve_commit(&source, rev)?,
-        None => git::branch_tip(&source, &repo.branch).map_err(|e| match e {
+        None => git::branch_tip(&source, &branch).map_err(|e| match e {
             GitError::NoBranch { .. } => not_pushed_yet(),
             e => Error::Git(e),
         })?,
     };
     drop(source);
     let request = Request {
-        branch: repo.branch.clone(),
+        branch,
         repo,
         commit,
         trigger: Trigger::Manual,
@@ -172,7 +181,7 @@ fn find_repo(dirs: &Dirs, config: &Config, arg: &str, branch: Option<&str>) -> R
         .collect();
     let configured = same_path
         .iter()
-        .find(|repo| branch.is_none_or(|b| b == repo.branch))
+        .find(|repo| branch.is_none_or(|b| repo.branches.matches(b)))
         .or(same_path.first());
     if let Some(repo) = configured {
         return Ok((*repo).clone());

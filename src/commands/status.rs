@@ -1,13 +1,14 @@
 //! `phantom_ci status [--json]`: every configured repo, its last run and the commit queued to run next.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use clap::Args;
 use serde::Serialize;
 
 use crate::commands::Context;
-use crate::config::Config;
 use crate::config::quantities::ByteSize;
+use crate::config::{Config, Repo};
 use crate::describe::terminal;
 use crate::describe::{human_bytes, human_ms, short};
 use crate::error::{Error, ExitStatus};
@@ -17,7 +18,8 @@ use crate::state::{cache, queue};
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Print one JSON array: `{"repo", "branch", "path", "last_run": <run.json or null>, "queued":
-    /// <{"branch", "commit", "trigger", "queued_at"} or null>}` per repo
+    /// <{"branch", "commit", "trigger", "queued_at"} or null>}` per repo (per branch of a repo that runs
+    /// several)
     #[arg(long)]
     pub json: bool,
     /// Show each last run's commit subject after its short id (shortened, escapes removed)
@@ -58,18 +60,90 @@ struct Queued {
     queued_at: String,
 }
 
-impl Queued {
-    /// The pending entry of `repo`, or the one a worker has taken but not started yet.
-    fn of(ctx: &Context, repo: &str) -> Option<Queued> {
-        let entry =
-            queue::peek(&ctx.dirs, repo).or_else(|| queue::peek_claimed(&ctx.dirs, repo))?;
-        Some(Queued {
+impl From<queue::Entry> for Queued {
+    fn from(entry: queue::Entry) -> Queued {
+        Queued {
             branch: entry.branch,
             commit: entry.commit,
             trigger: entry.trigger,
             queued_at: entry.queued_at,
-        })
+        }
     }
+}
+
+/// What waits to run for `repo`, by branch: each branch's pending entry, else the one a worker has
+/// taken but not started yet.
+fn queued_by_branch(ctx: &Context, repo: &str) -> BTreeMap<String, Queued> {
+    let mut queued: BTreeMap<String, Queued> = queue::peek_claimed(&ctx.dirs, repo)
+        .map(|entry| (entry.branch.clone(), entry.into()))
+        .into_iter()
+        .collect();
+    for entry in queue::pending_entries(&ctx.dirs, repo) {
+        queued.insert(entry.branch.clone(), entry.into());
+    }
+    queued
+}
+
+/// The lines of `repo`: one, or with several branches (`target_branch` list or pattern) one per branch
+/// that ran or waits to run, each with its own last run.
+fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
+    // The newest record, never an older one in place of one that cannot be read.
+    let newest = records::newest(&ctx.dirs, &repo.name);
+    let mut queued = queued_by_branch(ctx, &repo.name);
+    let line = |branch: String, last_run: Option<RunRecord>, queued: Option<Queued>| StatusJson {
+        repo: repo.name.clone(),
+        branch,
+        path: repo.location.to_string(),
+        unreadable_run: None,
+        last_run_error: None,
+        last_run,
+        problems: repo.problems.iter().map(ToString::to_string).collect(),
+        queued,
+        cache_bytes: repo
+            .cache
+            .then(|| cache::size(&cache::path(&ctx.dirs, &repo.name)))
+            .flatten(),
+        cache_limit: repo.cache.then_some(repo.cache_limit),
+    };
+    let one_line = |newest: Result<Option<RunRecord>, records::Unreadable>,
+                    queued: Option<Queued>| StatusJson {
+        unreadable_run: newest.as_ref().err().map(|e| e.run),
+        last_run_error: newest.as_ref().err().map(ToString::to_string),
+        ..line(repo.branches.to_string(), newest.ok().flatten(), queued)
+    };
+    if repo.branches.single().is_some() || newest.is_err() {
+        // The next to run: the claimed entry, else the oldest pending one.
+        let next = queue::peek_claimed(&ctx.dirs, &repo.name)
+            .or_else(|| {
+                queue::pending_entries(&ctx.dirs, &repo.name)
+                    .into_iter()
+                    .next()
+            })
+            .map(Queued::from);
+        return vec![one_line(newest, next)];
+    }
+    let mut last: BTreeMap<String, RunRecord> = BTreeMap::new();
+    for number in records::list(&ctx.dirs, &repo.name).into_iter().rev() {
+        if let Ok(record) = records::load(&ctx.dirs, &repo.name, number)
+            && repo.branches.matches(&record.branch)
+        {
+            last.entry(record.branch.clone()).or_insert(record);
+        }
+    }
+    let mut branches: Vec<String> = last.keys().chain(queued.keys()).cloned().collect();
+    branches.sort();
+    branches.dedup();
+    if branches.is_empty() {
+        return vec![one_line(Ok(None), None)];
+    }
+    branches
+        .into_iter()
+        .map(|branch| {
+            let run = last.remove(&branch);
+            let waiting = queued.remove(&branch);
+            line(branch, run, waiting)
+        })
+        .collect()
 }
 
 pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
@@ -78,25 +152,7 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let repos: Vec<StatusJson> = config
         .repos
         .iter()
-        .map(|repo| {
-            // The newest record, never an older one in place of one that cannot be read.
-            let newest = records::newest(&ctx.dirs, &repo.name);
-            StatusJson {
-                repo: repo.name.clone(),
-                branch: repo.branch.clone(),
-                path: repo.location.to_string(),
-                unreadable_run: newest.as_ref().err().map(|e| e.run),
-                last_run_error: newest.as_ref().err().map(ToString::to_string),
-                last_run: newest.ok().flatten(),
-                problems: repo.problems.iter().map(ToString::to_string).collect(),
-                queued: Queued::of(ctx, &repo.name),
-                cache_bytes: repo
-                    .cache
-                    .then(|| cache::size(&cache::path(&ctx.dirs, &repo.name)))
-                    .flatten(),
-                cache_limit: repo.cache.then_some(repo.cache_limit),
-            }
-        })
+        .flat_map(|repo| lines_of(ctx, repo))
         .collect();
     // Damaged state is said on stderr and in the exit status (1), whatever the format.
     let mut status = ExitStatus::Success;
@@ -145,7 +201,10 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         );
     }
     // Build caches, under the table: `cache of app: 1.2GiB of 10GiB`.
-    for r in &repos {
+    // A repo with several branches has several lines: said once.
+    let mut once: Vec<&StatusJson> = repos.iter().collect();
+    once.dedup_by(|a, b| a.repo == b.repo);
+    for r in &once {
         if let Some(limit) = r.cache_limit {
             let used = r
                 .cache_bytes
@@ -153,7 +212,7 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             println!("cache of {}: {used} of {}", r.repo, ByteSize(limit));
         }
     }
-    for problem in repos.iter().flat_map(|r| &r.problems) {
+    for problem in once.iter().flat_map(|r| &r.problems) {
         eprintln!("phantom_ci: {problem}");
     }
     Ok(status)

@@ -4,7 +4,6 @@ use clap::Args;
 
 use crate::commands::Context;
 use crate::config::{Config, Repo};
-use crate::error::GitError;
 use crate::error::{Error, ExitStatus};
 use crate::git::{self, mirror};
 use crate::runner::Console;
@@ -74,73 +73,98 @@ pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     Ok(status)
 }
 
-/// The fast path for a repo that did not move: its branch tip, read from git's files, is the commit
-/// the last hook or tick run started on, and every run of it has its final record. Then there is
-/// nothing to recover and nothing to queue; what is queued already, the drain runs. Costs a ref and a
-/// state file read, and one `stat`; anything it cannot tell this way takes the full path.
+/// The fast path for a repo that did not move: each of its branches' tip, read from git's files, is
+/// the commit the last hook or tick run started on, and every run of it has its final record. Then
+/// there is nothing to recover and nothing to queue; what is queued already, the drain runs. Costs a
+/// ref and a state file read per branch, and one `stat`; anything it cannot tell this way (a pattern
+/// in `target_branch`, a branch not pushed yet) takes the full path.
 fn unmoved_and_settled(ctx: &Context, repo: &Repo) -> bool {
     let crate::config::Location::Local(path) = &repo.location else {
         return false; // a mirror is fetched first
     };
-    git::refs::branch_tip_id(path, &repo.branch)
-        .is_some_and(|tip| seen::get(&ctx.dirs, &repo.name).as_deref() == Some(tip.as_str()))
-        && records::all_settled(&ctx.dirs, &repo.name)
+    let Some(names) = repo.branches.names() else {
+        return false; // the refs are listed
+    };
+    names.iter().all(|branch| {
+        git::refs::branch_tip_id(path, branch)
+            .is_some_and(|tip| seen::is(&ctx.dirs, &repo.name, branch, &tip))
+    }) && records::all_settled(&ctx.dirs, &repo.name)
 }
 
-/// Records a dead run of `repo` as aborted, then queues the branch tip if it moved since the last run
-/// a hook or tick started (or if this is the first sight of the repo). A branch that does not exist
-/// yet is a note, not an error: a fresh repository has none until its first push.
+/// Records a dead run of `repo` as aborted, then queues the tip of each of its branches that moved
+/// since the last run a hook or tick started (or that this is the first sight of). A branch that does
+/// not exist yet is a note, not an error: a fresh repository has none until its first push.
 fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, String> {
     if let Some(lock) =
         RepoLock::acquire(&ctx.dirs, &repo.name, false).map_err(|e| e.to_string())?
     {
         recovery::recover(&ctx.dirs, repo, &lock).map_err(|e| e.to_string())?;
     }
-    if let Err(message) = mirror::update(&ctx.dirs, repo) {
-        return match mirror::remote_has_branch(repo) {
-            Some(false) => Ok(Some(not_pushed_yet(repo))),
-            _ => Err(message),
-        };
+    if let Some(note) = fetch(ctx, repo)? {
+        return Ok(Some(note));
     }
-    // The tip is read and queued in one step under the queue lock, like the hook does it.
+    // The tips are read and queued in one step under the queue lock, like the hook does it.
     let queued = queue::with_lock(&ctx.dirs, &repo.name, || {
         let source = crate::runner::open_source(&ctx.dirs, repo)?;
-        let tip = match git::branch_tip(&source, &repo.branch) {
-            Ok(tip) => tip.to_string(),
-            Err(GitError::NoBranch { .. }) => return Ok(Some(not_pushed_yet(repo))),
-            Err(e) => return Err(format!("repo `{}`: {e}", repo.name)),
-        };
-        // Pending, or taken by a worker whose run is about to start (`seen` is set when it has).
-        let already_queued = [
-            queue::peek(&ctx.dirs, &repo.name),
-            queue::peek_claimed(&ctx.dirs, &repo.name),
-        ]
-        .iter()
-        .flatten()
-        .any(|e| e.commit == tip);
-        if already_queued || seen::get(&ctx.dirs, &repo.name).as_deref() == Some(tip.as_str()) {
-            return Ok(None);
+        let tips = git::branch_tips(&source, &repo.branches)
+            .map_err(|e| format!("repo `{}`: {e}", repo.name))?;
+        if tips.is_empty() {
+            return Ok(Some(not_pushed_yet(repo, &repo.branches.to_string())));
         }
-        let entry = queue::Entry {
-            branch: repo.branch.clone(),
-            commit: tip,
-            trigger: Trigger::Tick,
-            queued_at: records::rfc3339(std::time::SystemTime::now()),
-            waiter: None,
-        };
-        queue::put(&ctx.dirs, &repo.name, &entry)
-            .map(|()| None)
-            .map_err(|e| e.to_string())
+        for (branch, tip) in tips {
+            let tip = tip.to_string();
+            // Pending, or taken by a worker whose run is about to start (`seen` is set when it has).
+            let claimed = queue::peek_claimed(&ctx.dirs, &repo.name).filter(|e| e.branch == branch);
+            let already_queued = [queue::peek(&ctx.dirs, &repo.name, &branch), claimed]
+                .iter()
+                .flatten()
+                .any(|e| e.commit == tip);
+            if already_queued || seen::is(&ctx.dirs, &repo.name, &branch, &tip) {
+                continue;
+            }
+            let entry = queue::Entry {
+                branch,
+                commit: tip,
+                trigger: Trigger::Tick,
+                queued_at: records::rfc3339(std::time::SystemTime::now()),
+                waiter: None,
+            };
+            queue::put(&ctx.dirs, &repo.name, &entry).map_err(|e| e.to_string())?;
+        }
+        Ok(None)
     });
     queued.map_err(|e| e.to_string())?
 }
 
-/// The note for a repo whose branch has no commit yet.
-pub fn not_pushed_yet(repo: &Repo) -> String {
+/// Fetches the branches of a URL repo into its mirror: its one branch, or those of its remote that
+/// match its list (one `git ls-remote` first). A note when the remote has none of them yet.
+fn fetch(ctx: &Context, repo: &Repo) -> Result<Option<String>, String> {
+    if !matches!(repo.location, crate::config::Location::Url(_)) {
+        return Ok(None);
+    }
+    if let Some(branch) = repo.branches.single() {
+        return match mirror::update(&ctx.dirs, repo, &[branch]) {
+            Ok(()) => Ok(None),
+            Err(message) => match mirror::remote_has_branch(repo, branch) {
+                Some(false) => Ok(Some(not_pushed_yet(repo, branch))),
+                _ => Err(message),
+            },
+        };
+    }
+    let branches = mirror::remote_branches(repo)?;
+    if branches.is_empty() {
+        return Ok(Some(not_pushed_yet(repo, &repo.branches.to_string())));
+    }
+    let branches: Vec<&str> = branches.iter().map(String::as_str).collect();
+    mirror::update(&ctx.dirs, repo, &branches).map(|()| None)
+}
+
+/// The note for a repo whose branch (or none of whose branches) has a commit yet.
+pub fn not_pushed_yet(repo: &Repo, branch: &str) -> String {
     format!(
         "repo `{}` has no branch `{}` yet (`{}`); it runs once a commit is pushed to it",
         repo.name,
-        crate::describe::terminal(&repo.branch),
+        crate::describe::terminal(branch),
         repo.location
     )
 }

@@ -12,7 +12,7 @@ mod repo;
 pub mod secrets;
 pub mod workflow;
 
-pub use repo::{KeepWorkspace, Limits, Location, Notify, Repo, Sandbox};
+pub use repo::{Branches, KeepWorkspace, Limits, Location, Notify, Repo, Sandbox};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -130,35 +130,62 @@ macro_rules! checked_string {
 
 checked_string!(RepoName, validate_repo_name);
 
-/// `target_branch`: one branch name. Lists and `*` patterns (SPEC §6) are not built yet and say so.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct BranchName(String);
+/// `target_branch`: one name, or a list of names and `*` patterns (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BranchList(Vec<String>);
 
-const PATTERNS_NOT_YET: &str = "lists and `*` patterns in `target_branch` are not supported yet: \
-     name one branch, and write a section per branch to run several";
-
-impl<'de> Deserialize<'de> for BranchName {
+impl<'de> Deserialize<'de> for BranchList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> de::Visitor<'de> for Visitor {
-            type Value = BranchName;
+            type Value = BranchList;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a branch name such as \"main\"")
+                f.write_str(
+                    "a branch name such as \"main\", or a list such as [\"main\", \"release/*\"]",
+                )
             }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<BranchName, E> {
-                if text.contains('*') {
-                    return Err(E::custom(PATTERNS_NOT_YET));
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<BranchList, E> {
+                validate_branch_pattern(text).map_err(E::custom)?;
+                Ok(BranchList(vec![text.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<BranchList, A::Error> {
+                let mut list: Vec<String> = Vec::new();
+                while let Some(text) = seq.next_element::<String>()? {
+                    validate_branch_pattern(&text).map_err(de::Error::custom)?;
+                    if !list.contains(&text) {
+                        list.push(text);
+                    }
                 }
-                validate_branch(text).map_err(E::custom)?;
-                Ok(BranchName(text.to_string()))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<BranchName, A::Error> {
-                Err(de::Error::custom(PATTERNS_NOT_YET))
+                if list.is_empty() {
+                    return Err(de::Error::custom(
+                        "`target_branch` is an empty list: name at least one branch (or leave the key out for \"master\")",
+                    ));
+                }
+                Ok(BranchList(list))
             }
         }
         d.deserialize_any(Visitor)
     }
 }
+
+/// A `target_branch` entry: a branch name, or a pattern with one `*` that is a branch name once the
+/// `*` is replaced (so `release/*` and `feature-*`, never `release/**` or `../*`).
+pub fn validate_branch_pattern(text: &str) -> Result<(), String> {
+    match text.matches('*').count() {
+        0 => validate_branch(text),
+        1 => validate_branch(&text.replace('*', "x")).map_err(|_| {
+            format!(
+                "invalid branch pattern `{}`: a pattern is a branch name with one `*` in it",
+                crate::describe::terminal(text)
+            )
+        }),
+        _ => Err(format!(
+            "invalid branch pattern `{}`: a pattern takes one `*` (it matches any characters, `/` too, as in git's refspecs)",
+            crate::describe::terminal(text)
+        )),
+    }
+}
+
 checked_string!(EnvName, validate_env_name);
 checked_string!(UserName, |name| {
     if name.is_empty() || name.contains(['\0', '/', ':', '\n']) {
@@ -185,7 +212,7 @@ checked_string!(AbsolutePath, |path| {
 )]
 struct RawRepo {
     path: Spanned<Location>,
-    target_branch: Option<BranchName>,
+    target_branch: Option<BranchList>,
     run_as: Option<Spanned<UserName>>,
     sandbox: Option<Sandbox>,
     network: Option<Spanned<bool>>,
@@ -437,9 +464,10 @@ impl Config {
             repos.push(Repo {
                 name,
                 location: raw.path.into_inner(),
-                branch: raw
-                    .target_branch
-                    .map_or_else(|| DEFAULT_BRANCH.to_string(), |b| b.0),
+                branches: Branches::new(
+                    raw.target_branch
+                        .map_or_else(|| vec![DEFAULT_BRANCH.to_string()], |b| b.0),
+                ),
                 run_as: raw.run_as.map(|u| u.into_inner().0),
                 sandbox,
                 network: raw.network.is_some_and(Spanned::into_inner),
@@ -564,11 +592,20 @@ mod tests {
     }
 
     #[test]
+    fn target_branch_takes_a_list_of_names_and_patterns() {
+        let text = "[app]\npath = \"/a\"\ntarget_branch = [\"main\", \"release/*\", \"main\"]\n";
+        let repo = parse(text).unwrap().repos.remove(0);
+        assert_eq!(repo.branches.entries(), ["main", "release/*"]);
+        assert!(repo.branches.matches("release/1.2"));
+        assert!(!repo.branches.matches("feature"));
+    }
+
+    #[test]
     fn minimal_section_gets_defaults() {
         let config = parse("[app]\npath = \"/srv/git/app.git\"\n").unwrap();
         let repo = &config.repos[0];
         assert_eq!(repo.name, "app");
-        assert_eq!(repo.branch, "master");
+        assert_eq!(repo.branches.single(), Some("master"));
         assert_eq!(repo.timeout, DEFAULT_TIMEOUT);
         assert_eq!(repo.location, Location::Local("/srv/git/app.git".into()));
     }
@@ -601,7 +638,7 @@ checkout_limit = "2GiB"
             repo.location,
             Location::Url("git@example.org:team/app.git".into())
         );
-        assert_eq!(repo.branch, "release/1.x");
+        assert_eq!(repo.branches.single(), Some("release/1.x"));
         assert_eq!(repo.pass_env, vec!["CARGO_HOME"]);
         assert_eq!(repo.limits.address_space, Some(8 << 30));
         assert_eq!(repo.limits.cpu, Some(Duration::from_secs(1800)));
@@ -621,12 +658,14 @@ checkout_limit = "2GiB"
         assert!(e.contains("line 3, column 11"), "{e}");
         assert!(e.contains("\"10m\""), "{e}");
 
-        for value in ["[\"main\", \"release/*\"]", "\"release/*\""] {
+        for (value, message) in [
+            ("\"release/**\"", "takes one `*`"),
+            ("[\"main\", \"../*\"]", "invalid branch pattern"),
+            ("[]", "empty list"),
+            ("[\"main\", 1]", "expected a string"),
+        ] {
             let e = error(&format!("[app]\npath = \"/x\"\ntarget_branch = {value}\n"));
-            assert!(
-                e.contains("line 3") && e.contains("not supported yet"),
-                "{e}"
-            );
+            assert!(e.contains("line 3") && e.contains(message), "{value}: {e}");
         }
         let e = error("[app]\npath = \"/x\"\ntarget_branch = \"../../etc\"\n");
         assert!(

@@ -19,7 +19,8 @@ use crate::config::{
 pub struct Repo {
     pub name: String,
     pub location: Location,
-    pub branch: String,
+    /// `target_branch`: the branches that run.
+    pub branches: Branches,
     pub run_as: Option<String>,
     pub sandbox: Sandbox,
     pub network: bool,
@@ -52,7 +53,7 @@ impl Repo {
         Repo {
             name,
             location: Location::Local(path),
-            branch,
+            branches: Branches::new(vec![branch]),
             run_as: None,
             sandbox: Sandbox::None,
             network: false,
@@ -78,6 +79,65 @@ impl Repo {
     /// The first problem as the configuration error it is, if the repo has one.
     pub fn problem(&self) -> Option<ConfigError> {
         self.problems.first().map(Problem::to_error)
+    }
+}
+
+/// The branches a repo runs (`target_branch`): names and patterns with one `*`, which matches any
+/// characters, `/` included, as in git's refspecs (`release/*` matches `release/1.2` and
+/// `release/1.2/rc`). Entries are checked when `Repo.toml` is read; a branch a pattern matches is
+/// checked again before it runs ([`Branches::matches`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branches(Vec<String>);
+
+impl Branches {
+    pub fn new(entries: Vec<String>) -> Branches {
+        Branches(entries)
+    }
+
+    /// Whether `branch` runs: a safe branch name that an entry names or matches.
+    pub fn matches(&self, branch: &str) -> bool {
+        crate::config::validate_branch(branch).is_ok()
+            && self.0.iter().any(|entry| match entry.split_once('*') {
+                None => entry == branch,
+                Some((prefix, suffix)) => {
+                    branch.len() >= prefix.len() + suffix.len()
+                        && branch.starts_with(prefix)
+                        && branch.ends_with(suffix)
+                }
+            })
+    }
+
+    /// The entries that are names, when no entry is a pattern: the branches can then be read one by
+    /// one, without listing the repository's refs.
+    pub fn names(&self) -> Option<&[String]> {
+        (!self.0.iter().any(|entry| entry.contains('*'))).then_some(&self.0)
+    }
+
+    /// The one branch, when the repo runs exactly one (`target_branch = "main"`).
+    pub fn single(&self) -> Option<&str> {
+        match self.names() {
+            Some([one]) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The branch `run` runs without `--branch`: the first entry that is a name.
+    pub fn default_branch(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|entry| !entry.contains('*'))
+            .map(String::as_str)
+    }
+
+    pub fn entries(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// `main`, or `main, release/*`.
+impl fmt::Display for Branches {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(", "))
     }
 }
 
@@ -233,5 +293,36 @@ fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 impl<'de> Deserialize<'de> for Location {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Location::parse(&String::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_like_git_refspecs() {
+        let branches = Branches::new(vec!["main".into(), "release/*".into(), "v*-rc".into()]);
+        for yes in ["main", "release/1.2", "release/1.2/hotfix", "v1-rc", "v-rc"] {
+            assert!(branches.matches(yes), "{yes}");
+        }
+        for no in [
+            "mainline",
+            "release",
+            "release-1",
+            "v1-rc2",
+            "x/main",
+            "release/../x",
+        ] {
+            assert!(!branches.matches(no), "{no}");
+        }
+        assert_eq!(branches.default_branch(), Some("main"));
+        assert_eq!(branches.names(), None);
+        assert_eq!(branches.single(), None);
+        assert_eq!(branches.to_string(), "main, release/*, v*-rc");
+        let one = Branches::new(vec!["main".into()]);
+        assert_eq!(one.single(), Some("main"));
+        assert_eq!(Branches::new(vec!["*".into()]).default_branch(), None);
+        assert!(Branches::new(vec!["*".into()]).matches("feature/x"));
     }
 }

@@ -78,8 +78,29 @@ pub fn git() -> Command {
 }
 
 /// Runs `command` until it exits, `deadline` passes or phantom_ci is asked to stop.
-pub fn run(mut command: Command, deadline: Instant) -> Result<Ran, Stopped> {
+pub fn run(command: Command, deadline: Instant) -> Result<Ran, Stopped> {
+    run_keeping(command, deadline, 0).map(|(ran, _)| ran)
+}
+
+/// [`run`], keeping the first `max` bytes of the command's output (the rest is read and dropped).
+pub fn run_keeping(
+    mut command: Command,
+    deadline: Instant,
+    max: u64,
+) -> Result<(Ran, Vec<u8>), Stopped> {
+    if max > 0 {
+        command.stdout(Stdio::piped());
+    }
     let mut child = command.spawn().map_err(Stopped::Spawn)?;
+    let mut stdout = child.stdout.take();
+    let output = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        if let Some(stdout) = stdout.as_mut() {
+            let _ = stdout.take(max).read_to_end(&mut kept);
+            let _ = std::io::copy(stdout, &mut std::io::sink());
+        }
+        kept
+    });
     let mut stderr = child.stderr.take();
     let reader = std::thread::spawn(move || {
         let mut kept = Vec::new();
@@ -95,11 +116,13 @@ pub fn run(mut command: Command, deadline: Instant) -> Result<Ran, Stopped> {
         let _ = child.wait();
     }
     let kept = reader.join().unwrap_or_default();
+    let output = output.join().unwrap_or_default();
     let text = String::from_utf8_lossy(&kept);
-    Ok(Ran {
+    let ran = Ran {
         status: status?,
         stderr: crate::describe::terminal(text.trim()).replace('?', " "),
-    })
+    };
+    Ok((ran, output))
 }
 
 /// Polls `child` (from 100 µs up to 5 ms apart: a quick command — a small checkout — is noticed

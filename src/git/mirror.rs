@@ -1,5 +1,5 @@
 //! Repos configured by URL (`file://`, `https://`, ssh) are fetched into a bare mirror under
-//! `<data>/mirrors/<repo>.git`, only their target branch (and the tags that point into it).
+//! `<data>/mirrors/<repo>.git`, only the branches they run (and the tags that point into them).
 //!
 //! The fetch runs the `git` command rather than libgit2: it honours the operator's `~/.ssh/config`,
 //! known_hosts, ssh agent and credential helpers exactly as their own `git fetch` does, and libgit2 is
@@ -64,11 +64,14 @@ impl Access {
     }
 }
 
-/// Fetches the target branch of a URL repo into its mirror; a local repo needs nothing.
-pub fn update(dirs: &Dirs, repo: &Repo) -> Result<(), String> {
+/// Fetches `branches` of a URL repo into its mirror; a local repo needs nothing.
+pub fn update(dirs: &Dirs, repo: &Repo, branches: &[&str]) -> Result<(), String> {
     let Location::Url(url) = &repo.location else {
         return Ok(());
     };
+    if branches.is_empty() {
+        return Ok(());
+    }
     let mirrors = dirs.mirrors();
     dirs.make(&mirrors)
         .map_err(|e| format!("cannot create `{}`: {e}", mirrors.display()))?;
@@ -81,7 +84,6 @@ pub fn update(dirs: &Dirs, repo: &Repo) -> Result<(), String> {
             repo.name
         )
     })?;
-    let refspec = format!("+refs/heads/{0}:refs/heads/{0}", repo.branch);
     let mut command = cli::git();
     command.arg("--git-dir").arg(&mirror).args([
         "fetch",
@@ -89,8 +91,12 @@ pub fn update(dirs: &Dirs, repo: &Repo) -> Result<(), String> {
         "--no-write-fetch-head",
         "--",
         url,
-        &refspec,
     ]);
+    command.args(
+        branches
+            .iter()
+            .map(|branch| format!("+refs/heads/{branch}:refs/heads/{branch}")),
+    );
     let ran = match cli::run(command, Instant::now() + repo.timeout) {
         Ok(ran) => ran,
         Err(Stopped::Spawn(e)) => {
@@ -128,15 +134,54 @@ pub fn update(dirs: &Dirs, repo: &Repo) -> Result<(), String> {
     }
     Err(format!(
         "`git fetch` of branch `{}` from `{url}` for repo `{}` failed: {}",
-        repo.branch, repo.name, ran.stderr
+        crate::describe::terminal(&branches.join("`, `")),
+        repo.name,
+        ran.stderr
     ))
 }
 
-/// Whether the remote of a URL repo has its target branch: `Some(false)` when `git ls-remote` says it
+/// The most bytes of `git ls-remote` output read: some 150,000 branches.
+const MAX_LS_REMOTE: u64 = 16 << 20;
+
+/// The branches of a URL repo's remote that the repo runs (`git ls-remote --heads`), sorted; empty for
+/// a local repo.
+pub fn remote_branches(repo: &Repo) -> Result<Vec<String>, String> {
+    let Location::Url(url) = &repo.location else {
+        return Ok(Vec::new());
+    };
+    let mut command = cli::git();
+    command.args(["ls-remote", "--heads", "--", url]);
+    let failed = |why: String| format!("`git ls-remote` of `{url}` for repo `{}` {why}", repo.name);
+    let (ran, output) =
+        match cli::run_keeping(command, Instant::now() + repo.timeout, MAX_LS_REMOTE) {
+            Ok(done) => done,
+            Err(Stopped::Spawn(e)) => return Err(failed(format!("could not start: {e}"))),
+            Err(Stopped::Deadline) => {
+                return Err(failed("did not finish within its timeout".into()));
+            }
+            Err(Stopped::Interrupted) => return Err(failed("was stopped".into())),
+            Err(Stopped::Wait(e)) => return Err(failed(format!("could not be waited for: {e}"))),
+        };
+    if !ran.status.success() {
+        return Err(failed(format!("failed: {}", ran.stderr)));
+    }
+    let mut branches: Vec<String> = output
+        .split(|b| *b == b'\n')
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .filter_map(|line| line.split_once('\t')?.1.strip_prefix("refs/heads/"))
+        .filter(|branch| repo.branches.matches(branch))
+        .map(str::to_string)
+        .collect();
+    branches.sort_unstable();
+    branches.dedup();
+    Ok(branches)
+}
+
+/// Whether the remote of a URL repo has `branch`: `Some(false)` when `git ls-remote` says it
 /// has no such branch (a repository nothing was pushed to yet), `None` when that cannot be told (a
 /// local repo, an unreachable remote). For telling a fetch that failed for lack of the branch from
 /// one that failed for any other reason.
-pub fn remote_has_branch(repo: &Repo) -> Option<bool> {
+pub fn remote_has_branch(repo: &Repo, branch: &str) -> Option<bool> {
     let Location::Url(url) = &repo.location else {
         return None;
     };
@@ -147,7 +192,7 @@ pub fn remote_has_branch(repo: &Repo) -> Option<bool> {
         "--heads",
         "--",
         url,
-        &format!("refs/heads/{}", repo.branch),
+        &format!("refs/heads/{branch}"),
     ]);
     // `--exit-code`: 2 when the remote answered and has no matching ref.
     let ran = cli::run(command, Instant::now() + repo.timeout).ok()?;

@@ -82,6 +82,36 @@ pub fn branch_tip(repo: &Repository, branch: &str) -> Result<Oid, GitError> {
         })
 }
 
+/// The branches of `repo` that `branches` runs, with their commits, by name. Names are read one by
+/// one; patterns list `refs/heads/` (every name checked by [`Branches::matches`]).
+pub fn branch_tips(
+    repo: &Repository,
+    branches: &crate::config::Branches,
+) -> Result<Vec<(String, Oid)>, GitError> {
+    if let Some(names) = branches.names() {
+        return Ok(names
+            .iter()
+            .filter_map(|branch| Some((branch.clone(), branch_tip(repo, branch).ok()?)))
+            .collect());
+    }
+    let references = repo
+        .references()
+        .map_err(other("cannot list the branches"))?;
+    let mut tips: Vec<(String, Oid)> = references
+        .flatten()
+        .filter_map(|reference| {
+            let branch = reference.name().ok()?.strip_prefix("refs/heads/")?;
+            if !branches.matches(branch) {
+                return None;
+            }
+            let commit = reference.peel_to_commit().ok()?;
+            Some((branch.to_string(), commit.id()))
+        })
+        .collect();
+    tips.sort();
+    Ok(tips)
+}
+
 /// Resolves any revision (`HEAD~2`, a short id, a tag) to a commit.
 pub fn resolve_commit(repo: &Repository, rev: &str) -> Result<Oid, GitError> {
     repo.revparse_single(rev)

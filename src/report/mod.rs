@@ -155,7 +155,7 @@ impl Site {
                 let numbers = records::list(dirs, &repo.name);
                 html::RepoRuns {
                     name: repo.name.clone(),
-                    branch: repo.branch.clone(),
+                    branch: repo.branches.to_string(),
                     runs: numbers
                         .iter()
                         .rev()

@@ -1,7 +1,9 @@
-//! Queued work: at most one pending commit per repo, in `<data>/queue/<repo>.json` (SPEC §4.5).
+//! Queued work: at most one pending commit per branch of a repo, in `<data>/queue/<repo>~<branch>.json`
+//! (SPEC §4.5, §6).
 //!
-//! Each repo runs exactly one branch, so a newer push simply replaces the pending entry: the newest
-//! commit runs and a replaced one leaves no record. Entries are written atomically and survive
+//! A newer push of a branch simply replaces that branch's pending entry: the newest commit runs and a
+//! replaced one leaves no record. Entries of different branches wait side by side and run oldest
+//! first, one at a time (runs of a repo never overlap). Entries are written atomically and survive
 //! phantom_ci being killed; the next `hook` or `tick` picks them up.
 //!
 //! The life of an entry: [`with_lock`] reads the branch tip and [`put`]s it (the short queue lock makes
@@ -72,12 +74,61 @@ impl Waiter {
     }
 }
 
-fn path(dirs: &Dirs, repo: &str) -> PathBuf {
+/// The file of the commit of `branch` waiting to run: `<repo>~<branch key>.json`.
+fn path(dirs: &Dirs, repo: &str, branch: &str) -> PathBuf {
+    dirs.queue()
+        .join(format!("{repo}~{}.json", branch_key(branch)))
+}
+
+/// A branch as part of a file name: `/` and `%` written `%2F` and `%25`, so no two branches share
+/// one; a name too long for a file name is written as its SHA-1. (A repo name has no `~`.)
+pub fn branch_key(branch: &str) -> String {
+    let mut key = String::with_capacity(branch.len());
+    for c in branch.chars() {
+        match c {
+            '/' => key.push_str("%2F"),
+            '%' => key.push_str("%25"),
+            c => key.push(c),
+        }
+    }
+    if key.len() > 120 {
+        key = git2::Oid::hash_object(git2::ObjectType::Blob, branch.as_bytes())
+            .map_or_else(|_| "long".to_string(), |id| format!("sha1-{id}"));
+    }
+    key
+}
+
+/// Earlier versions kept one pending entry per repo, here; it is still read and run.
+fn legacy_path(dirs: &Dirs, repo: &str) -> PathBuf {
     dirs.queue().join(format!("{repo}.json"))
 }
 
+/// The entry a worker has taken: one per repo, since runs of a repo never overlap.
 fn claimed(dirs: &Dirs, repo: &str) -> PathBuf {
     dirs.queue().join(format!("{repo}.claimed"))
+}
+
+/// The files of the commits of `repo` waiting to run, one per branch.
+fn pending_files(dirs: &Dirs, repo: &str) -> Vec<PathBuf> {
+    let prefix = format!("{repo}~");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dirs.queue())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_str().is_some_and(|name| {
+                name.starts_with(&prefix) && name.ends_with(".json")
+                    || name == format!("{repo}.json")
+            })
+        })
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn read(path: &std::path::Path) -> Option<Entry> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
 /// Makes `<data>/queue` (0700: only phantom_ci's user may open its entries and locks).
@@ -99,62 +150,109 @@ pub fn with_lock<T>(dirs: &Dirs, repo: &str, f: impl FnOnce() -> T) -> Result<T,
     Ok(f())
 }
 
-/// Queues `entry` for `repo`, replacing whatever was pending. Call it inside [`with_lock`].
+/// Queues `entry` for `repo`, replacing whatever was pending for its branch. Call it inside
+/// [`with_lock`].
 pub fn put(dirs: &Dirs, repo: &str, entry: &Entry) -> Result<(), Error> {
     create_dir(dirs)?;
     let bytes = serde_json::to_vec(entry)
         .map_err(|e| Error::Other(format!("cannot serialise a queue entry: {e}")))?;
-    let path = path(dirs, repo);
-    atomic_file::write(&path, &bytes).map_err(|e| Error::io("cannot write", path, e))
+    let path = path(dirs, repo, &entry.branch);
+    atomic_file::write(&path, &bytes).map_err(|e| Error::io("cannot write", &path, e))?;
+    // An earlier version's entry of the same branch is replaced too.
+    let legacy = legacy_path(dirs, repo);
+    if read(&legacy).is_some_and(|old| old.branch == entry.branch) {
+        let _ = std::fs::remove_file(legacy);
+    }
+    Ok(())
 }
 
-/// Makes the pending entry of `repo` anyone's work if `waiter` queued it: the waiting pusher gives up
-/// (it was told to stop) and leaves the run to a worker.
+/// Makes the pending entries of `repo` anyone's work if `waiter` queued them: the waiting pusher
+/// gives up (it was told to stop) and leaves the runs to a worker.
 pub fn forget_waiter(dirs: &Dirs, repo: &str, waiter: &Waiter) -> Result<(), Error> {
-    with_lock(dirs, repo, || match peek(dirs, repo) {
-        Some(mut entry) if entry.waiter.as_deref() == Some(waiter.as_str()) => {
-            entry.waiter = None;
-            put(dirs, repo, &entry)
+    with_lock(dirs, repo, || {
+        for file in pending_files(dirs, repo) {
+            match read(&file) {
+                Some(mut entry) if entry.waiter.as_deref() == Some(waiter.as_str()) => {
+                    entry.waiter = None;
+                    put(dirs, repo, &entry)?;
+                }
+                _ => {}
+            }
         }
-        _ => Ok(()),
+        Ok(())
     })?
 }
 
-/// Drops the commit(s) of `repo` waiting to run (`cancel --queued`); returns what was dropped. A
+/// Drops the commits of `repo` waiting to run (`cancel --queued`); returns what was dropped. A
 /// claimed entry is left alone: its run is starting, and `cancel` stops that.
 pub fn drop_pending(dirs: &Dirs, repo: &str) -> Result<Vec<Entry>, Error> {
-    if !path(dirs, repo).exists() {
+    if pending_files(dirs, repo).is_empty() {
         return Ok(Vec::new());
     }
     with_lock(dirs, repo, || {
-        let entry = peek(dirs, repo);
-        match std::fs::remove_file(path(dirs, repo)) {
-            Ok(()) => Ok(entry.into_iter().collect()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(Error::io("cannot remove", path(dirs, repo), e)),
+        let mut dropped = Vec::new();
+        for file in pending_files(dirs, repo) {
+            let entry = read(&file);
+            match std::fs::remove_file(&file) {
+                Ok(()) => dropped.extend(entry),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("cannot remove", file, e)),
+            }
         }
+        Ok(dropped)
     })?
 }
 
 /// Whether `repo` has work that has not started yet (pending, or claimed by a worker that died).
 pub fn is_pending(dirs: &Dirs, repo: &str) -> bool {
-    path(dirs, repo).exists() || claimed(dirs, repo).exists()
+    claimed(dirs, repo).exists() || !pending_files(dirs, repo).is_empty()
 }
 
-/// The pending entry of `repo`, left in place.
-pub fn peek(dirs: &Dirs, repo: &str) -> Option<Entry> {
-    serde_json::from_slice(&std::fs::read(path(dirs, repo)).ok()?).ok()
+/// The entries of `repo` waiting to run, oldest first (the order they run in). A file whose entry
+/// names another branch than its name says is not one (only phantom_ci writes here).
+pub fn pending_entries(dirs: &Dirs, repo: &str) -> Vec<Entry> {
+    let legacy = legacy_path(dirs, repo);
+    let mut entries: Vec<Entry> = pending_files(dirs, repo)
+        .into_iter()
+        .filter_map(|file| {
+            read(&file).filter(|entry| file == legacy || file == path(dirs, repo, &entry.branch))
+        })
+        .collect();
+    entries.sort_by(|a, b| a.queued_at.cmp(&b.queued_at));
+    entries
+}
+
+/// The entry of `repo` that runs next: the oldest that no living pusher waits to run itself.
+pub fn next(dirs: &Dirs, repo: &str) -> Option<Entry> {
+    pending_entries(dirs, repo)
+        .into_iter()
+        .find(|entry| !entry.waited_for())
+}
+
+/// The pending entry of `branch` of `repo`, left in place.
+pub fn peek(dirs: &Dirs, repo: &str, branch: &str) -> Option<Entry> {
+    read(&path(dirs, repo, branch))
+        .or_else(|| read(&legacy_path(dirs, repo)).filter(|entry| entry.branch == branch))
 }
 
 /// The entry of `repo` a worker has taken but whose run has not started yet.
 pub fn peek_claimed(dirs: &Dirs, repo: &str) -> Option<Entry> {
-    serde_json::from_slice(&std::fs::read(claimed(dirs, repo)).ok()?).ok()
+    read(&claimed(dirs, repo))
 }
 
-/// Takes the pending entry of `repo`, if any, by claiming it. Only the holder of the repo's run lock
-/// may take: the run it starts is then the only one of that repo.
-pub fn take(dirs: &Dirs, repo: &str, _lock: &RepoLock) -> Result<Option<Entry>, Error> {
-    let (pending, claim) = (path(dirs, repo), claimed(dirs, repo));
+/// Takes the pending entry of `branch` of `repo`, if any, by claiming it. Only the holder of the
+/// repo's run lock may take: the run it starts is then the only one of that repo.
+pub fn take(
+    dirs: &Dirs,
+    repo: &str,
+    branch: &str,
+    _lock: &RepoLock,
+) -> Result<Option<Entry>, Error> {
+    let mut pending = path(dirs, repo, branch);
+    if !pending.exists() && read(&legacy_path(dirs, repo)).is_some_and(|e| e.branch == branch) {
+        pending = legacy_path(dirs, repo);
+    }
+    let claim = claimed(dirs, repo);
     match std::fs::rename(&pending, &claim) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -182,27 +280,30 @@ pub fn release(dirs: &Dirs, repo: &str) {
     let _ = std::fs::remove_file(claimed(dirs, repo));
 }
 
-/// Puts back a claim whose worker died before its run started; drops it when a newer entry is pending
-/// or when the claimed commit's run did start. The caller holds the repo's run lock.
+/// Puts back a claim whose worker died before its run started; drops it when a newer entry of its
+/// branch is pending, when the claimed commit's run did start, or when it cannot be read. The caller
+/// holds the repo's run lock.
 pub fn restore(dirs: &Dirs, repo: &str, _lock: &RepoLock) {
     let claim = claimed(dirs, repo);
     let Ok(bytes) = std::fs::read(&claim) else {
         return;
     };
-    let entry = serde_json::from_slice::<Entry>(&bytes).ok();
-    let started = entry.as_ref().is_some_and(|entry| {
-        records::last(dirs, repo, None)
-            .is_some_and(|run| run.commit == entry.commit && run.started_at >= entry.queued_at)
-    });
-    if let Some(entry) = entry.filter(|_| started) {
+    let Ok(entry) = serde_json::from_slice::<Entry>(&bytes) else {
+        // Nothing can run it; `tick` queues the branch tip again.
+        let _ = std::fs::remove_file(&claim);
+        return;
+    };
+    let started = records::last(dirs, repo, None)
+        .is_some_and(|run| run.commit == entry.commit && run.started_at >= entry.queued_at);
+    if started {
         // Its run started (and died, or it would have released the claim): the commit counts as seen,
         // so that `tick` does not run it again by itself.
-        let _ = crate::state::seen::set(dirs, repo, &entry.commit);
+        let _ = crate::state::seen::set(dirs, repo, &entry.branch, &entry.commit);
     }
-    if started || path(dirs, repo).exists() {
+    if started || peek(dirs, repo, &entry.branch).is_some() {
         let _ = std::fs::remove_file(&claim);
     } else {
-        let _ = std::fs::rename(&claim, path(dirs, repo));
+        let _ = std::fs::rename(&claim, path(dirs, repo, &entry.branch));
     }
 }
 
@@ -217,7 +318,7 @@ pub fn pending(dirs: &Dirs) -> Vec<String> {
             let repo = name
                 .strip_suffix(".json")
                 .or_else(|| name.strip_suffix(".claimed"))?;
-            Some(repo.to_string())
+            Some(repo.split('~').next().unwrap_or(repo).to_string())
         })
         .collect();
     repos.sort();
@@ -247,8 +348,11 @@ mod tests {
         put(&dirs, "app", &entry("b")).unwrap();
         assert_eq!(pending(&dirs), ["app"]);
         let lock = RepoLock::acquire(&dirs, "app", true).unwrap().unwrap();
-        assert_eq!(take(&dirs, "app", &lock).unwrap(), Some(entry("b")));
-        assert_eq!(take(&dirs, "app", &lock).unwrap(), None);
+        assert_eq!(
+            take(&dirs, "app", "master", &lock).unwrap(),
+            Some(entry("b"))
+        );
+        assert_eq!(take(&dirs, "app", "master", &lock).unwrap(), None);
         assert_eq!(pending(&dirs), ["app"], "claimed, not started");
         release(&dirs, "app");
         assert!(pending(&dirs).is_empty());
@@ -270,11 +374,11 @@ mod tests {
         };
         put(&dirs, "app", &entry).unwrap();
         let lock = RepoLock::acquire(&dirs, "app", true).unwrap().unwrap();
-        assert!(take(&dirs, "app", &lock).unwrap().is_some());
+        assert!(take(&dirs, "app", "master", &lock).unwrap().is_some());
         // The worker dies here. The next one restores the claim and takes it again.
         restore(&dirs, "app", &lock);
-        assert_eq!(peek(&dirs, "app"), Some(entry.clone()));
-        assert_eq!(take(&dirs, "app", &lock).unwrap(), Some(entry));
+        assert_eq!(peek(&dirs, "app", "master"), Some(entry.clone()));
+        assert_eq!(take(&dirs, "app", "master", &lock).unwrap(), Some(entry));
     }
 
     #[test]
@@ -321,11 +425,83 @@ mod tests {
         put(&dirs, "app", &entry).unwrap();
         forget_waiter(&dirs, "app", &Waiter(format!("1 {}", u64::MAX))).unwrap();
         assert!(
-            peek(&dirs, "app").unwrap().waited_for(),
+            peek(&dirs, "app", "master").unwrap().waited_for(),
             "not another's to forget"
         );
         forget_waiter(&dirs, "app", &me).unwrap();
-        let left = peek(&dirs, "app").unwrap();
+        let left = peek(&dirs, "app", "master").unwrap();
         assert_eq!((left.commit.as_str(), left.waiter), ("a", None));
+    }
+
+    #[test]
+    fn each_branch_has_its_own_slot_and_the_oldest_runs_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            config: tmp.path().join("c"),
+            data: tmp.path().join("d"),
+        };
+        let entry = |branch: &str, commit: &str, at: &str| Entry {
+            branch: branch.into(),
+            commit: commit.into(),
+            trigger: Trigger::Hook,
+            queued_at: at.into(),
+            waiter: None,
+        };
+        put(
+            &dirs,
+            "app",
+            &entry("release/1.2", "r1", "2026-01-01T00:00:01.000Z"),
+        )
+        .unwrap();
+        put(
+            &dirs,
+            "app",
+            &entry("main", "m1", "2026-01-01T00:00:02.000Z"),
+        )
+        .unwrap();
+        // A newer push of `release/1.2` replaces its own entry only, and keeps its turn by its time.
+        put(
+            &dirs,
+            "app",
+            &entry("release/1.2", "r2", "2026-01-01T00:00:03.000Z"),
+        )
+        .unwrap();
+        // A branch with `%` and `/` cannot collide with another one's file.
+        put(
+            &dirs,
+            "app",
+            &entry("release%2F1.2", "x", "2026-01-01T00:00:04.000Z"),
+        )
+        .unwrap();
+        let branches: Vec<String> = pending_entries(&dirs, "app")
+            .into_iter()
+            .map(|e| format!("{} {}", e.branch, e.commit))
+            .collect();
+        assert_eq!(branches, ["main m1", "release/1.2 r2", "release%2F1.2 x"]);
+        assert_eq!(next(&dirs, "app").unwrap().commit, "m1");
+        assert_eq!(pending(&dirs), ["app"]);
+        // An entry left by an earlier version (`app.json`) still runs, and a push of its branch replaces it.
+        std::fs::write(
+            dirs.queue().join("old.json"),
+            serde_json::to_vec(&entry("master", "o1", "2026-01-01T00:00:00.000Z")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(pending(&dirs), ["app", "old"]);
+        assert_eq!(peek(&dirs, "old", "master").unwrap().commit, "o1");
+        put(
+            &dirs,
+            "old",
+            &entry("master", "o2", "2026-01-01T00:00:05.000Z"),
+        )
+        .unwrap();
+        assert_eq!(pending_entries(&dirs, "old").len(), 1);
+        let lock = RepoLock::acquire(&dirs, "app", true).unwrap().unwrap();
+        assert_eq!(
+            take(&dirs, "app", "main", &lock).unwrap().unwrap().commit,
+            "m1"
+        );
+        release(&dirs, "app");
+        assert_eq!(drop_pending(&dirs, "app").unwrap().len(), 2);
+        assert!(!is_pending(&dirs, "app"));
     }
 }

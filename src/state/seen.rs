@@ -1,22 +1,66 @@
-//! The last commit of each repo that a hook or tick run started on: `<data>/seen/<repo>`. `tick` runs a
-//! branch when its tip differs from it (or when there is none yet: the first sight runs the tip).
-//! Manual runs do not change it.
+//! The last commit of each branch of a repo that a hook or tick run started on:
+//! `<data>/seen/<repo>~<branch>` (the branch written as in the queue). `tick` runs a branch when its
+//! tip differs from it (or when there is none yet: the first sight runs the tip). Manual runs do not
+//! change it. Earlier versions kept one file per repo, `<data>/seen/<repo>`: it still counts for a
+//! branch whose tip is that commit, so an upgrade runs nothing again.
+
+use std::path::PathBuf;
 
 use crate::config::dirs::Dirs;
 use crate::error::Error;
 use crate::state::atomic_file;
 
-pub fn get(dirs: &Dirs, repo: &str) -> Option<String> {
-    let text = std::fs::read_to_string(dirs.seen().join(repo)).ok()?;
+fn path(dirs: &Dirs, repo: &str, branch: &str) -> PathBuf {
+    dirs.seen().join(format!(
+        "{repo}~{}",
+        crate::state::queue::branch_key(branch)
+    ))
+}
+
+fn read(path: PathBuf) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
     let commit = text.trim();
     (!commit.is_empty()).then(|| commit.to_string())
 }
 
-pub fn set(dirs: &Dirs, repo: &str, commit: &str) -> Result<(), Error> {
+/// Whether `commit` is the last one a hook or tick run started on for `branch` of `repo`.
+pub fn is(dirs: &Dirs, repo: &str, branch: &str, commit: &str) -> bool {
+    match read(path(dirs, repo, branch)) {
+        Some(seen) => seen == commit,
+        None => read(dirs.seen().join(repo)).is_some_and(|legacy| legacy == commit),
+    }
+}
+
+pub fn set(dirs: &Dirs, repo: &str, branch: &str, commit: &str) -> Result<(), Error> {
     let dir = dirs.seen();
     dirs.make(&dir)
         .map_err(|e| Error::io("cannot create", &dir, e))?;
-    let path = dir.join(repo);
+    let path = path(dirs, repo, branch);
     atomic_file::write(&path, format!("{commit}\n").as_bytes())
         .map_err(|e| Error::io("cannot write", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_branch_is_seen_apart_and_the_old_file_still_counts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            config: tmp.path().join("c"),
+            data: tmp.path().join("d"),
+        };
+        assert!(!is(&dirs, "app", "main", "a"));
+        set(&dirs, "app", "main", "a").unwrap();
+        assert!(is(&dirs, "app", "main", "a"));
+        assert!(!is(&dirs, "app", "release/1", "a"), "another branch");
+        // Before branches had files of their own.
+        std::fs::write(dirs.seen().join("old"), "b\n").unwrap();
+        assert!(is(&dirs, "old", "master", "b"));
+        assert!(!is(&dirs, "old", "master", "c"));
+        set(&dirs, "old", "master", "c").unwrap();
+        assert!(is(&dirs, "old", "master", "c"));
+        assert!(!is(&dirs, "old", "master", "b"));
+    }
 }
