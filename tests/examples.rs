@@ -9,8 +9,8 @@ use predicates::prelude::*;
 
 use crate::support::{TestEnv, current_user};
 
-/// Every key of SPEC §2.1.
-const REPO_TOML_KEYS: [&str; 18] = [
+/// Every key of a repo section (SPEC §2.1, §6).
+const REPO_TOML_KEYS: [&str; 20] = [
     "path",
     "target_branch",
     "run_as",
@@ -29,6 +29,8 @@ const REPO_TOML_KEYS: [&str; 18] = [
     "limits",
     "log_limit",
     "checkout_limit",
+    "cache",
+    "cache_limit",
 ];
 
 fn project() -> PathBuf {
@@ -64,7 +66,8 @@ fn example_repo_toml_parses_and_shows_every_key() {
     let table: toml::Table = toml::from_str(&text).unwrap();
     let shown: BTreeSet<&str> = table
         .values()
-        .flat_map(|section| section.as_table().unwrap().keys())
+        .filter_map(|section| section.as_table())
+        .flat_map(|section| section.keys())
         .map(String::as_str)
         .collect();
     let spec: BTreeSet<&str> = REPO_TOML_KEYS.into_iter().collect();
@@ -77,6 +80,10 @@ fn example_repo_toml_parses_and_shows_every_key() {
     assert_eq!(app.branches.single(), Some("main"));
     assert_eq!(app.limits.nofile, Some(1024));
     assert_eq!(app.log_limit, 16 << 20);
+    assert!(app.cache);
+    assert_eq!(config.max_parallel_runs, Some(2));
+    let release = config.get("app-release").unwrap();
+    assert!(release.branches.matches("release/1.x") && release.branches.matches("hotfix"));
 }
 
 /// `examples/Repo.toml` as an operator would adapt it: its paths pointing at a real repository and at
@@ -122,7 +129,11 @@ fn example_repo_toml_runs_the_example_workflow() {
     assert_eq!(record["branch"], "main");
     assert_eq!(record["commit"], commit.as_str());
     let steps = record["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 6);
+    assert_eq!(steps.len(), 7);
+    assert!(
+        stdout.contains("the run so far: done; cache: /"),
+        "the always step, with the cache: {stdout}"
+    );
     assert!(steps.iter().all(|s| s["result"] == "success"), "{record}");
     let kept = env.data.join("runs/app/1/artifacts/recent-commits.txt");
     let recent = std::fs::read_to_string(&kept).unwrap();
@@ -147,7 +158,10 @@ fn example_release_section_rejects_an_unsigned_commit() {
             .replace("/etc/phantom_ci/allowed_signers", signers.to_str().unwrap()),
     );
 
-    env.phantom().args(["run", "app-release"]).assert().code(1);
+    env.phantom()
+        .args(["run", "app-release", "--branch", "release/1.x"])
+        .assert()
+        .code(1);
     let record = env.run_json("app-release", 1);
     assert_eq!(record["result"], "rejected", "{record}");
     assert_eq!(record["steps"].as_array().unwrap().len(), 0, "no step ran");
@@ -156,7 +170,7 @@ fn example_release_section_rejects_an_unsigned_commit() {
 fn example_workflows_pass_check() {
     let env = TestEnv::new();
     for (file, steps) in [
-        ("examples/workflow.toml", 6),
+        ("examples/workflow.toml", 7),
         ("examples/hello/workflow/master.toml", 4),
         ("workflow/main.toml", 3),
     ] {
