@@ -5,6 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Started by git to ask for a repository's password (see `git::cli::remote`).
+    if let Some(password) = phantom_ci::git::cli::askpass_answer() {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        return match writeln!(out, "{password}").and_then(|()| out.flush()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     let cli = phantom_ci::cli::Cli::parse();
     match phantom_ci::cli::run(cli) {
         Ok(status) => status.into(),

@@ -1,5 +1,6 @@
 //! `tick` (issue #3): what moved runs once; remotes through a mirror; crash recovery.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use nix::sys::signal::{Signal, kill};
@@ -163,7 +164,10 @@ fn a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick() {
     );
 }
 
-fn tick_fetches_an_https_remote() {
+/// A loopback HTTPS git server over `env`'s repositories (with basic authentication when `auth`,
+/// `user:password`, is given): the server, its port and its certificate. Skips the test when python3
+/// or openssl is missing.
+fn https_server(env: &TestEnv, auth: Option<&str>) -> (std::process::Child, String, PathBuf) {
     use std::io::{BufRead, BufReader};
     let missing: Vec<&str> = ["python3", "openssl"]
         .into_iter()
@@ -177,10 +181,6 @@ fn tick_fetches_an_https_remote() {
     if !missing.is_empty() {
         crate::skip!("needs {missing:?} for a loopback HTTPS git server (CI installs them)");
     }
-    let env = TestEnv::new();
-    let repo = env.repo("app");
-    repo.workflow("master", "[0]\nrun = \"git log --format=%s\"\n");
-    let commit = repo.commit_and_push("over https");
     let (cert, key) = (env.root().join("cert.pem"), env.root().join("key.pem"));
     let openssl = std::process::Command::new("openssl")
         .args([
@@ -210,6 +210,7 @@ fn tick_fetches_an_https_remote() {
     let mut server = std::process::Command::new("python3")
         .arg(script)
         .args([&cert, &key, &env.root().join("git")])
+        .args(auth)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -218,9 +219,17 @@ fn tick_fetches_an_https_remote() {
     BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut port)
         .unwrap();
+    (server, port.trim().to_string(), cert)
+}
+
+fn tick_fetches_an_https_remote() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"git log --format=%s\"\n");
+    let commit = repo.commit_and_push("over https");
+    let (mut server, port, cert) = https_server(&env, None);
     env.write_repo_toml(&format!(
-        "[web]\npath = \"https://127.0.0.1:{}/cgi-bin/git/app.git\"\nrun_as = \"{}\"\n",
-        port.trim(),
+        "[web]\npath = \"https://127.0.0.1:{port}/cgi-bin/git/app.git\"\nrun_as = \"{}\"\n",
         crate::support::current_user()
     ));
     let assert = env
@@ -235,6 +244,81 @@ fn tick_fetches_an_https_remote() {
     assert_eq!(record["commit"], commit.as_str());
     assert_eq!(record["result"], "success");
     assert!(env.log("web", 1).contains("over https"));
+}
+
+/// A password in a repo's URL: git gets it from phantom_ci through `GIT_ASKPASS` and its environment,
+/// never on a command line (which every local user can read in `/proc`), and no message shows it.
+fn a_password_in_a_url_stays_off_command_lines_and_out_of_messages() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"git log --format=%s\"\n");
+    repo.commit_and_push("behind a password");
+    let (mut server, port, cert) = https_server(&env, Some("ci:s3cret"));
+    // Every `git` phantom_ci starts is logged with its arguments before it runs.
+    let real_git = crate::support::find_on_path("git").unwrap();
+    let shims = env.root().join("shims");
+    std::fs::create_dir_all(&shims).unwrap();
+    let argv_log = env.root().join("git-argv.log");
+    let shim = shims.join("git");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            argv_log.display(),
+            real_git.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", shims.display(), std::env::var("PATH").unwrap());
+    let section = |password: &str| {
+        format!(
+            "[web]\npath = \"https://ci:{password}@127.0.0.1:{port}/cgi-bin/git/app.git\"\nrun_as = \"{}\"\n",
+            crate::support::current_user()
+        )
+    };
+    env.write_repo_toml(&section("s3cret"));
+    let ticked = env
+        .phantom()
+        .arg("tick")
+        .env("GIT_SSL_CAINFO", &cert)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    // A wrong password fails the fetch; the message names the URL without it.
+    repo.commit_and_push("second");
+    env.write_repo_toml(&section("wr0ng"));
+    let refused = env
+        .phantom()
+        .arg("tick")
+        .env("GIT_SSL_CAINFO", &cert)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ticked.status.success(), "{ticked:?}");
+    assert_eq!(env.run_json("web", 1)["result"], "success");
+    let argv = std::fs::read_to_string(&argv_log).unwrap();
+    assert!(argv.contains("fetch"), "{argv}");
+    assert!(
+        !argv.contains("s3cret") && !argv.contains("wr0ng"),
+        "{argv}"
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("https://ci:***@127.0.0.1"), "{stderr}");
+    assert!(!stderr.contains("wr0ng"), "{stderr}");
+    assert_eq!(env.runs("web"), [1]);
+    for command in [["status", "--json"], ["list", "--json"]] {
+        let out = env.phantom().args(command).assert().success();
+        let stdout = crate::support::stdout_of(&out);
+        assert!(
+            stdout.contains("ci:***@") && !stdout.contains("wr0ng"),
+            "{stdout}"
+        );
+    }
 }
 
 fn a_repository_owned_by_another_user_is_trusted() {
@@ -314,5 +398,6 @@ crate::tests! {
     a_killed_worker_leaves_an_aborted_run_and_queued_work_still_runs,
     a_spool_note_from_a_non_root_pusher_is_drained_by_a_root_tick,
     tick_fetches_an_https_remote,
+    a_password_in_a_url_stays_off_command_lines_and_out_of_messages,
     a_repository_owned_by_another_user_is_trusted,
 }

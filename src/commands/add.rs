@@ -66,8 +66,13 @@ pub fn run(args: AddArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             ctx.suggest(&["remove", &name])
         )));
     }
+    let section = edit::render_section(
+        &name,
+        &location.as_written(),
+        &branch,
+        args.run_as.as_deref(),
+    );
     let location_text = location.to_string();
-    let section = edit::render_section(&name, &location_text, &branch, args.run_as.as_deref());
     let new_text = edit::append(&text, &section);
     let parsed = Config::parse(&file, &new_text).map_err(|e| {
         Error::Usage(format!(

@@ -12,7 +12,7 @@ mod repo;
 pub mod secrets;
 pub mod workflow;
 
-pub use repo::{Branches, KeepWorkspace, Limits, Location, Notify, Repo, Sandbox};
+pub use repo::{Branches, KeepWorkspace, Limits, Location, Notify, Repo, Sandbox, split_password};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

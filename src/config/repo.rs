@@ -148,13 +148,61 @@ pub enum Location {
     Url(String),
 }
 
+/// The location as it may be shown: a URL's password is `***` (`https://ci:***@git.example.org/app`).
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Local(path) => write!(f, "{}", path.display()),
-            Location::Url(url) => f.write_str(url),
+            Location::Url(url) => match password_span(url) {
+                Some(span) => write!(f, "{}***{}", &url[..span.start], &url[span.end..]),
+                None => f.write_str(url),
+            },
         }
     }
+}
+
+/// Where the password of `scheme://user:password@host/…` is in `url`, if it has one.
+fn password_span(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://")? + 3;
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let at = start + url[start..authority_end].rfind('@')?;
+    let colon = start + url[start..at].find(':')?;
+    (colon + 1 < at).then_some(colon + 1..at)
+}
+
+/// A URL without its password, for a command line (which every local user can read), and the
+/// password, percent-decoded, for git to ask for (`GIT_ASKPASS`).
+pub fn split_password(url: &str) -> (String, Option<String>) {
+    match password_span(url) {
+        Some(span) => (
+            format!("{}{}", &url[..span.start - 1], &url[span.end..]),
+            Some(percent_decode(&url[span])),
+        ),
+        None => (url.to_string(), None),
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Location {
@@ -183,6 +231,14 @@ impl Location {
             ));
         }
         Ok(Location::Local(path.to_path_buf()))
+    }
+
+    /// The location exactly as written in `Repo.toml`, password included: for writing it back.
+    pub fn as_written(&self) -> String {
+        match self {
+            Location::Local(path) => path.display().to_string(),
+            Location::Url(url) => url.clone(),
+        }
     }
 
     /// The last component without `.git`: the default repo name for `add`.
@@ -299,6 +355,34 @@ impl<'de> Deserialize<'de> for Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_a_url_is_never_shown_and_kept_off_command_lines() {
+        let url = "https://ci:s%40cr3t:x@git.example.org:8443/team/app.git";
+        let location = Location::parse(url).unwrap();
+        assert_eq!(
+            location.to_string(),
+            "https://ci:***@git.example.org:8443/team/app.git"
+        );
+        assert_eq!(location.as_written(), url);
+        assert_eq!(
+            split_password(url),
+            (
+                "https://ci@git.example.org:8443/team/app.git".to_string(),
+                Some("s@cr3t:x".to_string())
+            )
+        );
+        for plain in [
+            "https://git.example.org/a@b",
+            "https://ci@git.example.org/app",
+            "ssh://git@host:22/app.git",
+            "git@host:team/app.git",
+            "https://ci:@host/app",
+        ] {
+            assert_eq!(split_password(plain), (plain.to_string(), None), "{plain}");
+            assert_eq!(Location::parse(plain).unwrap().to_string(), plain);
+        }
+    }
 
     #[test]
     fn patterns_match_like_git_refspecs() {

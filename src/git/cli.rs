@@ -77,6 +77,35 @@ pub fn git() -> Command {
     command
 }
 
+/// The variable that carries a URL's password to the `git` phantom_ci starts, and back to phantom_ci
+/// itself when git asks for it (`GIT_ASKPASS`). A process's environment is readable by its own user
+/// only, its command line by everyone: the password goes here, never into an argument.
+pub const PASSWORD_VARIABLE: &str = "PHANTOM_CI_GIT_PASSWORD";
+
+/// Points `command` (a `git` from [`git`]) at `url`: returns the URL for its command line, without a
+/// password, and lets git ask phantom_ci for the password, if the URL has one.
+pub fn remote(command: &mut Command, url: &str) -> String {
+    let (shown, password) = crate::config::split_password(url);
+    if let Some(password) = password
+        && let Ok(exe) = std::env::current_exe()
+    {
+        command
+            .env("GIT_ASKPASS", exe)
+            .env(PASSWORD_VARIABLE, password);
+    }
+    shown
+}
+
+/// phantom_ci started by git as its `GIT_ASKPASS` ([`remote`]): the answer to git's password prompt
+/// (its one argument, `Password for '…': `), or `None` when this is not such a call.
+pub fn askpass_answer() -> Option<String> {
+    let password = std::env::var(PASSWORD_VARIABLE).ok()?;
+    let mut args = std::env::args_os().skip(1);
+    let prompt = args.next()?;
+    (args.next().is_none() && prompt.to_string_lossy().starts_with("Password for "))
+        .then_some(password)
+}
+
 /// Runs `command` until it exits, `deadline` passes or phantom_ci is asked to stop.
 pub fn run(command: Command, deadline: Instant) -> Result<Ran, Stopped> {
     run_keeping(command, deadline, 0).map(|(ran, _)| ran)

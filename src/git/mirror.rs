@@ -85,12 +85,13 @@ pub fn update(dirs: &Dirs, repo: &Repo, branches: &[&str]) -> Result<(), String>
         )
     })?;
     let mut command = cli::git();
+    let url = cli::remote(&mut command, url);
     command.arg("--git-dir").arg(&mirror).args([
         "fetch",
         "--quiet",
         "--no-write-fetch-head",
         "--",
-        url,
+        &url,
     ]);
     command.args(
         branches
@@ -133,8 +134,9 @@ pub fn update(dirs: &Dirs, repo: &Repo, branches: &[&str]) -> Result<(), String>
         return Ok(());
     }
     Err(format!(
-        "`git fetch` of branch `{}` from `{url}` for repo `{}` failed: {}",
+        "`git fetch` of branch `{}` from `{}` for repo `{}` failed: {}",
         crate::describe::terminal(&branches.join("`, `")),
+        repo.location,
         repo.name,
         ran.stderr
     ))
@@ -150,8 +152,14 @@ pub fn remote_branches(repo: &Repo) -> Result<Vec<String>, String> {
         return Ok(Vec::new());
     };
     let mut command = cli::git();
-    command.args(["ls-remote", "--heads", "--", url]);
-    let failed = |why: String| format!("`git ls-remote` of `{url}` for repo `{}` {why}", repo.name);
+    let url = cli::remote(&mut command, url);
+    command.args(["ls-remote", "--heads", "--", &url]);
+    let failed = |why: String| {
+        format!(
+            "`git ls-remote` of `{}` for repo `{}` {why}",
+            repo.location, repo.name
+        )
+    };
     let (ran, output) =
         match cli::run_keeping(command, Instant::now() + repo.timeout, MAX_LS_REMOTE) {
             Ok(done) => done,
@@ -186,12 +194,13 @@ pub fn remote_has_branch(repo: &Repo, branch: &str) -> Option<bool> {
         return None;
     };
     let mut command = cli::git();
+    let url = cli::remote(&mut command, url);
     command.args([
         "ls-remote",
         "--exit-code",
         "--heads",
         "--",
-        url,
+        &url,
         &format!("refs/heads/{branch}"),
     ]);
     // `--exit-code`: 2 when the remote answered and has no matching ref.

@@ -1,8 +1,10 @@
 """A loopback HTTPS server for `git http-backend`, for the tests only.
 
-Usage: git_https_server.py CERT KEY PROJECT_ROOT
+Usage: git_https_server.py CERT KEY PROJECT_ROOT [USER:PASSWORD]
 Serves https://127.0.0.1:<port>/cgi-bin/git/<repo> and prints the port on its first line of output.
+With USER:PASSWORD, every request needs HTTP basic authentication with them (else 401).
 """
+import base64
 import http.server
 import os
 import ssl
@@ -10,6 +12,8 @@ import sys
 import tempfile
 
 cert, key, root = sys.argv[1:4]
+auth = sys.argv[4] if len(sys.argv) > 4 else None
+expected = "Basic " + base64.b64encode(auth.encode()).decode() if auth else None
 os.environ["GIT_PROJECT_ROOT"] = root
 os.environ["GIT_HTTP_EXPORT_ALL"] = "1"
 serve_dir = tempfile.mkdtemp()
@@ -26,6 +30,23 @@ class Handler(http.server.CGIHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def authorised(self):
+        if expected is None or self.headers.get("Authorization") == expected:
+            return True
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="git"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
+
+    def do_GET(self):
+        if self.authorised():
+            super().do_GET()
+
+    def do_POST(self):
+        if self.authorised():
+            super().do_POST()
 
     def finish(self):
         # CGI answers end with the connection: end TLS properly (close_notify) so the client knows
