@@ -117,6 +117,18 @@ fn tick_runs_each_matching_branch_once_and_status_shows_a_line_each() {
         .collect();
     assert_eq!(branches, ["main", "release/1", "release/2/rc"]);
     assert_eq!(json[1]["last_run"]["run"], 4);
+
+    let list: serde_json::Value = serde_json::from_str(&stdout_of(
+        &env.phantom().args(["list", "--json"]).assert().success(),
+    ))
+    .unwrap();
+    assert_eq!(list[0]["branch"], "main, release/*");
+    assert_eq!(
+        list[0]["branches"],
+        serde_json::json!(["main", "release/*"])
+    );
+    assert_eq!(list[0]["cache"], false);
+    assert_eq!(list[0]["cache_limit"], 10u64 << 30);
 }
 
 fn a_push_of_one_branch_never_replaces_another_branchs_queued_commit() {

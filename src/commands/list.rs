@@ -42,6 +42,8 @@ struct RepoJson<'a> {
     limits: Limits,
     log_limit: u64,
     checkout_limit: u64,
+    cache: bool,
+    cache_limit: u64,
     /// Why the repo does not run (its `path` or `run_as` user does not exist); empty when it runs.
     problems: Vec<String>,
 }
@@ -73,6 +75,8 @@ impl<'a> From<&'a Repo> for RepoJson<'a> {
             limits: repo.limits,
             log_limit: repo.log_limit,
             checkout_limit: repo.checkout_limit,
+            cache: repo.cache,
+            cache_limit: repo.cache_limit,
             problems: repo.problems.iter().map(ToString::to_string).collect(),
         }
     }
