@@ -155,12 +155,12 @@ pub fn run_own(
     let name = &repo.name;
     queue::restore(dirs, name, lock);
     if crate::isolation::signals::requested().is_some() {
-        queue::forget_waiter(dirs, name, waiter)?;
+        queue::forget_waiter(dirs, name, branch, waiter)?;
         return Ok(Own::Left);
     }
     let mine = |entry: &queue::Entry| entry.waiter.as_deref() == Some(waiter.as_str());
     // No one else takes an entry whose waiter lives: when it is not pending, a newer push replaced it.
-    let gone = || match ran_elsewhere(dirs, name, commit) {
+    let gone = || match ran_elsewhere(dirs, name, pushed) {
         Some(record) => Own::RanElsewhere(Box::new(record)),
         None => Own::Replaced(None),
     };
@@ -171,7 +171,7 @@ pub fn run_own(
     };
     // Its turn among the runs of every repo (`max_parallel_runs`).
     let Some(_slot) = slots::acquire(dirs, parallel_runs, &queued_at, &mut || {})? else {
-        queue::forget_waiter(dirs, name, waiter)?;
+        queue::forget_waiter(dirs, name, branch, waiter)?;
         return Ok(Own::Left);
     };
     match queue::take(dirs, name, branch, lock)? {
@@ -188,14 +188,14 @@ pub fn run_own(
     }
 }
 
-/// The newest record of `repo` that ran `commit`, among its last few.
-fn ran_elsewhere(dirs: &Dirs, repo: &str, commit: &str) -> Option<RunRecord> {
+/// The newest record of `repo` that ran the pushed commit of its branch, among its last few.
+fn ran_elsewhere(dirs: &Dirs, repo: &str, pushed: &Pushed) -> Option<RunRecord> {
     crate::state::records::list(dirs, repo)
         .into_iter()
         .rev()
         .take(10)
         .filter_map(|n| crate::state::records::load(dirs, repo, n).ok())
-        .find(|record| record.commit == commit)
+        .find(|record| record.commit == pushed.commit && record.branch == pushed.branch)
 }
 
 /// Called after letting the lock of `repo` go: work queued meanwhile that no waiting pusher runs

@@ -246,6 +246,55 @@ fn patterns_that_could_escape_are_refused_with_their_line() {
     }
 }
 
+fn a_push_of_many_matching_branches_queues_a_bounded_number_and_tick_the_rest() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    branches_section(&env, &repo, "\"feature/*\"");
+    repo.write("workflow.toml", "[0]\nrun = \"true\"\n");
+    let commit = repo.commit("one");
+    assert!(repo.push("base").status.success());
+    // 70 branches at once, as one push would create them.
+    let zeros = "0".repeat(40);
+    let mut updates = String::new();
+    let mut hook_input = String::new();
+    for i in 0..70 {
+        updates.push_str(&format!("create refs/heads/feature/{i} {commit}\n"));
+        hook_input.push_str(&format!("{zeros} {commit} refs/heads/feature/{i}\n"));
+    }
+    let mut update_ref = std::process::Command::new("git")
+        .args(["update-ref", "--stdin"])
+        .current_dir(&repo.bare)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    update_ref
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(updates.as_bytes())
+        .unwrap();
+    assert!(update_ref.wait().unwrap().success());
+    let out = env
+        .phantom()
+        .args(["hook", "--wait"])
+        .current_dir(&repo.bare)
+        .env("GIT_DIR", &repo.bare)
+        .write_stdin(hook_input)
+        .assert()
+        .success();
+    let stdout = stdout_of(&out);
+    assert!(
+        stdout.contains("70 branches of `app` moved; the first 64 are queued here"),
+        "{stdout}"
+    );
+    assert_eq!(env.runs("app").len(), 64);
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.runs("app").len(), 70, "the rest, once each");
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.runs("app").len(), 70);
+}
+
 crate::tests! {
     a_push_to_release_1_2_runs_under_a_release_star_section,
     tick_runs_each_matching_branch_once_and_status_shows_a_line_each,
@@ -253,4 +302,5 @@ crate::tests! {
     run_takes_the_first_name_or_asks_for_a_branch,
     a_url_repo_fetches_only_the_branches_it_runs,
     patterns_that_could_escape_are_refused_with_their_line,
+    a_push_of_many_matching_branches_queues_a_bounded_number_and_tick_the_rest,
 }

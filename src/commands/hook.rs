@@ -32,6 +32,11 @@ pub struct HookArgs {
 /// and the timer's `tick` still checks every configured branch.
 pub const MAX_REF_INPUT: u64 = 16 << 20;
 
+/// At most this many branches of one repo are queued by one push (a `*` pattern and a push of
+/// thousands of branches would otherwise hold the push for a lock, a read and a durable write each);
+/// the rest are queued by the next `tick`, and the pusher is told.
+const MAX_BRANCHES_PER_PUSH: usize = 64;
+
 /// At most this many spool notes per push: a note only makes the root `tick` look at every configured
 /// repo again, so one would do; a few keep the branch names for whoever reads the spool.
 const MAX_SPOOL_NOTES: usize = 16;
@@ -95,6 +100,15 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
             continue;
         }
         branches.sort_unstable();
+        if branches.len() > MAX_BRANCHES_PER_PUSH {
+            say(&format!(
+                "phantom_ci: {} branches of `{}` moved; the first {MAX_BRANCHES_PER_PUSH} are queued \
+                 here, the others by the next `phantom_ci tick`",
+                branches.len(),
+                repo.name
+            ));
+            branches.truncate(MAX_BRANCHES_PER_PUSH);
+        }
         if let Some(problem) = repo.problem() {
             eprintln!("phantom_ci: {problem} (the push itself succeeded)");
             continue;
@@ -195,7 +209,7 @@ fn wait_and_run(
     // Done before anything more is printed: a pusher who stopped reading (a suspended `git push`)
     // can block those writes, but never this hand-off.
     let mut later = Vec::new();
-    if let Err(e) = queue::forget_waiter(&ctx.dirs, name, waiter) {
+    if let Err(e) = queue::forget_waiter(&ctx.dirs, name, branch, waiter) {
         later.push(format!("phantom_ci: {e}"));
     }
     if let Err(e) = worker::hand_on(&ctx.dirs, name) {

@@ -166,20 +166,15 @@ pub fn put(dirs: &Dirs, repo: &str, entry: &Entry) -> Result<(), Error> {
     Ok(())
 }
 
-/// Makes the pending entries of `repo` anyone's work if `waiter` queued them: the waiting pusher
-/// gives up (it was told to stop) and leaves the runs to a worker.
-pub fn forget_waiter(dirs: &Dirs, repo: &str, waiter: &Waiter) -> Result<(), Error> {
-    with_lock(dirs, repo, || {
-        for file in pending_files(dirs, repo) {
-            match read(&file) {
-                Some(mut entry) if entry.waiter.as_deref() == Some(waiter.as_str()) => {
-                    entry.waiter = None;
-                    put(dirs, repo, &entry)?;
-                }
-                _ => {}
-            }
+/// Makes the pending entry of `branch` of `repo` anyone's work if `waiter` queued it: the waiting
+/// pusher is done with it (it ran it, or gave up) and leaves it to a worker.
+pub fn forget_waiter(dirs: &Dirs, repo: &str, branch: &str, waiter: &Waiter) -> Result<(), Error> {
+    with_lock(dirs, repo, || match peek(dirs, repo, branch) {
+        Some(mut entry) if entry.waiter.as_deref() == Some(waiter.as_str()) => {
+            entry.waiter = None;
+            put(dirs, repo, &entry)
         }
-        Ok(())
+        _ => Ok(()),
     })?
 }
 
@@ -423,12 +418,17 @@ mod tests {
             waiter: Some(me.as_str().to_string()),
         };
         put(&dirs, "app", &entry).unwrap();
-        forget_waiter(&dirs, "app", &Waiter(format!("1 {}", u64::MAX))).unwrap();
+        forget_waiter(&dirs, "app", "master", &Waiter(format!("1 {}", u64::MAX))).unwrap();
         assert!(
             peek(&dirs, "app", "master").unwrap().waited_for(),
             "not another's to forget"
         );
-        forget_waiter(&dirs, "app", &me).unwrap();
+        forget_waiter(&dirs, "app", "other", &me).unwrap();
+        assert!(
+            peek(&dirs, "app", "master").unwrap().waited_for(),
+            "another branch's entry is not forgotten"
+        );
+        forget_waiter(&dirs, "app", "master", &me).unwrap();
         let left = peek(&dirs, "app", "master").unwrap();
         assert_eq!((left.commit.as_str(), left.waiter), ("a", None));
     }
