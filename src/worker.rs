@@ -151,7 +151,7 @@ pub fn run_own(
     pushed: &Pushed,
     parallel_runs: usize,
 ) -> Result<Own, Error> {
-    let Pushed { branch, commit } = *pushed;
+    let branch = pushed.branch;
     let name = &repo.name;
     queue::restore(dirs, name, lock);
     if crate::isolation::signals::requested().is_some() {
