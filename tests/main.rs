@@ -35,6 +35,7 @@ mod parallel;
 mod report;
 mod run;
 mod sandbox;
+mod scale_out;
 mod service;
 mod signed;
 mod state;
@@ -72,6 +73,7 @@ fn main() -> std::process::ExitCode {
         report::tests(),
         run::tests(),
         sandbox::tests(),
+        scale_out::tests(),
         service::tests(),
         signed::tests(),
         state::tests(),

@@ -61,14 +61,24 @@ pub fn run(_args: PokeArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             status = ExitStatus::RunFailed;
             continue;
         }
+        let waiting = |ctx: &Context| {
+            queue::peek(&ctx.dirs, &repo.name)
+                .or_else(|| queue::peek_claimed(&ctx.dirs, &repo.name))
+        };
+        let before = waiting(ctx).map(|e| e.commit);
         match super::tick::recover_and_check(ctx, repo) {
             Ok(Some(note)) => {
                 eprintln!("phantom_ci: note: {note}");
                 said.push(format!("`{}` has no commit yet", repo.name));
             }
-            Ok(None) => said.push(match queue::peek(&ctx.dirs, &repo.name) {
+            Ok(None) => said.push(match waiting(ctx) {
                 Some(entry) => format!(
-                    "queued `{}` ({} {})",
+                    "{} `{}` ({} {})",
+                    if before.as_deref() == Some(entry.commit.as_str()) {
+                        "already queued"
+                    } else {
+                        "queued"
+                    },
                     repo.name,
                     crate::describe::terminal(&entry.branch),
                     short(&entry.commit)
