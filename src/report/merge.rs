@@ -94,6 +94,12 @@ pub fn write_summary(dir: &Path, dirs: &Dirs, config: &Config) -> Result<PathBuf
     let path = dir.join(SUMMARY);
     let text = serde_json::to_string_pretty(&summary)
         .map_err(|e| Error::Other(format!("cannot write `{}`: {e}", path.display())))?;
+    // Served from the same folder as the pages: no markup in it even if a server calls it HTML.
+    // These characters occur in JSON only inside strings, where `\u` escapes mean the same.
+    let text = text
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
     atomic_file::write_public(&path, text.as_bytes())
         .map_err(|e| Error::io("cannot write the report file", &path, e))?;
     Ok(path)
@@ -357,6 +363,26 @@ mod tests {
                 .unwrap_err()
                 .contains("larger")
         );
+    }
+
+    #[test]
+    fn a_summary_holds_no_markup_and_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            config: tmp.path().join("config"),
+            data: tmp.path().join("data"),
+        };
+        let config = Config::parse(
+            &tmp.path().join("Repo.toml"),
+            "[app]\npath = \"/srv/git/app.git\"\ntarget_branch = \"x<script>&</script>\"\n",
+        )
+        .unwrap();
+        let path = write_summary(tmp.path(), &dirs, &config).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains('<') && !text.contains('&'), "{text}");
+        let summary = read_summary(&path).unwrap();
+        assert_eq!(summary.repos[0].branch, "x<script>&</script>");
+        assert!(summary.repos[0].last.is_none());
     }
 
     #[test]
