@@ -113,6 +113,17 @@ fn hook(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             pokes.name
         );
     }
+    if !pokes.runners.is_empty() {
+        for program in ["ssh", "setsid"] {
+            if !on_path(program) {
+                eprintln!(
+                    "phantom_ci: note: `{program}` is not on this PATH, and the hook needs it to poke \
+                     runners (install openssh-client and util-linux); until then only the runners' \
+                     timers run the pushes"
+                );
+            }
+        }
+    }
     if let Some(first) = args.notify_runner.first() {
         eprintln!(
             "phantom_ci: note: the pokes use the ssh keys and known_hosts of the user git runs this \
@@ -171,6 +182,12 @@ fn pokes(args: &HookArgs) -> Result<Pokes, Error> {
         )));
     }
     Ok(Pokes { runners, name })
+}
+
+/// Whether `program` is on `PATH` (as the hook's shell will look for it).
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// `configure service` as given, with `last` appended (`--print`).
