@@ -83,6 +83,9 @@ pub enum Command {
     Report(commands::report::ReportArgs),
     /// Install the post-receive hook into a bare repository, or the systemd units
     Configure(commands::configure::ConfigureArgs),
+    /// The runner side of a poke: the forced command of a runner's authorized_keys; ticks the repo
+    /// named by SSH_ORIGINAL_COMMAND (`poke <repo>`)
+    Poke(commands::poke::PokeArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
     Completions(commands::completions::CompletionsArgs),
     /// Print the manual page (roff): `phantom_ci man | man -l -`
@@ -157,6 +160,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Some(Command::Cancel(args)) => commands::cancel::run(args, &ctx),
         Some(Command::Report(args)) => commands::report::run(args, &ctx),
         Some(Command::Configure(args)) => commands::configure::run(args, &ctx),
+        Some(Command::Poke(args)) => commands::poke::run(args, &ctx),
         Some(Command::Completions(_) | Command::Man(_)) => Ok(ExitStatus::Success),
     }
 }

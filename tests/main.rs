@@ -36,6 +36,7 @@ mod parallel;
 mod report;
 mod run;
 mod sandbox;
+mod scale_out;
 mod service;
 mod signed;
 mod state;
@@ -74,6 +75,7 @@ fn main() -> std::process::ExitCode {
         report::tests(),
         run::tests(),
         sandbox::tests(),
+        scale_out::tests(),
         service::tests(),
         signed::tests(),
         state::tests(),

@@ -108,7 +108,8 @@ fn the_report_lists_every_run_with_its_page_log_and_badge() {
             "badge/app.svg",
             "badge/idle.svg",
             "index.html",
-            "robots.txt"
+            "robots.txt",
+            "summary.json"
         ],
         "no temporary file is left"
     );

@@ -11,7 +11,7 @@ use crate::commands::{Context, Suggestion};
 use crate::config::quantities::HumanDuration;
 use crate::config::{Config, Location};
 use crate::error::{Error, ExitStatus};
-use crate::install::hook_template::{self, Installed};
+use crate::install::hook_template::{self, Installed, Pokes, Runner};
 use crate::install::systemd::{self, Scope, Settings};
 
 #[derive(Debug, Args)]
@@ -40,6 +40,10 @@ pub struct HookArgs {
     /// Replace an existing post-receive hook that differs
     #[arg(long)]
     pub force: bool,
+    /// Poke this runner host after every push, in the background (repeatable): it runs `ssh
+    /// -o BatchMode=yes USER@HOST poke <repo>` with the hook user's own keys and known_hosts
+    #[arg(long = "notify-runner", value_name = "ssh://USER@HOST[:PORT]")]
+    pub notify_runner: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -68,7 +72,14 @@ pub fn run(args: ConfigureArgs, ctx: &Context) -> Result<ExitStatus, Error> {
 
 fn hook(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let binary = current_binary()?;
-    let script = hook_template::render(&binary, &ctx.dirs, ctx.custom_spool(), args.wait)?;
+    let pokes = pokes(&args)?;
+    let script = hook_template::render_with_pokes(
+        &binary,
+        &ctx.dirs,
+        ctx.custom_spool(),
+        args.wait,
+        &pokes,
+    )?;
     let (path, outcome) = hook_template::install(&args.bare_repo, &script, args.force)?;
     let bare = args.bare_repo.canonicalize().unwrap_or(args.bare_repo);
     match outcome {
@@ -84,7 +95,11 @@ fn hook(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             let force = ctx
                 .suggest(&["configure", "hook"])
                 .arg(&bare)
-                .flag("--wait", args.wait)
+                .flag("--wait", args.wait);
+            let force = args
+                .notify_runner
+                .iter()
+                .fold(force, |s, url| s.arg("--notify-runner").arg(url))
                 .arg("--force");
             return Err(Error::Usage(format!(
                 "`{}` {what}; look at it, then run `{force}` to replace it",
@@ -92,12 +107,37 @@ fn hook(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             )));
         }
     }
+    for runner in &args.notify_runner {
+        println!(
+            "pokes `{runner}` after every push, as `poke {}`",
+            pokes.name
+        );
+    }
+    if !pokes.runners.is_empty() {
+        for program in ["ssh", "setsid"] {
+            if !on_path(program) {
+                eprintln!(
+                    "phantom_ci: note: `{program}` is not on this PATH, and the hook needs it to poke \
+                     runners (install openssh-client and util-linux); until then only the runners' \
+                     timers run the pushes"
+                );
+            }
+        }
+    }
+    if let Some(first) = args.notify_runner.first() {
+        eprintln!(
+            "phantom_ci: note: the pokes use the ssh keys and known_hosts of the user git runs this \
+             hook as; try one as that user: `ssh -o BatchMode=yes {} poke {}` (each runner's \
+             authorized_keys: `command=\"<path>/phantom_ci poke\",restrict <key>`)",
+            first, pokes.name
+        );
+    }
     let configured = Config::load(&ctx.dirs.repo_toml()).is_ok_and(|config| {
         config.repos.iter().any(|r| {
             matches!(&r.location, Location::Local(p) if p.canonicalize().is_ok_and(|p| p == bare))
         })
     });
-    if !configured {
+    if !configured && pokes.runners.is_empty() {
         eprintln!(
             "phantom_ci: note: no repo in `{}` uses this repository yet, so pushes run nothing; \
              add it with `{}`",
@@ -106,6 +146,48 @@ fn hook(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         );
     }
     Ok(ExitStatus::Success)
+}
+
+/// The runners `--notify-runner` names, and the name they are poked with: the bare repository's last
+/// path component without `.git`.
+fn pokes(args: &HookArgs) -> Result<Pokes, Error> {
+    let runners = args
+        .notify_runner
+        .iter()
+        .map(|url| Runner::parse(url).map_err(Error::Usage))
+        .collect::<Result<Vec<_>, _>>()?;
+    if runners.is_empty() {
+        return Ok(Pokes::default());
+    }
+    let bare = args.bare_repo.canonicalize().map_err(|e| {
+        Error::Usage(format!(
+            "`{}`: {e}; give the path of a bare repository",
+            args.bare_repo.display()
+        ))
+    })?;
+    let component = bare
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = component
+        .strip_suffix(".git")
+        .unwrap_or(&component)
+        .to_string();
+    if !super::poke::plain_name(&name) {
+        return Err(Error::Usage(format!(
+            "`{}`: runners are poked with the repository's name, `{}`, which is not letters, \
+             digits, `.`, `_` and `-`; rename the repository to poke runners for it",
+            bare.display(),
+            crate::describe::terminal(&name)
+        )));
+    }
+    Ok(Pokes { runners, name })
+}
+
+/// Whether `program` is on `PATH` (as the hook's shell will look for it).
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// `configure service` as given, with `last` appended (`--print`).

@@ -13,6 +13,7 @@ pub mod list;
 pub mod log_follow;
 pub mod logs;
 pub mod man;
+pub mod poke;
 pub mod remove;
 pub mod report;
 pub mod run;

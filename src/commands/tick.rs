@@ -13,10 +13,16 @@ use crate::state::{queue, recovery, seen, spool};
 use crate::worker;
 
 #[derive(Debug, Args, Default)]
-pub struct TickArgs {}
+pub struct TickArgs {
+    /// Check only this repo (repeatable): one fetch, not one per configured repo; work already queued
+    /// for others still runs
+    #[arg(long = "repo", value_name = "NAME")]
+    pub repos: Vec<String>,
+}
 
-pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+pub fn run(args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let config = Config::load(&ctx.dirs.repo_toml())?;
+    let checked = only(&config, &args.repos, ctx)?;
     if config.repos.is_empty() {
         eprintln!(
             "phantom_ci: no repos configured in `{}`; add one with `{}`",
@@ -35,7 +41,7 @@ pub fn run(_args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         eprintln!("phantom_ci: {e}");
     }
     let mut status = ExitStatus::Success;
-    for repo in &config.repos {
+    for repo in checked {
         // A repo whose `path` or `run_as` user does not exist is not run; the others are.
         if !repo.problems.is_empty() {
             for problem in &repo.problems {
@@ -91,10 +97,27 @@ fn unmoved_and_settled(ctx: &Context, repo: &Repo) -> bool {
     }) && records::all_settled(&ctx.dirs, &repo.name)
 }
 
+/// The repos `tick` checks: every configured one, or those `--repo` names (each must be configured).
+fn only<'a>(config: &'a Config, names: &[String], ctx: &Context) -> Result<Vec<&'a Repo>, Error> {
+    if let Some(unknown) = names.iter().find(|n| config.get(n).is_none()) {
+        return Err(Error::Usage(format!(
+            "`--repo {}`: no such repo in `{}`; see the configured ones with `{}`",
+            crate::describe::terminal(unknown),
+            ctx.dirs.repo_toml().display(),
+            ctx.suggest(&["list"])
+        )));
+    }
+    Ok(config
+        .repos
+        .iter()
+        .filter(|r| names.is_empty() || names.contains(&r.name))
+        .collect())
+}
+
 /// Records a dead run of `repo` as aborted, then queues the tip of each of its branches that moved
 /// since the last run a hook or tick started (or that this is the first sight of). A branch that does
 /// not exist yet is a note, not an error: a fresh repository has none until its first push.
-fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, String> {
+pub fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, String> {
     if let Some(lock) =
         RepoLock::acquire(&ctx.dirs, &repo.name, false).map_err(|e| e.to_string())?
     {

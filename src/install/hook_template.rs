@@ -24,6 +24,75 @@ pub fn render(
     spool: Option<&Path>,
     wait: bool,
 ) -> Result<String, Error> {
+    render_with_pokes(binary, dirs, spool, wait, &Pokes::default())
+}
+
+/// The runner hosts a central hook pokes (`configure hook --notify-runner`), and the name it pokes
+/// them with.
+#[derive(Debug, Clone, Default)]
+pub struct Pokes {
+    pub runners: Vec<Runner>,
+    /// The repository's name: the last component of its path without `.git`.
+    pub name: String,
+}
+
+/// How long a poke's ssh waits for a runner to connect and to answer the handshake, in seconds.
+pub const POKE_CONNECT_TIMEOUT: u32 = 10;
+
+/// [`render`], with a line per runner before the `exec` that pokes it in the background:
+/// `setsid ssh -n -T -o BatchMode=yes -o ConnectTimeout=… -p PORT -l USER -- HOST 'poke NAME'`, in a
+/// session of its own, stdin, stdout and stderr away from the pusher's pipes (git waits for every
+/// holder of those), so a slow or unreachable runner never delays or fails the push.
+pub fn render_with_pokes(
+    binary: &Path,
+    dirs: &Dirs,
+    spool: Option<&Path>,
+    wait: bool,
+    pokes: &Pokes,
+) -> Result<String, Error> {
+    let mut lines = String::new();
+    if !pokes.runners.is_empty() {
+        lines.push_str(
+            "# Poke the runner hosts (`--notify-runner`): each fetches this repository and runs it itself.\n\
+             # In the background, away from the pusher's pipes: a slow or unreachable runner never\n\
+             # delays or fails the push, and its timer's `tick` catches up.\n",
+        );
+    }
+    for runner in &pokes.runners {
+        let mut words = vec![
+            "setsid".to_string(),
+            "ssh".into(),
+            "-n".into(),
+            "-T".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            format!("ConnectTimeout={POKE_CONNECT_TIMEOUT}"),
+            "-o".into(),
+            "ServerAliveInterval=15".into(),
+            "-o".into(),
+            "ServerAliveCountMax=4".into(),
+        ];
+        if let Some(port) = runner.port {
+            words.extend(["-p".into(), port.to_string()]);
+        }
+        if let Some(user) = &runner.user {
+            words.extend(["-l".into(), user.clone()]);
+        }
+        words.extend([
+            "--".into(),
+            runner.host.clone(),
+            format!("poke {}", pokes.name),
+        ]);
+        let quoted: Vec<String> = words
+            .iter()
+            .map(|w| shell_words::quote(w).into_owned())
+            .collect();
+        lines.push_str(&format!(
+            "{} </dev/null >/dev/null 2>&1 &\n",
+            quoted.join(" ")
+        ));
+    }
     let spool = match spool {
         Some(spool) => format!(" --spool-dir {}", quote(spool)?),
         None => String::new(),
@@ -33,7 +102,104 @@ pub fn render(
         .replace("{{config_dir}}", &quote(&dirs.config)?)
         .replace("{{data_dir}}", &quote(&dirs.data)?)
         .replace("{{spool}}", &spool)
-        .replace("{{wait}}", if wait { " --wait" } else { "" }))
+        .replace("{{wait}}", if wait { " --wait" } else { "" })
+        .replace("{{pokes}}", &lines))
+}
+
+/// A runner host to poke: `ssh://[user@]host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runner {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl Runner {
+    /// Parses `ssh://[user@]host[:port]` (a trailing `/` allowed, nothing else): the user of
+    /// `[A-Za-z0-9._-]`, the host a name of `[A-Za-z0-9.-]` or an IPv6 address in brackets, neither
+    /// starting with `-` (ssh would take it for an option), the port 1–65535.
+    pub fn parse(text: &str) -> Result<Runner, String> {
+        let refuse = |why: &str| {
+            format!(
+                "`--notify-runner {}`: {why}; give `ssh://USER@HOST` or `ssh://USER@HOST:PORT`",
+                crate::describe::terminal(text)
+            )
+        };
+        let rest = text
+            .strip_prefix("ssh://")
+            .ok_or_else(|| refuse("only `ssh://` URLs are accepted"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') {
+            return Err(refuse(
+                "a runner URL has no path (the poke names the repository)",
+            ));
+        }
+        let (user, hostport) = match rest.rsplit_once('@') {
+            Some((user, hostport)) => (Some(user), hostport),
+            None => (None, rest),
+        };
+        if let Some(user) = user {
+            let plain = !user.is_empty()
+                && !user.starts_with('-')
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !plain {
+                return Err(refuse(
+                    "the user must be letters, digits, `.`, `_` and `-`, not starting with `-`",
+                ));
+            }
+        }
+        let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
+            let (inside, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| refuse("an IPv6 address needs its closing `]`"))?;
+            if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+                return Err(refuse("not an IPv6 address in brackets"));
+            }
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| refuse("junk after `]`"))?,
+                ),
+            };
+            (inside.to_string(), port)
+        } else {
+            let (host, port) = match hostport.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (hostport, None),
+            };
+            let plain = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+            if host.starts_with('-') {
+                return Err(refuse("a host starting with `-` would be an option to ssh"));
+            }
+            if !plain {
+                return Err(refuse(
+                    "the host must be a name of letters, digits, `.` and `-`, or `[IPv6]`",
+                ));
+            }
+            (host.to_string(), port)
+        };
+        let port = match port {
+            None => None,
+            Some(port) => Some(
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0 && port.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| refuse("the port must be a number from 1 to 65535"))?,
+            ),
+        };
+        Ok(Runner {
+            user: user.map(str::to_string),
+            host,
+            port,
+        })
+    }
 }
 
 fn quote(path: &Path) -> Result<String, Error> {
@@ -269,5 +435,114 @@ mod tests {
             script.contains(" hook --spool-dir /srv/spool\n"),
             "{script}"
         );
+    }
+
+    #[test]
+    fn only_plain_ssh_urls_name_a_runner() {
+        let ok = |text: &str| Runner::parse(text).unwrap();
+        assert_eq!(
+            ok("ssh://ci@runner1"),
+            Runner {
+                user: Some("ci".into()),
+                host: "runner1".into(),
+                port: None
+            }
+        );
+        assert_eq!(ok("ssh://ci@runner1.example.org:2222/").port, Some(2222));
+        assert_eq!(ok("ssh://runner1").user, None);
+        assert_eq!(ok("ssh://ci@[::1]:22").host, "::1");
+        for bad in [
+            "ci@runner1",
+            "runner1",
+            "http://ci@runner1",
+            "ssh://ci@-oProxyCommand=id",
+            "ssh://-oProxyCommand=id",
+            "ssh://-lroot@runner",
+            "ssh://ci@runner1/srv/git",
+            "ssh://ci@runner1:0",
+            "ssh://ci@runner1:65536",
+            "ssh://ci@runner1:+22",
+            "ssh://ci@runner1:",
+            "ssh://ci@",
+            "ssh://@runner1",
+            "ssh://c i@runner1",
+            "ssh://ci@run ner1",
+            "ssh://ci@runner1;id",
+            "ssh://ci@[::1",
+            "ssh://ci@[x]",
+            "ssh://a@b@runner1",
+            "ssh://ci@runner1\nid",
+        ] {
+            let error = Runner::parse(bad).expect_err(bad);
+            assert!(error.contains("--notify-runner"), "{error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+        assert!(
+            Runner::parse("ssh://-oProxyCommand=id")
+                .unwrap_err()
+                .contains("option")
+        );
+    }
+
+    #[test]
+    fn each_runner_is_poked_in_the_background_before_the_hook_runs() {
+        let dirs = Dirs {
+            config: "/etc/phantom_ci".into(),
+            data: "/var/lib/phantom_ci".into(),
+        };
+        let binary = Path::new("/usr/bin/phantom_ci");
+        let plain = render(binary, &dirs, None, false).unwrap();
+        assert!(!plain.contains("ssh"), "no runner, no poke: {plain}");
+        let pokes = Pokes {
+            runners: vec![
+                Runner::parse("ssh://ci@runner1:2222").unwrap(),
+                Runner::parse("ssh://runner2").unwrap(),
+            ],
+            name: "app".into(),
+        };
+        let script = render_with_pokes(binary, &dirs, None, false, &pokes).unwrap();
+        let lines: Vec<&str> = script
+            .lines()
+            .filter(|l| l.starts_with("setsid "))
+            .collect();
+        assert_eq!(lines.len(), 2, "{script}");
+        assert!(
+            lines[0].ends_with(" </dev/null >/dev/null 2>&1 &"),
+            "{}",
+            lines[0]
+        );
+        let words =
+            shell_words::split(lines[0].trim_end_matches(" </dev/null >/dev/null 2>&1 &")).unwrap();
+        assert_eq!(
+            words,
+            [
+                "setsid",
+                "ssh",
+                "-n",
+                "-T",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "ServerAliveInterval=15",
+                "-o",
+                "ServerAliveCountMax=4",
+                "-p",
+                "2222",
+                "-l",
+                "ci",
+                "--",
+                "runner1",
+                "poke app"
+            ]
+        );
+        assert!(lines[1].contains(" -- runner2 'poke app' "), "{}", lines[1]);
+        // The pokes come before the hook itself, which replaces the shell.
+        let all: Vec<&str> = script.lines().collect();
+        let exec = all.iter().position(|l| l.starts_with("exec ")).unwrap();
+        let last_poke = all.iter().rposition(|l| l.starts_with("setsid ")).unwrap();
+        assert!(last_poke < exec);
+        assert_eq!(script.lines().filter(|l| l.starts_with("exec ")).count(), 1);
     }
 }

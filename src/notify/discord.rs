@@ -143,7 +143,10 @@ mod tests {
         let content = payload(&run, "")["content"].as_str().unwrap().to_string();
         assert_eq!(
             content,
-            "**app** #7 · **success** · branch `master` · commit `0123456` · 1.5s"
+            format!(
+                "**app** #7 · **success** · branch `master` · commit `0123456` · 1.5s · on `{}`",
+                crate::notify::text::host_name()
+            )
         );
     }
 }

@@ -59,8 +59,13 @@ mod tests {
     fn the_summary_and_the_log_tail_are_in_text() {
         let body = payload(&sample_record(RunResult::Failure, "master"), "a\nb & c\n");
         let text = body["text"].as_str().unwrap();
+        let host = crate::notify::text::host_name();
         assert!(
-            text.starts_with("*app* #7 · *failure* · branch `master` · commit `0123456` · 1.5s\n")
+            text.starts_with(&format!(
+                "*app* #7 · *failure* · branch `master` · commit `0123456` · 1.5s · on `{}`\n",
+                escape(&host)
+            )),
+            "{text}"
         );
         assert!(
             text.contains("failing step `[1] test`: `make test`"),

@@ -32,6 +32,8 @@ pub struct Summary {
     /// The failing step's key and name (`[1] build`), and its command.
     pub failed_step: Option<(String, String)>,
     pub message: Option<String>,
+    /// The host that ran it (its hostname): with several runner hosts, a post says which (SPEC §7).
+    pub host: String,
 }
 
 impl Summary {
@@ -55,8 +57,20 @@ impl Summary {
                 .message
                 .as_deref()
                 .map(|message| one_line(message, MESSAGE_CHARS)),
+            host: host_name(),
         }
     }
+}
+
+/// This machine's hostname on one line (`unknown host` when it cannot be read).
+pub fn host_name() -> String {
+    let name = nix::unistd::gethostname()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.is_empty() {
+        return "unknown host".into();
+    }
+    one_line(&name, BRANCH_CHARS)
 }
 
 /// `text` on one line: control characters (newlines, escapes) become spaces, and at most `max`
@@ -163,13 +177,14 @@ pub struct Markup {
 /// The summary lines, then as much of the log's end as fits in a code block within `markup.limit`.
 pub fn chat_message(summary: &Summary, log: &str, markup: &Markup) -> String {
     let mut head = format!(
-        "{} #{} · {} · branch {} · commit {} · {}",
+        "{} #{} · {} · branch {} · commit {} · {} · on {}",
         (markup.bold)(&summary.repo),
         summary.run,
         (markup.bold)(summary.result.as_str()),
         (markup.span)(&summary.branch),
         (markup.span)(&summary.commit),
         summary.duration,
+        (markup.span)(&summary.host),
     );
     if !summary.subject.is_empty() {
         head.push_str(&format!("\n{}", (markup.span)(&summary.subject)));

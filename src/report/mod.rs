@@ -9,6 +9,7 @@
 
 mod badge;
 mod html;
+pub mod merge;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -170,6 +171,7 @@ impl Site {
             })
             .collect();
         let now = records::rfc3339(SystemTime::now());
+        merge::write_summary(&self.dir, dirs, config)?;
         self.put("index.html", &html::index(&repos, &now))
     }
 }
