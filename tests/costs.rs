@@ -44,6 +44,29 @@ fn a_file_console_gets_every_byte_in_order_past_the_log_cap() {
     let log = env.log("app", 1);
     assert!(log.len() < 8192, "the log is capped: {} bytes", log.len());
     assert!(log.contains("reached its cap of 1024 bytes"), "{log}");
+
+    // A file opened for appending refuses `splice`: the bytes are written instead, all of them.
+    let appended = env.root().join("appended.txt");
+    std::fs::write(&appended, "before\n").unwrap();
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&appended)
+        .unwrap();
+    let status = env
+        .phantom_std()
+        .args(["run", "app"])
+        .stdout(file)
+        .stderr(Stdio::inherit())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&appended).unwrap();
+    assert!(
+        text.starts_with("before\n==> app #2 "),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    assert!(text.contains(&expected));
 }
 
 /// `tick` passes over a repo whose branch did not move and whose runs all ended, reading only its
