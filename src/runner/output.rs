@@ -60,8 +60,9 @@ impl ConsoleWrite for std::io::Stdout {}
 /// How the console gets its bytes.
 enum Sink {
     None,
-    /// Written by the run itself (a console that never blocks); the bytes it refused.
-    Direct(Box<dyn ConsoleWrite>, u64),
+    /// Written by the run itself (a console that never blocks, through a duplicate of its
+    /// descriptor); the bytes it refused.
+    Direct(File, u64),
     /// Written by a thread of its own.
     Relay(Console),
 }
@@ -90,8 +91,12 @@ impl Output {
             at_line_start: true,
         };
         if let Some(console) = console {
-            if console.never_blocks().is_some() {
-                output.console = Sink::Direct(console, 0);
+            let direct = console.never_blocks().map(|fd| fd.try_clone_to_owned());
+            if let Some(Ok(fd)) = direct {
+                // What the writer may hold goes first; from now on the run writes unbuffered.
+                let mut console = console;
+                let _ = console.flush();
+                output.console = Sink::Direct(File::from(fd), 0);
                 return output;
             }
             match Console::start(console) {
@@ -159,7 +164,7 @@ impl Output {
     /// [`Output::step_bytes`], which notes whether the output ended a line.
     pub fn splice_target(&self) -> Option<BorrowedFd<'_>> {
         match &self.console {
-            Sink::Direct(console, _) if self.capped && !self.no_splice => console.never_blocks(),
+            Sink::Direct(console, _) if self.capped && !self.no_splice => Some(console.as_fd()),
             _ => None,
         }
     }

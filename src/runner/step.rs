@@ -126,8 +126,11 @@ impl RunPipe {
         // Past the log's cap, to a console that never blocks (a file, /dev/null): the kernel moves
         // all but the last byte straight from the pipe; that one is read, so that phantom_ci knows
         // whether the output ended a line.
+        let mut chunk = CHUNK;
         if let Some(console) = out.splice_target() {
-            let pending = pending_bytes(&self.reader);
+            // What is read is only that last byte (all of it when `FIONREAD` cannot tell).
+            let pending = pending_bytes(&self.reader).unwrap_or(CHUNK);
+            chunk = pending.clamp(1, CHUNK);
             if pending > 1 {
                 match splice(
                     &self.reader,
@@ -144,7 +147,7 @@ impl RunPipe {
                 }
             }
         }
-        match self.reader.read(&mut self.buf) {
+        match self.reader.read(&mut self.buf[..chunk]) {
             Ok(n) if n > 0 => {
                 out.step_bytes(&self.buf[..n]);
                 true
@@ -154,17 +157,17 @@ impl RunPipe {
     }
 }
 
-/// How many bytes wait in `pipe` (`FIONREAD`); 0 if that cannot be told.
+/// How many bytes wait in `pipe` (`FIONREAD`), if that can be told.
 #[allow(unsafe_code)]
-fn pending_bytes(pipe: &PipeReader) -> usize {
+fn pending_bytes(pipe: &PipeReader) -> Option<usize> {
     let mut pending: nix::libc::c_int = 0;
     // SAFETY: FIONREAD on a pipe stores the number of bytes in it into the `c_int` it is given,
     // which lives on this stack for the whole call.
     let asked = unsafe { nix::libc::ioctl(pipe.as_raw_fd(), nix::libc::FIONREAD, &mut pending) };
     if asked == 0 {
-        usize::try_from(pending).unwrap_or(0)
+        usize::try_from(pending).ok()
     } else {
-        0
+        None
     }
 }
 
