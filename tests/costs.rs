@@ -144,7 +144,57 @@ fn tick_records_a_dead_run_of_a_branch_that_did_not_move() {
     );
 }
 
+/// A small commit is written by libgit2 inside phantom_ci instead of by `git`: the attacks on the
+/// checkout still fail there. The commit's `.gitattributes` asks to grow every file (`ident`,
+/// `eol=crlf`, UTF-32), and phantom_ci's user's own git configuration asks for CRLF line endings and
+/// no symbolic links: the workspace still holds the blobs byte for byte, the link as a link, and an
+/// index that `git status` finds clean.
+fn a_small_checkout_written_in_process_holds_the_blobs_byte_for_byte() {
+    let env = TestEnv::new();
+    let (repo, _) = env.app(
+        "[0]\nrun = \"wc -c small\"\n[1]\nrun = \"test -L link\"\n\
+         [2]\nrun = \"git status --porcelain --untracked-files=no\"\n",
+        "",
+    );
+    let line = "$Id$\n";
+    repo.write("small", &line.repeat(400));
+    std::os::unix::fs::symlink("small", repo.work.join("link")).unwrap();
+    env.git(&repo.work, &["add", "small", "link"]);
+    env.git(&repo.work, &["commit", "-q", "-m", "a file of $Id$ lines"]);
+    repo.write(
+        ".gitattributes",
+        "* ident eol=crlf working-tree-encoding=UTF-32LE\n.gitattributes -ident -eol -working-tree-encoding\nworkflow/** -ident -eol -working-tree-encoding\n",
+    );
+    env.git(&repo.work, &["add", ".gitattributes"]);
+    env.git(
+        &repo.work,
+        &["commit", "-q", "-m", "attributes that grow every file"],
+    );
+    assert!(repo.push("master").status.success());
+    // phantom_ci's user's global configuration, as libgit2 would read it.
+    let global = env.root().join("gitconfig");
+    std::fs::write(&global, "[core]\n\tautocrlf = true\n\tsymlinks = false\n").unwrap();
+    let home = env.root().join("home-with-config");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::copy(&global, home.join(".gitconfig")).unwrap();
+    let out = env
+        .phantom_std()
+        .env("HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", &global)
+        .args(["run", "app"])
+        .output()
+        .unwrap();
+    let log = env.log("app", 1);
+    assert!(out.status.success(), "{log}");
+    let blob = line.len() * 400;
+    assert!(
+        has_line(&log, &format!("{blob} small")),
+        "the file is the blob ({blob} bytes), not a converted copy: {log}"
+    );
+}
+
 crate::tests! {
+    a_small_checkout_written_in_process_holds_the_blobs_byte_for_byte,
     a_file_console_gets_every_byte_in_order_past_the_log_cap,
     tick_still_runs_a_branch_that_moved_whichever_file_holds_its_tip,
     tick_records_a_dead_run_of_a_branch_that_did_not_move,
