@@ -193,7 +193,44 @@ fn a_small_checkout_written_in_process_holds_the_blobs_byte_for_byte() {
     );
 }
 
+/// The workspace is made without a git template: a hook in the template directory of phantom_ci's
+/// user (`init.templatedir`) would otherwise land in every workspace and run when a step commits.
+fn no_template_hook_reaches_the_workspace() {
+    let env = TestEnv::new();
+    env.app(
+        "[0]\nrun = \"test ! -e .git/hooks/pre-commit\"\n[1]\nrun = \"test ! -e .git/hooks/pre-push.sample\"\n",
+        "",
+    );
+    let template = env.root().join("template");
+    std::fs::create_dir_all(template.join("hooks")).unwrap();
+    std::fs::write(
+        template.join("hooks/pre-commit"),
+        "#!/bin/sh\ntouch /tmp/owned\n",
+    )
+    .unwrap();
+    std::fs::write(template.join("hooks/pre-push.sample"), "#!/bin/sh\n").unwrap();
+    let home = env.root().join("home-with-template");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join(".gitconfig"),
+        format!("[init]\n\ttemplatedir = {}\n", template.display()),
+    )
+    .unwrap();
+    let out = env
+        .phantom_std()
+        .env("HOME", &home)
+        .args(["run", "app"])
+        .output()
+        .unwrap();
+    let log = env.log("app", 1);
+    assert!(
+        out.status.success(),
+        "the template's hook reached the workspace: {log}"
+    );
+}
+
 crate::tests! {
+    no_template_hook_reaches_the_workspace,
     a_small_checkout_written_in_process_holds_the_blobs_byte_for_byte,
     a_file_console_gets_every_byte_in_order_past_the_log_cap,
     tick_still_runs_a_branch_that_moved_whichever_file_holds_its_tip,

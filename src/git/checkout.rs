@@ -189,7 +189,11 @@ pub fn checkout_workspace(
             dir.display()
         ))
     };
-    let workspace = Repository::init(dir).map_err(fail("git init"))?;
+    // No template: neither git's sample hooks (thirteen files written for nothing) nor whatever an
+    // operator's template directory holds reaches the workspace.
+    let mut init = git2::RepositoryInitOptions::new();
+    init.external_template(false);
+    let workspace = Repository::init_opts(dir, &init).map_err(fail("git init"))?;
     let git_dir = workspace.path().to_path_buf();
     let objects = source.commondir().join("objects");
     let io = |what: &'static str| {
