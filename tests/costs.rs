@@ -44,6 +44,29 @@ fn a_file_console_gets_every_byte_in_order_past_the_log_cap() {
     let log = env.log("app", 1);
     assert!(log.len() < 8192, "the log is capped: {} bytes", log.len());
     assert!(log.contains("reached its cap of 1024 bytes"), "{log}");
+
+    // A file opened for appending refuses `splice`: the bytes are written instead, all of them.
+    let appended = env.root().join("appended.txt");
+    std::fs::write(&appended, "before\n").unwrap();
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&appended)
+        .unwrap();
+    let status = env
+        .phantom_std()
+        .args(["run", "app"])
+        .stdout(file)
+        .stderr(Stdio::inherit())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&appended).unwrap();
+    assert!(
+        text.starts_with("before\n==> app #2 "),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    assert!(text.contains(&expected));
 }
 
 /// `tick` passes over a repo whose branch did not move and whose runs all ended, reading only its
@@ -121,7 +144,94 @@ fn tick_records_a_dead_run_of_a_branch_that_did_not_move() {
     );
 }
 
+/// A small commit is written by libgit2 inside phantom_ci instead of by `git`: the attacks on the
+/// checkout still fail there. The commit's `.gitattributes` asks to grow every file (`ident`,
+/// `eol=crlf`, UTF-32), and phantom_ci's user's own git configuration asks for CRLF line endings and
+/// no symbolic links: the workspace still holds the blobs byte for byte, the link as a link, and an
+/// index that `git status` finds clean.
+fn a_small_checkout_written_in_process_holds_the_blobs_byte_for_byte() {
+    let env = TestEnv::new();
+    let (repo, _) = env.app(
+        "[0]\nrun = \"wc -c small\"\n[1]\nrun = \"test -L link\"\n\
+         [2]\nrun = \"git status --porcelain --untracked-files=no\"\n",
+        "",
+    );
+    let line = "$Id$\n";
+    repo.write("small", &line.repeat(400));
+    std::os::unix::fs::symlink("small", repo.work.join("link")).unwrap();
+    env.git(&repo.work, &["add", "small", "link"]);
+    env.git(&repo.work, &["commit", "-q", "-m", "a file of $Id$ lines"]);
+    repo.write(
+        ".gitattributes",
+        "* ident eol=crlf working-tree-encoding=UTF-32LE\n.gitattributes -ident -eol -working-tree-encoding\nworkflow/** -ident -eol -working-tree-encoding\n",
+    );
+    env.git(&repo.work, &["add", ".gitattributes"]);
+    env.git(
+        &repo.work,
+        &["commit", "-q", "-m", "attributes that grow every file"],
+    );
+    assert!(repo.push("master").status.success());
+    // phantom_ci's user's global configuration, as libgit2 would read it.
+    let global = env.root().join("gitconfig");
+    std::fs::write(&global, "[core]\n\tautocrlf = true\n\tsymlinks = false\n").unwrap();
+    let home = env.root().join("home-with-config");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::copy(&global, home.join(".gitconfig")).unwrap();
+    let out = env
+        .phantom_std()
+        .env("HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", &global)
+        .args(["run", "app"])
+        .output()
+        .unwrap();
+    let log = env.log("app", 1);
+    assert!(out.status.success(), "{log}");
+    let blob = line.len() * 400;
+    assert!(
+        has_line(&log, &format!("{blob} small")),
+        "the file is the blob ({blob} bytes), not a converted copy: {log}"
+    );
+}
+
+/// The workspace is made without a git template: a hook in the template directory of phantom_ci's
+/// user (`init.templatedir`) would otherwise land in every workspace and run when a step commits.
+fn no_template_hook_reaches_the_workspace() {
+    let env = TestEnv::new();
+    env.app(
+        "[0]\nrun = \"test ! -e .git/hooks/pre-commit\"\n[1]\nrun = \"test ! -e .git/hooks/pre-push.sample\"\n",
+        "",
+    );
+    let template = env.root().join("template");
+    std::fs::create_dir_all(template.join("hooks")).unwrap();
+    std::fs::write(
+        template.join("hooks/pre-commit"),
+        "#!/bin/sh\ntouch /tmp/owned\n",
+    )
+    .unwrap();
+    std::fs::write(template.join("hooks/pre-push.sample"), "#!/bin/sh\n").unwrap();
+    let home = env.root().join("home-with-template");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join(".gitconfig"),
+        format!("[init]\n\ttemplatedir = {}\n", template.display()),
+    )
+    .unwrap();
+    let out = env
+        .phantom_std()
+        .env("HOME", &home)
+        .args(["run", "app"])
+        .output()
+        .unwrap();
+    let log = env.log("app", 1);
+    assert!(
+        out.status.success(),
+        "the template's hook reached the workspace: {log}"
+    );
+}
+
 crate::tests! {
+    no_template_hook_reaches_the_workspace,
+    a_small_checkout_written_in_process_holds_the_blobs_byte_for_byte,
     a_file_console_gets_every_byte_in_order_past_the_log_cap,
     tick_still_runs_a_branch_that_moved_whichever_file_holds_its_tip,
     tick_records_a_dead_run_of_a_branch_that_did_not_move,

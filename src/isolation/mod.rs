@@ -6,6 +6,7 @@
 pub mod boundary;
 pub mod cgroup;
 pub mod dirfd;
+pub mod pidfd;
 pub mod privilege;
 pub mod pty;
 pub mod reaper;

@@ -12,7 +12,6 @@ pub mod output;
 pub use source::{commit_words, load_workflow, open_source};
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -60,7 +59,7 @@ pub struct Request {
 /// be in colour there. The steps' output is passed through as it is either way; the log and the
 /// record never have colour.
 pub struct Console {
-    pub out: Box<dyn Write + Send>,
+    pub out: Box<dyn output::ConsoleWrite>,
     pub colour: bool,
 }
 
@@ -72,10 +71,11 @@ impl Console {
     /// `println!` of phantom_ci's that waits for std's lock on stdout.
     pub fn stdout() -> Console {
         use std::os::fd::AsFd;
-        let out: Box<dyn Write + Send> = match std::io::stdout().as_fd().try_clone_to_owned() {
-            Ok(fd) => Box::new(std::fs::File::from(fd)),
-            Err(_) => Box::new(std::io::stdout()),
-        };
+        let out: Box<dyn output::ConsoleWrite> =
+            match std::io::stdout().as_fd().try_clone_to_owned() {
+                Ok(fd) => Box::new(std::fs::File::from(fd)),
+                Err(_) => Box::new(std::io::stdout()),
+            };
         Console {
             out,
             colour: describe::stdout_in_colour(),

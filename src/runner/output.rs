@@ -3,9 +3,12 @@
 //!
 //! The console never holds the run up (SPEC §4.8). A person's terminal, a `git push` whose pusher
 //! pressed Ctrl-Z, or a pipe into a program that stopped reading can all block a write for ever; the
-//! run's supervision (timeouts, signals, the log) must not wait for them. So the console gets its
+//! run's supervision (timeouts, signals, the log) must not wait for them. So such a console gets its
 //! bytes from a thread of its own through a bounded buffer ([`CONSOLE_BUFFER`]): what does not fit is
-//! dropped for the console only — the log has everything — and counted. The log gets one note at the
+//! dropped for the console only — the log has everything — and counted. A console that cannot stop
+//! taking output — a regular file, `/dev/null` ([`ConsoleWrite::never_blocks`]) — is written by the
+//! run itself, without the thread and its copy of every chunk, and past the log's cap the step's
+//! output goes into it by `splice`, without passing through phantom_ci. The log gets one note at the
 //! end of the run saying how much the console missed; the console gets a note of its own whenever it
 //! catches up after a gap. When the run ends, phantom_ci waits for the buffer to reach a console that
 //! reads, but gives up on one that makes no progress for [`CONSOLE_STALL`].
@@ -13,6 +16,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{ErrorKind, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,8 +29,48 @@ pub const CONSOLE_BUFFER: usize = 4 << 20;
 /// How long the end of a run waits for a console that takes nothing.
 pub const CONSOLE_STALL: Duration = Duration::from_secs(5);
 
+/// Where a person (or a log collector) watches a run: phantom_ci's stdout, or a test's buffer.
+pub trait ConsoleWrite: Write + Send {
+    /// Whether writing to this console never waits for a reader — a regular file, `/dev/null` — so
+    /// that the run may write to it itself; its descriptor then. `None` (the default) for a terminal,
+    /// a pipe or a socket, which can stop taking output: those get it through a thread.
+    fn never_blocks(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
+impl ConsoleWrite for File {
+    fn never_blocks(&self) -> Option<BorrowedFd<'_>> {
+        use nix::sys::stat::{SFlag, fstat, stat};
+        let of = fstat(self.as_fd()).ok()?;
+        let kind = SFlag::from_bits_truncate(of.st_mode & SFlag::S_IFMT.bits());
+        let null = || {
+            stat("/dev/null").is_ok_and(|null| {
+                SFlag::from_bits_truncate(null.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFCHR
+                    && null.st_rdev == of.st_rdev
+            })
+        };
+        let never = kind == SFlag::S_IFREG || (kind == SFlag::S_IFCHR && null());
+        never.then(|| self.as_fd())
+    }
+}
+
+impl ConsoleWrite for std::io::Stdout {}
+
+/// How the console gets its bytes.
+enum Sink {
+    None,
+    /// Written by the run itself (a console that never blocks, through a duplicate of its
+    /// descriptor); the bytes it refused.
+    Direct(File, u64),
+    /// Written by a thread of its own.
+    Relay(Console),
+}
+
 pub struct Output {
-    console: Option<Console>,
+    console: Sink,
+    /// Splicing into the console failed once (a file opened for appending refuses it).
+    no_splice: bool,
     log: File,
     log_written: u64,
     log_limit: u64,
@@ -36,9 +80,10 @@ pub struct Output {
 
 impl Output {
     /// `console` is where a person watches (phantom_ci's stdout), or `None` for a detached worker.
-    pub fn new(console: Option<Box<dyn Write + Send>>, log: File, log_limit: u64) -> Output {
+    pub fn new(console: Option<Box<dyn ConsoleWrite>>, log: File, log_limit: u64) -> Output {
         let mut output = Output {
-            console: None,
+            console: Sink::None,
+            no_splice: false,
             log,
             log_written: 0,
             log_limit,
@@ -46,8 +91,16 @@ impl Output {
             at_line_start: true,
         };
         if let Some(console) = console {
+            let direct = console.never_blocks().map(|fd| fd.try_clone_to_owned());
+            if let Some(Ok(fd)) = direct {
+                // What the writer may hold goes first; from now on the run writes unbuffered.
+                let mut console = console;
+                let _ = console.flush();
+                output.console = Sink::Direct(File::from(fd), 0);
+                return output;
+            }
             match Console::start(console) {
-                Ok(console) => output.console = Some(console),
+                Ok(console) => output.console = Sink::Relay(console),
                 Err(e) => output.line(&format!(
                     "==> note: no live output for this run (cannot start the console writer: {e}); \
                      the log has everything"
@@ -105,9 +158,29 @@ impl Output {
         self.capped
     }
 
-    /// How many bytes the console did not get because it did not keep up.
+    /// Where step output may go straight from the run's pipe by `splice`, without passing through
+    /// phantom_ci: the console, once the log has reached its cap (nothing more is recorded), when the
+    /// console never blocks. The caller still hands the last byte of the output to
+    /// [`Output::step_bytes`], which notes whether the output ended a line.
+    pub fn splice_target(&self) -> Option<BorrowedFd<'_>> {
+        match &self.console {
+            Sink::Direct(console, _) if self.capped && !self.no_splice => Some(console.as_fd()),
+            _ => None,
+        }
+    }
+
+    /// Splicing into the console failed: from now on, bytes are written.
+    pub fn splice_failed(&mut self) {
+        self.no_splice = true;
+    }
+
+    /// How many bytes the console did not get because it did not keep up (or refused them).
     pub fn not_shown(&self) -> u64 {
-        self.console.as_ref().map_or(0, Console::dropped)
+        match &self.console {
+            Sink::None => 0,
+            Sink::Direct(_, refused) => *refused,
+            Sink::Relay(console) => console.dropped(),
+        }
     }
 
     /// The one note for the log (and the console) when the console missed output; call it once, when
@@ -125,14 +198,25 @@ impl Output {
     /// Hands what is buffered to the console and lets it go: waits while the console takes it, gives
     /// up once it takes nothing for [`CONSOLE_STALL`]. Also done when the output is dropped.
     pub fn close(&mut self) {
-        if let Some(mut console) = self.console.take() {
-            console.close();
+        match std::mem::replace(&mut self.console, Sink::None) {
+            Sink::Relay(mut console) => console.close(),
+            Sink::Direct(mut console, _) => {
+                let _ = console.flush();
+            }
+            Sink::None => {}
         }
     }
 
     fn write_console(&mut self, bytes: &[u8]) {
-        if let Some(console) = &self.console {
-            console.send(bytes);
+        match &mut self.console {
+            Sink::None => {}
+            Sink::Direct(console, refused) => {
+                // A full disk under a file console loses the console's copy, never the run.
+                if console.write_all(bytes).is_err() {
+                    *refused += bytes.len() as u64;
+                }
+            }
+            Sink::Relay(console) => console.send(bytes),
         }
     }
 
@@ -196,7 +280,7 @@ impl Channel {
 }
 
 impl Console {
-    fn start(console: Box<dyn Write + Send>) -> std::io::Result<Console> {
+    fn start(console: Box<dyn ConsoleWrite>) -> std::io::Result<Console> {
         let shared = Arc::new(Channel {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -272,7 +356,7 @@ impl Console {
 }
 
 /// The writer thread: writes what is queued, in order, and tells the console when it missed output.
-fn deliver(shared: &Channel, mut console: Box<dyn Write + Send>) {
+fn deliver(shared: &Channel, mut console: Box<dyn ConsoleWrite>) {
     let mut at_line_start = true;
     loop {
         let chunk = {
@@ -349,6 +433,7 @@ pub(crate) mod tests {
             Ok(())
         }
     }
+    impl ConsoleWrite for Shared {}
     impl Shared {
         pub(crate) fn text(&self) -> String {
             String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
@@ -361,6 +446,7 @@ pub(crate) mod tests {
         open: Arc<AtomicBool>,
         seen: Shared,
     }
+    impl ConsoleWrite for Gate {}
     impl Write for Gate {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             while !self.open.load(Ordering::SeqCst) {

@@ -6,26 +6,28 @@
 //! [`CANCEL_LOOK`]).
 
 use std::io::{PipeReader, PipeWriter, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::config::workflow::Step;
 use crate::isolation::boundary::Boundary;
-use crate::isolation::{reaper, signals};
+use crate::isolation::{pidfd, reaper, signals};
 use crate::runner::output::Output;
 use crate::state::records::StepResult;
 
 /// How long a step has between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
-/// How often, at most, the loop looks at the child when its output is quiet.
+/// How long, at most, the loop sleeps without looking at the clock, the cancel request and, where
+/// the kernel gives no pidfd for the step ([`pidfd`]), the step itself.
 const TICK: Duration = Duration::from_millis(100);
 
 /// How often, at most, the loop looks for a cancel request nobody nudged it about (the nudge is lost
@@ -33,7 +35,12 @@ const TICK: Duration = Duration::from_millis(100);
 const CANCEL_LOOK: Duration = Duration::from_secs(1);
 
 /// The most bytes read in one go; phantom_ci's memory does not grow with a step's output.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
+
+/// The capacity asked for the run's pipe (the kernel's default is 64 KiB, and what an unprivileged
+/// user may ask is capped by `/proc/sys/fs/pipe-max-size`): a step that prints fast fills it while
+/// phantom_ci writes the log, instead of waiting for phantom_ci after every 64 KiB.
+const PIPE_SIZE: i32 = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct StepOutcome {
@@ -66,6 +73,8 @@ pub struct RunPipe {
 impl RunPipe {
     pub fn new() -> std::io::Result<RunPipe> {
         let (reader, writer) = std::io::pipe()?;
+        // Best effort: a pipe of the default size only costs more wake-ups.
+        let _ = fcntl(&reader, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         Ok(RunPipe {
             reader,
             writer,
@@ -77,20 +86,68 @@ impl RunPipe {
     /// not hold phantom_ci here).
     pub fn drain(&mut self, out: &mut Output) {
         for _ in 0..64 {
-            if !self.read_some(Duration::ZERO, out) {
+            if !self.wait(Duration::ZERO, None).output || !self.pass_on(out) {
                 return;
             }
         }
     }
 
-    /// Waits up to `wait` for output and passes on one chunk; whether there was any.
-    fn read_some(&mut self, wait: Duration, out: &mut Output) -> bool {
-        let mut fds = [PollFd::new(self.reader.as_fd(), PollFlags::POLLIN)];
+    /// Waits up to `wait` until the pipe has output or `exit` (the step's pidfd) says the step ended.
+    fn wait(&self, wait: Duration, exit: Option<&OwnedFd>) -> Ready {
+        let output = PollFd::new(self.reader.as_fd(), PollFlags::POLLIN);
         let timeout = nix::sys::time::TimeSpec::from_duration(wait);
-        if !matches!(ppoll(&mut fds, Some(timeout), None), Ok(n) if n > 0) {
-            return false;
+        let readable = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        match exit {
+            Some(exit) => {
+                let mut fds = [output, PollFd::new(exit.as_fd(), PollFlags::POLLIN)];
+                if !matches!(ppoll(&mut fds, Some(timeout), None), Ok(n) if n > 0) {
+                    return Ready::default();
+                }
+                Ready {
+                    output: readable(&fds[0]),
+                    exited: readable(&fds[1]),
+                }
+            }
+            None => {
+                let mut fds = [output];
+                if !matches!(ppoll(&mut fds, Some(timeout), None), Ok(n) if n > 0) {
+                    return Ready::default();
+                }
+                Ready {
+                    output: readable(&fds[0]),
+                    exited: false,
+                }
+            }
         }
-        match self.reader.read(&mut self.buf) {
+    }
+
+    /// Passes on one chunk of what is in the pipe; whether there was any.
+    fn pass_on(&mut self, out: &mut Output) -> bool {
+        // Past the log's cap, to a console that never blocks (a file, /dev/null): the kernel moves
+        // all but the last byte straight from the pipe; that one is read, so that phantom_ci knows
+        // whether the output ended a line.
+        let mut chunk = CHUNK;
+        if let Some(console) = out.splice_target() {
+            // What is read is only that last byte (all of it when `FIONREAD` cannot tell).
+            let pending = pending_bytes(&self.reader).unwrap_or(CHUNK);
+            chunk = pending.clamp(1, CHUNK);
+            if pending > 1 {
+                match splice(
+                    &self.reader,
+                    None,
+                    console,
+                    None,
+                    pending - 1,
+                    SpliceFFlags::empty(),
+                ) {
+                    Ok(moved) if moved > 0 => return true,
+                    Ok(_) => {}
+                    // A file opened for appending refuses splice: write from now on.
+                    Err(_) => out.splice_failed(),
+                }
+            }
+        }
+        match self.reader.read(&mut self.buf[..chunk]) {
             Ok(n) if n > 0 => {
                 out.step_bytes(&self.buf[..n]);
                 true
@@ -98,6 +155,27 @@ impl RunPipe {
             _ => false,
         }
     }
+}
+
+/// How many bytes wait in `pipe` (`FIONREAD`), if that can be told.
+#[allow(unsafe_code)]
+fn pending_bytes(pipe: &PipeReader) -> Option<usize> {
+    let mut pending: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD on a pipe stores the number of bytes in it into the `c_int` it is given,
+    // which lives on this stack for the whole call.
+    let asked = unsafe { nix::libc::ioctl(pipe.as_raw_fd(), nix::libc::FIONREAD, &mut pending) };
+    if asked == 0 {
+        usize::try_from(pending).ok()
+    } else {
+        None
+    }
+}
+
+/// What [`RunPipe::wait`] found.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ready {
+    output: bool,
+    exited: bool,
 }
 
 pub struct StepContext<'a> {
@@ -233,17 +311,22 @@ fn supervise(
     let mut term_sent: Option<Instant> = None;
     let mut stop: Option<Stop> = None;
     let mut kill_sent = false;
-    // The pipe never ends, so the child's exit is noticed by looking: soon after the start (most steps
-    // are short), then less and less often, up to every TICK.
+    // The pipe never ends, so the step's end is noticed through its pidfd, in the same poll as its
+    // output. Without one it is looked at: soon after the start (most steps are short), then less and
+    // less often, up to every TICK.
+    let exit = pidfd::open(child);
     let mut look_again = Duration::from_micros(100);
+    let mut ended = true;
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                pipe.drain(out);
-                return (Ok(status), stop);
+        if ended {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    pipe.drain(out);
+                    return (Ok(status), stop);
+                }
+                Ok(None) => {}
+                Err(e) => return (Err(e), stop),
             }
-            Ok(None) => {}
-            Err(e) => return (Err(e), stop),
         }
         let now = Instant::now();
         if stop.is_none() {
@@ -271,8 +354,15 @@ fn supervise(
             Some(sent) if !kill_sent => sent + KILL_GRACE,
             Some(_) => now + TICK,
         };
-        let wait = next_deadline.saturating_duration_since(now).min(look_again);
-        if !pipe.read_some(wait, out) {
+        let poll_for = if exit.is_some() { TICK } else { look_again };
+        let wait = next_deadline.saturating_duration_since(now).min(poll_for);
+        let ready = pipe.wait(wait, exit.as_ref());
+        // Without a pidfd the step is looked at every time round; with one, when it says so (and
+        // after a signal or a timeout, in case the poll was cut short).
+        ended = exit.is_none() || ready.exited || !ready.output;
+        if ready.output {
+            pipe.pass_on(out);
+        } else {
             look_again = (look_again * 2).min(TICK);
         }
     }
