@@ -13,6 +13,7 @@ mod support;
 
 mod always;
 mod boundary;
+mod browser;
 mod cache;
 mod cancel;
 mod check;
@@ -50,6 +51,7 @@ fn main() -> std::process::ExitCode {
     let trials = [
         always::tests(),
         boundary::tests(),
+        browser::tests(),
         cache::tests(),
         cancel::tests(),
         check::tests(),
