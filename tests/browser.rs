@@ -83,9 +83,7 @@ fn answer(stream: TcpStream, seen: &Mutex<Vec<String>>) {
 
 /// Chromium, or the test ends as ignored.
 fn chromium() -> PathBuf {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| find_on_path(name))
+    find_on_path("chromium")
         .unwrap_or_else(|| crate::skip!("needs chromium (apt-get install chromium)"))
 }
 

@@ -15,7 +15,7 @@
 
 use std::fmt::Write;
 
-use super::html::escape;
+use super::html::escape_into;
 
 /// The most parameters of one CSI sequence looked at; the rest are ignored (a sequence of a million
 /// `;` costs no more than it is long).
@@ -46,35 +46,44 @@ impl Style {
 
     /// The opening tag of a span in this style (only for a style that is not plain).
     fn open(&self, out: &mut String) {
-        let mut classes: Vec<String> = Vec::new();
-        let mut css = String::new();
-        if self.bold {
-            classes.push("bold".into());
-        }
-        if self.dim {
-            classes.push("dim".into());
-        }
-        if self.italic {
-            classes.push("italic".into());
-        }
-        if self.underline {
-            classes.push("uline".into());
-        }
-        for (colour, class, property) in [(self.fg, "fg", "color"), (self.bg, "bg", "background")] {
-            match colour {
-                Some(Colour::Named(n)) => classes.push(format!("{class}{n}")),
-                Some(Colour::Rgb(r, g, b)) => {
-                    let _ = write!(css, "{property}:#{r:02x}{g:02x}{b:02x};");
-                }
-                None => {}
+        out.push_str("<span");
+        let mut first = true;
+        let mut class = |out: &mut String, name: &str, n: Option<u8>| {
+            out.push_str(if first { " class=\"" } else { " " });
+            first = false;
+            out.push_str(name);
+            if let Some(n) = n {
+                let _ = write!(out, "{n}");
+            }
+        };
+        for (on, name) in [
+            (self.bold, "bold"),
+            (self.dim, "dim"),
+            (self.italic, "italic"),
+            (self.underline, "uline"),
+        ] {
+            if on {
+                class(out, name, None);
             }
         }
-        out.push_str("<span");
-        if !classes.is_empty() {
-            let _ = write!(out, " class=\"{}\"", classes.join(" "));
+        for (colour, name) in [(self.fg, "fg"), (self.bg, "bg")] {
+            if let Some(Colour::Named(n)) = colour {
+                class(out, name, Some(n));
+            }
         }
-        if !css.is_empty() {
-            let _ = write!(out, " style=\"{css}\"");
+        if !first {
+            out.push('"');
+        }
+        let mut css = false;
+        for (colour, property) in [(self.fg, "color"), (self.bg, "background")] {
+            if let Some(Colour::Rgb(r, g, b)) = colour {
+                out.push_str(if css { "" } else { " style=\"" });
+                css = true;
+                let _ = write!(out, "{property}:#{r:02x}{g:02x}{b:02x};");
+            }
+        }
+        if css {
+            out.push('"');
         }
         out.push('>');
     }
@@ -265,7 +274,7 @@ impl Renderer {
                         style.open(out);
                         *open = true;
                     }
-                    out.push_str(&escape(&part[from..to]));
+                    escape_into(out, &part[from..to]);
                 }
             };
         while let Some((at, c)) = chars.next() {

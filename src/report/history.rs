@@ -121,6 +121,20 @@ pub fn timeline(steps: &[StepRecord]) -> String {
     out
 }
 
+/// `time` (RFC 3339, UTC) for people: `2026-11-05 10:00:01 UTC`, as written when it does not read as
+/// a time.
+pub fn exact(time: &str) -> String {
+    let attribute = escape(&describe::terminal(time));
+    if parse(time).is_none() {
+        return attribute;
+    }
+    let shown = time.get(..19).map_or_else(
+        || attribute.clone(),
+        |t| format!("{} UTC", t.replace('T', " ")),
+    );
+    format!("<time datetime=\"{attribute}\">{shown}</time>")
+}
+
 /// `time` (RFC 3339) as "5 min ago" (at `now`), the exact time on hover; as written when it does not
 /// read as a time.
 pub fn relative(time: &str, now: SystemTime) -> String {
@@ -244,5 +258,10 @@ mod tests {
             "a clock ahead"
         );
         assert_eq!(t("<not a time>"), "&lt;not a time&gt;");
+        assert_eq!(
+            exact("2026-11-03T11:59:30.000Z"),
+            "<time datetime=\"2026-11-03T11:59:30.000Z\">2026-11-03 11:59:30 UTC</time>"
+        );
+        assert_eq!(exact("<x>"), "&lt;x&gt;");
     }
 }

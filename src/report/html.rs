@@ -18,17 +18,25 @@ use super::history;
 /// `text` made safe in HTML text and in quoted attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    escape_into(&mut out, text);
     out
+}
+
+/// [`escape`], appended to `out`.
+pub fn escape_into(out: &mut String, text: &str) {
+    let mut rest = text;
+    while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
+        out.push_str(&rest[..at]);
+        out.push_str(match rest.as_bytes()[at] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => "&#39;",
+        });
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
 }
 
 /// An untrusted one-line text: control characters shown as `?`, then escaped.
@@ -257,8 +265,9 @@ fn step_result(result: StepResult) -> &'static str {
 }
 
 /// `<repo>/<run>.html`: the commit, the run's record, its steps as a timeline and a table, its
-/// artifacts and (the end of) its log in colour. A run going on reloads itself.
-pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing, now: SystemTime) -> String {
+/// artifacts and (the end of) its log in colour. A run going on reloads itself. Times are exact (not
+/// "5 min ago"): the page of a run that ended does not change, and is not written again.
+pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing) -> String {
     let repo = escape(&record.repo);
     let title = format!("{repo} #{} {}", record.run, record.result.as_str());
     let running = record.result == RunResult::Running;
@@ -272,7 +281,7 @@ pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing, now: Sys
          #{} <span class=\"note\">{} · {}</span></p>\n",
         result_cell(record.result.as_str()),
         record.run,
-        history::relative(&record.started_at, now),
+        history::exact(&record.started_at),
         duration(record),
     );
     if running {
@@ -294,13 +303,13 @@ pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing, now: Sys
     row("branch", format!("<code>{}</code>", field(&record.branch)));
     row("commit", format!("<code>{}</code>", field(&record.commit)));
     row("trigger", record.trigger.as_str().into());
-    row("started_at", history::relative(&record.started_at, now));
+    row("started_at", history::exact(&record.started_at));
     row(
         "finished_at",
         record
             .finished_at
             .as_deref()
-            .map_or("-".into(), |at| history::relative(at, now)),
+            .map_or("-".into(), history::exact),
     );
     row("duration", duration(record));
     row(
@@ -358,6 +367,7 @@ pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing, now: Sys
                 );
             }
             body.push_str("<pre class=\"log\">");
+            body.reserve(text.len() + text.len() / 4);
             super::ansi::Renderer::new().push(text, &mut body);
             body.push_str("</pre>\n");
         }
@@ -443,7 +453,7 @@ mod tests {
             notes: vec![],
         };
         let now = at("2026-11-05T10:05:00Z");
-        let html = run_page(&record, &log, &listing, now);
+        let html = run_page(&record, &log, &listing);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;b&lt;/script&gt;"));
         assert!(
@@ -465,7 +475,12 @@ mod tests {
         );
         assert!(!html.contains('\x1b'));
         assert!(html.contains("<td>2</td>"), "the exit code: {html}");
-        assert!(html.contains("5 min ago"), "{html}");
+        assert!(
+            html.contains(
+                "<time datetime=\"2026-11-05T10:00:00.000Z\">2026-11-05 10:00:00 UTC</time>"
+            ),
+            "{html}"
+        );
         assert!(
             !html.contains("http-equiv=\"refresh\""),
             "a run that ended stays"
@@ -512,7 +527,7 @@ mod tests {
             cut: true,
             size: 5 << 20,
         };
-        let html = run_page(&record, &log, &no_artifacts(), SystemTime::now());
+        let html = run_page(&record, &log, &no_artifacts());
         assert!(
             html.contains("The log is 5 MiB long; only its last 1 MiB is shown"),
             "{html}"
@@ -529,7 +544,7 @@ mod tests {
             cut: false,
             size: 0,
         };
-        let html = run_page(&record, &log, &no_artifacts(), SystemTime::now());
+        let html = run_page(&record, &log, &no_artifacts());
         assert!(
             html.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
             "{html}"

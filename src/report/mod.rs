@@ -42,6 +42,12 @@ use crate::state::records::{self, RunRecord, RunResult, Unreadable};
 pub const RECENT_RUNS: usize = 20;
 /// How many runs of each repo the index draws as bars.
 pub use history::HISTORY_RUNS;
+/// How many records of each repo the index reads.
+const INDEX_RUNS: usize = if HISTORY_RUNS > RECENT_RUNS {
+    HISTORY_RUNS
+} else {
+    RECENT_RUNS
+};
 /// How much of the end of a log a run's page shows at most.
 pub const LOG_TAIL: u64 = 1 << 20;
 
@@ -99,6 +105,10 @@ pub fn refresh(dirs: &Dirs, dir: &Path, repo: &str, run: u64) -> Result<(), Erro
     site.index(dirs, &config).map(drop)
 }
 
+/// What writing one repo's pages yields: what the index shows of it, and the records that could not
+/// be read.
+type RepoPages = (html::RepoRuns, Vec<Unreadable>);
+
 /// The report directory being written.
 struct Site {
     dir: PathBuf,
@@ -113,7 +123,8 @@ impl Site {
         Ok(Site { dir })
     }
 
-    /// Writes `relative` (a path of phantom_ci's making: repo names are validated) atomically: a
+    /// Writes `relative` (a path of phantom_ci's making: repo names are validated), unless it holds
+    /// `contents` already, atomically: a
     /// reader (a web server) sees the old file or the new one, never a part. Not synced to disk: the
     /// report is made from the records again by the next run or `phantom_ci report`, and ten thousand
     /// syncs would make it slow.
@@ -121,6 +132,10 @@ impl Site {
         use std::io::Write;
         use std::os::unix::fs::PermissionsExt;
         let path = self.dir.join(relative);
+        // What did not change is not written again: a page of a run that ended, most badges.
+        if std::fs::read(&path).is_ok_and(|old| old == contents.as_bytes()) {
+            return Ok(path);
+        }
         let parent = path.parent().unwrap_or(&self.dir);
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::io("cannot create the report directory", parent, e))?;
@@ -136,23 +151,88 @@ impl Site {
         Ok(path)
     }
 
+    /// Every page, badge and the index. Repos are shared out among threads (one per CPU): pages of
+    /// different repos are different files.
     fn everything(&self, dirs: &Dirs, config: &Config) -> Result<Written, Error> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(config.repos.len())
+            .max(1);
+        let chunk = config.repos.len().div_ceil(threads).max(1);
+        let done: Vec<Result<Vec<RepoPages>, Error>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = config
+                .repos
+                .chunks(chunk)
+                .map(|repos| {
+                    scope.spawn(move || {
+                        repos
+                            .iter()
+                            .map(|repo| self.repo_pages(dirs, &repo.name, &repo.branch))
+                            .collect::<Result<Vec<_>, Error>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker.join().unwrap_or_else(|_| {
+                        Err(Error::Other("a thread writing the report failed".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut repos = Vec::with_capacity(config.repos.len());
         let mut unreadable = Vec::new();
-        for repo in &config.repos {
-            for number in records::list(dirs, &repo.name) {
-                match records::read_settled(&records::run_dir(dirs, &repo.name, number)) {
-                    Ok(Some(record)) => {
-                        self.run_page(dirs, &record)?;
+        for part in done {
+            for (repo, bad) in part? {
+                repos.push(repo);
+                unreadable.extend(bad);
+            }
+        }
+        let index = self.put(
+            "index.html",
+            &html::index(&repos, RECENT_RUNS, SystemTime::now()),
+        )?;
+        Ok(Written { index, unreadable })
+    }
+
+    /// The pages and the badge of one repo; what the index shows of it, and the records that could not
+    /// be read. Each record is read once.
+    fn repo_pages(&self, dirs: &Dirs, name: &str, branch: &str) -> Result<RepoPages, Error> {
+        let numbers = records::list(dirs, name);
+        let mut unreadable = Vec::new();
+        let mut newest_first = Vec::new();
+        for number in numbers.iter().rev() {
+            match records::read_settled(&records::run_dir(dirs, name, *number)) {
+                Ok(Some(record)) => {
+                    self.run_page(dirs, &record)?;
+                    if newest_first.len() < INDEX_RUNS {
+                        newest_first.push(Ok(record));
                     }
-                    // A run that is starting: its page comes with the refresh after it.
-                    Ok(None) => {}
-                    Err(e) => unreadable.push(e),
+                }
+                // A run that is starting: its page comes with the refresh after it.
+                Ok(None) => {}
+                Err(e) => {
+                    if newest_first.len() < INDEX_RUNS {
+                        newest_first.push(Err(e.clone()));
+                    }
+                    unreadable.push(e);
                 }
             }
-            self.badge(dirs, &repo.name)?;
         }
-        let index = self.index(dirs, config)?;
-        Ok(Written { index, unreadable })
+        let badge = match newest_first.first() {
+            None => badge::svg(None),
+            Some(Ok(last)) => badge::svg(Some(last.result)),
+            Some(Err(_)) => badge::unreadable(),
+        };
+        self.put(&format!("badge/{name}.svg"), &badge)?;
+        let repo = html::RepoRuns {
+            name: name.to_string(),
+            branch: branch.to_string(),
+            runs: newest_first,
+            recorded: numbers.len(),
+        };
+        Ok((repo, unreadable))
     }
 
     fn run_page(&self, dirs: &Dirs, record: &RunRecord) -> Result<PathBuf, Error> {
@@ -174,7 +254,7 @@ impl Site {
         };
         self.put(
             &format!("{}/{}.html", record.repo, record.run),
-            &html::run_page(record, &log, &listing, SystemTime::now()),
+            &html::run_page(record, &log, &listing),
         )
     }
 
@@ -202,7 +282,7 @@ impl Site {
                             records::read_settled(&records::run_dir(dirs, &repo.name, *n))
                                 .transpose()
                         })
-                        .take(HISTORY_RUNS.max(RECENT_RUNS))
+                        .take(INDEX_RUNS)
                         .collect(),
                     recorded: numbers.len(),
                 }
