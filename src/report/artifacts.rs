@@ -9,8 +9,8 @@
 //!   copied), and directories deeper than [`dirfd::MAX_DEPTH`];
 //! - names that would mean something to a web server or a browser: a name starting with `.` (say
 //!   `.htaccess`) is saved with a `_` in front, and a file a browser would run as a page (`.html`,
-//!   `.svg`, `.xml`, …) is saved with `.txt` after its name, so that a step's file cannot become a page
-//!   of the report's site.
+//!   `.svg`, `.xml`, … anywhere among its dotted parts: `x.html.zzz` too) is saved with `.txt` after
+//!   its name, so that a step's file cannot become a page of the report's site.
 //!
 //! A name is a name: it has no `/` and is never `..`, so nothing is written outside the run's folder.
 //! Links are percent-encoded byte by byte and shown escaped.
@@ -227,11 +227,12 @@ pub fn stored_name(name: &OsStr) -> OsString {
     if bytes.first() == Some(&b'.') {
         bytes.insert(0, b'_');
     }
-    let extension = bytes
-        .iter()
-        .rposition(|b| *b == b'.')
-        .map(|dot| bytes[dot + 1..].to_ascii_lowercase());
-    if extension.is_some_and(|ext| ACTIVE.iter().any(|a| a.as_bytes() == ext)) {
+    // Every dotted part counts, not only the last: Apache maps `x.html.zzz` to HTML.
+    let active = bytes.split(|b| *b == b'.').skip(1).any(|part| {
+        let part = part.to_ascii_lowercase();
+        ACTIVE.iter().any(|a| a.as_bytes() == part)
+    });
+    if active {
         bytes.extend_from_slice(b".txt");
     }
     OsString::from_vec(bytes)
@@ -281,6 +282,13 @@ mod tests {
         assert_eq!(stored("index.html"), "index.html.txt");
         assert_eq!(stored("x.SVG"), "x.SVG.txt");
         assert_eq!(stored("coverage.tar.gz"), "coverage.tar.gz");
+        assert_eq!(
+            stored("x.html.zzz"),
+            "x.html.zzz.txt",
+            "Apache's many extensions"
+        );
+        assert_eq!(stored("x.Html."), "x.Html..txt");
+        assert_eq!(stored("html"), "html");
         assert_eq!(stored("..hidden"), "_..hidden");
         assert_eq!(stored("<script>"), "<script>");
     }
