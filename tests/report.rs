@@ -273,12 +273,26 @@ fn assert_inert(site: &Path) {
 }
 
 /// Writes its file when dropped: a step waiting for it ends even when the test fails.
-struct Release(PathBuf);
+/// The runs a test started in the background, and the file their steps wait for. Dropped (the test
+/// ended, however it ended), it writes the file and waits for the runs, before the test's directory
+/// goes.
+struct Release {
+    file: PathBuf,
+    runs: Vec<std::process::Child>,
+}
 
 impl Drop for Release {
     fn drop(&mut self) {
-        let _ = std::fs::write(&self.0, "");
+        let _ = std::fs::write(&self.file, "");
+        for run in &mut self.runs {
+            let _ = run.wait();
+        }
     }
+}
+
+/// A step that waits for `release` in `root` (or for `root` to be gone).
+fn wait_for_release(root: &str) -> String {
+    format!("while [ ! -e {root}/release ] && [ -d {root} ]; do sleep 0.05; done\n")
 }
 
 /// Seven runs of `app`, one per result — success, failure, timeout, error, rejected, cancelled and (the
@@ -298,7 +312,10 @@ fn every_result_is_shown_coloured_escaped_and_with_its_artifacts() {
     env.write_repo_toml(&section);
     let root = env.root().display().to_string();
     // Runs 6 and 7 wait for `release`: made when the test ends, however it ends.
-    let _release = Release(env.root().join("release"));
+    let mut background = Release {
+        file: env.root().join("release"),
+        runs: Vec::new(),
+    };
 
     // 1: success, with colours, a hyperlink, a title, a `<script>` line and artifacts.
     commit_script(
@@ -350,24 +367,30 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
         &repo,
         SCRIPTED,
         &format!(
-            "printf '\\033[36mstarted\\033[0m\\n'\ntouch {root}/started-6\nwhile [ ! -e {root}/release ]; do sleep 0.05; done\n"
+            "printf '\\033[36mstarted\\033[0m\\n'\ntouch {root}/started-6\n{}",
+            wait_for_release(&root)
         ),
         "Sleep",
     );
-    let mut sixth = env.phantom_std().args(["run", "app"]).spawn().unwrap();
+    background
+        .runs
+        .push(env.phantom_std().args(["run", "app"]).spawn().unwrap());
     wait_for("run 6's step", || env.root().join("started-6").exists());
     env.phantom().args(["cancel", "app"]).assert().success();
-    sixth.wait().unwrap();
+    background.runs.pop().unwrap().wait().unwrap();
     // 7: running until the test lets it end.
     commit_script(
         &repo,
         SCRIPTED,
         &format!(
-            "printf '\\033[35mworking\\033[0m\\n'\ntouch {root}/started-7\nwhile [ ! -e {root}/release ]; do sleep 0.05; done\n"
+            "printf '\\033[35mworking\\033[0m\\n'\ntouch {root}/started-7\n{}",
+            wait_for_release(&root)
         ),
         "Still going",
     );
-    let mut seventh = env.phantom_std().args(["run", "app"]).spawn().unwrap();
+    background
+        .runs
+        .push(env.phantom_std().args(["run", "app"]).spawn().unwrap());
     wait_for("run 7's step", || env.root().join("started-7").exists());
     let results: Vec<String> = (1..=7)
         .map(|n| {
@@ -534,7 +557,7 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
 
     // Run 7 ends: its live page stops reloading, and shows the end.
     std::fs::write(env.root().join("release"), "").unwrap();
-    assert!(seventh.wait().unwrap().success());
+    assert!(background.runs.pop().unwrap().wait().unwrap().success());
     let live_page = read(&live.join("app/7.html"));
     assert!(!live_page.contains("http-equiv=\"refresh\""), "{live_page}");
     assert!(live_page.contains("<span class=\"result success\">success</span>"));
