@@ -268,7 +268,12 @@ pub fn execute(
             dirs.data.display()
         ));
     }
-    let mut finished = runner::execute(dirs, request, console, lock, started)?;
+    // The report shows the run as going on as soon as its record says so.
+    let mut started_and_shown = || {
+        started();
+        show_running(dirs, &request.repo);
+    };
+    let mut finished = runner::execute(dirs, request, console, lock, &mut started_and_shown)?;
     finished.notes.extend(early_notes);
     let notes = after_run(
         dirs,
@@ -278,6 +283,17 @@ pub fn execute(
     );
     finished.notes.extend(notes);
     Ok(finished)
+}
+
+/// With a report directory set, the report's pages of `repo`'s newest run (just started) and the
+/// index, which mark it as going on. A report that cannot be written is said after the run.
+fn show_running(dirs: &Dirs, repo: &Repo) {
+    if let Ok(secrets) = crate::config::secrets::Secrets::load(&dirs.dotenv())
+        && let Some(dir) = &secrets.report_dir
+        && let Some(run) = crate::state::records::list(dirs, &repo.name).last()
+    {
+        let _ = crate::report::refresh(dirs, dir, &repo.name, *run);
+    }
 }
 
 /// What happens once a run is recorded (the report, notifications). Never changes the run's result.

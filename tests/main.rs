@@ -14,6 +14,7 @@ mod support;
 mod always;
 mod boundary;
 mod branches;
+mod browser;
 mod cache;
 mod cancel;
 mod check;
@@ -53,6 +54,7 @@ fn main() -> std::process::ExitCode {
         always::tests(),
         boundary::tests(),
         branches::tests(),
+        browser::tests(),
         cache::tests(),
         cancel::tests(),
         check::tests(),

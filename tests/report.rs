@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{TestEnv, stdout_of};
+use crate::support::{TestEnv, stdout_of, wait_for};
 
 const FAILING: &str = "[0]\nrun = \"echo building\"\n[1]\nname = \"test\"\nrun = \"sh -c 'echo FAILED-HERE; exit 3'\"\n";
 const PASSING: &str = "[0]\nname = \"greet\"\nrun = \"echo ALL-FINE\"\n";
@@ -56,14 +56,17 @@ fn the_report_lists_every_run_with_its_page_log_and_badge() {
     assert!(index.contains("<a href=\"app/1.html\">#1</a>"), "{index}");
     assert!(index.contains("<a href=\"app/2.html\">#2</a>"), "{index}");
     let row = |n: u64| {
-        let start = index.find(&format!("app/{n}.html")).unwrap();
+        let start = index
+            .find(&format!("<tr><td><a href=\"app/{n}.html\">"))
+            .unwrap();
         index[start..].split("</tr>").next().unwrap().to_string()
     };
     assert!(row(1).contains(">failure<"), "{}", row(1));
     assert!(row(2).contains(">success<"), "{}", row(2));
     assert!(row(2).contains(">master<") && row(2).contains(">manual<"));
     assert!(
-        index.find("app/2.html").unwrap() < index.find("app/1.html").unwrap(),
+        index.find("<tr><td><a href=\"app/2.html\">").unwrap()
+            < index.find("<tr><td><a href=\"app/1.html\">").unwrap(),
         "newest first"
     );
     assert!(index.contains("idle") && index.contains("No runs yet"));
@@ -154,7 +157,7 @@ fn untrusted_names_and_output_are_escaped() {
     );
     assert!(page.contains("&lt;script&gt;alert(&#39;step&#39;)&lt;/script&gt;"));
     assert!(
-        page.contains("&lt;script&gt;alert(1)&lt;/script&gt; red"),
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt; <span class=\"fg1\">red</span>"),
         "{page}"
     );
     assert!(read(&site.join("index.html")).contains("x&lt;script&gt;alert(2)"));
@@ -218,9 +221,387 @@ fn a_report_that_cannot_be_written_is_an_error_but_never_changes_a_run() {
     assert_eq!(env.run_json("app", 1)["result"], "success");
 }
 
+/// The step of `ci.sh` runs as `sh ci.sh`, so each run's script is a file of the commit.
+const SCRIPTED: &str = "[0]\nname = \"build\"\nrun = \"sh ci.sh\"\n";
+
+/// Commits `script` as `ci.sh` (and `workflow` as the master workflow) with `subject`.
+fn commit_script(repo: &crate::support::TestRepo, workflow: &str, script: &str, subject: &str) {
+    repo.workflow("master", workflow);
+    repo.write("ci.sh", script);
+    repo.commit_and_push(subject);
+}
+
+/// Every HTML file of `site`, with its text.
+fn pages(site: &Path) -> Vec<(PathBuf, String)> {
+    files(site)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "html"))
+        .map(|p| {
+            let text = read(&p);
+            (p, text)
+        })
+        .collect()
+}
+
+/// What no page may hold: a script, an escape byte, a resource from elsewhere.
+fn assert_inert(site: &Path) {
+    for (path, text) in pages(site) {
+        let shown = path.display();
+        assert!(!text.contains("<script"), "{shown}: {text}");
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{shown}: a control character"
+        );
+        assert!(!text.contains("evil.example"), "{shown}: {text}");
+        for attribute in ["src=\"", "href=\""] {
+            for value in text.split(attribute).skip(1) {
+                let value = value.split('"').next().unwrap();
+                assert!(
+                    !value.contains(':') && !value.starts_with("//"),
+                    "{shown}: {attribute}{value}\" leads elsewhere"
+                );
+            }
+        }
+        assert!(
+            text.contains(
+                "content=\"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"
+            ),
+            "{shown}: its CSP"
+        );
+    }
+}
+
+/// Writes its file when dropped: a step waiting for it ends even when the test fails.
+/// The runs a test started in the background, and the file their steps wait for. Dropped (the test
+/// ended, however it ended), it writes the file and waits for the runs, before the test's directory
+/// goes.
+struct Release {
+    file: PathBuf,
+    runs: Vec<std::process::Child>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.file, "");
+        for run in &mut self.runs {
+            let _ = run.wait();
+        }
+    }
+}
+
+/// A step that waits for `release` in `root` (or for `root` to be gone).
+fn wait_for_release(root: &str) -> String {
+    format!("while [ ! -e {root}/release ] && [ -d {root} ]; do sleep 0.05; done\n")
+}
+
+/// Seven runs of `app`, one per result — success, failure, timeout, error, rejected, cancelled and (the
+/// last) running — each printing colours and escape sequences, the first with hostile artifact names
+/// and a `<script>` in its subject and its log; the report written while the last one runs shows each
+/// as it is, escaped, coloured, with its artifacts, and the page of the running run reloads itself.
+fn every_result_is_shown_coloured_escaped_and_with_its_artifacts() {
+    let env = TestEnv::new();
+    let live = env.root().join("live");
+    std::fs::write(
+        env.config.join(".env"),
+        format!("PHANTOM_CI_REPORT_DIR={}\n", live.display()),
+    )
+    .unwrap();
+    let repo = env.repo("app");
+    let section = env.section("app", &repo, "");
+    env.write_repo_toml(&section);
+    let root = env.root().display().to_string();
+    // Runs 6 and 7 wait for `release`: made when the test ends, however it ends.
+    let mut background = Release {
+        file: env.root().join("release"),
+        runs: Vec::new(),
+    };
+
+    // 1: success, with colours, a hyperlink, a title, a `<script>` line and artifacts.
+    commit_script(
+        &repo,
+        SCRIPTED,
+        r#"printf '\033[1;32mcompiled\033[0m <script>alert("log")</script>\n'
+printf '\033]8;;http://evil.example/\033\\click here\033]8;;\033\\\n'
+printf '\033[2J\033]0;a title\007\033[38;5;208morange\033[0m \033[48;2;0;0;139mnavy\033[0m\n'
+printf '<script>alert(3)</script>' > "$PHANTOM_CI_ARTIFACTS/<script>alert(3)<"
+echo '<script>alert(4)</script>' > "$PHANTOM_CI_ARTIFACTS/page.html"
+mkdir "$PHANTOM_CI_ARTIFACTS/sub"
+echo 'Options +ExecCGI' > "$PHANTOM_CI_ARTIFACTS/sub/.htaccess"
+echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
+"#,
+        "<script>alert('subject')</script> Speed up the parser",
+    );
+    env.phantom().args(["run", "app"]).assert().success();
+    // 2: failure.
+    commit_script(
+        &repo,
+        SCRIPTED,
+        "printf '\\033[31merror: it broke\\033[0m\\n'\nexit 3\n",
+        "Break it",
+    );
+    env.phantom().args(["run", "app"]).assert().code(1);
+    // 3: timeout.
+    commit_script(
+        &repo,
+        &format!("{SCRIPTED}timeout = \"1s\"\n"),
+        "printf '\\033[33mwaiting\\033[0m\\n'\nexec sleep 600\n",
+        "Wait forever",
+    );
+    env.phantom().args(["run", "app"]).assert().code(1);
+    // 4: error (a step without a command).
+    commit_script(&repo, "[0]\nrun = \"\"\n", "", "An empty step");
+    env.phantom().args(["run", "app"]).assert().code(1);
+    // 5: rejected (unsigned, signatures required).
+    let signers = env.root().join("allowed_signers");
+    std::fs::write(&signers, "").unwrap();
+    commit_script(&repo, SCRIPTED, "echo never\n", "Unsigned");
+    env.write_repo_toml(&format!(
+        "{section}require_signed = true\nallowed_signers = \"{}\"\n",
+        signers.display()
+    ));
+    env.phantom().args(["run", "app"]).assert().code(1);
+    env.write_repo_toml(&section);
+    // 6: cancelled, from another process while its step sleeps.
+    commit_script(
+        &repo,
+        SCRIPTED,
+        &format!(
+            "printf '\\033[36mstarted\\033[0m\\n'\ntouch {root}/started-6\n{}",
+            wait_for_release(&root)
+        ),
+        "Sleep",
+    );
+    background
+        .runs
+        .push(env.phantom_std().args(["run", "app"]).spawn().unwrap());
+    wait_for("run 6's step", || env.root().join("started-6").exists());
+    env.phantom().args(["cancel", "app"]).assert().success();
+    background.runs.pop().unwrap().wait().unwrap();
+    // 7: running until the test lets it end.
+    commit_script(
+        &repo,
+        SCRIPTED,
+        &format!(
+            "printf '\\033[35mworking\\033[0m\\n'\ntouch {root}/started-7\n{}",
+            wait_for_release(&root)
+        ),
+        "Still going",
+    );
+    background
+        .runs
+        .push(env.phantom_std().args(["run", "app"]).spawn().unwrap());
+    wait_for("run 7's step", || env.root().join("started-7").exists());
+    let results: Vec<String> = (1..=7)
+        .map(|n| {
+            env.run_json("app", n)["result"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "success",
+            "failure",
+            "timeout",
+            "error",
+            "rejected",
+            "cancelled",
+            "running"
+        ]
+    );
+    // A link in the record, as if someone put it there: the report does not follow it.
+    std::os::unix::fs::symlink("/etc/passwd", env.run_file("app", 1, "artifacts/passwd")).unwrap();
+    std::os::unix::fs::symlink(&env.data, env.run_file("app", 1, "artifacts/data")).unwrap();
+
+    // The live report already shows run 7 as going on: refreshed when it started.
+    let live_page = read(&live.join("app/7.html"));
+    assert!(
+        live_page.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+        "{live_page}"
+    );
+    assert!(live_page.contains("<span class=\"result running\">running</span>"));
+    assert!(read(&live.join("index.html")).contains("<meta http-equiv=\"refresh\""));
+
+    let site = env.root().join("site");
+    env.phantom().arg("report").arg(&site).assert().success();
+    assert_inert(&site);
+    let page = |n: u64| read(&site.join(format!("app/{n}.html")));
+    for (n, result) in (1..).zip(&results) {
+        let page = page(n);
+        assert!(
+            page.contains(&format!("<span class=\"result {result}\">{result}</span>")),
+            "run {n}: {page}"
+        );
+        assert_eq!(
+            page.contains("http-equiv=\"refresh\""),
+            result == "running",
+            "only a running run reloads: {n}"
+        );
+    }
+    let first = page(1);
+    assert!(
+        first.contains(
+            "<h1>&lt;script&gt;alert(&#39;subject&#39;)&lt;/script&gt; Speed up the parser</h1>"
+        ),
+        "{first}"
+    );
+    assert!(
+        first.contains("Test Author &lt;author@example.org&gt;"),
+        "the author: {first}"
+    );
+    assert!(first.contains("<span class=\"bold fg2\">compiled</span> &lt;script&gt;alert(&quot;log&quot;)&lt;/script&gt;"), "{first}");
+    assert!(
+        first.contains("\nclick here\n"),
+        "the hyperlink's text, not the link: {first}"
+    );
+    assert!(first.contains("<span style=\"color:#ff8700;\">orange</span> <span style=\"background:#00008b;\">navy</span>"), "{first}");
+    assert!(!first.contains("a title"));
+    assert!(first.contains("<div class=\"timeline\""));
+    // The artifacts: linked, encoded, escaped, copied; pages and server files defused; links left.
+    assert!(
+        first.contains("<a href=\"1/artifacts/%3Cscript%3Ealert%283%29%3C\" download>&lt;script&gt;alert(3)&lt;</a>"),
+        "{first}"
+    );
+    assert!(
+        first.contains("<a href=\"1/artifacts/page.html.txt\" download>page.html</a>"),
+        "{first}"
+    );
+    assert!(
+        first.contains("<a href=\"1/artifacts/sub/_.htaccess.txt\" download>sub/.htaccess</a>"),
+        "{first}"
+    );
+    assert!(
+        first
+            .contains("<a href=\"1/artifacts/sub/cover%20age.txt\" download>sub/cover age.txt</a>")
+    );
+    assert!(
+        !first.contains("passwd") && !first.contains(">data<"),
+        "{first}"
+    );
+    let copies = site.join("app/1/artifacts");
+    assert_eq!(
+        read(&copies.join("<script>alert(3)<")),
+        "<script>alert(3)</script>"
+    );
+    assert_eq!(
+        read(&copies.join("page.html.txt")),
+        "<script>alert(4)</script>\n"
+    );
+    assert_eq!(
+        read(&copies.join("sub/_.htaccess.txt")),
+        "Options +ExecCGI\n"
+    );
+    let names: Vec<String> = files(&site)
+        .iter()
+        .map(|p| p.strip_prefix(&site).unwrap().display().to_string())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.contains("passwd") && !n.starts_with("app/1/artifacts/data")),
+        "{names:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(copies.join("page.html.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o444, 0o444, "a web server can read it");
+
+    assert!(page(2).contains("<span class=\"fg1\">error: it broke</span>"));
+    assert!(page(2).contains("exited with status 3"));
+    assert!(page(3).contains("<span class=\"fg3\">waiting</span>"));
+    assert!(
+        page(3).contains("<span class=\"timeout\" style=\"flex:"),
+        "the timeline"
+    );
+    assert!(page(4).contains("<p>No step ran.</p>"));
+    assert!(page(5).contains("is not signed"), "{}", page(5));
+    assert!(page(6).contains("<span class=\"fg6\">started</span>"));
+    assert!(
+        page(7).contains("<span class=\"fg5\">working</span>"),
+        "{}",
+        page(7)
+    );
+
+    let index = read(&site.join("index.html"));
+    assert!(
+        index.contains("<meta http-equiv=\"refresh\" content=\"10\">"),
+        "{index}"
+    );
+    assert!(
+        index.contains("<span class=\"result running\">running</span> <a href=\"app/7.html\">#7</a> <span class=\"subject\">Still going</span>"),
+        "{index}"
+    );
+    let bars: Vec<usize> = (1..=7)
+        .map(|n| {
+            index
+                .find(&format!("<a href=\"app/{n}.html\"><rect"))
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        bars.windows(2).all(|w| w[0] < w[1]),
+        "one bar per run, oldest first"
+    );
+    for result in &results {
+        assert!(
+            index.contains(&format!("<rect class=\"{result}\"")),
+            "{result}: {index}"
+        );
+    }
+    assert!(index.contains("&lt;script&gt;alert(&#39;subject&#39;)&lt;/script&gt; Speed up"));
+
+    // Run 7 ends: its live page stops reloading, and shows the end.
+    std::fs::write(env.root().join("release"), "").unwrap();
+    assert!(background.runs.pop().unwrap().wait().unwrap().success());
+    let live_page = read(&live.join("app/7.html"));
+    assert!(!live_page.contains("http-equiv=\"refresh\""), "{live_page}");
+    assert!(live_page.contains("<span class=\"result success\">success</span>"));
+    assert!(!read(&live.join("index.html")).contains("http-equiv=\"refresh\""));
+    assert_inert(&live);
+}
+
+fn repos_are_listed_most_recently_run_first() {
+    let env = TestEnv::new();
+    let first = env.repo("first");
+    first.workflow("master", PASSING);
+    first.commit_and_push("one");
+    let second = env.repo("second");
+    second.workflow("master", PASSING);
+    second.commit_and_push("two");
+    let idle = env.repo("idle");
+    env.write_repo_toml(
+        &(env.section("idle", &idle, "")
+            + &env.section("first", &first, "")
+            + &env.section("second", &second, "")),
+    );
+    env.phantom().args(["run", "second"]).assert().success();
+    env.phantom().args(["run", "first"]).assert().success();
+    let site = env.root().join("site");
+    env.phantom().arg("report").arg(&site).assert().success();
+    let index = read(&site.join("index.html"));
+    let place = |name: &str| {
+        index
+            .find(&format!("<section class=\"repo\" id=\"{name}\">"))
+            .unwrap()
+    };
+    assert!(
+        place("first") < place("second"),
+        "the most recent run first"
+    );
+    assert!(place("second") < place("idle"), "never run: last");
+}
+
 crate::tests! {
     the_report_lists_every_run_with_its_page_log_and_badge,
     untrusted_names_and_output_are_escaped,
     with_report_dir_in_env_every_run_refreshes_the_report,
     a_report_that_cannot_be_written_is_an_error_but_never_changes_a_run,
+    every_result_is_shown_coloured_escaped_and_with_its_artifacts,
+    repos_are_listed_most_recently_run_first,
 }

@@ -16,6 +16,11 @@ pub fn unreadable() -> String {
     draw("unreadable", "#9f9f9f")
 }
 
+/// How wide the badge of `value` (a result, `none`, `unreadable`; `None`: `none`) is, in pixels.
+pub fn width(value: Option<&str>) -> u32 {
+    text_width(LABEL) + text_width(value.unwrap_or("none")) + 20
+}
+
 fn draw(value: &str, color: &str) -> String {
     let left = text_width(LABEL) + 10;
     let right = text_width(value) + 10;
@@ -97,6 +102,11 @@ mod tests {
             badge[start..end].parse().unwrap()
         };
         assert!(width(&svg(Some(RunResult::Success))) > width(&svg(None)));
+        assert_eq!(
+            width(&svg(Some(RunResult::Failure))),
+            super::width(Some("failure"))
+        );
+        assert_eq!(width(&svg(None)), super::width(None));
         // Every result has a colour of its own but aborted, which is grey like "none".
         let results = [
             RunResult::Success,

@@ -1,29 +1,42 @@
-//! The report's HTML: the index and one page per run. Every untrusted text (branch, step names,
-//! commands, messages, log lines) goes through [`escape`]; pages carry no script and load nothing from
-//! elsewhere, and their Content-Security-Policy forbids both should anything slip through.
+//! The report's HTML: the index and one page per run. Every untrusted text (branch, subject, author,
+//! step names, commands, messages, log lines, artifact names) goes through [`escape`]; pages carry no
+//! script and load nothing from elsewhere (the stylesheet is inline, pictures are inline SVG, the badge
+//! is a file beside the index), and their Content-Security-Policy forbids both should anything slip
+//! through.
 
 use std::fmt::Write;
+use std::time::SystemTime;
 
 use crate::describe;
 use crate::describe::{human_ms, short, signal_name};
 use crate::state::records::{RunRecord, RunResult, StepResult, Unreadable};
 
 use super::LogTail;
+use super::artifacts::Listing;
+use super::history;
 
 /// `text` made safe in HTML text and in quoted attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    escape_into(&mut out, text);
     out
+}
+
+/// [`escape`], appended to `out`.
+pub fn escape_into(out: &mut String, text: &str) {
+    let mut rest = text;
+    while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
+        out.push_str(&rest[..at]);
+        out.push_str(match rest.as_bytes()[at] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => "&#39;",
+        });
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
 }
 
 /// An untrusted one-line text: control characters shown as `?`, then escaped.
@@ -31,25 +44,34 @@ fn field(text: &str) -> String {
     escape(&describe::terminal(text))
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
-table{border-collapse:collapse;margin:.5em 0 1.5em}\
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}\
-th{background:#f4f4f4}code,pre{font-family:ui-monospace,monospace}\
-pre.log{background:#111;color:#ddd;padding:1em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}\
-.note{color:#666}.result{font-weight:bold}\
-.success{color:#2a7d12}.failure,.rejected{color:#c0392b}.error{color:#d35400}\
-.timeout{color:#9a7d0a}.aborted,.skipped{color:#777}.running{color:#1f6fb2}.unreadable{color:#c0392b}";
+/// The report's stylesheet (light and dark, narrow and wide screens), inlined in every page.
+pub const STYLESHEET: &str = include_str!("style.css");
 
-/// A whole page; `root` is the way back to the report's root (`""` or `"../"`).
-fn page(title: &str, root: &str, body: &str) -> String {
+/// The Content-Security-Policy of every page: no script, nothing from elsewhere; styles inline, images
+/// from the report itself (the badges).
+pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
+                       base-uri 'none'; form-action 'none'";
+
+/// A whole page; `root` is the way back to the report's root (`""` or `"../"`); `reload`: seconds
+/// after which the browser loads the page again (a run going on).
+pub fn page(title: &str, root: &str, reload: Option<u32>, body: &str) -> String {
+    let reload = reload.map_or(String::new(), |s| {
+        format!("<meta http-equiv=\"refresh\" content=\"{s}\">\n")
+    });
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
-         <p><a href=\"{root}index.html\">phantom_ci</a></p>\n{body}</body>\n</html>\n"
+         <meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n\
+         <meta name=\"referrer\" content=\"no-referrer\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n{reload}\
+         <title>{title}</title>\n<style>{STYLESHEET}</style>\n</head>\n<body>\n\
+         <p class=\"top\"><a href=\"{root}index.html\">phantom_ci</a></p>\n{body}</body>\n</html>\n"
     )
 }
+
+/// How often a page of a run going on reloads itself, in seconds.
+pub const RUN_RELOAD: u32 = 5;
+/// How often the index reloads itself while a run goes on.
+pub const INDEX_RELOAD: u32 = 10;
 
 /// How many characters of a commit's subject the index shows (the run's page shows all of it).
 const SUBJECT_CHARS: usize = 80;
@@ -80,80 +102,157 @@ fn duration(record: &RunRecord) -> String {
 pub struct RepoRuns {
     pub name: String,
     pub branch: String,
-    /// Its newest runs, newest first; a record that cannot be read is listed as such.
+    /// Its newest runs, newest first (up to [`history::HISTORY_RUNS`]); a record that cannot be read
+    /// is listed as such.
     pub runs: Vec<Result<RunRecord, Unreadable>>,
     /// How many runs are recorded in all.
     pub recorded: usize,
 }
 
-/// `index.html`: every configured repo, its badge and its newest runs.
-pub fn index(repos: &[RepoRuns], generated_at: &str) -> String {
+impl RepoRuns {
+    /// When its newest readable run started (RFC 3339 in UTC: ordered as text), if it ran.
+    fn last_started(&self) -> Option<&str> {
+        self.runs
+            .iter()
+            .find_map(|r| r.as_ref().ok())
+            .map(|r| r.started_at.as_str())
+    }
+}
+
+/// `index.html`: every configured repo — the most recently run first — with its badge, its last run
+/// and the commit's subject, the bars of its last runs and a table of the newest ones.
+pub fn index(repos: &[RepoRuns], recent: usize, now: SystemTime) -> String {
+    let mut order: Vec<&RepoRuns> = repos.iter().collect();
+    // Stable: repos that never ran keep the configuration's order, after the others.
+    order.sort_by(|a, b| b.last_started().cmp(&a.last_started()));
+    let running = repos.iter().any(|repo| {
+        repo.runs
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|r| r.result == RunResult::Running))
+    });
     let mut body = String::from("<h1>phantom_ci</h1>\n");
+    let generated = describe::terminal(&crate::state::records::rfc3339(now));
     let _ = writeln!(
         body,
-        "<p class=\"note\">Written at {}.</p>",
-        escape(generated_at)
+        "<p class=\"note\">Written at <time datetime=\"{generated}\">{generated}</time>; times \
+         below are as of then{}.</p>",
+        if running {
+            format!("; runs are going on, so this page reloads every {INDEX_RELOAD} seconds")
+        } else {
+            String::new()
+        }
     );
     if repos.is_empty() {
         body.push_str("<p>No repos are configured.</p>\n");
     }
-    for repo in repos {
-        // Repo names are validated: letters, digits, `_` and `-`, safe in a path and a URL.
-        let name = escape(&repo.name);
-        let _ = writeln!(
-            body,
-            "<h2 id=\"{name}\">{name} <img src=\"badge/{name}.svg\" alt=\"\"></h2>\n\
-             <p>Branch <code>{}</code>.</p>",
-            field(&repo.branch)
-        );
-        if repo.runs.is_empty() {
-            body.push_str("<p>No runs yet.</p>\n");
-            continue;
+    for repo in order {
+        repo_section(&mut body, repo, recent, now);
+    }
+    page("phantom_ci", "", running.then_some(INDEX_RELOAD), &body)
+}
+
+fn repo_section(body: &mut String, repo: &RepoRuns, recent: usize, now: SystemTime) {
+    // Repo names are validated: letters, digits, `_` and `-`, safe in a path, a URL and an id.
+    let name = escape(&repo.name);
+    let newest = repo.runs.first();
+    let badge_alt = match newest {
+        Some(Ok(run)) => run.result.as_str(),
+        Some(Err(_)) => "unreadable",
+        None => "no runs",
+    };
+    let _ = writeln!(
+        body,
+        "<section class=\"repo\" id=\"{name}\">\n<h2><a href=\"#{name}\">{name}</a> \
+         <img src=\"badge/{name}.svg\" alt=\"{badge_alt}\" width=\"{}\" height=\"20\"></h2>\n\
+         <p class=\"note\">Branch <code>{}</code> · {} recorded</p>",
+        super::badge::width(newest.map(|r| r.as_ref().map_or("unreadable", |r| r.result.as_str()))),
+        field(&repo.branch),
+        match repo.recorded {
+            1 => "1 run".to_string(),
+            n => format!("{n} runs"),
         }
-        if repo.recorded > repo.runs.len() {
+    );
+    match newest {
+        None => body.push_str("<p>No runs yet.</p>\n</section>\n"),
+        Some(Err(unreadable)) => {
             let _ = writeln!(
                 body,
-                "<p class=\"note\">The newest {} of {} recorded runs.</p>",
-                repo.runs.len(),
-                repo.recorded
+                "<p class=\"last\">{} run #{}: its record cannot be read: {}</p>",
+                result_cell("unreadable"),
+                unreadable.run,
+                field(&unreadable.reason)
             );
         }
-        body.push_str(
-            "<table>\n<tr><th>Run</th><th>Result</th><th>Branch</th><th>Commit</th>\
-             <th>Subject</th><th>Trigger</th><th>Started</th><th>Duration</th></tr>\n",
-        );
-        for run in &repo.runs {
-            let run = match run {
-                Ok(run) => run,
-                Err(unreadable) => {
-                    let _ = writeln!(
-                        body,
-                        "<tr><td>#{}</td><td>{}</td><td colspan=\"6\">its record cannot be read: \
-                         {}</td></tr>",
-                        unreadable.run,
-                        result_cell("unreadable"),
-                        field(&unreadable.reason)
-                    );
-                    continue;
-                }
+        Some(Ok(last)) => {
+            let subject = if last.subject.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "<span class=\"subject\">{}</span>",
+                    escape(&describe::one_line(&last.subject, SUBJECT_CHARS))
+                )
             };
             let _ = writeln!(
                 body,
-                "<tr><td><a href=\"{name}/{n}.html\">#{n}</a></td><td>{}</td><td><code>{}</code></td>\
-                 <td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                result_cell(run.result.as_str()),
-                field(&run.branch),
-                field(short(&run.commit)),
-                escape(&describe::one_line(&run.subject, SUBJECT_CHARS)),
-                run.trigger.as_str(),
-                field(&run.started_at),
-                duration(run),
-                n = run.run,
+                "<p class=\"last\">{} <a href=\"{name}/{n}.html\">#{n}</a> {subject} \
+                 <span class=\"note\">{} · {}</span></p>",
+                result_cell(last.result.as_str()),
+                history::relative(&last.started_at, now),
+                if last.result == RunResult::Running {
+                    "going on".to_string()
+                } else {
+                    human_ms(last.duration_ms)
+                },
+                n = last.run,
             );
         }
-        body.push_str("</table>\n");
     }
-    page("phantom_ci", "", &body)
+    if repo.runs.is_empty() {
+        return;
+    }
+    let readable: Vec<&RunRecord> = repo.runs.iter().filter_map(|r| r.as_ref().ok()).collect();
+    body.push_str(&history::bars(&readable, &format!("{name}/"), now));
+    body.push('\n');
+    let shown = repo.runs.len().min(recent);
+    let _ = writeln!(
+        body,
+        "<details><summary>The newest {shown} of {} runs</summary>\n<div class=\"scroll\"><table>\n\
+         <tr><th>Run</th><th>Result</th><th>Subject</th><th class=\"hide-narrow\">Branch</th>\
+         <th class=\"hide-narrow\">Commit</th><th class=\"hide-narrow\">Trigger</th><th>Started</th>\
+         <th>Duration</th></tr>",
+        repo.recorded
+    );
+    for run in &repo.runs[..shown] {
+        let run = match run {
+            Ok(run) => run,
+            Err(unreadable) => {
+                let _ = writeln!(
+                    body,
+                    "<tr><td>#{}</td><td>{}</td><td colspan=\"6\">its record cannot be read: \
+                     {}</td></tr>",
+                    unreadable.run,
+                    result_cell("unreadable"),
+                    field(&unreadable.reason)
+                );
+                continue;
+            }
+        };
+        let _ = writeln!(
+            body,
+            "<tr><td><a href=\"{name}/{n}.html\">#{n}</a></td><td>{}</td><td class=\"subject\">{}</td>\
+             <td class=\"hide-narrow\"><code>{}</code></td><td class=\"hide-narrow\"><code>{}</code></td>\
+             <td class=\"hide-narrow\">{}</td><td>{}</td><td>{}</td></tr>",
+            result_cell(run.result.as_str()),
+            escape(&describe::one_line(&run.subject, SUBJECT_CHARS)),
+            field(&run.branch),
+            field(short(&run.commit)),
+            run.trigger.as_str(),
+            history::relative(&run.started_at, now),
+            duration(run),
+            n = run.run,
+        );
+    }
+    body.push_str("</table></div></details>\n</section>\n");
 }
 
 fn step_result(result: StepResult) -> &'static str {
@@ -165,42 +264,69 @@ fn step_result(result: StepResult) -> &'static str {
     }
 }
 
-/// `<repo>/<run>.html`: the run's record, its steps and (the end of) its log.
-pub fn run_page(record: &RunRecord, log: &LogTail) -> String {
-    let title = format!(
-        "{} #{} {}",
-        escape(&record.repo),
+/// `<repo>/<run>.html`: the commit, the run's record, its steps as a timeline and a table, its
+/// artifacts and (the end of) its log in colour. A run going on reloads itself. Times are exact (not
+/// "5 min ago"): the page of a run that ended does not change, and is not written again.
+pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing) -> String {
+    let repo = escape(&record.repo);
+    let title = format!("{repo} #{} {}", record.run, record.result.as_str());
+    let running = record.result == RunResult::Running;
+    let heading = if record.subject.is_empty() {
+        format!("{repo} #{}", record.run)
+    } else {
+        field(&record.subject)
+    };
+    let mut body = format!(
+        "<h1>{heading}</h1>\n<p class=\"last\">{} <a href=\"../index.html#{repo}\">{repo}</a> \
+         #{} <span class=\"note\">{} · {}</span></p>\n",
+        result_cell(record.result.as_str()),
         record.run,
-        record.result.as_str()
+        history::exact(&record.started_at),
+        duration(record),
     );
-    let mut body = format!("<h1>{title}</h1>\n<table>\n");
+    if running {
+        let _ = writeln!(
+            body,
+            "<p class=\"note\">This run is going on: the page reloads every {RUN_RELOAD} seconds \
+             and shows what the report last recorded.</p>"
+        );
+    }
+    body.push_str("<div class=\"scroll\"><table class=\"facts\">\n");
     let mut row = |key: &str, value: String| {
         let _ = writeln!(body, "<tr><th>{key}</th><td>{value}</td></tr>");
     };
-    row("repo", escape(&record.repo));
+    row("repo", repo.clone());
     row("run", record.run.to_string());
     row("result", result_cell(record.result.as_str()));
-    row("branch", format!("<code>{}</code>", field(&record.branch)));
-    row("commit", format!("<code>{}</code>", field(&record.commit)));
     row("subject", or_dash(&record.subject));
     row("author", or_dash(&record.author));
+    row("branch", format!("<code>{}</code>", field(&record.branch)));
+    row("commit", format!("<code>{}</code>", field(&record.commit)));
     row("trigger", record.trigger.as_str().into());
-    row("started_at", field(&record.started_at));
+    row("started_at", history::exact(&record.started_at));
     row(
         "finished_at",
-        record.finished_at.as_deref().map_or("-".into(), field),
+        record
+            .finished_at
+            .as_deref()
+            .map_or("-".into(), history::exact),
     );
     row("duration", duration(record));
     row(
         "message",
         record.message.as_deref().map_or("-".into(), field),
     );
-    body.push_str("</table>\n<h2>Steps</h2>\n");
+    body.push_str("</table></div>\n<h2>Steps</h2>\n");
     if record.steps.is_empty() {
-        body.push_str("<p>No step ran.</p>\n");
+        body.push_str(if running {
+            "<p>No step has ended yet.</p>\n"
+        } else {
+            "<p>No step ran.</p>\n"
+        });
     } else {
+        body.push_str(&history::timeline(&record.steps));
         body.push_str(
-            "<table>\n<tr><th>Step</th><th>Name</th><th>Command</th><th>Result</th>\
+            "<div class=\"scroll\"><table>\n<tr><th>Step</th><th>Name</th><th>Command</th><th>Result</th>\
              <th>Exit code</th><th>Signal</th><th>Duration</th></tr>\n",
         );
         for step in &record.steps {
@@ -223,8 +349,9 @@ pub fn run_page(record: &RunRecord, log: &LogTail) -> String {
                 step.exit_code.map_or("-".into(), |c| c.to_string()),
             );
         }
-        body.push_str("</table>\n");
+        body.push_str("</table></div>\n");
     }
+    artifacts_section(&mut body, artifacts);
     body.push_str("<h2>Log</h2>\n");
     match &log.text {
         None => body.push_str("<p class=\"note\">No log was recorded.</p>\n"),
@@ -233,28 +360,62 @@ pub fn run_page(record: &RunRecord, log: &LogTail) -> String {
                 let _ = writeln!(
                     body,
                     "<p class=\"note\">The log is {} long; only its last {} is shown. \
-                     <code>phantom_ci logs {} {}</code> prints all of it.</p>",
+                     <code>phantom_ci logs {repo} {}</code> prints all of it.</p>",
                     super::human_size(log.size),
                     super::human_size(super::LOG_TAIL),
-                    escape(&record.repo),
                     record.run
                 );
             }
             body.push_str("<pre class=\"log\">");
-            for line in crate::notify::text::clean_log(text) {
-                body.push_str(&escape(&line));
-                body.push('\n');
-            }
+            body.reserve(text.len() + text.len() / 4);
+            super::ansi::Renderer::new().push(text, &mut body);
             body.push_str("</pre>\n");
         }
     }
-    page(&title, "../", &body)
+    page(&title, "../", running.then_some(RUN_RELOAD), &body)
+}
+
+fn artifacts_section(body: &mut String, listing: &Listing) {
+    if listing.artifacts.is_empty() && listing.notes.is_empty() {
+        return;
+    }
+    body.push_str("<h2>Artifacts</h2>\n<ul class=\"artifacts\">\n");
+    for artifact in &listing.artifacts {
+        let name = escape(&artifact.shown);
+        let size = super::human_size(artifact.size);
+        match (&artifact.href, &artifact.left_out) {
+            (Some(href), _) => {
+                // `href` is percent-encoded: nothing in it needs escaping, escaped all the same.
+                let _ = writeln!(
+                    body,
+                    "<li><a href=\"{}\" download>{name}</a> <span class=\"note\">{size}</span></li>",
+                    escape(href)
+                );
+            }
+            (None, why) => {
+                let _ = writeln!(
+                    body,
+                    "<li>{name} <span class=\"note\">{size}, not in the report: {}</span></li>",
+                    field(why.as_deref().unwrap_or("left out"))
+                );
+            }
+        }
+    }
+    for note in &listing.notes {
+        let _ = writeln!(body, "<li class=\"note\">{}</li>", field(note));
+    }
+    body.push_str("</ul>\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::notify::text::sample_record;
+    use crate::report::artifacts::Artifact;
+
+    fn at(text: &str) -> SystemTime {
+        humantime::parse_rfc3339(text).unwrap()
+    }
 
     #[test]
     fn the_five_special_characters_are_escaped() {
@@ -266,9 +427,15 @@ mod tests {
         assert_eq!(escape("&amp;"), "&amp;amp;");
     }
 
+    fn no_artifacts() -> Listing {
+        Listing::default()
+    }
+
     #[test]
     fn untrusted_fields_and_log_lines_never_appear_raw() {
         let mut record = sample_record(RunResult::Failure, "<script>b</script>");
+        record.subject = "<script>s</script> fix".into();
+        record.author = "<img src=x> <a@b>".into();
         record.steps[0].name = Some("<img src=x onerror=alert(1)>".into());
         record.steps[0].run = "echo '\"</td>".into();
         let log = LogTail {
@@ -276,17 +443,48 @@ mod tests {
             cut: false,
             size: 40,
         };
-        let html = run_page(&record, &log);
-        assert!(!html.contains("<script>b"), "{html}");
+        let listing = Listing {
+            artifacts: vec![Artifact {
+                shown: "<script>x</script>".into(),
+                href: Some("7/artifacts/%3Cscript%3E".into()),
+                size: 3,
+                left_out: None,
+            }],
+            notes: vec![],
+        };
+        let now = at("2026-11-05T10:05:00Z");
+        let html = run_page(&record, &log, &listing);
+        assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;b&lt;/script&gt;"));
+        assert!(
+            html.contains("<h1>&lt;script&gt;s&lt;/script&gt; fix</h1>"),
+            "{html}"
+        );
+        assert!(html.contains("&lt;img src=x&gt; &lt;a@b&gt;"));
         assert!(!html.contains("<img src=x"));
         assert!(html.contains("echo &#39;&quot;&lt;/td&gt;"));
         assert!(
-            html.contains("&lt;b&gt;red&lt;/b&gt;\nok &amp;\n</pre>"),
+            html.contains("<pre class=\"log\"><span class=\"fg1\">&lt;b&gt;red&lt;/b&gt;</span>\nok &amp;\n</pre>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<a href=\"7/artifacts/%3Cscript%3E\" download>&lt;script&gt;x&lt;/script&gt;</a>"
+            ),
             "{html}"
         );
         assert!(!html.contains('\x1b'));
         assert!(html.contains("<td>2</td>"), "the exit code: {html}");
+        assert!(
+            html.contains(
+                "<time datetime=\"2026-11-05T10:00:00.000Z\">2026-11-05 10:00:00 UTC</time>"
+            ),
+            "{html}"
+        );
+        assert!(
+            !html.contains("http-equiv=\"refresh\""),
+            "a run that ended stays"
+        );
 
         let index = index(
             &[RepoRuns {
@@ -303,10 +501,12 @@ mod tests {
                 ],
                 recorded: 2,
             }],
-            "now",
+            20,
+            now,
         );
-        assert!(!index.contains("<script>b"));
+        assert!(!index.contains("<script>"));
         assert!(index.contains("<a href=\"app/7.html\">#7</a>"));
+        assert!(index.contains("&lt;script&gt;s&lt;/script&gt; fix"));
         assert!(index.contains("failure"));
         assert!(
             index.contains("<td>#8</td><td><span class=\"result unreadable\">unreadable</span>"),
@@ -327,11 +527,97 @@ mod tests {
             cut: true,
             size: 5 << 20,
         };
-        let html = run_page(&record, &log);
+        let html = run_page(&record, &log, &no_artifacts());
         assert!(
             html.contains("The log is 5 MiB long; only its last 1 MiB is shown"),
             "{html}"
         );
         assert!(html.contains("phantom_ci logs app 7"));
+    }
+
+    #[test]
+    fn a_run_going_on_reloads_and_the_index_marks_it() {
+        let mut record = sample_record(RunResult::Running, "master");
+        record.steps.clear();
+        let log = LogTail {
+            text: None,
+            cut: false,
+            size: 0,
+        };
+        let html = run_page(&record, &log, &no_artifacts());
+        assert!(
+            html.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+            "{html}"
+        );
+        assert!(html.contains("No step has ended yet"));
+        let mut done = sample_record(RunResult::Success, "master");
+        done.run = 6;
+        let repos = [RepoRuns {
+            name: "app".into(),
+            branch: "master".into(),
+            runs: vec![Ok(record), Ok(done.clone())],
+            recorded: 2,
+        }];
+        let index = index(&repos, 20, SystemTime::now());
+        assert!(
+            index.contains("<meta http-equiv=\"refresh\" content=\"10\">"),
+            "{index}"
+        );
+        assert!(
+            index.contains(
+                "<span class=\"result running\">running</span> <a href=\"app/7.html\">#7</a>"
+            ),
+            "{index}"
+        );
+        assert!(index.contains("going on"));
+        let calm = super::index(
+            &[RepoRuns {
+                name: "app".into(),
+                branch: "master".into(),
+                runs: vec![Ok(done)],
+                recorded: 1,
+            }],
+            20,
+            SystemTime::now(),
+        );
+        assert!(!calm.contains("http-equiv=\"refresh\""));
+    }
+
+    #[test]
+    fn repos_come_most_recently_run_first() {
+        let mut older = sample_record(RunResult::Success, "master");
+        older.repo = "old".into();
+        older.started_at = "2026-11-01T00:00:00.000Z".into();
+        let mut newer = older.clone();
+        newer.repo = "new".into();
+        newer.started_at = "2026-11-02T00:00:00.000Z".into();
+        let repo = |name: &str, runs: Vec<RunRecord>| RepoRuns {
+            name: name.into(),
+            branch: "master".into(),
+            recorded: runs.len(),
+            runs: runs.into_iter().map(Ok).collect(),
+        };
+        let html = index(
+            &[
+                repo("idle", vec![]),
+                repo("old", vec![older]),
+                repo("new", vec![newer]),
+            ],
+            20,
+            SystemTime::now(),
+        );
+        let place = |name: &str| html.find(&format!("id=\"{name}\"")).unwrap();
+        assert!(
+            place("new") < place("old") && place("old") < place("idle"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn every_page_forbids_scripts_and_other_origins() {
+        let html = page("t", "", None, "");
+        assert!(html.contains("default-src 'none'") && !html.contains("script-src"));
+        assert!(!STYLESHEET.contains("url(") && !STYLESHEET.contains("@import"));
+        assert!(STYLESHEET.contains("prefers-color-scheme:dark"));
     }
 }

@@ -1,13 +1,22 @@
 //! The static HTML report (SPEC §5): a folder any web server can serve, holding
 //!
-//! - `index.html`: every configured repo, its badge and its newest runs;
-//! - `<repo>/<run>.html`: one page per run, its record, its steps and the end of its log;
+//! - `index.html`: every configured repo, the most recently run first: its badge, its last run with
+//!   the commit's subject, bars of its last 50 runs (height: duration, colour: result), its newest runs;
+//! - `<repo>/<run>.html`: one page per run: the commit, the record, a timeline of the steps, the
+//!   artifacts, the end of the log in its colours; a run going on reloads itself;
+//! - `<repo>/<run>/artifacts/`: copies of the run's artifacts (regular files, within a cap);
 //! - `badge/<repo>.svg`: "phantom_ci | <result>" of the repo's last run.
 //!
-//! Every file is replaced atomically, readable by others (0644 less the umask) so that a web server can
-//! serve it. Nothing else in the folder is touched: it may hold other files.
+//! The pages need no script and load nothing from elsewhere: one inline stylesheet ([`stylesheet`],
+//! light and dark, phone and desktop), inline SVG pictures, and a Content-Security-Policy that forbids
+//! the rest. Every file is replaced atomically (written beside its place, then renamed), readable by
+//! others (0644 less the umask) so that a web server can serve it. Nothing else in the folder is
+//! touched: it may hold other files.
 
+mod ansi;
+mod artifacts;
 mod badge;
+mod history;
 mod html;
 pub mod merge;
 
@@ -16,17 +25,30 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-pub use html::escape;
+pub use ansi::to_html as ansi_to_html;
+pub use html::{CSP, escape, page};
+
+/// The report's stylesheet, for pages that look like the report's (`report --merge`).
+pub fn stylesheet() -> &'static str {
+    html::STYLESHEET
+}
 
 use crate::config::Config;
 use crate::config::dirs::Dirs;
 use crate::error::Error;
-use crate::state::atomic_file;
 use crate::state::lock::ReportLock;
-use crate::state::records::{self, RunRecord, Unreadable};
+use crate::state::records::{self, RunRecord, RunResult, Unreadable};
 
-/// How many runs of each repo the index lists, newest first.
+/// How many runs of each repo the index lists in its table, newest first.
 pub const RECENT_RUNS: usize = 20;
+/// How many runs of each repo the index draws as bars.
+pub use history::HISTORY_RUNS;
+/// How many records of each repo the index reads.
+const INDEX_RUNS: usize = if HISTORY_RUNS > RECENT_RUNS {
+    HISTORY_RUNS
+} else {
+    RECENT_RUNS
+};
 /// How much of the end of a log a run's page shows at most.
 pub const LOG_TAIL: u64 = 1 << 20;
 
@@ -84,6 +106,10 @@ pub fn refresh(dirs: &Dirs, dir: &Path, repo: &str, run: u64) -> Result<(), Erro
     site.index(dirs, &config).map(drop)
 }
 
+/// What writing one repo's pages yields: what the index shows of it, and the records that could not
+/// be read.
+type RepoPages = (html::RepoRuns, Vec<Unreadable>);
+
 /// The report directory being written.
 struct Site {
     dir: PathBuf,
@@ -98,45 +124,141 @@ impl Site {
         Ok(Site { dir })
     }
 
-    /// Writes `relative` (a path of phantom_ci's making: repo names are validated) atomically.
+    /// Writes `relative` (a path of phantom_ci's making: repo names are validated), unless it holds
+    /// `contents` already, atomically: a
+    /// reader (a web server) sees the old file or the new one, never a part. Not synced to disk: the
+    /// report is made from the records again by the next run or `phantom_ci report`, and ten thousand
+    /// syncs would make it slow.
     fn put(&self, relative: &str, contents: &str) -> Result<PathBuf, Error> {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
         let path = self.dir.join(relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io("cannot create the report directory", parent, e))?;
+        // What did not change is not written again: a page of a run that ended, most badges.
+        if std::fs::read(&path).is_ok_and(|old| old == contents.as_bytes()) {
+            return Ok(path);
         }
-        atomic_file::write_public(&path, contents.as_bytes())
-            .map_err(|e| Error::io("cannot write the report file", &path, e))?;
+        let parent = path.parent().unwrap_or(&self.dir);
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io("cannot create the report directory", parent, e))?;
+        let written = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .permissions(std::fs::Permissions::from_mode(0o644))
+            .tempfile_in(parent)
+            .and_then(|mut tmp| {
+                tmp.write_all(contents.as_bytes())?;
+                tmp.persist(&path).map_err(|e| e.error)
+            });
+        written.map_err(|e| Error::io("cannot write the report file", &path, e))?;
         Ok(path)
     }
 
+    /// Every page, badge and the index. Repos are shared out among threads (one per CPU): pages of
+    /// different repos are different files.
     fn everything(&self, dirs: &Dirs, config: &Config) -> Result<Written, Error> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(config.repos.len())
+            .max(1);
+        let chunk = config.repos.len().div_ceil(threads).max(1);
+        let done: Vec<Result<Vec<RepoPages>, Error>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = config
+                .repos
+                .chunks(chunk)
+                .map(|repos| {
+                    scope.spawn(move || {
+                        repos
+                            .iter()
+                            .map(|repo| {
+                                self.repo_pages(dirs, &repo.name, &repo.branches.to_string())
+                            })
+                            .collect::<Result<Vec<_>, Error>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker.join().unwrap_or_else(|_| {
+                        Err(Error::Other("a thread writing the report failed".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut repos = Vec::with_capacity(config.repos.len());
         let mut unreadable = Vec::new();
-        for repo in &config.repos {
-            for number in records::list(dirs, &repo.name) {
-                match records::read_settled(&records::run_dir(dirs, &repo.name, number)) {
-                    Ok(Some(record)) => {
-                        self.run_page(dirs, &record)?;
-                    }
-                    // A run that is starting: its page comes with the refresh after it.
-                    Ok(None) => {}
-                    Err(e) => unreadable.push(e),
-                }
+        for part in done {
+            for (repo, bad) in part? {
+                repos.push(repo);
+                unreadable.extend(bad);
             }
-            self.badge(dirs, &repo.name)?;
         }
-        let index = self.index(dirs, config)?;
+        merge::write_summary(&self.dir, dirs, config)?;
+        let index = self.put(
+            "index.html",
+            &html::index(&repos, RECENT_RUNS, SystemTime::now()),
+        )?;
         Ok(Written { index, unreadable })
     }
 
+    /// The pages and the badge of one repo; what the index shows of it, and the records that could not
+    /// be read. Each record is read once.
+    fn repo_pages(&self, dirs: &Dirs, name: &str, branch: &str) -> Result<RepoPages, Error> {
+        let numbers = records::list(dirs, name);
+        let mut unreadable = Vec::new();
+        let mut newest_first = Vec::new();
+        for number in numbers.iter().rev() {
+            match records::read_settled(&records::run_dir(dirs, name, *number)) {
+                Ok(Some(record)) => {
+                    self.run_page(dirs, &record)?;
+                    if newest_first.len() < INDEX_RUNS {
+                        newest_first.push(Ok(record));
+                    }
+                }
+                // A run that is starting: its page comes with the refresh after it.
+                Ok(None) => {}
+                Err(e) => {
+                    if newest_first.len() < INDEX_RUNS {
+                        newest_first.push(Err(e.clone()));
+                    }
+                    unreadable.push(e);
+                }
+            }
+        }
+        let badge = match newest_first.first() {
+            None => badge::svg(None),
+            Some(Ok(last)) => badge::svg(Some(last.result)),
+            Some(Err(_)) => badge::unreadable(),
+        };
+        self.put(&format!("badge/{name}.svg"), &badge)?;
+        let repo = html::RepoRuns {
+            name: name.to_string(),
+            branch: branch.to_string(),
+            runs: newest_first,
+            recorded: numbers.len(),
+        };
+        Ok((repo, unreadable))
+    }
+
     fn run_page(&self, dirs: &Dirs, record: &RunRecord) -> Result<PathBuf, Error> {
-        let log = log_tail(
-            &records::run_dir(dirs, &record.repo, record.run).log(),
-            LOG_TAIL,
-        );
+        let run_dir = records::run_dir(dirs, &record.repo, record.run);
+        let log = log_tail(&run_dir.log(), LOG_TAIL);
+        // Artifacts are collected when a run ends: a run going on has none yet.
+        let listing = if record.result == RunResult::Running {
+            artifacts::Listing::default()
+        } else {
+            artifacts::copy(
+                &run_dir.artifacts(),
+                &self
+                    .dir
+                    .join(&record.repo)
+                    .join(record.run.to_string())
+                    .join("artifacts"),
+                &format!("{}/artifacts", record.run),
+            )
+        };
         self.put(
             &format!("{}/{}.html", record.repo, record.run),
-            &html::run_page(record, &log),
+            &html::run_page(record, &log, &listing),
         )
     }
 
@@ -164,15 +286,17 @@ impl Site {
                             records::read_settled(&records::run_dir(dirs, &repo.name, *n))
                                 .transpose()
                         })
-                        .take(RECENT_RUNS)
+                        .take(INDEX_RUNS)
                         .collect(),
                     recorded: numbers.len(),
                 }
             })
             .collect();
-        let now = records::rfc3339(SystemTime::now());
         merge::write_summary(&self.dir, dirs, config)?;
-        self.put("index.html", &html::index(&repos, &now))
+        self.put(
+            "index.html",
+            &html::index(&repos, RECENT_RUNS, SystemTime::now()),
+        )
     }
 }
 

@@ -1,0 +1,267 @@
+//! Pictures of time, drawn without a script: a repo's recent runs as bars (height: duration, colour:
+//! result, each a link to its page), a run's steps as a timeline (width: duration), and times as
+//! "5 min ago" with the exact time on hover.
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+use crate::describe::{self, human_ms};
+use crate::state::records::{RunRecord, RunResult, StepRecord, StepResult};
+
+use super::html::escape;
+
+/// How many runs a repo's history shows.
+pub const HISTORY_RUNS: usize = 50;
+
+const BAR: u32 = 8;
+const GAP: u32 = 2;
+const HEIGHT: u32 = 40;
+/// The lowest bar, so that a run of a few milliseconds can still be seen and clicked.
+const MIN_BAR: u32 = 3;
+
+/// How long `record` took, or has taken so far if it is running.
+fn elapsed_ms(record: &RunRecord, now: SystemTime) -> u64 {
+    if record.result != RunResult::Running {
+        return record.duration_ms;
+    }
+    parse(&record.started_at)
+        .and_then(|start| now.duration_since(start).ok())
+        .map_or(0, describe::millis)
+}
+
+fn parse(time: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(time).ok()
+}
+
+/// `runs` (newest first, at most [`HISTORY_RUNS`] drawn) as an inline SVG: one bar per run, oldest on
+/// the left, linking to `<href_prefix><run>.html`.
+pub fn bars(runs: &[&RunRecord], href_prefix: &str, now: SystemTime) -> String {
+    let runs = &runs[..runs.len().min(HISTORY_RUNS)];
+    if runs.is_empty() {
+        return String::new();
+    }
+    let longest = runs
+        .iter()
+        .map(|r| elapsed_ms(r, now))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let width = runs.len() as u32 * (BAR + GAP) - GAP;
+    let mut svg = format!(
+        "<svg class=\"history\" width=\"{width}\" height=\"{HEIGHT}\" viewBox=\"0 0 {width} {HEIGHT}\" \
+         role=\"img\" aria-label=\"the last {} runs: bar height is the duration, colour the result\">",
+        runs.len()
+    );
+    for (slot, run) in runs.iter().rev().enumerate() {
+        let ms = elapsed_ms(run, now);
+        // Heights are relative to the longest run shown.
+        let height = ((u128::from(ms) * u128::from(HEIGHT)) / u128::from(longest)) as u32;
+        let height = height.clamp(MIN_BAR, HEIGHT);
+        let x = slot as u32 * (BAR + GAP);
+        let result = run.result.as_str();
+        let _ = write!(
+            svg,
+            "<a href=\"{href_prefix}{n}.html\"><rect class=\"hit\" x=\"{x}\" y=\"0\" width=\"{BAR}\" \
+             height=\"{HEIGHT}\" fill-opacity=\"0\"/><rect class=\"{result}\" x=\"{x}\" y=\"{y}\" \
+             width=\"{BAR}\" height=\"{height}\" rx=\"1\"><title>#{n} {result} · {} · {}</title></rect></a>",
+            human_ms(ms),
+            escape(&describe::one_line(&run.subject, 60)),
+            n = run.run,
+            y = HEIGHT - height,
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn step_result(result: StepResult) -> &'static str {
+    match result {
+        StepResult::Success => "success",
+        StepResult::Failure => "failure",
+        StepResult::Timeout => "timeout",
+        StepResult::Skipped => "skipped",
+    }
+}
+
+/// What a step is called on the page: `[1] build`.
+pub fn step_label(step: &StepRecord) -> String {
+    match &step.name {
+        Some(name) => format!("[{}] {}", step.index, describe::terminal(name)),
+        None => format!("[{}] {}", step.index, describe::one_line(&step.run, 40)),
+    }
+}
+
+/// A run's steps side by side, each as wide as its share of the time (a skipped step a sliver).
+pub fn timeline(steps: &[StepRecord]) -> String {
+    if steps.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "<div class=\"timeline\" role=\"img\" aria-label=\"the steps, as wide as the time they took\">",
+    );
+    for step in steps {
+        let result = step_result(step.result);
+        let grow = if step.result == StepResult::Skipped {
+            0
+        } else {
+            step.duration_ms.max(1)
+        };
+        let _ = write!(
+            out,
+            "<span class=\"{result}\" style=\"flex:{grow} 1 0\" title=\"{} · {result} · {}\"></span>",
+            escape(&step_label(step)),
+            if step.result == StepResult::Skipped {
+                "-".to_string()
+            } else {
+                human_ms(step.duration_ms)
+            }
+        );
+    }
+    out.push_str("</div>\n");
+    out
+}
+
+/// `time` (RFC 3339, UTC) for people: `2026-11-05 10:00:01 UTC`, as written when it does not read as
+/// a time.
+pub fn exact(time: &str) -> String {
+    let attribute = escape(&describe::terminal(time));
+    if parse(time).is_none() {
+        return attribute;
+    }
+    let shown = time.get(..19).map_or_else(
+        || attribute.clone(),
+        |t| format!("{} UTC", t.replace('T', " ")),
+    );
+    format!("<time datetime=\"{attribute}\">{shown}</time>")
+}
+
+/// `time` (RFC 3339) as "5 min ago" (at `now`), the exact time on hover; as written when it does not
+/// read as a time.
+pub fn relative(time: &str, now: SystemTime) -> String {
+    let exact = escape(&describe::terminal(time));
+    let Some(at) = parse(time) else {
+        return exact;
+    };
+    let ago = now.duration_since(at).unwrap_or(Duration::ZERO).as_secs();
+    let words = match ago {
+        0..60 => "just now".to_string(),
+        60..3600 => format!("{} min ago", ago / 60),
+        3600..172_800 => format!("{} h ago", ago / 3600),
+        _ => format!("{} days ago", ago / 86_400),
+    };
+    format!("<time datetime=\"{exact}\" title=\"{exact}\">{words}</time>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::records::sample;
+
+    fn at(text: &str) -> SystemTime {
+        humantime::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn bars_are_as_tall_as_their_runs_are_long_oldest_first() {
+        let mut quick = sample(1, RunResult::Success);
+        quick.duration_ms = 1;
+        let mut slow = sample(2, RunResult::Failure);
+        slow.duration_ms = 10_000;
+        slow.subject = "<b>fix</b>".into();
+        let mut half = sample(3, RunResult::Timeout);
+        half.duration_ms = 5_000;
+        let svg = bars(&[&half, &slow, &quick], "app/", SystemTime::now());
+        assert!(
+            svg.starts_with("<svg class=\"history\" width=\"28\""),
+            "{svg}"
+        );
+        let one = svg.find("app/1.html").unwrap();
+        let two = svg.find("app/2.html").unwrap();
+        let three = svg.find("app/3.html").unwrap();
+        assert!(one < two && two < three, "oldest on the left: {svg}");
+        assert!(
+            svg.contains("class=\"success\" x=\"0\" y=\"37\" width=\"8\" height=\"3\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("class=\"failure\" x=\"10\" y=\"0\" width=\"8\" height=\"40\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("class=\"timeout\" x=\"20\" y=\"20\" width=\"8\" height=\"20\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("#2 failure · 10.0s · &lt;b&gt;fix&lt;/b&gt;"),
+            "{svg}"
+        );
+        assert!(bars(&[], "app/", SystemTime::now()).is_empty());
+    }
+
+    #[test]
+    fn a_running_run_is_as_tall_as_it_has_lasted_and_only_fifty_are_drawn() {
+        let mut running = sample(2, RunResult::Running);
+        running.started_at = "2026-11-01T00:00:00.000Z".into();
+        let mut done = sample(1, RunResult::Success);
+        done.duration_ms = 20_000;
+        let svg = bars(&[&running, &done], "", at("2026-11-01T00:00:10Z"));
+        assert!(
+            svg.contains("class=\"running\" x=\"10\" y=\"20\" width=\"8\" height=\"20\""),
+            "{svg}"
+        );
+        let many: Vec<RunRecord> = (1..=80).map(|n| sample(n, RunResult::Success)).collect();
+        let refs: Vec<&RunRecord> = many.iter().collect();
+        assert_eq!(
+            bars(&refs, "", SystemTime::now()).matches("<a ").count(),
+            HISTORY_RUNS
+        );
+    }
+
+    #[test]
+    fn the_timeline_gives_each_step_its_share() {
+        let step = |index, result, duration_ms, name: Option<&str>| StepRecord {
+            index,
+            name: name.map(Into::into),
+            run: "make <all>".into(),
+            result,
+            exit_code: Some(0),
+            signal: None,
+            duration_ms,
+        };
+        let html = timeline(&[
+            step(0, StepResult::Success, 3000, Some("<build>")),
+            step(1, StepResult::Failure, 1000, None),
+            step(2, StepResult::Skipped, 0, None),
+        ]);
+        assert!(html.contains("<span class=\"success\" style=\"flex:3000 1 0\" title=\"[0] &lt;build&gt; · success · 3.0s\">"), "{html}");
+        assert!(html.contains("<span class=\"failure\" style=\"flex:1000 1 0\" title=\"[1] make &lt;all&gt; · failure · 1.0s\">"), "{html}");
+        assert!(
+            html.contains("<span class=\"skipped\" style=\"flex:0 1 0\""),
+            "{html}"
+        );
+        assert!(timeline(&[]).is_empty());
+    }
+
+    #[test]
+    fn times_read_as_ago_with_the_exact_time_on_hover() {
+        let now = at("2026-11-03T12:00:00Z");
+        let t = |s| relative(s, now);
+        assert_eq!(
+            t("2026-11-03T11:59:30.000Z"),
+            "<time datetime=\"2026-11-03T11:59:30.000Z\" title=\"2026-11-03T11:59:30.000Z\">just now</time>"
+        );
+        assert!(t("2026-11-03T11:55:00.000Z").contains(">5 min ago<"));
+        assert!(t("2026-11-03T09:00:00.000Z").contains(">3 h ago<"));
+        assert!(t("2026-11-01T00:00:00.000Z").contains(">2 days ago<"));
+        assert!(
+            t("2026-11-04T00:00:00.000Z").contains(">just now<"),
+            "a clock ahead"
+        );
+        assert_eq!(t("<not a time>"), "&lt;not a time&gt;");
+        assert_eq!(
+            exact("2026-11-03T11:59:30.000Z"),
+            "<time datetime=\"2026-11-03T11:59:30.000Z\">2026-11-03 11:59:30 UTC</time>"
+        );
+        assert_eq!(exact("<x>"), "&lt;x&gt;");
+    }
+}
