@@ -161,16 +161,7 @@ fn a_small_checkout_written_in_process_holds_the_blobs_byte_for_byte() {
     std::os::unix::fs::symlink("small", repo.work.join("link")).unwrap();
     env.git(&repo.work, &["add", "small", "link"]);
     env.git(&repo.work, &["commit", "-q", "-m", "a file of $Id$ lines"]);
-    repo.write(
-        ".gitattributes",
-        "* ident eol=crlf working-tree-encoding=UTF-32LE\n.gitattributes -ident -eol -working-tree-encoding\nworkflow/** -ident -eol -working-tree-encoding\n",
-    );
-    env.git(&repo.work, &["add", ".gitattributes"]);
-    env.git(
-        &repo.work,
-        &["commit", "-q", "-m", "attributes that grow every file"],
-    );
-    assert!(repo.push("master").status.success());
+    repo.commit_growing_attributes();
     // phantom_ci's user's global configuration, as libgit2 would read it.
     let global = env.root().join("gitconfig");
     std::fs::write(&global, "[core]\n\tautocrlf = true\n\tsymlinks = false\n").unwrap();

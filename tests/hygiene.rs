@@ -122,17 +122,7 @@ fn a_commits_attributes_cannot_grow_the_checkout_past_what_was_counted() {
     repo.write("big", &line.repeat(256 * 1024));
     // Committed before the attributes: the pusher's own `git add` would convert it otherwise.
     repo.commit("a file of $Id$ lines");
-    repo.write(
-        ".gitattributes",
-        "* ident eol=crlf working-tree-encoding=UTF-32LE\n.gitattributes -ident -eol -working-tree-encoding\nworkflow/** -ident -eol -working-tree-encoding\n",
-    );
-    // Only the attributes are added: `git add -A` would convert `big` in the pusher's clone.
-    env.git(&repo.work, &["add", ".gitattributes"]);
-    env.git(
-        &repo.work,
-        &["commit", "-q", "-m", "attributes that grow every file"],
-    );
-    assert!(repo.push("master").status.success());
+    repo.commit_growing_attributes();
     env.phantom().args(["run", "app"]).assert().success();
     let log = env.log("app", 1);
     let blob = line.len() * 256 * 1024;

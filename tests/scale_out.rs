@@ -570,15 +570,7 @@ impl Runner<'_> {
     }
 
     fn runs(&self, repo: &str) -> Vec<u64> {
-        let mut runs: Vec<u64> = std::fs::read_dir(self.data.join("runs").join(repo))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        runs.sort_unstable();
-        runs
+        crate::support::runs_in(&self.data, repo)
     }
 
     fn wait_for_run(&self, repo: &str, run: u64) -> serde_json::Value {

@@ -278,24 +278,19 @@ fn a_password_in_a_url_stays_off_command_lines_and_out_of_messages() {
             crate::support::current_user()
         )
     };
-    env.write_repo_toml(&section("s3cret"));
-    let ticked = env
-        .phantom()
-        .arg("tick")
-        .env("GIT_SSL_CAINFO", &cert)
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let tick = |password: &str| {
+        env.write_repo_toml(&section(password));
+        env.phantom()
+            .arg("tick")
+            .env("GIT_SSL_CAINFO", &cert)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let ticked = tick("s3cret");
     // A wrong password fails the fetch; the message names the URL without it.
     repo.commit_and_push("second");
-    env.write_repo_toml(&section("wr0ng"));
-    let refused = env
-        .phantom()
-        .arg("tick")
-        .env("GIT_SSL_CAINFO", &cert)
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let refused = tick("wr0ng");
     let _ = server.kill();
     let _ = server.wait();
     assert!(ticked.status.success(), "{ticked:?}");

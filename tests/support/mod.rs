@@ -218,15 +218,7 @@ impl TestEnv {
     }
 
     pub fn runs(&self, repo: &str) -> Vec<u64> {
-        let mut runs: Vec<u64> = std::fs::read_dir(self.data.join("runs").join(repo))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        runs.sort_unstable();
-        runs
+        runs_in(&self.data, repo)
     }
 }
 
@@ -275,6 +267,22 @@ impl TestRepo<'_> {
             .unwrap()
     }
 
+    /// Commits a `.gitattributes` that would make git write every other file larger (`ident`, CRLF,
+    /// UTF-32) and pushes it to master: only that file is added, as a pusher's `git add -A` would
+    /// convert the others in their clone.
+    pub fn commit_growing_attributes(&self) {
+        self.write(
+            ".gitattributes",
+            "* ident eol=crlf working-tree-encoding=UTF-32LE\n.gitattributes -ident -eol -working-tree-encoding\nworkflow/** -ident -eol -working-tree-encoding\n",
+        );
+        self.env.git(&self.work, &["add", ".gitattributes"]);
+        self.env.git(
+            &self.work,
+            &["commit", "-q", "-m", "attributes that grow every file"],
+        );
+        assert!(self.push("master").status.success());
+    }
+
     /// Commits and pushes to master; returns the commit id.
     pub fn commit_and_push(&self, message: &str) -> String {
         let id = self.commit(message);
@@ -286,6 +294,19 @@ impl TestRepo<'_> {
         );
         id
     }
+}
+
+/// The numbers of the run records of `repo` under the data dir `data`, in order.
+pub fn runs_in(data: &Path, repo: &str) -> Vec<u64> {
+    let mut runs: Vec<u64> = std::fs::read_dir(data.join("runs").join(repo))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    runs.sort_unstable();
+    runs
 }
 
 /// Whether a process whose command line is exactly `argv` exists.
