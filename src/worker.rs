@@ -12,11 +12,12 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::config::dirs::Dirs;
 use crate::config::{Config, Repo};
 use crate::error::Error;
-use crate::runner::{self, Console, Finished, Request};
+use crate::runner::{self, Console, Finished, Progress, Request};
 use crate::state::lock::RepoLock;
 use crate::state::records::{RunRecord, RunResult};
 use crate::state::{queue, seen, slots};
@@ -268,12 +269,22 @@ pub fn execute(
             dirs.data.display()
         ));
     }
-    // The report shows the run as going on as soon as its record says so.
-    let mut started_and_shown = || {
-        started();
-        show_running(dirs, &request.repo);
+    // The report shows the run as going on as soon as its record says so, and its steps as they end
+    // (at most once a second: a refresh of a large report takes a tenth of one).
+    let mut shown = Instant::now();
+    let mut progress = |progress: Progress| match progress {
+        Progress::Started => {
+            started();
+            show_running(dirs, &request.repo);
+            shown = Instant::now();
+        }
+        Progress::StepEnded if shown.elapsed() >= REPORT_EVERY => {
+            show_running(dirs, &request.repo);
+            shown = Instant::now();
+        }
+        Progress::StepEnded => {}
     };
-    let mut finished = runner::execute(dirs, request, console, lock, &mut started_and_shown)?;
+    let mut finished = runner::execute(dirs, request, console, lock, &mut progress)?;
     finished.notes.extend(early_notes);
     let notes = after_run(
         dirs,
@@ -285,7 +296,10 @@ pub fn execute(
     Ok(finished)
 }
 
-/// With a report directory set, the report's pages of `repo`'s newest run (just started) and the
+/// The least time between two refreshes of the report while a run goes on.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// With a report directory set, the report's pages of `repo`'s newest run (going on) and the
 /// index, which mark it as going on. A report that cannot be written is said after the run.
 fn show_running(dirs: &Dirs, repo: &Repo) {
     if let Ok(secrets) = crate::config::secrets::Secrets::load(&dirs.dotenv())

@@ -193,6 +193,46 @@ fn with_report_dir_in_env_every_run_refreshes_the_report() {
     assert_eq!(read(&site.join("other.html")), "<p>not ours</p>\n");
 }
 
+/// While a run goes on, its page in the live report shows each step once it has ended.
+fn a_running_runs_page_shows_each_step_as_it_ends() {
+    let env = TestEnv::new();
+    let site = env.root().join("www");
+    std::fs::write(
+        env.config.join(".env"),
+        format!("PHANTOM_CI_REPORT_DIR={}\n", site.display()),
+    )
+    .unwrap();
+    let root = env.root().display().to_string();
+    // The first step ends more than a second after the run started (refreshes are a second apart at
+    // most); the second waits for the test.
+    env.app(
+        &format!(
+            "[0]\nname = \"warm-up\"\nrun = \"sleep 1.2\"\n[1]\nname = \"held\"\nrun = \"sh -c 'touch {root}/holding; {}'\"\n",
+            wait_for_release(&root).trim_end().replace('\n', " ")
+        ),
+        "",
+    );
+    let mut run = env.phantom_std().args(["run", "app"]).spawn().unwrap();
+    wait_for("the second step", || env.root().join("holding").exists());
+    let page = site.join("app/1.html");
+    wait_for("the first step on the running run's page", || {
+        std::fs::read_to_string(&page).is_ok_and(|p| p.contains("warm-up"))
+    });
+    let during = read(&page);
+    assert!(during.contains("http-equiv=\"refresh\""), "{during}");
+    assert!(
+        !during.contains("held</td>"),
+        "the second step has not ended: {during}"
+    );
+    std::fs::write(env.root().join("release"), "").unwrap();
+    assert!(run.wait().unwrap().success());
+    let after = read(&page);
+    assert!(
+        after.contains("held") && !after.contains("http-equiv=\"refresh\""),
+        "{after}"
+    );
+}
+
 fn a_report_that_cannot_be_written_is_an_error_but_never_changes_a_run() {
     let env = TestEnv::new();
     env.app(PASSING, "");
@@ -598,6 +638,7 @@ fn repos_are_listed_most_recently_run_first() {
 }
 
 crate::tests! {
+    a_running_runs_page_shows_each_step_as_it_ends,
     the_report_lists_every_run_with_its_page_log_and_badge,
     untrusted_names_and_output_are_escaped,
     with_report_dir_in_env_every_run_refreshes_the_report,

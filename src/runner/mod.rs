@@ -110,17 +110,26 @@ impl Conclusion {
     }
 }
 
+/// What a run tells its caller while it goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The run's record says `running`.
+    Started,
+    /// A step ended and its record is in the run's journal.
+    StepEnded,
+}
+
 /// Runs `request` to its end. `console` receives the live output (phantom_ci's stdout), if anyone watches.
 ///
 /// The caller holds the repo's lock (`lock`): runs of one repo never overlap. A run of this repo that
-/// died without finishing its record is recorded as `aborted` first. `started` is called once the
-/// run's record says `running`.
+/// died without finishing its record is recorded as `aborted` first. `progress` is told when the run's
+/// record says `running`, and after each step.
 pub fn execute(
     dirs: &Dirs,
     request: &Request,
     console: Option<Console>,
     lock: &RepoLock,
-    started: &mut dyn FnMut(),
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<Finished, Error> {
     let repo = &request.repo;
     // Before the record names this process as the run's owner: from then on `phantom_ci cancel` may
@@ -162,7 +171,7 @@ pub fn execute(
             return Err(Error::Other(format!("the run does not start: {e}")));
         }
     };
-    started();
+    progress(Progress::Started);
     let colour = console.as_ref().is_some_and(|c| c.colour);
     let mut out = Output::new(console.map(|c| c.out), log, repo.log_limit);
     out.line(&format!(
@@ -192,6 +201,7 @@ pub fn execute(
         previous_commit: previous.as_ref().map(|p| p.commit.clone()),
         deadline: start + repo.timeout,
         kept_workspace: None,
+        progress,
     };
     let conclusion = run.conduct();
     let kept_workspace = run.kept_workspace.take();
@@ -264,6 +274,7 @@ struct Run<'a> {
     previous_commit: Option<String>,
     deadline: Instant,
     kept_workspace: Option<PathBuf>,
+    progress: &'a mut dyn FnMut(Progress),
 }
 
 impl Run<'_> {
@@ -599,6 +610,7 @@ impl Run<'_> {
             ));
         }
         self.record.steps.push(step);
+        (self.progress)(Progress::StepEnded);
     }
 
     /// The conclusion of a run `phantom_ci cancel` ended ([`RunResult::Cancelled`]).
