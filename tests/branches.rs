@@ -225,6 +225,17 @@ fn a_url_repo_fetches_only_the_branches_it_runs() {
     env.phantom().arg("tick").assert().success();
     assert_eq!(env.runs("app").len(), 3);
     assert_eq!(env.run_json("app", 3)["branch"], "next");
+
+    // A pusher deletes `release/2` and pushes `release/2/rc`: the mirror's stale `release/2` would make
+    // every later fetch fail ("cannot lock ref"); it is pruned, and the new branch runs.
+    env.git(
+        &repo.work,
+        &["push", "-q", "origin", ":refs/heads/release/2"],
+    );
+    assert!(repo.push("release/2/rc").status.success());
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.runs("app").len(), 4);
+    assert_eq!(env.run_json("app", 4)["branch"], "release/2/rc");
 }
 
 fn patterns_that_could_escape_are_refused_with_their_line() {

@@ -164,7 +164,15 @@ fn a_small_checkout_written_in_process_holds_the_blobs_byte_for_byte() {
     repo.commit_growing_attributes();
     // phantom_ci's user's global configuration, as libgit2 would read it.
     let global = env.root().join("gitconfig");
-    std::fs::write(&global, "[core]\n\tautocrlf = true\n\tsymlinks = false\n").unwrap();
+    let elsewhere = env.root().join("elsewhere");
+    std::fs::write(
+        &global,
+        format!(
+            "[core]\n\tautocrlf = true\n\tsymlinks = false\n\tworktree = {}\n",
+            elsewhere.display()
+        ),
+    )
+    .unwrap();
     let home = env.root().join("home-with-config");
     std::fs::create_dir_all(&home).unwrap();
     std::fs::copy(&global, home.join(".gitconfig")).unwrap();
@@ -177,6 +185,10 @@ fn a_small_checkout_written_in_process_holds_the_blobs_byte_for_byte() {
         .unwrap();
     let log = env.log("app", 1);
     assert!(out.status.success(), "{log}");
+    assert!(
+        !elsewhere.exists(),
+        "a global core.worktree sends no file elsewhere"
+    );
     let blob = line.len() * 400;
     assert!(
         has_line(&log, &format!("{blob} small")),

@@ -507,11 +507,11 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
         "{first}"
     );
     assert!(
-        first.contains("<a href=\"1/artifacts/page.html.txt\" download>page.html</a>"),
+        first.contains("<a href=\"1/artifacts/page_html.txt\" download>page.html</a>"),
         "{first}"
     );
     assert!(
-        first.contains("<a href=\"1/artifacts/sub/_.htaccess.txt\" download>sub/.htaccess</a>"),
+        first.contains("<a href=\"1/artifacts/sub/__htaccess.txt\" download>sub/.htaccess</a>"),
         "{first}"
     );
     assert!(
@@ -528,11 +528,11 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
         "<script>alert(3)</script>"
     );
     assert_eq!(
-        read(&copies.join("page.html.txt")),
+        read(&copies.join("page_html.txt")),
         "<script>alert(4)</script>\n"
     );
     assert_eq!(
-        read(&copies.join("sub/_.htaccess.txt")),
+        read(&copies.join("sub/__htaccess.txt")),
         "Options +ExecCGI\n"
     );
     let names: Vec<String> = files(&site)
@@ -546,7 +546,7 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
         "{names:?}"
     );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(copies.join("page.html.txt"))
+    let mode = std::fs::metadata(copies.join("page_html.txt"))
         .unwrap()
         .permissions()
         .mode();

@@ -93,7 +93,7 @@ fn unmoved_and_settled(ctx: &Context, repo: &Repo) -> bool {
     };
     names.iter().all(|branch| {
         git::refs::branch_tip_id(path, branch)
-            .is_some_and(|tip| seen::is(&ctx.dirs, &repo.name, branch, &tip))
+            .is_some_and(|tip| seen::is(&ctx.dirs, &repo.name, branch, first(repo, branch), &tip))
     }) && records::all_settled(&ctx.dirs, &repo.name)
 }
 
@@ -142,7 +142,9 @@ pub fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, S
                 .iter()
                 .flatten()
                 .any(|e| e.commit == tip);
-            if already_queued || seen::is(&ctx.dirs, &repo.name, &branch, &tip) {
+            if already_queued
+                || seen::is(&ctx.dirs, &repo.name, &branch, first(repo, &branch), &tip)
+            {
                 continue;
             }
             let entry = queue::Entry {
@@ -159,8 +161,9 @@ pub fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, S
     queued.map_err(|e| e.to_string())?
 }
 
-/// Fetches the branches of a URL repo into its mirror: its one branch, or those of its remote that
-/// match its list (one `git ls-remote` first). A note when the remote has none of them yet.
+/// Fetches the branches of a URL repo into its mirror: its one branch, or its list — the patterns as
+/// patterns, the names the remote has (one `git ls-remote` first, so that a name not pushed yet does
+/// not fail the fetch). A note when the remote has none of them yet.
 fn fetch(ctx: &Context, repo: &Repo) -> Result<Option<String>, String> {
     if !matches!(repo.location, crate::config::Location::Url(_)) {
         return Ok(None);
@@ -174,12 +177,25 @@ fn fetch(ctx: &Context, repo: &Repo) -> Result<Option<String>, String> {
             },
         };
     }
-    let branches = mirror::remote_branches(repo)?;
-    if branches.is_empty() {
+    let found = mirror::remote_branches(repo)?;
+    if found.is_empty() {
         return Ok(Some(not_pushed_yet(repo, &repo.branches.to_string())));
     }
-    let branches: Vec<&str> = branches.iter().map(String::as_str).collect();
-    mirror::update(&ctx.dirs, repo, &branches).map(|()| None)
+    // As many refspecs as the list has entries, however many branches a pattern matches.
+    let refspecs: Vec<&str> = repo
+        .branches
+        .entries()
+        .iter()
+        .filter(|entry| entry.contains('*') || found.contains(entry))
+        .map(String::as_str)
+        .collect();
+    mirror::update(&ctx.dirs, repo, &refspecs).map(|()| None)
+}
+
+/// Whether `branch` is the first name of `repo`'s `target_branch` (what an earlier version's `seen`
+/// file is about).
+fn first(repo: &Repo, branch: &str) -> bool {
+    repo.branches.default_branch() == Some(branch)
 }
 
 /// The note for a repo whose branch (or none of whose branches) has a commit yet.

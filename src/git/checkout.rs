@@ -261,8 +261,9 @@ pub fn checkout_workspace(
 pub const SMALL_CHECKOUT: u64 = 64 * BLOCK;
 
 /// Writes the files of a small checkout (HEAD, already detached at the commit) with libgit2. The
-/// workspace's own config says what git's defaults are, so that phantom_ci's user's global
-/// configuration (`core.autocrlf`, `core.symlinks`) changes nothing here either; filters other than
+/// workspace's own config says what git's defaults are, and libgit2 reads no global configuration
+/// (`configure_libgit2` in `cli.rs`), so phantom_ci's user's (`core.autocrlf`, `core.symlinks`,
+/// `core.worktree`) changes nothing here either; filters other than
 /// the built-in ones do not exist for libgit2, and `info/attributes` turns those off.
 fn write_small(workspace: &Repository, dir: &Path) -> Result<(), CheckoutError> {
     let failed = |what: &str| {
@@ -276,6 +277,10 @@ fn write_small(workspace: &Repository, dir: &Path) -> Result<(), CheckoutError> 
         .set_bool("core.autocrlf", false)
         .and_then(|()| config.set_bool("core.symlinks", true))
         .map_err(failed("write the config"))?;
+    // The work tree is `dir`, whatever a `core.worktree` anywhere says.
+    workspace
+        .set_workdir(dir, false)
+        .map_err(failed("set the work tree"))?;
     let mut options = git2::build::CheckoutBuilder::new();
     options.force();
     workspace

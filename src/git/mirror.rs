@@ -64,7 +64,10 @@ impl Access {
     }
 }
 
-/// Fetches `branches` of a URL repo into its mirror; a local repo needs nothing.
+/// Fetches `branches` of a URL repo into its mirror — names, or `target_branch` patterns, which git
+/// takes as they are (`+refs/heads/release/*:refs/heads/release/*`) — pruning what the remote no longer
+/// has among them (so a deleted `feature/a` never blocks a new `feature/a/b`); a local repo needs
+/// nothing.
 pub fn update(dirs: &Dirs, repo: &Repo, branches: &[&str]) -> Result<(), String> {
     let Location::Url(url) = &repo.location else {
         return Ok(());
@@ -89,6 +92,7 @@ pub fn update(dirs: &Dirs, repo: &Repo, branches: &[&str]) -> Result<(), String>
     command.arg("--git-dir").arg(&mirror).args([
         "fetch",
         "--quiet",
+        "--prune",
         "--no-write-fetch-head",
         "--",
         &url,

@@ -8,9 +8,10 @@
 //! - more than [`REPORT_ARTIFACTS_CAP`] bytes or [`MAX_FILES`] files per run (the rest is listed, not
 //!   copied), and directories deeper than [`dirfd::MAX_DEPTH`];
 //! - names that would mean something to a web server or a browser: a name starting with `.` (say
-//!   `.htaccess`) is saved with a `_` in front, and a file a browser would run as a page (`.html`,
-//!   `.svg`, `.xml`, … anywhere among its dotted parts: `x.html.zzz` too) is saved with `.txt` after
-//!   its name, so that a step's file cannot become a page of the report's site.
+//!   `.htaccess`) is saved with a `_` in front, and a file a browser would open as a page or a web
+//!   server would run (`.html`, `.svg`, `.php`, `.phar`, `.cgi`, … anywhere among its dotted parts:
+//!   `x.html.zzz` too) is saved with its dots made `_` and `.txt` after its name (`x_phar.txt`), so
+//!   that a step's file cannot become a page or a program of the report's site.
 //!
 //! A name is a name: it has no `/` and is never `..`, so nothing is written outside the run's folder.
 //! Links are percent-encoded byte by byte and shown escaped.
@@ -215,10 +216,13 @@ fn make_dirs(dir: &Path) -> Result<(), String> {
 }
 
 /// Extensions of files a browser may open as a page (and run scripts in) when a web server serves
-/// them with the type their name suggests.
+/// them with the type their name suggests, or that a web server runs as a program (PHP, CGI and the
+/// like, which `AddHandler` matches on any dotted part of a name).
 const ACTIVE: &[&str] = &[
     "htm", "html", "xhtml", "xht", "shtml", "shtm", "svg", "svgz", "xml", "xsl", "xslt", "mht",
-    "mhtml", "php", "phtml", "js", "mjs", "swf", "pdf", "htaccess", "appcache", "manifest",
+    "mhtml", "php", "php3", "php4", "php5", "php7", "php8", "phtml", "pht", "phps", "phar", "cgi",
+    "fcgi", "pl", "py", "rb", "asp", "aspx", "jsp", "jspx", "js", "mjs", "swf", "pdf", "htaccess",
+    "appcache", "manifest",
 ];
 
 /// The name an artifact's file or folder gets in the report (see the module's comment).
@@ -233,6 +237,12 @@ pub fn stored_name(name: &OsStr) -> OsString {
         ACTIVE.iter().any(|a| a.as_bytes() == part)
     });
     if active {
+        // No dotted part is left to match (`x.phar` → `x_phar.txt`, `x.php.txt` → `x_php_txt.txt`).
+        for b in &mut bytes {
+            if *b == b'.' {
+                *b = b'_';
+            }
+        }
         bytes.extend_from_slice(b".txt");
     }
     OsString::from_vec(bytes)
@@ -277,17 +287,21 @@ mod tests {
             "report-1.0_final~.tar.gz"
         );
         let stored = |n: &str| stored_name(OsStr::new(n)).into_string().unwrap();
-        assert_eq!(stored(".htaccess"), "_.htaccess.txt");
+        assert_eq!(stored(".htaccess"), "__htaccess.txt");
         assert_eq!(stored(".env"), "_.env");
-        assert_eq!(stored("index.html"), "index.html.txt");
-        assert_eq!(stored("x.SVG"), "x.SVG.txt");
+        assert_eq!(stored("index.html"), "index_html.txt");
+        assert_eq!(stored("x.SVG"), "x_SVG.txt");
         assert_eq!(stored("coverage.tar.gz"), "coverage.tar.gz");
         assert_eq!(
             stored("x.html.zzz"),
-            "x.html.zzz.txt",
+            "x_html_zzz.txt",
             "Apache's many extensions"
         );
-        assert_eq!(stored("x.Html."), "x.Html..txt");
+        assert_eq!(stored("x.Html."), "x_Html_.txt");
+        // What PHP and CGI handlers match, on any dotted part.
+        assert_eq!(stored("x.phar"), "x_phar.txt");
+        assert_eq!(stored("x.php.txt"), "x_php_txt.txt");
+        assert_eq!(stored("run.cgi"), "run_cgi.txt");
         assert_eq!(stored("html"), "html");
         assert_eq!(stored("..hidden"), "_..hidden");
         assert_eq!(stored("<script>"), "<script>");
@@ -331,11 +345,11 @@ mod tests {
                 "1/artifacts/_..%252F..%252Fx",
                 "1/artifacts/%3Cscript%3Ealert%281%29%3C",
                 "1/artifacts/sub/_.git/config",
-                "1/artifacts/sub/report.html.txt"
+                "1/artifacts/sub/report_html.txt"
             ]
         );
         assert_eq!(
-            std::fs::read_to_string(to.join("sub/report.html.txt")).unwrap(),
+            std::fs::read_to_string(to.join("sub/report_html.txt")).unwrap(),
             "<script>alert(2)</script>"
         );
         assert!(!to.join("sub/report.html").exists());

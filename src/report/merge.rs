@@ -148,8 +148,19 @@ pub fn merge(root: &Path) -> Result<Merged, Error> {
     Ok(Merged { index, hosts })
 }
 
+/// A host's summary, read as untrusted: a regular file only (never through a link, never a FIFO that
+/// would hang the merge), at most [`MAX_SUMMARY`] bytes; what is wrong with it is said in phantom_ci's
+/// words, never with what the file holds.
 fn read_summary(path: &Path) -> Result<Summary, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("no `{SUMMARY}` ({e})"))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("no readable `{SUMMARY}` ({})", e.kind()))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(format!("`{SUMMARY}` is not a regular file"));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_SUMMARY + 1)
         .read_to_end(&mut bytes)
@@ -161,7 +172,7 @@ fn read_summary(path: &Path) -> Result<Summary, String> {
         ));
     }
     let summary: Summary = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("`{SUMMARY}` is not a phantom_ci summary ({e})"))?;
+        .map_err(|_| format!("`{SUMMARY}` is not a phantom_ci summary"))?;
     if summary.format != FORMAT {
         return Err(format!(
             "`{SUMMARY}` has format {}, this phantom_ci reads {FORMAT}",
@@ -306,6 +317,25 @@ fn page(hosts: &[Host], generated_at: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_that_is_a_link_or_a_fifo_is_refused_and_its_text_never_shown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secret = tmp.path().join("secret.json");
+        std::fs::write(&secret, r#"{"format":"SECRET-TOKEN-123"}"#).unwrap();
+        let link = tmp.path().join("link.json");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        assert!(read_summary(&link).is_err(), "not through a link");
+        let fifo = tmp.path().join("fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(
+            read_summary(&fifo).unwrap_err(),
+            "`summary.json` is not a regular file",
+            "a FIFO neither hangs nor counts"
+        );
+        let e = read_summary(&secret).unwrap_err();
+        assert!(!e.contains("SECRET"), "{e}");
+    }
 
     fn host(folder: &str, json: &str) -> (tempfile::TempDir, PathBuf) {
         let root = tempfile::tempdir().unwrap();

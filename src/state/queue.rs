@@ -81,7 +81,8 @@ fn path(dirs: &Dirs, repo: &str, branch: &str) -> PathBuf {
 }
 
 /// A branch as part of a file name: `/` and `%` written `%2F` and `%25`, so no two branches share
-/// one; a name too long for a file name is written as its SHA-1. (A repo name has no `~`.)
+/// one; a name too long for a file name is written as `%sha1-` and its SHA-1, which no written name
+/// starts with (a `%` of a name is `%25`). (A repo name has no `~`.)
 pub fn branch_key(branch: &str) -> String {
     let mut key = String::with_capacity(branch.len());
     for c in branch.chars() {
@@ -93,7 +94,7 @@ pub fn branch_key(branch: &str) -> String {
     }
     if key.len() > 120 {
         key = git2::Oid::hash_object(git2::ObjectType::Blob, branch.as_bytes())
-            .map_or_else(|_| "long".to_string(), |id| format!("sha1-{id}"));
+            .map_or_else(|_| "%long".to_string(), |id| format!("%sha1-{id}"));
     }
     key
 }
@@ -288,8 +289,11 @@ pub fn restore(dirs: &Dirs, repo: &str, _lock: &RepoLock) {
         let _ = std::fs::remove_file(&claim);
         return;
     };
-    let started = records::last(dirs, repo, None)
-        .is_some_and(|run| run.commit == entry.commit && run.started_at >= entry.queued_at);
+    let started = records::last(dirs, repo, None).is_some_and(|run| {
+        run.branch == entry.branch
+            && run.commit == entry.commit
+            && run.started_at >= entry.queued_at
+    });
     if started {
         // Its run started (and died, or it would have released the claim): the commit counts as seen,
         // so that `tick` does not run it again by itself.
