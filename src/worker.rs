@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::dirs::Dirs;
+use crate::config::secrets::{Secrets, SecretsError};
 use crate::config::{Config, Repo};
 use crate::error::Error;
 use crate::runner::{self, Console, Finished, Progress, Request};
@@ -269,20 +270,26 @@ pub fn execute(
             dirs.data.display()
         ));
     }
+    // `.env`, read once for the run: where the report is, and the webhooks to post to at its end.
+    let secrets = Secrets::load(&dirs.dotenv());
+    let report_dir = secrets.as_ref().ok().and_then(|s| s.report_dir.as_deref());
     // The report shows the run as going on as soon as its record says so, and its steps as they end
-    // (at most once a second: a refresh of a large report takes a tenth of one).
+    // (at most once a second: a refresh of a large report takes a tenth of one). A report that cannot
+    // be written is said after the run.
     let mut shown = Instant::now();
-    let mut progress = |progress: Progress| match progress {
-        Progress::Started => {
-            started();
-            show_running(dirs, &request.repo);
-            shown = Instant::now();
+    let mut progress = |progress: Progress| {
+        let run = match progress {
+            Progress::Started(run) => {
+                started();
+                run
+            }
+            Progress::StepEnded(run) if shown.elapsed() >= REPORT_EVERY => run,
+            Progress::StepEnded(_) => return,
+        };
+        if let Some(dir) = report_dir {
+            let _ = crate::report::refresh(dirs, dir, &request.repo.name, run);
         }
-        Progress::StepEnded if shown.elapsed() >= REPORT_EVERY => {
-            show_running(dirs, &request.repo);
-            shown = Instant::now();
-        }
-        Progress::StepEnded => {}
+        shown = Instant::now();
     };
     let mut finished = runner::execute(dirs, request, console, lock, &mut progress)?;
     finished.notes.extend(early_notes);
@@ -291,6 +298,7 @@ pub fn execute(
         &request.repo,
         &finished.record,
         finished.previous.as_ref(),
+        &secrets,
     );
     finished.notes.extend(notes);
     Ok(finished)
@@ -299,25 +307,15 @@ pub fn execute(
 /// The least time between two refreshes of the report while a run goes on.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// With a report directory set, the report's pages of `repo`'s newest run (going on) and the
-/// index, which mark it as going on. A report that cannot be written is said after the run.
-fn show_running(dirs: &Dirs, repo: &Repo) {
-    if let Ok(secrets) = crate::config::secrets::Secrets::load(&dirs.dotenv())
-        && let Some(dir) = &secrets.report_dir
-        && let Some(run) = crate::state::records::list(dirs, &repo.name).last()
-    {
-        let _ = crate::report::refresh(dirs, dir, &repo.name, *run);
-    }
-}
-
 /// What happens once a run is recorded (the report, notifications). Never changes the run's result.
 fn after_run(
     dirs: &Dirs,
     repo: &Repo,
     record: &RunRecord,
     previous: Option<&RunRecord>,
+    secrets: &Result<Secrets, SecretsError>,
 ) -> Vec<String> {
-    let secrets = match crate::config::secrets::Secrets::load(&dirs.dotenv()) {
+    let secrets = match secrets {
         Ok(secrets) => secrets,
         Err(e) => {
             return vec![format!(
@@ -341,7 +339,7 @@ fn after_run(
         record,
         previous,
         &log,
-        &secrets,
+        secrets,
     ));
     notes
 }

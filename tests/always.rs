@@ -27,12 +27,7 @@ fn an_always_step_runs_after_a_failing_one() {
     assert!(!env.data.join("work/app/1/workspace/never-ran").exists());
     let record = env.run_json("app", 1);
     assert_eq!(record["result"], "failure");
-    let results: Vec<&str> = record["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["result"].as_str().unwrap())
-        .collect();
+    let results = step_results(&record);
     assert_eq!(results, ["failure", "skipped", "success"]);
     // The message is the first failure's, not the cleanup's.
     assert!(
@@ -84,12 +79,7 @@ fn an_always_step_never_turns_a_failure_into_a_success() {
     env.phantom().args(["run", "app"]).assert().code(1);
     let record = env.run_json("app", 1);
     assert_eq!(record["result"], "failure");
-    let results: Vec<&str> = record["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["result"].as_str().unwrap())
-        .collect();
+    let results = step_results(&record);
     assert_eq!(results, ["success", "failure", "skipped"]);
 }
 
@@ -106,12 +96,7 @@ fn no_always_step_runs_after_an_abort() {
         ),
         "",
     );
-    let mut child = env
-        .phantom_std()
-        .args(["run", "app"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_run("app");
     crate::support::wait_for("step 0 to start", || started.exists());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -153,6 +138,16 @@ fn check_shows_always_in_the_plan() {
         .stderr(predicate::str::contains(
             "`always` must be `true` or `false`",
         ));
+}
+
+/// The result of each step of a run record, in order.
+fn step_results(record: &serde_json::Value) -> Vec<&str> {
+    record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["result"].as_str().unwrap())
+        .collect()
 }
 
 crate::tests! {

@@ -487,12 +487,7 @@ run = '''sh -c 'test -e {drop_shown}/second && exit 0; env -i setsid sh -c "echo
     );
     repo.commit_and_push("escape");
     env.write_repo_toml(&env.section_as("app", &repo, "nobody", ""));
-    let phantom = env
-        .phantom_std()
-        .args(["run", "app"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let phantom = env.spawn_run("app");
     let mut phantom = Leftovers {
         phantom,
         pid_files: vec![drop.join("escaped"), drop.join("step")],

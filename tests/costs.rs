@@ -115,12 +115,7 @@ fn tick_records_a_dead_run_of_a_branch_that_did_not_move() {
     assert_eq!(env.run_json("app", 1)["result"], "success");
 
     std::fs::write(&hang, "").unwrap();
-    let mut run = env
-        .phantom_std()
-        .args(["run", "app"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = env.spawn_run("app");
     wait_for("the step to start", || started.exists());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(run.id() as i32),

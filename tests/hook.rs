@@ -167,12 +167,7 @@ fn a_push_during_a_manual_run_runs_after_it() {
     repo.workflow("master", &waiting_workflow(&env, ""));
     repo.commit_and_push("before the hook");
     env.install_hook(&repo, false);
-    let manual = env
-        .phantom_std()
-        .args(["run", "app"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let manual = env.spawn_run("app");
     wait_for("the manual run to start", || {
         env.root().join("started").exists()
     });

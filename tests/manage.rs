@@ -354,12 +354,7 @@ fn logs_follow_streams_a_running_run_until_it_ends() {
     );
     repo.commit_and_push("slow");
     env.write_repo_toml(&env.section("app", &repo, ""));
-    let mut run = env
-        .phantom_std()
-        .args(["run", "app"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = env.spawn_run("app");
     wait_for("run #1 to start", || {
         env.data.join("runs/app/1/log").exists() && env.log("app", 1).contains("before-the-wait")
     });

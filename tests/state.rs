@@ -70,12 +70,7 @@ fn status_shows_the_steps_of_a_run_in_progress_from_its_journal() {
         ),
         "",
     );
-    let mut run = env
-        .phantom_std()
-        .args(["run", "app"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = env.spawn_run("app");
     let mut last_run = Value::Null;
     wait_for("two steps in `status --json`", || {
         let out = env.phantom().args(["status", "--json"]).output().unwrap();
@@ -189,12 +184,7 @@ fn recovery_records_a_dead_run_with_an_unreadable_record_as_aborted() {
         ),
         "",
     );
-    let mut run = env
-        .phantom_std()
-        .args(["run", "app"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = env.spawn_run("app");
     wait_for("step 0 in the journal", || {
         std::fs::read_to_string(env.run_file("app", 1, "steps.jsonl"))
             .is_ok_and(|j| j.lines().count() == 1)

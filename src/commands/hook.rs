@@ -113,12 +113,26 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
             eprintln!("phantom_ci: {problem} (the push itself succeeded)");
             continue;
         }
-        for branch in branches {
-            if !can_run_itself(repo) {
+        if !can_run_itself(repo) {
+            for branch in branches {
                 spool_note(ctx, &git_dir, branch)?;
+            }
+            continue;
+        }
+        // One fetch of a URL repo's mirror and one open of the repository for all its branches.
+        let names: Vec<&str> = branches.iter().map(|b| b.as_str()).collect();
+        let source = mirror::update(&ctx.dirs, repo, &names)
+            .map_err(Error::Other)
+            .and_then(|()| git::open(&git_dir).map_err(Error::Git));
+        let source = match source {
+            Ok(source) => source,
+            Err(e) => {
+                eprintln!("phantom_ci: repo `{}`: {e}", repo.name);
                 continue;
             }
-            match queue_tip(ctx, repo, branch, &git_dir, waiter.as_ref()) {
+        };
+        for branch in branches {
+            match queue_tip(ctx, repo, branch, &source, waiter.as_ref()) {
                 Ok(commit) => {
                     let queued_line = format!(
                         "phantom_ci: queued `{}` ({} {})",
@@ -361,17 +375,13 @@ fn queue_tip(
     ctx: &Context,
     repo: &Repo,
     branch: &str,
-    git_dir: &Path,
+    source: &git2::Repository,
     waiter: Option<&queue::Waiter>,
 ) -> Result<String, Error> {
-    if matches!(repo.location, Location::Url(_)) {
-        mirror::update(&ctx.dirs, repo, &[branch]).map_err(Error::Other)?;
-    }
     // Reading the tip and queueing it is one step under the queue lock: a slower hook of an older push
     // cannot replace a newer entry with the older tip.
     queue::with_lock(&ctx.dirs, &repo.name, || {
-        let source = git::open(git_dir)?;
-        let commit = git::branch_tip(&source, branch)?.to_string();
+        let commit = git::branch_tip(source, branch)?.to_string();
         let entry = queue::Entry {
             branch: branch.to_string(),
             commit: commit.clone(),

@@ -71,25 +71,18 @@ impl From<queue::Entry> for Queued {
     }
 }
 
-/// What waits to run for `repo`, by branch: each branch's pending entry, else the one a worker has
-/// taken but not started yet.
-fn queued_by_branch(ctx: &Context, repo: &str) -> BTreeMap<String, Queued> {
-    let mut queued: BTreeMap<String, Queued> = queue::peek_claimed(&ctx.dirs, repo)
-        .map(|entry| (entry.branch.clone(), entry.into()))
-        .into_iter()
-        .collect();
-    for entry in queue::pending_entries(&ctx.dirs, repo) {
-        queued.insert(entry.branch.clone(), entry.into());
-    }
-    queued
-}
-
 /// The lines of `repo`: one, or with several branches (`target_branch` list or pattern) one per branch
 /// that ran or waits to run, each with its own last run.
 fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
     // The newest record, never an older one in place of one that cannot be read.
     let newest = records::newest(&ctx.dirs, &repo.name);
-    let mut queued = queued_by_branch(ctx, &repo.name);
+    // What waits: the entry a worker has taken but not started yet, and the pending ones, oldest first.
+    let claimed = queue::peek_claimed(&ctx.dirs, &repo.name);
+    let pending = queue::pending_entries(&ctx.dirs, &repo.name);
+    let cache_bytes = repo
+        .cache
+        .then(|| cache::size(&cache::path(&ctx.dirs, &repo.name)))
+        .flatten();
     let line = |branch: String, last_run: Option<RunRecord>, queued: Option<Queued>| StatusJson {
         repo: repo.name.clone(),
         branch,
@@ -99,10 +92,7 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
         last_run,
         problems: repo.problems.iter().map(ToString::to_string).collect(),
         queued,
-        cache_bytes: repo
-            .cache
-            .then(|| cache::size(&cache::path(&ctx.dirs, &repo.name)))
-            .flatten(),
+        cache_bytes,
         cache_limit: repo.cache.then_some(repo.cache_limit),
     };
     let one_line = |newest: Result<Option<RunRecord>, records::Unreadable>,
@@ -113,15 +103,17 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
     };
     if repo.branches.single().is_some() || newest.is_err() {
         // The next to run: the claimed entry, else the oldest pending one.
-        let next = queue::peek_claimed(&ctx.dirs, &repo.name)
-            .or_else(|| {
-                queue::pending_entries(&ctx.dirs, &repo.name)
-                    .into_iter()
-                    .next()
-            })
+        let next = claimed
+            .or_else(|| pending.into_iter().next())
             .map(Queued::from);
         return vec![one_line(newest, next)];
     }
+    // By branch: each branch's pending entry, else the one a worker has taken.
+    let mut queued: BTreeMap<String, Queued> = claimed
+        .into_iter()
+        .chain(pending)
+        .map(|entry| (entry.branch.clone(), entry.into()))
+        .collect();
     let mut last: BTreeMap<String, RunRecord> = BTreeMap::new();
     for number in records::list(&ctx.dirs, &repo.name).into_iter().rev() {
         if let Ok(record) = records::load(&ctx.dirs, &repo.name, number)

@@ -236,13 +236,6 @@ fn field(text: &str, max: usize) -> String {
     escape(&cut)
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
-table{border-collapse:collapse;margin:.5em 0 1.5em}\
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}\
-th{background:#f4f4f4}code{font-family:ui-monospace,monospace}.note{color:#666}.result{font-weight:bold}\
-.success{color:#2a7d12}.failure,.rejected{color:#c0392b}.error,.unknown{color:#d35400}\
-.timeout{color:#9a7d0a}.aborted,.cancelled{color:#777}.running{color:#1f6fb2}";
-
 fn page(hosts: &[Host], generated_at: &str) -> String {
     let mut rows = String::new();
     for host in hosts {
@@ -301,17 +294,15 @@ fn page(hosts: &[Host], generated_at: &str) -> String {
              <code>phantom_ci report ROOT/HOST</code></td></tr>\n",
         );
     }
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>phantom_ci: all hosts</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
-         <h1>phantom_ci: all hosts</h1>\n\
-         <table>\n<tr><th>host</th><th>repo</th><th>branch</th><th>last run</th><th>result</th>\
-         <th>commit</th><th>finished</th></tr>\n{rows}</table>\n\
-         <p class=\"note\">merged {} from the host reports in this folder</p>\n</body>\n</html>\n",
+    // The report's own page: its stylesheet, its Content-Security-Policy.
+    let body = format!(
+        "<h1>phantom_ci: all hosts</h1>\n\
+         <div class=\"scroll\"><table>\n<tr><th>host</th><th>repo</th><th>branch</th><th>last run</th>\
+         <th>result</th><th>commit</th><th>finished</th></tr>\n{rows}</table></div>\n\
+         <p class=\"note\">merged {} from the host reports in this folder</p>\n",
         field(generated_at, 40)
-    )
+    );
+    super::html::page("phantom_ci: all hosts", "", None, &body)
 }
 
 #[cfg(test)]

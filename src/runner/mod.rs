@@ -110,13 +110,13 @@ impl Conclusion {
     }
 }
 
-/// What a run tells its caller while it goes on.
+/// What a run tells its caller while it goes on, with the run's number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
     /// The run's record says `running`.
-    Started,
+    Started(u64),
     /// A step ended and its record is in the run's journal.
-    StepEnded,
+    StepEnded(u64),
 }
 
 /// Runs `request` to its end. `console` receives the live output (phantom_ci's stdout), if anyone watches.
@@ -171,7 +171,7 @@ pub fn execute(
             return Err(Error::Other(format!("the run does not start: {e}")));
         }
     };
-    progress(Progress::Started);
+    progress(Progress::Started(run_dir.number));
     let colour = console.as_ref().is_some_and(|c| c.colour);
     let mut out = Output::new(console.map(|c| c.out), log, repo.log_limit);
     out.line(&format!(
@@ -610,7 +610,7 @@ impl Run<'_> {
             ));
         }
         self.record.steps.push(step);
-        (self.progress)(Progress::StepEnded);
+        (self.progress)(Progress::StepEnded(self.run_dir.number));
     }
 
     /// The conclusion of a run `phantom_ci cancel` ended ([`RunResult::Cancelled`]).

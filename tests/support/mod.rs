@@ -345,6 +345,15 @@ impl TestEnv {
         cmd.assert().success();
     }
 
+    /// `phantom_ci run <repo>` in the background, its output discarded (the run's log keeps it).
+    pub fn spawn_run(&self, repo: &str) -> std::process::Child {
+        self.phantom_std()
+            .args(["run", repo])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Waits until run `run` of `repo` has ended; returns its record.
     pub fn wait_for_run(&self, repo: &str, run: u64) -> Value {
         let path = self
