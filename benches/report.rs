@@ -71,6 +71,12 @@ fn record(repo: &str, run: usize) -> RunRecord {
         result: StepResult::Success,
         exit_code: Some(0),
         signal: None,
+        instance: None,
+        matrix: None,
+        needs: Vec::new(),
+        allow_failure: false,
+        started_at: None,
+        finished_at: None,
         duration_ms: ms,
     };
     RunRecord {

@@ -267,6 +267,12 @@ pub fn sample_record(result: RunResult, branch: &str) -> RunRecord {
             result: StepResult::Failure,
             exit_code: Some(2),
             signal: None,
+            instance: None,
+            matrix: None,
+            needs: Vec::new(),
+            allow_failure: false,
+            started_at: None,
+            finished_at: None,
             duration_ms: 1000,
         }],
     }

@@ -226,6 +226,12 @@ mod tests {
             result,
             exit_code: Some(0),
             signal: None,
+            instance: None,
+            matrix: None,
+            needs: Vec::new(),
+            allow_failure: false,
+            started_at: None,
+            finished_at: None,
             duration_ms,
         };
         let html = timeline(&[

@@ -18,6 +18,12 @@ pub fn step_record(
         result,
         exit_code,
         signal,
+        instance: None,
+        matrix: None,
+        needs: Vec::new(),
+        allow_failure: false,
+        started_at: None,
+        finished_at: None,
         duration_ms,
     }
 }

@@ -78,13 +78,49 @@ pub enum StepResult {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
+    /// The step's TOML key.
     pub index: u64,
+    /// For a copy of a `matrix` step (SPEC §8): its number `k` among the copies (`N.k`); else null.
+    #[serde(default)]
+    pub instance: Option<u32>,
+    /// For a copy of a `matrix` step: its variables, in the order of the matrix's keys; else null.
+    #[serde(default)]
+    pub matrix: Option<indexmap::IndexMap<String, String>>,
     pub name: Option<String>,
     pub run: String,
+    /// The step numbers it waited for (`needs`, or the step numbered before it); empty in records
+    /// written before graph workflows.
+    #[serde(default)]
+    pub needs: Vec<u64>,
+    /// `allow_failure = true`: its failure did not fail the run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_failure: bool,
     pub result: StepResult,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// When it started and ended (RFC 3339, milliseconds); null for a skipped step and in records
+    /// written before graph workflows.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
     pub duration_ms: u64,
+}
+
+impl StepRecord {
+    /// `3` for a step, `3.1` for the second copy of a matrix step: how logs, `--step` and the console
+    /// prefix name it.
+    pub fn id(&self) -> String {
+        step_id(self.index, self.instance)
+    }
+}
+
+/// `N` or `N.k` (SPEC §8).
+pub fn step_id(index: u64, instance: Option<u32>) -> String {
+    match instance {
+        Some(k) => format!("{index}.{k}"),
+        None => index.to_string(),
+    }
 }
 
 /// `run.json`.
@@ -164,6 +200,11 @@ impl RunDir {
 
     pub fn artifacts(&self) -> PathBuf {
         self.path.join("artifacts")
+    }
+
+    /// The log of one step alone (`id` from [`step_id`]): `steps/<id>.log` (SPEC §8).
+    pub fn step_log(&self, id: &str) -> PathBuf {
+        self.path.join("steps").join(format!("{id}.log"))
     }
 
     pub fn json(&self) -> PathBuf {
@@ -586,6 +627,12 @@ mod tests {
             result: StepResult::Success,
             exit_code: Some(0),
             signal: None,
+            instance: None,
+            matrix: None,
+            needs: Vec::new(),
+            allow_failure: false,
+            started_at: None,
+            finished_at: None,
             duration_ms: 1,
         }
     }
