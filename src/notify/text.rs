@@ -128,36 +128,18 @@ pub fn clean_log(text: &str) -> Vec<String> {
     lines
 }
 
+/// The line's text without escape sequences and control characters but tabs (the scanner the report
+/// and the terminal filter use, [`crate::describe::escapes`]).
 fn strip_escapes(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\x1b' => match chars.next() {
-                // CSI: parameters and intermediates, then one final byte in @..~.
-                Some('[') => {
-                    for c in chars.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-                // OSC (a title, a hyperlink): up to BEL or ESC \.
-                Some(']') => {
-                    while let Some(c) = chars.next() {
-                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
-            '\t' => out.push(c),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
+    use crate::describe::escapes::{Scanner, Token};
+    let mut scanner = Scanner::new();
+    line.chars()
+        .filter_map(|c| match scanner.feed(c) {
+            Some(Token::Text(c)) => Some(c),
+            Some(Token::Control('\t')) => Some('\t'),
+            _ => None,
+        })
+        .collect()
 }
 
 /// How a chat service marks a message up.

@@ -15,12 +15,13 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, IsTerminal, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::describe::escapes::TerminalFilter;
 use crate::isolation::signals;
 
 /// The most bytes waiting for the console; past it, output for the console is dropped.
@@ -36,6 +37,39 @@ pub trait ConsoleWrite: Write + Send {
     /// a pipe or a socket, which can stop taking output: those get it through a thread.
     fn never_blocks(&self) -> Option<BorrowedFd<'_>> {
         None
+    }
+
+    /// Whether a person reads this console on a terminal: step output then reaches it through the
+    /// terminal filter ([`TerminalFilter`]: colours pass, every other escape sequence and control
+    /// character but `\n \r \t \b` is dropped). A terminal says so itself; a pipe that ends on
+    /// someone's terminal (`hook --wait`'s, to the pusher) is wrapped in [`ToTerminal`]. `false` (the
+    /// default): the console gets the bytes as they are, like the log.
+    fn reaches_a_terminal(&self) -> bool {
+        false
+    }
+}
+
+/// A console that ends on a person's terminal although it is not one itself: `hook --wait`'s pipe,
+/// which `git push` copies to the pusher's terminal. Its step output is filtered.
+pub struct ToTerminal(pub Box<dyn ConsoleWrite>);
+
+impl Write for ToTerminal {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl ConsoleWrite for ToTerminal {
+    fn never_blocks(&self) -> Option<BorrowedFd<'_>> {
+        self.0.never_blocks()
+    }
+
+    fn reaches_a_terminal(&self) -> bool {
+        true
     }
 }
 
@@ -53,9 +87,17 @@ impl ConsoleWrite for File {
         let never = kind == SFlag::S_IFREG || (kind == SFlag::S_IFCHR && null());
         never.then(|| self.as_fd())
     }
+
+    fn reaches_a_terminal(&self) -> bool {
+        self.is_terminal()
+    }
 }
 
-impl ConsoleWrite for std::io::Stdout {}
+impl ConsoleWrite for std::io::Stdout {
+    fn reaches_a_terminal(&self) -> bool {
+        self.is_terminal()
+    }
+}
 
 /// How the console gets its bytes.
 enum Sink {
@@ -285,10 +327,11 @@ impl Console {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
         });
+        let filter = console.reaches_a_terminal().then(TerminalFilter::new);
         let thread = std::thread::Builder::new().name("console".into()).spawn({
             let shared = shared.clone();
             move || {
-                deliver(&shared, console);
+                deliver(&shared, console, filter);
                 shared.lock().done = true;
                 shared.changed.notify_all();
             }
@@ -355,9 +398,15 @@ impl Console {
     }
 }
 
-/// The writer thread: writes what is queued, in order, and tells the console when it missed output.
-fn deliver(shared: &Channel, mut console: Box<dyn ConsoleWrite>) {
+/// The writer thread: writes what is queued, in order — through `filter` for a terminal — and tells
+/// the console when it missed output.
+fn deliver(
+    shared: &Channel,
+    mut console: Box<dyn ConsoleWrite>,
+    mut filter: Option<TerminalFilter>,
+) {
     let mut at_line_start = true;
+    let mut filtered = Vec::new();
     loop {
         let chunk = {
             let mut state = shared.lock();
@@ -386,21 +435,33 @@ fn deliver(shared: &Channel, mut console: Box<dyn ConsoleWrite>) {
                 state = shared.wait(state, Duration::from_secs(1));
             }
         };
-        let mut rest = chunk.as_slice();
+        // A chunk ending a line leaves the filter with no sequence in progress, and every line of
+        // phantom_ci's own starts on a new line: its lines pass the filter unchanged.
+        let shown = match &mut filter {
+            Some(filter) => {
+                filtered.clear();
+                filter.push(&chunk, &mut filtered);
+                &filtered
+            }
+            None => &chunk,
+        };
+        let mut rest = shown.as_slice();
         while !rest.is_empty() {
             match console.write(rest) {
                 Ok(n) if n > 0 => {
                     rest = &rest[n..];
-                    let mut state = shared.lock();
-                    state.taken += n as u64;
-                    state.pending = state.pending.saturating_sub(n);
-                    drop(state);
+                    shared.lock().taken += n as u64;
                     shared.changed.notify_all();
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // The reader went away (`phantom_ci run … | head`): the run goes on, recorded in the log.
                 _ => return give_up(shared),
             }
+        }
+        // The chunk has left the buffer (the filter may have shortened what was written of it).
+        {
+            let mut state = shared.lock();
+            state.pending = state.pending.saturating_sub(chunk.len());
         }
         if console.flush().is_err() {
             return give_up(shared);
@@ -526,6 +587,33 @@ pub(crate) mod tests {
         );
         assert_eq!(log.matches("did not keep up").count(), 1, "one note");
         assert!(log.contains(&format!("{missed} bytes of output were not shown on it")));
+    }
+
+    #[test]
+    fn a_terminal_gets_colours_and_no_other_escape_and_the_log_gets_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("log");
+        let step = b"\x1b]52;c;cGF5bG9hZA==\x07\x1b]0;owned\x07\x1b[32mgreen\x1b[0m\x1b[2J";
+        let terminal = Shared::default();
+        let pipe = Shared::default();
+        for (console, filtered) in [
+            (
+                Box::new(ToTerminal(Box::new(terminal.clone()))) as Box<dyn ConsoleWrite>,
+                true,
+            ),
+            (Box::new(pipe.clone()), false),
+        ] {
+            let mut out = Output::new(Some(console), File::create(&log_path).unwrap(), u64::MAX);
+            // A sequence split between two reads of the pipe.
+            out.step_bytes(&step[..5]);
+            out.step_bytes(&step[5..]);
+            out.line("==> done");
+            out.close();
+            let log = std::fs::read(&log_path).unwrap();
+            assert!(log.starts_with(step), "{filtered}");
+        }
+        assert_eq!(terminal.text(), "\x1b[32mgreen\x1b[0m\n==> done\n");
+        assert!(pipe.text().starts_with(std::str::from_utf8(step).unwrap()));
     }
 
     #[test]
