@@ -29,6 +29,7 @@ mod help;
 mod hook;
 mod hygiene;
 mod layout;
+mod lost_log;
 mod manage;
 mod messages;
 mod notify;
@@ -70,6 +71,7 @@ fn main() -> std::process::ExitCode {
         hook::tests(),
         hygiene::tests(),
         layout::tests(),
+        lost_log::tests(),
         manage::tests(),
         messages::tests(),
         notify::tests(),

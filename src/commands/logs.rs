@@ -68,11 +68,17 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             }
             Err(e) => Err(Error::io("cannot read", run.log(), e)),
         };
-        if let Err(unreadable) = record {
-            if let Err(e) = copied {
-                eprintln!("phantom_ci: {e}");
+        let record = match record {
+            Ok(record) => record,
+            Err(unreadable) => {
+                if let Err(e) = copied {
+                    eprintln!("phantom_ci: {e}");
+                }
+                return Err(unreadable.into());
             }
-            return Err(unreadable.into());
+        };
+        if let Some(record) = &record {
+            say_what_is_missing(record);
         }
         return copied.map(|()| ExitStatus::Success);
     }
@@ -80,6 +86,9 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     // invocation; there is nothing more to follow.
     let alive = |_: &records::RunRecord| run.owner_alive().unwrap_or(true);
     let ended = log_follow::follow(&run, &mut *stdout, &alive, log_follow::POLL);
+    if let Ok(Ended::Finished(record) | Ended::Abandoned(record)) = &ended {
+        say_what_is_missing(record);
+    }
     match ended {
         Ok(Ended::Finished(record)) if record.result == RunResult::Success => {
             Ok(ExitStatus::Success)
@@ -97,6 +106,17 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         Err(FollowError::Write(e)) if e.kind() == ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
         Err(FollowError::Write(e)) => Err(Error::Other(format!("cannot write the log: {e}"))),
         Err(FollowError::Record(e)) => Err(e),
+    }
+}
+
+/// After the log, on stderr: what it is missing, when the run could not write all of it.
+fn say_what_is_missing(record: &records::RunRecord) {
+    if let Some(lost) = &record.log_lost {
+        eprintln!(
+            "phantom_ci: note: this log of run #{} is incomplete: {}",
+            record.run,
+            crate::describe::terminal(&lost.describe())
+        );
     }
 }
 

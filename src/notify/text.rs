@@ -257,6 +257,7 @@ pub fn sample_record(result: RunResult, branch: &str) -> RunRecord {
             finished_at: None,
             duration_ms: 1000,
         }],
+        log_lost: None,
     }
 }
 

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::describe::escapes::TerminalFilter;
 use crate::isolation::signals;
+use crate::state::records::LogLost;
 
 /// The most bytes waiting for the console; past it, output for the console is dropped.
 pub const CONSOLE_BUFFER: usize = 4 << 20;
@@ -118,6 +119,12 @@ pub struct Output {
     log_limit: u64,
     capped: bool,
     at_line_start: bool,
+    /// The step whose output `step_bytes` gets ([`Output::set_step`]).
+    step: Option<String>,
+    /// What could not be written to the log, and the bytes lost since the log last took a write
+    /// (said in the log where it takes one again).
+    lost: Option<LogLost>,
+    unnoted: u64,
 }
 
 impl Output {
@@ -131,6 +138,9 @@ impl Output {
             log_limit,
             capped: false,
             at_line_start: true,
+            step: None,
+            lost: None,
+            unnoted: 0,
         };
         if let Some(console) = console {
             let direct = console.never_blocks().map(|fd| fd.try_clone_to_owned());
@@ -162,15 +172,28 @@ impl Output {
         }
         let room = self.log_limit.saturating_sub(self.log_written);
         let fits = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
-        self.write_log(&bytes[..fits]);
+        self.write_log(&bytes[..fits], true);
         if fits < bytes.len() {
             self.capped = true;
             let note = format!(
                 "\n[phantom_ci: the log reached its cap of {} bytes; later output is not recorded]\n",
                 self.log_limit
             );
-            self.write_log(note.as_bytes());
+            self.write_log(note.as_bytes(), false);
         }
+    }
+
+    /// Whose output the next [`Output::step_bytes`] are: a step's id (`3`, `3.1`), or `None` for
+    /// output after the steps. Only used to say which steps lost bytes when the log cannot be written.
+    pub fn set_step(&mut self, step: Option<&str>) {
+        if self.step.as_deref() != step {
+            self.step = step.map(str::to_string);
+        }
+    }
+
+    /// What the log is missing, if a write to it failed: for the run's record.
+    pub fn log_lost(&self) -> Option<LogLost> {
+        self.lost.clone()
     }
 
     /// One of phantom_ci's own lines (a step header, a summary), on a line of its own. These are
@@ -184,7 +207,7 @@ impl Output {
         bytes.push(b'\n');
         self.at_line_start = true;
         self.write_console(&bytes);
-        self.write_log(&bytes);
+        self.write_log(&bytes, false);
     }
 
     /// [`Output::line`] with `console_text` — the same line in colour — for the console; the log
@@ -193,7 +216,7 @@ impl Output {
         let start = if self.at_line_start { "" } else { "\n" };
         self.at_line_start = true;
         self.write_console(format!("{start}{console_text}\n").as_bytes());
-        self.write_log(format!("{start}{text}\n").as_bytes());
+        self.write_log(format!("{start}{text}\n").as_bytes(), false);
     }
 
     pub fn capped(&self) -> bool {
@@ -225,8 +248,9 @@ impl Output {
         }
     }
 
-    /// The one note for the log (and the console) when the console missed output; call it once, when
-    /// the steps are over.
+    /// The one note for the log (and the console) when the console missed output, and the one
+    /// for the console (and the log, if it takes it) when the log did; call it once, when the steps
+    /// are over.
     pub fn note_not_shown(&mut self) {
         let missed = self.not_shown();
         if missed > 0 {
@@ -234,6 +258,10 @@ impl Output {
                 "==> note: the console did not keep up: {missed} bytes of output were not shown \
                  on it (this log has them all)"
             ));
+        }
+        if let Some(lost) = &self.lost {
+            let note = format!("==> note: {}", lost.describe());
+            self.line(&note);
         }
     }
 
@@ -262,11 +290,66 @@ impl Output {
         }
     }
 
-    fn write_log(&mut self, bytes: &[u8]) {
-        // A full disk must not stop the run; the record's result still tells what happened.
-        if self.log.write_all(bytes).is_ok() {
-            self.log_written += bytes.len() as u64;
+    /// Writes to the log what it takes. A full disk (or a file size limit) must not stop the run:
+    /// what is not written is counted — for the record, with the step it came from (`of_step`) and
+    /// the first error — and where the log takes writes again, a note marks the gap.
+    fn write_log(&mut self, bytes: &[u8], of_step: bool) {
+        if bytes.is_empty() {
+            return;
         }
+        if self.unnoted > 0
+            && let Some(lost) = &self.lost
+        {
+            let note = format!(
+                "\n[phantom_ci: {} bytes of output are missing here: the log could not be written \
+                 ({})]\n",
+                self.unnoted, lost.error
+            );
+            let (written, _) = write_some(&mut self.log, note.as_bytes());
+            self.log_written += written as u64;
+            if written == note.len() {
+                self.unnoted = 0;
+            }
+        }
+        let (written, error) = write_some(&mut self.log, bytes);
+        self.log_written += written as u64;
+        let Some(error) = error else { return };
+        let missing = (bytes.len() - written) as u64;
+        self.unnoted += missing;
+        let lost = self.lost.get_or_insert_with(|| LogLost {
+            error: io_words(&error),
+            ..LogLost::default()
+        });
+        lost.bytes += missing;
+        if of_step
+            && let Some(step) = &self.step
+            && !lost.steps.contains(step)
+        {
+            lost.steps.push(step.clone());
+        }
+    }
+}
+
+/// Writes what `file` takes of `bytes`: how much, and the error that stopped it, if one did.
+fn write_some(file: &mut File, bytes: &[u8]) -> (usize, Option<std::io::Error>) {
+    let mut written = 0;
+    while written < bytes.len() {
+        match file.write(&bytes[written..]) {
+            Ok(0) => return (written, Some(ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return (written, Some(e)),
+        }
+    }
+    (written, None)
+}
+
+/// An I/O error in words, without its `(os error N)`.
+fn io_words(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_string(),
+        None => text,
     }
 }
 
@@ -614,6 +697,40 @@ pub(crate) mod tests {
         }
         assert_eq!(terminal.text(), "\x1b[32mgreen\x1b[0m\n==> done\n");
         assert!(pipe.text().starts_with(std::str::from_utf8(step).unwrap()));
+    }
+
+    #[test]
+    fn bytes_the_log_cannot_take_are_counted_with_their_steps_and_the_error() {
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let console = Shared::default();
+        let mut out = Output::new(Some(Box::new(console.clone())), full, u64::MAX);
+        assert_eq!(out.log_lost(), None);
+        out.line("==> step 0");
+        out.set_step(Some("0"));
+        out.step_bytes(&[b'a'; 1000]);
+        out.set_step(Some("1"));
+        out.step_bytes(b"b\n");
+        out.step_bytes(b"c\n");
+        out.set_step(None);
+        out.step_bytes(b"after\n");
+        let lost = out.log_lost().unwrap();
+        assert_eq!(lost.bytes, 11 + 1000 + 2 + 2 + 6);
+        assert_eq!(lost.steps, ["0", "1"]);
+        assert_eq!(lost.error, "No space left on device");
+        // The console has it all, and is told.
+        out.note_not_shown();
+        out.close();
+        let shown = console.text();
+        assert!(shown.contains("b\nc\nafter\n"), "{shown}");
+        assert!(
+            shown.contains(
+                "==> note: 1021B of output could not be written to the log (steps 0, 1): \
+                 No space left on device"
+            ),
+            "{shown}"
+        );
     }
 
     #[test]
