@@ -4,11 +4,12 @@
 //! the console and the report's run page say so. The result stays what the steps decided.
 
 use std::os::unix::process::CommandExt;
+use std::process::Command;
 
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigHandler, Signal, signal};
 
-use crate::support::TestEnv;
+use crate::support::{TestEnv, is_root, on_path};
 
 /// The most bytes a file phantom_ci writes may reach in this test: the log's first lines fit, the
 /// first step's 3,000 lines do not; `run.json` and the workspace's files fit.
@@ -79,6 +80,60 @@ fn a_log_that_cannot_be_written_is_said_in_the_record_status_logs_and_the_report
     assert!(page.contains(said), "{page}");
 }
 
+/// Unmounts the test's tmpfs whatever happens.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The data directory on a full file system: a step fills it, prints 3,000 lines, and the next step
+/// frees it; the log marks the gap and goes on.
+fn a_full_disk_loses_the_steps_output_and_the_log_marks_the_gap() {
+    if !is_root() {
+        crate::skip!("needs root to mount a small tmpfs as the data directory (CI runs as root)");
+    }
+    if !on_path("mount") {
+        crate::skip!("needs mount (util-linux)");
+    }
+    let env = TestEnv::shared();
+    std::fs::create_dir_all(&env.data).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&env.data)
+        .status()
+        .unwrap();
+    if !mounted.success() {
+        crate::skip!("needs to mount a tmpfs (refused here)");
+    }
+    let _mounted = Mounted(env.data.clone());
+    env.app(
+        "[0]\nrun = \"sh -c 'dd if=/dev/zero of=fill bs=64k 2>/dev/null; seq 1 3000'\"\n\
+         [1]\nrun = \"sh -c 'rm fill; echo after-the-gap'\"\n",
+        "",
+    );
+    let out = env.phantom().args(["run", "app"]).output().unwrap();
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{console}");
+    assert!(console.contains("\n3000\n"), "{console}");
+    let record = env.run_json("app", 1);
+    assert_eq!(record["result"], "success");
+    let lost = &record["log_lost"];
+    assert_eq!(lost["steps"], serde_json::json!(["0"]), "{record:#}");
+    assert_eq!(lost["error"], "No space left on device");
+    let log = env.log("app", 1);
+    assert!(!log.contains("\n3000\n"));
+    let gap = log
+        .find("bytes of output are missing here: the log could not be written (No space left on device)]")
+        .unwrap_or_else(|| panic!("no note at the gap: {log}"));
+    let after = log.find("after-the-gap").unwrap();
+    assert!(gap < after, "{log}");
+    assert!(log.contains("could not be written to the log (step 0): No space left on device"));
+}
+
 crate::tests! {
     a_log_that_cannot_be_written_is_said_in_the_record_status_logs_and_the_report,
+    a_full_disk_loses_the_steps_output_and_the_log_marks_the_gap,
 }
