@@ -32,6 +32,8 @@ pub struct Summary {
     /// The failing step's key and name (`[1] build`), and its command.
     pub failed_step: Option<(String, String)>,
     pub message: Option<String>,
+    /// What the run's log is missing, when it could not be written whole (the record's `log_lost`).
+    pub log_lost: Option<String>,
     /// The host that ran it (its hostname): with several runner hosts, a post says which (SPEC §7).
     pub host: String,
 }
@@ -57,6 +59,10 @@ impl Summary {
                 .message
                 .as_deref()
                 .map(|message| one_line(message, MESSAGE_CHARS)),
+            log_lost: record
+                .log_lost
+                .as_ref()
+                .map(|lost| one_line(&lost.describe(), MESSAGE_CHARS)),
             host: host_name(),
         }
     }
@@ -181,6 +187,9 @@ pub fn chat_message(summary: &Summary, log: &str, markup: &Markup) -> String {
     if let Some(message) = &summary.message {
         head.push_str(&format!("\n> {}", (markup.span)(message)));
     }
+    if let Some(lost) = &summary.log_lost {
+        head.push_str(&format!("\nlog incomplete: {}", (markup.span)(lost)));
+    }
     let lines: Vec<String> = clean_log(log).iter().map(|l| (markup.line)(l)).collect();
     let frame = width(&head) + 1 + width(markup.fence_open) + width(markup.fence_close);
     let tail = fit_tail(&lines, markup.limit.saturating_sub(frame), width);
@@ -301,6 +310,24 @@ mod tests {
         let tail = fit_tail(&wide, 4, width);
         assert_eq!(tail, "…😀");
         assert!(width(&tail) <= 4);
+    }
+
+    #[test]
+    fn a_log_that_lost_bytes_is_said_in_each_service() {
+        use crate::notify::{discord, slack};
+        use crate::state::records::LogLost;
+        let mut record = sample_record(RunResult::Success, "master");
+        assert!(!discord::content(&Summary::of(&record), "").contains("log incomplete"));
+        record.log_lost = Some(LogLost {
+            bytes: 4096,
+            steps: vec!["1".into()],
+            error: "No space left on device".into(),
+        });
+        let said = "log incomplete: `4.0KiB of output could not be written to the log (step 1): \
+                    No space left on device`";
+        let summary = Summary::of(&record);
+        assert!(discord::content(&summary, "").contains(said));
+        assert!(slack::message(&summary, "").contains(said));
     }
 
     #[test]

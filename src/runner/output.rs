@@ -12,6 +12,14 @@
 //! end of the run saying how much the console missed; the console gets a note of its own whenever it
 //! catches up after a gap. When the run ends, phantom_ci waits for the buffer to reach a console that
 //! reads, but gives up on one that makes no progress for [`CONSOLE_STALL`].
+//!
+//! A console a person reads on a terminal ([`ConsoleWrite::reaches_a_terminal`]) gets step output
+//! through the terminal filter ([`TerminalFilter`]: colours pass, every other escape sequence is
+//! dropped), in the console's thread; the log, and a console that is a pipe or a file, get every byte.
+//!
+//! A log write that fails (a full disk, a file size limit) never stops the run: the bytes it lost are
+//! counted with the steps they came from and the first error ([`Output::log_lost`], the record's
+//! `log_lost`), the log says so where it takes writes again, and the console at the end.
 
 use std::collections::VecDeque;
 use std::fs::File;
