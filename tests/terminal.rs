@@ -6,8 +6,11 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use crate::boundary::{Screen, open_pty, spawn_in_terminal};
-use crate::support::{TestEnv, TestRepo};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::boundary::{Screen, open_pty, spawn_in_terminal, step_user};
+use crate::support::{TestEnv, TestRepo, wait_for};
 
 /// The step (a script, so that its header does not show the bytes as text): OSC 52 with a payload,
 /// a title, a colour, a cursor move, and a bell.
@@ -99,7 +102,40 @@ fn a_plain_run_into_a_pipe_keeps_every_byte() {
     assert_raw(&String::from_utf8_lossy(&out.stdout));
 }
 
+/// `debug`'s shell has a pty of its own, relayed to the operator's terminal: there cursor moves pass
+/// (editors and pagers work), strings such as OSC 52 and titles do not.
+fn debugs_own_terminal_passes_cursor_moves_but_never_a_clipboard_or_title_sequence() {
+    let env = TestEnv::new_in(Path::new("/var/tmp"));
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = env.repo("app");
+    repo.workflow("master", WORKFLOW);
+    repo.write("step.sh", SCRIPT);
+    repo.commit_and_push("app");
+    env.write_repo_toml(&env.section_as("app", &repo, &step_user(), ""));
+    env.phantom().args(["run", "app"]).assert().success();
+    let pty = open_pty();
+    let screen = Screen::watch(&pty);
+    let mut command = env.phantom_std();
+    command.args(["debug", "app"]);
+    let mut child = spawn_in_terminal(command, &pty, None);
+    wait_for("the debug shell", || {
+        screen.now().contains("phantom_ci: a shell")
+    });
+    (&pty.master).write_all(b"sh step.sh; exit 3\n").unwrap();
+    let status = child.wait().unwrap();
+    let shown = screen.finish(pty.slave);
+    assert_eq!(status.code(), Some(3), "{shown}");
+    assert!(shown.contains(&format!("{COLOUR}\x1b[2Aup")), "{shown:?}");
+    for never in ["Q0xJUEJPQVJE", "PWNED-TITLE", "\x1b]"] {
+        assert!(
+            !shown.contains(never),
+            "{never:?} reached the terminal: {shown:?}"
+        );
+    }
+}
+
 crate::tests! {
+    debugs_own_terminal_passes_cursor_moves_but_never_a_clipboard_or_title_sequence,
     a_steps_clipboard_and_title_sequences_never_reach_the_operators_terminal_but_its_colour_does,
     hook_wait_filters_what_goes_to_the_pushers_terminal,
     a_plain_run_into_a_pipe_keeps_every_byte,

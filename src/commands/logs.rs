@@ -8,7 +8,7 @@ use clap::Args;
 use crate::commands::Context;
 use crate::commands::log_follow::{self, Ended, FollowError};
 use crate::config::{Config, ConfigError};
-use crate::describe::escapes::FilteredWriter;
+use crate::describe::escapes::{FilteredWriter, TerminalFilter};
 use crate::error::{Error, ExitStatus};
 use crate::state::records::{self, RunResult};
 use crate::state::{ad_hoc, queue};
@@ -50,7 +50,7 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     // A terminal gets the log as `run` showed it there: colours, and no other escape sequence.
     let stdout = std::io::stdout().lock();
     let mut stdout: Box<dyn Write> = if !args.raw && stdout.is_terminal() {
-        Box::new(FilteredWriter::new(stdout))
+        Box::new(FilteredWriter::new(stdout, TerminalFilter::new()))
     } else {
         Box::new(stdout)
     };

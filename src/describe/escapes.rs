@@ -47,6 +47,9 @@ pub enum Token {
     /// The end of a complete SGR sequence (7- or 8-bit) whose parameters are all numbers; an empty
     /// sequence (`ESC [ m`) has one parameter, 0.
     Sgr(Vec<Param>),
+    /// The end of any other complete CSI sequence, or of a two- or three-byte escape (`ESC 7`,
+    /// `ESC ( B`). Strings (OSC, DCS, …) and broken sequences end without a token.
+    Escape,
 }
 
 /// Where the scanner is.
@@ -104,15 +107,38 @@ enum Step {
     Again,
 }
 
+/// The most characters of a sequence a scanner that keeps them keeps ([`Scanner::keeping`]); a longer
+/// sequence is not kept ([`Scanner::sequence`] is `None`).
+pub const MAX_KEPT: usize = 256;
+
 /// The state machine; see the module's documentation.
 #[derive(Debug, Default)]
 pub struct Scanner {
     state: State,
+    /// Keep the characters of the sequence in progress ([`Scanner::sequence`]).
+    keep: bool,
+    kept: String,
+    too_long: bool,
 }
 
 impl Scanner {
     pub fn new() -> Scanner {
         Scanner::default()
+    }
+
+    /// A scanner that also keeps the characters of each sequence, up to [`MAX_KEPT`], for a caller
+    /// that passes some sequences on as they came.
+    pub fn keeping() -> Scanner {
+        Scanner {
+            keep: true,
+            ..Scanner::default()
+        }
+    }
+
+    /// After [`Token::Sgr`] or [`Token::Escape`] from a scanner that keeps them: the sequence's
+    /// characters, if it was at most [`MAX_KEPT`] long.
+    pub fn sequence(&self) -> Option<&str> {
+        (self.keep && !self.too_long).then_some(self.kept.as_str())
     }
 
     /// Whether no sequence is in progress.
@@ -123,10 +149,28 @@ impl Scanner {
     /// Feeds one character; what it adds to the text, if anything.
     pub fn feed(&mut self, c: char) -> Option<Token> {
         loop {
+            let in_sequence = !self.in_ground();
             match self.step(c) {
-                Step::Done(token) => return token,
+                Step::Done(token) => {
+                    if self.keep && (in_sequence || !self.in_ground()) {
+                        self.keep_char(c, in_sequence);
+                    }
+                    return token;
+                }
                 Step::Again => self.state = State::Ground,
             }
+        }
+    }
+
+    fn keep_char(&mut self, c: char, in_sequence: bool) {
+        if !in_sequence {
+            self.kept.clear();
+            self.too_long = false;
+        }
+        if self.kept.len() + c.len_utf8() > MAX_KEPT {
+            self.too_long = true;
+        } else if !self.too_long {
+            self.kept.push(c);
         }
     }
 
@@ -146,7 +190,10 @@ impl Scanner {
                     ' '..='/' => State::Escape {
                         intermediates: true,
                     },
-                    '0'..='~' => State::Ground,
+                    '0'..='~' => {
+                        self.state = State::Ground;
+                        return Step::Done(Some(Token::Escape));
+                    }
                     _ => return Step::Again,
                 };
                 Step::Done(None)
@@ -174,12 +221,14 @@ impl Scanner {
                     Step::Done(None)
                 }
                 '@'..='~' => {
-                    let token = (c == 'm' && !csi.other).then(|| {
+                    let token = if c == 'm' && !csi.other {
                         csi.end_param();
                         Token::Sgr(std::mem::take(&mut csi.params))
-                    });
+                    } else {
+                        Token::Escape
+                    };
                     self.state = State::Ground;
-                    Step::Done(token)
+                    Step::Done(Some(token))
                 }
                 c if c.is_control() => Step::Again,
                 // Anything else breaks the sequence and goes with it.
@@ -231,10 +280,15 @@ impl Scanner {
 /// moves, DCS, APC, PM, SOS, C1 controls raw or UTF-8 encoded — is dropped. Bytes that are not UTF-8
 /// become U+FFFD, so nothing the terminal could read as an 8-bit control gets through. A sequence
 /// split between two chunks is recognised all the same; the state kept between chunks is bounded.
+///
+/// [`TerminalFilter::for_pty`] is the filter of `debug`'s own terminal, where an editor or a pager
+/// runs: there every CSI sequence, two- and three-byte escape and C0 control passes as it came, and
+/// only strings (OSC, DCS, APC, PM, SOS) and C1 controls are dropped.
 #[derive(Debug, Default)]
 pub struct TerminalFilter {
     utf8: Utf8,
     scanner: Scanner,
+    pty: bool,
 }
 
 impl TerminalFilter {
@@ -242,18 +296,54 @@ impl TerminalFilter {
         TerminalFilter::default()
     }
 
+    /// The filter of a pseudo-terminal's output relayed to the operator's (`debug`).
+    pub fn for_pty() -> TerminalFilter {
+        TerminalFilter {
+            scanner: Scanner::keeping(),
+            pty: true,
+            ..TerminalFilter::default()
+        }
+    }
+
     /// Appends what of `bytes` may reach the terminal to `out`.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
         out.reserve(bytes.len());
-        let TerminalFilter { utf8, scanner } = self;
+        let TerminalFilter { utf8, scanner, pty } = self;
         for &b in bytes {
             // Plain text, the bulk of any log, goes straight through.
             if (0x20..0x7f).contains(&b) && utf8.need == 0 && scanner.in_ground() {
                 out.push(b);
                 continue;
             }
-            utf8.push(b, &mut |c| shown(scanner.feed(c), out));
+            utf8.push(b, &mut |c| {
+                let token = scanner.feed(c);
+                if *pty {
+                    shown_on_pty(token, scanner, out);
+                } else {
+                    shown(token, out);
+                }
+            });
         }
+    }
+}
+
+/// What a token puts on the operator's terminal from `debug`'s pty.
+fn shown_on_pty(token: Option<Token>, scanner: &Scanner, out: &mut Vec<u8>) {
+    match token {
+        Some(Token::Control(c)) if c < '\u{80}' => out.push(c as u8),
+        Some(Token::Sgr(_) | Token::Escape) => {
+            // As it came, the 8-bit CSI made 7-bit; a sequence too long to keep is dropped.
+            if let Some(sequence) = scanner.sequence() {
+                match sequence.strip_prefix('\u{9b}') {
+                    Some(rest) => {
+                        out.extend_from_slice(b"\x1b[");
+                        out.extend_from_slice(rest.as_bytes());
+                    }
+                    None => out.extend_from_slice(sequence.as_bytes()),
+                }
+            }
+        }
+        token => shown(token, out),
     }
 }
 
@@ -284,7 +374,7 @@ fn shown(token: Option<Token>, out: &mut Vec<u8>) {
             }
             out.push(b'm');
         }
-        Some(Token::Control(_)) | None => {}
+        Some(Token::Control(_) | Token::Escape) | None => {}
     }
 }
 
@@ -349,10 +439,10 @@ pub struct FilteredWriter<W: Write> {
 }
 
 impl<W: Write> FilteredWriter<W> {
-    pub fn new(inner: W) -> FilteredWriter<W> {
+    pub fn new(inner: W, filter: TerminalFilter) -> FilteredWriter<W> {
         FilteredWriter {
             inner,
-            filter: TerminalFilter::new(),
+            filter,
             buf: Vec::new(),
         }
     }
@@ -462,6 +552,28 @@ mod tests {
         assert_eq!(one(b"\xe2\x82\nnext"), "\u{fffd}\nnext");
         // An escape inside a sequence starts a new one.
         assert_eq!(one(b"\x1b[3\x1b[32mx"), "\x1b[32mx");
+    }
+
+    #[test]
+    fn a_pty_keeps_its_cursor_and_screen_sequences_but_no_string_or_c1() {
+        let mut filter = TerminalFilter::for_pty();
+        let mut out = Vec::new();
+        let input = "\x1b[?1049h\x1b[H\x1b[2J\x1b7\x1b(B\x1b[31mvi\x1b[0m\x07\r\n\
+                     \x1b]52;c;Zm9v\x07\x1b]0;title\x1b\\\x1bPdcs\x1b\\\u{9d}8;;x\u{9c}\u{85}\u{9b}1;2H";
+        for chunk in input.as_bytes().chunks(3) {
+            filter.push(chunk, &mut out);
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\x1b[?1049h\x1b[H\x1b[2J\x1b7\x1b(B\x1b[31mvi\x1b[0m\x07\r\n\x1b[1;2H"
+        );
+        // A sequence longer than is kept is dropped whole.
+        let mut out = Vec::new();
+        filter.push(
+            format!("\x1b[{}Hx", "1".repeat(MAX_KEPT)).as_bytes(),
+            &mut out,
+        );
+        assert_eq!(out, b"x");
     }
 
     #[test]

@@ -240,7 +240,7 @@ impl Renderer {
                     continue;
                 }
                 Some(Token::Sgr(params)) => Some(params),
-                Some(Token::Control(_)) | None => None,
+                Some(Token::Control(_) | Token::Escape) | None => None,
             };
             flush(text_start.take(), at, &self.style, open, out);
             if let Some(params) = params {
