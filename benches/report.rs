@@ -101,6 +101,7 @@ fn record(repo: &str, run: usize) -> RunRecord {
             step(1, "test", 15_000),
             step(2, "doc", 3_000),
         ],
+        log_lost: None,
     }
 }
 

@@ -3,6 +3,8 @@
 //! terminal. The terminal output, the chat posts and the report all use these, so this module sits
 //! below all of them.
 
+pub mod escapes;
+
 use std::time::Duration;
 
 use nix::sys::signal::Signal;

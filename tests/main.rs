@@ -29,6 +29,7 @@ mod help;
 mod hook;
 mod hygiene;
 mod layout;
+mod lost_log;
 mod manage;
 mod messages;
 mod notify;
@@ -44,6 +45,7 @@ mod state;
 mod status;
 mod subject;
 mod suggest;
+mod terminal;
 mod tick;
 mod walkthrough;
 
@@ -69,6 +71,7 @@ fn main() -> std::process::ExitCode {
         hook::tests(),
         hygiene::tests(),
         layout::tests(),
+        lost_log::tests(),
         manage::tests(),
         messages::tests(),
         notify::tests(),
@@ -84,6 +87,7 @@ fn main() -> std::process::ExitCode {
         status::tests(),
         subject::tests(),
         suggest::tests(),
+        terminal::tests(),
         tick::tests(),
         walkthrough::tests(),
     ]

@@ -24,6 +24,7 @@ use nix::unistd::{Pid, User};
 
 use crate::commands::Context;
 use crate::config::Config;
+use crate::describe::escapes::{FilteredWriter, TerminalFilter};
 use crate::describe::{self, short};
 use crate::error::{Error, ExitStatus};
 use crate::git::workspace::Workspace;
@@ -342,7 +343,17 @@ fn relay(
     every_tick: &mut dyn FnMut(),
 ) -> std::io::Result<ExitStatus> {
     let pgid = Pid::from_raw(child.id() as i32);
-    let mut stdout = std::io::stdout().lock();
+    // What reaches the operator's terminal is filtered: from the session's own pty everything but
+    // strings (OSC, DCS, …) and C1 controls, so that editors and pagers work; from a pipe, as a run's
+    // console (colours only). A pipe or a file gets every byte.
+    let stdout = std::io::stdout().lock();
+    let mut stdout: Box<dyn Write> = if input.is_some() {
+        Box::new(FilteredWriter::new(stdout, TerminalFilter::for_pty()))
+    } else if stdout.is_terminal() {
+        Box::new(FilteredWriter::new(stdout, TerminalFilter::new()))
+    } else {
+        Box::new(stdout)
+    };
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     let mut output_open = true;

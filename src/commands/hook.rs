@@ -15,6 +15,7 @@ use crate::describe::short;
 use crate::error::{Error, ExitStatus, GitError};
 use crate::git::{self, mirror};
 use crate::runner::Console;
+use crate::runner::output::ToTerminal;
 use crate::state::lock::RepoLock;
 use crate::state::records::{self, RunResult, Trigger};
 use crate::state::{queue, spool};
@@ -204,7 +205,9 @@ fn wait_and_run(
     };
     let own = match lock {
         Ok(Some(lock)) => {
-            let console = Console::stdout();
+            // The pipe ends on the pusher's terminal: step output reaches it filtered.
+            let mut console = Console::stdout();
+            console.out = Box::new(ToTerminal(console.out));
             worker::run_own(
                 &ctx.dirs,
                 repo,

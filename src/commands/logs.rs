@@ -1,12 +1,14 @@
-//! `phantom_ci logs <REPO> [RUN] [--follow]`: print a run's log, or stream it while the run goes on.
+//! `phantom_ci logs <REPO> [RUN] [--follow] [--raw]`: print a run's log, or stream it while the run
+//! goes on; on a terminal through the terminal filter, unless `--raw`.
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, IsTerminal, Write};
 
 use clap::Args;
 
 use crate::commands::Context;
 use crate::commands::log_follow::{self, Ended, FollowError};
 use crate::config::{Config, ConfigError};
+use crate::describe::escapes::{FilteredWriter, TerminalFilter};
 use crate::error::{Error, ExitStatus};
 use crate::state::records::{self, RunResult};
 use crate::state::{ad_hoc, queue};
@@ -20,6 +22,10 @@ pub struct LogsArgs {
     /// Stream the log as it grows until the run ends; exit 0 if it succeeded, else 1
     #[arg(long, short)]
     pub follow: bool,
+    /// Print the log's bytes as recorded, escape sequences and all, even to a terminal (where
+    /// otherwise only colours pass)
+    #[arg(long)]
+    pub raw: bool,
 }
 
 pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
@@ -41,7 +47,13 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         )));
     }
     let run = records::run_dir(&ctx.dirs, &args.repo, number);
-    let mut stdout = std::io::stdout().lock();
+    // A terminal gets the log as `run` showed it there: colours, and no other escape sequence.
+    let stdout = std::io::stdout().lock();
+    let mut stdout: Box<dyn Write> = if !args.raw && stdout.is_terminal() {
+        Box::new(FilteredWriter::new(stdout, TerminalFilter::new()))
+    } else {
+        Box::new(stdout)
+    };
     if !args.follow {
         // The log is printed whatever the record says; a record that cannot be read is said after it,
         // and makes the exit status 1.
@@ -56,18 +68,27 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             }
             Err(e) => Err(Error::io("cannot read", run.log(), e)),
         };
-        if let Err(unreadable) = record {
-            if let Err(e) = copied {
-                eprintln!("phantom_ci: {e}");
+        let record = match record {
+            Ok(record) => record,
+            Err(unreadable) => {
+                if let Err(e) = copied {
+                    eprintln!("phantom_ci: {e}");
+                }
+                return Err(unreadable.into());
             }
-            return Err(unreadable.into());
+        };
+        if let Some(record) = &record {
+            say_what_is_missing(record);
         }
         return copied.map(|()| ExitStatus::Success);
     }
     // A record that says `running` whose process is gone will be recorded `aborted` by the next
     // invocation; there is nothing more to follow.
     let alive = |_: &records::RunRecord| run.owner_alive().unwrap_or(true);
-    let ended = log_follow::follow(&run, &mut stdout, &alive, log_follow::POLL);
+    let ended = log_follow::follow(&run, &mut *stdout, &alive, log_follow::POLL);
+    if let Ok(Ended::Finished(record) | Ended::Abandoned(record)) = &ended {
+        say_what_is_missing(record);
+    }
     match ended {
         Ok(Ended::Finished(record)) if record.result == RunResult::Success => {
             Ok(ExitStatus::Success)
@@ -85,6 +106,17 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         Err(FollowError::Write(e)) if e.kind() == ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
         Err(FollowError::Write(e)) => Err(Error::Other(format!("cannot write the log: {e}"))),
         Err(FollowError::Record(e)) => Err(e),
+    }
+}
+
+/// After the log, on stderr: what it is missing, when the run could not write all of it.
+fn say_what_is_missing(record: &records::RunRecord) {
+    if let Some(lost) = &record.log_lost {
+        eprintln!(
+            "phantom_ci: note: this log of run #{} is incomplete: {}",
+            record.run,
+            crate::describe::terminal(&lost.describe())
+        );
     }
 }
 

@@ -1,4 +1,5 @@
-//! `phantom_ci status [--json]`: every configured repo, its last run and the commit queued to run next.
+//! `phantom_ci status [--json] [--long]`: every configured repo, its last run and the commit queued to
+//! run next.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -22,7 +23,8 @@ pub struct StatusArgs {
     /// several)
     #[arg(long)]
     pub json: bool,
-    /// Show each last run's commit subject after its short id (shortened, escapes removed)
+    /// Show each last run's commit subject after its short id (shortened, escapes removed), and
+    /// under the table what the last runs' logs are missing
     #[arg(long, short)]
     pub long: bool,
 }
@@ -173,8 +175,12 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     ];
     // Results in colour on a terminal (column 3); never in a pipe or with NO_COLOR.
     let colour = crate::describe::stdout_in_colour();
-    let style =
-        |r: usize, c: usize| (colour && c == 3).then(|| crate::describe::result_style(&rows[r][3]));
+    let style = |r: usize, c: usize| {
+        (colour && c == 3).then(|| {
+            let result = &rows[r][3];
+            crate::describe::result_style(result.strip_suffix(LOG_INCOMPLETE).unwrap_or(result))
+        })
+    };
     // The QUEUED column only when a commit waits to run somewhere.
     let table = if repos.iter().any(|r| r.queued.is_some()) {
         super::table::render_styled(&HEADERS, &rows, style)
@@ -202,6 +208,21 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                 .cache_bytes
                 .map_or_else(|| "empty or not readable".into(), human_bytes);
             println!("cache of {}: {used} of {}", r.repo, ByteSize(limit));
+        }
+    }
+    // What a last run's log is missing, under the table (`--long`; the RESULT cell says it always).
+    if args.long {
+        for r in &repos {
+            if let Some(run) = &r.last_run
+                && let Some(lost) = &run.log_lost
+            {
+                println!(
+                    "log of {} #{}: {}",
+                    r.repo,
+                    run.run,
+                    terminal(&lost.describe())
+                );
+            }
         }
     }
     for problem in once.iter().flat_map(|r| &r.problems) {
@@ -271,16 +292,23 @@ fn last_run_row(status: &StatusJson, now: SystemTime, long: bool) -> [String; 7]
     } else {
         human_ms(run.duration_ms)
     };
+    let mut result = run.result.as_str().to_string();
+    if run.log_lost.is_some() {
+        result.push_str(LOG_INCOMPLETE);
+    }
     [
         status.repo.clone(),
         terminal(&status.branch),
         format!("#{}", run.run),
-        run.result.as_str().into(),
+        result,
         commit_cell(run, long),
         when,
         duration,
     ]
 }
+
+/// After a result whose run's log could not be written whole (`status --long` says more).
+const LOG_INCOMPLETE: &str = " (log incomplete)";
 
 /// How many characters of a commit's subject the COMMIT column shows.
 const SUBJECT_CHARS: usize = 40;

@@ -32,6 +32,8 @@ pub struct Summary {
     /// The failing step's key and name (`[1] build`), and its command.
     pub failed_step: Option<(String, String)>,
     pub message: Option<String>,
+    /// What the run's log is missing, when it could not be written whole (the record's `log_lost`).
+    pub log_lost: Option<String>,
     /// The host that ran it (its hostname): with several runner hosts, a post says which (SPEC §7).
     pub host: String,
 }
@@ -57,6 +59,10 @@ impl Summary {
                 .message
                 .as_deref()
                 .map(|message| one_line(message, MESSAGE_CHARS)),
+            log_lost: record
+                .log_lost
+                .as_ref()
+                .map(|lost| one_line(&lost.describe(), MESSAGE_CHARS)),
             host: host_name(),
         }
     }
@@ -128,36 +134,18 @@ pub fn clean_log(text: &str) -> Vec<String> {
     lines
 }
 
+/// The line's text without escape sequences and control characters but tabs (the scanner the report
+/// and the terminal filter use, [`crate::describe::escapes`]).
 fn strip_escapes(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\x1b' => match chars.next() {
-                // CSI: parameters and intermediates, then one final byte in @..~.
-                Some('[') => {
-                    for c in chars.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-                // OSC (a title, a hyperlink): up to BEL or ESC \.
-                Some(']') => {
-                    while let Some(c) = chars.next() {
-                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
-            '\t' => out.push(c),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
+    use crate::describe::escapes::{Scanner, Token};
+    let mut scanner = Scanner::new();
+    line.chars()
+        .filter_map(|c| match scanner.feed(c) {
+            Some(Token::Text(c)) => Some(c),
+            Some(Token::Control('\t')) => Some('\t'),
+            _ => None,
+        })
+        .collect()
 }
 
 /// How a chat service marks a message up.
@@ -198,6 +186,9 @@ pub fn chat_message(summary: &Summary, log: &str, markup: &Markup) -> String {
     }
     if let Some(message) = &summary.message {
         head.push_str(&format!("\n> {}", (markup.span)(message)));
+    }
+    if let Some(lost) = &summary.log_lost {
+        head.push_str(&format!("\nlog incomplete: {}", (markup.span)(lost)));
     }
     let lines: Vec<String> = clean_log(log).iter().map(|l| (markup.line)(l)).collect();
     let frame = width(&head) + 1 + width(markup.fence_open) + width(markup.fence_close);
@@ -275,6 +266,7 @@ pub fn sample_record(result: RunResult, branch: &str) -> RunRecord {
             finished_at: None,
             duration_ms: 1000,
         }],
+        log_lost: None,
     }
 }
 
@@ -318,6 +310,24 @@ mod tests {
         let tail = fit_tail(&wide, 4, width);
         assert_eq!(tail, "…😀");
         assert!(width(&tail) <= 4);
+    }
+
+    #[test]
+    fn a_log_that_lost_bytes_is_said_in_each_service() {
+        use crate::notify::{discord, slack};
+        use crate::state::records::LogLost;
+        let mut record = sample_record(RunResult::Success, "master");
+        assert!(!discord::content(&Summary::of(&record), "").contains("log incomplete"));
+        record.log_lost = Some(LogLost {
+            bytes: 4096,
+            steps: vec!["1".into()],
+            error: "No space left on device".into(),
+        });
+        let said = "log incomplete: `4.0KiB of output could not be written to the log (step 1): \
+                    No space left on device`";
+        let summary = Summary::of(&record);
+        assert!(discord::content(&summary, "").contains(said));
+        assert!(slack::message(&summary, "").contains(said));
     }
 
     #[test]

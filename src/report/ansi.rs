@@ -8,6 +8,8 @@
 //! Anything else — other SGR codes, other CSI sequences (cursor moves, erasing), OSC (titles, OSC 8
 //! links), DCS/SOS/PM/APC strings, two- and three-byte escapes, their 8-bit C1 forms, and every other
 //! control character but tab — is removed. A sequence cut off at the end of a line is removed too.
+//! The sequences are recognised by [`crate::describe::escapes`], the scanner the terminal filter
+//! shares, so the report and a terminal keep the same things.
 //!
 //! A line redrawn with carriage returns (a progress bar) shows its last state, as on a terminal.
 //! Styles carry over from one line to the next (as on a terminal), but every line's spans are closed
@@ -16,10 +18,7 @@
 use std::fmt::Write;
 
 use super::html::escape_into;
-
-/// The most parameters of one CSI sequence looked at; the rest are ignored (a sequence of a million
-/// `;` costs no more than it is long).
-const MAX_PARAMS: usize = 32;
+use crate::describe::escapes::{Param, Scanner, Token};
 
 /// A colour: one of the 16 named ones (a class), or an exact one (an inline style).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,50 +178,6 @@ fn palette(n: u8) -> (u8, u8, u8) {
     (level(n / 36), level((n / 6) % 6), level(n % 6))
 }
 
-/// One parameter of an SGR sequence: a number, or numbers joined by colons.
-#[derive(Debug)]
-enum Param {
-    Plain(u32),
-    Sub(Vec<u32>),
-}
-
-impl Param {
-    fn value(&self) -> u32 {
-        match self {
-            Param::Plain(v) => *v,
-            Param::Sub(subs) => subs.first().copied().unwrap_or(0),
-        }
-    }
-}
-
-/// The parameters of an SGR sequence, or `None` when it holds anything but digits, `;` and `:` (a
-/// private sequence such as `ESC [ ? 25 m` is not SGR). Huge numbers saturate.
-fn sgr_params(body: &str) -> Option<Vec<Param>> {
-    if !body
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b == b';' || b == b':')
-    {
-        return None;
-    }
-    let number = |text: &str| -> u32 {
-        text.bytes().fold(0u32, |n, d| {
-            n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
-        })
-    };
-    Some(
-        body.split(';')
-            .take(MAX_PARAMS)
-            .map(|part| {
-                if part.contains(':') {
-                    Param::Sub(part.split(':').take(MAX_PARAMS).map(number).collect())
-                } else {
-                    Param::Plain(number(part))
-                }
-            })
-            .collect(),
-    )
-}
-
 /// Turns a log into HTML lines, carrying the style from one line to the next.
 #[derive(Default)]
 pub struct Renderer {
@@ -261,7 +216,6 @@ impl Renderer {
     }
 
     fn part(&mut self, part: &str, shown: bool, open: &mut bool, out: &mut String) {
-        let mut chars = part.char_indices().peekable();
         let mut text_start: Option<usize> = None;
         // Text is escaped in runs, between sequences.
         let flush =
@@ -277,97 +231,29 @@ impl Renderer {
                     escape_into(out, &part[from..to]);
                 }
             };
-        while let Some((at, c)) = chars.next() {
-            let kind = match c {
-                '\x1b' => match chars.peek().map(|(_, c)| *c) {
-                    Some('[') => {
-                        chars.next();
-                        Some(Seq::Csi)
-                    }
-                    Some(']') => {
-                        chars.next();
-                        Some(Seq::Str)
-                    }
-                    Some('P' | 'X' | '^' | '_') => {
-                        chars.next();
-                        Some(Seq::Str)
-                    }
-                    _ => Some(Seq::Esc),
-                },
-                '\u{9b}' => Some(Seq::Csi),
-                '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => Some(Seq::Str),
-                '\t' => None,
-                c if c.is_control() => Some(Seq::Control),
-                _ => None,
-            };
-            let Some(kind) = kind else {
-                text_start.get_or_insert(at);
-                continue;
+        // A sequence cut off at the end of the part is dropped whole.
+        let mut scanner = Scanner::new();
+        for (at, c) in part.char_indices() {
+            let params = match scanner.feed(c) {
+                Some(Token::Text(_) | Token::Control('\t')) => {
+                    text_start.get_or_insert(at);
+                    continue;
+                }
+                Some(Token::Sgr(params)) => Some(params),
+                Some(Token::Control(_) | Token::Escape) | None => None,
             };
             flush(text_start.take(), at, &self.style, open, out);
-            match kind {
-                Seq::Control => {}
-                Seq::Esc => {
-                    // ESC, intermediates (space to `/`), one final byte (`0` to `~`).
-                    while chars.next_if(|(_, c)| (' '..='/').contains(c)).is_some() {}
-                    chars.next_if(|(_, c)| ('0'..='~').contains(c));
-                }
-                Seq::Str => {
-                    // Up to BEL, ST (`ESC \`, or 8-bit 0x9c), or the end of the line.
-                    while let Some((_, c)) = chars.next() {
-                        if c == '\x07' || c == '\u{9c}' {
-                            break;
-                        }
-                        if c == '\x1b' {
-                            chars.next_if(|(_, c)| *c == '\\');
-                            break;
-                        }
-                    }
-                }
-                Seq::Csi => {
-                    // Parameters and intermediates (space to `?`), then the final byte (`@` to `~`).
-                    let body_start = chars.peek().map_or(part.len(), |(i, _)| *i);
-                    let mut final_byte = None;
-                    for (i, c) in chars.by_ref() {
-                        if (' '..='?').contains(&c) {
-                            continue;
-                        }
-                        if ('@'..='~').contains(&c) {
-                            final_byte = Some((i, c));
-                        }
-                        // Anything else ends a broken sequence, and is dropped with it.
-                        break;
-                    }
-                    if let Some((end, 'm')) = final_byte
-                        && let Some(params) = sgr_params(&part[body_start..end])
-                    {
-                        let before = self.style;
-                        if params.is_empty() {
-                            self.style = Style::default();
-                        } else {
-                            self.style.apply(&params);
-                        }
-                        if self.style != before && *open {
-                            out.push_str("</span>");
-                            *open = false;
-                        }
-                    }
+            if let Some(params) = params {
+                let before = self.style;
+                self.style.apply(&params);
+                if self.style != before && *open {
+                    out.push_str("</span>");
+                    *open = false;
                 }
             }
         }
         flush(text_start.take(), part.len(), &self.style, open, out);
     }
-}
-
-enum Seq {
-    /// `ESC` and what follows it in a two- or three-byte sequence.
-    Esc,
-    /// A control sequence: `ESC [` or 0x9b.
-    Csi,
-    /// A string up to its terminator: OSC, DCS, SOS, PM, APC.
-    Str,
-    /// A lone control character.
-    Control,
 }
 
 /// The whole of `text` as HTML (see [`Renderer`]).

@@ -284,6 +284,14 @@ pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing) -> Strin
         history::exact(&record.started_at),
         duration(record),
     );
+    // A log that could not be written whole is said next to the result, whatever the result.
+    if let Some(lost) = &record.log_lost {
+        let _ = writeln!(
+            body,
+            "<p class=\"note\"><strong>The log is incomplete:</strong> {}</p>",
+            field(&lost.describe())
+        );
+    }
     if running {
         let _ = writeln!(
             body,
@@ -316,6 +324,9 @@ pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing) -> Strin
         "message",
         record.message.as_deref().map_or("-".into(), field),
     );
+    if let Some(lost) = &record.log_lost {
+        row("log_lost", field(&lost.describe()));
+    }
     body.push_str("</table></div>\n<h2>Steps</h2>\n");
     if record.steps.is_empty() {
         body.push_str(if running {

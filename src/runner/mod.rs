@@ -157,6 +157,7 @@ pub fn execute(
         result: RunResult::Running,
         message: None,
         steps: Vec::new(),
+        log_lost: None,
     };
     let log = File::create(run_dir.log());
     let written = log
@@ -237,6 +238,7 @@ pub fn execute(
         )
     };
     out.line_styled(&summary(result), &summary(&painted));
+    record.log_lost = out.log_lost();
     run_dir.write(&record)?;
     // The record is final: the repo's runs are settled again (`tick` passes over it while it does
     // not move). Best effort: without the note, `tick` looks at the records.

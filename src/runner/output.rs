@@ -12,16 +12,26 @@
 //! end of the run saying how much the console missed; the console gets a note of its own whenever it
 //! catches up after a gap. When the run ends, phantom_ci waits for the buffer to reach a console that
 //! reads, but gives up on one that makes no progress for [`CONSOLE_STALL`].
+//!
+//! A console a person reads on a terminal ([`ConsoleWrite::reaches_a_terminal`]) gets step output
+//! through the terminal filter ([`TerminalFilter`]: colours pass, every other escape sequence is
+//! dropped), in the console's thread; the log, and a console that is a pipe or a file, get every byte.
+//!
+//! A log write that fails (a full disk, a file size limit) never stops the run: the bytes it lost are
+//! counted with the steps they came from and the first error ([`Output::log_lost`], the record's
+//! `log_lost`), the log says so where it takes writes again, and the console at the end.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, IsTerminal, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::describe::escapes::TerminalFilter;
 use crate::isolation::signals;
+use crate::state::records::LogLost;
 
 /// The most bytes waiting for the console; past it, output for the console is dropped.
 pub const CONSOLE_BUFFER: usize = 4 << 20;
@@ -36,6 +46,39 @@ pub trait ConsoleWrite: Write + Send {
     /// a pipe or a socket, which can stop taking output: those get it through a thread.
     fn never_blocks(&self) -> Option<BorrowedFd<'_>> {
         None
+    }
+
+    /// Whether a person reads this console on a terminal: step output then reaches it through the
+    /// terminal filter ([`TerminalFilter`]: colours pass, every other escape sequence and control
+    /// character but `\n \r \t \b` is dropped). A terminal says so itself; a pipe that ends on
+    /// someone's terminal (`hook --wait`'s, to the pusher) is wrapped in [`ToTerminal`]. `false` (the
+    /// default): the console gets the bytes as they are, like the log.
+    fn reaches_a_terminal(&self) -> bool {
+        false
+    }
+}
+
+/// A console that ends on a person's terminal although it is not one itself: `hook --wait`'s pipe,
+/// which `git push` copies to the pusher's terminal. Its step output is filtered.
+pub struct ToTerminal(pub Box<dyn ConsoleWrite>);
+
+impl Write for ToTerminal {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl ConsoleWrite for ToTerminal {
+    fn never_blocks(&self) -> Option<BorrowedFd<'_>> {
+        self.0.never_blocks()
+    }
+
+    fn reaches_a_terminal(&self) -> bool {
+        true
     }
 }
 
@@ -53,9 +96,17 @@ impl ConsoleWrite for File {
         let never = kind == SFlag::S_IFREG || (kind == SFlag::S_IFCHR && null());
         never.then(|| self.as_fd())
     }
+
+    fn reaches_a_terminal(&self) -> bool {
+        self.is_terminal()
+    }
 }
 
-impl ConsoleWrite for std::io::Stdout {}
+impl ConsoleWrite for std::io::Stdout {
+    fn reaches_a_terminal(&self) -> bool {
+        self.is_terminal()
+    }
+}
 
 /// How the console gets its bytes.
 enum Sink {
@@ -76,6 +127,12 @@ pub struct Output {
     log_limit: u64,
     capped: bool,
     at_line_start: bool,
+    /// The step whose output `step_bytes` gets ([`Output::set_step`]).
+    step: Option<String>,
+    /// What could not be written to the log, and the bytes lost since the log last took a write
+    /// (said in the log where it takes one again).
+    lost: Option<LogLost>,
+    unnoted: u64,
 }
 
 impl Output {
@@ -89,6 +146,9 @@ impl Output {
             log_limit,
             capped: false,
             at_line_start: true,
+            step: None,
+            lost: None,
+            unnoted: 0,
         };
         if let Some(console) = console {
             let direct = console.never_blocks().map(|fd| fd.try_clone_to_owned());
@@ -120,15 +180,28 @@ impl Output {
         }
         let room = self.log_limit.saturating_sub(self.log_written);
         let fits = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
-        self.write_log(&bytes[..fits]);
+        self.write_log(&bytes[..fits], true);
         if fits < bytes.len() {
             self.capped = true;
             let note = format!(
                 "\n[phantom_ci: the log reached its cap of {} bytes; later output is not recorded]\n",
                 self.log_limit
             );
-            self.write_log(note.as_bytes());
+            self.write_log(note.as_bytes(), false);
         }
+    }
+
+    /// Whose output the next [`Output::step_bytes`] are: a step's id (`3`, `3.1`), or `None` for
+    /// output after the steps. Only used to say which steps lost bytes when the log cannot be written.
+    pub fn set_step(&mut self, step: Option<&str>) {
+        if self.step.as_deref() != step {
+            self.step = step.map(str::to_string);
+        }
+    }
+
+    /// What the log is missing, if a write to it failed: for the run's record.
+    pub fn log_lost(&self) -> Option<LogLost> {
+        self.lost.clone()
     }
 
     /// One of phantom_ci's own lines (a step header, a summary), on a line of its own. These are
@@ -142,7 +215,7 @@ impl Output {
         bytes.push(b'\n');
         self.at_line_start = true;
         self.write_console(&bytes);
-        self.write_log(&bytes);
+        self.write_log(&bytes, false);
     }
 
     /// [`Output::line`] with `console_text` — the same line in colour — for the console; the log
@@ -151,7 +224,7 @@ impl Output {
         let start = if self.at_line_start { "" } else { "\n" };
         self.at_line_start = true;
         self.write_console(format!("{start}{console_text}\n").as_bytes());
-        self.write_log(format!("{start}{text}\n").as_bytes());
+        self.write_log(format!("{start}{text}\n").as_bytes(), false);
     }
 
     pub fn capped(&self) -> bool {
@@ -183,8 +256,9 @@ impl Output {
         }
     }
 
-    /// The one note for the log (and the console) when the console missed output; call it once, when
-    /// the steps are over.
+    /// The one note for the log (and the console) when the console missed output, and the one
+    /// for the console (and the log, if it takes it) when the log did; call it once, when the steps
+    /// are over.
     pub fn note_not_shown(&mut self) {
         let missed = self.not_shown();
         if missed > 0 {
@@ -192,6 +266,10 @@ impl Output {
                 "==> note: the console did not keep up: {missed} bytes of output were not shown \
                  on it (this log has them all)"
             ));
+        }
+        if let Some(lost) = &self.lost {
+            let note = format!("==> note: {}", lost.describe());
+            self.line(&note);
         }
     }
 
@@ -220,11 +298,66 @@ impl Output {
         }
     }
 
-    fn write_log(&mut self, bytes: &[u8]) {
-        // A full disk must not stop the run; the record's result still tells what happened.
-        if self.log.write_all(bytes).is_ok() {
-            self.log_written += bytes.len() as u64;
+    /// Writes to the log what it takes. A full disk (or a file size limit) must not stop the run:
+    /// what is not written is counted — for the record, with the step it came from (`of_step`) and
+    /// the first error — and where the log takes writes again, a note marks the gap.
+    fn write_log(&mut self, bytes: &[u8], of_step: bool) {
+        if bytes.is_empty() {
+            return;
         }
+        if self.unnoted > 0
+            && let Some(lost) = &self.lost
+        {
+            let note = format!(
+                "\n[phantom_ci: {} bytes of output are missing here: the log could not be written \
+                 ({})]\n",
+                self.unnoted, lost.error
+            );
+            let (written, _) = write_some(&mut self.log, note.as_bytes());
+            self.log_written += written as u64;
+            if written == note.len() {
+                self.unnoted = 0;
+            }
+        }
+        let (written, error) = write_some(&mut self.log, bytes);
+        self.log_written += written as u64;
+        let Some(error) = error else { return };
+        let missing = (bytes.len() - written) as u64;
+        self.unnoted += missing;
+        let lost = self.lost.get_or_insert_with(|| LogLost {
+            error: io_words(&error),
+            ..LogLost::default()
+        });
+        lost.bytes += missing;
+        if of_step
+            && let Some(step) = &self.step
+            && !lost.steps.contains(step)
+        {
+            lost.steps.push(step.clone());
+        }
+    }
+}
+
+/// Writes what `file` takes of `bytes`: how much, and the error that stopped it, if one did.
+fn write_some(file: &mut File, bytes: &[u8]) -> (usize, Option<std::io::Error>) {
+    let mut written = 0;
+    while written < bytes.len() {
+        match file.write(&bytes[written..]) {
+            Ok(0) => return (written, Some(ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return (written, Some(e)),
+        }
+    }
+    (written, None)
+}
+
+/// An I/O error in words, without its `(os error N)`.
+fn io_words(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_string(),
+        None => text,
     }
 }
 
@@ -285,10 +418,11 @@ impl Console {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
         });
+        let filter = console.reaches_a_terminal().then(TerminalFilter::new);
         let thread = std::thread::Builder::new().name("console".into()).spawn({
             let shared = shared.clone();
             move || {
-                deliver(&shared, console);
+                deliver(&shared, console, filter);
                 shared.lock().done = true;
                 shared.changed.notify_all();
             }
@@ -355,9 +489,15 @@ impl Console {
     }
 }
 
-/// The writer thread: writes what is queued, in order, and tells the console when it missed output.
-fn deliver(shared: &Channel, mut console: Box<dyn ConsoleWrite>) {
+/// The writer thread: writes what is queued, in order — through `filter` for a terminal — and tells
+/// the console when it missed output.
+fn deliver(
+    shared: &Channel,
+    mut console: Box<dyn ConsoleWrite>,
+    mut filter: Option<TerminalFilter>,
+) {
     let mut at_line_start = true;
+    let mut filtered = Vec::new();
     loop {
         let chunk = {
             let mut state = shared.lock();
@@ -386,21 +526,33 @@ fn deliver(shared: &Channel, mut console: Box<dyn ConsoleWrite>) {
                 state = shared.wait(state, Duration::from_secs(1));
             }
         };
-        let mut rest = chunk.as_slice();
+        // A chunk ending a line leaves the filter with no sequence in progress, and every line of
+        // phantom_ci's own starts on a new line: its lines pass the filter unchanged.
+        let shown = match &mut filter {
+            Some(filter) => {
+                filtered.clear();
+                filter.push(&chunk, &mut filtered);
+                &filtered
+            }
+            None => &chunk,
+        };
+        let mut rest = shown.as_slice();
         while !rest.is_empty() {
             match console.write(rest) {
                 Ok(n) if n > 0 => {
                     rest = &rest[n..];
-                    let mut state = shared.lock();
-                    state.taken += n as u64;
-                    state.pending = state.pending.saturating_sub(n);
-                    drop(state);
+                    shared.lock().taken += n as u64;
                     shared.changed.notify_all();
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // The reader went away (`phantom_ci run … | head`): the run goes on, recorded in the log.
                 _ => return give_up(shared),
             }
+        }
+        // The chunk has left the buffer (the filter may have shortened what was written of it).
+        {
+            let mut state = shared.lock();
+            state.pending = state.pending.saturating_sub(chunk.len());
         }
         if console.flush().is_err() {
             return give_up(shared);
@@ -526,6 +678,67 @@ pub(crate) mod tests {
         );
         assert_eq!(log.matches("did not keep up").count(), 1, "one note");
         assert!(log.contains(&format!("{missed} bytes of output were not shown on it")));
+    }
+
+    #[test]
+    fn a_terminal_gets_colours_and_no_other_escape_and_the_log_gets_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("log");
+        let step = b"\x1b]52;c;cGF5bG9hZA==\x07\x1b]0;owned\x07\x1b[32mgreen\x1b[0m\x1b[2J";
+        let terminal = Shared::default();
+        let pipe = Shared::default();
+        for (console, filtered) in [
+            (
+                Box::new(ToTerminal(Box::new(terminal.clone()))) as Box<dyn ConsoleWrite>,
+                true,
+            ),
+            (Box::new(pipe.clone()), false),
+        ] {
+            let mut out = Output::new(Some(console), File::create(&log_path).unwrap(), u64::MAX);
+            // A sequence split between two reads of the pipe.
+            out.step_bytes(&step[..5]);
+            out.step_bytes(&step[5..]);
+            out.line("==> done");
+            out.close();
+            let log = std::fs::read(&log_path).unwrap();
+            assert!(log.starts_with(step), "{filtered}");
+        }
+        assert_eq!(terminal.text(), "\x1b[32mgreen\x1b[0m\n==> done\n");
+        assert!(pipe.text().starts_with(std::str::from_utf8(step).unwrap()));
+    }
+
+    #[test]
+    fn bytes_the_log_cannot_take_are_counted_with_their_steps_and_the_error() {
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let console = Shared::default();
+        let mut out = Output::new(Some(Box::new(console.clone())), full, u64::MAX);
+        assert_eq!(out.log_lost(), None);
+        out.line("==> step 0");
+        out.set_step(Some("0"));
+        out.step_bytes(&[b'a'; 1000]);
+        out.set_step(Some("1"));
+        out.step_bytes(b"b\n");
+        out.step_bytes(b"c\n");
+        out.set_step(None);
+        out.step_bytes(b"after\n");
+        let lost = out.log_lost().unwrap();
+        assert_eq!(lost.bytes, 11 + 1000 + 2 + 2 + 6);
+        assert_eq!(lost.steps, ["0", "1"]);
+        assert_eq!(lost.error, "No space left on device");
+        // The console has it all, and is told.
+        out.note_not_shown();
+        out.close();
+        let shown = console.text();
+        assert!(shown.contains("b\nc\nafter\n"), "{shown}");
+        assert!(
+            shown.contains(
+                "==> note: 1021B of output could not be written to the log (steps 0, 1): \
+                 No space left on device"
+            ),
+            "{shown}"
+        );
     }
 
     #[test]

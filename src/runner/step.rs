@@ -196,6 +196,8 @@ pub fn run(
     out: &mut Output,
 ) -> StepOutcome {
     let started = Instant::now();
+    // Bytes the log cannot take from now on are this step's (in the record's `log_lost`).
+    out.set_step(Some(&crate::state::records::step_id(step.index, None)));
     let failed_to_start = |message: String| StepOutcome {
         result: StepResult::Failure,
         exit_code: None,

@@ -144,6 +144,39 @@ pub struct RunRecord {
     pub result: RunResult,
     pub message: Option<String>,
     pub steps: Vec<StepRecord>,
+    /// Output that could not be written to the run's log (a full disk, a file size limit); absent
+    /// when the log has everything (and in records written before it existed). The run's result is
+    /// still what its steps decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_lost: Option<LogLost>,
+}
+
+/// What the run's log is missing: bytes that could not be written to it, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLost {
+    /// Bytes of output, the steps' and phantom_ci's own lines, that are not in the log.
+    pub bytes: u64,
+    /// The steps whose output lost bytes (`3`, `3.1`), in the order they first lost some; empty when
+    /// only phantom_ci's own lines were lost.
+    pub steps: Vec<String>,
+    /// Why, in words: the first write error (`No space left on device`).
+    pub error: String,
+}
+
+impl LogLost {
+    /// One line for people: `12.0KiB of output lost (steps 1, 2): No space left on device`.
+    pub fn describe(&self) -> String {
+        let steps = match self.steps.as_slice() {
+            [] => String::new(),
+            [one] => format!(" (step {one})"),
+            many => format!(" (steps {})", many.join(", ")),
+        };
+        format!(
+            "{} of output could not be written to the log{steps}: {}",
+            crate::describe::human_bytes(self.bytes),
+            self.error
+        )
+    }
 }
 
 impl RunRecord {
@@ -586,6 +619,7 @@ pub(crate) fn sample(run: u64, result: RunResult) -> RunRecord {
         result,
         message: None,
         steps: Vec::new(),
+        log_lost: None,
     }
 }
 

@@ -131,6 +131,7 @@ fn rebuild(repo: &Repo, run: &RunDir) -> RunRecord {
         result: RunResult::Aborted,
         message: None,
         steps: records::journal_steps(run),
+        log_lost: None,
     }
 }
 
