@@ -44,6 +44,7 @@ mod state;
 mod status;
 mod subject;
 mod suggest;
+mod system;
 mod tick;
 mod walkthrough;
 
@@ -84,6 +85,7 @@ fn main() -> std::process::ExitCode {
         status::tests(),
         subject::tests(),
         suggest::tests(),
+        system::tests(),
         tick::tests(),
         walkthrough::tests(),
     ]
