@@ -88,8 +88,7 @@ pub enum Command {
     Poke(commands::poke::PokeArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
     Completions(commands::completions::CompletionsArgs),
-    /// Print the manual page (roff): `phantom_ci man | man -l -`
-    #[command(hide = true)]
+    /// Print a manual page (roff): `phantom_ci man tick | man -l -`; `--dir DIR` writes them all
     Man(commands::man::ManArgs),
 }
 

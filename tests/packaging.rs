@@ -77,7 +77,87 @@ fn the_deb_assets_are_the_files_the_package_script_writes() {
     }
 }
 
+/// Issue 22: a page per subcommand, generated from the CLI, with the sections it cannot know; `man -l`
+/// renders them.
+fn every_subcommand_has_a_manual_page_that_man_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    cargo_bin_cmd!("phantom_ci")
+        .env_clear()
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    for page in [
+        "phantom_ci.1",
+        "phantom_ci-tick.1",
+        "phantom_ci-configure-cron.1",
+        "phantom_ci-cache-clear.1",
+        "phantom_ci-status.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        for section in [
+            ".SH FILES",
+            ".SH ENVIRONMENT",
+            ".SH EXIT STATUS",
+            ".SH SEE ALSO",
+        ] {
+            assert!(text.contains(section), "{page} lacks {section}");
+        }
+    }
+    for sub in SUBCOMMANDS {
+        assert!(
+            dir.path().join(format!("phantom_ci-{sub}.1")).is_file(),
+            "no page for {sub}"
+        );
+    }
+    // The hidden worker has none.
+    assert!(!dir.path().join("phantom_ci-work.1").exists());
+    // One page printed, as `phantom_ci man tick` gives it, is the same page.
+    let tick = stdout_of(
+        &cargo_bin_cmd!("phantom_ci")
+            .env_clear()
+            .args(["man", "tick"])
+            .assert()
+            .success(),
+    );
+    assert_eq!(
+        tick,
+        std::fs::read_to_string(dir.path().join("phantom_ci-tick.1")).unwrap()
+    );
+    cargo_bin_cmd!("phantom_ci")
+        .args(["man", "nonesuch"])
+        .assert()
+        .code(2);
+    if !crate::support::on_path("man") {
+        crate::skip!("needs man (install the Debian package man-db) to render the pages");
+    }
+    let rendered = std::process::Command::new("man")
+        .arg("-l")
+        .arg(dir.path().join("phantom_ci-tick.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(rendered.status.success(), "{text}");
+    for heading in [
+        "NAME",
+        "SYNOPSIS",
+        "FILES",
+        "ENVIRONMENT",
+        "EXIT STATUS",
+        "SEE ALSO",
+    ] {
+        assert!(
+            text.lines().any(|l| l == heading),
+            "`man -l` shows no {heading}:\n{text}"
+        );
+    }
+    assert!(text.contains("phantom_ci-tick"), "{text}");
+}
+
 crate::tests! {
+    every_subcommand_has_a_manual_page_that_man_renders,
     completions_cover_every_subcommand_in_each_shell,
     an_unknown_shell_is_a_usage_error,
     the_manual_page_is_roff_naming_every_subcommand,
