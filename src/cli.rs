@@ -88,8 +88,7 @@ pub enum Command {
     Poke(commands::poke::PokeArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
     Completions(commands::completions::CompletionsArgs),
-    /// Print the manual page (roff): `phantom_ci man | man -l -`
-    #[command(hide = true)]
+    /// Print a manual page (roff): `phantom_ci man tick | man -l -`; `--dir DIR` writes them all
     Man(commands::man::ManArgs),
 }
 
@@ -129,7 +128,8 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| dirs.spool());
-    let mut invocation = "phantom_ci".to_string();
+    let program = commands::own_name();
+    let mut invocation = program.clone();
     if config_given {
         invocation.push_str(" --config-dir ");
         invocation.push_str(&shell_words::quote(&dirs.config.to_string_lossy()));
@@ -142,7 +142,20 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         dirs,
         spool,
         invocation,
+        program,
     };
+    if matches!(
+        cli.command,
+        None | Some(
+            Command::Tick(_)
+                | Command::Run(_)
+                | Command::Cancel(_)
+                | Command::Debug(_)
+                | Command::Cache(_)
+        )
+    ) {
+        refuse_foreign_state(&ctx)?;
+    }
     match cli.command {
         Some(Command::Tick(w)) => commands::tick::run(w.args, &ctx),
         None => commands::tick::run(commands::tick::TickArgs::default(), &ctx),
@@ -163,6 +176,38 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Some(Command::Poke(args)) => commands::poke::run(args, &ctx),
         Some(Command::Completions(_) | Command::Man(_)) => Ok(ExitStatus::Success),
     }
+}
+
+/// As root, refuses to work in a data dir that belongs to another user — the system installation's
+/// service user (`phantom-ci`), say: what root wrote there (locks, records, workspaces) the service
+/// could no longer open. The message has the command to run instead, as that user.
+fn refuse_foreign_state(ctx: &Context) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(&ctx.dirs.data) else {
+        return Ok(());
+    };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("#{}", meta.uid()), |user| user.name);
+    let again: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|arg| shell_words::quote(&arg.to_string_lossy()).into_owned())
+        .collect();
+    Err(Error::Usage(format!(
+        "the data directory `{}` belongs to `{owner}`: what root wrote there, that user could no \
+         longer open; run this as `{owner}`: `sudo -u {} {} {}`",
+        ctx.dirs.data.display(),
+        shell_words::quote(&owner),
+        ctx.program,
+        again.join(" ")
+    )))
 }
 
 /// libgit2 as phantom_ci needs it, set once:

@@ -46,6 +46,7 @@ mod status;
 mod subject;
 mod suggest;
 mod terminal;
+mod system;
 mod tick;
 mod walkthrough;
 
@@ -88,6 +89,7 @@ fn main() -> std::process::ExitCode {
         subject::tests(),
         suggest::tests(),
         terminal::tests(),
+        system::tests(),
         tick::tests(),
         walkthrough::tests(),
     ]

@@ -466,7 +466,41 @@ fn a_broken_env_file_is_reported_without_its_text_and_changes_nothing() {
     assert_eq!(env.run_json("app", 1)["result"], "success");
 }
 
+/// Issue 22: someone trying a repository out with `run <path>` (not in Repo.toml) does not post to the
+/// team's chat; `--notify` asks for it.
+fn an_ad_hoc_run_notifies_nobody_unless_asked() {
+    let env = TestEnv::new();
+    let repo = env.repo("tryout");
+    repo.workflow("master", PASSING);
+    repo.commit("one");
+    let server = Server::accepting();
+    all_hooks(&env, &server);
+    let path = repo.work.to_str().unwrap();
+    let me = crate::support::current_user();
+    env.phantom()
+        .args(["run", path, "--run-as", &me])
+        .assert()
+        .success();
+    assert!(
+        server.requests().is_empty(),
+        "{:?}",
+        server.requests().len()
+    );
+    env.phantom()
+        .args(["run", path, "--run-as", &me, "--notify"])
+        .assert()
+        .success();
+    assert_eq!(server.requests_to(DISCORD).len(), 1);
+    assert_eq!(server.requests_to(GENERIC).len(), 1);
+    assert_eq!(
+        server.requests().len(),
+        3,
+        "one post to each of the three hooks"
+    );
+}
+
 crate::tests! {
+    an_ad_hoc_run_notifies_nobody_unless_asked,
     a_failing_run_posts_once_to_each_configured_hook,
     a_five_megabyte_log_still_fits_in_one_discord_message,
     notify_failure_posts_nothing_for_a_success,

@@ -60,26 +60,210 @@ fn the_deb_assets_are_the_files_the_package_script_writes() {
     let root = env!("CARGO_MANIFEST_DIR");
     let cargo_toml = std::fs::read_to_string(format!("{root}/Cargo.toml")).unwrap();
     let script = std::fs::read_to_string(format!("{root}/.ci/deb")).unwrap();
-    for asset in [
-        "phantom_ci.1.gz",
-        "phantom_ci.bash",
-        "_phantom_ci",
-        "phantom_ci.fish",
+    for (asset, written) in [
+        ("man/*.1.gz", "man --dir \"$assets/man\""),
+        ("phantom_ci.bash", "$assets/phantom_ci.bash"),
+        ("_phantom_ci", "$assets/_phantom_ci"),
+        ("phantom_ci.fish", "$assets/phantom_ci.fish"),
+        (
+            "units/phantom_ci.service",
+            "configure service --system --print",
+        ),
     ] {
         assert!(
             cargo_toml.contains(&format!("target/assets/{asset}")),
             "Cargo.toml does not package {asset}"
         );
-        assert!(
-            script.contains(&format!("$assets/{asset}")),
-            ".ci/deb does not write {asset}"
-        );
+        assert!(script.contains(written), ".ci/deb does not write {asset}");
     }
 }
 
+/// Issue 22: the package follows Debian's conventions — lintian finds no error — and holds what the
+/// system installation needs: units (not enabled), the conffile, a page per subcommand, the user and
+/// directory made by the maintainer scripts.
+fn the_package_passes_lintian_and_holds_the_system_installation() {
+    for (tool, package) in [
+        ("cargo-deb", "cargo install --locked cargo-deb"),
+        ("lintian", "apt-get install lintian"),
+        ("dpkg-deb", "apt-get install dpkg"),
+    ] {
+        if !crate::support::on_path(tool) {
+            crate::skip!("needs {tool} ({package}) to build and check the package");
+        }
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = tempfile::tempdir().unwrap();
+    let built = std::process::Command::new(format!("{root}/.ci/deb"))
+        .arg("--dev")
+        .arg("--output")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        ".ci/deb failed:\n{}{}",
+        String::from_utf8_lossy(&built.stdout),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let deb = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .expect("a .deb in the output directory");
+    let listing = std::process::Command::new("dpkg-deb")
+        .arg("--contents")
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for path in [
+        "./usr/bin/phantom_ci",
+        "./lib/systemd/system/phantom_ci.service",
+        "./lib/systemd/system/phantom_ci.timer",
+        "./lib/systemd/system/phantom_ci.path",
+        "./etc/phantom_ci/Repo.toml",
+        "./usr/share/man/man1/phantom_ci.1.gz",
+        "./usr/share/man/man1/phantom_ci-tick.1.gz",
+        "./usr/share/man/man1/phantom_ci-configure-cron.1.gz",
+        "./usr/share/bash-completion/completions/phantom_ci",
+        "./usr/share/doc/phantom-ci/docs/deployment.md",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.ends_with(path)),
+            "the package lacks {path}:\n{listing}"
+        );
+    }
+    let control = tempfile::tempdir().unwrap();
+    assert!(
+        std::process::Command::new("dpkg-deb")
+            .arg("--control")
+            .arg(&deb)
+            .arg(control.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let read = |name: &str| std::fs::read_to_string(control.path().join(name)).unwrap();
+    assert_eq!(read("conffiles").trim(), "/etc/phantom_ci/Repo.toml");
+    assert!(read("postinst").contains("adduser --system"));
+    assert!(read("postinst").contains("install -d -m 0711 -o root -g root /var/lib/phantom_ci"));
+    // Installed, not enabled: no maintainer script enables or starts a unit.
+    for script in ["postinst", "postrm"] {
+        let text = read(script);
+        for verb in [
+            "systemctl enable",
+            "systemctl start",
+            "deb-systemd-helper",
+            "deb-systemd-invoke",
+        ] {
+            assert!(!text.contains(verb), "{script}: {text}");
+        }
+    }
+    let unit = std::process::Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let tar = String::from_utf8_lossy(&unit.stdout);
+    assert!(tar.contains("ExecStart=/usr/bin/phantom_ci --config-dir /etc/phantom_ci --data-dir /var/lib/phantom_ci tick"));
+    let lintian = std::process::Command::new("lintian")
+        .args(["--tag-display-limit", "0", "--allow-root"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&lintian.stdout);
+    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("E: ")).collect();
+    assert!(
+        errors.is_empty(),
+        "lintian errors:\n{report}{}",
+        String::from_utf8_lossy(&lintian.stderr)
+    );
+}
+
+/// Issue 22: a page per subcommand, generated from the CLI, with the sections it cannot know; `man -l`
+/// renders them.
+fn every_subcommand_has_a_manual_page_that_man_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    cargo_bin_cmd!("phantom_ci")
+        .env_clear()
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    for page in [
+        "phantom_ci.1",
+        "phantom_ci-tick.1",
+        "phantom_ci-configure-cron.1",
+        "phantom_ci-cache-clear.1",
+        "phantom_ci-status.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        for section in [
+            ".SH FILES",
+            ".SH ENVIRONMENT",
+            ".SH EXIT STATUS",
+            ".SH SEE ALSO",
+        ] {
+            assert!(text.contains(section), "{page} lacks {section}");
+        }
+    }
+    for sub in SUBCOMMANDS {
+        assert!(
+            dir.path().join(format!("phantom_ci-{sub}.1")).is_file(),
+            "no page for {sub}"
+        );
+    }
+    // The hidden worker has none.
+    assert!(!dir.path().join("phantom_ci-work.1").exists());
+    // One page printed, as `phantom_ci man tick` gives it, is the same page.
+    let tick = stdout_of(
+        &cargo_bin_cmd!("phantom_ci")
+            .env_clear()
+            .args(["man", "tick"])
+            .assert()
+            .success(),
+    );
+    assert_eq!(
+        tick,
+        std::fs::read_to_string(dir.path().join("phantom_ci-tick.1")).unwrap()
+    );
+    cargo_bin_cmd!("phantom_ci")
+        .args(["man", "nonesuch"])
+        .assert()
+        .code(2);
+    if !crate::support::on_path("man") {
+        crate::skip!("needs man (install the Debian package man-db) to render the pages");
+    }
+    let rendered = std::process::Command::new("man")
+        .arg("-l")
+        .arg(dir.path().join("phantom_ci-tick.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(rendered.status.success(), "{text}");
+    for heading in [
+        "NAME",
+        "SYNOPSIS",
+        "FILES",
+        "ENVIRONMENT",
+        "EXIT STATUS",
+        "SEE ALSO",
+    ] {
+        assert!(
+            text.lines().any(|l| l == heading),
+            "`man -l` shows no {heading}:\n{text}"
+        );
+    }
+    assert!(text.contains("phantom_ci-tick"), "{text}");
+}
+
 crate::tests! {
+    every_subcommand_has_a_manual_page_that_man_renders,
     completions_cover_every_subcommand_in_each_shell,
     an_unknown_shell_is_a_usage_error,
     the_manual_page_is_roff_naming_every_subcommand,
     the_deb_assets_are_the_files_the_package_script_writes,
+    the_package_passes_lintian_and_holds_the_system_installation,
 }

@@ -259,7 +259,60 @@ fn a_bare_interval_gets_one_hint_in_units_systemd_reads_alike() {
     }
 }
 
+/// Issue 22: `configure cron --print` gives the crontab line of the timer: five time fields, then a
+/// command that, run by a shell as cron runs it, ticks — and does nothing while another holds its lock.
+fn the_cron_line_ticks_and_never_twice_at_once() {
+    if !crate::support::on_path("flock") {
+        crate::skip!("needs flock (util-linux) for the cron line's lock");
+    }
+    let env = TestEnv::new();
+    let (repo, first) = env.app("[0]\nrun = \"true\"\n", "");
+    let out = env
+        .phantom()
+        .args(["configure", "cron", "--interval", "10m", "--print"])
+        .assert()
+        .success();
+    let printed = crate::support::stdout_of(&out);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    assert!(stderr.contains("does not exist yet: create it"), "{stderr}");
+    std::fs::create_dir_all(&env.data).unwrap();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 2, "{printed}");
+    assert!(lines[0].starts_with("# phantom_ci: "), "{printed}");
+    let fields: Vec<&str> = lines[1].splitn(6, ' ').collect();
+    assert_eq!(fields[..5], ["*/10", "*", "*", "*", "*"], "{printed}");
+    // What cron hands the shell: the sixth field, `\\%` back to `%`.
+    let command = fields[5].replace("\\%", "%");
+    assert!(command.contains(" tick >/dev/null"), "{command}");
+    let shell = |command: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", command])
+            .env_clear()
+            .envs(crate::support::fixed_env(&env.home))
+            .status()
+            .unwrap()
+    };
+    assert!(shell(&command).success());
+    assert_eq!(env.run_json("app", 1)["commit"], first.as_str());
+    // While something holds the lock (a tick still running), the line does nothing.
+    let lock = std::fs::File::open(&env.data).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    repo.commit_and_push("two");
+    assert!(!shell(&command).success(), "flock -n gives up");
+    assert_eq!(env.runs("app"), [1]);
+    drop(held);
+    assert!(shell(&command).success());
+    assert_eq!(env.runs("app"), [1, 2]);
+    // An interval cron cannot say is refused, with what it can.
+    env.phantom()
+        .args(["configure", "cron", "--interval", "7m", "--print"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("divides an hour"));
+}
+
 crate::tests! {
+    the_cron_line_ticks_and_never_twice_at_once,
     a_bare_interval_gets_one_hint_in_units_systemd_reads_alike,
     printed_units_pass_systemd_analyze_verify,
     system_units_default_to_etc_and_var_lib,

@@ -164,7 +164,54 @@ fn remove_and_add_again_are_suggested_with_the_options_given() {
     assert_eq!(list[0]["branch"], "develop");
 }
 
+/// Issue 22: a suggestion names phantom_ci as the shell would find it — the binary's own path when
+/// `phantom_ci` on PATH is missing or another program, plain `phantom_ci` when PATH leads to it.
+fn suggestions_name_the_binary_that_was_started_when_path_would_not_find_it() {
+    let env = TestEnv::new();
+    let binary = assert_cmd::cargo::cargo_bin!("phantom_ci");
+    let no_repos = |path: &str| {
+        let out = env
+            .phantom()
+            .env("PATH", path)
+            .arg("list")
+            .assert()
+            .success();
+        String::from_utf8_lossy(&out.get_output().stderr).into_owned()
+    };
+    let plain = "/usr/local/bin:/usr/bin:/bin";
+    // Not on PATH: the absolute path it was started by.
+    let stderr = no_repos(plain);
+    let add = stderr.split('`').nth(3).unwrap();
+    assert_eq!(
+        shell_words::split(add).unwrap()[0],
+        binary.canonicalize().unwrap().to_str().unwrap(),
+        "{stderr}"
+    );
+    // Another `phantom_ci` first on PATH: still the path of the one that ran.
+    let other = env.root().join("other-bin");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("phantom_ci"), "#!/bin/sh\n").unwrap();
+    let stderr = no_repos(&format!("{}:{plain}", other.display()));
+    assert!(
+        stderr.contains(&format!(
+            "`{} --config-dir",
+            binary.canonicalize().unwrap().display()
+        )),
+        "{stderr}"
+    );
+    // On PATH (through a link, as `cargo install` or a package puts it): plain `phantom_ci`.
+    let bin = env.root().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(binary, bin.join("phantom_ci")).unwrap();
+    let stderr = no_repos(&format!("{}:{plain}", bin.display()));
+    assert!(
+        stderr.contains("add one with `phantom_ci --config-dir"),
+        "{stderr}"
+    );
+}
+
 crate::tests! {
+    suggestions_name_the_binary_that_was_started_when_path_would_not_find_it,
     the_force_hint_of_a_refused_hook_keeps_wait_and_the_directories,
     the_hook_suggested_by_add_keeps_the_spool_and_the_directories,
     a_second_branch_of_a_hooked_repo_is_covered_by_its_hook,

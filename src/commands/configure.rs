@@ -1,5 +1,5 @@
-//! `phantom_ci configure hook|service`: install phantom_ci as a bare repository's post-receive hook, or
-//! write the systemd units that run `phantom_ci tick`.
+//! `phantom_ci configure hook|service|cron`: install phantom_ci as a bare repository's post-receive
+//! hook, or write the systemd units (or, without systemd, the crontab line) that run `phantom_ci tick`.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use crate::commands::{Context, Suggestion};
 use crate::config::quantities::HumanDuration;
 use crate::config::{Config, Location};
 use crate::error::{Error, ExitStatus};
+use crate::install::cron;
 use crate::install::hook_template::{self, Installed, Pokes, Runner};
 use crate::install::systemd::{self, Scope, Settings};
 
@@ -28,6 +29,8 @@ pub enum What {
     Hook(HookArgs),
     /// Write a systemd service and timer (and, with --system, a path unit) that run `phantom_ci tick`
     Service(ServiceArgs),
+    /// Without systemd: a crontab line that runs `phantom_ci tick` every interval, never twice at once
+    Cron(CronArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +62,19 @@ pub struct ServiceArgs {
     pub print: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct CronArgs {
+    /// /etc/cron.d/phantom_ci, run as root (default: your own crontab, through `crontab`)
+    #[arg(long)]
+    pub system: bool,
+    /// How often cron runs `tick`: minutes that divide an hour or hours that divide a day [default: 5m]
+    #[arg(long, value_name = "DUR", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+    /// Only print the line; write nothing
+    #[arg(long)]
+    pub print: bool,
+}
+
 fn parse_interval(text: &str) -> Result<Duration, String> {
     HumanDuration::parse(text).map(|d| d.0)
 }
@@ -67,6 +83,7 @@ pub fn run(args: ConfigureArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     match args.what {
         What::Hook(args) => hook(args, ctx),
         What::Service(args) => service(args, ctx),
+        What::Cron(args) => cron(args, ctx),
     }
 }
 
@@ -227,7 +244,7 @@ fn service(args: ServiceArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let units = systemd::units(&settings)?;
     if Config::load(&dirs.repo_toml()).is_ok_and(|c| c.repos.is_empty()) {
         let add = match scope {
-            Scope::System => Suggestion::with_dirs(&dirs, &["add"]),
+            Scope::System => Suggestion::with_dirs(&ctx.program, &dirs, &["add"]),
             Scope::User => ctx.suggest(&["add"]),
         };
         eprintln!(
@@ -305,6 +322,108 @@ fn service(args: ServiceArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                 );
             }
         }
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn cron(args: CronArgs, ctx: &Context) -> Result<ExitStatus, Error> {
+    let dirs = if args.system {
+        systemd::system_dirs(&ctx.dirs)
+    } else {
+        ctx.dirs.clone()
+    };
+    let every = args.interval.unwrap_or(systemd::DEFAULT_INTERVAL);
+    let user = args.system.then_some("root");
+    let entry = cron::entry(&current_binary()?, &dirs, every, user).map_err(Error::Usage)?;
+    if args.print {
+        print!("{entry}");
+        if !dirs.data.is_dir() {
+            eprintln!(
+                "phantom_ci: note: the line locks `{}`, which does not exist yet: create it (or run \
+                 `configure cron` without `--print`, which does)",
+                dirs.data.display()
+            );
+        }
+        return Ok(ExitStatus::Success);
+    }
+    let print = ctx
+        .suggest(&["configure", "cron"])
+        .flag("--system", args.system)
+        .option(
+            "--interval",
+            args.interval
+                .map(|i| humantime::format_duration(i).to_string()),
+        )
+        .arg("--print");
+    if args.system && !nix::unistd::geteuid().is_root() {
+        return Err(Error::Usage(format!(
+            "writing `{}` needs root: run it as root, or print the line with `{print}`",
+            cron::SYSTEM_FILE
+        )));
+    }
+    // The line locks the data dir: it must exist (with the mode only phantom_ci's user opens).
+    dirs.make(&dirs.data)
+        .map_err(|e| Error::io("cannot create", &dirs.data, e))?;
+    if args.system {
+        let file = std::path::Path::new(cron::SYSTEM_FILE);
+        let current = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io("cannot read", file, e)),
+        };
+        if !current.is_empty() && !current.starts_with(cron::MARKER) {
+            return Err(Error::Usage(format!(
+                "`{}` exists and was not written by phantom_ci; move it away first, or install \
+                 the line by hand (print it with `{print}`)",
+                file.display()
+            )));
+        }
+        crate::state::atomic_file::write_public(file, entry.as_bytes())
+            .map_err(|e| Error::io("cannot write", file, e))?;
+        println!("wrote `{}`; cron reads it by itself", file.display());
+    } else {
+        let listed = std::process::Command::new("crontab")
+            .arg("-l")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| {
+                Error::Other(format!(
+                    "cannot run `crontab` ({e}); install cron, or add the line from `{print}` \
+                     by hand"
+                ))
+            })?;
+        // `crontab -l` fails when the user has no crontab yet: start from nothing then — and only
+        // then: any other failure would have the user's lines replaced by phantom_ci's alone.
+        let current = if listed.status.success() {
+            String::from_utf8_lossy(&listed.stdout).into_owned()
+        } else if String::from_utf8_lossy(&listed.stderr).contains("no crontab") {
+            String::new()
+        } else {
+            return Err(Error::Other(format!(
+                "`crontab -l` failed: {}; add the line from `{print}` by hand",
+                crate::describe::one_line(&String::from_utf8_lossy(&listed.stderr), 300)
+            )));
+        };
+        let mut install = std::process::Command::new("crontab")
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Other(format!("cannot run `crontab -`: {e}")))?;
+        if let Some(mut stdin) = install.stdin.take() {
+            use std::io::Write;
+            stdin
+                .write_all(cron::replace_entry(&current, &entry).as_bytes())
+                .map_err(|e| Error::Other(format!("cannot write to `crontab -`: {e}")))?;
+        }
+        let status = install
+            .wait()
+            .map_err(|e| Error::Other(format!("`crontab -` did not finish: {e}")))?;
+        if !status.success() {
+            return Err(Error::Other(format!(
+                "`crontab -` refused the new crontab ({status}); add the line from `{print}` by hand"
+            )));
+        }
+        println!("installed in your crontab (`crontab -l` shows it)");
     }
     Ok(ExitStatus::Success)
 }

@@ -94,11 +94,13 @@ pub fn run(args: ListArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
     if config.repos.is_empty() {
         eprintln!(
-            "phantom_ci: no repos in `{}`; add one with `{}`",
-            file.display(),
-            ctx.suggest(&["add"])
-                .placeholder("<PATH|URL>")
-                .placeholder("[BRANCH]")
+            "{}",
+            ctx.no_repos(
+                ctx.suggest(&["add"])
+                    .placeholder("<PATH|URL>")
+                    .placeholder("[BRANCH]"),
+                &["list"]
+            )
         );
         return Ok(ExitStatus::Success);
     }

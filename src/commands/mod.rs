@@ -51,9 +51,44 @@ pub struct Context {
     /// `phantom_ci` with the directory options this invocation was given (by option or environment),
     /// for the commands phantom_ci suggests: pasted as they are, they use the same configuration.
     pub invocation: String,
+    /// How a pasted command names phantom_ci ([`own_name`]).
+    pub program: String,
+}
+
+/// How a command to paste names phantom_ci: `phantom_ci` when that is what `PATH` runs, else the
+/// path of the running binary (started by a path, or another build than the one on `PATH`).
+pub fn own_name() -> String {
+    let me = std::env::current_exe().and_then(std::fs::canonicalize);
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("phantom_ci"))
+            .find(|candidate| candidate.is_absolute() && candidate.is_file())
+    });
+    match (me, on_path.map(std::fs::canonicalize)) {
+        (Ok(me), Some(Ok(found))) if me == found => "phantom_ci".into(),
+        (Ok(me), _) => shell_words::quote(&me.to_string_lossy()).into_owned(),
+        (Err(_), _) => "phantom_ci".into(),
+    }
 }
 
 impl Context {
+    /// "no repos in `Repo.toml`; add one with `add`", and where another configuration with repos is
+    /// (the system installation's, or the user's own), with the command that reads it.
+    pub fn no_repos(&self, add: Suggestion, words: &[&str]) -> String {
+        let mut message = format!(
+            "phantom_ci: no repos in `{}`; add one with `{add}`",
+            self.dirs.repo_toml().display()
+        );
+        if let Some(other) = self.dirs.elsewhere() {
+            message.push_str(&format!(
+                "\nphantom_ci: note: `{}` has a configuration; to use it: `{}`",
+                other.repo_toml().display(),
+                Suggestion::with_dirs(&self.program, &other, words)
+            ));
+        }
+        message
+    }
+
     /// The spool, when it is not the default `<data>/spool` (what the hook and the units must be told).
     pub fn custom_spool(&self) -> Option<&Path> {
         (self.spool != self.dirs.spool()).then_some(self.spool.as_path())
@@ -80,8 +115,8 @@ pub struct Suggestion(Vec<String>);
 impl Suggestion {
     /// `phantom_ci --config-dir <config> --data-dir <data> <words>`: for another configuration than
     /// the one in force (the system service's).
-    pub fn with_dirs(dirs: &Dirs, words: &[&str]) -> Suggestion {
-        let mut suggestion = Suggestion(vec!["phantom_ci".into()])
+    pub fn with_dirs(program: &str, dirs: &Dirs, words: &[&str]) -> Suggestion {
+        let mut suggestion = Suggestion(vec![program.into()])
             .arg("--config-dir")
             .arg(&dirs.config)
             .arg("--data-dir")
@@ -178,6 +213,7 @@ mod tests {
             },
             spool: spool.into(),
             invocation: "phantom_ci --config-dir '/etc/phantom ci'".into(),
+            program: "phantom_ci".into(),
         }
     }
 
@@ -214,7 +250,7 @@ mod tests {
         let default = context("/var/lib/phantom_ci/spool");
         assert!(!default.suggest(&["tick"]).to_string().contains("spool"));
         assert_eq!(
-            Suggestion::with_dirs(&default.dirs, &["add"])
+            Suggestion::with_dirs("phantom_ci", &default.dirs, &["add"])
                 .placeholder("<PATH|URL>")
                 .to_string(),
             "phantom_ci --config-dir '/etc/phantom ci' --data-dir /var/lib/phantom_ci add <PATH|URL>"

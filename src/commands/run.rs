@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Run the steps as this user instead of the repo's `run_as`
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,
+    /// Post an ad-hoc run (a path not in Repo.toml) to the webhooks in .env, as a configured repo's
+    /// would be; without it, ad-hoc runs notify nobody
+    #[arg(long)]
+    pub notify: bool,
 }
 
 pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
@@ -59,6 +63,9 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     };
     if let Some(user) = args.run_as {
         repo.run_as = Some(user);
+    }
+    if args.notify && ad_hoc::is_ad_hoc(&repo.name) {
+        repo.notify = config::Notify::Always;
     }
     let not_pushed_yet = || {
         Error::Other(format!(

@@ -162,9 +162,11 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
     if repos.is_empty() {
         eprintln!(
-            "phantom_ci: no repos in `{}`; add one with `{}`",
-            file.display(),
-            ctx.suggest(&["add"]).placeholder("<PATH|URL> [BRANCH]")
+            "{}",
+            ctx.no_repos(
+                ctx.suggest(&["add"]).placeholder("<PATH|URL> [BRANCH]"),
+                &["status"]
+            )
         );
         return Ok(ExitStatus::Success);
     }

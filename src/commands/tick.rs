@@ -25,9 +25,11 @@ pub fn run(args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let checked = only(&config, &args.repos, ctx)?;
     if config.repos.is_empty() {
         eprintln!(
-            "phantom_ci: no repos configured in `{}`; add one with `{}`",
-            ctx.dirs.repo_toml().display(),
-            ctx.suggest(&["add"]).placeholder("<PATH|URL> [BRANCH]")
+            "{}",
+            ctx.no_repos(
+                ctx.suggest(&["add"]).placeholder("<PATH|URL> [BRANCH]"),
+                &["tick"]
+            )
         );
         return Ok(ExitStatus::Success);
     }

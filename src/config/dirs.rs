@@ -12,6 +12,23 @@ use std::path::{Path, PathBuf};
 pub const CONFIG_DIR_ENV: &str = "PHANTOM_CI_CONFIG_DIR";
 pub const DATA_DIR_ENV: &str = "PHANTOM_CI_DATA_DIR";
 
+/// The system installation's directories (SPEC §10): what `configure service --system` and the
+/// package set up, and what root uses by default once `/etc/phantom_ci/Repo.toml` exists.
+pub const SYSTEM_CONFIG_DIR: &str = "/etc/phantom_ci";
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/phantom_ci";
+
+/// Whether this invocation uses the system installation by default: it is root's, and
+/// `/etc/phantom_ci/Repo.toml` exists (gitlab-runner's convention: root reads the system
+/// configuration, everyone else their own).
+pub fn system_default() -> bool {
+    nix::unistd::geteuid().is_root() && Path::new(SYSTEM_CONFIG_DIR).join("Repo.toml").exists()
+}
+
+/// The platform's per-user directories (`~/.config/phantom_ci`, `~/.local/share/phantom_ci`).
+fn user_default() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("com", "helloimalemur", "phantom_ci")
+}
+
 /// The config and data directories in force for this invocation.
 #[derive(Debug, Clone)]
 pub struct Dirs {
@@ -20,27 +37,33 @@ pub struct Dirs {
 }
 
 impl Dirs {
-    /// The command-line option wins over the environment variable, which wins over the platform default.
-    /// The error is a usage error's message.
+    /// The command-line option wins over the environment variable, which wins over the default: the
+    /// system installation's directory for root where it exists ([`system_default`]), else the
+    /// platform's per-user one. Each directory is chosen on its own: `--data-dir` alone still reads
+    /// `/etc/phantom_ci` as root. The error is a usage error's message.
     pub fn resolve(config_opt: Option<PathBuf>, data_opt: Option<PathBuf>) -> Result<Dirs, String> {
-        let project = directories::ProjectDirs::from("com", "helloimalemur", "phantom_ci");
-        let pick = |opt: Option<PathBuf>, var: &str, default: Option<&Path>| {
+        let project = user_default();
+        let system = system_default();
+        let pick = |opt: Option<PathBuf>, var: &str, default: Option<&Path>, system_dir: &str| {
             opt.or_else(|| {
                 std::env::var_os(var)
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from)
             })
+            .or_else(|| system.then(|| PathBuf::from(system_dir)))
             .or_else(|| default.map(Path::to_path_buf))
         };
         let config = pick(
             config_opt,
             CONFIG_DIR_ENV,
             project.as_ref().map(|p| p.config_dir()),
+            SYSTEM_CONFIG_DIR,
         );
         let data = pick(
             data_opt,
             DATA_DIR_ENV,
             project.as_ref().map(|p| p.data_dir()),
+            SYSTEM_DATA_DIR,
         );
         match (config, data) {
             (Some(config), Some(data)) => Ok(Dirs {
@@ -52,6 +75,25 @@ impl Dirs {
                  pass --config-dir and --data-dir or set {CONFIG_DIR_ENV} and {DATA_DIR_ENV}"
             )),
         }
+    }
+
+    /// Another configuration than this one whose `Repo.toml` exists — the system installation's, or
+    /// this user's own — with its data dir: for "no repos" messages, so that nobody wonders where the
+    /// service's repos went.
+    pub fn elsewhere(&self) -> Option<Dirs> {
+        let system = Dirs {
+            config: PathBuf::from(SYSTEM_CONFIG_DIR),
+            data: PathBuf::from(SYSTEM_DATA_DIR),
+        };
+        let user = user_default().map(|p| Dirs {
+            config: p.config_dir().to_path_buf(),
+            data: p.data_dir().to_path_buf(),
+        });
+        [Some(system), user]
+            .into_iter()
+            .flatten()
+            .filter(|other| other.config != self.config)
+            .find(|other| other.repo_toml().is_file())
     }
 
     pub fn repo_toml(&self) -> PathBuf {

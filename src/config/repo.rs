@@ -62,7 +62,8 @@ impl Repo {
             pass_env: Vec::new(),
             keep_workspace: KeepWorkspace::Never,
             keep_runs: DEFAULT_KEEP_RUNS,
-            notify: Notify::Always,
+            // Someone trying a repository out: the team's chat hears of it only with `run --notify`.
+            notify: Notify::Never,
             require_signed: false,
             allowed_signers: None,
             workflow: None,

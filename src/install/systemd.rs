@@ -37,8 +37,7 @@ pub const SERVICE: &str = "phantom_ci.service";
 pub const TIMER: &str = "phantom_ci.timer";
 pub const PATH_UNIT: &str = "phantom_ci.path";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
-pub const SYSTEM_CONFIG_DIR: &str = "/etc/phantom_ci";
-pub const SYSTEM_DATA_DIR: &str = "/var/lib/phantom_ci";
+pub use crate::config::dirs::{SYSTEM_CONFIG_DIR, SYSTEM_DATA_DIR};
 
 /// The first line of every unit phantom_ci writes, to tell its own units from others.
 const MARKER: &str =
