@@ -51,6 +51,8 @@ pub fn run(args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             continue;
         }
         if unmoved_and_settled(ctx, repo) {
+            // No run to recover; a `debug` session that died is still ended.
+            recovery::end_dead_sessions(&ctx.dirs, &repo.name);
             continue;
         }
         match recover_and_check(ctx, repo) {
