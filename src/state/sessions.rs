@@ -10,6 +10,10 @@
 
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
 use crate::config::dirs::Dirs;
 use crate::error::Error;
 use crate::state::atomic_file;
@@ -79,12 +83,24 @@ pub fn dead(dirs: &Dirs, repo: &str) -> Vec<Dead> {
             let (owner, start, keep) = parse(&std::fs::read_to_string(record(&root)).ok()?)?;
             // A record that names another process than its directory does was not written by
             // phantom_ci: leave it be.
-            if owner != pid || process_start_time(pid) == Some(start) {
-                return None;
-            }
-            Some(Dead { root, pid, keep })
+            (owner == pid && !alive(pid, start)).then_some(Dead { root, pid, keep })
         })
         .collect()
+}
+
+/// Whether process `pid`, started at `start`, still runs. Where `/proc` cannot tell, a process that
+/// exists counts as alive: a live session is never taken for a dead one.
+fn alive(pid: u32, start: u64) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return true;
+    };
+    if raw <= 0 {
+        return true;
+    }
+    match process_start_time(pid) {
+        Some(now) => now == start,
+        None => kill(Pid::from_raw(raw), None) != Err(Errno::ESRCH),
+    }
 }
 
 /// `<pid> <start time> <keep|remove>`.
@@ -129,6 +145,9 @@ mod tests {
             ("debug-3", Some("1 1 remove\n")),
             ("debug-4", Some("4 x remove\n")),
             ("7", Some("7 1 remove\n")),
+            // Never a process group or every process to signal.
+            ("debug-0", Some("0 1 remove\n")),
+            ("debug-4294967295", Some("4294967295 1 remove\n")),
         ] {
             std::fs::create_dir_all(repo.join(name)).unwrap();
             if let Some(text) = text {
