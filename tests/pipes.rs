@@ -119,7 +119,60 @@ fn a_run_whose_console_went_away_still_runs_and_records_its_result() {
     assert_eq!(out.status.code(), Some(1), "{:?}", out.status);
 }
 
+/// `tick` and `hook --wait` (whose pipes end on a pusher who may have gone) with stdout and stderr
+/// nobody reads: what they have to say first (a repo of the same repository that cannot run) does
+/// not stop them; the runs go on, are recorded, and the commands end by their result.
+fn tick_and_the_hook_go_on_without_their_console() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"seq 1 100000\"\n");
+    repo.commit_and_push("one");
+    // `broken` comes first, and its problem is said on stderr before anything runs.
+    env.write_repo_toml(&format!(
+        "{}{}",
+        env.section_as("broken", &repo, "phantom-no-such-user", ""),
+        env.section("app", &repo, "")
+    ));
+    let mut command = env.phantom_std();
+    command.arg("tick");
+    let out = closed(command, true);
+    assert_eq!(out.status.code(), Some(1), "broken: {:?}", out.status);
+    assert_eq!(env.wait_for_run("app", 1)["result"], "success");
+
+    repo.workflow(
+        "master",
+        "[0]\nrun = \"seq 1 100000\"\n[1]\nrun = \"exit 4\"\n",
+    );
+    let commit = repo.commit_and_push("fails");
+    let mut command = env.phantom_std();
+    command
+        .args(["hook", "--wait"])
+        .env("GIT_DIR", &repo.bare)
+        .current_dir(&repo.bare);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut hook = command
+        .stdin(Stdio::piped())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(
+        hook.stdin.take().unwrap(),
+        "{} {commit} refs/heads/master",
+        "0".repeat(40)
+    )
+    .unwrap();
+    let status = hook.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "a push never fails: {status:?}");
+    let record = env.wait_for_run("app", 2);
+    assert_eq!(record["result"], "failure");
+    assert_eq!(record["commit"], commit.as_str());
+}
+
 crate::tests! {
+    tick_and_the_hook_go_on_without_their_console,
     output_only_commands_end_by_sigpipe_when_the_reader_went_away,
     a_run_whose_console_went_away_still_runs_and_records_its_result,
 }
