@@ -93,6 +93,21 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
+    // Output-only commands end as git does when their reader goes away (`| head`): by SIGPIPE, status
+    // 141. The others (a run above all) go on without the console and end by their own result.
+    if matches!(
+        cli.command,
+        Some(
+            Command::List(_)
+                | Command::Status(_)
+                | Command::Logs(_)
+                | Command::Check(_)
+                | Command::Completions(_)
+                | Command::Man(_)
+        )
+    ) {
+        crate::isolation::signals::end_on_closed_pipe();
+    }
     // These describe the command line itself: no directories, no configuration.
     match cli.command {
         Some(Command::Completions(args)) => {

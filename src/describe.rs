@@ -46,6 +46,19 @@ pub fn terminal(text: &str) -> String {
         .collect()
 }
 
+/// Bytes that should be text but need not be (a git ref name may hold any byte but a few), made
+/// terminal-safe: the UTF-8 parts as [`terminal`] makes them, every other byte as `\xNN`.
+pub fn escaped_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&terminal(chunk.valid()));
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
+}
+
 /// A size for people: `812B`, `3.4KiB`, `1.2GiB` (one decimal from KiB up).
 pub fn human_bytes(bytes: u64) -> String {
     let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
@@ -104,6 +117,16 @@ pub fn stdout_in_colour() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_shown_escaped_and_controls_made_safe() {
+        assert_eq!(escaped_bytes(b"main"), "main");
+        assert_eq!(
+            escaped_bytes(b"r\xffel/\xc3\xa9\xc3"),
+            "r\\xffel/\u{e9}\\xc3"
+        );
+        assert_eq!(escaped_bytes(b"\x1b]52;c;x\x07\xfe"), "?]52;c;x?\\xfe");
+    }
 
     #[test]
     fn results_have_colours_and_plain_styles_add_nothing() {

@@ -18,10 +18,9 @@ fn main() -> ExitCode {
     match phantom_ci::cli::run(cli) {
         Ok(status) => status.into(),
         Err(error) => {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("phantom_ci: {error}");
-            }
+            use std::io::Write;
+            // A closed stderr does not turn the error into a panic: the exit status still tells it.
+            let _ = writeln!(std::io::stderr(), "phantom_ci: {error}");
             error.exit_status().into()
         }
     }

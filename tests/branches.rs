@@ -306,7 +306,45 @@ fn a_push_of_many_matching_branches_queues_a_bounded_number_and_tick_the_rest() 
     assert_eq!(env.runs("app").len(), 70);
 }
 
+/// A branch whose name is not UTF-8 (git allows any byte but a few) matches `release/*` but cannot
+/// run: the pusher (the hook's stderr) and `tick` say so, naming it escaped; a sibling still runs.
+fn a_branch_that_is_not_utf8_is_named_escaped_by_the_hook_and_tick() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    branches_section(&env, &repo, "\"release/*\"");
+    env.install_hook(&repo, true);
+    repo.write("workflow.toml", "[0]\nrun = \"true\"\n");
+    repo.commit("one");
+    let refspec = std::ffi::OsStr::from_bytes(b"HEAD:refs/heads/release/\xff\xc3\xa9-x\xc3");
+    let out = std::process::Command::new("git")
+        .args(["push", "-q", "origin"])
+        .arg(refspec)
+        .current_dir(&repo.work)
+        .env_clear()
+        .envs(crate::support::fixed_env(&env.home))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let note = "repo `app`: branch `release/\\xff\u{e9}-x\\xc3` matches `target_branch` but does not \
+                run: its name is not UTF-8";
+    assert!(stderr.contains(note), "{stderr}");
+    assert!(env.runs("app").is_empty());
+
+    assert!(repo.push("release/1").status.success());
+    assert_eq!(env.runs("app"), [1]);
+    let out = env.phantom().arg("tick").assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains(&format!("phantom_ci: note: {note}")),
+        "{stderr}"
+    );
+    assert_eq!(env.runs("app"), [1]);
+}
+
 crate::tests! {
+    a_branch_that_is_not_utf8_is_named_escaped_by_the_hook_and_tick,
     a_push_to_release_1_2_runs_under_a_release_star_section,
     tick_runs_each_matching_branch_once_and_status_shows_a_line_each,
     a_push_of_one_branch_never_replaces_another_branchs_queued_commit,

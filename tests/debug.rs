@@ -10,7 +10,8 @@ use crate::boundary::{
     PROBE, Screen, open_pty, pending_input, spawn_in_terminal, step_user, system_python,
 };
 use crate::support::{
-    TestEnv, TestRepo, has_bwrap, has_line, is_root, needs_root, stdout_of, wait_for,
+    TestEnv, TestRepo, has_bwrap, has_line, is_root, needs_root, process_running, stdout_of,
+    wait_for,
 };
 
 const WORKFLOW: &str = "[0]\nrun = \"true\"\n";
@@ -330,7 +331,156 @@ fn an_interactive_sandboxed_shell_has_a_terminal_of_its_own_never_the_operators(
     interactive("sandbox = \"bwrap\"");
 }
 
+/// The pid of the process whose command line is exactly `argv`, if one runs.
+fn pid_of(argv: &[&str]) -> Option<i32> {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            (std::fs::read(entry.path().join("cmdline")).ok()? == wanted).then_some(pid)
+        })
+}
+
+/// The directory of the cgroup2 that process `pid` is in, below a cgroup2 mount.
+fn cgroup_dir(pid: i32) -> Option<PathBuf> {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let point = left.split(' ').nth(4)?;
+        let dir = Path::new(point).join(path.trim_start_matches('/'));
+        (right.starts_with("cgroup2 ") && path != "/" && dir.is_dir()).then_some(dir)
+    })
+}
+
+/// Should the test fail half-way, neither its `debug` processes nor their sleepers stay behind.
+struct Sessions {
+    debugs: Vec<std::process::Child>,
+    sleeps: Vec<String>,
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        for child in &mut self.debugs {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The sleepers, and the shells whose scripts name them.
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if self.sleeps.iter().any(|m| cmdline.contains(m.as_str())) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// Issue 18, item 4, the attack: `debug app -- sh -c 'setsid sleep … &'`, then `debug` is SIGKILLed.
+/// The next `tick` ends the session's processes (its cgroup, or its `PHANTOM_CI_WORKSPACE`) and
+/// removes its workspace — but keeps a `--keep` session's workspace, and touches nothing of a session
+/// that is alive.
+fn a_killed_session_is_ended_by_the_next_tick_and_a_live_one_is_not_touched() {
+    let env = shared_env();
+    two_runs(&env, "");
+    let unique = std::process::id();
+    let [killed, kept, live] = [1, 2, 3].map(|n| format!("7777{n}{unique}"));
+    let mut sessions = Sessions {
+        debugs: Vec::new(),
+        sleeps: vec![killed.clone(), kept.clone(), live.clone()],
+    };
+    for (marker, keep) in [(&killed, false), (&kept, true), (&live, false)] {
+        let mut command = env.phantom_std();
+        command.args(["debug", "app"]);
+        if keep {
+            command.arg("--keep");
+        }
+        // The session's own shell waits for a file the test makes.
+        let script = format!(
+            "setsid sleep {marker} & while ! test -e \"$PHANTOM_CI_WORKSPACE/stop\"; do sleep 0.05; done"
+        );
+        command
+            .args(["--", "sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        sessions.debugs.push(command.spawn().unwrap());
+    }
+    let mut sleepers = Vec::new();
+    for marker in [&killed, &kept, &live] {
+        wait_for("the session's sleeper", || {
+            pid_of(&["sleep", marker]).is_some()
+        });
+        sleepers.push(pid_of(&["sleep", marker]).unwrap());
+    }
+    let roots: Vec<PathBuf> = sessions
+        .debugs
+        .iter()
+        .map(|c| env.data.join("work/app").join(format!("debug-{}", c.id())))
+        .collect();
+    let cgroups: Vec<Option<PathBuf>> = sleepers.iter().map(|pid| cgroup_dir(*pid)).collect();
+    if is_root() {
+        assert!(
+            cgroups.iter().all(Option::is_some),
+            "as root here, each session has a cgroup"
+        );
+    }
+    // Two sessions die without a chance to clean up.
+    for child in &mut sessions.debugs[..2] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(process_running(&["sleep", &killed]), "nothing acted yet");
+    assert!(roots[0].is_dir());
+
+    env.phantom().arg("tick").assert().success();
+    wait_for("the dead sessions' sleepers to be gone", || {
+        !process_running(&["sleep", &killed]) && !process_running(&["sleep", &kept])
+    });
+    assert!(
+        !roots[0].exists(),
+        "the dead session's workspace is removed"
+    );
+    assert!(
+        roots[1].join("workspace/workflow/master.toml").is_file(),
+        "a `--keep` workspace stays"
+    );
+    assert!(
+        !roots[1].join("session").exists(),
+        "and is no session any more"
+    );
+    for cgroup in cgroups[..2].iter().flatten() {
+        assert!(!cgroup.exists(), "{} is left", cgroup.display());
+    }
+    // The live session: untouched.
+    assert!(process_running(&["sleep", &live]));
+    assert!(roots[2].join("session").is_file());
+    if let Some(cgroup) = &cgroups[2] {
+        assert!(cgroup.is_dir());
+    }
+    // A `run` recovers the same way, and still leaves the live session alone.
+    env.phantom().args(["run", "app"]).assert().success();
+    assert!(process_running(&["sleep", &live]));
+    assert!(roots[2].join("workspace").is_dir());
+
+    std::fs::write(roots[2].join("workspace/stop"), "").unwrap();
+    let status = sessions.debugs[2].wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!process_running(&["sleep", &live]));
+    assert!(!roots[2].exists());
+}
+
 crate::tests! {
+    a_killed_session_is_ended_by_the_next_tick_and_a_live_one_is_not_touched,
     a_command_runs_as_the_step_user_at_the_runs_commit_and_leaves_nothing,
     a_sandboxed_command_runs_as_the_step_user_at_the_runs_commit_and_leaves_nothing,
     debug_in_the_sandbox_hides_phantoms_files_like_a_step,

@@ -35,6 +35,7 @@ mod messages;
 mod notify;
 mod packaging;
 mod parallel;
+mod pipes;
 mod report;
 mod run;
 mod sandbox;
@@ -78,6 +79,7 @@ fn main() -> std::process::ExitCode {
         notify::tests(),
         packaging::tests(),
         parallel::tests(),
+        pipes::tests(),
         report::tests(),
         run::tests(),
         sandbox::tests(),

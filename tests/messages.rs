@@ -5,10 +5,14 @@ use std::process::{Command, Stdio};
 
 use predicates::prelude::*;
 
-use crate::support::{TestEnv, needs_root};
+use crate::support::{TestEnv, needs_root, on_path};
 
 /// `phantom_ci --config-dir … --data-dir … <args>` as the user `nobody` (the tests run as root).
+/// Without `setpriv` on `PATH` the test ends as ignored, saying so.
 fn as_nobody(env: &TestEnv, args: &[&str]) -> Command {
+    if !on_path("setpriv") {
+        crate::skip!("needs setpriv (install the Debian package util-linux) to act as `nobody`");
+    }
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(assert_cmd::cargo::cargo_bin!("phantom_ci"))

@@ -2,7 +2,8 @@
 //! a shell — or COMMAND — started exactly as a step would be: through the step boundary, as the step
 //! user, with the repo's limits, sandbox and cgroup, in the step environment of that run, in the
 //! workspace. Nothing is recorded as a run; the workspace (`<data>/work/<repo>/debug-<pid>/`) is
-//! removed at the end unless `--keep`.
+//! removed at the end unless `--keep`. Its owner record ([`crate::state::sessions`]) lets the next
+//! `tick` or `run` clean up after a session that was killed.
 //!
 //! With a terminal on stdin the shell gets a pseudo-terminal of its own, which phantom_ci relays to
 //! the operator's (see [`crate::isolation::boundary`] for why never the operator's own); otherwise
@@ -36,6 +37,7 @@ use crate::isolation::signature::{self, Refusal};
 use crate::isolation::{reaper, signals};
 use crate::runner::{self, env};
 use crate::state::records::{self, RunRecord};
+use crate::state::{recovery, sessions};
 
 /// How long the shell's processes have between SIGTERM and SIGKILL when phantom_ci is told to stop.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -119,13 +121,20 @@ pub fn run(args: DebugArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         }
     }
 
+    // A session of a process that died with this one's pid would be in the way.
+    recovery::end_dead_sessions(dirs, &repo.name);
     let workspace = Workspace::create_named(
         dirs,
         &repo.name,
-        &format!("debug-{}", std::process::id()),
+        &sessions::dir_name(std::process::id()),
         &user,
     )
     .map_err(Error::Other)?;
+    // Before anything runs: a session that dies is cleaned up by the next `tick` or `run`.
+    if let Err(e) = sessions::write(&workspace.root, args.keep) {
+        let _ = workspace.remove();
+        return Err(e);
+    }
     let prepared = workspace
         .checkout(&source, commit, &repo, Instant::now() + repo.timeout)
         .and_then(|()| workspace.hand_over(&user))
@@ -228,6 +237,7 @@ pub fn run(args: DebugArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         eprintln!("phantom_ci: {message}");
     }
     if args.keep {
+        sessions::forget(&workspace.root);
         eprintln!("phantom_ci: workspace kept at {}", workspace.tree.display());
     } else if let Err(e) = workspace.remove() {
         eprintln!(

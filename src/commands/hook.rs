@@ -52,6 +52,7 @@ pub fn run(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
 fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
     let Moved {
         branches: moved,
+        not_utf8,
         cut,
     } = moved_branches(std::io::stdin().lock());
     if cut {
@@ -61,7 +62,7 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
             MAX_REF_INPUT >> 20
         );
     }
-    if moved.is_empty() {
+    if moved.is_empty() && not_utf8.is_empty() {
         return Ok(());
     }
     let git_dir = std::env::var_os("GIT_DIR").map_or_else(|| PathBuf::from("."), PathBuf::from);
@@ -93,6 +94,14 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
     let waiter = args.wait.then(queue::Waiter::me);
     let mut queued = Vec::new();
     for repo in config.repos.iter().filter(|r| same_repository(r, &git_dir)) {
+        let unusable: Vec<Vec<u8>> = not_utf8
+            .iter()
+            .filter(|name| repo.branches.matches(&String::from_utf8_lossy(name)))
+            .cloned()
+            .collect();
+        for note in super::tick::not_utf8(repo, &unusable) {
+            eprintln!("phantom_ci: note: {note}");
+        }
         let mut branches: Vec<&String> = moved
             .iter()
             .filter(|branch| repo.branches.matches(branch))
@@ -302,6 +311,8 @@ fn say(line: &str) {
 struct Moved {
     /// The branches that moved to a new commit (not deletions, not tags or other refs), each once.
     branches: HashSet<String>,
+    /// The branches that moved whose names are not UTF-8 (phantom_ci cannot run them), sorted.
+    not_utf8: Vec<Vec<u8>>,
     /// Whether the input went on past [`MAX_REF_INPUT`].
     cut: bool,
 }
@@ -310,6 +321,7 @@ struct Moved {
 fn moved_branches(input: impl Read) -> Moved {
     let mut reader = BufReader::new(input.take(MAX_REF_INPUT));
     let mut branches = HashSet::new();
+    let mut not_utf8: HashSet<Vec<u8>> = HashSet::new();
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -321,27 +333,39 @@ fn moved_branches(input: impl Read) -> Moved {
         if line.last() != Some(&b'\n') && reader.get_ref().limit() == 0 {
             break;
         }
-        // A line that is not UTF-8 names no branch phantom_ci runs; the next ones still count.
-        let Ok(text) = std::str::from_utf8(&line) else {
-            continue;
-        };
-        let mut fields = text.split_whitespace();
+        let mut fields = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|field| !field.is_empty());
         let (Some(_old), Some(new), Some(refname)) = (fields.next(), fields.next(), fields.next())
         else {
             continue;
         };
-        let deleted = new.bytes().all(|b| b == b'0');
-        if let Some(branch) = refname.strip_prefix("refs/heads/")
-            && !deleted
-            && !branches.contains(branch)
-        {
-            branches.insert(branch.to_string());
+        let deleted = new.iter().all(|b| *b == b'0');
+        let Some(branch) = refname.strip_prefix(b"refs/heads/").filter(|_| !deleted) else {
+            continue;
+        };
+        // A name that is not UTF-8 cannot run; it is kept to be told about (the next ones still count).
+        match std::str::from_utf8(branch) {
+            Ok(branch) if !branches.contains(branch) => {
+                branches.insert(branch.to_string());
+            }
+            Ok(_) => {}
+            Err(_) if !not_utf8.contains(branch) => {
+                not_utf8.insert(branch.to_vec());
+            }
+            Err(_) => {}
         }
     }
+    let mut not_utf8: Vec<Vec<u8>> = not_utf8.into_iter().collect();
+    not_utf8.sort_unstable();
     let capped = reader.into_inner();
     let at_cap = capped.limit() == 0;
     let cut = at_cap && capped.into_inner().read(&mut [0u8]).is_ok_and(|n| n > 0);
-    Moved { branches, cut }
+    Moved {
+        branches,
+        not_utf8,
+        cut,
+    }
 }
 
 /// Whether `repo` is configured at the repository the hook runs in (`git_dir`, canonical).
@@ -459,5 +483,20 @@ mod tests {
         input.extend_from_slice(b"aaaa bbbb refs/heads/master\n");
         let moved = moved_branches(input.as_slice());
         assert!(moved.branches.contains("master"));
+    }
+
+    #[test]
+    fn branches_that_are_not_utf8_are_kept_to_be_told_once_each() {
+        let mut input = b"aaaa bbbb refs/heads/b\xffad\n".to_vec();
+        input.extend_from_slice(b"aaaa cccc refs/heads/b\xffad\n");
+        input.extend_from_slice(b"aaaa 0000 refs/heads/gone\xff\n");
+        input.extend_from_slice(b"aaaa bbbb refs/tags/\xfe\n");
+        input.extend_from_slice(b"aaaa bbbb refs/heads/\xc3\xa9t\xc3\xa9\n");
+        let moved = moved_branches(input.as_slice());
+        assert_eq!(moved.not_utf8, [b"b\xffad".to_vec()]);
+        assert!(
+            moved.branches.contains("\u{e9}t\u{e9}"),
+            "UTF-8 beyond ASCII runs"
+        );
     }
 }

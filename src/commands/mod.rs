@@ -1,6 +1,30 @@
 //! One module per subcommand; the only layer that prints to the terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+// Printing never panics. std's `println!` and `eprintln!` panic when the write fails — a reader that
+// went away (`phantom_ci … | head`), a closed stderr — which would end a run half-way, or a hook
+// before it queued the push. These take their place in every command (a `macro_rules!` defined here
+// shadows std's in the modules below): what cannot be written is dropped. Output-only commands end
+// at their first such write, by SIGPIPE, as git does (`cli::run`); the others go on.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod add;
 pub mod cache;
 pub mod cancel;

@@ -53,6 +53,8 @@ pub fn run(args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             continue;
         }
         if unmoved_and_settled(ctx, repo) {
+            // No run to recover; a `debug` session that died is still ended.
+            recovery::end_dead_sessions(&ctx.dirs, &repo.name);
             continue;
         }
         match recover_and_check(ctx, repo) {
@@ -133,6 +135,9 @@ pub fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, S
         let source = crate::runner::open_source(&ctx.dirs, repo)?;
         let tips = git::branch_tips(&source, &repo.branches)
             .map_err(|e| format!("repo `{}`: {e}", repo.name))?;
+        for note in not_utf8(repo, &git::branches_not_utf8(&source, &repo.branches)) {
+            eprintln!("phantom_ci: note: {note}");
+        }
         if tips.is_empty() {
             return Ok(Some(not_pushed_yet(repo, &repo.branches.to_string())));
         }
@@ -198,6 +203,36 @@ fn fetch(ctx: &Context, repo: &Repo) -> Result<Option<String>, String> {
 /// file is about).
 fn first(repo: &Repo, branch: &str) -> bool {
     repo.branches.default_branch() == Some(branch)
+}
+
+/// At most this many branches with names that are not UTF-8 are named per repo (a push can make
+/// thousands); the rest are counted.
+const MAX_NOT_UTF8_NOTES: usize = 16;
+
+/// The notes for branches of `repo` that match its `target_branch` but whose names (`names`) are not
+/// UTF-8: phantom_ci cannot run them (a run's records, queue and environment name its branch as
+/// text), and says so instead of passing over them silently.
+pub fn not_utf8(repo: &Repo, names: &[Vec<u8>]) -> Vec<String> {
+    let mut notes: Vec<String> = names
+        .iter()
+        .take(MAX_NOT_UTF8_NOTES)
+        .map(|name| {
+            format!(
+                "repo `{}`: branch `{}` matches `target_branch` but does not run: its name is not \
+                 UTF-8 (shown escaped); rename it to run it (`git branch -m`)",
+                repo.name,
+                crate::describe::escaped_bytes(name)
+            )
+        })
+        .collect();
+    if names.len() > MAX_NOT_UTF8_NOTES {
+        notes.push(format!(
+            "repo `{}`: and {} more branches whose names are not UTF-8",
+            repo.name,
+            names.len() - MAX_NOT_UTF8_NOTES
+        ));
+    }
+    notes
 }
 
 /// The note for a repo whose branch (or none of whose branches) has a commit yet.

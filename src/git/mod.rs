@@ -112,6 +112,29 @@ pub fn branch_tips(
     Ok(tips)
 }
 
+/// The branches of `repo` that `branches` would run but cannot, because their names are not UTF-8
+/// (git allows any byte but a few): their names as bytes, sorted. Only a pattern can match such a
+/// name (the names of `target_branch` are text); it is compared in its lossy form (`\u{FFFD}` for
+/// each bad sequence).
+pub fn branches_not_utf8(repo: &Repository, branches: &crate::config::Branches) -> Vec<Vec<u8>> {
+    if branches.names().is_some() {
+        return Vec::new();
+    }
+    let Ok(references) = repo.references() else {
+        return Vec::new();
+    };
+    let mut names: Vec<Vec<u8>> = references
+        .flatten()
+        .filter_map(|reference| {
+            let name = reference.name_bytes().strip_prefix(b"refs/heads/")?;
+            (std::str::from_utf8(name).is_err() && branches.matches(&String::from_utf8_lossy(name)))
+                .then(|| name.to_vec())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// Resolves any revision (`HEAD~2`, a short id, a tag) to a commit.
 pub fn resolve_commit(repo: &Repository, rev: &str) -> Result<Oid, GitError> {
     repo.revparse_single(rev)

@@ -155,14 +155,23 @@ fn labelled(data: &Path, repo: &str, run: &str) -> String {
 /// Kills and removes the cgroup of run `run` of `repo` if it is still there (the run's phantom_ci
 /// died). Whether there was one.
 pub fn kill_dead_run(data: &Path, repo: &str, run: u64) -> bool {
-    let name = name(data, repo, run);
+    kill_dead(&name(data, repo, run))
+}
+
+/// Kills and removes the cgroup of the `phantom_ci debug` session `pid` of `repo` if it is still
+/// there (that phantom_ci died). Whether there was one.
+pub fn kill_dead_debug(data: &Path, repo: &str, pid: u32) -> bool {
+    kill_dead(&labelled(data, repo, &format!("debug-{pid}")))
+}
+
+fn kill_dead(name: &str) -> bool {
     let mut found = false;
-    let quick = parent().map(|p| p.join(&name)).filter(|p| p.is_dir());
+    let quick = parent().map(|p| p.join(name)).filter(|p| p.is_dir());
     let places: Vec<PathBuf> = match quick {
         Some(path) => vec![path],
         None => cgroup2_mounts(&read("/proc/self/mountinfo"))
             .into_iter()
-            .filter_map(|mount| search(&mount.point, &name))
+            .filter_map(|mount| search(&mount.point, name))
             .collect(),
     };
     for path in places {

@@ -29,6 +29,17 @@ extern "C" fn nudge(_signal: nix::libc::c_int) {
     NUDGES.fetch_add(1, Ordering::SeqCst);
 }
 
+/// Gives SIGPIPE back its default disposition, which Rust's runtime sets to "ignore": a command
+/// whose only work is its output then ends as `cat` and `git` do when the reader goes away (`… | head`):
+/// killed by SIGPIPE, status 141 in a shell, with nothing on stderr. Only for output-only commands: a
+/// run must outlive a console that went away.
+#[allow(unsafe_code)]
+pub fn end_on_closed_pipe() {
+    // SAFETY: SIG_DFL installs no handler, so nothing runs in signal context; the previous
+    // disposition (ignore) is not needed back.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 /// Installs the handlers (once per process). From then on these signals no longer kill phantom_ci at
 /// once: whoever runs work must look at [`requested`] and stop.
 #[allow(unsafe_code)]

@@ -1,6 +1,6 @@
 //! Everything phantom_ci keeps under its data dir between invocations: run records, the queue of
-//! commits to run, the commits already seen, per-repo locks, the spool pushers may write, and crash
-//! recovery. Every write here is atomic or append-only, so a crash never leaves a state file half-written.
+//! commits to run, the commits already seen, per-repo locks, the spool pushers may write, the owners of
+//! debug sessions, and crash recovery. Every write here is atomic or append-only, so a crash never leaves a state file half-written.
 
 pub mod ad_hoc;
 pub mod atomic_file;
@@ -10,5 +10,6 @@ pub mod queue;
 pub mod records;
 pub mod recovery;
 pub mod seen;
+pub mod sessions;
 pub mod slots;
 pub mod spool;

@@ -12,6 +12,10 @@
 //! their environment: every step gets `PHANTOM_CI_WORKSPACE=<data>/work/<repo>/<run>/workspace`,
 //! unique to one run of one data dir. Without a cgroup this is best effort: a process that cleared its
 //! environment escapes it.
+//!
+//! `phantom_ci debug` sessions hold no lock; their owner records ([`crate::state::sessions`]) tell
+//! which died. What is left of those is ended the same way, and their workspaces removed, by whoever
+//! recovers the repo's runs.
 
 use std::io::Read;
 use std::path::Path;
@@ -27,10 +31,12 @@ use crate::error::Error;
 use crate::isolation::cgroup;
 use crate::state::lock::RepoLock;
 use crate::state::records::{self, RunDir, RunRecord, RunResult, Trigger};
+use crate::state::sessions;
 
 /// Records the newest run of `repo` as `aborted` if it is still `running`, or if its record cannot be
 /// read. The caller holds the lock. Returns the number of the run it recorded, if any.
 pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>, Error> {
+    end_dead_sessions(dirs, &repo.name);
     let Some(&number) = records::list(dirs, &repo.name).last() else {
         return Ok(None);
     };
@@ -88,6 +94,26 @@ pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>
         let _ = std::fs::remove_dir_all(&workspace);
     }
     Ok(Some(number))
+}
+
+/// Ends what is left of the `phantom_ci debug` sessions of `repo` whose process died (SIGKILL, power
+/// loss), as for a dead run: their processes (by the session's cgroup, then by its
+/// `PHANTOM_CI_WORKSPACE`), and their workspaces, unless the session was started with `--keep`.
+/// Live sessions are not touched: their owner record names a living process. Needs no lock.
+pub fn end_dead_sessions(dirs: &Dirs, repo: &str) {
+    for session in sessions::dead(dirs, repo) {
+        cgroup::kill_dead_debug(&dirs.data, repo, session.pid);
+        kill_leftovers(&session.workspace());
+        if session.keep {
+            // As at the end of a session: closed to the step user again, and no longer a session.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&session.root, std::fs::Permissions::from_mode(0o700));
+            session.forget();
+        } else if std::fs::remove_dir_all(&session.root).is_ok() {
+            // The per-repo directory too once it is empty; another run's directory keeps it.
+            let _ = std::fs::remove_dir(dirs.work().join(repo));
+        }
+    }
 }
 
 /// The record of a run whose `run.json` cannot be read, rebuilt from what is left.
