@@ -637,7 +637,149 @@ fn repos_are_listed_most_recently_run_first() {
     assert!(place("second") < place("idle"), "never run: last");
 }
 
+/// A step of a graph run's record, written by hand as the graph runner writes it (SPEC §8):
+/// `[started, finished]` in seconds after 10:00.
+fn graph_step(
+    index: u64,
+    instance: Option<u32>,
+    matrix: serde_json::Value,
+    name: &str,
+    (started, finished): (u64, u64),
+) -> serde_json::Value {
+    let time = |s: u64| format!("2026-12-07T10:00:{s:02}.000Z");
+    serde_json::json!({
+        "index": index, "instance": instance, "matrix": matrix, "name": name,
+        "run": format!("sh {name}.sh"), "needs": [], "result": "success", "exit_code": 0,
+        "signal": null, "started_at": time(started), "finished_at": time(finished),
+        "duration_ms": (finished - started) * 1000,
+    })
+}
+
+/// A run of `app` whose record and step logs are then made those of a graph run (written by hand,
+/// as the graph runner writes them): `configure`, then `cross` for two targets and `lint` (allowed
+/// to fail, and failing) beside each other, then `package`; `report` into the returned folder.
+pub fn graph_run_report(env: &TestEnv) -> PathBuf {
+    env.app(PASSING, "");
+    env.phantom().args(["run", "app"]).assert().success();
+    let mut record = env.run_json("app", 1);
+    let mut lint = graph_step(2, None, serde_json::Value::Null, "lint", (2, 3));
+    lint["result"] = "failure".into();
+    lint["exit_code"] = 1.into();
+    lint["allow_failure"] = true.into();
+    record["steps"] = serde_json::json!([
+        graph_step(0, None, serde_json::Value::Null, "configure", (0, 2)),
+        lint,
+        graph_step(
+            1,
+            Some(1),
+            serde_json::json!({"TARGET": "<riscv64>"}),
+            "cross",
+            (2, 6)
+        ),
+        graph_step(
+            1,
+            Some(0),
+            serde_json::json!({"TARGET": "arm64"}),
+            "cross",
+            (2, 8)
+        ),
+        graph_step(3, None, serde_json::Value::Null, "package", (8, 9)),
+    ]);
+    std::fs::write(
+        env.run_file("app", 1, "run.json"),
+        serde_json::to_string_pretty(&record).unwrap(),
+    )
+    .unwrap();
+    let steps = env.run_file("app", 1, "steps");
+    std::fs::create_dir_all(&steps).unwrap();
+    for (id, log) in [
+        ("0", "configured\n"),
+        ("1.0", "\x1b[32mbuilt arm64\x1b[0m\n"),
+        (
+            "1.1",
+            "<script>alert(1)</script>\x1b]0;title\x07 built riscv64\n",
+        ),
+        ("2", "lint: 3 warnings\n"),
+        ("3", "packaged\n"),
+    ] {
+        std::fs::write(steps.join(format!("{id}.log")), log).unwrap();
+    }
+    let site = env.root().join("site");
+    env.phantom().arg("report").arg(&site).assert().success();
+    site
+}
+
+/// SPEC §8: a graph run's page shows overlapping steps on lanes, names each by its id, name and
+/// matrix values, marks the allowed failure, and shows each step's own log, escaped.
+fn a_graph_runs_page_has_lanes_and_each_steps_log() {
+    let env = TestEnv::new();
+    let site = graph_run_report(&env);
+    let page = read(&site.join("app/1.html"));
+    let lanes: Vec<&str> = page.split("<div class=\"lane\">").skip(1).collect();
+    assert_eq!(lanes.len(), 3, "{page}");
+    let ids = |lane: &str| -> Vec<String> {
+        let lane = &lane[..lane.find("</div>").unwrap()];
+        lane.split("<i>")
+            .skip(1)
+            .map(|bar| bar[..bar.find("</i>").unwrap()].to_string())
+            .collect()
+    };
+    assert_eq!(ids(lanes[0]), ["0", "2", "3"]);
+    assert_eq!(ids(lanes[1]), ["1.1"]);
+    assert_eq!(ids(lanes[2]), ["1.0"]);
+    assert!(
+        page.contains("title=\"[1.1] cross (TARGET=&lt;riscv64&gt;) · success · 4.0s\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("class=\"failure allowed\""),
+        "the allowed failure: {page}"
+    );
+    assert!(
+        page.contains("<tr><td>1.0</td><td>cross (TARGET=arm64)</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<span class=\"result failure\">failure</span> <span class=\"note\">allowed to fail</span></td>"),
+        "{page}"
+    );
+    // Each step's log, in step order, escaped and coloured; none open: nothing failed the run.
+    let details: Vec<&str> = page
+        .split("<details class=\"step-log\" id=\"step-")
+        .skip(1)
+        .collect();
+    let order: Vec<&str> = details.iter().map(|d| &d[..d.find('"').unwrap()]).collect();
+    assert_eq!(order, ["0", "1.0", "1.1", "2", "3"], "{page}");
+    assert!(!page.contains(" open>"), "{page}");
+    assert!(
+        details[1].contains("<span class=\"fg2\">built arm64</span>"),
+        "{page}"
+    );
+    assert!(
+        details[2].contains("&lt;script&gt;alert(1)&lt;/script&gt; built riscv64"),
+        "{page}"
+    );
+    assert!(details[3].contains("lint: 3 warnings"));
+    assert_inert(&site);
+
+    // A step that failed the run is shown open.
+    let mut record = env.run_json("app", 1);
+    record["steps"][4]["result"] = "failure".into();
+    std::fs::write(
+        env.run_file("app", 1, "run.json"),
+        serde_json::to_string_pretty(&record).unwrap(),
+    )
+    .unwrap();
+    env.phantom().arg("report").arg(&site).assert().success();
+    let page = read(&site.join("app/1.html"));
+    assert!(
+        page.contains("<details class=\"step-log\" id=\"step-3\" open>"),
+        "{page}"
+    );
+}
+
 crate::tests! {
+    a_graph_runs_page_has_lanes_and_each_steps_log,
     a_running_runs_page_shows_each_step_as_it_ends,
     the_report_lists_every_run_with_its_page_log_and_badge,
     untrusted_names_and_output_are_escaped,

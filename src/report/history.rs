@@ -1,6 +1,6 @@
 //! Pictures of time, drawn without a script: a repo's recent runs as bars (height: duration, colour:
-//! result, each a link to its page), a run's steps as a timeline (width: duration), and times as
-//! "5 min ago" with the exact time on hover.
+//! result, each a link to its page), a run's steps as a timeline (width: duration; steps that
+//! overlapped on lanes of their own), and times as "5 min ago" with the exact time on hover.
 
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -83,18 +83,37 @@ fn step_result(result: StepResult) -> &'static str {
     }
 }
 
-/// What a step is called on the page: `[1] build`.
+/// What a step is called on the page: `[1] build`, `[3.1] cross (TARGET=arm64, OPT=-O0)`; a step
+/// without a name by its command (and matrix values). Not escaped.
 pub fn step_label(step: &StepRecord) -> String {
-    match &step.name {
-        Some(name) => format!("[{}] {}", step.index, describe::terminal(name)),
-        None => format!("[{}] {}", step.index, describe::one_line(&step.run, 40)),
+    match (step.title(), step.matrix_values()) {
+        (Some(title), _) => format!("[{}] {}", step.id(), describe::terminal(&title)),
+        (None, None) => format!("[{}] {}", step.id(), describe::one_line(&step.run, 40)),
+        (None, Some(values)) => format!(
+            "[{}] {} ({})",
+            step.id(),
+            describe::one_line(&step.run, 40),
+            describe::terminal(&values)
+        ),
     }
 }
 
-/// A run's steps side by side, each as wide as its share of the time (a skipped step a sliver).
+/// A step's result as the page shows it: its class and its word (`failure`), and whether it was a
+/// failure allowed by `allow_failure` (drawn apart).
+pub fn allowed_failure(step: &StepRecord) -> bool {
+    step.allow_failure && matches!(step.result, StepResult::Failure | StepResult::Timeout)
+}
+
+/// A run's steps on a timeline. With the times each step started and ended (graph workflows, SPEC §8)
+/// they sit on a time axis, steps that overlapped on lanes of their own ([`lanes`]); a record without
+/// them (written before graph workflows) shows its steps side by side, each as wide as its share of
+/// the time (a skipped step a sliver).
 pub fn timeline(steps: &[StepRecord]) -> String {
     if steps.is_empty() {
         return String::new();
+    }
+    if let Some(timed) = timed(steps) {
+        return lanes(&timed);
     }
     let mut out = String::from(
         "<div class=\"timeline\" role=\"img\" aria-label=\"the steps, as wide as the time they took\">",
@@ -118,6 +137,99 @@ pub fn timeline(steps: &[StepRecord]) -> String {
         );
     }
     out.push_str("</div>\n");
+    out
+}
+
+/// A step with the times it started and ended, in milliseconds since the first start.
+struct Timed<'a> {
+    step: &'a StepRecord,
+    start: u64,
+    end: u64,
+}
+
+/// The steps that ran, with their times, when every one of them has both (skipped steps have
+/// none and are left out); `None` when one that ran lacks them, or none ran.
+fn timed(steps: &[StepRecord]) -> Option<Vec<Timed<'_>>> {
+    let mut times = Vec::new();
+    for step in steps.iter().filter(|s| s.result != StepResult::Skipped) {
+        let start = parse(step.started_at.as_deref()?)?;
+        let end = parse(step.finished_at.as_deref()?)?;
+        times.push((step, start, end.max(start)));
+    }
+    let first = times.iter().map(|(_, start, _)| *start).min()?;
+    let since = |t: SystemTime| t.duration_since(first).map_or(0, describe::millis);
+    Some(
+        times
+            .into_iter()
+            .map(|(step, start, end)| Timed {
+                step,
+                start: since(start),
+                end: since(end),
+            })
+            .collect(),
+    )
+}
+
+/// Which lane each step goes on: steps in the order they started, each on the first lane whose last
+/// step ended by then, so that steps whose times overlap are never on one lane.
+fn assign_lanes(steps: &[Timed<'_>]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..steps.len()).collect();
+    order.sort_by_key(|&i| (steps[i].start, steps[i].end));
+    let mut lanes: Vec<(u64, Vec<usize>)> = Vec::new();
+    for i in order {
+        match lanes.iter_mut().find(|(end, _)| *end <= steps[i].start) {
+            Some((end, members)) => {
+                *end = steps[i].end;
+                members.push(i);
+            }
+            None => lanes.push((steps[i].end, vec![i])),
+        }
+    }
+    lanes.into_iter().map(|(_, members)| members).collect()
+}
+
+/// The steps on a time axis, one lane per row: each bar starts and ends where its step did, shows its
+/// id, and names it on hover; an allowed failure is hatched.
+fn lanes(steps: &[Timed<'_>]) -> String {
+    let total = steps.iter().map(|s| s.end).max().unwrap_or(0).max(1);
+    let percent = |ms: u64| ms as f64 * 100.0 / total as f64;
+    let mut out = String::from(
+        "<div class=\"lanes\" role=\"img\" aria-label=\"the steps on a time axis, steps that ran at \
+         the same time on lanes of their own\">\n",
+    );
+    for lane in assign_lanes(steps) {
+        out.push_str("<div class=\"lane\">");
+        for i in lane {
+            let Timed { step, start, end } = &steps[i];
+            let result = step_result(step.result);
+            let allowed = if allowed_failure(step) {
+                " allowed"
+            } else {
+                ""
+            };
+            let _ = write!(
+                out,
+                "<span class=\"{result}{allowed}\" style=\"left:{:.3}%;width:{:.3}%\" \
+                 title=\"{} · {result}{} · {}\"><i>{}</i></span>",
+                percent(*start),
+                percent(end - start),
+                escape(&step_label(step)),
+                if allowed.is_empty() {
+                    ""
+                } else {
+                    " (allowed to fail)"
+                },
+                human_ms(step.duration_ms),
+                step.id(),
+            );
+        }
+        out.push_str("</div>\n");
+    }
+    let _ = writeln!(
+        out,
+        "<div class=\"axis\"><span>0s</span><span>{}</span></div></div>",
+        human_ms(total)
+    );
     out
 }
 
@@ -246,6 +358,89 @@ mod tests {
             "{html}"
         );
         assert!(timeline(&[]).is_empty());
+    }
+
+    /// Step `index` (copy `instance`) from `start` to `end` seconds after 10:00.
+    fn timed_step(index: u64, instance: Option<u32>, start: u64, end: u64) -> StepRecord {
+        let time = |s: u64| format!("2026-12-07T10:{:02}:{:02}.000Z", s / 60, s % 60);
+        StepRecord {
+            index,
+            instance,
+            matrix: instance.map(|k| [("T".to_string(), format!("<{k}>"))].into()),
+            name: Some("build".into()),
+            run: "make".into(),
+            result: StepResult::Success,
+            exit_code: Some(0),
+            signal: None,
+            needs: Vec::new(),
+            allow_failure: false,
+            started_at: Some(time(start)),
+            finished_at: Some(time(end)),
+            duration_ms: (end - start) * 1000,
+        }
+    }
+
+    /// The bars of each lane of `html`, by step id.
+    fn lanes_of(html: &str) -> Vec<Vec<String>> {
+        html.split("<div class=\"lane\">")
+            .skip(1)
+            .map(|lane| {
+                let lane = &lane[..lane.find("</div>").unwrap()];
+                lane.split("<i>")
+                    .skip(1)
+                    .map(|bar| bar[..bar.find("</i>").unwrap()].to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn overlapping_steps_go_on_lanes_of_their_own() {
+        // 0 → {1, 2.0, 2.1} → 3, with 2.1 ending late; a skipped step has no times.
+        let mut failed = timed_step(2, Some(1), 10, 40);
+        failed.result = StepResult::Failure;
+        failed.allow_failure = true;
+        let mut skipped = timed_step(4, None, 0, 0);
+        (skipped.result, skipped.started_at, skipped.finished_at) =
+            (StepResult::Skipped, None, None);
+        let steps = [
+            timed_step(0, None, 0, 10),
+            timed_step(1, None, 10, 20),
+            timed_step(2, Some(0), 10, 30),
+            failed,
+            timed_step(3, None, 40, 50),
+            skipped,
+        ];
+        let html = timeline(&steps);
+        assert_eq!(
+            lanes_of(&html),
+            [vec!["0", "1", "3"], vec!["2.0"], vec!["2.1"]],
+            "{html}"
+        );
+        assert!(
+            html.contains("<span class=\"success\" style=\"left:80.000%;width:20.000%\""),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<span class=\"failure allowed\" style=\"left:20.000%;width:60.000%\" \
+                 title=\"[2.1] build (T=&lt;1&gt;) · failure (allowed to fail) · 30.0s\">"
+            ),
+            "{html}"
+        );
+        assert!(html.contains("<span>50.0s</span>"), "{html}");
+        assert!(!html.contains("[4]"), "a skipped step is not on the axis");
+
+        // One lane when nothing overlaps, touching ends included.
+        let one = timeline(&[timed_step(0, None, 0, 10), timed_step(1, None, 10, 20)]);
+        assert_eq!(lanes_of(&one), [vec!["0", "1"]]);
+
+        // A record from before graph workflows (no times): side by side, as before.
+        let mut old = timed_step(0, None, 0, 10);
+        old.finished_at = None;
+        let html = timeline(&[old, timed_step(1, None, 10, 20)]);
+        assert!(html.starts_with("<div class=\"timeline\""), "{html}");
+        assert!(!html.contains("lane"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::state::records::{RunRecord, RunResult, StepResult, Unreadable};
 use super::LogTail;
 use super::artifacts::Listing;
 use super::history;
+use super::steps::{self, StepLog};
 
 /// `text` made safe in HTML text and in quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -85,7 +86,7 @@ fn or_dash(text: &str) -> String {
     }
 }
 
-fn result_cell(result: &str) -> String {
+pub(super) fn result_cell(result: &str) -> String {
     // Results are phantom_ci's own words, safe as class names.
     format!("<span class=\"result {result}\">{result}</span>")
 }
@@ -264,10 +265,15 @@ fn step_result(result: StepResult) -> &'static str {
     }
 }
 
-/// `<repo>/<run>.html`: the commit, the run's record, its steps as a timeline and a table, its
-/// artifacts and (the end of) its log in colour. A run going on reloads itself. Times are exact (not
-/// "5 min ago"): the page of a run that ended does not change, and is not written again.
-pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing) -> String {
+/// `<repo>/<run>.html`: the commit, the run's record, its steps as a timeline and a table, each step's
+/// own log, its artifacts and (the end of) its log in colour. A run going on reloads itself. Times are
+/// exact (not "5 min ago"): the page of a run that ended does not change, and is not written again.
+pub fn run_page(
+    record: &RunRecord,
+    log: &LogTail,
+    step_logs: &[StepLog],
+    artifacts: &Listing,
+) -> String {
     let repo = escape(&record.repo);
     let title = format!("{repo} #{} {}", record.run, record.result.as_str());
     let running = record.result == RunResult::Running;
@@ -340,17 +346,26 @@ pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing) -> Strin
             };
             let _ = writeln!(
                 body,
-                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td>\
+                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}{}</td><td>{}</td>\
                  <td>{signal}</td><td>{duration}</td></tr>",
-                step.index,
-                step.name.as_deref().map_or(String::new(), field),
+                step.id(),
+                step.title()
+                    .or_else(|| step.matrix_values().map(|v| format!("({v})")))
+                    .as_deref()
+                    .map_or(String::new(), field),
                 field(&step.run),
                 result_cell(step_result(step.result)),
+                if history::allowed_failure(step) {
+                    " <span class=\"note\">allowed to fail</span>"
+                } else {
+                    ""
+                },
                 step.exit_code.map_or("-".into(), |c| c.to_string()),
             );
         }
         body.push_str("</table></div>\n");
     }
+    body.push_str(&steps::section(&record.repo, record.run, step_logs));
     artifacts_section(&mut body, artifacts);
     body.push_str("<h2>Log</h2>\n");
     match &log.text {
@@ -453,7 +468,7 @@ mod tests {
             notes: vec![],
         };
         let now = at("2026-11-05T10:05:00Z");
-        let html = run_page(&record, &log, &listing);
+        let html = run_page(&record, &log, &[], &listing);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;b&lt;/script&gt;"));
         assert!(
@@ -527,7 +542,7 @@ mod tests {
             cut: true,
             size: 5 << 20,
         };
-        let html = run_page(&record, &log, &no_artifacts());
+        let html = run_page(&record, &log, &[], &no_artifacts());
         assert!(
             html.contains("The log is 5 MiB long; only its last 1 MiB is shown"),
             "{html}"
@@ -544,7 +559,7 @@ mod tests {
             cut: false,
             size: 0,
         };
-        let html = run_page(&record, &log, &no_artifacts());
+        let html = run_page(&record, &log, &[], &no_artifacts());
         assert!(
             html.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
             "{html}"

@@ -19,6 +19,7 @@ mod badge;
 mod history;
 mod html;
 pub mod merge;
+mod steps;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -258,7 +259,7 @@ impl Site {
         };
         self.put(
             &format!("{}/{}.html", record.repo, record.run),
-            &html::run_page(record, &log, &listing),
+            &html::run_page(record, &log, &steps::read(&run_dir, record), &listing),
         )
     }
 
