@@ -739,6 +739,13 @@ fn a_graph_runs_page_has_lanes_and_each_steps_log() {
         page.contains("<tr><td>1.0</td><td>cross (TARGET=arm64)</td>"),
         "{page}"
     );
+    let rows: Vec<&str> = page
+        .split("<tr><td>")
+        .skip(1)
+        .map(|row| &row[..row.find('<').unwrap()])
+        .filter(|cell| cell.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows, ["0", "1.0", "1.1", "2", "3"], "in step order: {page}");
     assert!(
         page.contains("<span class=\"result failure\">failure</span> <span class=\"note\">allowed to fail</span></td>"),
         "{page}"

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use crate::describe;
 use crate::describe::{human_ms, short, signal_name};
-use crate::state::records::{RunRecord, RunResult, StepResult, Unreadable};
+use crate::state::records::{RunRecord, RunResult, StepRecord, StepResult, Unreadable};
 
 use super::LogTail;
 use super::artifacts::Listing;
@@ -335,7 +335,10 @@ pub fn run_page(
             "<div class=\"scroll\"><table>\n<tr><th>Step</th><th>Name</th><th>Command</th><th>Result</th>\
              <th>Exit code</th><th>Signal</th><th>Duration</th></tr>\n",
         );
-        for step in &record.steps {
+        // In step order (a graph run records its steps as they end).
+        let mut in_order: Vec<&StepRecord> = record.steps.iter().collect();
+        in_order.sort_by_key(|s| (s.index, s.instance));
+        for step in in_order {
             let signal = step.signal.map_or("-".into(), |signal| {
                 format!("{signal} ({})", signal_name(signal))
             });
