@@ -785,7 +785,62 @@ fn a_graph_runs_page_has_lanes_and_each_steps_log() {
     );
 }
 
+/// SPEC §8: the page of a run going on draws the steps running now (from the `{"started": …}` lines
+/// of its journal, written here as the graph runner writes them) on the time axis, and shows their
+/// logs so far.
+fn a_running_runs_page_shows_the_steps_running_now() {
+    let env = TestEnv::new();
+    let root = env.root().display().to_string();
+    env.app(
+        &format!(
+            "[0]\nname = \"held\"\nrun = \"sh -c 'touch {root}/holding; {}'\"\n",
+            wait_for_release(&root).trim_end().replace('\n', " ")
+        ),
+        "",
+    );
+    let run = env.phantom_std().args(["run", "app"]).spawn().unwrap();
+    let _release = Release {
+        file: env.root().join("release"),
+        runs: vec![run],
+    };
+    wait_for("the step", || env.root().join("holding").exists());
+    let started = |index: u64, name: &str| {
+        format!(
+            "{{\"started\": {{\"index\": {index}, \"name\": \"{name}\", \"started_at\": \"{}\"}}}}\n",
+            env.run_json("app", 1)["started_at"].as_str().unwrap()
+        )
+    };
+    std::fs::write(
+        env.run_file("app", 1, "steps.jsonl"),
+        started(0, "held") + &started(1, "<beside>"),
+    )
+    .unwrap();
+    let steps = env.run_file("app", 1, "steps");
+    std::fs::create_dir_all(&steps).unwrap();
+    std::fs::write(steps.join("1.log"), "half way <there>\n").unwrap();
+    let site = env.root().join("site");
+    env.phantom().arg("report").arg(&site).assert().success();
+    let page = read(&site.join("app/1.html"));
+    assert_eq!(page.matches("<div class=\"lane\">").count(), 2, "{page}");
+    assert!(
+        page.contains("title=\"[1] &lt;beside&gt; · running · "),
+        "{page}"
+    );
+    assert!(page.contains("<span class=\"running\" style=\"left:0.000%;width:100.000%\""));
+    assert!(page.contains("No step has ended yet"));
+    assert!(
+        page.contains(
+            "<details class=\"step-log\" id=\"step-1\"><summary><code>[1] &lt;beside&gt;</code> \
+             <span class=\"result running\">running</span>"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("half way &lt;there&gt;"), "{page}");
+    assert_inert(&site);
+}
+
 crate::tests! {
+    a_running_runs_page_shows_the_steps_running_now,
     a_graph_runs_page_has_lanes_and_each_steps_log,
     a_running_runs_page_shows_each_step_as_it_ends,
     the_report_lists_every_run_with_its_page_log_and_badge,

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use crate::describe::{self, human_ms};
-use crate::state::records::{RunRecord, RunResult, StepRecord, StepResult};
+use crate::state::records::{RunRecord, RunResult, StepRecord, StepResult, StepStart};
 
 use super::html::escape;
 
@@ -105,14 +105,15 @@ pub fn allowed_failure(step: &StepRecord) -> bool {
 }
 
 /// A run's steps on a timeline. With the times each step started and ended (graph workflows, SPEC §8)
-/// they sit on a time axis, steps that overlapped on lanes of their own ([`lanes`]); a record without
-/// them (written before graph workflows) shows its steps side by side, each as wide as its share of
-/// the time (a skipped step a sliver).
-pub fn timeline(steps: &[StepRecord]) -> String {
-    if steps.is_empty() {
+/// they sit on a time axis, steps that overlapped on lanes of their own ([`lanes`]), and the steps of
+/// a run going on that are `running` now (as of `now`) with them; a record without those times
+/// (written before graph workflows) shows its steps side by side, each as wide as its share of the
+/// time (a skipped step a sliver).
+pub fn timeline(steps: &[StepRecord], running: &[StepStart], now: SystemTime) -> String {
+    if steps.is_empty() && running.is_empty() {
         return String::new();
     }
-    if let Some(timed) = timed(steps) {
+    if let Some(timed) = timed(steps, running, now) {
         return lanes(&timed);
     }
     let mut out = String::from(
@@ -140,29 +141,54 @@ pub fn timeline(steps: &[StepRecord]) -> String {
     out
 }
 
-/// A step with the times it started and ended, in milliseconds since the first start.
-struct Timed<'a> {
-    step: &'a StepRecord,
+/// A bar of the time axis: a step with the times it started and ended (or `now`, for a step
+/// running), in milliseconds since the first start.
+struct Timed {
+    id: String,
+    /// As [`step_label`]: not escaped.
+    label: String,
+    /// `success`, `failure`, `timeout` or `running`: the bar's class.
+    result: &'static str,
+    allowed: bool,
     start: u64,
     end: u64,
 }
 
-/// The steps that ran, with their times, when every one of them has both (skipped steps have
-/// none and are left out); `None` when one that ran lacks them, or none ran.
-fn timed(steps: &[StepRecord]) -> Option<Vec<Timed<'_>>> {
+/// The steps that ran or run, with their times, when every step that ran has both (skipped steps
+/// have none and are left out); `None` when one that ran lacks them, or none ran.
+fn timed(steps: &[StepRecord], running: &[StepStart], now: SystemTime) -> Option<Vec<Timed>> {
     let mut times = Vec::new();
     for step in steps.iter().filter(|s| s.result != StepResult::Skipped) {
         let start = parse(step.started_at.as_deref()?)?;
         let end = parse(step.finished_at.as_deref()?)?;
-        times.push((step, start, end.max(start)));
+        let bar = (
+            step.id(),
+            step_label(step),
+            step_result(step.result),
+            allowed_failure(step),
+        );
+        times.push((bar, start, end.max(start)));
+    }
+    for step in running {
+        let Some(start) = parse(&step.started_at) else {
+            continue;
+        };
+        let label = match step.title() {
+            Some(title) => format!("[{}] {}", step.id(), describe::terminal(&title)),
+            None => format!("[{}]", step.id()),
+        };
+        times.push(((step.id(), label, "running", false), start, now.max(start)));
     }
     let first = times.iter().map(|(_, start, _)| *start).min()?;
     let since = |t: SystemTime| t.duration_since(first).map_or(0, describe::millis);
     Some(
         times
             .into_iter()
-            .map(|(step, start, end)| Timed {
-                step,
+            .map(|((id, label, result, allowed), start, end)| Timed {
+                id,
+                label,
+                result,
+                allowed,
                 start: since(start),
                 end: since(end),
             })
@@ -172,7 +198,7 @@ fn timed(steps: &[StepRecord]) -> Option<Vec<Timed<'_>>> {
 
 /// Which lane each step goes on: steps in the order they started, each on the first lane whose last
 /// step ended by then, so that steps whose times overlap are never on one lane.
-fn assign_lanes(steps: &[Timed<'_>]) -> Vec<Vec<usize>> {
+fn assign_lanes(steps: &[Timed]) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..steps.len()).collect();
     order.sort_by_key(|&i| (steps[i].start, steps[i].end));
     let mut lanes: Vec<(u64, Vec<usize>)> = Vec::new();
@@ -190,7 +216,7 @@ fn assign_lanes(steps: &[Timed<'_>]) -> Vec<Vec<usize>> {
 
 /// The steps on a time axis, one lane per row: each bar starts and ends where its step did, shows its
 /// id, and names it on hover; an allowed failure is hatched.
-fn lanes(steps: &[Timed<'_>]) -> String {
+fn lanes(steps: &[Timed]) -> String {
     let total = steps.iter().map(|s| s.end).max().unwrap_or(0).max(1);
     let percent = |ms: u64| ms as f64 * 100.0 / total as f64;
     let mut out = String::from(
@@ -200,27 +226,22 @@ fn lanes(steps: &[Timed<'_>]) -> String {
     for lane in assign_lanes(steps) {
         out.push_str("<div class=\"lane\">");
         for i in lane {
-            let Timed { step, start, end } = &steps[i];
-            let result = step_result(step.result);
-            let allowed = if allowed_failure(step) {
-                " allowed"
+            let bar = &steps[i];
+            let result = bar.result;
+            let (allowed, allowed_words) = if bar.allowed {
+                (" allowed", " (allowed to fail)")
             } else {
-                ""
+                ("", "")
             };
             let _ = write!(
                 out,
                 "<span class=\"{result}{allowed}\" style=\"left:{:.3}%;width:{:.3}%\" \
-                 title=\"{} · {result}{} · {}\"><i>{}</i></span>",
-                percent(*start),
-                percent(end - start),
-                escape(&step_label(step)),
-                if allowed.is_empty() {
-                    ""
-                } else {
-                    " (allowed to fail)"
-                },
-                human_ms(step.duration_ms),
-                step.id(),
+                 title=\"{} · {result}{allowed_words} · {}\"><i>{}</i></span>",
+                percent(bar.start),
+                percent(bar.end - bar.start),
+                escape(&bar.label),
+                human_ms(bar.end - bar.start),
+                escape(&bar.id),
             );
         }
         out.push_str("</div>\n");
@@ -346,18 +367,22 @@ mod tests {
             finished_at: None,
             duration_ms,
         };
-        let html = timeline(&[
-            step(0, StepResult::Success, 3000, Some("<build>")),
-            step(1, StepResult::Failure, 1000, None),
-            step(2, StepResult::Skipped, 0, None),
-        ]);
+        let html = timeline(
+            &[
+                step(0, StepResult::Success, 3000, Some("<build>")),
+                step(1, StepResult::Failure, 1000, None),
+                step(2, StepResult::Skipped, 0, None),
+            ],
+            &[],
+            SystemTime::now(),
+        );
         assert!(html.contains("<span class=\"success\" style=\"flex:3000 1 0\" title=\"[0] &lt;build&gt; · success · 3.0s\">"), "{html}");
         assert!(html.contains("<span class=\"failure\" style=\"flex:1000 1 0\" title=\"[1] make &lt;all&gt; · failure · 1.0s\">"), "{html}");
         assert!(
             html.contains("<span class=\"skipped\" style=\"flex:0 1 0\""),
             "{html}"
         );
-        assert!(timeline(&[]).is_empty());
+        assert!(timeline(&[], &[], SystemTime::now()).is_empty());
     }
 
     /// Step `index` (copy `instance`) from `start` to `end` seconds after 10:00.
@@ -411,7 +436,7 @@ mod tests {
             timed_step(3, None, 40, 50),
             skipped,
         ];
-        let html = timeline(&steps);
+        let html = timeline(&steps, &[], SystemTime::now());
         assert_eq!(
             lanes_of(&html),
             [vec!["0", "1", "3"], vec!["2.0"], vec!["2.1"]],
@@ -432,13 +457,41 @@ mod tests {
         assert!(!html.contains("[4]"), "a skipped step is not on the axis");
 
         // One lane when nothing overlaps, touching ends included.
-        let one = timeline(&[timed_step(0, None, 0, 10), timed_step(1, None, 10, 20)]);
+        let one = timeline(
+            &[timed_step(0, None, 0, 10), timed_step(1, None, 10, 20)],
+            &[],
+            SystemTime::now(),
+        );
         assert_eq!(lanes_of(&one), [vec!["0", "1"]]);
+
+        // A run going on: the steps running now end at `now`, on lanes of their own.
+        let running = [StepStart {
+            index: 5,
+            instance: None,
+            name: Some("<deploy>".into()),
+            matrix: None,
+            started_at: "2026-12-07T10:00:20.000Z".into(),
+        }];
+        let live = timeline(
+            &[timed_step(0, None, 0, 10), timed_step(1, None, 10, 30)],
+            &running,
+            at("2026-12-07T10:00:40Z"),
+        );
+        assert_eq!(lanes_of(&live), [vec!["0", "1"], vec!["5"]], "{live}");
+        assert!(
+            live.contains(
+                "<span class=\"running\" style=\"left:50.000%;width:50.000%\" \
+                 title=\"[5] &lt;deploy&gt; · running · 20.0s\"><i>5</i></span>"
+            ),
+            "{live}"
+        );
+        let only_running = timeline(&[], &running, at("2026-12-07T10:00:40Z"));
+        assert_eq!(lanes_of(&only_running), [vec!["5"]]);
 
         // A record from before graph workflows (no times): side by side, as before.
         let mut old = timed_step(0, None, 0, 10);
         old.finished_at = None;
-        let html = timeline(&[old, timed_step(1, None, 10, 20)]);
+        let html = timeline(&[old, timed_step(1, None, 10, 20)], &[], SystemTime::now());
         assert!(html.starts_with("<div class=\"timeline\""), "{html}");
         assert!(!html.contains("lane"));
     }

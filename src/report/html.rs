@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use crate::describe;
 use crate::describe::{human_ms, short, signal_name};
-use crate::state::records::{RunRecord, RunResult, StepRecord, StepResult, Unreadable};
+use crate::state::records::{RunRecord, RunResult, StepRecord, StepResult, StepStart, Unreadable};
 
 use super::LogTail;
 use super::artifacts::Listing;
@@ -265,12 +265,29 @@ fn step_result(result: StepResult) -> &'static str {
     }
 }
 
+/// What a page of a run going on shows besides its record: the steps running now (SPEC §8), drawn up
+/// to `now`. Empty (`Live::default()`) for a run that ended.
+pub struct Live {
+    pub running: Vec<StepStart>,
+    pub now: SystemTime,
+}
+
+impl Default for Live {
+    fn default() -> Live {
+        Live {
+            running: Vec::new(),
+            now: SystemTime::UNIX_EPOCH,
+        }
+    }
+}
+
 /// `<repo>/<run>.html`: the commit, the run's record, its steps as a timeline and a table, each step's
 /// own log, its artifacts and (the end of) its log in colour. A run going on reloads itself. Times are
 /// exact (not "5 min ago"): the page of a run that ended does not change, and is not written again.
 pub fn run_page(
     record: &RunRecord,
     log: &LogTail,
+    live: &Live,
     step_logs: &[StepLog],
     artifacts: &Listing,
 ) -> String {
@@ -323,6 +340,7 @@ pub fn run_page(
         record.message.as_deref().map_or("-".into(), field),
     );
     body.push_str("</table></div>\n<h2>Steps</h2>\n");
+    body.push_str(&history::timeline(&record.steps, &live.running, live.now));
     if record.steps.is_empty() {
         body.push_str(if running {
             "<p>No step has ended yet.</p>\n"
@@ -330,7 +348,6 @@ pub fn run_page(
             "<p>No step ran.</p>\n"
         });
     } else {
-        body.push_str(&history::timeline(&record.steps));
         body.push_str(
             "<div class=\"scroll\"><table>\n<tr><th>Step</th><th>Name</th><th>Command</th><th>Result</th>\
              <th>Exit code</th><th>Signal</th><th>Duration</th></tr>\n",
@@ -471,7 +488,7 @@ mod tests {
             notes: vec![],
         };
         let now = at("2026-11-05T10:05:00Z");
-        let html = run_page(&record, &log, &[], &listing);
+        let html = run_page(&record, &log, &Live::default(), &[], &listing);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;b&lt;/script&gt;"));
         assert!(
@@ -545,7 +562,7 @@ mod tests {
             cut: true,
             size: 5 << 20,
         };
-        let html = run_page(&record, &log, &[], &no_artifacts());
+        let html = run_page(&record, &log, &Live::default(), &[], &no_artifacts());
         assert!(
             html.contains("The log is 5 MiB long; only its last 1 MiB is shown"),
             "{html}"
@@ -562,7 +579,7 @@ mod tests {
             cut: false,
             size: 0,
         };
-        let html = run_page(&record, &log, &[], &no_artifacts());
+        let html = run_page(&record, &log, &Live::default(), &[], &no_artifacts());
         assert!(
             html.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
             "{html}"
