@@ -42,6 +42,10 @@ impl StepLog {
 /// step order; the room ([`super::LOG_TAIL`] in all) goes first to the steps that failed the run, then
 /// to allowed failures, then to the rest.
 pub fn read(run: &RunDir, record: &RunRecord) -> Vec<StepLog> {
+    // Runs from before step logs have no `steps/`: one look, not one per step.
+    if !run.path.join("steps").is_dir() {
+        return Vec::new();
+    }
     let mut logs: Vec<(u64, Option<u32>, StepLog)> = Vec::new();
     for step in record
         .steps

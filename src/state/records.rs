@@ -135,8 +135,8 @@ fn matrix_values(matrix: Option<&indexmap::IndexMap<String, String>>) -> Option<
     Some(pairs.join(", "))
 }
 
-/// `name (K=v, …)`; a name that already ends with its values (as the runner may name a copy) is not
-/// given them twice.
+/// `name (K=v, …)`; a name that already has its values (as the runner names a copy) is not given
+/// them twice.
 fn title(
     name: Option<&str>,
     matrix: Option<&indexmap::IndexMap<String, String>>,
@@ -146,7 +146,8 @@ fn title(
         return Some(name.to_string());
     };
     let suffix = format!(" ({values})");
-    if name.ends_with(&suffix) {
+    // The runner names a copy `cross (K=v)`, or `(K=v)` when the step has no name.
+    if name.ends_with(&suffix) || name.strip_prefix('(') == Some(&suffix[2..]) {
         Some(name.to_string())
     } else {
         Some(format!("{name}{suffix}"))
@@ -840,6 +841,12 @@ mod tests {
             copy.title().as_deref(),
             Some("cross (TARGET=arm64, OPT=-O0)"),
             "a name the runner gave with its values"
+        );
+        copy.name = Some("(TARGET=arm64, OPT=-O0)".into());
+        assert_eq!(
+            copy.title().as_deref(),
+            Some("(TARGET=arm64, OPT=-O0)"),
+            "the runner's name of a copy of a step without one"
         );
     }
 
