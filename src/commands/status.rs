@@ -302,6 +302,39 @@ fn last_run_row(status: &StatusJson, now: SystemTime, long: bool) -> [String; 7]
     ]
 }
 
+/// How many characters of a commit's subject the COMMIT column shows.
+const SUBJECT_CHARS: usize = 40;
+
+/// `1a2b3c4`, or with `--long` `1a2b3c4 Fix the build…`: the short commit, then its subject made
+/// terminal-safe and shortened.
+fn commit_cell(run: &RunRecord, long: bool) -> String {
+    let commit = terminal(short(&run.commit));
+    if !long || run.subject.is_empty() {
+        return commit;
+    }
+    format!(
+        "{commit} {}",
+        crate::describe::one_line(&run.subject, SUBJECT_CHARS)
+    )
+}
+
+/// `"3m ago"`: the largest whole unit only.
+fn ago(now: SystemTime, then: SystemTime) -> String {
+    match now.duration_since(then) {
+        Ok(elapsed) => format!("{} ago", human_secs(elapsed.as_secs())),
+        Err(_) => "just now".into(),
+    }
+}
+
+fn human_secs(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
 /// The steps `run` runs now, if it is running.
 fn running_steps(ctx: &Context, run: Option<&RunRecord>) -> Vec<RunningStep> {
     let Some(run) = run.filter(|r| r.result == RunResult::Running) else {
@@ -345,39 +378,6 @@ fn running_lines(status: &StatusJson, now: SystemTime) -> Vec<String> {
 /// `"12s"`: how long ago `then` was, the largest whole unit only.
 fn ago_secs(now: SystemTime, then: SystemTime) -> String {
     human_secs(now.duration_since(then).map_or(0, |d| d.as_secs()))
-}
-
-/// How many characters of a commit's subject the COMMIT column shows.
-const SUBJECT_CHARS: usize = 40;
-
-/// `1a2b3c4`, or with `--long` `1a2b3c4 Fix the build…`: the short commit, then its subject made
-/// terminal-safe and shortened.
-fn commit_cell(run: &RunRecord, long: bool) -> String {
-    let commit = terminal(short(&run.commit));
-    if !long || run.subject.is_empty() {
-        return commit;
-    }
-    format!(
-        "{commit} {}",
-        crate::describe::one_line(&run.subject, SUBJECT_CHARS)
-    )
-}
-
-/// `"3m ago"`: the largest whole unit only.
-fn ago(now: SystemTime, then: SystemTime) -> String {
-    match now.duration_since(then) {
-        Ok(elapsed) => format!("{} ago", human_secs(elapsed.as_secs())),
-        Err(_) => "just now".into(),
-    }
-}
-
-fn human_secs(secs: u64) -> String {
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m", secs / 60),
-        3600..86400 => format!("{}h", secs / 3600),
-        _ => format!("{}d", secs / 86400),
-    }
 }
 
 #[cfg(test)]
