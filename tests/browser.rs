@@ -238,7 +238,10 @@ fn the_report_shows_in_a_browser_what_it_should_and_fetches_nothing() {
         page.contains("<a href=\"2/artifacts/coverage%20%3C1%3E.txt\" download=\"\">coverage &lt;1&gt;.txt</a>"),
         "the artifact's link: {page}"
     );
-    assert!(page.contains("class=\"timeline\""));
+    assert!(
+        page.contains("class=\"timeline\"") || page.contains("class=\"lanes\""),
+        "the steps' picture: {page}"
+    );
     assert!(!page.contains("<script") && !page.contains('\u{1b}'));
     assert_eq!(leads_elsewhere(&page), Vec::<String>::new());
     let failed = dump_dom(&env, &proxy, &site.join("app/1.html"));
