@@ -238,7 +238,10 @@ fn the_report_shows_in_a_browser_what_it_should_and_fetches_nothing() {
         page.contains("<a href=\"2/artifacts/coverage%20%3C1%3E.txt\" download=\"\">coverage &lt;1&gt;.txt</a>"),
         "the artifact's link: {page}"
     );
-    assert!(page.contains("class=\"timeline\""));
+    assert!(
+        page.contains("class=\"timeline\"") || page.contains("class=\"lanes\""),
+        "the steps' picture: {page}"
+    );
     assert!(!page.contains("<script") && !page.contains('\u{1b}'));
     assert_eq!(leads_elsewhere(&page), Vec::<String>::new());
     let failed = dump_dom(&env, &proxy, &site.join("app/1.html"));
@@ -259,6 +262,31 @@ fn the_report_shows_in_a_browser_what_it_should_and_fetches_nothing() {
     );
 }
 
+/// SPEC §8: a graph run's page — lanes, each step's log in a `<details>` — as the browser builds it:
+/// the lanes and the logs are there, the log's `<script>` is text, and nothing is fetched.
+fn a_graph_runs_page_shows_in_a_browser_and_fetches_nothing() {
+    chromium();
+    let env = TestEnv::new();
+    let site = crate::report::graph_run_report(&env);
+    let proxy = Proxy::start();
+    let page = dump_dom(&env, &proxy, &site.join("app/1.html"));
+    assert_eq!(page.matches("<div class=\"lane\">").count(), 3, "{page}");
+    assert!(page.contains("class=\"failure allowed\""), "{page}");
+    assert_eq!(
+        page.matches("<details class=\"step-log\"").count(),
+        5,
+        "{page}"
+    );
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt; built riscv64"),
+        "{page}"
+    );
+    assert!(!page.contains("<script") && !page.contains('\u{1b}'));
+    assert_eq!(leads_elsewhere(&page), Vec::<String>::new());
+    assert_eq!(proxy.page_hosts(), Vec::<String>::new());
+}
+
 crate::tests! {
+    a_graph_runs_page_shows_in_a_browser_and_fetches_nothing,
     the_report_shows_in_a_browser_what_it_should_and_fetches_nothing,
 }

@@ -142,6 +142,35 @@ fn a_failing_run_posts_once_to_each_configured_hook() {
     assert_eq!(generic.json()["result"], "failure");
 }
 
+/// SPEC §8: a post names every failed step, not only the first (here a failing `always` step after
+/// the failing step).
+fn a_post_names_every_failed_step() {
+    let env = TestEnv::new();
+    project(
+        &env,
+        "[0]\nname = \"test\"\nrun = \"sh -c 'exit 3'\"\n[1]\nrun = \"true\"\n\
+         [2]\nname = \"cleanup\"\nrun = \"sh -c 'exit 4'\"\nalways = true\n",
+        "",
+    );
+    let server = Server::accepting();
+    dotenv(
+        &env,
+        &[format!("DISCORD_WEBHOOK_URL={}", server.url(DISCORD))],
+    );
+    assert_eq!(run(&env, "app").code, 1);
+    let [discord] = &server.requests_to(DISCORD)[..] else {
+        panic!("one post to Discord")
+    };
+    let text = content(discord);
+    assert!(
+        text.contains(
+            "\nfailing step `[0] test`: `sh -c 'exit 3'`\nfailing step `[2] cleanup`: `sh -c 'exit 4'`\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("[1]"), "{text}");
+}
+
 fn a_five_megabyte_log_still_fits_in_one_discord_message() {
     let env = TestEnv::new();
     project(
@@ -502,6 +531,7 @@ fn an_ad_hoc_run_notifies_nobody_unless_asked() {
 crate::tests! {
     an_ad_hoc_run_notifies_nobody_unless_asked,
     a_failing_run_posts_once_to_each_configured_hook,
+    a_post_names_every_failed_step,
     a_five_megabyte_log_still_fits_in_one_discord_message,
     notify_failure_posts_nothing_for_a_success,
     notify_change_posts_only_when_the_result_differs_from_the_previous_run,

@@ -500,7 +500,8 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
     );
     assert!(first.contains("<span style=\"color:#ff8700;\">orange</span> <span style=\"background:#00008b;\">navy</span>"), "{first}");
     assert!(!first.contains("a title"));
-    assert!(first.contains("<div class=\"timeline\""));
+    // The steps' picture: side by side (records without times) or on lanes (graph runs, SPEC §8).
+    assert!(first.contains("role=\"img\" aria-label=\"the steps"));
     // The artifacts: linked, encoded, escaped, copied; pages and server files defused; links left.
     assert!(
         first.contains("<a href=\"1/artifacts/%3Cscript%3Ealert%283%29%3C\" download>&lt;script&gt;alert(3)&lt;</a>"),
@@ -556,7 +557,7 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
     assert!(page(2).contains("exited with status 3"));
     assert!(page(3).contains("<span class=\"fg3\">waiting</span>"));
     assert!(
-        page(3).contains("<span class=\"timeout\" style=\"flex:"),
+        page(3).contains("<span class=\"timeout\" style=\""),
         "the timeline"
     );
     assert!(page(4).contains("<p>No step ran.</p>"));
@@ -637,7 +638,211 @@ fn repos_are_listed_most_recently_run_first() {
     assert!(place("second") < place("idle"), "never run: last");
 }
 
+/// A step of a graph run's record, written by hand as the graph runner writes it (SPEC §8):
+/// `[started, finished]` in seconds after 10:00.
+fn graph_step(
+    index: u64,
+    instance: Option<u32>,
+    matrix: serde_json::Value,
+    name: &str,
+    (started, finished): (u64, u64),
+) -> serde_json::Value {
+    let time = |s: u64| format!("2026-12-07T10:00:{s:02}.000Z");
+    serde_json::json!({
+        "index": index, "instance": instance, "matrix": matrix, "name": name,
+        "run": format!("sh {name}.sh"), "needs": [], "result": "success", "exit_code": 0,
+        "signal": null, "started_at": time(started), "finished_at": time(finished),
+        "duration_ms": (finished - started) * 1000,
+    })
+}
+
+/// A run of `app` whose record and step logs are then made those of a graph run (written by hand,
+/// as the graph runner writes them): `configure`, then `cross` for two targets and `lint` (allowed
+/// to fail, and failing) beside each other, then `package`; `report` into the returned folder.
+pub fn graph_run_report(env: &TestEnv) -> PathBuf {
+    env.app(PASSING, "");
+    env.phantom().args(["run", "app"]).assert().success();
+    let mut record = env.run_json("app", 1);
+    let mut lint = graph_step(2, None, serde_json::Value::Null, "lint", (2, 3));
+    lint["result"] = "failure".into();
+    lint["exit_code"] = 1.into();
+    lint["allow_failure"] = true.into();
+    record["steps"] = serde_json::json!([
+        graph_step(0, None, serde_json::Value::Null, "configure", (0, 2)),
+        lint,
+        graph_step(
+            1,
+            Some(1),
+            serde_json::json!({"TARGET": "<riscv64>"}),
+            "cross",
+            (2, 6)
+        ),
+        graph_step(
+            1,
+            Some(0),
+            serde_json::json!({"TARGET": "arm64"}),
+            "cross",
+            (2, 8)
+        ),
+        graph_step(3, None, serde_json::Value::Null, "package", (8, 9)),
+    ]);
+    std::fs::write(
+        env.run_file("app", 1, "run.json"),
+        serde_json::to_string_pretty(&record).unwrap(),
+    )
+    .unwrap();
+    let steps = env.run_file("app", 1, "steps");
+    std::fs::create_dir_all(&steps).unwrap();
+    for (id, log) in [
+        ("0", "configured\n"),
+        ("1.0", "\x1b[32mbuilt arm64\x1b[0m\n"),
+        (
+            "1.1",
+            "<script>alert(1)</script>\x1b]0;title\x07 built riscv64\n",
+        ),
+        ("2", "lint: 3 warnings\n"),
+        ("3", "packaged\n"),
+    ] {
+        std::fs::write(steps.join(format!("{id}.log")), log).unwrap();
+    }
+    let site = env.root().join("site");
+    env.phantom().arg("report").arg(&site).assert().success();
+    site
+}
+
+/// SPEC §8: a graph run's page shows overlapping steps on lanes, names each by its id, name and
+/// matrix values, marks the allowed failure, and shows each step's own log, escaped.
+fn a_graph_runs_page_has_lanes_and_each_steps_log() {
+    let env = TestEnv::new();
+    let site = graph_run_report(&env);
+    let page = read(&site.join("app/1.html"));
+    let lanes: Vec<&str> = page.split("<div class=\"lane\">").skip(1).collect();
+    assert_eq!(lanes.len(), 3, "{page}");
+    let ids = |lane: &str| -> Vec<String> {
+        let lane = &lane[..lane.find("</div>").unwrap()];
+        lane.split("<i>")
+            .skip(1)
+            .map(|bar| bar[..bar.find("</i>").unwrap()].to_string())
+            .collect()
+    };
+    assert_eq!(ids(lanes[0]), ["0", "2", "3"]);
+    assert_eq!(ids(lanes[1]), ["1.1"]);
+    assert_eq!(ids(lanes[2]), ["1.0"]);
+    assert!(
+        page.contains("title=\"[1.1] cross (TARGET=&lt;riscv64&gt;) · success · 4.0s\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("class=\"failure allowed\""),
+        "the allowed failure: {page}"
+    );
+    assert!(
+        page.contains("<tr><td>1.0</td><td>cross (TARGET=arm64)</td>"),
+        "{page}"
+    );
+    let rows: Vec<&str> = page
+        .split("<tr><td>")
+        .skip(1)
+        .map(|row| &row[..row.find('<').unwrap()])
+        .filter(|cell| cell.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows, ["0", "1.0", "1.1", "2", "3"], "in step order: {page}");
+    assert!(
+        page.contains("<span class=\"result failure\">failure</span> <span class=\"note\">allowed to fail</span></td>"),
+        "{page}"
+    );
+    // Each step's log, in step order, escaped and coloured; none open: nothing failed the run.
+    let details: Vec<&str> = page
+        .split("<details class=\"step-log\" id=\"step-")
+        .skip(1)
+        .collect();
+    let order: Vec<&str> = details.iter().map(|d| &d[..d.find('"').unwrap()]).collect();
+    assert_eq!(order, ["0", "1.0", "1.1", "2", "3"], "{page}");
+    assert!(!page.contains(" open>"), "{page}");
+    assert!(
+        details[1].contains("<span class=\"fg2\">built arm64</span>"),
+        "{page}"
+    );
+    assert!(
+        details[2].contains("&lt;script&gt;alert(1)&lt;/script&gt; built riscv64"),
+        "{page}"
+    );
+    assert!(details[3].contains("lint: 3 warnings"));
+    assert_inert(&site);
+
+    // A step that failed the run is shown open.
+    let mut record = env.run_json("app", 1);
+    record["steps"][4]["result"] = "failure".into();
+    std::fs::write(
+        env.run_file("app", 1, "run.json"),
+        serde_json::to_string_pretty(&record).unwrap(),
+    )
+    .unwrap();
+    env.phantom().arg("report").arg(&site).assert().success();
+    let page = read(&site.join("app/1.html"));
+    assert!(
+        page.contains("<details class=\"step-log\" id=\"step-3\" open>"),
+        "{page}"
+    );
+}
+
+/// SPEC §8: the page of a run going on draws the steps running now (from the `{"started": …}` lines
+/// of its journal, written here as the graph runner writes them) on the time axis, and shows their
+/// logs so far.
+fn a_running_runs_page_shows_the_steps_running_now() {
+    let env = TestEnv::new();
+    let root = env.root().display().to_string();
+    env.app(
+        &format!(
+            "[0]\nname = \"held\"\nrun = \"sh -c 'touch {root}/holding; {}'\"\n",
+            wait_for_release(&root).trim_end().replace('\n', " ")
+        ),
+        "",
+    );
+    let run = env.phantom_std().args(["run", "app"]).spawn().unwrap();
+    let _release = Release {
+        file: env.root().join("release"),
+        runs: vec![run],
+    };
+    wait_for("the step", || env.root().join("holding").exists());
+    let started = |index: u64, name: &str| {
+        format!(
+            "{{\"started\": {{\"index\": {index}, \"name\": \"{name}\", \"started_at\": \"{}\"}}}}\n",
+            env.run_json("app", 1)["started_at"].as_str().unwrap()
+        )
+    };
+    std::fs::write(
+        env.run_file("app", 1, "steps.jsonl"),
+        started(0, "held") + &started(1, "<beside>"),
+    )
+    .unwrap();
+    let steps = env.run_file("app", 1, "steps");
+    std::fs::create_dir_all(&steps).unwrap();
+    std::fs::write(steps.join("1.log"), "half way <there>\n").unwrap();
+    let site = env.root().join("site");
+    env.phantom().arg("report").arg(&site).assert().success();
+    let page = read(&site.join("app/1.html"));
+    assert_eq!(page.matches("<div class=\"lane\">").count(), 2, "{page}");
+    assert!(
+        page.contains("title=\"[1] &lt;beside&gt; · running · "),
+        "{page}"
+    );
+    assert!(page.contains("<span class=\"running\" style=\"left:0.000%;width:100.000%\""));
+    assert!(page.contains("No step has ended yet"));
+    assert!(
+        page.contains(
+            "<details class=\"step-log\" id=\"step-1\"><summary><code>[1] &lt;beside&gt;</code> \
+             <span class=\"result running\">running</span>"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("half way &lt;there&gt;"), "{page}");
+    assert_inert(&site);
+}
+
 crate::tests! {
+    a_running_runs_page_shows_the_steps_running_now,
+    a_graph_runs_page_has_lanes_and_each_steps_log,
     a_running_runs_page_shows_each_step_as_it_ends,
     the_report_lists_every_run_with_its_page_log_and_badge,
     untrusted_names_and_output_are_escaped,

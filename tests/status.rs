@@ -195,7 +195,51 @@ fn results_are_in_colour_on_a_terminal_only() {
     );
 }
 
+/// SPEC §8: the steps a run runs now, from the `{"started": …}` lines of its journal (here written
+/// as the runner does, beside today's one-at-a-time runner), in the table's lines and in `--json`.
+fn status_shows_the_steps_running_now() {
+    let env = TestEnv::new();
+    env.app(&waiting_workflow(&env), "");
+    let mut run = env.spawn_run("app");
+    wait_for("the step to start", || env.root().join("started").exists());
+    assert_eq!(status_json(&env)[0]["running_steps"], serde_json::json!([]));
+    let journal = env.run_file("app", 1, "steps.jsonl");
+    // Written as text: the matrix keeps the order of the file.
+    let started = r#"{"started": {"index": 3, "instance": 1, "name": "cross\u001b[2J",
+        "matrix": {"TARGET": "arm64", "OPT": "-O0"}, "started_at": "2026-12-07T01:00:00.000Z"}}"#
+        .replace('\n', "");
+    let first = r#"{"started": {"index": 0, "instance": null, "name": null, "matrix": null,
+        "started_at": "2026-12-07T01:00:00.000Z"}}"#
+        .replace('\n', "");
+    std::fs::write(&journal, format!("{started}\n{first}\n")).unwrap();
+    let status = status_json(&env);
+    let running = status[0]["running_steps"].as_array().unwrap();
+    assert_eq!(running.len(), 2, "{status}");
+    assert_eq!(running[0]["id"], "3.1");
+    assert_eq!(running[0]["matrix"]["OPT"], "-O0");
+    assert_eq!(running[0]["started_at"], "2026-12-07T01:00:00.000Z");
+    assert_eq!(running[1]["id"], "0");
+    let out = env.phantom().arg("status").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("app #1 step [3.1] cross?[2J (TARGET=arm64, OPT=-O0): running for "),
+        "{text}"
+    );
+    assert!(text.contains("app #1 step [0]: running for "), "{text}");
+    assert!(!text.contains('\x1b'), "{text:?}");
+    std::fs::write(env.root().join("release"), "").unwrap();
+    assert!(run.wait().unwrap().success());
+    assert_eq!(status_json(&env)[0]["running_steps"], serde_json::json!([]));
+    let out = env.phantom().arg("status").output().unwrap();
+    assert!(
+        !String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("running for")
+    );
+}
+
 crate::tests! {
+    status_shows_the_steps_running_now,
     status_shows_the_commit_queued_behind_a_run,
     results_are_in_colour_on_a_terminal_only,
 }

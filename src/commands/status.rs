@@ -13,14 +13,14 @@ use crate::config::{Config, Repo};
 use crate::describe::terminal;
 use crate::describe::{human_bytes, human_ms, short};
 use crate::error::{Error, ExitStatus};
-use crate::state::records::{self, RunRecord, RunResult, Trigger};
+use crate::state::records::{self, RunRecord, RunResult, StepStart, Trigger};
 use crate::state::{cache, queue};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Print one JSON array: `{"repo", "branch", "path", "last_run": <run.json or null>, "queued":
-    /// <{"branch", "commit", "trigger", "queued_at"} or null>}` per repo (per branch of a repo that runs
-    /// several)
+    /// <{"branch", "commit", "trigger", "queued_at"} or null>, "running_steps": [{"id", "index",
+    /// "instance", "name", "matrix", "started_at"}]}` per repo (per branch of a repo that runs several)
     #[arg(long)]
     pub json: bool,
     /// Show each last run's commit subject after its short id (shortened, escapes removed), and
@@ -51,6 +51,18 @@ struct StatusJson {
     /// With `cache = true`, its `cache_limit`.
     #[serde(skip)]
     cache_limit: Option<u64>,
+    /// The steps of `last_run` running now (SPEC §8), in the order they started; empty when it is
+    /// not running.
+    running_steps: Vec<RunningStep>,
+}
+
+/// A step running now, as `status` shows it.
+#[derive(Serialize)]
+struct RunningStep {
+    /// `3` or `3.1`.
+    id: String,
+    #[serde(flatten)]
+    step: StepStart,
 }
 
 /// A commit in the queue, as `status` shows it.
@@ -96,6 +108,7 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
         queued,
         cache_bytes,
         cache_limit: repo.cache.then_some(repo.cache_limit),
+        running_steps: Vec::new(),
     };
     let one_line = |newest: Result<Option<RunRecord>, records::Unreadable>,
                     queued: Option<Queued>| StatusJson {
@@ -143,11 +156,14 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
 pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let file = ctx.dirs.repo_toml();
     let config = Config::load(&file)?;
-    let repos: Vec<StatusJson> = config
+    let mut repos: Vec<StatusJson> = config
         .repos
         .iter()
         .flat_map(|repo| lines_of(ctx, repo))
         .collect();
+    for line in &mut repos {
+        line.running_steps = running_steps(ctx, line.last_run.as_ref());
+    }
     // Damaged state is said on stderr and in the exit status (1), whatever the format.
     let mut status = ExitStatus::Success;
     for error in repos.iter().filter_map(|r| r.last_run_error.as_ref()) {
@@ -191,6 +207,10 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         super::table::render_styled(&without_queued(HEADERS), &short, style)
     };
     print!("{table}");
+    let now_running: Vec<String> = repos.iter().flat_map(|r| running_lines(r, now)).collect();
+    for line in now_running {
+        println!("{line}");
+    }
     // Queued commits whose worker waits for a free slot (`max_parallel_runs`).
     let waiting = crate::state::slots::waiting(&ctx.dirs);
     if waiting > 0 {
@@ -343,6 +363,51 @@ fn human_secs(secs: u64) -> String {
         3600..86400 => format!("{}h", secs / 3600),
         _ => format!("{}d", secs / 86400),
     }
+}
+
+/// The steps `run` runs now, if it is running.
+fn running_steps(ctx: &Context, run: Option<&RunRecord>) -> Vec<RunningStep> {
+    let Some(run) = run.filter(|r| r.result == RunResult::Running) else {
+        return Vec::new();
+    };
+    records::running_steps(&records::run_dir(&ctx.dirs, &run.repo, run.run))
+        .into_iter()
+        .map(|step| RunningStep {
+            id: step.id(),
+            step,
+        })
+        .collect()
+}
+
+/// How many characters of a step's name (with its matrix values) a line shows.
+const STEP_NAME_CHARS: usize = 60;
+
+/// `app #12 step [3.1] cross (TARGET=arm64): running for 12s`, one line per step running now.
+fn running_lines(status: &StatusJson, now: SystemTime) -> Vec<String> {
+    let Some(run) = &status.last_run else {
+        return Vec::new();
+    };
+    status
+        .running_steps
+        .iter()
+        .map(|running| {
+            let name = running.step.title().map_or(String::new(), |title| {
+                format!(" {}", crate::describe::one_line(&title, STEP_NAME_CHARS))
+            });
+            let since = humantime::parse_rfc3339_weak(&running.step.started_at)
+                .ok()
+                .map_or_else(|| "-".into(), |t| ago_secs(now, t));
+            format!(
+                "{} #{} step [{}]{name}: running for {since}",
+                status.repo, run.run, running.id
+            )
+        })
+        .collect()
+}
+
+/// `"12s"`: how long ago `then` was, the largest whole unit only.
+fn ago_secs(now: SystemTime, then: SystemTime) -> String {
+    human_secs(now.duration_since(then).map_or(0, |d| d.as_secs()))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! that fits by this count also fits by a count of Unicode scalar values.
 
 use crate::describe::{human_ms, short};
-use crate::state::records::{RunRecord, RunResult};
+use crate::state::records::{RunRecord, RunResult, StepRecord, StepResult};
 
 /// How many characters of the untrusted texts a summary shows at most.
 const BRANCH_CHARS: usize = 100;
@@ -29,8 +29,11 @@ pub struct Summary {
     /// The commit's subject, empty when the record has none.
     pub subject: String,
     pub duration: String,
-    /// The failing step's key and name (`[1] build`), and its command.
-    pub failed_step: Option<(String, String)>,
+    /// Every step that failed or timed out (SPEC §8): first those that failed the run, then those
+    /// allowed to fail, each in the record's order; at most [`FAILED_STEPS`].
+    pub failed_steps: Vec<FailedStep>,
+    /// How many more failed than `failed_steps` holds.
+    pub more_failed: usize,
     pub message: Option<String>,
     /// What the run's log is missing, when it could not be written whole (the record's `log_lost`).
     pub log_lost: Option<String>,
@@ -38,8 +41,61 @@ pub struct Summary {
     pub host: String,
 }
 
+/// How many failed steps a summary holds at most (a 64-copy matrix may fail whole); a message shows
+/// as many as fit in half its room and counts the rest.
+pub const FAILED_STEPS: usize = 20;
+
+/// A step that failed or timed out, as a chat message names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedStep {
+    /// `[1] build`, `[3.1] cross (TARGET=arm64, OPT=-O0)`: its id, name and matrix values.
+    pub label: String,
+    pub command: String,
+    /// `allow_failure = true`: it did not fail the run.
+    pub allowed: bool,
+}
+
+impl FailedStep {
+    fn of(step: &StepRecord) -> FailedStep {
+        let name = step
+            .title()
+            .or_else(|| step.matrix_values().map(|values| format!("({values})")));
+        let label = match name {
+            Some(name) => format!("[{}] {}", step.id(), one_line(&name, BRANCH_CHARS)),
+            None => format!("[{}]", step.id()),
+        };
+        FailedStep {
+            label,
+            command: one_line(&step.run, COMMAND_CHARS),
+            allowed: step.allow_failure,
+        }
+    }
+}
+
+/// The steps that failed or timed out, those that failed the run first; at most [`FAILED_STEPS`],
+/// and how many more.
+fn failed_steps(record: &RunRecord) -> (Vec<FailedStep>, usize) {
+    let failed =
+        |step: &&StepRecord| matches!(step.result, StepResult::Failure | StepResult::Timeout);
+    let (allowed, fatal): (Vec<&StepRecord>, Vec<&StepRecord>) = record
+        .steps
+        .iter()
+        .filter(failed)
+        .partition(|step| step.allow_failure);
+    let total = fatal.len() + allowed.len();
+    let shown: Vec<FailedStep> = fatal
+        .into_iter()
+        .chain(allowed)
+        .take(FAILED_STEPS)
+        .map(FailedStep::of)
+        .collect();
+    let more = total - shown.len();
+    (shown, more)
+}
+
 impl Summary {
     pub fn of(record: &RunRecord) -> Summary {
+        let (failed_steps, more_failed) = failed_steps(record);
         Summary {
             repo: one_line(&record.repo, BRANCH_CHARS),
             run: record.run,
@@ -48,13 +104,8 @@ impl Summary {
             commit: one_line(short(&record.commit), 40),
             subject: one_line(&record.subject, SUBJECT_CHARS),
             duration: human_ms(record.duration_ms),
-            failed_step: record.failed_step().map(|step| {
-                let label = match &step.name {
-                    Some(name) => format!("[{}] {}", step.index, one_line(name, BRANCH_CHARS)),
-                    None => format!("[{}]", step.index),
-                };
-                (label, one_line(&step.run, COMMAND_CHARS))
-            }),
+            failed_steps,
+            more_failed,
             message: record
                 .message
                 .as_deref()
@@ -177,11 +228,29 @@ pub fn chat_message(summary: &Summary, log: &str, markup: &Markup) -> String {
     if !summary.subject.is_empty() {
         head.push_str(&format!("\n{}", (markup.span)(&summary.subject)));
     }
-    if let Some((label, command)) = &summary.failed_step {
+    // Every failed step, as many as fit in half the room (the first always); the rest counted.
+    let mut left_out = summary.more_failed;
+    for (i, step) in summary.failed_steps.iter().enumerate() {
+        let line = format!(
+            "\nfailing step {}{}: {}",
+            (markup.span)(&step.label),
+            if step.allowed {
+                " (allowed to fail)"
+            } else {
+                ""
+            },
+            (markup.span)(&step.command)
+        );
+        if i > 0 && width(&head) + width(&line) > markup.limit / 2 {
+            left_out += summary.failed_steps.len() - i;
+            break;
+        }
+        head.push_str(&line);
+    }
+    if left_out > 0 {
         head.push_str(&format!(
-            "\nfailing step {}: {}",
-            (markup.span)(label),
-            (markup.span)(command)
+            "\nand {left_out} more failed step{}",
+            if left_out == 1 { "" } else { "s" }
         ));
     }
     if let Some(message) = &summary.message {
@@ -310,6 +379,85 @@ mod tests {
         let tail = fit_tail(&wide, 4, width);
         assert_eq!(tail, "…😀");
         assert!(width(&tail) <= 4);
+    }
+
+    /// A step of `sample_record` failed as step `index` (copy `instance` with `TARGET`).
+    fn failed(index: u64, instance: Option<u32>, allowed: bool) -> StepRecord {
+        let mut step = sample_record(RunResult::Failure, "master").steps.remove(0);
+        step.index = index;
+        step.name = Some(format!("step{index}"));
+        step.instance = instance;
+        step.matrix = instance.map(|k| [("TARGET".to_string(), format!("t{k}"))].into());
+        step.allow_failure = allowed;
+        step
+    }
+
+    #[test]
+    fn every_failed_step_is_named_allowed_ones_marked_and_last() {
+        use crate::notify::{discord, slack};
+        let mut record = sample_record(RunResult::Failure, "master");
+        let mut ok = failed(0, None, false);
+        ok.result = StepResult::Success;
+        let mut timed_out = failed(3, Some(1), false);
+        timed_out.result = StepResult::Timeout;
+        record.steps = vec![
+            ok,
+            failed(1, None, true),
+            failed(3, Some(0), false),
+            timed_out,
+        ];
+        record.steps[2].name = None;
+        let discord = discord::content(&Summary::of(&record), "log\n");
+        let lines: Vec<&str> = discord
+            .lines()
+            .filter(|l| l.starts_with("failing step"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "failing step `[3.0] (TARGET=t0)`: `make test`",
+                "failing step `[3.1] step3 (TARGET=t1)`: `make test`",
+                "failing step `[1] step1` (allowed to fail): `make test`",
+            ],
+            "{discord}"
+        );
+        assert!(!discord.contains("more failed"), "{discord}");
+        let slack = slack::message(&Summary::of(&record), "");
+        assert!(
+            slack.contains("failing step `[1] step1` (allowed to fail)"),
+            "{slack}"
+        );
+    }
+
+    #[test]
+    fn a_whole_failed_matrix_fits_and_the_rest_is_counted() {
+        use crate::notify::{discord, slack};
+        let mut record = sample_record(RunResult::Failure, "master");
+        record.steps = (0..64).map(|k| failed(3, Some(k), false)).collect();
+        for step in &mut record.steps {
+            step.run = "x".repeat(1000);
+            step.name = Some("&".repeat(1000));
+        }
+        let log = "a log line\n".repeat(1000);
+        let summary = Summary::of(&record);
+        assert_eq!(
+            (summary.failed_steps.len(), summary.more_failed),
+            (FAILED_STEPS, 64 - FAILED_STEPS)
+        );
+        let discord = discord::content(&summary, &log);
+        assert!(width(&discord) <= discord::CONTENT_LIMIT);
+        assert!(discord.contains("failing step `[3.0] &&&"), "{discord}");
+        let shown = discord.matches("\nfailing step ").count();
+        assert!(shown >= 2, "{discord}");
+        assert!(
+            discord.contains(&format!("\nand {} more failed steps\n", 64 - shown)),
+            "{discord}"
+        );
+        assert!(discord.ends_with("a log line\n```"), "the log still shows");
+        let slack = slack::message(&summary, &log);
+        assert!(width(&slack) <= slack::TEXT_LIMIT);
+        assert!(slack.contains("more failed steps"));
+        assert!(slack.ends_with("a log line\n```"), "{slack}");
     }
 
     #[test]

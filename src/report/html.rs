@@ -9,11 +9,12 @@ use std::time::SystemTime;
 
 use crate::describe;
 use crate::describe::{human_ms, short, signal_name};
-use crate::state::records::{RunRecord, RunResult, StepResult, Unreadable};
+use crate::state::records::{RunRecord, RunResult, StepRecord, StepResult, StepStart, Unreadable};
 
 use super::LogTail;
 use super::artifacts::Listing;
 use super::history;
+use super::steps::{self, StepLog};
 
 /// `text` made safe in HTML text and in quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -85,7 +86,7 @@ fn or_dash(text: &str) -> String {
     }
 }
 
-fn result_cell(result: &str) -> String {
+pub(super) fn result_cell(result: &str) -> String {
     // Results are phantom_ci's own words, safe as class names.
     format!("<span class=\"result {result}\">{result}</span>")
 }
@@ -264,10 +265,32 @@ fn step_result(result: StepResult) -> &'static str {
     }
 }
 
-/// `<repo>/<run>.html`: the commit, the run's record, its steps as a timeline and a table, its
-/// artifacts and (the end of) its log in colour. A run going on reloads itself. Times are exact (not
-/// "5 min ago"): the page of a run that ended does not change, and is not written again.
-pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing) -> String {
+/// What a page of a run going on shows besides its record: the steps running now (SPEC §8), drawn up
+/// to `now`. Empty (`Live::default()`) for a run that ended.
+pub struct Live {
+    pub running: Vec<StepStart>,
+    pub now: SystemTime,
+}
+
+impl Default for Live {
+    fn default() -> Live {
+        Live {
+            running: Vec::new(),
+            now: SystemTime::UNIX_EPOCH,
+        }
+    }
+}
+
+/// `<repo>/<run>.html`: the commit, the run's record, its steps as a timeline and a table, each step's
+/// own log, its artifacts and (the end of) its log in colour. A run going on reloads itself. Times are
+/// exact (not "5 min ago"): the page of a run that ended does not change, and is not written again.
+pub fn run_page(
+    record: &RunRecord,
+    log: &LogTail,
+    live: &Live,
+    step_logs: &[StepLog],
+    artifacts: &Listing,
+) -> String {
     let repo = escape(&record.repo);
     let title = format!("{repo} #{} {}", record.run, record.result.as_str());
     let running = record.result == RunResult::Running;
@@ -328,6 +351,7 @@ pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing) -> Strin
         row("log_lost", field(&lost.describe()));
     }
     body.push_str("</table></div>\n<h2>Steps</h2>\n");
+    body.push_str(&history::timeline(&record.steps, &live.running, live.now));
     if record.steps.is_empty() {
         body.push_str(if running {
             "<p>No step has ended yet.</p>\n"
@@ -335,12 +359,14 @@ pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing) -> Strin
             "<p>No step ran.</p>\n"
         });
     } else {
-        body.push_str(&history::timeline(&record.steps));
         body.push_str(
             "<div class=\"scroll\"><table>\n<tr><th>Step</th><th>Name</th><th>Command</th><th>Result</th>\
              <th>Exit code</th><th>Signal</th><th>Duration</th></tr>\n",
         );
-        for step in &record.steps {
+        // In step order (a graph run records its steps as they end).
+        let mut in_order: Vec<&StepRecord> = record.steps.iter().collect();
+        in_order.sort_by_key(|s| (s.index, s.instance));
+        for step in in_order {
             let signal = step.signal.map_or("-".into(), |signal| {
                 format!("{signal} ({})", signal_name(signal))
             });
@@ -351,17 +377,26 @@ pub fn run_page(record: &RunRecord, log: &LogTail, artifacts: &Listing) -> Strin
             };
             let _ = writeln!(
                 body,
-                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td>\
+                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}{}</td><td>{}</td>\
                  <td>{signal}</td><td>{duration}</td></tr>",
-                step.index,
-                step.name.as_deref().map_or(String::new(), field),
+                step.id(),
+                step.title()
+                    .or_else(|| step.matrix_values().map(|v| format!("({v})")))
+                    .as_deref()
+                    .map_or(String::new(), field),
                 field(&step.run),
                 result_cell(step_result(step.result)),
+                if history::allowed_failure(step) {
+                    " <span class=\"note\">allowed to fail</span>"
+                } else {
+                    ""
+                },
                 step.exit_code.map_or("-".into(), |c| c.to_string()),
             );
         }
         body.push_str("</table></div>\n");
     }
+    body.push_str(&steps::section(&record.repo, record.run, step_logs));
     artifacts_section(&mut body, artifacts);
     body.push_str("<h2>Log</h2>\n");
     match &log.text {
@@ -464,7 +499,7 @@ mod tests {
             notes: vec![],
         };
         let now = at("2026-11-05T10:05:00Z");
-        let html = run_page(&record, &log, &listing);
+        let html = run_page(&record, &log, &Live::default(), &[], &listing);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;b&lt;/script&gt;"));
         assert!(
@@ -538,7 +573,7 @@ mod tests {
             cut: true,
             size: 5 << 20,
         };
-        let html = run_page(&record, &log, &no_artifacts());
+        let html = run_page(&record, &log, &Live::default(), &[], &no_artifacts());
         assert!(
             html.contains("The log is 5 MiB long; only its last 1 MiB is shown"),
             "{html}"
@@ -555,7 +590,7 @@ mod tests {
             cut: false,
             size: 0,
         };
-        let html = run_page(&record, &log, &no_artifacts());
+        let html = run_page(&record, &log, &Live::default(), &[], &no_artifacts());
         assert!(
             html.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
             "{html}"

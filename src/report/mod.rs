@@ -19,6 +19,7 @@ mod badge;
 mod history;
 mod html;
 pub mod merge;
+mod steps;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -242,6 +243,14 @@ impl Site {
     fn run_page(&self, dirs: &Dirs, record: &RunRecord) -> Result<PathBuf, Error> {
         let run_dir = records::run_dir(dirs, &record.repo, record.run);
         let log = log_tail(&run_dir.log(), LOG_TAIL);
+        let live = if record.result == RunResult::Running {
+            html::Live {
+                running: records::running_steps(&run_dir),
+                now: SystemTime::now(),
+            }
+        } else {
+            html::Live::default()
+        };
         // Artifacts are collected when a run ends: a run going on has none yet.
         let listing = if record.result == RunResult::Running {
             artifacts::Listing::default()
@@ -258,7 +267,13 @@ impl Site {
         };
         self.put(
             &format!("{}/{}.html", record.repo, record.run),
-            &html::run_page(record, &log, &listing),
+            &html::run_page(
+                record,
+                &log,
+                &live,
+                &steps::read(&run_dir, record),
+                &listing,
+            ),
         )
     }
 

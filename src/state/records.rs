@@ -115,6 +115,80 @@ impl StepRecord {
     }
 }
 
+impl StepRecord {
+    /// A matrix copy's values as its name shows them: `TARGET=arm64, OPT=-O0`; `None` for a step
+    /// that is not one.
+    pub fn matrix_values(&self) -> Option<String> {
+        matrix_values(self.matrix.as_ref())
+    }
+
+    /// Its name with its matrix values, `cross (TARGET=arm64, OPT=-O0)` (SPEC §8), `None` when it
+    /// has no name. Untrusted text: the caller makes it safe where it shows it.
+    pub fn title(&self) -> Option<String> {
+        title(self.name.as_deref(), self.matrix.as_ref())
+    }
+}
+
+fn matrix_values(matrix: Option<&indexmap::IndexMap<String, String>>) -> Option<String> {
+    let matrix = matrix.filter(|m| !m.is_empty())?;
+    let pairs: Vec<String> = matrix.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Some(pairs.join(", "))
+}
+
+/// `name (K=v, …)`; a name that already has its values (as the runner names a copy) is not given
+/// them twice.
+fn title(
+    name: Option<&str>,
+    matrix: Option<&indexmap::IndexMap<String, String>>,
+) -> Option<String> {
+    let name = name?;
+    let Some(values) = matrix_values(matrix) else {
+        return Some(name.to_string());
+    };
+    let suffix = format!(" ({values})");
+    // The runner names a copy `cross (K=v)`, or `(K=v)` when the step has no name.
+    if name.ends_with(&suffix) || name.strip_prefix('(') == Some(&suffix[2..]) {
+        Some(name.to_string())
+    } else {
+        Some(format!("{name}{suffix}"))
+    }
+}
+
+/// A step that started and has not ended yet, as the run's journal tells it (SPEC §8: `status` shows
+/// the steps running now). The runner appends one with [`StepJournal::started`] when it starts a step;
+/// the step's [`StepRecord`] line, appended when it ends, closes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepStart {
+    pub index: u64,
+    #[serde(default)]
+    pub instance: Option<u32>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub matrix: Option<indexmap::IndexMap<String, String>>,
+    /// RFC 3339, milliseconds ([`rfc3339`]).
+    pub started_at: String,
+}
+
+impl StepStart {
+    /// `3` or `3.1`, as [`StepRecord::id`].
+    pub fn id(&self) -> String {
+        step_id(self.index, self.instance)
+    }
+
+    /// As [`StepRecord::title`].
+    pub fn title(&self) -> Option<String> {
+        title(self.name.as_deref(), self.matrix.as_ref())
+    }
+}
+
+/// A line of `steps.jsonl` that says a step started: `{"started": {…}}`, told apart from a step's
+/// record by its one key.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartedLine {
+    started: StepStart,
+}
+
 /// `N` or `N.k` (SPEC §8).
 pub fn step_id(index: u64, instance: Option<u32>) -> String {
     match instance {
@@ -349,23 +423,68 @@ pub struct StepJournal {
 }
 
 impl StepJournal {
+    /// A step ended: its record.
     pub fn append(&mut self, step: &StepRecord) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(step).map_err(std::io::Error::other)?;
         line.push(b'\n');
         self.file.write_all(&line)
     }
+
+    /// A step started (`{"started": {…}}`): until its record follows, `status` shows it running.
+    pub fn started(&mut self, step: &StepStart) -> std::io::Result<()> {
+        let started = StartedLine {
+            started: step.clone(),
+        };
+        let mut line = serde_json::to_vec(&started).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)
+    }
+}
+
+/// What a run's journal holds: the records of the steps that ended, in the order they ended, and the
+/// steps that started and have not ended, in the order they started.
+#[derive(Debug, Default)]
+pub struct Journal {
+    pub ended: Vec<StepRecord>,
+    pub running: Vec<StepStart>,
+}
+
+/// The journal of `run`, up to the first line that does not read (the one a crash cut).
+pub fn read_journal(run: &RunDir) -> Journal {
+    let Ok(bytes) = std::fs::read(run.journal()) else {
+        return Journal::default();
+    };
+    let mut journal = Journal::default();
+    for line in bytes.split(|b| *b == b'\n') {
+        if let Ok(step) = serde_json::from_slice::<StepRecord>(line) {
+            journal.ended.push(step);
+        } else if let Ok(StartedLine { started }) = serde_json::from_slice(line) {
+            journal.running.push(started);
+        } else {
+            break;
+        }
+    }
+    let ended: std::collections::HashSet<(u64, Option<u32>)> = journal
+        .ended
+        .iter()
+        .map(|s| (s.index, s.instance))
+        .collect();
+    journal
+        .running
+        .retain(|s| !ended.contains(&(s.index, s.instance)));
+    journal
 }
 
 /// The steps recorded in the journal of `run`, up to the first line that does not read (the one a
 /// crash cut).
 pub fn journal_steps(run: &RunDir) -> Vec<StepRecord> {
-    let Ok(bytes) = std::fs::read(run.journal()) else {
-        return Vec::new();
-    };
-    bytes
-        .split(|b| *b == b'\n')
-        .map_while(|line| serde_json::from_slice(line).ok())
-        .collect()
+    read_journal(run).ended
+}
+
+/// The steps of `run` running now: started in its journal, not ended. Empty for a run that ended (its
+/// journal is gone) and for runs by a runner that does not note starts.
+pub fn running_steps(run: &RunDir) -> Vec<StepStart> {
+    read_journal(run).running
 }
 
 /// The record of `run`: `None` when it has no `run.json` (yet). A `running` record comes with the
@@ -694,6 +813,75 @@ mod tests {
         run.write(&done).unwrap();
         assert!(!run.journal().exists());
         assert_eq!(read(&run).unwrap().unwrap(), done);
+    }
+
+    #[test]
+    fn steps_started_and_not_ended_are_running() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = allocate(&dirs(tmp.path()), "app").unwrap();
+        run.write(&record(1, RunResult::Running)).unwrap();
+        assert!(running_steps(&run).is_empty(), "no journal yet");
+        let mut journal = run.open_journal().unwrap();
+        let start = |index, instance| StepStart {
+            index,
+            instance,
+            name: Some("cross".into()),
+            matrix: instance.map(|k| [("TARGET".to_string(), format!("t{k}"))].into()),
+            started_at: "2026-12-07T10:00:00.000Z".into(),
+        };
+        journal.started(&start(0, None)).unwrap();
+        journal.started(&start(3, Some(0))).unwrap();
+        journal.started(&start(3, Some(1))).unwrap();
+        let mut ended = step(3);
+        ended.instance = Some(0);
+        journal.append(&ended).unwrap();
+        let running: Vec<String> = running_steps(&run).iter().map(StepStart::id).collect();
+        assert_eq!(running, ["0", "3.1"]);
+        assert_eq!(
+            running_steps(&run)[1].title().as_deref(),
+            Some("cross (TARGET=t1)")
+        );
+        // Start lines are not steps: the record reads as before.
+        let read_back = read(&run).unwrap().unwrap();
+        assert_eq!(read_back.steps, [ended]);
+        // A final record: the journal is gone, and nothing runs.
+        run.write(&record(1, RunResult::Success)).unwrap();
+        assert!(running_steps(&run).is_empty());
+    }
+
+    #[test]
+    fn a_matrix_copy_is_titled_with_its_values_once() {
+        let mut copy = step(3);
+        assert_eq!(copy.title(), None);
+        copy.name = Some("cross".into());
+        assert_eq!(copy.title().as_deref(), Some("cross"));
+        copy.instance = Some(1);
+        copy.matrix = Some(
+            [("TARGET", "arm64"), ("OPT", "-O0")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(
+            copy.matrix_values().as_deref(),
+            Some("TARGET=arm64, OPT=-O0")
+        );
+        assert_eq!(
+            copy.title().as_deref(),
+            Some("cross (TARGET=arm64, OPT=-O0)")
+        );
+        copy.name = Some("cross (TARGET=arm64, OPT=-O0)".into());
+        assert_eq!(
+            copy.title().as_deref(),
+            Some("cross (TARGET=arm64, OPT=-O0)"),
+            "a name the runner gave with its values"
+        );
+        copy.name = Some("(TARGET=arm64, OPT=-O0)".into());
+        assert_eq!(
+            copy.title().as_deref(),
+            Some("(TARGET=arm64, OPT=-O0)"),
+            "the runner's name of a copy of a step without one"
+        );
     }
 
     #[test]
