@@ -37,14 +37,16 @@ fn a_file_written_by_one_run_is_seen_by_the_next(env: &TestEnv, extra: &str) {
     assert_eq!(mode(&env.data.join("cache")), 0o711);
     assert_eq!(mode(&cache), 0o700);
 
-    // `status` shows its size.
+    // `status` shows the size the run's trim recorded: the cache and `seen`, a block each.
     let status = status_json(env);
-    assert!(status[0]["cache_bytes"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status[0]["cache_bytes"], 2 * 4096, "{status}");
+    assert!(status[0]["cache_measured_at"].is_string(), "{status}");
     let out = env.phantom().arg("status").assert().success();
     assert!(
-        stdout_of(&out)
-            .lines()
-            .any(|l| l.starts_with("cache of app: ") && l.ends_with(" of 10GiB")),
+        has_line(
+            &stdout_of(&out),
+            "cache of app: 8.0KiB of 10GiB (after the last run)"
+        ),
         "{}",
         stdout_of(&out)
     );
@@ -58,6 +60,15 @@ fn a_file_written_by_one_run_is_seen_by_the_next(env: &TestEnv, extra: &str) {
     assert!(stdout_of(&out).contains("cache of `app` cleared"));
     assert!(!cache.exists());
     assert_eq!(status_json(env)[0]["cache_bytes"], Value::Null);
+    let out = env.phantom().arg("status").assert().success();
+    assert!(
+        has_line(
+            &stdout_of(&out),
+            "cache of app: ? of 10GiB (not measured yet: each run measures it)"
+        ),
+        "{}",
+        stdout_of(&out)
+    );
     assert!(has_line(&run_prints(env), "MISS"));
 }
 
@@ -106,6 +117,35 @@ fn a_cache_past_its_limit_loses_its_oldest_files() {
     let cache = env.data.join("cache/app");
     assert!(!cache.join("old").exists(), "the oldest file is removed");
     assert!(cache.join("new").exists(), "the newest file is kept");
+}
+
+/// Issue 18: files deeper than the old walk went (64 levels) escaped `cache_limit`. A step leaves
+/// an old 1.5 MB file 150 levels down and a new one on top: the run's trim reaches the old one and
+/// the directories it leaves empty; `status` shows what is left without walking.
+fn a_deep_old_file_is_trimmed_by_the_run() {
+    let env = TestEnv::new();
+    env.app(
+        "[0]\nrun = '''sh -c 'cd \"$PHANTOM_CI_CACHE\" && p=$(printf \"d/%.0s\" $(seq 150)) && mkdir -p \"$p\" && head -c 1500000 /dev/zero > \"${p}old\" && touch -d \"2 hours ago\" \"${p}old\" && head -c 600000 /dev/zero > new && ls -d \"$p\"' '''\n",
+        "cache = true\ncache_limit = \"2MiB\"",
+    );
+    let stdout = run_prints(&env);
+    let cache = env.data.join("cache/app");
+    assert!(
+        stdout.contains(&"d/".repeat(150)),
+        "the step made it: {stdout}"
+    );
+    assert!(stdout.contains("==> cache trimmed from "), "{stdout}");
+    assert!(cache.join("new").exists(), "the newest file is kept");
+    assert!(
+        !cache.join("d").exists(),
+        "the deep old file and its directories go: {stdout}"
+    );
+    let status = status_json(&env);
+    assert_eq!(
+        status[0]["cache_bytes"],
+        4096 + 602_112,
+        "the cache and `new`: {status}"
+    );
 }
 
 /// The attack: a step of another repo, running as another user, reads the cache of `app` (whose
@@ -219,6 +259,7 @@ crate::tests! {
     the_cache_is_kept_between_runs_in_the_sandbox,
     the_sandbox_shows_the_cache_and_nothing_else_of_the_data_dir,
     a_cache_past_its_limit_loses_its_oldest_files,
+    a_deep_old_file_is_trimmed_by_the_run,
     another_repos_step_cannot_read_the_cache,
     a_cache_changing_hands_is_given_to_the_new_user_without_following_links,
     cache_clear_refuses_an_unknown_repo,
