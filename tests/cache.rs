@@ -4,6 +4,8 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use serde_json::Value;
 
 use crate::support::{TestEnv, has_bwrap, has_line, needs_root, stdout_of};
@@ -148,6 +150,86 @@ fn a_deep_old_file_is_trimmed_by_the_run() {
     );
 }
 
+/// Issue 18: 200,000 empty files 60 directories deep took 1.3 GB for the run's trim and for `status`
+/// (every file kept with its whole path). 20,000 here (about 130 MB before), past `cache_limit`: the
+/// run counts and trims them in a few MiB, and `status` reads the recorded size.
+fn a_wide_deep_cache_is_trimmed_in_bounded_memory() {
+    let Some(time) = crate::support::find_on_path("time") else {
+        crate::skip!("needs GNU time to measure peak memory (apt-get install time)");
+    };
+    // On tmpfs where there is one: making 20,000 files on a disk where many were just deleted (other
+    // tests) can take ext4 half a minute.
+    let shm = Path::new("/dev/shm");
+    let env = if shm.is_dir() {
+        TestEnv::new_in(shm)
+    } else {
+        TestEnv::new()
+    };
+    env.app(
+        "[0]\nrun = \"true\"\n",
+        "cache = true\ncache_limit = \"50MiB\"",
+    );
+    let mut bottom = env.data.join("cache/app");
+    for _ in 0..59 {
+        bottom.push("d");
+    }
+    for group in 0..20 {
+        let dir = bottom.join(format!("g{group:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Made relative to the directory: a path 60 levels long is slow to look up 20,000 times.
+        let dir = std::fs::File::open(&dir).unwrap();
+        for file in 0..1000 {
+            let name = format!("empty-file-with-a-longer-name-{file:04}");
+            let flags = OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+            drop(
+                nix::fcntl::openat(&dir, name.as_str(), flags, Mode::from_bits_truncate(0o644))
+                    .unwrap(),
+            );
+        }
+    }
+    let peak = |args: &[&str]| -> (u64, String) {
+        let phantom = env.phantom_std();
+        let output = std::process::Command::new(&time)
+            .arg("-v")
+            .arg(phantom.get_program())
+            .args(args)
+            .env_clear()
+            .envs(
+                phantom
+                    .get_envs()
+                    .filter_map(|(k, v)| Some((k.to_os_string(), v?.to_os_string()))),
+            )
+            .current_dir(env.root())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        let kib = stderr
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Maximum resident set size (kbytes): ")
+            })
+            .unwrap()
+            .parse()
+            .unwrap();
+        (kib, String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (run_kib, stdout) = peak(&["run", "app"]);
+    // 20,000 empty files and 80 directories count at least 78 MiB: trimmed to 50 MiB.
+    assert!(stdout.contains("==> cache trimmed from 7"), "{stdout}");
+    assert!(run_kib < 64 * 1024, "peak RSS of the run {run_kib} KiB");
+    let (status_kib, stdout) = peak(&["status"]);
+    assert!(stdout.contains("cache of app: "), "{stdout}");
+    assert!(
+        status_kib < 64 * 1024,
+        "peak RSS of status {status_kib} KiB"
+    );
+    eprintln!("peak RSS: run {run_kib} KiB, status {status_kib} KiB");
+    let bytes = status_json(&env)[0]["cache_bytes"].as_u64().unwrap();
+    assert!(bytes <= 50 << 20 && bytes > 45 << 20, "{bytes}");
+}
+
 /// The attack: a step of another repo, running as another user, reads the cache of `app` (whose
 /// steps run as `nobody`) — and cannot; nor can it write into it.
 fn another_repos_step_cannot_read_the_cache() {
@@ -260,6 +342,7 @@ crate::tests! {
     the_sandbox_shows_the_cache_and_nothing_else_of_the_data_dir,
     a_cache_past_its_limit_loses_its_oldest_files,
     a_deep_old_file_is_trimmed_by_the_run,
+    a_wide_deep_cache_is_trimmed_in_bounded_memory,
     another_repos_step_cannot_read_the_cache,
     a_cache_changing_hands_is_given_to_the_new_user_without_following_links,
     cache_clear_refuses_an_unknown_repo,

@@ -19,7 +19,10 @@
 //!    removes everything older than the cut-off and makes a finer histogram of the boundary bucket
 //!    alone — each walk narrows the uncertain range by up to [`BUCKETS`] (14 bits), so mtimes spread
 //!    over years need at most four or five walks and a usual cache two or three.
-//! 4. A directory goes when the trim emptied it, or when it is older than the cut-off and empty.
+//! 4. A directory goes when the trim emptied it, or when it is older than the cut-off and empty. An
+//!    older directory that is not empty stays: when such leftovers leave the cache above the limit,
+//!    a further walk files what is left from the cut-off on and goes on from there (at most
+//!    [`MAX_WALKS`] walks in all).
 //!
 //! Memory: the histogram (≤ [`BUCKETS`] entries, under a MiB), one listing buffer (32 KiB), and per
 //! level of depth the walk's 16 bytes and one byte here. Time: each walk is linear in the entries.
@@ -259,19 +262,29 @@ pub fn trim(top: &OwnedFd, limit: u64) -> Result<Trimmed, WalkError> {
     while trimmed.after > limit && trimmed.walks < MAX_WALKS {
         let need = trimmed.after - limit;
         let last = sweep;
-        let boundary = last.histogram.as_ref().and_then(|h| h.boundary(need));
-        sweep = match boundary {
-            Some((start, end, older)) if end - start <= RESOLUTION => {
-                Sweep::new(start, Some((start, end)), need.saturating_sub(older), None)
-            }
+        let Some(histogram) = last.histogram else {
+            break;
+        };
+        sweep = match histogram.boundary(need) {
+            // Fine enough: what is older goes, then the boundary bucket in walk order. What is kept
+            // is filed again, should that fall short (an older directory that was not empty).
+            Some((start, end, older)) if end - start <= RESOLUTION => Sweep::new(
+                start,
+                Some((start, end)),
+                need.saturating_sub(older),
+                Some(Histogram::new(start, HIGHEST)),
+            ),
+            // What is older goes; the boundary bucket is filed finer.
             Some((start, end, _)) => Sweep::new(start, None, 0, Some(Histogram::new(start, end))),
-            // Nothing filed reaches it (entries that would not go): look at everything again.
-            None if last.histogram.is_some_and(|h| h.lo > last.below) => Sweep::new(
-                last.below,
+            // What this walk filed cannot make up the excess (older entries that could not go):
+            // file everything from the same cut-off again.
+            None if histogram.hi < HIGHEST => Sweep::new(
+                histogram.lo,
                 None,
                 0,
-                Some(Histogram::new(last.below, HIGHEST)),
+                Some(Histogram::new(histogram.lo, HIGHEST)),
             ),
+            // Not even everything filed makes it up: nothing more can go.
             None => break,
         };
         walk::walk(top, |seen| sweep.see(seen))?;
@@ -279,7 +292,7 @@ pub fn trim(top: &OwnedFd, limit: u64) -> Result<Trimmed, WalkError> {
         trimmed.removed += sweep.removed;
         trimmed.entries = sweep.entries;
         trimmed.after = sweep.kept.saturating_add(top_bytes);
-        if sweep.removed == 0 && sweep.histogram.is_none() {
+        if sweep.removed == 0 && sweep.tie.is_some() {
             break;
         }
     }
