@@ -7,7 +7,7 @@
 //! by file descriptor, each directory opened relative to its parent without following a link, and
 //! changes owners and removes files relative to those descriptors — a link planted there leads
 //! nowhere. The walk ([`walk`](crate::isolation::walk)) holds one directory open at a time and goes
-//! back up by `..`, checked, so no depth escapes it; trimming ([`trim`](self::trim)) keeps no list of
+//! back up by `..`, checked, so no depth escapes it; trimming (the `trim` module) keeps no list of
 //! the files. `status` shows what the last trim recorded (`<data>/cache/<repo>.size`), never walks.
 
 mod trim;
@@ -127,7 +127,7 @@ pub fn recorded(dirs: &Dirs, repo: &str) -> Option<Recorded> {
 }
 
 /// Removes the oldest entries (by modification time) of the cache `dir` until it counts at most
-/// `limit` bytes (see [`trim`](self::trim) for how, in bounded memory), and records its size for
+/// `limit` bytes (see the `trim` module for how, in bounded memory), and records its size for
 /// `status`. Call it when no step of the repo runs any more.
 pub fn trim(dirs: &Dirs, repo: &str, dir: &Path, limit: u64) -> Result<Trimmed, String> {
     let record = record_path(dirs, repo);
@@ -369,6 +369,25 @@ mod tests {
                 "f{i}, rank {rank}"
             );
         }
+    }
+
+    /// The oldest entry is a directory that cannot go (a new file is in it): what it was counted on
+    /// to free must come from the next oldest file.
+    #[test]
+    fn an_old_directory_that_stays_is_made_up_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        file(&cache.join("olddir/new"), 64 << 10, 10);
+        age(&cache.join("olddir"), 9000);
+        for (name, secs) in [("old1", 5003), ("old2", 5002), ("old3", 5001)] {
+            file(&cache.join(name), 64 << 10, secs);
+        }
+        // 264 KiB; old1 and old2 would do, were the directory to go.
+        let limit = 2 * BLOCK + 2 * (64 << 10) - 1;
+        let trimmed = trim_dir(&cache, limit);
+        assert!(trimmed.after <= limit, "{trimmed:?}");
+        assert_eq!(trimmed.removed, 3, "{trimmed:?}");
+        assert!(cache.join("olddir/new").exists());
     }
 
     #[test]
