@@ -398,6 +398,35 @@ mod tests {
         assert!(outside.join("victim").exists());
     }
 
+    /// Where a file system would not honour a listing position, the subdirectory is found again by
+    /// its inode from the start of the listing, and the listing goes on after it.
+    #[test]
+    fn a_position_that_does_not_lead_back_is_made_up_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..200 {
+            std::fs::create_dir(tmp.path().join(format!("s{i}"))).unwrap();
+        }
+        let dir = open(tmp.path());
+        let child = nix::sys::stat::stat(&tmp.path().join("s150"))
+            .unwrap()
+            .st_ino;
+        let mut listing = Listing::new();
+        // Position 0 leads to `.` (or another entry), not to `s150`.
+        let raw = find(&mut listing, &dir, 0, child).unwrap();
+        assert_eq!(listing.name(&raw), "s150");
+        let mut rest = 0;
+        while let Some(raw) = listing.next(&dir).unwrap() {
+            assert_ne!(raw.ino, child);
+            rest += 1;
+        }
+        assert!(rest < 202, "{rest}");
+        // An inode that is not there: the directory was moved.
+        assert_eq!(
+            find(&mut listing, &dir, 0, u64::MAX).err(),
+            Some(WalkError::Moved)
+        );
+    }
+
     #[test]
     fn the_listing_parser_refuses_a_broken_entry() {
         assert_eq!(parse(&[0; 10]), None);
