@@ -45,9 +45,12 @@ struct StatusJson {
     problems: Vec<String>,
     /// The commit waiting to run (behind the run in progress, or for a worker), if one is.
     queued: Option<Queued>,
-    /// With `cache = true`, the disk space its build cache takes (null: no cache, or not readable
-    /// by this user).
+    /// With `cache = true`, what its build cache counted against `cache_limit` when the last run
+    /// trimmed it (null: no run has measured it yet, or this user may not read the record).
     cache_bytes: Option<u64>,
+    /// When that was measured (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_measured_at: Option<String>,
     /// With `cache = true`, its `cache_limit`.
     #[serde(skip)]
     cache_limit: Option<u64>,
@@ -93,9 +96,10 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
     // What waits: the entry a worker has taken but not started yet, and the pending ones, oldest first.
     let claimed = queue::peek_claimed(&ctx.dirs, &repo.name);
     let pending = queue::pending_entries(&ctx.dirs, &repo.name);
-    let cache_bytes = repo
+    // What the last trim recorded: `status` never walks a cache.
+    let cache = repo
         .cache
-        .then(|| cache::size(&cache::path(&ctx.dirs, &repo.name)))
+        .then(|| cache::recorded(&ctx.dirs, &repo.name))
         .flatten();
     let line = |branch: String, last_run: Option<RunRecord>, queued: Option<Queued>| StatusJson {
         repo: repo.name.clone(),
@@ -106,7 +110,8 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
         last_run,
         problems: repo.problems.iter().map(ToString::to_string).collect(),
         queued,
-        cache_bytes,
+        cache_bytes: cache.as_ref().map(|c| c.bytes),
+        cache_measured_at: cache.as_ref().map(|c| c.measured_at.clone()),
         cache_limit: repo.cache.then_some(repo.cache_limit),
         running_steps: Vec::new(),
     };
@@ -226,10 +231,19 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     once.dedup_by(|a, b| a.repo == b.repo);
     for r in &once {
         if let Some(limit) = r.cache_limit {
-            let used = r
-                .cache_bytes
-                .map_or_else(|| "empty or not readable".into(), human_bytes);
-            println!("cache of {}: {used} of {}", r.repo, ByteSize(limit));
+            match r.cache_bytes {
+                Some(used) => println!(
+                    "cache of {}: {} of {} (after the last run)",
+                    r.repo,
+                    human_bytes(used),
+                    ByteSize(limit)
+                ),
+                None => println!(
+                    "cache of {}: ? of {} (not measured yet: each run measures it)",
+                    r.repo,
+                    ByteSize(limit)
+                ),
+            }
         }
     }
     // What a last run's log is missing, under the table (`--long`; the RESULT cell says it always).

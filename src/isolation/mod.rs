@@ -13,6 +13,7 @@ pub mod reaper;
 pub mod sandbox;
 pub mod signals;
 pub mod signature;
+pub mod walk;
 
 /// `PATH` for steps and helpers when phantom_ci's own environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";

@@ -394,26 +394,20 @@ impl Run<'_> {
         )
     }
 
-    /// With `cache = true`, removes the cache's oldest files until it fits `cache_limit`.
+    /// With `cache = true`, removes the cache's oldest files until it fits `cache_limit`, and records
+    /// its size for `status`.
     fn trim_cache(&mut self, dir: &Path) {
         let limit = self.request.repo.cache_limit;
-        match cache::trim(dir, limit) {
+        match cache::trim(self.dirs, &self.request.repo.name, dir, limit) {
             Ok(trimmed) => {
                 if trimmed.removed > 0 {
                     self.out.line(&format!(
                         "==> cache trimmed from {} to {} (`cache_limit` {}): {} oldest file(s) \
-                         removed",
+                         and director(ies) removed",
                         human_bytes(trimmed.before),
                         human_bytes(trimmed.after),
                         ByteSize(limit),
                         trimmed.removed
-                    ));
-                }
-                if trimmed.too_deep {
-                    self.out.line(&format!(
-                        "==> note: the cache has directories more than {} levels deep; what is \
-                         below them is neither counted nor trimmed",
-                        cache::MAX_DEPTH
                     ));
                 }
             }
