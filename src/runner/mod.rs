@@ -4,6 +4,7 @@
 //! `failure`, `timeout`, …); only a failure to create the record itself is an [`Error`].
 
 pub mod env;
+pub mod plan;
 mod record;
 mod source;
 pub mod step;
