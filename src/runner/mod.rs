@@ -4,11 +4,13 @@
 //! `failure`, `timeout`, …); only a failure to create the record itself is an [`Error`].
 
 pub mod env;
+mod parallel;
 pub mod plan;
 mod record;
 mod source;
 pub mod step;
 
+pub mod lanes;
 pub mod output;
 pub use source::{commit_words, load_workflow, open_source};
 
@@ -22,7 +24,7 @@ use nix::unistd::Pid;
 
 use crate::config::dirs::Dirs;
 use crate::config::quantities::ByteSize;
-use crate::config::workflow::Workflow;
+use crate::config::workflow::{Step, Workflow};
 use crate::config::{KeepWorkspace, Repo, Sandbox};
 use crate::describe;
 use crate::describe::{human, human_bytes, human_ms, millis, short, signal_name};
@@ -40,7 +42,6 @@ use crate::state::lock::RepoLock;
 use crate::state::records::{
     self, RunDir, RunRecord, RunResult, StepJournal, StepRecord, StepResult, Trigger,
 };
-use record::step_record;
 
 /// How many characters of a commit's subject (and author) the log's header shows.
 const SUBJECT_SHOWN: usize = 120;
@@ -264,6 +265,64 @@ struct Steps<'a> {
     cache: Option<&'a Path>,
 }
 
+/// What every step of a run starts with; each step adds its own environment and cgroup.
+struct EachStep<'a> {
+    workflow: &'a Workflow,
+    cwd: &'a Path,
+    vars: &'a env::RunVars<'a>,
+    user: &'a StepUser,
+    limits: &'a [(nix::sys::resource::Resource, u64)],
+    sandbox: Option<&'a BwrapSandbox>,
+    /// The run's cgroup, if it has one.
+    cgroup: Option<&'a RunCgroup>,
+    /// The run's cancel request ([`RunDir::cancel_request`]).
+    cancel: &'a Path,
+    logs: lanes::StepLogs,
+}
+
+impl EachStep<'_> {
+    fn env(&self, repo: &Repo, step: &Step) -> Vec<(String, String)> {
+        env::for_step(repo, self.user, self.vars, &self.workflow.env, step)
+    }
+
+    /// The step's own cgroup, below the run's, where the run has one and the child can be made.
+    fn step_cgroup(&self, step: &Step) -> Option<RunCgroup> {
+        self.cgroup?.child(&format!("step-{}", step.id()))
+    }
+
+    /// The boundary the step crosses, with its own cgroup (else the run's).
+    fn boundary<'b>(&'b self, own: Option<&'b RunCgroup>) -> Boundary<'b> {
+        Boundary {
+            user: self.user,
+            limits: self.limits,
+            sandbox: self.sandbox,
+            cgroup: own.or(self.cgroup),
+        }
+    }
+}
+
+/// What the steps leave for the end of the run: process groups to kill, step cgroups to remove, and
+/// output still in pipes.
+#[derive(Default)]
+struct Leftovers {
+    process_groups: Vec<Pid>,
+    step_cgroups: Vec<RunCgroup>,
+    pipe: Option<step::RunPipe>,
+    lanes: Option<parallel::Lanes>,
+}
+
+impl Leftovers {
+    /// Passes on what is still in the steps' pipes (a bounded amount).
+    fn drain(&mut self, out: &mut Output) {
+        if let Some(pipe) = &mut self.pipe {
+            pipe.drain(out);
+        }
+        if let Some(lanes) = &mut self.lanes {
+            lanes.drain(out);
+        }
+    }
+}
+
 struct Run<'a> {
     dirs: &'a Dirs,
     request: &'a Request,
@@ -428,157 +487,59 @@ impl Run<'_> {
             sandbox,
             cache,
         } = *steps;
-        let repo = &self.request.repo;
-        let commit = self.request.commit.to_string();
-        let env = env::step_env(
-            repo,
-            user,
-            &env::RunVars {
-                run: self.run_dir.number,
-                branch: &self.request.branch,
-                commit: &commit,
-                previous_commit: self.previous_commit.as_deref(),
-                workspace: &workspace.tree,
-                artifacts: &workspace.artifacts,
-                cache,
-            },
-        );
-        let limits = privilege::rlimits(&repo.limits);
-        let mut process_groups: Vec<Pid> = Vec::new();
-        let mut pipe = match step::RunPipe::new() {
-            Ok(pipe) => pipe,
-            Err(e) => return Conclusion::error(format!("cannot create the output pipe: {e}")),
+        let request = self.request;
+        let repo = &request.repo;
+        let commit = request.commit.to_string();
+        let previous_commit = self.previous_commit.clone();
+        let vars = env::RunVars {
+            run: self.run_dir.number,
+            branch: &request.branch,
+            commit: &commit,
+            previous_commit: previous_commit.as_deref(),
+            workspace: &workspace.tree,
+            artifacts: &workspace.artifacts,
+            cache,
         };
-        // The run's own cgroup where one can be made: its end kills every process of the run.
+        let limits = privilege::rlimits(&repo.limits);
+        // The run's own cgroup where one can be made: its end kills every process of the run. Each
+        // step gets a cgroup of its own below it.
         let cgroup = RunCgroup::create(&self.dirs.data, &repo.name, self.run_dir.number);
-        let boundary = Boundary {
+        let cancel_request = self.run_dir.cancel_request();
+        let each = EachStep {
+            workflow,
+            cwd: &workspace.tree,
+            vars: &vars,
             user,
             limits: &limits,
             sandbox,
             cgroup: cgroup.as_ref(),
+            cancel: &cancel_request,
+            logs: lanes::StepLogs::new(self.run_dir, repo.log_limit),
         };
-        let cancel_request = self.run_dir.cancel_request();
-        let ctx = step::StepContext {
-            cwd: &workspace.tree,
-            env: &env,
-            boundary: &boundary,
-            cancel: Some(&cancel_request),
+        let ran = if workflow.graph {
+            parallel::run(self, &each)
+        } else {
+            self.run_line(&each)
         };
-        let mut conclusion = Conclusion {
-            result: RunResult::Success,
-            message: None,
+        let (conclusion, mut leftovers) = match ran {
+            Ok(ran) => ran,
+            Err(message) => return Conclusion::error(message),
         };
-        for step in &workflow.steps {
-            // After a failure or a timeout only `always` steps run; after an abort (or any other
-            // end) none does.
-            let failed = conclusion.result != RunResult::Success;
-            if failed && !(step.always && after_failure(conclusion.result)) {
-                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
-                continue;
-            }
-            if let Some(signal) = signals::requested() {
-                conclusion = aborted(signal, &format!("before step {}", step.label()));
-                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
-                continue;
-            }
-            if cancel_request.exists() {
-                conclusion = self.cancelled(&format!("before step {}", step.label()));
-                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
-                continue;
-            }
-            let now = Instant::now();
-            let run_left = self.deadline.saturating_duration_since(now);
-            if failed && run_left.is_zero() {
-                // The repo's `timeout` bounds every step, `always` ones too: nothing is left.
-                self.out.line(&format!(
-                    "==> {} skipped: the run's `timeout` has passed",
-                    step.label()
-                ));
-                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
-                continue;
-            }
-            if failed {
-                self.out.line(&format!("==> {} (always)", step.label()));
-            } else {
-                self.out.line(&format!("==> {}", step.label()));
-            }
-            let step_limit = step.timeout.unwrap_or(Duration::MAX);
-            let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
-            process_groups.extend(outcome.process_group);
-            self.record_step(step_record(
-                step,
-                outcome.result,
-                outcome.exit_code,
-                outcome.signal,
-                millis(outcome.duration),
-            ));
-            let label = step.label();
-            if let Some(signal) = outcome.aborted_by {
-                conclusion = aborted(signal, &format!("in step {label}"));
-                continue;
-            }
-            // Cancelled is not a failure: what runs after a failure (`always` steps) does not run.
-            if outcome.cancelled {
-                conclusion = self.cancelled(&format!("in step {label}"));
-                continue;
-            }
-            if failed {
-                // The run already failed: its result and message stay those of the first failure.
-                match outcome.result {
-                    StepResult::Success | StepResult::Skipped => {}
-                    StepResult::Failure => self.out.line(&format!("==> {label} failed too")),
-                    StepResult::Timeout => self.out.line(&format!("==> {label} timed out too")),
-                }
-                continue;
-            }
-            match outcome.result {
-                StepResult::Success => {}
-                StepResult::Timeout => {
-                    let message = if step_limit < run_left {
-                        format!("step {label} timed out after {}", human(step_limit))
-                    } else {
-                        format!(
-                            "the run timed out after {} (the repo's `timeout`) in step {label}",
-                            human(repo.timeout)
-                        )
-                    };
-                    conclusion = Conclusion {
-                        result: RunResult::Timeout,
-                        message: Some(message),
-                    };
-                }
-                StepResult::Failure | StepResult::Skipped => {
-                    let why = match (&outcome.message, outcome.exit_code, outcome.signal) {
-                        (Some(message), _, _) => message.clone(),
-                        (None, Some(code), _) => format!("exited with status {code}"),
-                        (None, None, Some(signal)) => format!(
-                            "was killed by signal {signal} ({}; exit status {})",
-                            signal_name(signal),
-                            128 + signal
-                        ),
-                        (None, None, None) => "failed".to_string(),
-                    };
-                    conclusion = Conclusion {
-                        result: RunResult::Failure,
-                        message: Some(format!("step {label} {why}")),
-                    };
-                }
-            }
-        }
         // No process of the run outlives it: background processes of every step go now, and so do
         // the ones that left their process group (`setsid`, double fork): the run's cgroup holds
         // them all, and phantom_ci adopted them besides.
-        for pgid in process_groups {
+        for pgid in std::mem::take(&mut leftovers.process_groups) {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
         if let Some(cgroup) = &cgroup {
             cgroup.kill();
         }
         let survivors = reaper::kill_orphans();
+        leftovers.step_cgroups.clear();
         if let Some(Err(message)) = cgroup.map(RunCgroup::remove) {
             self.out.line(&format!("==> {message}"));
         }
-        pipe.drain(self.out);
+        leftovers.drain(self.out);
         if !survivors.is_empty() {
             self.out.line(&format!(
                 "==> {} process(es) of the run could not be killed: {survivors:?}",
@@ -595,6 +556,165 @@ impl Run<'_> {
             self.out.line(&format!("==> {}", note));
         }
         conclusion
+    }
+
+    /// The steps of a workflow without `needs` or `matrix`, one after the other: the run's log as it
+    /// always was.
+    fn run_line(&mut self, each: &EachStep) -> Result<(Conclusion, Leftovers), String> {
+        let repo = &self.request.repo;
+        let mut pipe =
+            step::RunPipe::new().map_err(|e| format!("cannot create the output pipe: {e}"))?;
+        let mut leftovers = Leftovers::default();
+        let mut conclusion = Conclusion {
+            result: RunResult::Success,
+            message: None,
+        };
+        for step in &each.workflow.steps {
+            // After a failure or a timeout only `always` steps run; after an abort (or any other
+            // end) none does.
+            let failed = conclusion.result != RunResult::Success;
+            if failed && !(step.always && after_failure(conclusion.result)) {
+                self.record_step(record::skipped(step));
+                continue;
+            }
+            if let Some(signal) = signals::requested() {
+                conclusion = aborted(signal, &format!("before step {}", step.label()));
+                self.record_step(record::skipped(step));
+                continue;
+            }
+            if each.cancel.exists() {
+                conclusion = self.cancelled(&format!("before step {}", step.label()));
+                self.record_step(record::skipped(step));
+                continue;
+            }
+            let now = Instant::now();
+            let run_left = self.deadline.saturating_duration_since(now);
+            if failed && run_left.is_zero() {
+                // The repo's `timeout` bounds every step, `always` ones too: nothing is left.
+                self.out.line(&format!(
+                    "==> {} skipped: the run's `timeout` has passed",
+                    step.label()
+                ));
+                self.record_step(record::skipped(step));
+                continue;
+            }
+            if failed {
+                self.out.line(&format!("==> {} (always)", step.label()));
+            } else {
+                self.out.line(&format!("==> {}", step.label()));
+            }
+            let step_limit = step.timeout.unwrap_or(Duration::MAX);
+            let env = each.env(repo, step);
+            let step_cgroup = each.step_cgroup(step);
+            let boundary = each.boundary(step_cgroup.as_ref());
+            let ctx = step::StepContext {
+                cwd: each.cwd,
+                env: &env,
+                boundary: &boundary,
+                cancel: Some(each.cancel),
+            };
+            pipe.tee(Some(each.logs.open(&step.id())));
+            let started_at = SystemTime::now();
+            let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
+            if outcome.result == StepResult::Timeout
+                && let Some(cgroup) = &step_cgroup
+            {
+                // A timed-out step's processes end with it, `setsid` ones included.
+                cgroup.kill();
+            }
+            leftovers.process_groups.extend(outcome.process_group);
+            leftovers.step_cgroups.extend(step_cgroup);
+            self.record_step(record::step_record(
+                step,
+                outcome.result,
+                outcome.exit_code,
+                outcome.signal,
+                millis(outcome.duration),
+                Some((started_at, SystemTime::now())),
+            ));
+            let label = step.label();
+            if let Some(signal) = outcome.aborted_by {
+                conclusion = aborted(signal, &format!("in step {label}"));
+                continue;
+            }
+            // Cancelled is not a failure: what runs after a failure (`always` steps) does not run.
+            if outcome.cancelled {
+                conclusion = self.cancelled(&format!("in step {label}"));
+                continue;
+            }
+            self.judge(step, &outcome, step_limit, run_left, &mut conclusion);
+        }
+        pipe.tee(None);
+        leftovers.pipe = Some(pipe);
+        Ok((conclusion, leftovers))
+    }
+
+    /// What a step that ended (not stopped by a signal or `cancel`) does to the run's conclusion: the
+    /// first failure or timeout decides it; later ones, and failures `allow_failure` allows, are told.
+    fn judge(
+        &mut self,
+        step: &Step,
+        outcome: &step::StepOutcome,
+        step_limit: Duration,
+        run_left: Duration,
+        conclusion: &mut Conclusion,
+    ) {
+        let label = step.label();
+        let failed = matches!(outcome.result, StepResult::Failure | StepResult::Timeout);
+        if failed && step.allow_failure {
+            let what = if outcome.result == StepResult::Timeout {
+                "timed out"
+            } else {
+                "failed"
+            };
+            self.out.line(&format!(
+                "==> {label} {what}; `allow_failure = true`: the run goes on"
+            ));
+            return;
+        }
+        if conclusion.result != RunResult::Success {
+            // The run already failed: its result and message stay those of the first failure.
+            match outcome.result {
+                StepResult::Success | StepResult::Skipped => {}
+                StepResult::Failure => self.out.line(&format!("==> {label} failed too")),
+                StepResult::Timeout => self.out.line(&format!("==> {label} timed out too")),
+            }
+            return;
+        }
+        let repo = &self.request.repo;
+        match outcome.result {
+            StepResult::Success => {}
+            StepResult::Timeout => {
+                let message = if step_limit < run_left {
+                    format!("step {label} timed out after {}", human(step_limit))
+                } else {
+                    format!(
+                        "the run timed out after {} (the repo's `timeout`) in step {label}",
+                        human(repo.timeout)
+                    )
+                };
+                *conclusion = Conclusion {
+                    result: RunResult::Timeout,
+                    message: Some(message),
+                };
+            }
+            StepResult::Failure | StepResult::Skipped => {
+                let why = match (&outcome.message, outcome.exit_code, outcome.signal) {
+                    (Some(message), _, _) => message.clone(),
+                    (None, Some(code), _) => format!("exited with status {code}"),
+                    (None, None, Some(signal)) => format!(
+                        "was killed by signal {signal} ({}; exit status {})",
+                        signal_name(signal),
+                        128 + signal
+                    ),
+                    (None, None, None) => "failed".to_string(),
+                };
+                *conclusion = Conclusion {
+                    result: RunResult::Failure,
+                    message: Some(format!("step {label} {why}")),
+                };
+            }
+        }
     }
 
     /// A step's record: kept for the final run.json, and appended to the journal now, so that `status`

@@ -87,6 +87,13 @@ impl Plan {
         started
     }
 
+    /// How many steps could start now, were there slots.
+    pub fn ready_count(&self) -> usize {
+        (0..self.state.len())
+            .filter(|&s| self.state[s] == State::Waiting && self.ready(s))
+            .count()
+    }
+
     fn ready(&self, step: usize) -> bool {
         let mut ended = self.needs[step]
             .iter()
