@@ -395,7 +395,7 @@ fn a_descriptor_inherited_by_tick_does_not_reach_the_step() {
 /// The mount point of the cgroup2 hierarchy, and this process's cgroup directory in it, when root may
 /// create cgroups there; else a skip.
 #[allow(clippy::print_stderr)]
-fn writable_cgroup2() -> Option<PathBuf> {
+pub(crate) fn writable_cgroup2() -> Option<PathBuf> {
     if !needs_root() {
         return None;
     }

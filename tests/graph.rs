@@ -398,7 +398,44 @@ fn a_plain_workflow_keeps_its_log_unprefixed_and_has_step_logs() {
     assert_eq!(record["steps"][1]["needs"], serde_json::json!([0]));
 }
 
+/// A step that times out ends with every process it started, even one in a session of its own:
+/// each step has its own cgroup. Another step, still running, sees it gone.
+fn a_timed_out_steps_setsid_children_end_with_it_while_the_run_goes_on() {
+    if crate::boundary::writable_cgroup2().is_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let root = env.root().display().to_string();
+    let journal = env.run_file("app", 1, "steps.jsonl");
+    let watch = format!(
+        "i=0\nuntil grep -q timeout {}; do\n  i=$((i+1)); [ $i -gt 2400 ] && exit 9\n  sleep 0.05\ndone\n\
+         state=$(grep State /proc/$(cat {root}/pid)/status 2>/dev/null)\n\
+         case \"$state\" in *zombie*|'') echo gone ;; *) echo alive ;; esac > {root}/seen\n",
+        journal.display()
+    );
+    let workflow = format!(
+        "[0]\nrun = '''sh -c \"setsid sleep 1052 & echo $! > {root}/pid; exec sleep 1053\"'''\n\
+         timeout = \"1s\"\nneeds = []\n[1]\nrun = \"sh watch.sh\"\nneeds = []\n"
+    );
+    app(
+        &env,
+        &workflow,
+        &[("watch.sh", &watch)],
+        "max_parallel_steps = 2",
+        "parallel_steps = 2",
+    );
+    env.phantom().args(["run", "app"]).assert().code(1);
+    let record = env.run_json("app", 1);
+    assert_eq!(record["result"], "timeout");
+    assert_eq!(results(&record), ["timeout", "success"]);
+    assert_eq!(
+        std::fs::read_to_string(env.root().join("seen")).unwrap(),
+        "gone\n"
+    );
+}
+
 crate::tests! {
+    a_timed_out_steps_setsid_children_end_with_it_while_the_run_goes_on,
     four_independent_steps_run_at_once_with_parallel_steps_4,
     with_parallel_steps_1_they_run_one_at_a_time,
     a_diamond_runs_its_middle_side_by_side_and_its_end_after_both,
