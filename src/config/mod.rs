@@ -598,6 +598,31 @@ mod tests {
     }
 
     #[test]
+    fn max_parallel_steps_and_parallel_steps_bound_steps_side_by_side() {
+        let text = "max_parallel_steps = 3\nmax_parallel_runs = 2\n[app]\npath = \"/a\"\nparallel_steps = 2\n";
+        let config = parse(text).unwrap();
+        assert_eq!(
+            (config.max_parallel_steps, config.parallel_steps()),
+            (Some(3), 3)
+        );
+        assert_eq!(config.max_parallel_runs, Some(2));
+        assert_eq!(config.repos[0].parallel_steps, Some(2));
+        let default = parse("[app]\npath = \"/a\"\n").unwrap();
+        assert_eq!(default.repos[0].parallel_steps, None);
+        assert!(default.parallel_steps() >= 1);
+        assert_eq!(
+            error("max_parallel_steps = 0\n"),
+            "`/etc/Repo.toml` line 1, column 22: `max_parallel_steps` must be at least 1 (leave \
+             it out for one step per CPU)"
+        );
+        assert!(error("max_parallel_steps = \"x\"\n").contains("whole number of steps"));
+        assert!(
+            error("[app]\npath = \"/a\"\nparallel_steps = 0\n")
+                .contains("line 3, column 18: `parallel_steps` must be at least 1")
+        );
+    }
+
+    #[test]
     fn max_parallel_runs_is_the_one_top_level_key() {
         let text = "# machine-wide\nmax_parallel_runs = 2 # two at once\n\n[app]\npath = \"/srv/app.git\"\n";
         let config = parse(text).unwrap();
