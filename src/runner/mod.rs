@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 use crate::config::dirs::Dirs;
 use crate::config::quantities::ByteSize;
 use crate::config::workflow::{Step, Workflow};
-use crate::config::{KeepWorkspace, Repo, Sandbox};
+use crate::config::{Config, KeepWorkspace, Repo, Sandbox};
 use crate::describe;
 use crate::describe::{human, human_bytes, human_ms, millis, short, signal_name};
 use crate::error::Error;
@@ -278,6 +278,8 @@ struct EachStep<'a> {
     /// The run's cancel request ([`RunDir::cancel_request`]).
     cancel: &'a Path,
     logs: lanes::StepLogs,
+    /// `max_parallel_steps`, from Repo.toml as it is when the steps start (an ad-hoc run's too).
+    machine_steps: usize,
 }
 
 impl EachStep<'_> {
@@ -515,6 +517,8 @@ impl Run<'_> {
             cgroup: cgroup.as_ref(),
             cancel: &cancel_request,
             logs: lanes::StepLogs::new(self.run_dir, repo.log_limit),
+            machine_steps: Config::load(&self.dirs.repo_toml())
+                .map_or_else(|_| crate::config::cpus(), |c| c.parallel_steps()),
         };
         let ran = if workflow.graph {
             parallel::run(self, &each)
@@ -614,8 +618,14 @@ impl Run<'_> {
                 cancel: Some(each.cancel),
             };
             pipe.tee(Some(each.logs.open(&step.id())));
+            // The run's one step needs no `max_parallel_steps` slot, but holds one while it runs if
+            // one is free, so that steps of other runs count it.
+            let slot = crate::state::slots::try_step_slot(self.dirs, each.machine_steps)
+                .ok()
+                .flatten();
             let started_at = SystemTime::now();
             let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
+            drop(slot);
             if outcome.result == StepResult::Timeout
                 && let Some(cgroup) = &step_cgroup
             {

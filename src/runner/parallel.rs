@@ -15,8 +15,8 @@ use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use crate::config::cpus;
 use crate::config::workflow::Step;
-use crate::config::{Config, cpus};
 use crate::describe::{human_ms, millis, terminal};
 use crate::isolation::cgroup::RunCgroup;
 use crate::isolation::{pidfd, reaper, signals};
@@ -137,9 +137,7 @@ struct Running {
 pub(super) fn run(run: &mut Run, each: &EachStep) -> Result<(Conclusion, Leftovers), String> {
     let steps = &each.workflow.steps;
     let per_run = run.request.repo.parallel_steps.unwrap_or_else(cpus).max(1);
-    // The machine's bound, from Repo.toml as it is now (an ad-hoc run's too).
-    let machine =
-        Config::load(&run.dirs.repo_toml()).map_or_else(|_| cpus(), |c| c.parallel_steps());
+    let machine = each.machine_steps;
     let mut graph = Graph {
         plan: Plan::new(steps),
         lanes: Lanes::new(),
