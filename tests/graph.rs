@@ -434,7 +434,27 @@ fn a_timed_out_steps_setsid_children_end_with_it_while_the_run_goes_on() {
     );
 }
 
+/// In the sandbox too, steps run side by side and see the workflow's variables: they are the
+/// step's environment, not `bwrap`'s.
+fn sandboxed_matrix_steps_see_their_variables() {
+    if !crate::support::has_bwrap() {
+        return;
+    }
+    let env = TestEnv::new_in(std::path::Path::new("/var/tmp"));
+    let workflow = "[env]\nWHERE = \"inside\"\n[0]\nrun = '''sh -c \"echo $WHERE $X $PHANTOM_CI_STEP > $PHANTOM_CI_ARTIFACTS/$PHANTOM_CI_STEP\"'''\nmatrix = { X = [\"a\", \"b\"] }\n";
+    app(&env, workflow, &[], "", "sandbox = \"bwrap\"");
+    env.phantom().args(["run", "app"]).assert().success();
+    for (id, x) in [("0.0", "a"), ("0.1", "b")] {
+        let kept = env.data.join("runs/app/1/artifacts").join(id);
+        assert_eq!(
+            std::fs::read_to_string(kept).unwrap(),
+            format!("inside {x} {id}\n")
+        );
+    }
+}
+
 crate::tests! {
+    sandboxed_matrix_steps_see_their_variables,
     a_timed_out_steps_setsid_children_end_with_it_while_the_run_goes_on,
     four_independent_steps_run_at_once_with_parallel_steps_4,
     with_parallel_steps_1_they_run_one_at_a_time,
