@@ -129,7 +129,7 @@ struct Running {
     kill_sent: bool,
     cgroup: Option<RunCgroup>,
     /// Its `max_parallel_steps` slot, unless it is the run's one step that needs none.
-    _slot: Option<Slot>,
+    slot: Option<Slot>,
 }
 
 /// Runs the steps of `each.workflow` as its graph says. The conclusion, and what is left for the end
@@ -330,7 +330,7 @@ impl Graph {
             term_sent: None,
             kill_sent: false,
             cgroup,
-            _slot: slot,
+            slot,
         });
     }
 
@@ -478,7 +478,7 @@ impl Graph {
         self.leftovers.process_groups.push(r.pgid);
         self.leftovers.step_cgroups.extend(r.cgroup);
         let limits = (r.step_limit, r.run_left);
-        self.ended(run, step, r.unit, &outcome, limits, r.started_at, r._slot);
+        self.ended(run, step, r.unit, &outcome, limits, r.started_at, r.slot);
     }
 
     /// Records a step that ended and tells the plan.
