@@ -363,6 +363,7 @@ impl Workflow {
         let mut steps: Vec<Step> = steps.into_values().collect();
         if errors.is_empty()
             && let Err(problems) = graph::resolve(&mut steps, &explicit)
+                .and_then(|()| graph::check_size(&steps, &matrices).map_err(|p| vec![p]))
         {
             for problem in problems {
                 errors.push(error(

@@ -82,7 +82,10 @@ impl Run<'_> {
                 cgroup.kill();
             }
             leftovers.process_groups.extend(outcome.process_group);
-            leftovers.step_cgroups.extend(step_cgroup);
+            // Its cgroup stays (background processes live until the run ends), but not open.
+            if let Some(cgroup) = step_cgroup {
+                cgroup.leave();
+            }
             self.record_step(record::step_record(
                 step,
                 outcome.result,

@@ -302,12 +302,11 @@ impl EachStep<'_> {
     }
 }
 
-/// What the steps leave for the end of the run: process groups to kill, step cgroups to remove, and
-/// output still in pipes.
+/// What the steps leave for the end of the run: process groups to kill, and output still in pipes.
+/// (The steps' cgroups go with the run's.)
 #[derive(Default)]
 struct Leftovers {
     process_groups: Vec<Pid>,
-    step_cgroups: Vec<RunCgroup>,
     pipe: Option<step::RunPipe>,
     lanes: Option<parallel::Lanes>,
 }
@@ -538,7 +537,6 @@ impl Run<'_> {
             cgroup.kill();
         }
         let survivors = reaper::kill_orphans();
-        leftovers.step_cgroups.clear();
         if let Some(Err(message)) = cgroup.map(RunCgroup::remove) {
             self.out.line(&format!("==> {message}"));
         }

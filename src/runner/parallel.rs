@@ -36,17 +36,17 @@ const CHUNK: usize = 64 * 1024;
 const DRAIN_CHUNKS: usize = 64;
 
 /// One step's output on its way: its pipe, its own log, its prefixer. It lives until every process
-/// holding the pipe is gone (a step's background processes may go on writing) or the run ends.
+/// holding the pipe is gone (a step's background processes may go on writing) or the run ends; then
+/// its descriptors are closed (a run of many steps holds those of the steps that run, not of all).
 struct Lane {
     reader: PipeReader,
     log: StepLog,
     prefix: Prefixer,
-    open: bool,
 }
 
-/// The lanes of a run's steps.
+/// The lanes of a run's steps, by the order they started; `None` once closed.
 pub(super) struct Lanes {
-    lanes: Vec<Lane>,
+    lanes: Vec<Option<Lane>>,
     buf: Vec<u8>,
 }
 
@@ -58,9 +58,12 @@ impl Lanes {
         }
     }
 
-    /// Reads one chunk of lane `i` and passes it on; whether there was any.
+    /// Reads one chunk of lane `i` and passes it on; whether there was any. At the pipe's end the
+    /// lane is closed.
     fn read(&mut self, i: usize, out: &mut Output) -> bool {
-        let lane = &mut self.lanes[i];
+        let Some(lane) = &mut self.lanes[i] else {
+            return false;
+        };
         match lane.reader.read(&mut self.buf) {
             Ok(n) if n > 0 => {
                 lane.log.write(&self.buf[..n]);
@@ -69,7 +72,8 @@ impl Lanes {
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
             _ => {
-                lane.open = false;
+                lane.prefix.flush(out);
+                self.lanes[i] = None;
                 false
             }
         }
@@ -78,11 +82,16 @@ impl Lanes {
     /// Passes on what is in lane `i` now (a bounded amount), and the part of a line held back.
     fn drain_one(&mut self, i: usize, out: &mut Output) {
         for _ in 0..DRAIN_CHUNKS {
-            if !self.lanes[i].open || !readable_now(&self.lanes[i].reader) || !self.read(i, out) {
+            let ready = self.lanes[i]
+                .as_ref()
+                .is_some_and(|lane| readable_now(&lane.reader));
+            if !ready || !self.read(i, out) {
                 break;
             }
         }
-        self.lanes[i].prefix.flush(out);
+        if let Some(lane) = &mut self.lanes[i] {
+            lane.prefix.flush(out);
+        }
     }
 
     /// Passes on what is in every lane now (bounded), at the end of the run.
@@ -94,7 +103,15 @@ impl Lanes {
 
     /// When the next part of a line held back must go.
     fn due(&self) -> Option<Instant> {
-        self.lanes.iter().filter_map(|l| l.prefix.due()).min()
+        self.open().filter_map(|(_, l)| l.prefix.due()).min()
+    }
+
+    /// The lanes still open, with their number.
+    fn open(&self) -> impl Iterator<Item = (usize, &Lane)> {
+        self.lanes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.as_ref().map(|l| (i, l)))
     }
 }
 
@@ -140,6 +157,7 @@ pub(super) fn run(run: &mut Run, each: &EachStep) -> Result<(Conclusion, Leftove
     let machine = each.machine_steps;
     let mut graph = Graph {
         plan: Plan::new(steps),
+        look_again: Some(Instant::now()),
         lanes: Lanes::new(),
         running: Vec::new(),
         leftovers: Leftovers::default(),
@@ -169,7 +187,7 @@ pub(super) fn run(run: &mut Run, each: &EachStep) -> Result<(Conclusion, Leftove
         for unit in graph.plan.take_skipped() {
             run.record_step(record::skipped(&steps[unit]));
         }
-        if !stopped && now < run.deadline {
+        if !stopped && now < run.deadline && graph.look_again.is_some_and(|at| now >= at) {
             graph.start_ready(run, each, per_run, machine);
         }
         if graph.running.is_empty() && graph.plan.done() {
@@ -185,7 +203,7 @@ pub(super) fn run(run: &mut Run, each: &EachStep) -> Result<(Conclusion, Leftove
             graph.lanes.read(lane, run.out);
         }
         let now = Instant::now();
-        for lane in &mut graph.lanes.lanes {
+        for lane in graph.lanes.lanes.iter_mut().flatten() {
             lane.prefix.flush_due(now, run.out);
         }
         graph.reap(run, steps, &exited);
@@ -204,6 +222,8 @@ pub(super) fn run(run: &mut Run, each: &EachStep) -> Result<(Conclusion, Leftove
 
 struct Graph {
     plan: Plan,
+    /// When to look for steps to start: at once after a step ended, `None` while nothing changed.
+    look_again: Option<Instant>,
     lanes: Lanes,
     running: Vec<Running>,
     leftovers: Leftovers,
@@ -229,7 +249,9 @@ impl Graph {
     }
 
     /// Starts the steps that are ready, as far as the run's and the machine's slots allow.
+    /// Looked at again once a step ends, or after [`TICK`] while steps wait for another run's slot.
     fn start_ready(&mut self, run: &mut Run, each: &EachStep, per_run: usize, machine: usize) {
+        self.look_again = None;
         let free = per_run
             .saturating_sub(self.running.len())
             .min(self.plan.ready_count());
@@ -248,6 +270,11 @@ impl Graph {
             0 if self.running.is_empty() => 1,
             n => n,
         };
+        if granted < free {
+            // The machine's slots are taken by other runs: one may free up without a step of this
+            // run ending.
+            self.look_again = Some(Instant::now() + TICK);
+        }
         for unit in self.plan.next(granted) {
             self.start(run, each, unit, slots.pop());
         }
@@ -293,7 +320,9 @@ impl Graph {
                     aborted_by: None,
                     cancelled: false,
                 };
-                self.leftovers.step_cgroups.extend(cgroup);
+                if let Some(cgroup) = cgroup {
+                    cgroup.leave();
+                }
                 let limit = step.timeout.unwrap_or(Duration::MAX);
                 self.ended(
                     run,
@@ -307,12 +336,11 @@ impl Graph {
                 return;
             }
         };
-        self.lanes.lanes.push(Lane {
+        self.lanes.lanes.push(Some(Lane {
             reader,
             log: each.logs.open(&step.id()),
             prefix: Prefixer::new(&step.id()),
-            open: true,
-        });
+        }));
         let step_limit = step.timeout.unwrap_or(Duration::MAX);
         let pgid = Pid::from_raw(child.id() as i32);
         self.running.push(Running {
@@ -377,12 +405,11 @@ impl Graph {
     /// Waits up to `wait` for output or a step's end: the lanes with output, and for each running
     /// step whether its pidfd says it ended.
     fn poll(&self, wait: Duration) -> (Vec<usize>, Vec<bool>) {
-        let open: Vec<usize> = (0..self.lanes.lanes.len())
-            .filter(|&i| self.lanes.lanes[i].open)
-            .collect();
-        let mut fds: Vec<PollFd> = open
-            .iter()
-            .map(|&i| PollFd::new(self.lanes.lanes[i].reader.as_fd(), PollFlags::POLLIN))
+        let open: Vec<usize> = self.lanes.open().map(|(i, _)| i).collect();
+        let mut fds: Vec<PollFd> = self
+            .lanes
+            .open()
+            .map(|(_, lane)| PollFd::new(lane.reader.as_fd(), PollFlags::POLLIN))
             .collect();
         let with_pidfd: Vec<usize> = (0..self.running.len())
             .filter(|&r| self.running[r].exit.is_some())
@@ -476,7 +503,10 @@ impl Graph {
             cancelled: r.stop == Some(Stop::Cancelled),
         };
         self.leftovers.process_groups.push(r.pgid);
-        self.leftovers.step_cgroups.extend(r.cgroup);
+        // Its cgroup stays (background processes live until the run ends), but not open.
+        if let Some(cgroup) = r.cgroup {
+            cgroup.leave();
+        }
         let limits = (r.step_limit, r.run_left);
         self.ended(run, step, r.unit, &outcome, limits, r.started_at, r.slot);
     }
@@ -494,6 +524,7 @@ impl Graph {
         slot: Option<Slot>,
     ) {
         drop(slot);
+        self.look_again = Some(Instant::now());
         run.record_step(record::step_record(
             step,
             outcome.result,

@@ -46,15 +46,23 @@ pub struct Plan {
 impl Plan {
     /// The plan of `steps` (a workflow's, matrix copies included), nothing started.
     pub fn new(steps: &[Step]) -> Plan {
+        // Step number → the positions of its steps (several for a matrix).
+        let mut positions: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
+        for (i, step) in steps.iter().enumerate() {
+            positions.entry(step.index).or_default().push(i);
+        }
         let needs = steps
             .iter()
             .map(|step| {
-                steps
+                let mut needs: Vec<usize> = step
+                    .needs
                     .iter()
-                    .enumerate()
-                    .filter(|(_, other)| step.needs.contains(&other.index))
-                    .map(|(i, _)| i)
-                    .collect()
+                    .filter_map(|n| positions.get(n))
+                    .flatten()
+                    .copied()
+                    .collect();
+                needs.sort_unstable();
+                needs
             })
             .collect();
         Plan {

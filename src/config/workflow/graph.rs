@@ -12,6 +12,14 @@ use crate::config::workflow::Step;
 /// The most copies one `matrix` step may become.
 pub const MAX_COMBINATIONS: usize = 64;
 
+/// The most steps a workflow with matrices may have, copies included (a workflow without one has as
+/// many as its file holds).
+pub const MAX_STEPS: usize = 10_000;
+
+/// The most links between steps a workflow may have once its matrices are expanded (a step that needs
+/// a matrix step needs each of its copies).
+pub const MAX_LINKS: usize = 100_000;
+
 /// Whether `name` is one phantom_ci sets itself: `CI`, `PHANTOM_CI` and `PHANTOM_CI_*`.
 pub fn reserved(name: &str) -> bool {
     name == "CI" || name == "PHANTOM_CI" || name.starts_with("PHANTOM_CI_")
@@ -261,6 +269,45 @@ fn find_cycle(steps: &[Step]) -> Option<Vec<u64>> {
     None
 }
 
+/// Checks that the matrices keep the workflow within [`MAX_STEPS`] steps and the `needs` within
+/// [`MAX_LINKS`] links, so that what a pusher writes cannot make phantom_ci's plan huge. `steps` are
+/// resolved ([`resolve`]), in numeric order.
+pub fn check_size(
+    steps: &[Step],
+    matrices: &BTreeMap<u64, Vec<(String, Vec<String>)>>,
+) -> Result<(), GraphProblem> {
+    let copies = |n: u64| -> usize {
+        matrices
+            .get(&n)
+            .map_or(1, |keys| keys.iter().map(|(_, v)| v.len()).product())
+    };
+    let (mut total, mut links) = (0usize, 0usize);
+    for step in steps {
+        total += copies(step.index);
+        if !matrices.is_empty() && total > MAX_STEPS {
+            return Err(GraphProblem {
+                step: step.index,
+                message: format!(
+                    "with its matrices the workflow has more than {MAX_STEPS} steps (copies \
+                     included): make the matrices smaller"
+                ),
+            });
+        }
+        let needed: usize = step.needs.iter().map(|&n| copies(n)).sum();
+        links = links.saturating_add(copies(step.index).saturating_mul(needed));
+        if links > MAX_LINKS {
+            return Err(GraphProblem {
+                step: step.index,
+                message: format!(
+                    "`needs` make more than {MAX_LINKS} links between steps (a step that needs a \
+                     matrix step needs each of its copies): need fewer steps"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The steps with every `matrix` step replaced by its copies: combinations in the order of the keys,
 /// the first key changing slowest; copy `k` is step `N.k`, named `name (K=v, …)`.
 pub fn expand(steps: Vec<Step>, matrices: &BTreeMap<u64, Vec<(String, Vec<String>)>>) -> Vec<Step> {
@@ -423,6 +470,29 @@ mod tests {
             assert_eq!(e.line, Some(*line), "{text}: {e}");
             assert!(e.message.contains(words), "{text}: {e}");
         }
+        let sixty_four: Vec<String> = (0..64).map(|i| format!("\"{i}\"")).collect();
+        let mut many = String::new();
+        for n in 0..157 {
+            many.push_str(&format!(
+                "[{n}]\nrun = \"a\"\nneeds = []\nmatrix = {{ A = [{}] }}\n",
+                sixty_four.join(", ")
+            ));
+        }
+        let e = parse(&many).unwrap_err();
+        assert_eq!(e.step.as_deref(), Some("156"));
+        assert!(e.message.contains("more than 10000 steps"), "{e}");
+        let mut linked = format!(
+            "[0]\nrun = \"a\"\nmatrix = {{ A = [{}] }}\n",
+            sixty_four.join(", ")
+        );
+        for n in 1..30 {
+            linked.push_str(&format!(
+                "[{n}]\nrun = \"a\"\nneeds = [0]\nmatrix = {{ A = [{}] }}\n",
+                sixty_four.join(", ")
+            ));
+        }
+        let e = parse(&linked).unwrap_err();
+        assert!(e.message.contains("links"), "{e}");
         let values: Vec<String> = (0..9).map(|i| format!("\"{i}\"")).collect();
         let big = format!(
             "[0]\nrun = \"a\"\nmatrix = {{ A = [{0}], B = [{0}] }}\n",
