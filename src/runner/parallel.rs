@@ -187,6 +187,10 @@ pub(super) fn run(run: &mut Run, each: &EachStep) -> Result<(Conclusion, Leftove
         for unit in graph.plan.take_skipped() {
             run.record_step(record::skipped(&steps[unit]));
         }
+        if graph.running.is_empty() {
+            // Nothing runs, so nothing else would make the plan be looked at.
+            graph.look_again.get_or_insert(now);
+        }
         if !stopped && now < run.deadline && graph.look_again.is_some_and(|at| now >= at) {
             graph.start_ready(run, each, per_run, machine);
         }
