@@ -61,6 +61,16 @@ fn four_independent_steps_run_at_once_with_parallel_steps_4() {
 }
 
 fn with_parallel_steps_1_they_run_one_at_a_time() {
+    one_at_a_time("max_parallel_steps = 4", "parallel_steps = 1");
+}
+
+/// The machine's bound holds too: with `max_parallel_steps = 1` the run's steps take turns.
+fn with_max_parallel_steps_1_they_run_one_at_a_time() {
+    one_at_a_time("max_parallel_steps = 1", "parallel_steps = 4");
+}
+
+/// Four `needs = []` steps under the bounds `top` (machine) and `extra` (repo) run one at a time.
+fn one_at_a_time(top: &str, extra: &str) {
     let env = TestEnv::new();
     let lock = env.root().join("lock");
     let seen = env.root().join("seen");
@@ -73,13 +83,7 @@ fn with_parallel_steps_1_they_run_one_at_a_time() {
     let workflow: String = (0..4)
         .map(|n| format!("[{n}]\nrun = \"sh once.sh\"\nneeds = []\n"))
         .collect();
-    app(
-        &env,
-        &workflow,
-        &[("once.sh", &once)],
-        "max_parallel_steps = 4",
-        "parallel_steps = 1",
-    );
+    app(&env, &workflow, &[("once.sh", &once)], top, extra);
     env.phantom().args(["run", "app"]).assert().success();
     assert_eq!(results(&env.run_json("app", 1)), ["success"; 4]);
     assert_eq!(
@@ -458,6 +462,7 @@ crate::tests! {
     a_timed_out_steps_setsid_children_end_with_it_while_the_run_goes_on,
     four_independent_steps_run_at_once_with_parallel_steps_4,
     with_parallel_steps_1_they_run_one_at_a_time,
+    with_max_parallel_steps_1_they_run_one_at_a_time,
     a_diamond_runs_its_middle_side_by_side_and_its_end_after_both,
     a_matrix_runs_one_step_per_combination_each_with_its_values,
     a_failure_stops_new_steps_lets_a_running_one_finish_and_runs_always_steps,
