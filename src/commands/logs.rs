@@ -45,7 +45,7 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
     let run = records::run_dir(&ctx.dirs, &args.repo, number);
     let path = match &args.step {
-        Some(step) => step_log(&run, step)?,
+        Some(step) => step_log(&run, step, args.follow)?,
         None => run.log(),
     };
     let mut stdout = std::io::stdout().lock();
@@ -96,8 +96,12 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
 }
 
 /// The log of step `step` (`N` or `N.k`) of `run`. A step that has no log is a usage error naming
-/// the steps that do, unless the run still goes on (the step may not have started yet).
-fn step_log(run: &records::RunDir, step: &str) -> Result<std::path::PathBuf, Error> {
+/// the steps that do, unless the run still goes on and `follow` waits for the step to start.
+fn step_log(
+    run: &records::RunDir,
+    step: &str,
+    follow: bool,
+) -> Result<std::path::PathBuf, Error> {
     let valid = match step.split_once('.') {
         Some((n, k)) => n.parse::<u64>().is_ok() && k.parse::<u32>().is_ok(),
         None => step.parse::<u64>().is_ok(),
@@ -118,7 +122,14 @@ fn step_log(run: &records::RunDir, step: &str) -> Result<std::path::PathBuf, Err
         .as_ref()
         .is_none_or(|r| r.result == RunResult::Running)
     {
-        return Ok(path);
+        if follow {
+            return Ok(path);
+        }
+        return Err(Error::Usage(format!(
+            "step {step} of run #{} of `{}` has no output yet (it has not started, or the run has \
+             no such step); `--follow` waits for it",
+            run.number, run.repo
+        )));
     }
     let steps = records::journal_steps(run);
     let steps = match record {
