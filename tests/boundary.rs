@@ -395,7 +395,7 @@ fn a_descriptor_inherited_by_tick_does_not_reach_the_step() {
 /// The mount point of the cgroup2 hierarchy, and this process's cgroup directory in it, when root may
 /// create cgroups there; else a skip.
 #[allow(clippy::print_stderr)]
-fn writable_cgroup2() -> Option<PathBuf> {
+pub(crate) fn writable_cgroup2() -> Option<PathBuf> {
     if !needs_root() {
         return None;
     }
@@ -502,13 +502,18 @@ run = '''sh -c 'test -e {drop_shown}/second && exit 0; env -i setsid sh -c "echo
     wait_for("the escaped process to become `sleep 1041`", || {
         process_running(&["sleep", "1041"])
     });
-    // While the run goes on, the step and what it started are in the run's cgroup.
-    let cgroup = cgroup_of(&escaped);
+    // While the run goes on, the step and what it started are in the step's cgroup, below the
+    // run's.
+    let step_cgroup = cgroup_of(&escaped);
+    let cgroup = step_cgroup
+        .strip_suffix("/step-0")
+        .unwrap_or_else(|| panic!("{step_cgroup}"))
+        .to_string();
     assert!(
         cgroup.contains("/phantom_ci-") && cgroup.ends_with("-app-1"),
         "{cgroup}"
     );
-    assert_eq!(cgroup_of(&step), cgroup);
+    assert_eq!(cgroup_of(&step), step_cgroup);
     assert_ne!(cgroup_of(&phantom.phantom.id().to_string()), cgroup);
     let dir = mount.join(cgroup.trim_start_matches('/'));
     assert!(dir.is_dir(), "{}", dir.display());
@@ -534,7 +539,7 @@ run = '''sh -c 'test -e {drop_shown}/second && exit 0; env -i setsid sh -c "echo
     assert_eq!(env.run_json("app", 2)["result"], "success");
 }
 
-fn every_step_runs_in_the_run_cgroup_which_is_gone_after_the_run() {
+fn every_step_runs_in_a_cgroup_of_its_own_below_the_runs_which_is_gone_after_the_run() {
     let Some(mount) = writable_cgroup2() else {
         return;
     };
@@ -553,12 +558,17 @@ fn every_step_runs_in_the_run_cgroup_which_is_gone_after_the_run() {
         .filter_map(|l| l.strip_prefix("0::"))
         .collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    assert_eq!(lines[0], lines[1], "both steps in one cgroup");
+    let run = lines[0].strip_suffix("/step-0").expect(&stdout);
+    assert_eq!(
+        lines[1],
+        format!("{run}/step-1"),
+        "each step in its own cgroup"
+    );
     assert!(
-        lines[0].contains("/phantom_ci-") && lines[0].ends_with("-app-1"),
+        run.contains("/phantom_ci-") && run.ends_with("-app-1"),
         "{stdout}"
     );
-    assert!(!mount.join(lines[0].trim_start_matches('/')).exists());
+    assert!(!mount.join(run.trim_start_matches('/')).exists());
     assert!(!process_running(&["sleep", "1043"]));
 }
 
@@ -568,5 +578,5 @@ crate::tests! {
     ctrl_c_in_the_operators_terminal_aborts_the_run_and_kills_its_processes,
     a_descriptor_inherited_by_tick_does_not_reach_the_step,
     a_process_that_cleared_its_environment_dies_with_the_run_cgroup_after_phantom_is_sigkilled,
-    every_step_runs_in_the_run_cgroup_which_is_gone_after_the_run,
+    every_step_runs_in_a_cgroup_of_its_own_below_the_runs_which_is_gone_after_the_run,
 }

@@ -10,7 +10,7 @@ use predicates::prelude::*;
 use crate::support::{TestEnv, current_user};
 
 /// Every key of a repo section (SPEC §2.1, §6).
-const REPO_TOML_KEYS: [&str; 20] = [
+const REPO_TOML_KEYS: [&str; 21] = [
     "path",
     "target_branch",
     "run_as",
@@ -31,6 +31,7 @@ const REPO_TOML_KEYS: [&str; 20] = [
     "checkout_limit",
     "cache",
     "cache_limit",
+    "parallel_steps",
 ];
 
 fn project() -> PathBuf {
@@ -82,6 +83,8 @@ fn example_repo_toml_parses_and_shows_every_key() {
     assert_eq!(app.log_limit, 16 << 20);
     assert!(app.cache);
     assert_eq!(config.max_parallel_runs, Some(2));
+    assert_eq!(config.max_parallel_steps, Some(4));
+    assert_eq!(app.parallel_steps, Some(2));
     let release = config.get("app-release").unwrap();
     assert!(release.branches.matches("release/1.x") && release.branches.matches("hotfix"));
 }
@@ -172,6 +175,7 @@ fn example_workflows_pass_check() {
     for (file, steps) in [
         ("examples/workflow.toml", 7),
         ("examples/hello/workflow/master.toml", 4),
+        ("examples/graph/workflow/master.toml", 10),
         ("workflow/main.toml", 3),
     ] {
         env.phantom()
@@ -214,6 +218,52 @@ fn the_hello_example_runs_to_success() {
     assert_eq!(
         std::fs::read_to_string(greeting).unwrap(),
         "Hello, phantom_ci!\n"
+    );
+}
+
+fn the_graph_example_runs_to_success() {
+    let env = TestEnv::new();
+    let repo = env.repo("graph");
+    copy_dir(&project().join("examples/graph"), &repo.work);
+    repo.commit_and_push("graph: steps side by side");
+    env.write_repo_toml(&format!(
+        "max_parallel_steps = 4\n{}",
+        env.section("graph", &repo, "parallel_steps = 4")
+    ));
+    env.phantom()
+        .args(["run", "graph"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("[1] hello from step 1 (build)\n"))
+        .stdout(predicate::str::contains(
+            "[3.2] cross-building for riscv64 with -O0 (step 3.2, CROSS=1)\n",
+        ));
+    let record = env.run_json("graph", 1);
+    assert_eq!(record["result"], "success", "{record}");
+    let ids: Vec<String> = record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let id = match s["instance"].as_u64() {
+                Some(k) => format!("{}.{k}", s["index"]),
+                None => s["index"].to_string(),
+            };
+            let expected = if id == "4" { "failure" } else { "success" };
+            assert_eq!(s["result"], expected, "{s}");
+            id
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        ["0", "1", "2", "3.0", "3.1", "3.2", "3.3", "4", "5", "6"]
+    );
+    assert_eq!(record["steps"][7]["allow_failure"], true);
+    let package = env.data.join("runs/graph/1/artifacts/package.txt");
+    assert_eq!(
+        std::fs::read_to_string(package).unwrap().lines().count(),
+        5,
+        "the build's file and the four cross files"
     );
 }
 
@@ -334,6 +384,7 @@ crate::tests! {
     example_release_section_rejects_an_unsigned_commit,
     example_workflows_pass_check,
     the_hello_example_runs_to_success,
+    the_graph_example_runs_to_success,
     the_hello_example_test_fails_when_the_program_is_broken,
     demo_script_runs_the_hello_example_in_its_own_temp_dir,
     phantom_ci_accepts_its_own_workflow,

@@ -25,6 +25,7 @@ mod costs;
 mod debug;
 mod docs;
 mod examples;
+mod graph;
 mod help;
 mod hook;
 mod hygiene;
@@ -78,6 +79,7 @@ fn main() -> std::process::ExitCode {
         messages::tests(),
         notify::tests(),
         packaging::tests(),
+        graph::tests(),
         parallel::tests(),
         pipes::tests(),
         report::tests(),

@@ -267,6 +267,16 @@ fn print_plan(workflow: &Workflow) {
         if step.always {
             notes.push("always".to_string());
         }
+        if step.allow_failure {
+            notes.push("allow_failure".to_string());
+        }
+        if workflow.graph {
+            let needs: Vec<String> = step.needs.iter().map(u64::to_string).collect();
+            notes.push(match needs.is_empty() {
+                true => "needs nothing".to_string(),
+                false => format!("needs {}", needs.join(", ")),
+            });
+        }
         if notes.is_empty() {
             println!("  {}", step.label());
         } else {

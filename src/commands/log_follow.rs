@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::Error;
@@ -51,15 +52,27 @@ pub fn follow(
     alive: Alive<'_>,
     poll: Duration,
 ) -> Result<Ended, FollowError> {
+    follow_file(run, &run.log(), out, alive, poll)
+}
+
+/// [`follow`] for one of the run's logs, `path`: the run's, or a step's (`logs --step`), which
+/// appears once the step starts.
+pub fn follow_file(
+    run: &RunDir,
+    path: &Path,
+    out: &mut dyn Write,
+    alive: Alive<'_>,
+    poll: Duration,
+) -> Result<Ended, FollowError> {
     let mut log: Option<File> = None;
     let mut buffer = vec![0; 64 * 1024];
     loop {
         let state = read_record(run)?;
         if log.is_none() {
-            log = open_log(run)?;
+            log = open_log(path)?;
         }
         if let Some(file) = &mut log {
-            copy_available(run, file, out, &mut buffer)?;
+            copy_available(path, file, out, &mut buffer)?;
         }
         match state {
             Some(record) if record.result != RunResult::Running => {
@@ -68,8 +81,11 @@ pub fn follow(
             Some(record) if !alive(&record) => {
                 // It may have ended between the two reads.
                 let last = read_record(run)?;
+                if log.is_none() {
+                    log = open_log(path)?;
+                }
                 if let Some(file) = &mut log {
-                    copy_available(run, file, out, &mut buffer)?;
+                    copy_available(path, file, out, &mut buffer)?;
                 }
                 return Ok(match last {
                     Some(last) if last.result != RunResult::Running => Ended::Finished(last),
@@ -95,17 +111,17 @@ fn read_record(run: &RunDir) -> Result<Option<RunRecord>, Error> {
     records::peek(run).map_err(Error::from)
 }
 
-fn open_log(run: &RunDir) -> Result<Option<File>, Error> {
-    match File::open(run.log()) {
+fn open_log(path: &Path) -> Result<Option<File>, Error> {
+    match File::open(path) {
         Ok(file) => Ok(Some(file)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("cannot read", run.log(), e)),
+        Err(e) => Err(Error::io("cannot read", path, e)),
     }
 }
 
 /// Copies what the log holds past the current position, chunk by chunk.
 fn copy_available(
-    run: &RunDir,
+    path: &Path,
     file: &mut File,
     out: &mut dyn Write,
     buffer: &mut [u8],
@@ -115,7 +131,7 @@ fn copy_available(
             Ok(0) => break,
             Ok(n) => out.write_all(&buffer[..n]).map_err(FollowError::Write)?,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("cannot read", run.log(), e).into()),
+            Err(e) => return Err(Error::io("cannot read", path, e).into()),
         }
     }
     out.flush().map_err(FollowError::Write)

@@ -26,6 +26,9 @@ pub struct LogsArgs {
     /// otherwise only colours pass)
     #[arg(long)]
     pub raw: bool,
+    /// Only the output of step N (`N.k` for a copy of a matrix step), exactly as it printed it
+    #[arg(long, value_name = "N")]
+    pub step: Option<String>,
 }
 
 pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
@@ -47,6 +50,10 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         )));
     }
     let run = records::run_dir(&ctx.dirs, &args.repo, number);
+    let path = match &args.step {
+        Some(step) => step_log(&run, step, args.follow)?,
+        None => run.log(),
+    };
     // A terminal gets the log as `run` showed it there: colours, and no other escape sequence.
     let stdout = std::io::stdout().lock();
     let mut stdout: Box<dyn Write> = if !args.raw && stdout.is_terminal() {
@@ -58,15 +65,15 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         // The log is printed whatever the record says; a record that cannot be read is said after it,
         // and makes the exit status 1.
         let record = records::peek(&run);
-        let copied = match std::fs::File::open(run.log()) {
+        let copied = match std::fs::File::open(&path) {
             Ok(mut log) => {
                 match std::io::copy(&mut log, &mut stdout).and_then(|_| stdout.flush()) {
                     Ok(()) => Ok(()),
                     Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
-                    Err(e) => Err(Error::io("cannot copy", run.log(), e)),
+                    Err(e) => Err(Error::io("cannot copy", &path, e)),
                 }
             }
-            Err(e) => Err(Error::io("cannot read", run.log(), e)),
+            Err(e) => Err(Error::io("cannot read", &path, e)),
         };
         let record = match record {
             Ok(record) => record,
@@ -85,7 +92,7 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     // A record that says `running` whose process is gone will be recorded `aborted` by the next
     // invocation; there is nothing more to follow.
     let alive = |_: &records::RunRecord| run.owner_alive().unwrap_or(true);
-    let ended = log_follow::follow(&run, &mut *stdout, &alive, log_follow::POLL);
+    let ended = log_follow::follow_file(&run, &path, &mut *stdout, &alive, log_follow::POLL);
     if let Ok(Ended::Finished(record) | Ended::Abandoned(record)) = &ended {
         say_what_is_missing(record);
     }
@@ -118,6 +125,68 @@ fn say_what_is_missing(record: &records::RunRecord) {
             crate::describe::terminal(&lost.describe())
         );
     }
+}
+
+/// The log of step `step` (`N` or `N.k`) of `run`. A step that has no log is a usage error naming
+/// the steps that do, unless the run still goes on and `follow` waits for the step to start.
+fn step_log(
+    run: &records::RunDir,
+    step: &str,
+    follow: bool,
+) -> Result<std::path::PathBuf, Error> {
+    let valid = match step.split_once('.') {
+        Some((n, k)) => n.parse::<u64>().is_ok() && k.parse::<u32>().is_ok(),
+        None => step.parse::<u64>().is_ok(),
+    };
+    if !valid || step.contains('+') {
+        return Err(Error::Usage(format!(
+            "`--step {}`: a step is its number, like `--step 3`, or `3.1` for a copy of a matrix \
+             step",
+            crate::describe::terminal(step)
+        )));
+    }
+    let path = run.step_log(step);
+    if path.is_file() {
+        return Ok(path);
+    }
+    let record = records::peek(run).ok().flatten();
+    if record
+        .as_ref()
+        .is_none_or(|r| r.result == RunResult::Running)
+    {
+        if follow {
+            return Ok(path);
+        }
+        return Err(Error::Usage(format!(
+            "step {step} of run #{} of `{}` has no output yet (it has not started, or the run has \
+             no such step); `--follow` waits for it",
+            run.number, run.repo
+        )));
+    }
+    let steps = records::journal_steps(run);
+    let steps = match record {
+        Some(record) if !record.steps.is_empty() => record.steps,
+        _ => steps,
+    };
+    let why = match steps.iter().find(|s| s.id() == step) {
+        Some(s) if s.result == records::StepResult::Skipped => "it was skipped".to_string(),
+        Some(_) => "it has no log of its own (the run is older than step logs)".to_string(),
+        None => {
+            let ids: Vec<String> = steps.iter().map(|s| s.id()).collect();
+            format!(
+                "it has no such step (its steps: {})",
+                if ids.is_empty() {
+                    "none".to_string()
+                } else {
+                    ids.join(", ")
+                }
+            )
+        }
+    };
+    Err(Error::Usage(format!(
+        "run #{} of `{}` has no log of step {step}: {why}",
+        run.number, run.repo
+    )))
 }
 
 /// Why `repo` shows no run: none yet, no such repo, or — the real cause, said first — the records or

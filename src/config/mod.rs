@@ -53,8 +53,10 @@ pub enum ConfigError {
     },
 }
 
-/// The one top-level key of `Repo.toml` that is not a repo section (SPEC §6).
+/// The top-level keys of `Repo.toml` that are not repo sections (SPEC §6, §8).
 pub const MAX_PARALLEL_RUNS: &str = "max_parallel_runs";
+/// The other: how many steps, of all runs, may go on at once (SPEC §8).
+pub const MAX_PARALLEL_STEPS: &str = "max_parallel_steps";
 
 /// Every repo of `Repo.toml`, in file order, and the machine-wide settings before the first section.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +65,9 @@ pub struct Config {
     /// `max_parallel_runs`: how many runs, of all repos, may go on at once; `None` when not set
     /// (see [`Config::parallel_runs`]).
     pub max_parallel_runs: Option<usize>,
+    /// `max_parallel_steps`: how many steps, of all runs, may go on at once; `None` when not set
+    /// (see [`Config::parallel_steps`]).
+    pub max_parallel_steps: Option<usize>,
 }
 
 /// A repo name: `[A-Za-z0-9][A-Za-z0-9_-]*`. It names a directory under the data dir, so nothing else.
@@ -94,6 +99,12 @@ pub fn validate_branch(branch: &str) -> Result<(), String> {
             crate::describe::terminal(branch)
         ))
     }
+}
+
+/// The number of CPUs (at least 1): the default of `max_parallel_runs`, `max_parallel_steps` and
+/// `parallel_steps`.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -231,6 +242,7 @@ struct RawRepo {
     checkout_limit: Option<Spanned<ByteSize>>,
     cache: Option<bool>,
     cache_limit: Option<Spanned<ByteSize>>,
+    parallel_steps: Option<Spanned<Count>>,
 }
 
 /// Reads `Repo.toml` as text; a missing file is `None`. A file that is not UTF-8 is an error naming
@@ -301,31 +313,34 @@ impl Config {
             }
         };
         // First pass: the syntax, and that every top-level key is a section (a table) but
-        // `max_parallel_runs`.
+        // `max_parallel_runs` and `max_parallel_steps`.
         let top: IndexMap<Spanned<String>, Spanned<toml::Value>> =
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_string()))?;
         let mut max_parallel_runs = None;
+        let mut max_parallel_steps = None;
         let mut sections_text = std::borrow::Cow::Borrowed(text);
         for (key, value) in &top {
-            if key.get_ref() == MAX_PARALLEL_RUNS && !value.get_ref().is_table() {
-                max_parallel_runs = Some(match value.get_ref().as_integer() {
+            let (setting, what) = match key.get_ref().as_str() {
+                MAX_PARALLEL_RUNS => (&mut max_parallel_runs, "run"),
+                MAX_PARALLEL_STEPS => (&mut max_parallel_steps, "step"),
+                _ => (&mut None, ""),
+            };
+            if !what.is_empty() && !value.get_ref().is_table() {
+                let name = key.get_ref();
+                *setting = Some(match value.get_ref().as_integer() {
                     Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
                     Some(_) => {
                         return Err(invalid(
                             Some(value.span()),
                             format!(
-                                "`{MAX_PARALLEL_RUNS}` must be at least 1 (leave it out for one \
-                                 run per CPU)"
+                                "`{name}` must be at least 1 (leave it out for one {what} per CPU)"
                             ),
                         ));
                     }
                     None => {
                         return Err(invalid(
                             Some(value.span()),
-                            format!(
-                                "`{MAX_PARALLEL_RUNS}` is a whole number of runs, such as \
-                                 `{MAX_PARALLEL_RUNS} = 2`"
-                            ),
+                            format!("`{name}` is a whole number of {what}s, such as `{name} = 2`"),
                         ));
                     }
                 });
@@ -423,6 +438,17 @@ impl Config {
                     "`checkout_limit` must be at least 1MiB".into(),
                 ));
             }
+            let parallel_steps = match &raw.parallel_steps {
+                None => None,
+                Some(n) if n.get_ref().0 == 0 => {
+                    return Err(invalid(
+                        Some(n.span()),
+                        "`parallel_steps` must be at least 1 (leave it out for one step per CPU)"
+                            .into(),
+                    ));
+                }
+                Some(n) => Some(usize::try_from(n.get_ref().0).unwrap_or(usize::MAX)),
+            };
             let cache = raw.cache.unwrap_or(false);
             if let Some(limit) = &raw.cache_limit
                 && !cache
@@ -497,20 +523,25 @@ impl Config {
                 cache_limit: raw
                     .cache_limit
                     .map_or(DEFAULT_CACHE_LIMIT, |l| l.into_inner().0),
+                parallel_steps,
                 problems: found,
             });
         }
         Ok(Config {
             repos,
             max_parallel_runs,
+            max_parallel_steps,
         })
     }
 
     /// How many runs may go on at once: `max_parallel_runs`, else the number of CPUs (at least 1).
     pub fn parallel_runs(&self) -> usize {
-        self.max_parallel_runs.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        })
+        self.max_parallel_runs.unwrap_or_else(cpus)
+    }
+
+    /// How many steps of all runs may go on at once: `max_parallel_steps`, else the number of CPUs.
+    pub fn parallel_steps(&self) -> usize {
+        self.max_parallel_steps.unwrap_or_else(cpus)
     }
 
     pub fn get(&self, name: &str) -> Option<&Repo> {
@@ -564,6 +595,31 @@ mod tests {
 
     fn error(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn max_parallel_steps_and_parallel_steps_bound_steps_side_by_side() {
+        let text = "max_parallel_steps = 3\nmax_parallel_runs = 2\n[app]\npath = \"/a\"\nparallel_steps = 2\n";
+        let config = parse(text).unwrap();
+        assert_eq!(
+            (config.max_parallel_steps, config.parallel_steps()),
+            (Some(3), 3)
+        );
+        assert_eq!(config.max_parallel_runs, Some(2));
+        assert_eq!(config.repos[0].parallel_steps, Some(2));
+        let default = parse("[app]\npath = \"/a\"\n").unwrap();
+        assert_eq!(default.repos[0].parallel_steps, None);
+        assert!(default.parallel_steps() >= 1);
+        assert_eq!(
+            error("max_parallel_steps = 0\n"),
+            "`/etc/Repo.toml` line 1, column 22: `max_parallel_steps` must be at least 1 (leave \
+             it out for one step per CPU)"
+        );
+        assert!(error("max_parallel_steps = \"x\"\n").contains("whole number of steps"));
+        assert!(
+            error("[app]\npath = \"/a\"\nparallel_steps = 0\n")
+                .contains("line 3, column 18: `parallel_steps` must be at least 1")
+        );
     }
 
     #[test]

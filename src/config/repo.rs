@@ -42,6 +42,8 @@ pub struct Repo {
     pub cache: bool,
     /// The size the cache is trimmed back to after a run (its oldest files go first).
     pub cache_limit: u64,
+    /// `parallel_steps`: how many steps of one run may go on at once (SPEC §8); `None`: one per CPU.
+    pub parallel_steps: Option<usize>,
     /// What is wrong with this repo on this machine (its `path` or `run_as` user does not exist):
     /// a repo with problems is shown but never run. Empty for a healthy repo.
     pub problems: Vec<Problem>,
@@ -73,6 +75,7 @@ impl Repo {
             checkout_limit: DEFAULT_CHECKOUT_LIMIT,
             cache: false,
             cache_limit: DEFAULT_CACHE_LIMIT,
+            parallel_steps: None,
             problems: Vec::new(),
         }
     }

@@ -9,6 +9,8 @@ use toml::de::DeTable;
 use crate::config::line_column;
 use crate::config::quantities::HumanDuration;
 
+pub mod graph;
+
 /// A workflow problem: where, and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.render())]
@@ -37,11 +39,14 @@ impl WorkflowError {
     }
 }
 
-/// One step, ready to run.
+/// One step, ready to run: a step of the file, or one copy of a `matrix` step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     /// The TOML key.
     pub index: u64,
+    /// For a copy of a `matrix` step: which one (`N.k`).
+    pub instance: Option<u32>,
+    /// `name`; a matrix copy's is `name (K=v, …)`.
     pub name: Option<String>,
     /// `run` as written.
     pub run: String,
@@ -51,19 +56,31 @@ pub struct Step {
     /// `always = true`: runs even after an earlier step failed or timed out (never after the run
     /// was cancelled or aborted by a signal).
     pub always: bool,
+    /// The step numbers it waits for: `needs` as written, else the step numbered before it.
+    pub needs: Vec<u64>,
+    /// The step's `env`, in the order of the file.
+    pub env: Vec<(String, String)>,
+    /// A matrix copy's variables, in the order of the matrix's keys; empty otherwise.
+    pub matrix: Vec<(String, String)>,
+    /// `allow_failure = true`: its failure is recorded but fails neither the run nor other steps.
+    pub allow_failure: bool,
 }
 
 impl Step {
+    /// `3`, or `3.1` for a matrix copy (SPEC §8).
+    pub fn id(&self) -> String {
+        match self.instance {
+            Some(k) => format!("{}.{k}", self.index),
+            None => self.index.to_string(),
+        }
+    }
+
     /// `[1] build: make build`, for headers and plans; untrusted text made terminal-safe.
     pub fn label(&self) -> String {
         let run = crate::describe::terminal(&self.run);
         match &self.name {
-            Some(name) => format!(
-                "[{}] {}: {run}",
-                self.index,
-                crate::describe::terminal(name)
-            ),
-            None => format!("[{}] {run}", self.index),
+            Some(name) => format!("[{}] {}: {run}", self.id(), crate::describe::terminal(name)),
+            None => format!("[{}] {run}", self.id()),
         }
     }
 }
@@ -125,11 +142,18 @@ impl Step {
 pub struct Workflow {
     /// Where it was read from, for messages (`workflow/main.toml`, or a trusted file's path).
     pub file: String,
+    /// Every step to run, matrix copies included, in step order.
     pub steps: Vec<Step>,
+    /// The top-level `[env]`, in the order of the file.
+    pub env: Vec<(String, String)>,
+    /// Whether any step has an explicit `needs` or a `matrix`: the run log then prefixes every step
+    /// line with its step (SPEC §8).
+    pub graph: bool,
 }
 
 /// The keys a step may have.
-const STEP_KEYS: &str = "`run`, and optionally `name`, `timeout` and `always`";
+const STEP_KEYS: &str = "`run`, and optionally `name`, `timeout`, `always`, `needs`, `matrix`, \
+                         `env` and `allow_failure`";
 
 impl Workflow {
     /// Parses a workflow's bytes. `file` names it in error messages. The error is the first problem;
@@ -167,9 +191,21 @@ impl Workflow {
 
         let mut errors = Vec::new();
         let mut steps: BTreeMap<u64, Step> = BTreeMap::new();
+        let mut workflow_env = Vec::new();
+        // Per step number: its explicit `needs`, the line to blame for its graph, its matrix.
+        let mut explicit: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let mut graph_lines: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut matrices: BTreeMap<u64, Vec<(String, Vec<String>)>> = BTreeMap::new();
         for (key, value) in document.get_ref() {
             let name: &str = key.get_ref();
             let line = line_of(key.span().start);
+            if name == "env" {
+                match graph::env(value.get_ref(), "`[env]`") {
+                    Ok(vars) => workflow_env = vars,
+                    Err(message) => errors.push(error(None, Some(line), message)),
+                }
+                continue;
+            }
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
                 errors.push(error(
                     Some(name),
@@ -196,6 +232,8 @@ impl Workflow {
                 ));
             }
             let (mut run, mut step_name, mut timeout, mut always) = (None, None, None, false);
+            let (mut needs, mut matrix, mut env, mut allow_failure) =
+                (None, None, Vec::new(), false);
             let has_run = table.keys().any(|k| &**k.get_ref() == "run");
             for (field, value) in table {
                 let field_line = line_of(field.span().start);
@@ -208,16 +246,29 @@ impl Workflow {
                         Ok(duration) => timeout = Some(duration.0),
                         Err(message) => errors.push(error(Some(name), Some(value_line), message)),
                     },
-                    ("always", _) => match value.get_ref().as_bool() {
-                        Some(flag) => always = flag,
+                    (flag @ ("always" | "allow_failure"), _) => match value.get_ref().as_bool() {
+                        Some(set) if flag == "always" => always = set,
+                        Some(set) => allow_failure = set,
                         None => errors.push(error(
                             Some(name),
                             Some(value_line),
                             format!(
-                                "`always` must be `true` or `false`, not {}",
+                                "`{flag}` must be `true` or `false`, not {}",
                                 value.get_ref().type_str()
                             ),
                         )),
+                    },
+                    ("needs", _) => match graph::needs(value.get_ref()) {
+                        Ok(list) => needs = Some((list, value_line)),
+                        Err(message) => errors.push(error(Some(name), Some(value_line), message)),
+                    },
+                    ("matrix", _) => match graph::matrix(value.get_ref()) {
+                        Ok(keys) => matrix = Some((keys, value_line)),
+                        Err(message) => errors.push(error(Some(name), Some(value_line), message)),
+                    },
+                    ("env", _) => match graph::env(value.get_ref(), "the step's `env`") {
+                        Ok(vars) => env = vars,
+                        Err(message) => errors.push(error(Some(name), Some(value_line), message)),
                     },
                     ("run", None) => errors.push(error(
                         Some(name),
@@ -285,17 +336,42 @@ impl Workflow {
                 ));
                 continue;
             }
+            graph_lines.insert(index, needs.as_ref().map_or(line, |(_, l)| *l));
+            if let Some((list, _)) = needs {
+                explicit.insert(index, list);
+            }
+            if let Some((keys, _)) = matrix {
+                matrices.insert(index, keys);
+            }
             steps.insert(
                 index,
                 Step {
                     index,
+                    instance: None,
                     name: step_name,
                     run,
                     argv,
                     timeout,
                     always,
+                    needs: Vec::new(),
+                    env,
+                    matrix: Vec::new(),
+                    allow_failure,
                 },
             );
+        }
+        let mut steps: Vec<Step> = steps.into_values().collect();
+        if errors.is_empty()
+            && let Err(problems) = graph::resolve(&mut steps, &explicit)
+                .and_then(|()| graph::check_size(&steps, &matrices).map_err(|p| vec![p]))
+        {
+            for problem in problems {
+                errors.push(error(
+                    Some(&problem.step.to_string()),
+                    graph_lines.get(&problem.step).copied(),
+                    problem.message,
+                ));
+            }
         }
         if errors.is_empty() && steps.is_empty() {
             errors.push(error(
@@ -311,7 +387,9 @@ impl Workflow {
         }
         Ok(Workflow {
             file: file.to_string(),
-            steps: steps.into_values().collect(),
+            graph: !explicit.is_empty() || !matrices.is_empty(),
+            steps: graph::expand(steps, &matrices),
+            env: workflow_env,
         })
     }
 }

@@ -63,9 +63,21 @@ impl RunCgroup {
         RunCgroup::create_named(labelled(data, repo, &format!("debug-{pid}")))
     }
 
+    /// A cgroup below this one, `name` (a step's, SPEC §8): killing it ends that step's processes
+    /// alone, `setsid` ones included; killing or removing this one ends it too. `None` where it cannot
+    /// be made (the step then joins this cgroup).
+    pub fn child(&self, name: &str) -> Option<RunCgroup> {
+        if name.starts_with("cgroup.") || name.contains('/') || name.starts_with('.') {
+            return None;
+        }
+        RunCgroup::create_at(self.path.join(name))
+    }
+
     fn create_named(name: String) -> Option<RunCgroup> {
-        let parent = parent()?;
-        let path = parent.join(name);
+        RunCgroup::create_at(parent()?.join(name))
+    }
+
+    fn create_at(path: PathBuf) -> Option<RunCgroup> {
         match std::fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => kill_all(&path),
@@ -109,6 +121,13 @@ impl RunCgroup {
     /// Kills every process in the cgroup (and in cgroups a step made below it).
     pub fn kill(&self) {
         kill_all(&self.path);
+    }
+
+    /// Lets go of the cgroup without killing what is in it (a step's background processes live on
+    /// until the run ends): its descriptor is closed, and it goes when the cgroup above it is killed
+    /// and removed.
+    pub fn leave(mut self) {
+        self.removed = true;
     }
 
     /// Kills what is left and removes the cgroup. The error says what could not be removed.

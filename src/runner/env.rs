@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::config::Repo;
+use crate::config::workflow::Step;
 use crate::isolation::privilege::StepUser;
 
 pub use crate::isolation::DEFAULT_PATH;
@@ -21,6 +22,29 @@ pub struct RunVars<'a> {
 
 /// The full environment of every step of a run, in the order SPEC §4.2 gives; later entries win.
 pub fn step_env(repo: &Repo, user: &StepUser, vars: &RunVars) -> Vec<(String, String)> {
+    env_of(repo, user, vars, None)
+}
+
+/// The environment of `step` of a workflow whose `[env]` is `workflow_env` (SPEC §8), lowest to
+/// highest: `[env]` < the step's `env` < its matrix values < the repo's `env` < `pass_env` <
+/// `PHANTOM_CI_*` and `CI` (a workflow cannot set those: they are reserved), with `PHANTOM_CI_STEP`
+/// and `PHANTOM_CI_STEP_NAME`.
+pub fn for_step(
+    repo: &Repo,
+    user: &StepUser,
+    vars: &RunVars,
+    workflow_env: &[(String, String)],
+    step: &Step,
+) -> Vec<(String, String)> {
+    env_of(repo, user, vars, Some((workflow_env, step)))
+}
+
+fn env_of(
+    repo: &Repo,
+    user: &StepUser,
+    vars: &RunVars,
+    step: Option<(&[(String, String)], &Step)>,
+) -> Vec<(String, String)> {
     let own = |name: &str| std::env::var(name).ok();
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |name: &str, value: String| {
@@ -35,6 +59,12 @@ pub fn step_env(repo: &Repo, user: &StepUser, vars: &RunVars) -> Vec<(String, St
     set("USER", user.name.clone());
     if let Some(lang) = own("LANG") {
         set("LANG", lang);
+    }
+    if let Some((workflow_env, step)) = step {
+        let layers = workflow_env.iter().chain(&step.env).chain(&step.matrix);
+        for (name, value) in layers {
+            set(name, value.clone());
+        }
     }
     set("CI", "true".into());
     set("PHANTOM_CI", "true".into());
@@ -63,6 +93,13 @@ pub fn step_env(repo: &Repo, user: &StepUser, vars: &RunVars) -> Vec<(String, St
         if let Some(value) = own(name) {
             set(name, value);
         }
+    }
+    if let Some((_, step)) = step {
+        set("PHANTOM_CI_STEP", step.id());
+        set(
+            "PHANTOM_CI_STEP_NAME",
+            step.name.clone().unwrap_or_default(),
+        );
     }
     env
 }

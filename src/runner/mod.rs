@@ -4,16 +4,20 @@
 //! `failure`, `timeout`, …); only a failure to create the record itself is an [`Error`].
 
 pub mod env;
+mod line;
+mod parallel;
+pub mod plan;
 mod record;
 mod source;
 pub mod step;
 
+pub mod lanes;
 pub mod output;
 pub use source::{commit_words, load_workflow, open_source};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use git2::{Oid, Repository};
 use nix::sys::signal::{Signal, killpg};
@@ -21,10 +25,10 @@ use nix::unistd::Pid;
 
 use crate::config::dirs::Dirs;
 use crate::config::quantities::ByteSize;
-use crate::config::workflow::Workflow;
-use crate::config::{KeepWorkspace, Repo, Sandbox};
+use crate::config::workflow::{Step, Workflow};
+use crate::config::{Config, KeepWorkspace, Repo, Sandbox};
 use crate::describe;
-use crate::describe::{human, human_bytes, human_ms, millis, short, signal_name};
+use crate::describe::{human_bytes, human_ms, millis, short};
 use crate::error::Error;
 use crate::git::workspace::Workspace;
 use crate::isolation::boundary::Boundary;
@@ -36,10 +40,7 @@ use crate::isolation::{reaper, signals};
 use crate::runner::output::Output;
 use crate::state::cache;
 use crate::state::lock::RepoLock;
-use crate::state::records::{
-    self, RunDir, RunRecord, RunResult, StepJournal, StepRecord, StepResult, Trigger,
-};
-use record::step_record;
+use crate::state::records::{self, RunDir, RunRecord, RunResult, StepJournal, StepRecord, Trigger};
 
 /// How many characters of a commit's subject (and author) the log's header shows.
 const SUBJECT_SHOWN: usize = 120;
@@ -265,6 +266,65 @@ struct Steps<'a> {
     cache: Option<&'a Path>,
 }
 
+/// What every step of a run starts with; each step adds its own environment and cgroup.
+struct EachStep<'a> {
+    workflow: &'a Workflow,
+    cwd: &'a Path,
+    vars: &'a env::RunVars<'a>,
+    user: &'a StepUser,
+    limits: &'a [(nix::sys::resource::Resource, u64)],
+    sandbox: Option<&'a BwrapSandbox>,
+    /// The run's cgroup, if it has one.
+    cgroup: Option<&'a RunCgroup>,
+    /// The run's cancel request ([`RunDir::cancel_request`]).
+    cancel: &'a Path,
+    logs: lanes::StepLogs,
+    /// `max_parallel_steps`, from Repo.toml as it is when the steps start (an ad-hoc run's too).
+    machine_steps: usize,
+}
+
+impl EachStep<'_> {
+    fn env(&self, repo: &Repo, step: &Step) -> Vec<(String, String)> {
+        env::for_step(repo, self.user, self.vars, &self.workflow.env, step)
+    }
+
+    /// The step's own cgroup, below the run's, where the run has one and the child can be made.
+    fn step_cgroup(&self, step: &Step) -> Option<RunCgroup> {
+        self.cgroup?.child(&format!("step-{}", step.id()))
+    }
+
+    /// The boundary the step crosses, with its own cgroup (else the run's).
+    fn boundary<'b>(&'b self, own: Option<&'b RunCgroup>) -> Boundary<'b> {
+        Boundary {
+            user: self.user,
+            limits: self.limits,
+            sandbox: self.sandbox,
+            cgroup: own.or(self.cgroup),
+        }
+    }
+}
+
+/// What the steps leave for the end of the run: process groups to kill, and output still in pipes.
+/// (The steps' cgroups go with the run's.)
+#[derive(Default)]
+struct Leftovers {
+    process_groups: Vec<Pid>,
+    pipe: Option<step::RunPipe>,
+    lanes: Option<parallel::Lanes>,
+}
+
+impl Leftovers {
+    /// Passes on what is still in the steps' pipes (a bounded amount).
+    fn drain(&mut self, out: &mut Output) {
+        if let Some(pipe) = &mut self.pipe {
+            pipe.drain(out);
+        }
+        if let Some(lanes) = &mut self.lanes {
+            lanes.drain(out);
+        }
+    }
+}
+
 struct Run<'a> {
     dirs: &'a Dirs,
     request: &'a Request,
@@ -423,147 +483,50 @@ impl Run<'_> {
             sandbox,
             cache,
         } = *steps;
-        let repo = &self.request.repo;
-        let commit = self.request.commit.to_string();
-        let env = env::step_env(
-            repo,
-            user,
-            &env::RunVars {
-                run: self.run_dir.number,
-                branch: &self.request.branch,
-                commit: &commit,
-                previous_commit: self.previous_commit.as_deref(),
-                workspace: &workspace.tree,
-                artifacts: &workspace.artifacts,
-                cache,
-            },
-        );
-        let limits = privilege::rlimits(&repo.limits);
-        let mut process_groups: Vec<Pid> = Vec::new();
-        let mut pipe = match step::RunPipe::new() {
-            Ok(pipe) => pipe,
-            Err(e) => return Conclusion::error(format!("cannot create the output pipe: {e}")),
+        let request = self.request;
+        let repo = &request.repo;
+        let commit = request.commit.to_string();
+        let previous_commit = self.previous_commit.clone();
+        let vars = env::RunVars {
+            run: self.run_dir.number,
+            branch: &request.branch,
+            commit: &commit,
+            previous_commit: previous_commit.as_deref(),
+            workspace: &workspace.tree,
+            artifacts: &workspace.artifacts,
+            cache,
         };
-        // The run's own cgroup where one can be made: its end kills every process of the run.
+        let limits = privilege::rlimits(&repo.limits);
+        // The run's own cgroup where one can be made: its end kills every process of the run. Each
+        // step gets a cgroup of its own below it.
         let cgroup = RunCgroup::create(&self.dirs.data, &repo.name, self.run_dir.number);
-        let boundary = Boundary {
+        let cancel_request = self.run_dir.cancel_request();
+        let each = EachStep {
+            workflow,
+            cwd: &workspace.tree,
+            vars: &vars,
             user,
             limits: &limits,
             sandbox,
             cgroup: cgroup.as_ref(),
+            cancel: &cancel_request,
+            logs: lanes::StepLogs::new(self.run_dir, repo.log_limit),
+            machine_steps: Config::load(&self.dirs.repo_toml())
+                .map_or_else(|_| crate::config::cpus(), |c| c.parallel_steps()),
         };
-        let cancel_request = self.run_dir.cancel_request();
-        let ctx = step::StepContext {
-            cwd: &workspace.tree,
-            env: &env,
-            boundary: &boundary,
-            cancel: Some(&cancel_request),
+        let ran = if workflow.graph {
+            parallel::run(self, &each)
+        } else {
+            self.run_line(&each)
         };
-        let mut conclusion = Conclusion {
-            result: RunResult::Success,
-            message: None,
+        let (conclusion, mut leftovers) = match ran {
+            Ok(ran) => ran,
+            Err(message) => return Conclusion::error(message),
         };
-        for step in &workflow.steps {
-            // After a failure or a timeout only `always` steps run; after an abort (or any other
-            // end) none does.
-            let failed = conclusion.result != RunResult::Success;
-            if failed && !(step.always && after_failure(conclusion.result)) {
-                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
-                continue;
-            }
-            if let Some(signal) = signals::requested() {
-                conclusion = aborted(signal, &format!("before step {}", step.label()));
-                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
-                continue;
-            }
-            if cancel_request.exists() {
-                conclusion = self.cancelled(&format!("before step {}", step.label()));
-                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
-                continue;
-            }
-            let now = Instant::now();
-            let run_left = self.deadline.saturating_duration_since(now);
-            if failed && run_left.is_zero() {
-                // The repo's `timeout` bounds every step, `always` ones too: nothing is left.
-                self.out.line(&format!(
-                    "==> {} skipped: the run's `timeout` has passed",
-                    step.label()
-                ));
-                self.record_step(step_record(step, StepResult::Skipped, None, None, 0));
-                continue;
-            }
-            if failed {
-                self.out.line(&format!("==> {} (always)", step.label()));
-            } else {
-                self.out.line(&format!("==> {}", step.label()));
-            }
-            let step_limit = step.timeout.unwrap_or(Duration::MAX);
-            let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
-            process_groups.extend(outcome.process_group);
-            self.record_step(step_record(
-                step,
-                outcome.result,
-                outcome.exit_code,
-                outcome.signal,
-                millis(outcome.duration),
-            ));
-            let label = step.label();
-            if let Some(signal) = outcome.aborted_by {
-                conclusion = aborted(signal, &format!("in step {label}"));
-                continue;
-            }
-            // Cancelled is not a failure: what runs after a failure (`always` steps) does not run.
-            if outcome.cancelled {
-                conclusion = self.cancelled(&format!("in step {label}"));
-                continue;
-            }
-            if failed {
-                // The run already failed: its result and message stay those of the first failure.
-                match outcome.result {
-                    StepResult::Success | StepResult::Skipped => {}
-                    StepResult::Failure => self.out.line(&format!("==> {label} failed too")),
-                    StepResult::Timeout => self.out.line(&format!("==> {label} timed out too")),
-                }
-                continue;
-            }
-            match outcome.result {
-                StepResult::Success => {}
-                StepResult::Timeout => {
-                    let message = if step_limit < run_left {
-                        format!("step {label} timed out after {}", human(step_limit))
-                    } else {
-                        format!(
-                            "the run timed out after {} (the repo's `timeout`) in step {label}",
-                            human(repo.timeout)
-                        )
-                    };
-                    conclusion = Conclusion {
-                        result: RunResult::Timeout,
-                        message: Some(message),
-                    };
-                }
-                StepResult::Failure | StepResult::Skipped => {
-                    let why = match (&outcome.message, outcome.exit_code, outcome.signal) {
-                        (Some(message), _, _) => message.clone(),
-                        (None, Some(code), _) => format!("exited with status {code}"),
-                        (None, None, Some(signal)) => format!(
-                            "was killed by signal {signal} ({}; exit status {})",
-                            signal_name(signal),
-                            128 + signal
-                        ),
-                        (None, None, None) => "failed".to_string(),
-                    };
-                    conclusion = Conclusion {
-                        result: RunResult::Failure,
-                        message: Some(format!("step {label} {why}")),
-                    };
-                }
-            }
-        }
         // No process of the run outlives it: background processes of every step go now, and so do
         // the ones that left their process group (`setsid`, double fork): the run's cgroup holds
         // them all, and phantom_ci adopted them besides.
-        for pgid in process_groups {
+        for pgid in std::mem::take(&mut leftovers.process_groups) {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
         if let Some(cgroup) = &cgroup {
@@ -573,7 +536,7 @@ impl Run<'_> {
         if let Some(Err(message)) = cgroup.map(RunCgroup::remove) {
             self.out.line(&format!("==> {message}"));
         }
-        pipe.drain(self.out);
+        leftovers.drain(self.out);
         if !survivors.is_empty() {
             self.out.line(&format!(
                 "==> {} process(es) of the run could not be killed: {survivors:?}",

@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use crate::config::workflow::Step;
 use crate::isolation::boundary::Boundary;
 use crate::isolation::{pidfd, reaper, signals};
+use crate::runner::lanes::StepLog;
 use crate::runner::output::Output;
 use crate::state::records::StepResult;
 
@@ -28,7 +29,7 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// How long, at most, the loop sleeps without looking at the clock, the cancel request and, where
 /// the kernel gives no pidfd for the step ([`pidfd`]), the step itself.
-const TICK: Duration = Duration::from_millis(100);
+pub(super) const TICK: Duration = Duration::from_millis(100);
 
 /// How often, at most, the loop looks for a cancel request nobody nudged it about (the nudge is lost
 /// when `cancel` may not signal the runner).
@@ -68,6 +69,8 @@ pub struct RunPipe {
     reader: PipeReader,
     writer: PipeWriter,
     buf: Vec<u8>,
+    /// The log of the step that runs now: what arrives goes there too.
+    tee: Option<StepLog>,
 }
 
 impl RunPipe {
@@ -79,7 +82,13 @@ impl RunPipe {
             reader,
             writer,
             buf: vec![0u8; CHUNK],
+            tee: None,
         })
+    }
+
+    /// From now on, what arrives also goes to `log` (the step that runs now), or to no step's log.
+    pub fn tee(&mut self, log: Option<StepLog>) {
+        self.tee = log;
     }
 
     /// Passes on what is in the pipe now (a bounded amount: a process that never stops writing does
@@ -127,7 +136,8 @@ impl RunPipe {
         // all but the last byte straight from the pipe; that one is read, so that phantom_ci knows
         // whether the output ended a line.
         let mut chunk = CHUNK;
-        if let Some(console) = out.splice_target() {
+        let teeing = self.tee.as_ref().is_some_and(|tee| !tee.full());
+        if let Some(console) = out.splice_target().filter(|_| !teeing) {
             // What is read is only that last byte (all of it when `FIONREAD` cannot tell).
             let pending = pending_bytes(&self.reader).unwrap_or(CHUNK);
             chunk = pending.clamp(1, CHUNK);
@@ -149,6 +159,9 @@ impl RunPipe {
         }
         match self.reader.read(&mut self.buf[..chunk]) {
             Ok(n) if n > 0 => {
+                if let Some(tee) = &mut self.tee {
+                    tee.write(&self.buf[..n]);
+                }
                 out.step_bytes(&self.buf[..n]);
                 true
             }
@@ -159,7 +172,7 @@ impl RunPipe {
 
 /// How many bytes wait in `pipe` (`FIONREAD`), if that can be told.
 #[allow(unsafe_code)]
-fn pending_bytes(pipe: &PipeReader) -> Option<usize> {
+pub(super) fn pending_bytes(pipe: &PipeReader) -> Option<usize> {
     let mut pending: nix::libc::c_int = 0;
     // SAFETY: FIONREAD on a pipe stores the number of bytes in it into the `c_int` it is given,
     // which lives on this stack for the whole call.
@@ -273,14 +286,22 @@ enum Stop {
 
 /// Whether the run was cancelled, looking at the request file only when SIGUSR1 nudged or
 /// [`CANCEL_LOOK`] passed since the last look (the loop goes round often; a `stat` each time is waste).
-struct CancelWatch<'a> {
+pub(super) struct CancelWatch<'a> {
     request: Option<&'a Path>,
     nudges: usize,
     looked: Instant,
 }
 
-impl CancelWatch<'_> {
-    fn requested(&mut self, now: Instant) -> bool {
+impl<'a> CancelWatch<'a> {
+    pub(super) fn new(request: Option<&'a Path>) -> CancelWatch<'a> {
+        CancelWatch {
+            request,
+            nudges: signals::cancel_nudges(),
+            looked: Instant::now(),
+        }
+    }
+
+    pub(super) fn requested(&mut self, now: Instant) -> bool {
         let Some(request) = self.request else {
             return false;
         };
@@ -305,11 +326,7 @@ fn supervise(
     cancel: Option<&Path>,
     out: &mut Output,
 ) -> (std::io::Result<std::process::ExitStatus>, Option<Stop>) {
-    let mut cancel = CancelWatch {
-        request: cancel,
-        nudges: signals::cancel_nudges(),
-        looked: Instant::now(),
-    };
+    let mut cancel = CancelWatch::new(cancel);
     let mut term_sent: Option<Instant> = None;
     let mut stop: Option<Stop> = None;
     let mut kill_sent = false;

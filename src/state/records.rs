@@ -254,11 +254,11 @@ impl LogLost {
 }
 
 impl RunRecord {
-    /// The step that ended the run, if one did.
+    /// The step that ended the run, if one did (a failure `allow_failure` allowed did not).
     pub fn failed_step(&self) -> Option<&StepRecord> {
-        self.steps
-            .iter()
-            .find(|s| matches!(s.result, StepResult::Failure | StepResult::Timeout))
+        self.steps.iter().find(|s| {
+            !s.allow_failure && matches!(s.result, StepResult::Failure | StepResult::Timeout)
+        })
     }
 }
 

@@ -121,10 +121,23 @@ fn owner_alive(name: &str) -> bool {
     }
 }
 
+/// One of the `max_parallel_steps` slots (SPEC §8), `<data>/slots/steps/<i>.lock`, if one is free
+/// now: a step of a run beyond its first takes one, or waits for one. Never waits itself.
+pub fn try_step_slot(dirs: &Dirs, limit: usize) -> Result<Option<Slot>, Error> {
+    let dir = dirs.slots().join("steps");
+    dirs.make(&dir)
+        .map_err(|e| Error::io("cannot create", &dir, e))?;
+    try_in(&dir, limit.max(1))
+}
+
 /// The first free slot among `0..limit`, if any.
 fn try_any(dirs: &Dirs, limit: usize) -> Result<Option<Slot>, Error> {
+    try_in(&dirs.slots(), limit)
+}
+
+fn try_in(dir: &std::path::Path, limit: usize) -> Result<Option<Slot>, Error> {
     for index in 0..limit {
-        let path = dirs.slots().join(format!("{index}.lock"));
+        let path = dir.join(format!("{index}.lock"));
         let mut file = crate::state::lock::open_private(&path)
             .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
         loop {
@@ -166,6 +179,19 @@ mod tests {
         assert!(try_any(&dirs, 2).unwrap().is_none());
         drop(first);
         assert!(try_any(&dirs, 2).unwrap().is_some());
+    }
+
+    #[test]
+    fn step_slots_are_apart_from_run_slots() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = dirs(root.path());
+        let _run = acquire(&dirs, 1, "2026-01-01T00:00:00.000Z", &mut || {})
+            .unwrap()
+            .unwrap();
+        let step = try_step_slot(&dirs, 1).unwrap().unwrap();
+        assert!(try_step_slot(&dirs, 1).unwrap().is_none());
+        drop(step);
+        assert!(try_step_slot(&dirs, 1).unwrap().is_some());
     }
 
     #[test]
