@@ -178,7 +178,102 @@ fn check_warns_about_shell_syntax_without_a_shell() {
         ));
 }
 
+/// Issue 22: one `check` lists every problem of a file — five errors, a duplicate step number and the
+/// four shell-syntax warnings, each with its line: nothing waits for the others to be fixed.
+fn check_lists_errors_duplicates_and_warnings_in_one_pass() {
+    let env = TestEnv::new();
+    let file = env.root().join("w.toml");
+    std::fs::write(
+        &file,
+        "[0]\n\
+         run = \"cd src\"\n\
+         [1]\n\
+         run = \"make && make test\"\n\
+         timeout = \"soon\"\n\
+         [01]\n\
+         run = \"echo $HOME | tee out\"\n\
+         [2]\n\
+         name = 3\n\
+         run = \"true\"\n\
+         [3]\n\
+         colour = \"red\"\n\
+         run = \"echo 'open\"\n\
+         [4]\n\
+         always = \"yes\"\n\
+         run = \"true\"\n",
+    )
+    .unwrap();
+    let out = env
+        .phantom()
+        .args(["check", file.to_str().unwrap()])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let expected = [
+        ("warning", "line 2, step `0`: `cd` is a shell builtin"),
+        ("warning", "line 4, step `1`: `&&` is passed to `make`"),
+        ("invalid workflow", "line 5, step `1`:"),
+        (
+            "invalid workflow",
+            "line 6, step `01`: step number 1 is given twice (first on line 3)",
+        ),
+        ("warning", "line 7, step `01`: `|` is passed to `echo`"),
+        ("warning", "line 7, step `01`: `$HOME` is passed as written"),
+        (
+            "invalid workflow",
+            "line 9, step `2`: `name` must be a string",
+        ),
+        (
+            "invalid workflow",
+            "line 12, step `3`: unknown field `colour`",
+        ),
+        (
+            "invalid workflow",
+            "line 13, step `3`: `run` has unbalanced quotes",
+        ),
+        (
+            "invalid workflow",
+            "line 15, step `4`: `always` must be `true` or `false`",
+        ),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{stderr}");
+    for (line, (kind, what)) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with(kind) && line.contains(what),
+            "{line} ≠ {what}:\n{stderr}"
+        );
+    }
+}
+
+/// Issue 22: a workflow written as YAML (or JSON) for another CI gets one line: workflows are TOML,
+/// with the smallest valid one — not a TOML parser's "key with no value".
+fn check_of_a_yaml_or_json_file_says_workflows_are_toml() {
+    let env = TestEnv::new();
+    for (name, text, kind) in [
+        ("ci.yml", "steps:\n  - run: make test\n", "YAML"),
+        ("ci.json", "{\"steps\": [{\"run\": \"make\"}]}\n", "JSON"),
+    ] {
+        let file = env.root().join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = env
+            .phantom()
+            .args(["check", file.to_str().unwrap()])
+            .assert()
+            .code(1);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("this looks like {kind}, but a workflow is TOML"))
+                && stderr.contains("`[0]` then `run = \"make test\"`"),
+            "{stderr}"
+        );
+    }
+}
+
 crate::tests! {
+    check_lists_errors_duplicates_and_warnings_in_one_pass,
+    check_of_a_yaml_or_json_file_says_workflows_are_toml,
     check_reads_the_working_tree_and_says_what_differs_from_head,
     check_of_a_bare_repository_reads_head,
     check_lists_every_error_of_a_workflow_with_step_and_line,

@@ -47,8 +47,8 @@ mod state;
 mod status;
 mod subject;
 mod suggest;
-mod terminal;
 mod system;
+mod terminal;
 mod tick;
 mod walkthrough;
 

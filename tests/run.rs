@@ -571,7 +571,49 @@ mod a_console_that_never_reads {
     }
 }
 
+/// Issue 22 (SPEC §10): a step that runs as another user than phantom_ci's gets the system's PATH,
+/// nothing of root's own (`/root/.cargo/bin`, …); the repo's `env` or `pass_env` may still set one.
+fn a_run_as_step_gets_the_system_path_not_phantom_cis() {
+    if !crate::support::needs_root() {
+        return;
+    }
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"env\"\n");
+    repo.commit_and_push("env");
+    let own_path = format!(
+        "/root/.cargo/bin:/root/private/bin:{}",
+        std::env::var("PATH").unwrap()
+    );
+    let path_of = |extra: &str| {
+        env.write_repo_toml(&env.section_as("app", &repo, "nobody", extra));
+        let out = env
+            .phantom()
+            .args(["run", "app"])
+            .env("PATH", &own_path)
+            .assert()
+            .success();
+        let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("PATH=").map(str::to_string))
+            .unwrap_or_else(|| panic!("no PATH:\n{stdout}"))
+    };
+    let path = path_of("");
+    assert_eq!(
+        path,
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    assert!(!path.contains("/root"), "{path}");
+    assert_eq!(
+        path_of("env = { PATH = \"/opt/tools/bin:/usr/bin:/bin\" }"),
+        "/opt/tools/bin:/usr/bin:/bin"
+    );
+    assert_eq!(path_of("pass_env = [\"PATH\"]"), own_path);
+}
+
 crate::tests! {
+    a_run_as_step_gets_the_system_path_not_phantom_cis,
     an_ad_hoc_run_never_shares_records_with_a_configured_repo,
     steps_run_in_numeric_order_without_a_shell,
     a_failing_step_ends_the_run_and_skips_the_rest,

@@ -44,13 +44,31 @@ pub fn run(args: CheckArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
     let mut status = configured;
     for (file, bytes) in workflows {
-        let parsed = bytes
-            .map_err(|why| vec![why])
-            .and_then(|b| parse(&file, &b));
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(why) => {
+                eprintln!("{why}");
+                status = status.max(ExitStatus::RunFailed);
+                continue;
+            }
+        };
+        // Every problem in one pass: errors and warnings together, in the order of the file.
+        let (parsed, warnings) = Workflow::check(&file, &bytes);
         match parsed {
-            Ok(workflow) => print_plan(&workflow),
-            Err(messages) => {
-                for message in messages {
+            Ok(workflow) => {
+                print_plan(&workflow);
+                for warning in &warnings {
+                    eprintln!("{warning}");
+                }
+            }
+            Err(errors) => {
+                let mut lines: Vec<(usize, String)> = errors
+                    .iter()
+                    .map(|e| (e.line.unwrap_or(usize::MAX), e.to_string()))
+                    .chain(warnings.iter().map(|w| (w.line, w.to_string())))
+                    .collect();
+                lines.sort_by_key(|(line, _)| *line);
+                for (_, message) in lines {
                     eprintln!("{message}");
                 }
                 status = status.max(ExitStatus::RunFailed);
@@ -58,11 +76,6 @@ pub fn run(args: CheckArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         }
     }
     Ok(status)
-}
-
-fn parse(file: &str, bytes: &[u8]) -> Result<Workflow, Vec<String>> {
-    Workflow::parse_all(file, bytes)
-        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect())
 }
 
 /// Reports what is wrong with `Repo.toml` (a repo whose `path` or `run_as` user does not exist, or the
@@ -253,13 +266,6 @@ fn print_plan(workflow: &Workflow) {
         if count == 1 { "" } else { "s" }
     );
     for step in &workflow.steps {
-        for warning in step.shell_warnings() {
-            eprintln!(
-                "warning: {}: step `{}`: {warning}",
-                terminal(&workflow.file),
-                step.index
-            );
-        }
         let mut notes = Vec::new();
         if let Some(timeout) = step.timeout {
             notes.push(format!("timeout {}", humantime::format_duration(timeout)));

@@ -10,6 +10,9 @@ use crate::config::line_column;
 use crate::config::quantities::HumanDuration;
 
 pub mod graph;
+pub mod lint;
+
+pub use lint::Warning;
 
 /// A workflow problem: where, and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,55 +88,10 @@ impl Step {
     }
 }
 
-/// Shell builtins: programs that do not exist outside a shell.
-const SHELL_BUILTINS: &[&str] = &[
-    "cd", "export", "source", ".", "set", "alias", "exit", "unset", "ulimit",
-];
-
-/// Words a shell would treat as operators.
-const SHELL_OPERATORS: &[&str] = &[
-    "&&", "||", "|", ";", "&", ">", ">>", "<", "2>", "2>&1", ">&2",
-];
-
 impl Step {
     /// What in `run` looks written for a shell, which phantom_ci does not use: a hint per problem.
     pub fn shell_warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        let program = self.argv[0].as_str();
-        let name = program.rsplit('/').next().unwrap_or(program);
-        if ["sh", "bash", "dash", "zsh", "ksh", "busybox"].contains(&name) {
-            return warnings; // a shell was asked for: its script is its business
-        }
-        if SHELL_BUILTINS.contains(&program) {
-            warnings.push(format!(
-                "`{program}` is a shell builtin, not a program: no shell is used, write `sh -c '…'`"
-            ));
-        }
-        if let Some(operator) = self
-            .argv
-            .iter()
-            .find(|w| SHELL_OPERATORS.contains(&w.as_str()))
-        {
-            warnings.push(format!(
-                "`{operator}` is passed to `{}` as an argument, not run as a shell operator; for a \
-                 shell, write `sh -c '…'`",
-                crate::describe::terminal(program)
-            ));
-        }
-        let variable = self.argv.iter().find(|w| {
-            let mut chars = w.chars().skip_while(|c| *c != '$').skip(1);
-            chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '{' || c == '(')
-        });
-        if let Some(word) = variable {
-            warnings.push(format!(
-                "`{}` is passed as written: no shell expands variables; for a shell, write \
-                 `sh -c '…'`",
-                crate::describe::terminal(word)
-            ));
-        }
-        warnings
+        lint::shell_warnings(&self.argv)
     }
 }
 
@@ -172,6 +130,24 @@ impl Workflow {
     /// Parses a workflow's bytes; on failure, every problem found, in the order of the file (at least
     /// one). A TOML syntax error stops the reading there: it is the only error then.
     pub fn parse_all(file: &str, bytes: &[u8]) -> Result<Workflow, Vec<WorkflowError>> {
+        Workflow::check(file, bytes).0
+    }
+
+    /// What `check` says of a workflow in one pass: the workflow or every error (as
+    /// [`Workflow::parse_all`]), and the warnings of every step whose `run` could be read, valid or
+    /// not — so that fixing the errors brings no new surprise.
+    pub fn check(file: &str, bytes: &[u8]) -> (Result<Workflow, Vec<WorkflowError>>, Vec<Warning>) {
+        let mut warnings = Vec::new();
+        let parsed = Workflow::read(file, bytes, &mut warnings);
+        warnings.sort_by_key(|w: &Warning| w.line);
+        (parsed, warnings)
+    }
+
+    fn read(
+        file: &str,
+        bytes: &[u8],
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Workflow, Vec<WorkflowError>> {
         let error = |step: Option<&str>, line: Option<usize>, message: String| WorkflowError {
             file: file.to_string(),
             step: step.map(str::to_string),
@@ -181,12 +157,13 @@ impl Workflow {
         let text = std::str::from_utf8(bytes)
             .map_err(|e| vec![error(None, None, format!("not valid UTF-8 ({e})"))])?;
         let line_of = |offset: usize| line_column(text, offset).0;
-        let document = DeTable::parse(text).map_err(|e| {
-            vec![error(
+        let document = DeTable::parse(text).map_err(|e| match lint::other_format(text) {
+            Some(message) => vec![error(None, None, message)],
+            None => vec![error(
                 None,
                 e.span().map(|s| line_of(s.start)),
                 e.message().trim().into(),
-            )]
+            )],
         })?;
 
         let mut errors = Vec::new();
@@ -196,6 +173,8 @@ impl Workflow {
         let mut explicit: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         let mut graph_lines: BTreeMap<u64, usize> = BTreeMap::new();
         let mut matrices: BTreeMap<u64, Vec<(String, Vec<String>)>> = BTreeMap::new();
+        // The line of each step number's first table: `[01]` and `[1]` are one number.
+        let mut numbers: BTreeMap<u64, usize> = BTreeMap::new();
         for (key, value) in document.get_ref() {
             let name: &str = key.get_ref();
             let line = line_of(key.span().start);
@@ -224,12 +203,25 @@ impl Workflow {
             };
             let step_errors = errors.len();
             let index: Option<u64> = name.parse().ok();
-            if index.is_none() {
-                errors.push(error(
+            match index {
+                None => errors.push(error(
                     Some(name),
                     Some(line),
                     "step number is too large".into(),
-                ));
+                )),
+                Some(index) => {
+                    let first = *numbers.entry(index).or_insert(line);
+                    if first != line {
+                        errors.push(error(
+                            Some(name),
+                            Some(line),
+                            format!(
+                                "step number {index} is given twice (first on line {first}); \
+                                 number the steps apart"
+                            ),
+                        ));
+                    }
+                }
             }
             let (mut run, mut step_name, mut timeout, mut always) = (None, None, None, false);
             let (mut needs, mut matrix, mut env, mut allow_failure) =
@@ -315,7 +307,17 @@ impl Workflow {
                     None
                 }
                 Some((run, run_line)) => match split_run(run) {
-                    Ok(argv) => Some(argv),
+                    Ok(argv) => {
+                        warnings.extend(lint::shell_warnings(&argv).into_iter().map(|message| {
+                            Warning {
+                                file: file.to_string(),
+                                step: name.to_string(),
+                                line: *run_line,
+                                message,
+                            }
+                        }));
+                        Some(argv)
+                    }
                     Err(message) => {
                         errors.push(error(Some(name), Some(*run_line), message.into()));
                         None
@@ -329,12 +331,7 @@ impl Workflow {
                 continue;
             }
             if steps.contains_key(&index) {
-                errors.push(error(
-                    Some(name),
-                    Some(line),
-                    format!("step number {index} is given twice"),
-                ));
-                continue;
+                continue; // said above
             }
             graph_lines.insert(index, needs.as_ref().map_or(line, |(_, l)| *l));
             if let Some((list, _)) = needs {

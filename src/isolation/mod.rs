@@ -17,3 +17,8 @@ pub mod walk;
 
 /// `PATH` for steps and helpers when phantom_ci's own environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// `PATH` of a step that runs as another user than phantom_ci's, or in the sandbox (SPEC §10): the
+/// system's, never phantom_ci's own — which may name directories that user cannot read (root's
+/// `~/.cargo/bin`) and would show the operator's private layout to pushers.
+pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use crate::config::Repo;
 use crate::config::workflow::Step;
+use crate::config::{Repo, Sandbox};
 use crate::isolation::privilege::StepUser;
 
-pub use crate::isolation::DEFAULT_PATH;
+pub use crate::isolation::{DEFAULT_PATH, SYSTEM_PATH};
 
 /// What the run knows that steps get as `PHANTOM_CI_*`.
 pub struct RunVars<'a> {
@@ -51,10 +51,14 @@ fn env_of(
         env.retain(|(n, _)| n != name);
         env.push((name.to_string(), value));
     };
-    set(
-        "PATH",
-        own("PATH").unwrap_or_else(|| DEFAULT_PATH.to_string()),
-    );
+    // phantom_ci's own PATH only for a step that is phantom_ci's user outside the sandbox; the repo's
+    // `env` or `pass_env` may still name one (they come later).
+    let path = if user.switch || repo.sandbox != Sandbox::None {
+        SYSTEM_PATH.to_string()
+    } else {
+        own("PATH").unwrap_or_else(|| DEFAULT_PATH.to_string())
+    };
+    set("PATH", path);
     set("HOME", user.home.to_string_lossy().into_owned());
     set("USER", user.name.clone());
     if let Some(lang) = own("LANG") {
