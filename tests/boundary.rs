@@ -28,7 +28,7 @@ pub(crate) fn system_python() -> Option<&'static str> {
         .find(|p| Path::new(p).is_file());
     // `.ci/newcomer` takes python3 off PATH: then it is out of reach here too.
     if found.is_none() || !crate::support::on_path("python3") {
-        crate::skip!("needs python3 in /usr/bin or /usr/local/bin (CI has it)");
+        crate::skip!("needs python3 in /usr/bin or /usr/local/bin (apt-get install python3)");
     }
     found
 }
@@ -420,7 +420,7 @@ pub(crate) fn writable_cgroup2() -> Option<PathBuf> {
         .as_ref()
         .is_some_and(|p| std::fs::create_dir(p).is_ok() && std::fs::remove_dir(p).is_ok());
     if !writable {
-        crate::skip!("needs a cgroup2 hierarchy root can create cgroups in");
+        crate::skip!("needs a cgroup2 hierarchy root can create cgroups in (run as root on a kernel with cgroup v2)");
     }
     mount.filter(|_| writable)
 }

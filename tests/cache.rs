@@ -225,7 +225,6 @@ fn a_wide_deep_cache_is_trimmed_in_bounded_memory() {
         status_kib < 64 * 1024,
         "peak RSS of status {status_kib} KiB"
     );
-    eprintln!("peak RSS: run {run_kib} KiB, status {status_kib} KiB");
     let bytes = status_json(&env)[0]["cache_bytes"].as_u64().unwrap();
     assert!(bytes <= 50 << 20 && bytes > 45 << 20, "{bytes}");
 }
@@ -241,7 +240,7 @@ fn another_repos_step_cannot_read_the_cache() {
         .flatten()
         .is_none()
     {
-        crate::skip!("needs a user `daemon` besides `nobody` (Debian has one)");
+        crate::skip!("needs a user `daemon` besides `nobody` (Debian's base-passwd has it)");
     }
     let env = TestEnv::shared();
     let app = env.repo("app");

@@ -20,7 +20,7 @@ fn a_file_console_gets_every_byte_in_order_past_the_log_cap() {
         .phantom_std()
         .args(["run", "app"])
         .stdout(std::fs::File::create(&console).unwrap())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());
@@ -56,7 +56,7 @@ fn a_file_console_gets_every_byte_in_order_past_the_log_cap() {
         .phantom_std()
         .args(["run", "app"])
         .stdout(file)
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());

@@ -11,7 +11,7 @@ use crate::support::{TestEnv, needs_root, on_path};
 /// Without `setpriv` on `PATH` the test ends as ignored, saying so.
 fn as_nobody(env: &TestEnv, args: &[&str]) -> Command {
     if !on_path("setpriv") {
-        crate::skip!("needs setpriv (install the Debian package util-linux) to act as `nobody`");
+        crate::skip!("needs setpriv to act as `nobody` (apt-get install util-linux)");
     }
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])

@@ -232,7 +232,7 @@ fn every_subcommand_has_a_manual_page_that_man_renders() {
         .assert()
         .code(2);
     if !crate::support::on_path("man") {
-        crate::skip!("needs man (install the Debian package man-db) to render the pages");
+        crate::skip!("needs man to render the pages (apt-get install man-db)");
     }
     let rendered = std::process::Command::new("man")
         .arg("-l")

@@ -212,7 +212,7 @@ fn a_running_runs_page_shows_each_step_as_it_ends() {
         ),
         "",
     );
-    let mut run = env.phantom_std().args(["run", "app"]).spawn().unwrap();
+    let mut run = env.spawn_run("app");
     wait_for("the second step", || env.root().join("holding").exists());
     let page = site.join("app/1.html");
     wait_for("the first step on the running run's page", || {
@@ -415,7 +415,7 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
     );
     background
         .runs
-        .push(env.phantom_std().args(["run", "app"]).spawn().unwrap());
+        .push(env.spawn_run("app"));
     wait_for("run 6's step", || env.root().join("started-6").exists());
     env.phantom().args(["cancel", "app"]).assert().success();
     background.runs.pop().unwrap().wait().unwrap();
@@ -431,7 +431,7 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
     );
     background
         .runs
-        .push(env.phantom_std().args(["run", "app"]).spawn().unwrap());
+        .push(env.spawn_run("app"));
     wait_for("run 7's step", || env.root().join("started-7").exists());
     let results: Vec<String> = (1..=7)
         .map(|n| {
@@ -799,7 +799,7 @@ fn a_running_runs_page_shows_the_steps_running_now() {
         ),
         "",
     );
-    let run = env.phantom_std().args(["run", "app"]).spawn().unwrap();
+    let run = env.spawn_run("app");
     let _release = Release {
         file: env.root().join("release"),
         runs: vec![run],

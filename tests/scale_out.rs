@@ -607,7 +607,7 @@ fn output_of(mut cmd: StdCommand) -> std::process::Output {
 fn pushes_poke_the_runners_that_list_the_repo_over_real_ssh() {
     let sshd_path = find_on_path("sshd");
     let (Some(sshd_path), true) = (sshd_path, support::is_root()) else {
-        crate::skip!("needs sshd (apt-get install openssh-server) and root");
+        crate::skip!("needs sshd and root (apt-get install openssh-server; run as root)");
     };
     for tool in [
         "ssh",
@@ -620,7 +620,7 @@ fn pushes_poke_the_runners_that_list_the_repo_over_real_ssh() {
         "chown",
     ] {
         if !on_path(tool) {
-            crate::skip!("needs `{tool}` (openssh-client, util-linux, passwd, coreutils)");
+            crate::skip!("needs `{tool}` (apt-get install openssh-client util-linux passwd coreutils)");
         }
     }
     let env = TestEnv::shared();

@@ -263,7 +263,7 @@ fn a_bare_interval_gets_one_hint_in_units_systemd_reads_alike() {
 /// command that, run by a shell as cron runs it, ticks — and does nothing while another holds its lock.
 fn the_cron_line_ticks_and_never_twice_at_once() {
     if !crate::support::on_path("flock") {
-        crate::skip!("needs flock (util-linux) for the cron line's lock");
+        crate::skip!("needs flock for the cron line's lock (apt-get install util-linux)");
     }
     let env = TestEnv::new();
     let (repo, first) = env.app("[0]\nrun = \"true\"\n", "");

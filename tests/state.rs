@@ -53,7 +53,6 @@ fn a_record_costs_bytes_linear_in_its_steps() {
     // Rewriting run.json after every step wrote about STEPS²/2 step records (some 340 MB here);
     // linear is a few hundred bytes per step: its header, its journal line, its share of run.json.
     let bound = (1 << 20) + STEPS * 1024;
-    eprintln!("a {STEPS}-step run wrote {written} bytes (bound {bound})");
     assert!(
         written < bound,
         "a {STEPS}-step run wrote {written} bytes, more than {bound}"

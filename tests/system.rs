@@ -13,7 +13,7 @@ use crate::support::{TestEnv, fixed_env, is_root, on_path};
 /// PHANTOM_CI_* variable. Skips where that cannot be had.
 fn in_namespace(env: &TestEnv, script: &str) -> Output {
     if !is_root() || !on_path("unshare") {
-        crate::skip!("needs root and unshare (util-linux) for a private mount namespace");
+        crate::skip!("needs root and unshare for a private mount namespace (apt-get install util-linux; run as root)");
     }
     let layers = env.root().join("layers");
     for dir in ["etc-up", "etc-work", "lib-up", "lib-work"] {
@@ -36,7 +36,7 @@ fn in_namespace(env: &TestEnv, script: &str) -> Output {
         .unwrap();
     if output.status.code() == Some(99) {
         crate::skip!(
-            "needs overlayfs mounts in a mount namespace: {}",
+            "needs overlayfs mounts in a mount namespace (a kernel with overlayfs; run as root): {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
@@ -110,7 +110,7 @@ fn without_a_system_repo_toml_root_keeps_its_own_directories_and_others_are_told
     );
     assert!(!stderr.contains("/etc/phantom_ci"), "{stderr}");
     if !on_path("setpriv") {
-        crate::skip!("needs setpriv (util-linux) to run as another user");
+        crate::skip!("needs setpriv to run as another user (apt-get install util-linux)");
     }
     // A user who is not root keeps the XDG directories, and hears of the system's.
     let repo = env.repo("app");

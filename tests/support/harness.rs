@@ -18,7 +18,7 @@ pub fn skip(reason: String) -> ! {
     std::panic::panic_any(Skip(reason))
 }
 
-/// Ends the calling test as "ignored": `skip!("needs bwrap (CI installs bubblewrap)")`.
+/// Ends the calling test as "ignored": `skip!("needs bwrap (apt-get install bubblewrap)")`.
 #[macro_export]
 macro_rules! skip {
     ($($arg:tt)*) => {

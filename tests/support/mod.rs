@@ -31,7 +31,7 @@ pub fn is_root() -> bool {
 /// (see `harness.rs`), so the `false` branch of `if !needs_root() { return; }` is never taken.
 pub fn needs_root() -> bool {
     if !is_root() {
-        crate::skip!("needs root to act as other users (CI runs as root)");
+        crate::skip!("needs root to act as other users (run cargo test as root)");
     }
     true
 }
@@ -136,7 +136,7 @@ impl TestEnv {
     /// `setpriv`, with stdin and stdout piped; the test writes the ref lines. Skips without `setpriv`.
     pub fn spawn_hook_as_nobody(&self, bare: &Path) -> std::process::Child {
         if !on_path("setpriv") {
-            crate::skip!("needs setpriv (util-linux) to push as another user");
+            crate::skip!("needs setpriv to push as another user (apt-get install util-linux)");
         }
         StdCommand::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -345,11 +345,13 @@ impl TestEnv {
         cmd.assert().success();
     }
 
-    /// `phantom_ci run <repo>` in the background, its output discarded (the run's log keeps it).
+    /// `phantom_ci run <repo>` in the background, its output discarded (the run's log and record keep
+    /// it): a test's output is its results only.
     pub fn spawn_run(&self, repo: &str) -> std::process::Child {
         self.phantom_std()
             .args(["run", repo])
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap()
     }
@@ -410,7 +412,7 @@ pub fn on_path(program: &str) -> bool {
 /// For a sandbox test: true when `bwrap` is installed; otherwise the test ends as ignored.
 pub fn has_bwrap() -> bool {
     if !on_path("bwrap") {
-        crate::skip!("needs bwrap (CI installs bubblewrap)");
+        crate::skip!("needs bwrap (apt-get install bubblewrap)");
     }
     true
 }
