@@ -18,6 +18,7 @@ use crate::config::dirs::Dirs;
 use crate::config::secrets::{Secrets, SecretsError};
 use crate::config::{Config, Repo};
 use crate::error::Error;
+use crate::pool;
 use crate::runner::{self, Console, Finished, Progress, Request};
 use crate::state::lock::RepoLock;
 use crate::state::records::{RunRecord, RunResult};
@@ -29,6 +30,8 @@ pub struct Drained {
     pub finished: Vec<Finished>,
     /// Problems that stopped some work (for stderr).
     pub errors: Vec<String>,
+    /// Work not run here, and why (a pooled commit another host holds or ran), for stderr.
+    pub notes: Vec<String>,
 }
 
 impl Drained {
@@ -47,6 +50,8 @@ impl Drained {
 pub fn drain(dirs: &Dirs, config: &Config, console: &dyn Fn() -> Option<Console>) -> Drained {
     let mut drained = Drained::default();
     for name in queue::pending(dirs) {
+        // Branches whose pooled commit another host holds: they wait for the next poke or tick.
+        let mut held: Vec<String> = Vec::new();
         let Some(repo) = config.get(&name) else {
             drained.errors.push(format!(
                 "work is queued for repo `{name}`, which is not in Repo.toml; it waits until the repo \
@@ -78,7 +83,7 @@ pub fn drain(dirs: &Dirs, config: &Config, console: &dyn Fn() -> Option<Console>
             };
             queue::restore(dirs, &name, &lock);
             // The oldest entry; one a pusher's hook waits to run itself is left to that hook.
-            let Some(next) = queue::next(dirs, &name) else {
+            let Some(next) = queue::next_but(dirs, &name, &held) else {
                 break;
             };
             // Its turn among the runs of every repo (`max_parallel_runs`); the entry stays queued
@@ -106,9 +111,10 @@ pub fn drain(dirs: &Dirs, config: &Config, console: &dyn Fn() -> Option<Console>
                     break;
                 }
             };
-            match run_entry(dirs, repo, entry, &lock, console()) {
+            let branch = entry.branch.clone();
+            match run_entry(dirs, repo, entry, &lock, console(), &mut drained.notes) {
                 Ok(Some(finished)) => drained.finished.push(finished),
-                Ok(None) => {}
+                Ok(None) => held.push(branch),
                 // Whatever stopped this run would stop the next attempt too: leave it for the next
                 // invocation rather than trying again and again.
                 Err(e) => {
@@ -178,7 +184,7 @@ pub fn run_own(
     };
     match queue::take(dirs, name, branch, lock)? {
         Some(entry) if mine(&entry) => {
-            let finished = run_entry(dirs, repo, entry, lock, console)?;
+            let finished = run_entry(dirs, repo, entry, lock, console, &mut Vec::new())?;
             Ok(finished.map_or_else(gone, |finished| Own::Ran(Box::new(finished))))
         }
         // Replaced between the look and the take: the newer entry goes back for its own runner.
@@ -210,12 +216,15 @@ pub fn hand_on(dirs: &Dirs, repo: &str) -> Result<(), String> {
     }
 }
 
+/// Runs a queued entry: for a pooled repo, once the central host granted this host the commit
+/// ([`claim`]). `Ok(None)`: it does not run here (another host holds or ran it; `notes` says which).
 fn run_entry(
     dirs: &Dirs,
     repo: &crate::config::Repo,
     entry: queue::Entry,
     lock: &RepoLock,
     console: Option<Console>,
+    notes: &mut Vec<String>,
 ) -> Result<Option<Finished>, Error> {
     if !repo.branches.matches(&entry.branch) {
         queue::release(dirs, &repo.name);
@@ -233,6 +242,14 @@ fn run_entry(
             repo.name
         ))
     })?;
+    let renewal = std::cell::RefCell::new(match claim(dirs, repo, &entry, lock)? {
+        Claimed::NotPooled => None,
+        Claimed::Granted(renewal) => Some(renewal),
+        Claimed::NotHere(note) => {
+            notes.push(note);
+            return Ok(None);
+        }
+    });
     let request = Request {
         repo: repo.clone(),
         branch: entry.branch.clone(),
@@ -242,15 +259,136 @@ fn run_entry(
     };
     // Once the run's record says `running`, the commit is seen and the claim is done with.
     let mut seen_error = None;
-    let mut started = || {
+    let mut started = |run: u64| {
         seen_error = seen::set(dirs, &repo.name, &entry.branch, &entry.commit).err();
         queue::release(dirs, &repo.name);
+        if let Some(renewal) = renewal.borrow().as_ref() {
+            renewal.started(crate::state::records::run_dir(dirs, &repo.name, run));
+        }
     };
-    let mut finished = execute(dirs, &request, console, lock, &mut started)?;
+    let mut conclude = |finished: &mut Finished| {
+        if let Some(renewal) = renewal.borrow_mut().take() {
+            conclude_pooled(dirs, repo, renewal, finished);
+        }
+    };
+    let mut finished = execute_with(dirs, &request, console, lock, &mut started, &mut conclude)?;
     if let Some(e) = seen_error {
         finished.notes.push(e.to_string());
     }
     Ok(Some(finished))
+}
+
+/// What the central host said to a pooled repo's claim.
+enum Claimed {
+    /// The repo is in no pool: it runs.
+    NotPooled,
+    /// This host's: it runs, and the claim is renewed while it does.
+    Granted(pool::Renewal),
+    /// Not this host's (held by another, or done): the note says which; the entry went back to the
+    /// queue, or was dropped when the commit is done.
+    NotHere(String),
+}
+
+/// The claim step every queued run of a pooled repo goes through (poke, tick, hook): before the run,
+/// this host claims its commit on the central host (SPEC §7). Refused, the entry goes back to the
+/// queue (unless a newer push replaced it: coalescing, §4.5), to be claimed again at the next poke or
+/// tick; done elsewhere, the commit counts as seen here. A central host that cannot be asked leaves
+/// the entry queued too, and is an error. The caller holds the repo's run lock and took `entry`.
+fn claim(
+    dirs: &Dirs,
+    repo: &Repo,
+    entry: &queue::Entry,
+    lock: &RepoLock,
+) -> Result<Claimed, Error> {
+    let Some(pool) = &repo.pool else {
+        return Ok(Claimed::NotPooled);
+    };
+    let what = format!(
+        "commit {} of `{}` (branch `{}`, pool `{}`)",
+        crate::describe::short(&entry.commit),
+        repo.name,
+        crate::describe::terminal(&entry.branch),
+        pool.name
+    );
+    match pool::ask(repo, &entry.branch, &entry.commit, pool::Ask::Claim) {
+        pool::Answer::Granted(_) => Ok(Claimed::Granted(pool::Renewal::start(
+            repo,
+            &entry.branch,
+            &entry.commit,
+        ))),
+        pool::Answer::Refused(line) => {
+            queue::restore(dirs, &repo.name, lock);
+            Ok(Claimed::NotHere(format!(
+                "{what} is not run here now: the central host answered `{line}`; it is claimed \
+                 again at the next poke or tick until it is done"
+            )))
+        }
+        pool::Answer::Done(line) => {
+            let _ = seen::set(dirs, &repo.name, &entry.branch, &entry.commit);
+            queue::release(dirs, &repo.name);
+            Ok(Claimed::NotHere(format!(
+                "{what} is not run here: the central host answered `{line}`"
+            )))
+        }
+        pool::Answer::Failed(why) => {
+            queue::restore(dirs, &repo.name, lock);
+            Err(Error::Other(format!(
+                "cannot claim {what} on the central host: {why}; it stays queued and is claimed \
+                 again at the next poke or tick (check the repo's `claim` and `claim_key`)"
+            )))
+        }
+    }
+}
+
+/// How many times a pooled run's `done` is tried before giving up (the central host may be briefly
+/// unreachable; a `done` said twice is harmless).
+const DONE_TRIES: u32 = 3;
+
+/// After a pooled run: stops renewing; a claim another host took over makes the run `aborted`, naming
+/// that host; otherwise the result goes to the central host (`done`). Before notifications are
+/// posted, so that they tell what counts.
+fn conclude_pooled(dirs: &Dirs, repo: &Repo, renewal: pool::Renewal, finished: &mut Finished) {
+    let (lost, renewal_notes) = renewal.finish();
+    finished.notes.extend(renewal_notes);
+    let record = &mut finished.record;
+    let pool_name = repo.pool.as_ref().map_or("", |p| p.name.as_str());
+    if let Some(line) = lost {
+        record.result = RunResult::Aborted;
+        record.message = Some(format!(
+            "another host of pool `{pool_name}` took this commit over on the central host \
+             (`{line}`): this host's claim had not been renewed within `claim_ttl`; the run was \
+             stopped and its processes killed, and the other host's run is the one that counts"
+        ));
+        let run = crate::state::records::run_dir(dirs, &repo.name, record.run);
+        if let Err(e) = run.write(record) {
+            finished.notes.push(e.to_string());
+        }
+        return;
+    }
+    let result = record.result.as_str();
+    for attempt in 1..=DONE_TRIES {
+        match pool::ask(
+            repo,
+            &record.branch,
+            &record.commit,
+            pool::Ask::Done(result),
+        ) {
+            pool::Answer::Granted(_) => return,
+            pool::Answer::Refused(line) | pool::Answer::Done(line) => {
+                finished.notes.push(format!(
+                    "the central host did not take this run's result: `{line}`"
+                ));
+                return;
+            }
+            pool::Answer::Failed(why) if attempt == DONE_TRIES => {
+                finished.notes.push(format!(
+                    "the central host did not get this run's result: {why}; the claim expires \
+                     after `claim_ttl`"
+                ));
+            }
+            pool::Answer::Failed(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// Runs `request` (see [`runner::execute`]), then posts its notifications and refreshes the report:
@@ -261,6 +399,26 @@ pub fn execute(
     console: Option<Console>,
     lock: &RepoLock,
     started: &mut dyn FnMut(),
+) -> Result<Finished, Error> {
+    execute_with(
+        dirs,
+        request,
+        console,
+        lock,
+        &mut |_| started(),
+        &mut |_| {},
+    )
+}
+
+/// [`execute`]; `started` is given the run's number, and `conclude` may change the record of the
+/// finished run before the notifications and the report see it.
+fn execute_with(
+    dirs: &Dirs,
+    request: &Request,
+    console: Option<Console>,
+    lock: &RepoLock,
+    started: &mut dyn FnMut(u64),
+    conclude: &mut dyn FnMut(&mut Finished),
 ) -> Result<Finished, Error> {
     // What an earlier version left open is closed before any step runs.
     let mut early_notes = Vec::new();
@@ -280,7 +438,7 @@ pub fn execute(
     let mut progress = |progress: Progress| {
         let run = match progress {
             Progress::Started(run) => {
-                started();
+                started(run);
                 run
             }
             Progress::StepEnded(run) if shown.elapsed() >= REPORT_EVERY => run,
@@ -292,6 +450,7 @@ pub fn execute(
         shown = Instant::now();
     };
     let mut finished = runner::execute(dirs, request, console, lock, &mut progress)?;
+    conclude(&mut finished);
     finished.notes.extend(early_notes);
     let notes = after_run(
         dirs,

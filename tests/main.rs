@@ -36,6 +36,7 @@ mod notify;
 mod packaging;
 mod parallel;
 mod pipes;
+mod pool;
 mod report;
 mod run;
 mod sandbox;
@@ -46,8 +47,8 @@ mod state;
 mod status;
 mod subject;
 mod suggest;
-mod terminal;
 mod system;
+mod terminal;
 mod tick;
 mod walkthrough;
 
@@ -80,6 +81,7 @@ fn main() -> std::process::ExitCode {
         packaging::tests(),
         parallel::tests(),
         pipes::tests(),
+        pool::tests(),
         report::tests(),
         run::tests(),
         sandbox::tests(),

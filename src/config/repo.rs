@@ -42,6 +42,9 @@ pub struct Repo {
     pub cache: bool,
     /// The size the cache is trimmed back to after a run (its oldest files go first).
     pub cache_limit: u64,
+    /// `pool`, `claim`, `claim_ttl`, `claim_key`: the runner pool this repo shares its runs with
+    /// (SPEC §7); `None` for a repo of this host alone.
+    pub pool: Option<crate::config::pool::Pool>,
     /// What is wrong with this repo on this machine (its `path` or `run_as` user does not exist):
     /// a repo with problems is shown but never run. Empty for a healthy repo.
     pub problems: Vec<Problem>,
@@ -73,6 +76,7 @@ impl Repo {
             checkout_limit: DEFAULT_CHECKOUT_LIMIT,
             cache: false,
             cache_limit: DEFAULT_CACHE_LIMIT,
+            pool: None,
             problems: Vec::new(),
         }
     }
