@@ -480,6 +480,45 @@ fn a_pool_runs_each_commit_once_on_whichever_host_claims_it() {
     );
     assert_eq!(claim_of(&central_data, &held).unwrap()["result"], "success");
 
+    // 3b. A holds a claim and stops (SIGSTOP) past its TTL; B takes it over and runs it. When A goes
+    //     on, its next renewal is answered "taken over by B": its run ends `aborted`, naming B.
+    let holding = shared.join(format!("holding-{}", a_user.name));
+    std::fs::remove_file(&holding).unwrap();
+    sshd.authorize(b_user, "");
+    let out = tick(&a);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paused = commit("A pauses");
+    push();
+    wait_for("A to start the run it holds", || holding.exists());
+    let signal_all = |signal| {
+        for pid in processes_of(std::slice::from_ref(a_user)) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    };
+    signal_all(nix::sys::signal::Signal::SIGSTOP);
+    sshd.authorize(b_user, &b.forced(&keys[0]));
+    wait_for("B to take the paused run over", || {
+        tick(&b);
+        ran(&b).iter().any(|r| r.0 == paused && r.1 == "success")
+    });
+    signal_all(nix::sys::signal::Signal::SIGCONT);
+    wait_for("A's run to end", || ran(&a).iter().any(|r| r.0 == paused));
+    let on_a: Vec<_> = ran(&a).into_iter().filter(|r| r.0 == paused).collect();
+    assert_eq!(on_a[0].1, "aborted", "{on_a:?}");
+    assert!(
+        on_a[0]
+            .2
+            .contains(&format!("taken over by {}", b_user.name)),
+        "{on_a:?}"
+    );
+    let claim = claim_of(&central_data, &paused).unwrap();
+    assert_eq!(claim["host"], b_user.name.as_str(), "{claim}");
+    assert_eq!(claim["result"], "success", "{claim}");
+
     // 4. A claim key can do nothing else on the central host: no shell, no git.
     let canary = git.home.join("canary");
     std::fs::write(&canary, "still here").unwrap();
@@ -558,7 +597,7 @@ fn a_pool_runs_each_commit_once_on_whichever_host_claims_it() {
         .success();
     let status: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
     let claims = status[0]["claims"].as_array().unwrap().clone();
-    assert_eq!(claims[0]["commit"], held.as_str(), "{status}");
+    assert_eq!(claims[0]["commit"], paused.as_str(), "{status}");
     assert_eq!(claims[0]["host"], b_user.name.as_str());
     let text = stdout_of(&central_phantom().arg("status").assert().success());
     assert!(
