@@ -101,6 +101,27 @@ fn the_claim_command_decides_once_and_refuses_anything_else() {
     );
 }
 
+fn pool_keys_are_listed_and_their_errors_name_the_line() {
+    let env = TestEnv::new();
+    env.write_repo_toml(
+        "[app]\npath = \"ssh://git@central/srv/git/app.git\"\npool = \"x86\"\n\
+         claim = \"ssh://git@central:2222\"\nclaim_key = \"/home/ci/.ssh/claim\"\n",
+    );
+    let out = env.phantom().args(["list", "--json"]).assert().success();
+    let list: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    assert_eq!(list[0]["pool"], "x86", "{list}");
+    assert_eq!(list[0]["claim"], "ssh://git@central:2222");
+    assert_eq!(list[0]["claim_ttl"], "10m");
+    assert_eq!(list[0]["claim_key"], "/home/ci/.ssh/claim");
+    env.write_repo_toml("[app]\npath = \"/srv/git/app.git\"\n\npool = \"x86\"\n");
+    let out = env.phantom().arg("tick").assert().code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("Repo.toml` line 4, column 8: `pool` needs `claim"),
+        "{stderr}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------
 // With OpenSSH on loopback: a central host and two runner hosts in one pool.
 
@@ -609,5 +630,6 @@ fn a_pool_runs_each_commit_once_on_whichever_host_claims_it() {
 
 crate::tests! {
     the_claim_command_decides_once_and_refuses_anything_else,
+    pool_keys_are_listed_and_their_errors_name_the_line,
     a_pool_runs_each_commit_once_on_whichever_host_claims_it,
 }
