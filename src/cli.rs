@@ -86,6 +86,9 @@ pub enum Command {
     /// The runner side of a poke: the forced command of a runner's authorized_keys; ticks the repo
     /// named by SSH_ORIGINAL_COMMAND (`poke <repo>`)
     Poke(commands::poke::PokeArgs),
+    /// The central side of a runner pool: the forced command of a pool runner's claim key; claims,
+    /// renews or ends a run as SSH_ORIGINAL_COMMAND asks (`claim|renew|done <repo> <branch> <commit>`)
+    Claim(commands::claim::ClaimArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
     Completions(commands::completions::CompletionsArgs),
     /// Print a manual page (roff): `phantom_ci man tick | man -l -`; `--dir DIR` writes them all
@@ -189,6 +192,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Some(Command::Report(args)) => commands::report::run(args, &ctx),
         Some(Command::Configure(args)) => commands::configure::run(args, &ctx),
         Some(Command::Poke(args)) => commands::poke::run(args, &ctx),
+        Some(Command::Claim(args)) => commands::claim::run(args, &ctx),
         Some(Command::Completions(_) | Command::Man(_)) => Ok(ExitStatus::Success),
     }
 }

@@ -8,6 +8,7 @@
 //!   that prints;
 //! - [`worker`]: drains the queue; after each run, posts notifications and refreshes the report;
 //! - [`notify`], [`report`]: what happens after a run — webhooks and the static HTML report;
+//!   [`pool`]: a pooled run's claim on the central host (claim, renew, done over ssh);
 //! - [`runner`]: one run of one commit — workspace, steps, output, timeouts, its record;
 //! - [`state`]: everything durable under the data dir — records, queue, seen, locks, spool, recovery;
 //!   [`git`]: everything asked of a repository — reading, mirrors, workspaces;
@@ -27,6 +28,7 @@ pub mod git;
 pub mod install;
 pub mod isolation;
 pub mod notify;
+pub mod pool;
 pub mod report;
 pub mod runner;
 pub mod state;

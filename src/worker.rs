@@ -18,6 +18,7 @@ use crate::config::dirs::Dirs;
 use crate::config::secrets::{Secrets, SecretsError};
 use crate::config::{Config, Repo};
 use crate::error::Error;
+use crate::pool;
 use crate::runner::{self, Console, Finished, Progress, Request};
 use crate::state::lock::RepoLock;
 use crate::state::records::{RunRecord, RunResult};
@@ -29,6 +30,8 @@ pub struct Drained {
     pub finished: Vec<Finished>,
     /// Problems that stopped some work (for stderr).
     pub errors: Vec<String>,
+    /// Work not run here, and why (a pooled commit another host holds or ran), for stderr.
+    pub notes: Vec<String>,
 }
 
 impl Drained {
@@ -47,6 +50,8 @@ impl Drained {
 pub fn drain(dirs: &Dirs, config: &Config, console: &dyn Fn() -> Option<Console>) -> Drained {
     let mut drained = Drained::default();
     for name in queue::pending(dirs) {
+        // Branches whose pooled commit another host holds: they wait for the next poke or tick.
+        let mut held: Vec<String> = Vec::new();
         let Some(repo) = config.get(&name) else {
             drained.errors.push(format!(
                 "work is queued for repo `{name}`, which is not in Repo.toml; it waits until the repo \
@@ -78,7 +83,7 @@ pub fn drain(dirs: &Dirs, config: &Config, console: &dyn Fn() -> Option<Console>
             };
             queue::restore(dirs, &name, &lock);
             // The oldest entry; one a pusher's hook waits to run itself is left to that hook.
-            let Some(next) = queue::next(dirs, &name) else {
+            let Some(next) = queue::next_but(dirs, &name, &held) else {
                 break;
             };
             // Its turn among the runs of every repo (`max_parallel_runs`); the entry stays queued
@@ -106,9 +111,10 @@ pub fn drain(dirs: &Dirs, config: &Config, console: &dyn Fn() -> Option<Console>
                     break;
                 }
             };
-            match run_entry(dirs, repo, entry, &lock, console()) {
+            let branch = entry.branch.clone();
+            match run_entry(dirs, repo, entry, &lock, console(), &mut drained.notes) {
                 Ok(Some(finished)) => drained.finished.push(finished),
-                Ok(None) => {}
+                Ok(None) => held.push(branch),
                 // Whatever stopped this run would stop the next attempt too: leave it for the next
                 // invocation rather than trying again and again.
                 Err(e) => {
@@ -178,7 +184,7 @@ pub fn run_own(
     };
     match queue::take(dirs, name, branch, lock)? {
         Some(entry) if mine(&entry) => {
-            let finished = run_entry(dirs, repo, entry, lock, console)?;
+            let finished = run_entry(dirs, repo, entry, lock, console, &mut Vec::new())?;
             Ok(finished.map_or_else(gone, |finished| Own::Ran(Box::new(finished))))
         }
         // Replaced between the look and the take: the newer entry goes back for its own runner.
@@ -210,12 +216,15 @@ pub fn hand_on(dirs: &Dirs, repo: &str) -> Result<(), String> {
     }
 }
 
+/// Runs a queued entry: for a pooled repo, once the central host granted this host the commit
+/// ([`pool::claim`]). `Ok(None)`: it does not run here (another host holds or ran it; `notes` says which).
 fn run_entry(
     dirs: &Dirs,
     repo: &crate::config::Repo,
     entry: queue::Entry,
     lock: &RepoLock,
     console: Option<Console>,
+    notes: &mut Vec<String>,
 ) -> Result<Option<Finished>, Error> {
     if !repo.branches.matches(&entry.branch) {
         queue::release(dirs, &repo.name);
@@ -233,6 +242,14 @@ fn run_entry(
             repo.name
         ))
     })?;
+    let renewal = std::cell::RefCell::new(match pool::claim(dirs, repo, &entry, lock)? {
+        pool::Claimed::NotPooled => None,
+        pool::Claimed::Granted(renewal) => Some(renewal),
+        pool::Claimed::NotHere(note) => {
+            notes.push(note);
+            return Ok(None);
+        }
+    });
     let request = Request {
         repo: repo.clone(),
         branch: entry.branch.clone(),
@@ -242,11 +259,19 @@ fn run_entry(
     };
     // Once the run's record says `running`, the commit is seen and the claim is done with.
     let mut seen_error = None;
-    let mut started = || {
+    let mut started = |run: u64| {
         seen_error = seen::set(dirs, &repo.name, &entry.branch, &entry.commit).err();
         queue::release(dirs, &repo.name);
+        if let Some(renewal) = renewal.borrow().as_ref() {
+            renewal.started(crate::state::records::run_dir(dirs, &repo.name, run));
+        }
     };
-    let mut finished = execute(dirs, &request, console, lock, &mut started)?;
+    let mut conclude = |finished: &mut Finished| {
+        if let Some(renewal) = renewal.borrow_mut().take() {
+            pool::conclude(dirs, repo, renewal, finished);
+        }
+    };
+    let mut finished = execute_with(dirs, &request, console, lock, &mut started, &mut conclude)?;
     if let Some(e) = seen_error {
         finished.notes.push(e.to_string());
     }
@@ -261,6 +286,26 @@ pub fn execute(
     console: Option<Console>,
     lock: &RepoLock,
     started: &mut dyn FnMut(),
+) -> Result<Finished, Error> {
+    execute_with(
+        dirs,
+        request,
+        console,
+        lock,
+        &mut |_| started(),
+        &mut |_| {},
+    )
+}
+
+/// [`execute`]; `started` is given the run's number, and `conclude` may change the record of the
+/// finished run before the notifications and the report see it.
+fn execute_with(
+    dirs: &Dirs,
+    request: &Request,
+    console: Option<Console>,
+    lock: &RepoLock,
+    started: &mut dyn FnMut(u64),
+    conclude: &mut dyn FnMut(&mut Finished),
 ) -> Result<Finished, Error> {
     // What an earlier version left open is closed before any step runs.
     let mut early_notes = Vec::new();
@@ -280,7 +325,7 @@ pub fn execute(
     let mut progress = |progress: Progress| {
         let run = match progress {
             Progress::Started(run) => {
-                started();
+                started(run);
                 run
             }
             Progress::StepEnded(run) if shown.elapsed() >= REPORT_EVERY => run,
@@ -292,6 +337,7 @@ pub fn execute(
         shown = Instant::now();
     };
     let mut finished = runner::execute(dirs, request, console, lock, &mut progress)?;
+    conclude(&mut finished);
     finished.notes.extend(early_notes);
     let notes = after_run(
         dirs,

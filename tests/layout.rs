@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("worker", 5),
     ("notify", 4),
     ("report", 4),
+    ("pool", 4),
     ("runner", 3),
     ("error", 2),
     ("state", 2),

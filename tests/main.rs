@@ -37,6 +37,7 @@ mod notify;
 mod packaging;
 mod parallel;
 mod pipes;
+mod pool;
 mod report;
 mod run;
 mod sandbox;
@@ -82,6 +83,7 @@ fn main() -> std::process::ExitCode {
         graph::tests(),
         parallel::tests(),
         pipes::tests(),
+        pool::tests(),
         report::tests(),
         run::tests(),
         sandbox::tests(),

@@ -12,7 +12,7 @@ use crate::config::quantities::HumanDuration;
 use crate::config::{Config, Location};
 use crate::error::{Error, ExitStatus};
 use crate::install::cron;
-use crate::install::hook_template::{self, Installed, Pokes, Runner};
+use crate::install::hook_template::{self, Installed, Pokes};
 use crate::install::systemd::{self, Scope, Settings};
 
 #[derive(Debug, Args)]
@@ -171,7 +171,7 @@ fn pokes(args: &HookArgs) -> Result<Pokes, Error> {
     let runners = args
         .notify_runner
         .iter()
-        .map(|url| Runner::parse(url).map_err(Error::Usage))
+        .map(|url| hook_template::parse_runner(url).map_err(Error::Usage))
         .collect::<Result<Vec<_>, _>>()?;
     if runners.is_empty() {
         return Ok(Pokes::default());

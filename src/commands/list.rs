@@ -44,6 +44,15 @@ struct RepoJson<'a> {
     checkout_limit: u64,
     cache: bool,
     cache_limit: u64,
+    /// A pooled repo's `pool`, `claim`, `claim_ttl`, `claim_key` (absent for a repo in no pool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claim: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claim_ttl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claim_key: Option<&'a PathBuf>,
     /// Why the repo does not run (its `path` or `run_as` user does not exist); empty when it runs.
     problems: Vec<String>,
 }
@@ -77,6 +86,13 @@ impl<'a> From<&'a Repo> for RepoJson<'a> {
             checkout_limit: repo.checkout_limit,
             cache: repo.cache,
             cache_limit: repo.cache_limit,
+            pool: repo.pool.as_ref().map(|p| p.name.as_str()),
+            claim: repo.pool.as_ref().map(|p| p.claim.to_string()),
+            claim_ttl: repo
+                .pool
+                .as_ref()
+                .map(|p| humantime::format_duration(p.ttl).to_string()),
+            claim_key: repo.pool.as_ref().and_then(|p| p.key.as_ref()),
             problems: repo.problems.iter().map(ToString::to_string).collect(),
         }
     }

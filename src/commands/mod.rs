@@ -29,6 +29,7 @@ pub mod add;
 pub mod cache;
 pub mod cancel;
 pub mod check;
+pub mod claim;
 pub mod completions;
 pub mod configure;
 pub mod debug;

@@ -57,6 +57,9 @@ struct StatusJson {
     /// The steps of `last_run` running now (SPEC §8), in the order they started; empty when it is
     /// not running.
     running_steps: Vec<RunningStep>,
+    /// On a runner pool's central host: the claims of this repository, newest first (SPEC §7).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    claims: Vec<ClaimJson>,
 }
 
 /// A step running now, as `status` shows it.
@@ -66,6 +69,122 @@ struct RunningStep {
     id: String,
     #[serde(flatten)]
     step: StepStart,
+}
+
+/// A claim of a runner pool, as `status` shows it.
+#[derive(Serialize)]
+struct ClaimJson {
+    branch: String,
+    commit: String,
+    host: String,
+    claimed_at: String,
+    renewed_at: String,
+    /// Seconds since it was claimed.
+    age_secs: u64,
+    /// The run's result once the host said `done`, else null (the run goes on, or its host went
+    /// away: then `expired`).
+    result: Option<String>,
+    expired: bool,
+    taken_from: Option<String>,
+}
+
+/// How many claims of a repo `status` shows (the newest).
+const CLAIMS_SHOWN: usize = 5;
+
+fn claims_of(ctx: &Context, name: &str, now: u64) -> Vec<ClaimJson> {
+    crate::state::claims::list(&ctx.dirs, name)
+        .into_iter()
+        .take(CLAIMS_SHOWN)
+        .map(|c| ClaimJson {
+            expired: c.result.is_none() && c.expired(now),
+            age_secs: now.saturating_sub(c.claimed_at),
+            claimed_at: crate::state::claims::time(c.claimed_at),
+            renewed_at: crate::state::claims::time(c.renewed_at),
+            branch: c.branch,
+            commit: c.commit,
+            host: c.host,
+            result: c.result,
+            taken_from: c.taken_from,
+        })
+        .collect()
+}
+
+/// The lines of the repos that have claims here (this is a pool's central host): each configured
+/// repo whose path names them gets them; the others get a line of their own, with an empty `branch`
+/// and `path`.
+fn add_claims(ctx: &Context, config: &Config, lines: &mut Vec<StatusJson>) {
+    let now = crate::state::claims::now();
+    for name in crate::state::claims::repos(&ctx.dirs) {
+        let claims = claims_of(ctx, &name, now);
+        if claims.is_empty() {
+            continue;
+        }
+        let named = |r: &StatusJson| {
+            config.get(&r.repo).is_some_and(|repo| {
+                crate::pool::central_name(&repo.location).as_deref() == Some(name.as_str())
+            })
+        };
+        if let Some(line) = lines.iter_mut().find(|l| named(l)) {
+            line.claims = claims;
+            continue;
+        }
+        lines.push(StatusJson {
+            repo: name,
+            branch: String::new(),
+            path: String::new(),
+            last_run: None,
+            last_run_error: None,
+            unreadable_run: None,
+            problems: Vec::new(),
+            queued: None,
+            cache_bytes: None,
+            cache_measured_at: None,
+            cache_limit: None,
+            running_steps: Vec::new(),
+            claims,
+        });
+    }
+}
+
+/// The claims under the table: `claims of app (runner pool): …` and a row per claim.
+fn print_claims(repos: &[StatusJson]) {
+    for r in repos.iter().filter(|r| !r.claims.is_empty()) {
+        println!(
+            "claims of {} (runner pool, newest first):",
+            terminal(&r.repo)
+        );
+        let rows: Vec<[String; 5]> = r
+            .claims
+            .iter()
+            .map(|c| {
+                let mut result = match (&c.result, c.expired) {
+                    (Some(result), _) => result.clone(),
+                    (None, true) => "expired".into(),
+                    (None, false) => "running".into(),
+                };
+                if let Some(from) = &c.taken_from {
+                    result.push_str(&format!(" (taken over from {})", terminal(from)));
+                }
+                [
+                    terminal(&c.branch),
+                    terminal(short(&c.commit)),
+                    terminal(&c.host),
+                    format!("{} ago", human_secs(c.age_secs)),
+                    result,
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            super::table::render(&["  BRANCH", "COMMIT", "HOST", "CLAIMED", "RESULT"], &{
+                let mut rows = rows;
+                for row in &mut rows {
+                    row[0].insert_str(0, "  ");
+                }
+                rows
+            })
+        );
+    }
 }
 
 /// A commit in the queue, as `status` shows it.
@@ -114,6 +233,7 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
         cache_measured_at: cache.as_ref().map(|c| c.measured_at.clone()),
         cache_limit: repo.cache.then_some(repo.cache_limit),
         running_steps: Vec::new(),
+        claims: Vec::new(),
     };
     let one_line = |newest: Result<Option<RunRecord>, records::Unreadable>,
                     queued: Option<Queued>| StatusJson {
@@ -169,6 +289,7 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     for line in &mut repos {
         line.running_steps = running_steps(ctx, line.last_run.as_ref());
     }
+    add_claims(ctx, &config, &mut repos);
     // Damaged state is said on stderr and in the exit status (1), whatever the format.
     let mut status = ExitStatus::Success;
     for error in repos.iter().filter_map(|r| r.last_run_error.as_ref()) {
@@ -179,6 +300,11 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         let json = serde_json::to_string_pretty(&repos)
             .map_err(|e| Error::Other(format!("cannot serialise the status: {e}")))?;
         println!("{json}");
+        return Ok(status);
+    }
+    // A pool's central host may run nothing itself: then only its claims are shown.
+    if repos.iter().all(|r| r.path.is_empty()) && !repos.is_empty() {
+        print_claims(&repos);
         return Ok(status);
     }
     if repos.is_empty() {
@@ -192,6 +318,8 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         return Ok(ExitStatus::Success);
     }
     let now = SystemTime::now();
+    let claims_only: Vec<StatusJson>;
+    (repos, claims_only) = repos.into_iter().partition(|r| !r.path.is_empty());
     let rows: Vec<[String; 8]> = repos.iter().map(|r| row(r, now, args.long)).collect();
     const HEADERS: [&str; 8] = [
         "REPO", "BRANCH", "RUN", "RESULT", "COMMIT", "STARTED", "DURATION", "QUEUED",
@@ -261,6 +389,8 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             }
         }
     }
+    print_claims(&repos);
+    print_claims(&claims_only);
     for problem in once.iter().flat_map(|r| &r.problems) {
         eprintln!("phantom_ci: {problem}");
     }

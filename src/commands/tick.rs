@@ -74,6 +74,9 @@ pub fn run(args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             eprintln!("phantom_ci: {note}");
         }
     }
+    for note in &drained.notes {
+        eprintln!("phantom_ci: note: {note}");
+    }
     for error in &drained.errors {
         eprintln!("phantom_ci: {error}");
     }

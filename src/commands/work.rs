@@ -27,6 +27,9 @@ pub fn run(_args: WorkArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             eprintln!("{stamp} {}: {note}", record.repo);
         }
     }
+    for note in &drained.notes {
+        eprintln!("{stamp} note: {note}");
+    }
     for error in &drained.errors {
         eprintln!("{stamp} {error}");
     }

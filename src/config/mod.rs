@@ -6,10 +6,12 @@
 
 pub mod dirs;
 pub mod edit;
+pub mod pool;
 pub mod problems;
 pub mod quantities;
 mod repo;
 pub mod secrets;
+pub mod ssh_url;
 pub mod workflow;
 
 pub use repo::{Branches, KeepWorkspace, Limits, Location, Notify, Repo, Sandbox, split_password};
@@ -198,6 +200,7 @@ pub fn validate_branch_pattern(text: &str) -> Result<(), String> {
 }
 
 checked_string!(EnvName, validate_env_name);
+checked_string!(PoolName, pool::validate_pool_name);
 checked_string!(UserName, |name| {
     if name.is_empty() || name.contains(['\0', '/', ':', '\n']) {
         Err(format!(
@@ -243,6 +246,10 @@ struct RawRepo {
     cache: Option<bool>,
     cache_limit: Option<Spanned<ByteSize>>,
     parallel_steps: Option<Spanned<Count>>,
+    pool: Option<Spanned<PoolName>>,
+    claim: Option<Spanned<pool::ClaimUrl>>,
+    claim_ttl: Option<Spanned<HumanDuration>>,
+    claim_key: Option<Spanned<AbsolutePath>>,
 }
 
 /// Reads `Repo.toml` as text; a missing file is `None`. A file that is not UTF-8 is an error naming
@@ -458,6 +465,7 @@ impl Config {
                     "`cache_limit` only applies with `cache = true`".into(),
                 ));
             }
+            let pool = pool_settings(&raw, &invalid)?;
             let problem = |key: &'static str, span: std::ops::Range<usize>, message: String| {
                 let (line, column) = line_column(text, key_start(text, span.start));
                 Problem {
@@ -524,6 +532,7 @@ impl Config {
                     .cache_limit
                     .map_or(DEFAULT_CACHE_LIMIT, |l| l.into_inner().0),
                 parallel_steps,
+                pool,
                 problems: found,
             });
         }
@@ -552,6 +561,61 @@ impl Config {
     pub fn broken(&self) -> impl Iterator<Item = &Repo> {
         self.repos.iter().filter(|r| !r.problems.is_empty())
     }
+}
+
+/// The pool keys of a section: `pool` needs `claim`; `claim`, `claim_ttl` and `claim_key` need `pool`.
+fn pool_settings(
+    raw: &RawRepo,
+    invalid: &dyn Fn(Option<std::ops::Range<usize>>, String) -> ConfigError,
+) -> Result<Option<pool::Pool>, ConfigError> {
+    let Some(name) = &raw.pool else {
+        let stray = [
+            raw.claim.as_ref().map(|c| ("claim", c.span())),
+            raw.claim_ttl.as_ref().map(|c| ("claim_ttl", c.span())),
+            raw.claim_key.as_ref().map(|c| ("claim_key", c.span())),
+        ];
+        if let Some((key, span)) = stray.into_iter().flatten().next() {
+            return Err(invalid(
+                Some(span),
+                format!(
+                    "`{key}` only applies with `pool = \"<name>\"`: the hosts of a pool claim each \
+                     commit on the central host before running it"
+                ),
+            ));
+        }
+        return Ok(None);
+    };
+    let Some(claim) = &raw.claim else {
+        return Err(invalid(
+            Some(name.span()),
+            "`pool` needs `claim = \"ssh://USER@HOST[:PORT]\"`: the central host's account whose \
+             `authorized_keys` binds this host's key to `phantom_ci claim --host <this host>`"
+                .into(),
+        ));
+    };
+    let ttl = match &raw.claim_ttl {
+        None => pool::DEFAULT_CLAIM_TTL,
+        Some(ttl) if ttl.get_ref().0 < pool::MIN_CLAIM_TTL => {
+            return Err(invalid(
+                Some(ttl.span()),
+                format!(
+                    "`claim_ttl` must be at least {}s: a claim is renewed three times per \
+                     `claim_ttl`",
+                    pool::MIN_CLAIM_TTL.as_secs()
+                ),
+            ));
+        }
+        Some(ttl) => ttl.get_ref().0,
+    };
+    Ok(Some(pool::Pool {
+        name: name.get_ref().0.clone(),
+        claim: claim.get_ref().0.clone(),
+        ttl,
+        key: raw
+            .claim_key
+            .as_ref()
+            .map(|k| PathBuf::from(&k.get_ref().0)),
+    }))
 }
 
 fn dedup(names: impl Iterator<Item = String>) -> Vec<String> {
@@ -654,6 +718,66 @@ mod tests {
         assert_eq!(repo.branches.entries(), ["main", "release/*"]);
         assert!(repo.branches.matches("release/1.2"));
         assert!(!repo.branches.matches("feature"));
+    }
+
+    #[test]
+    fn pool_keys_go_together_and_errors_name_their_line() {
+        let repo = parse(
+            "[app]\npath = \"ssh://git@central/srv/git/app.git\"\npool = \"x86\"\n\
+             claim = \"ssh://git@central:2222\"\nclaim_ttl = \"30s\"\nclaim_key = \"/k/claim\"\n",
+        )
+        .unwrap()
+        .repos
+        .remove(0);
+        let pool = repo.pool.unwrap();
+        assert_eq!(pool.name, "x86");
+        assert_eq!(pool.claim.to_string(), "ssh://git@central:2222");
+        assert_eq!(pool.ttl, Duration::from_secs(30));
+        assert_eq!(pool.renew_every(), Duration::from_secs(10));
+        assert_eq!(pool.key, Some(PathBuf::from("/k/claim")));
+        let default = parse("[app]\npath = \"/a\"\npool = \"p\"\nclaim = \"ssh://central\"\n")
+            .unwrap()
+            .repos
+            .remove(0);
+        assert_eq!(default.pool.unwrap().ttl, pool::DEFAULT_CLAIM_TTL);
+        assert!(
+            parse("[app]\npath = \"/a\"\n").unwrap().repos[0]
+                .pool
+                .is_none()
+        );
+        assert_eq!(
+            error("[app]\npath = \"/a\"\npool = \"p\"\n"),
+            "`/etc/Repo.toml` line 3, column 8: `pool` needs `claim = \"ssh://USER@HOST[:PORT]\"`: \
+             the central host's account whose `authorized_keys` binds this host's key to \
+             `phantom_ci claim --host <this host>`"
+        );
+        let stray = error("[app]\npath = \"/a\"\nclaim_ttl = \"1m\"\n");
+        assert!(
+            stray.contains("line 3, column 13: `claim_ttl` only applies with `pool"),
+            "{stray}"
+        );
+        let bad =
+            error("[app]\npath = \"/a\"\npool = \"p\"\nclaim = \"ssh://-oProxyCommand=id\"\n");
+        assert!(
+            bad.contains("line 4") && bad.contains("option to ssh"),
+            "{bad}"
+        );
+        let path = error("[app]\npath = \"/a\"\npool = \"p\"\nclaim = \"ssh://c/srv/x\"\n");
+        assert!(path.contains("has no path"), "{path}");
+        let short =
+            error("[app]\npath = \"/a\"\npool = \"p\"\nclaim = \"ssh://c\"\nclaim_ttl = \"1s\"\n");
+        assert!(
+            short.contains("line 5") && short.contains("at least 2s"),
+            "{short}"
+        );
+        assert!(
+            error("[app]\npath = \"/a\"\npool = \"a b\"\nclaim = \"ssh://c\"\n")
+                .contains("invalid pool name")
+        );
+        assert!(
+            error("[app]\npath = \"/a\"\npool = \"p\"\nclaim = \"ssh://c\"\nclaim_key = \"k\"\n")
+                .contains("not an absolute path")
+        );
     }
 
     #[test]

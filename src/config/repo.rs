@@ -44,6 +44,9 @@ pub struct Repo {
     pub cache_limit: u64,
     /// `parallel_steps`: how many steps of one run may go on at once (SPEC §8); `None`: one per CPU.
     pub parallel_steps: Option<usize>,
+    /// `pool`, `claim`, `claim_ttl`, `claim_key`: the runner pool this repo shares its runs with
+    /// (SPEC §7); `None` for a repo of this host alone.
+    pub pool: Option<crate::config::pool::Pool>,
     /// What is wrong with this repo on this machine (its `path` or `run_as` user does not exist):
     /// a repo with problems is shown but never run. Empty for a healthy repo.
     pub problems: Vec<Problem>,
@@ -76,6 +79,7 @@ impl Repo {
             cache: false,
             cache_limit: DEFAULT_CACHE_LIMIT,
             parallel_steps: None,
+            pool: None,
             problems: Vec::new(),
         }
     }

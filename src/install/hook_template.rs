@@ -106,100 +106,12 @@ pub fn render_with_pokes(
         .replace("{{pokes}}", &lines))
 }
 
-/// A runner host to poke: `ssh://[user@]host[:port]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Runner {
-    pub user: Option<String>,
-    pub host: String,
-    pub port: Option<u16>,
-}
+/// A runner host to poke: `ssh://[user@]host[:port]` (the parser is shared with the `claim` key).
+pub type Runner = crate::config::ssh_url::SshTarget;
 
-impl Runner {
-    /// Parses `ssh://[user@]host[:port]` (a trailing `/` allowed, nothing else): the user of
-    /// `[A-Za-z0-9._-]`, the host a name of `[A-Za-z0-9.-]` or an IPv6 address in brackets, neither
-    /// starting with `-` (ssh would take it for an option), the port 1–65535.
-    pub fn parse(text: &str) -> Result<Runner, String> {
-        let refuse = |why: &str| {
-            format!(
-                "`--notify-runner {}`: {why}; give `ssh://USER@HOST` or `ssh://USER@HOST:PORT`",
-                crate::describe::terminal(text)
-            )
-        };
-        let rest = text
-            .strip_prefix("ssh://")
-            .ok_or_else(|| refuse("only `ssh://` URLs are accepted"))?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains('/') {
-            return Err(refuse(
-                "a runner URL has no path (the poke names the repository)",
-            ));
-        }
-        let (user, hostport) = match rest.rsplit_once('@') {
-            Some((user, hostport)) => (Some(user), hostport),
-            None => (None, rest),
-        };
-        if let Some(user) = user {
-            let plain = !user.is_empty()
-                && !user.starts_with('-')
-                && user
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-            if !plain {
-                return Err(refuse(
-                    "the user must be letters, digits, `.`, `_` and `-`, not starting with `-`",
-                ));
-            }
-        }
-        let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
-            let (inside, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| refuse("an IPv6 address needs its closing `]`"))?;
-            if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
-                return Err(refuse("not an IPv6 address in brackets"));
-            }
-            let port = match after {
-                "" => None,
-                _ => Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| refuse("junk after `]`"))?,
-                ),
-            };
-            (inside.to_string(), port)
-        } else {
-            let (host, port) = match hostport.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (hostport, None),
-            };
-            let plain = !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
-            if host.starts_with('-') {
-                return Err(refuse("a host starting with `-` would be an option to ssh"));
-            }
-            if !plain {
-                return Err(refuse(
-                    "the host must be a name of letters, digits, `.` and `-`, or `[IPv6]`",
-                ));
-            }
-            (host.to_string(), port)
-        };
-        let port = match port {
-            None => None,
-            Some(port) => Some(
-                port.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0 && port.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| refuse("the port must be a number from 1 to 65535"))?,
-            ),
-        };
-        Ok(Runner {
-            user: user.map(str::to_string),
-            host,
-            port,
-        })
-    }
+/// The runner of `--notify-runner URL`.
+pub fn parse_runner(text: &str) -> Result<Runner, String> {
+    Runner::parse_as(text, "--notify-runner ")
 }
 
 fn quote(path: &Path) -> Result<String, Error> {
@@ -439,7 +351,7 @@ mod tests {
 
     #[test]
     fn only_plain_ssh_urls_name_a_runner() {
-        let ok = |text: &str| Runner::parse(text).unwrap();
+        let ok = |text: &str| parse_runner(text).unwrap();
         assert_eq!(
             ok("ssh://ci@runner1"),
             Runner {
@@ -473,12 +385,12 @@ mod tests {
             "ssh://a@b@runner1",
             "ssh://ci@runner1\nid",
         ] {
-            let error = Runner::parse(bad).expect_err(bad);
+            let error = parse_runner(bad).expect_err(bad);
             assert!(error.contains("--notify-runner"), "{error}");
             assert!(!error.contains('\n'), "{error}");
         }
         assert!(
-            Runner::parse("ssh://-oProxyCommand=id")
+            parse_runner("ssh://-oProxyCommand=id")
                 .unwrap_err()
                 .contains("option")
         );
@@ -495,8 +407,8 @@ mod tests {
         assert!(!plain.contains("ssh"), "no runner, no poke: {plain}");
         let pokes = Pokes {
             runners: vec![
-                Runner::parse("ssh://ci@runner1:2222").unwrap(),
-                Runner::parse("ssh://runner2").unwrap(),
+                parse_runner("ssh://ci@runner1:2222").unwrap(),
+                parse_runner("ssh://runner2").unwrap(),
             ],
             name: "app".into(),
         };

@@ -5,6 +5,7 @@
 pub mod ad_hoc;
 pub mod atomic_file;
 pub mod cache;
+pub mod claims;
 pub mod lock;
 pub mod queue;
 pub mod records;

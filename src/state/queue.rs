@@ -225,6 +225,13 @@ pub fn next(dirs: &Dirs, repo: &str) -> Option<Entry> {
         .find(|entry| !entry.waited_for())
 }
 
+/// [`next`], passing over the entries of the branches in `but`.
+pub fn next_but(dirs: &Dirs, repo: &str, but: &[String]) -> Option<Entry> {
+    pending_entries(dirs, repo)
+        .into_iter()
+        .find(|entry| !entry.waited_for() && !but.contains(&entry.branch))
+}
+
 /// The pending entry of `branch` of `repo`, left in place.
 pub fn peek(dirs: &Dirs, repo: &str, branch: &str) -> Option<Entry> {
     read(&path(dirs, repo, branch))

@@ -5,6 +5,7 @@
 
 pub mod harness;
 pub mod http;
+pub mod ssh;
 
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
