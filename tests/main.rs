@@ -23,6 +23,7 @@ mod configure_hook;
 mod containment;
 mod costs;
 mod debug;
+mod debug_keep;
 mod docs;
 mod examples;
 mod graph;
@@ -47,8 +48,8 @@ mod state;
 mod status;
 mod subject;
 mod suggest;
-mod terminal;
 mod system;
+mod terminal;
 mod tick;
 mod walkthrough;
 
@@ -68,6 +69,7 @@ fn main() -> std::process::ExitCode {
         containment::tests(),
         costs::tests(),
         debug::tests(),
+        debug_keep::tests(),
         docs::tests(),
         examples::tests(),
         help::tests(),

@@ -129,11 +129,7 @@ fn say_what_is_missing(record: &records::RunRecord) {
 
 /// The log of step `step` (`N` or `N.k`) of `run`. A step that has no log is a usage error naming
 /// the steps that do, unless the run still goes on and `follow` waits for the step to start.
-fn step_log(
-    run: &records::RunDir,
-    step: &str,
-    follow: bool,
-) -> Result<std::path::PathBuf, Error> {
+fn step_log(run: &records::RunDir, step: &str, follow: bool) -> Result<std::path::PathBuf, Error> {
     let valid = match step.split_once('.') {
         Some((n, k)) => n.parse::<u64>().is_ok() && k.parse::<u32>().is_ok(),
         None => step.parse::<u64>().is_ok(),
