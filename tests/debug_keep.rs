@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::boundary::{Screen, open_pty, spawn_in_terminal, step_user};
-use crate::support::{TestEnv, TestRepo, has_bwrap, has_line, stdout_of, wait_for};
+use crate::support::{TestEnv, TestRepo, has_bwrap, has_line, is_root, stdout_of, wait_for};
 
 /// Step 0 leaves `made-by-0`; step 1 leaves `made-by-1`, then fails with status 3.
 const FAILING: &str = "[0]\nname = \"prepare\"\nrun = \"sh -c 'echo 0 > made-by-0'\"\n\
@@ -59,6 +59,19 @@ fn debug_in_the_kept_workspace_sees_what_the_failing_step_left_as_the_step_user(
     assert!(line.contains("(workspace kept until "), "{line}");
     assert!(env.run_json("app", 1)["kept_until"].is_string());
     assert!(kept_dir(&env, 1).join("workspace/made-by-1").is_file());
+    let out = env.phantom().args(["status", "--long"]).assert().success();
+    let status = stdout_of(&out);
+    let kept = status
+        .lines()
+        .find(|l| l.starts_with("kept workspace of app #1: `"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        kept.contains(" debug app 1`, until ") && kept.contains("(in "),
+        "{kept}"
+    );
+    let out = env.phantom().args(["status", "--json"]).assert().success();
+    let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    assert_eq!(json[0]["kept_workspaces"][0]["run"], 1);
 
     let out = env
         .phantom()
@@ -282,8 +295,8 @@ fn a_kept_workspace_of_a_run_that_died_is_undone_by_recovery() {
     assert!(kept_dir(&env, 2).join("kept").is_file());
 }
 
-/// The build cache is there as a step sees it, read-only; without the sandbox it is not mounted,
-/// and the first line says so.
+/// The build cache is there as a step sees it, read-only: bound so by the sandbox, or as root by a
+/// mount namespace of the session's own; otherwise it is not mounted, and the first line says so.
 fn the_build_cache_is_read_only_in_a_session() {
     let env = shared_env();
     let workflow = "[0]\nrun = \"sh -c 'echo cached > $PHANTOM_CI_CACHE/entry'\"\n\
@@ -291,18 +304,31 @@ fn the_build_cache_is_read_only_in_a_session() {
     let repo = app(&env, workflow, "cache = true");
     env.phantom().args(["run", "app"]).assert().code(1);
     let script = "cat $PHANTOM_CI_CACHE/entry; if touch $PHANTOM_CI_CACHE/new 2>/dev/null; \
-                  then echo CACHE-WRITTEN; else echo cache-read-only; fi; echo cache=$PHANTOM_CI_CACHE";
+                  then echo CACHE-WRITTEN; else echo cache-read-only; fi";
+    let read_only = |out: &assert_cmd::assert::Assert| {
+        let stdout = stdout_of(out);
+        assert!(has_line(&stdout, "cached"), "{stdout}");
+        assert!(has_line(&stdout, "cache-read-only"), "{stdout}");
+        assert!(!stdout.contains("CACHE-WRITTEN"), "{stdout}");
+        assert!(stderr_of(out).contains("the build cache is mounted read-only"));
+        assert!(!env.data.join("cache/app/new").exists());
+    };
     let out = env
         .phantom()
         .args(["debug", "app", "1", "--", "sh", "-c", script])
         .assert()
         .success();
-    assert!(has_line(&stdout_of(&out), "cache="), "{}", stdout_of(&out));
-    assert!(
-        stderr_of(&out).contains("the build cache is not mounted"),
-        "{}",
-        stderr_of(&out)
-    );
+    if is_root() {
+        read_only(&out);
+        // The machine's mounts are untouched: the cache is writable outside the session.
+        std::fs::write(env.data.join("cache/app/outside"), "").unwrap();
+    } else {
+        assert!(
+            stderr_of(&out).contains("the build cache is not mounted"),
+            "{}",
+            stderr_of(&out)
+        );
+    }
     if !has_bwrap() {
         return;
     }
@@ -317,11 +343,7 @@ fn the_build_cache_is_read_only_in_a_session() {
         .args(["debug", "app", "1", "--", "sh", "-c", script])
         .assert()
         .success();
-    let stdout = stdout_of(&out);
-    assert!(has_line(&stdout, "cached"), "{stdout}");
-    assert!(has_line(&stdout, "cache-read-only"), "{stdout}");
-    assert!(stderr_of(&out).contains("the build cache is mounted read-only"));
-    assert!(!env.data.join("cache/app/new").exists());
+    read_only(&out);
 }
 
 /// Sets the window size of the terminal the test holds.

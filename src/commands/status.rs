@@ -14,17 +14,18 @@ use crate::describe::terminal;
 use crate::describe::{human_bytes, human_ms, short};
 use crate::error::{Error, ExitStatus};
 use crate::state::records::{self, RunRecord, RunResult, StepStart, Trigger};
-use crate::state::{cache, queue};
+use crate::state::{cache, kept, queue};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Print one JSON array: `{"repo", "branch", "path", "last_run": <run.json or null>, "queued":
     /// <{"branch", "commit", "trigger", "queued_at"} or null>, "running_steps": [{"id", "index",
-    /// "instance", "name", "matrix", "started_at"}]}` per repo (per branch of a repo that runs several)
+    /// "instance", "name", "matrix", "started_at"}], "kept_workspaces": [{"run", "until", "path",
+    /// "in_use"}]}` per repo (per branch of a repo that runs several)
     #[arg(long)]
     pub json: bool,
     /// Show each last run's commit subject after its short id (shortened, escapes removed), and
-    /// under the table what the last runs' logs are missing
+    /// under the table the workspaces kept for `debug` and what the last runs' logs are missing
     #[arg(long, short)]
     pub long: bool,
 }
@@ -57,6 +58,19 @@ struct StatusJson {
     /// The steps of `last_run` running now (SPEC §8), in the order they started; empty when it is
     /// not running.
     running_steps: Vec<RunningStep>,
+    /// The repo's workspaces kept for `phantom_ci debug` (`keep_failed`), oldest run first.
+    kept_workspaces: Vec<KeptJson>,
+}
+
+/// A workspace kept for `phantom_ci debug`, as `status` shows it.
+#[derive(Serialize)]
+struct KeptJson {
+    run: u64,
+    /// When it goes (RFC 3339).
+    until: String,
+    path: String,
+    /// A live `debug` session uses it: it stays while that lives, even past `until`.
+    in_use: bool,
 }
 
 /// A step running now, as `status` shows it.
@@ -114,6 +128,15 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
         cache_measured_at: cache.as_ref().map(|c| c.measured_at.clone()),
         cache_limit: repo.cache.then_some(repo.cache_limit),
         running_steps: Vec::new(),
+        kept_workspaces: kept::list(&ctx.dirs, &repo.name)
+            .into_iter()
+            .map(|k| KeptJson {
+                run: k.run,
+                until: records::rfc3339(k.until),
+                path: k.tree().display().to_string(),
+                in_use: kept::pinned(&k),
+            })
+            .collect(),
     };
     let one_line = |newest: Result<Option<RunRecord>, records::Unreadable>,
                     queued: Option<Queued>| StatusJson {
@@ -243,6 +266,27 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                     r.repo,
                     ByteSize(limit)
                 ),
+            }
+        }
+    }
+    // Kept workspaces of failed runs, and the command that opens each (`--long`).
+    if args.long {
+        for r in &once {
+            for k in &r.kept_workspaces {
+                let until = humantime::parse_rfc3339_weak(&k.until).unwrap_or(now);
+                println!(
+                    "kept workspace of {} #{}: `{}`, until {} (in {}){}",
+                    r.repo,
+                    k.run,
+                    ctx.suggest(&["debug", &r.repo, &k.run.to_string()]),
+                    humantime::format_rfc3339_seconds(until),
+                    human_secs(until.duration_since(now).map_or(0, |d| d.as_secs())),
+                    if k.in_use {
+                        "; in use by a `debug` session"
+                    } else {
+                        ""
+                    }
+                );
             }
         }
     }

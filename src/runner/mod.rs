@@ -320,6 +320,7 @@ impl EachStep<'_> {
             limits: self.limits,
             sandbox: self.sandbox,
             cgroup: own.or(self.cgroup),
+            read_only: None,
         }
     }
 }

@@ -27,10 +27,11 @@ use std::time::Instant;
 
 use clap::Args;
 use git2::{Oid, Repository};
+use nix::unistd::Uid;
 
 use crate::commands::Context;
 use crate::config::workflow::Step;
-use crate::config::{Config, Repo};
+use crate::config::{Config, Repo, Sandbox};
 use crate::describe::{self, short};
 use crate::error::{Error, ExitStatus};
 use crate::git::workspace::Workspace;
@@ -205,8 +206,9 @@ impl Prepared {
     ) -> Result<Prepared, Error> {
         let dirs = &ctx.dirs;
         let name = sessions::dir_name(std::process::id());
-        // The cache as a step sees it, but read-only: only the sandbox can bind it so.
-        let cache = (repo.cache && repo.sandbox != crate::config::Sandbox::None)
+        // The cache as a step sees it, but read-only: bound so by the sandbox, or as root by a
+        // mount namespace of the session's own (the boundary's invariant 10); else not there.
+        let cache = (repo.cache && (repo.sandbox != Sandbox::None || Uid::effective().is_root()))
             .then(|| cache::path(dirs, &repo.name))
             .filter(|dir| dir.is_dir());
         match place {
@@ -370,6 +372,7 @@ impl Plan<'_> {
             limits: &limits,
             sandbox,
             cgroup: cgroup.as_ref(),
+            read_only: prepared.cache.as_deref().filter(|_| sandbox.is_none()),
         };
         let status = self
             .replay(ctx, prepared, &boundary)
@@ -524,8 +527,9 @@ impl Plan<'_> {
         if self.repo.cache {
             line.push_str(if prepared.cache.is_some() {
                 "; the build cache is mounted read-only"
-            } else if self.repo.sandbox == crate::config::Sandbox::None {
-                "; the build cache is not mounted (only the sandbox mounts it read-only)"
+            } else if self.repo.sandbox == Sandbox::None && !Uid::effective().is_root() {
+                "; the build cache is not mounted (without the sandbox only root can mount it \
+                 read-only)"
             } else {
                 "; the build cache is empty"
             });
