@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::boundary::{Screen, open_pty, spawn_in_terminal, step_user};
-use crate::support::{TestEnv, TestRepo, has_bwrap, has_line, is_root, stdout_of, wait_for};
+use crate::support::{
+    TestEnv, TestRepo, has_bwrap, has_line, is_root, process_running, stdout_of, wait_for,
+};
 
 /// Step 0 leaves `made-by-0`; step 1 leaves `made-by-1`, then fails with status 3.
 const FAILING: &str = "[0]\nname = \"prepare\"\nrun = \"sh -c 'echo 0 > made-by-0'\"\n\
@@ -237,6 +239,44 @@ fn an_expired_workspace_goes_with_the_next_tick_unless_a_session_uses_it() {
     );
 }
 
+/// A session in a kept workspace that is SIGKILLed: the next `tick` ends its processes and its
+/// session record, and keeps the workspace (recovery of a dead session never removes a kept one).
+fn a_killed_session_in_a_kept_workspace_is_ended_and_the_workspace_stays() {
+    let env = shared_env();
+    app(&env, FAILING, "");
+    env.phantom().arg("tick").assert().code(1);
+    let tree = kept_dir(&env, 1).join("workspace");
+    let marker = format!("8888{}", std::process::id());
+    let mut session = env
+        .phantom_std()
+        .args(["debug", "app", "1", "--", "sh", "-c"])
+        .arg(format!(
+            "setsid sleep {marker} & touch started; while ! test -e stop; do sleep 0.05; done"
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let root = env
+        .data
+        .join("work/app")
+        .join(format!("debug-{}", session.id()));
+    wait_for("the session", || {
+        tree.join("started").exists() && process_running(&["sleep", &marker])
+    });
+    assert!(root.join("session").is_file());
+    session.kill().unwrap();
+    session.wait().unwrap();
+    env.phantom().arg("tick").assert().success();
+    let gone = || !process_running(&["sleep", &marker]);
+    wait_for("the dead session's sleeper to be gone", gone);
+    assert!(!root.exists(), "the session's record is gone");
+    assert!(tree.join("made-by-1").is_file(), "the kept workspace stays");
+    // Nothing of the session is left to stop (a failed assertion above still ends it).
+    std::fs::write(tree.join("stop"), "").unwrap();
+}
+
 /// At most the newest three are kept; a run that succeeds keeps none; `keep_failed = "0"` is off.
 fn the_newest_three_failed_runs_keep_their_workspaces() {
     let env = shared_env();
@@ -418,6 +458,7 @@ crate::tests! {
     debug_in_the_kept_workspace_sees_what_the_failing_step_left_as_the_step_user,
     a_matrix_copys_conditions_include_its_variables,
     an_expired_workspace_goes_with_the_next_tick_unless_a_session_uses_it,
+    a_killed_session_in_a_kept_workspace_is_ended_and_the_workspace_stays,
     the_newest_three_failed_runs_keep_their_workspaces,
     a_kept_workspace_of_a_run_that_died_is_undone_by_recovery,
     the_build_cache_is_read_only_in_a_session,
