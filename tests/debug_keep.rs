@@ -187,6 +187,50 @@ fn a_matrix_copys_conditions_include_its_variables() {
     assert!(stderr_of(&out).contains("name one of its copies (1.0, 1.1)"));
 }
 
+/// `--replay` stops at a replayed step that fails, with a message, before the shell or command.
+fn a_replayed_step_that_fails_stops_the_replay() {
+    let env = shared_env();
+    app(&env, &format!("{FAILING}[2]\nrun = \"true\"\n"), "");
+    env.phantom().args(["run", "app"]).assert().code(1);
+    let out = env
+        .phantom()
+        .args([
+            "debug",
+            "app",
+            "1",
+            "--replay",
+            "--step",
+            "2",
+            "--",
+            "echo",
+            "COMMAND-RAN",
+        ])
+        .assert()
+        .code(3);
+    assert!(
+        !stdout_of(&out).contains("COMMAND-RAN"),
+        "{}",
+        stdout_of(&out)
+    );
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("step [1] failed again in the replay (exit status 3): stopped there"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("after the replay of steps [0], [1]"),
+        "{stderr}"
+    );
+    // The fresh workspace is gone; the kept one is untouched.
+    assert!(kept_dir(&env, 1).join("workspace/made-by-1").is_file());
+    let left: Vec<_> = std::fs::read_dir(env.data.join("work/app"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, ["1"]);
+}
+
 /// Until when `kept` says the workspace of run `run` is kept.
 fn kept_until(env: &TestEnv, run: u64) -> SystemTime {
     let text = std::fs::read_to_string(kept_dir(env, run).join("kept")).unwrap();
@@ -457,6 +501,7 @@ fn an_interactive_session_has_the_operators_term_and_window_size() {
 crate::tests! {
     debug_in_the_kept_workspace_sees_what_the_failing_step_left_as_the_step_user,
     a_matrix_copys_conditions_include_its_variables,
+    a_replayed_step_that_fails_stops_the_replay,
     an_expired_workspace_goes_with_the_next_tick_unless_a_session_uses_it,
     a_killed_session_in_a_kept_workspace_is_ended_and_the_workspace_stays,
     the_newest_three_failed_runs_keep_their_workspaces,

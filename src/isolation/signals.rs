@@ -98,15 +98,15 @@ pub fn cancel_nudges() -> usize {
 }
 
 /// Notes SIGWINCH (the operator's terminal changed its size) from now on: `phantom_ci debug` copies
-/// the new size to its shell's pty ([`window_changes`]). Without SA_RESTART, so that a relay waiting
-/// in `poll` wakes at once.
+/// the new size to its shell's pty ([`window_changes`]). A relay waiting in `poll` wakes at once
+/// (Linux never restarts `poll`); other calls are restarted.
 #[allow(unsafe_code)]
 pub fn install_winch() -> Result<(), String> {
     let mut result = Ok(());
     INSTALL_WINCH.call_once(|| {
         let action = SigAction::new(
             SigHandler::Handler(winch),
-            SaFlags::empty(),
+            SaFlags::SA_RESTART,
             SigSet::empty(),
         );
         // SAFETY: `winch` is async-signal-safe: it only adds to an atomic.

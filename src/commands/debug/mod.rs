@@ -218,7 +218,10 @@ impl Prepared {
                     .mode(0o700)
                     .create(&session_root)
                     .map_err(|e| Error::io("cannot create", session_root.clone(), e))?;
-                sessions::write_in(&session_root, kept.run)?;
+                if let Err(e) = sessions::write_in(&session_root, kept.run) {
+                    let _ = std::fs::remove_dir_all(&session_root);
+                    return Err(e);
+                }
                 let workspace = Workspace::existing(kept.root.clone());
                 let sandbox = workspace.reopen(user).and_then(|()| {
                     runner::debug_sandbox(dirs, repo, &workspace, source, user, cache.as_deref())
@@ -446,7 +449,7 @@ impl Plan<'_> {
                     step.id(),
                     match status {
                         ExitStatus::Passed(code) => format!("exit status {code}"),
-                        other => format!("{other:?}"),
+                        _ => "no exit status".to_string(),
                     },
                     if self.command.is_empty() {
                         "shell"
