@@ -310,6 +310,9 @@ fn a_killed_session_in_a_kept_workspace_is_ended_and_the_workspace_stays() {
         tree.join("started").exists() && process_running(&["sleep", &marker])
     });
     assert!(root.join("session").is_file());
+    // The session holds no lock of the repo: a run goes on meanwhile (and fails, as before).
+    env.phantom().args(["run", "app"]).assert().code(1);
+    assert!(kept_dir(&env, 2).join("kept").is_file());
     session.kill().unwrap();
     session.wait().unwrap();
     env.phantom().arg("tick").assert().success();

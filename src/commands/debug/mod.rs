@@ -601,10 +601,10 @@ fn nothing_kept(ctx: &Context, repo: &Repo, record: &RunRecord) -> Error {
     } else if repo.keep_failed.is_none() {
         "`keep_failed` is off for this repo".to_string()
     } else {
-        "it expired or was removed (`keep_failed`, newest 3 per repo)".to_string()
+        "it expired or was removed (`keep_failed`, the newest 3 per repo)".to_string()
     };
     Error::Usage(format!(
-        "run #{run} of `{}` has no kept workspace ({why}). Run the steps the failed one needs \
+        "run #{run} of `{}` has no kept workspace: {why}. Run the steps the failed one needs \
          again in a fresh checkout, then a shell: `{}`; or only a fresh checkout: `{}`",
         repo.name,
         ctx.suggest(&["debug", &repo.name, &run, "--replay"]),
