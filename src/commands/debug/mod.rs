@@ -17,13 +17,12 @@
 //! for why never the operator's own); otherwise COMMAND runs as a step does, stdin `/dev/null`, its
 //! output passed on to stdout.
 
+mod done;
 mod session;
 mod steps;
+mod workspace;
 
 use std::io::IsTerminal;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::Args;
 use git2::{Oid, Repository};
@@ -34,7 +33,6 @@ use crate::config::workflow::Step;
 use crate::config::{Config, Repo, Sandbox};
 use crate::describe::{self, short};
 use crate::error::{Error, ExitStatus};
-use crate::git::workspace::Workspace;
 use crate::isolation::boundary::Boundary;
 use crate::isolation::cgroup::RunCgroup;
 use crate::isolation::privilege::{self, StepUser};
@@ -42,10 +40,11 @@ use crate::isolation::sandbox::Sandbox as BwrapSandbox;
 use crate::isolation::signature::{self, Refusal};
 use crate::isolation::{reaper, signals};
 use crate::runner::{self, env};
-use crate::state::kept::{self, Kept};
+use crate::state::kept;
 use crate::state::records::{self, RunRecord};
-use crate::state::{cache, recovery, sessions};
+use crate::state::recovery;
 use session::Session;
+use workspace::{Place, Prepared};
 
 #[derive(Debug, Args)]
 pub struct DebugArgs {
@@ -73,14 +72,6 @@ pub struct DebugArgs {
     pub command: Vec<String>,
 }
 
-/// Where a session works.
-enum Place {
-    /// The run's kept workspace, pinned while the session lives.
-    Kept { kept: Kept, pin: kept::Pin },
-    /// A fresh checkout (after the replay, with `--replay`).
-    Fresh { replay: bool },
-}
-
 pub fn run(args: DebugArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let dirs = &ctx.dirs;
     let config = Config::load(&dirs.repo_toml())?;
@@ -100,7 +91,7 @@ pub fn run(args: DebugArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         eprintln!("phantom_ci: note: {note}");
     }
     if args.done {
-        return done(ctx, &repo, args.run);
+        return done::done(ctx, &repo, args.run);
     }
     let interactive = std::io::stdin().is_terminal();
     if args.command.is_empty() && !interactive {
@@ -130,7 +121,7 @@ pub fn run(args: DebugArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         && args.run.is_some()
         && kept::keeps(record.result)
     {
-        return Err(nothing_kept(ctx, &repo, &record));
+        return Err(done::nothing_kept(ctx, &repo, &record));
     }
     let workflow = runner::load_workflow(&repo, &source, commit, &record.branch);
     let target = match (&workflow, &args.step) {
@@ -181,122 +172,6 @@ pub fn run(args: DebugArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         });
     prepared.finish(place, args.keep);
     outcome
-}
-
-/// The workspace of a session, ready: its sandbox (or why there is none), and the build cache it
-/// sees, if any.
-struct Prepared {
-    workspace: Workspace,
-    /// The session's own directory, `<data>/work/<repo>/debug-<pid>/` (for a kept workspace, only
-    /// its owner record).
-    session_root: PathBuf,
-    sandbox: Result<Option<BwrapSandbox>, String>,
-    cache: Option<PathBuf>,
-}
-
-impl Prepared {
-    fn new(
-        ctx: &Context,
-        repo: &Repo,
-        user: &StepUser,
-        source: &Repository,
-        commit: Oid,
-        place: &Place,
-        keep: bool,
-    ) -> Result<Prepared, Error> {
-        let dirs = &ctx.dirs;
-        let name = sessions::dir_name(std::process::id());
-        // The cache as a step sees it, but read-only: bound so by the sandbox, or as root by a
-        // mount namespace of the session's own (the boundary's invariant 10); else not there.
-        let cache = (repo.cache && (repo.sandbox != Sandbox::None || Uid::effective().is_root()))
-            .then(|| cache::path(dirs, &repo.name))
-            .filter(|dir| dir.is_dir());
-        match place {
-            Place::Kept { kept, .. } => {
-                let session_root = dirs.work().join(&repo.name).join(&name);
-                std::fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(&session_root)
-                    .map_err(|e| Error::io("cannot create", session_root.clone(), e))?;
-                if let Err(e) = sessions::write_in(&session_root, kept.run) {
-                    let _ = std::fs::remove_dir_all(&session_root);
-                    return Err(e);
-                }
-                let workspace = Workspace::existing(kept.root.clone());
-                let sandbox = workspace.reopen(user).and_then(|()| {
-                    runner::debug_sandbox(dirs, repo, &workspace, source, user, cache.as_deref())
-                });
-                Ok(Prepared {
-                    workspace,
-                    session_root,
-                    sandbox,
-                    cache,
-                })
-            }
-            Place::Fresh { .. } => {
-                let workspace =
-                    Workspace::create_named(dirs, &repo.name, &name, user).map_err(Error::Other)?;
-                // Before anything runs: a session that dies is cleaned up by the next `tick` or `run`.
-                if let Err(e) = sessions::write(&workspace.root, keep) {
-                    let _ = workspace.remove();
-                    return Err(e);
-                }
-                let sandbox = workspace
-                    .checkout(source, commit, repo, Instant::now() + repo.timeout)
-                    .and_then(|()| workspace.hand_over(user))
-                    .and_then(|()| {
-                        runner::debug_sandbox(
-                            dirs,
-                            repo,
-                            &workspace,
-                            source,
-                            user,
-                            cache.as_deref(),
-                        )
-                    });
-                Ok(Prepared {
-                    session_root: workspace.root.clone(),
-                    workspace,
-                    sandbox,
-                    cache,
-                })
-            }
-        }
-    }
-
-    /// Closes the workspace again, and removes what the session made: a fresh workspace (unless
-    /// `keep`), or a kept one's session record (the kept workspace stays, unless another session
-    /// still uses it, closed to the step user again).
-    fn finish(self, place: Place, keep: bool) {
-        match place {
-            Place::Kept { kept, pin } => {
-                drop(pin);
-                if !kept::pinned(&kept)
-                    && let Err(message) = self.workspace.take_back()
-                {
-                    eprintln!("phantom_ci: {message}");
-                }
-                let _ = std::fs::remove_dir_all(&self.session_root);
-            }
-            Place::Fresh { .. } => {
-                if let Err(message) = self.workspace.take_back() {
-                    eprintln!("phantom_ci: {message}");
-                }
-                if keep {
-                    sessions::forget(&self.workspace.root);
-                    eprintln!(
-                        "phantom_ci: workspace kept at {}",
-                        self.workspace.tree.display()
-                    );
-                } else if let Err(e) = self.workspace.remove() {
-                    eprintln!(
-                        "phantom_ci: cannot remove the workspace `{}`: {e}; remove it by hand",
-                        self.workspace.root.display()
-                    );
-                }
-            }
-        }
-    }
 }
 
 /// What a session runs, and in which step's conditions.
@@ -543,73 +418,6 @@ impl Plan<'_> {
         }
         line
     }
-}
-
-/// `debug --done`: removes the kept workspace of `run` (or every kept workspace of the repo).
-fn done(ctx: &Context, repo: &Repo, run: Option<u64>) -> Result<ExitStatus, Error> {
-    let dirs = &ctx.dirs;
-    let all = kept::list(dirs, &repo.name);
-    let chosen: Vec<&Kept> = all
-        .iter()
-        .filter(|k| run.is_none_or(|n| k.run == n))
-        .collect();
-    if chosen.is_empty() {
-        eprintln!(
-            "phantom_ci: {} has no kept workspace: nothing to remove",
-            match run {
-                Some(n) => format!("run #{n} of `{}`", repo.name),
-                None => format!("repo `{}`", repo.name),
-            }
-        );
-        return Ok(ExitStatus::Success);
-    }
-    let mut status = ExitStatus::Success;
-    for one in chosen {
-        match kept::remove(dirs, &repo.name, one) {
-            Ok(kept::Removed::Removed) => eprintln!(
-                "phantom_ci: removed the kept workspace of `{}` #{}",
-                repo.name, one.run
-            ),
-            Ok(kept::Removed::Pinned) => {
-                eprintln!(
-                    "phantom_ci: the kept workspace of `{}` #{} is in use by a live `debug` \
-                     session: it stays (it goes once the session ends and it expired, or with \
-                     `{}` then)",
-                    repo.name,
-                    one.run,
-                    ctx.suggest(&["debug", &repo.name, &one.run.to_string(), "--done"])
-                );
-                status = ExitStatus::RunFailed;
-            }
-            Err(e) => {
-                eprintln!(
-                    "phantom_ci: cannot remove the kept workspace `{}`: {e}",
-                    one.root.display()
-                );
-                status = ExitStatus::RunFailed;
-            }
-        }
-    }
-    Ok(status)
-}
-
-/// `debug RUN` of a run without a kept workspace: says so, and how to go on.
-fn nothing_kept(ctx: &Context, repo: &Repo, record: &RunRecord) -> Error {
-    let run = record.run.to_string();
-    let why = if !kept::keeps(record.result) {
-        format!("it ended `{}`", record.result.as_str())
-    } else if repo.keep_failed.is_none() {
-        "`keep_failed` is off for this repo".to_string()
-    } else {
-        "it expired or was removed (`keep_failed`, the newest 3 per repo)".to_string()
-    };
-    Error::Usage(format!(
-        "run #{run} of `{}` has no kept workspace: {why}. Run the steps the failed one needs \
-         again in a fresh checkout, then a shell: `{}`; or only a fresh checkout: `{}`",
-        repo.name,
-        ctx.suggest(&["debug", &repo.name, &run, "--replay"]),
-        ctx.suggest(&["debug", &repo.name, &run, "--fresh"])
-    ))
 }
 
 /// The run's commit, which the repository must still have.
