@@ -260,6 +260,12 @@ fn an_expired_workspace_goes_with_the_next_tick_unless_a_session_uses_it() {
     wait_for("the kept workspace to expire", || {
         SystemTime::now() > until + Duration::from_secs(1)
     });
+    let out = env.phantom().args(["status", "--long"]).assert().success();
+    let status = stdout_of(&out);
+    assert!(
+        status.contains("(expired: the next `tick` removes it); in use by a `debug` session"),
+        "{status}"
+    );
     env.phantom().arg("tick").assert().success();
     assert!(tree.join("made-by-1").is_file(), "a live session pins it");
     let out = env

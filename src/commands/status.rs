@@ -274,13 +274,16 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         for r in &once {
             for k in &r.kept_workspaces {
                 let until = humantime::parse_rfc3339_weak(&k.until).unwrap_or(now);
+                let left = match until.duration_since(now) {
+                    Ok(left) if !left.is_zero() => format!("in {}", human_secs(left.as_secs())),
+                    _ => "expired: the next `tick` removes it".to_string(),
+                };
                 println!(
-                    "kept workspace of {} #{}: `{}`, until {} (in {}){}",
+                    "kept workspace of {} #{}: `{}`, until {} ({left}){}",
                     r.repo,
                     k.run,
                     ctx.suggest(&["debug", &r.repo, &k.run.to_string()]),
                     humantime::format_rfc3339_seconds(until),
-                    human_secs(until.duration_since(now).map_or(0, |d| d.as_secs())),
                     if k.in_use {
                         "; in use by a `debug` session"
                     } else {
