@@ -223,15 +223,21 @@ mod tests {
         for run in 1..=5 {
             kept_run(&dirs, run, hour);
         }
-        // No run records: as after a crash between the two records, nothing is kept…
-        let pin = Pin::take(&find(&dirs, "app", 2).unwrap()).unwrap();
-        assert!(pinned(&find(&dirs, "app", 2).unwrap()));
+        let runs = || -> Vec<u64> { list(&dirs, "app").iter().map(|k| k.run).collect() };
+        // Without the lock: the newest three stay until they expire, whatever the records say.
+        sweep(&dirs, "app", SystemTime::now(), false);
+        assert_eq!(runs(), [3, 4, 5]);
+        let pin = Pin::take(&find(&dirs, "app", 4).unwrap()).unwrap();
+        assert!(pinned(&find(&dirs, "app", 4).unwrap()));
+        sweep(&dirs, "app", SystemTime::now() + 2 * hour, false);
+        assert_eq!(runs(), [4], "expired, except what a live session uses");
+        kept_run(&dirs, 6, hour);
+        // Under the lock, without run records (as after a crash between the two records): nothing
+        // is kept but what a live session uses.
         sweep(&dirs, "app", SystemTime::now(), true);
-        // …but what a live session uses.
-        let left: Vec<u64> = list(&dirs, "app").iter().map(|k| k.run).collect();
-        assert_eq!(left, [2]);
+        assert_eq!(runs(), [4]);
         drop(pin);
-        assert!(!pinned(&find(&dirs, "app", 2).unwrap()));
+        assert!(!pinned(&find(&dirs, "app", 4).unwrap()));
         sweep(&dirs, "app", SystemTime::now(), true);
         assert!(list(&dirs, "app").is_empty());
         assert!(!dirs.work().join("app").exists());
