@@ -102,6 +102,7 @@ fn record(repo: &str, run: usize) -> RunRecord {
             step(2, "doc", 3_000),
         ],
         log_lost: None,
+        kept_until: None,
     }
 }
 

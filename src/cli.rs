@@ -58,7 +58,7 @@ pub enum Command {
     Hook(WithSpool<commands::hook::HookArgs>),
     /// Run a repo's workflow now, in the foreground (to debug a workflow)
     Run(commands::run::RunArgs),
-    /// A shell (or `-- COMMAND`) at a run's commit, exactly as its steps run: user, sandbox, limits, env
+    /// A shell (or `-- COMMAND`) where a run failed, exactly as its step ran: user, sandbox, limits, env
     Debug(commands::debug::DebugArgs),
     /// Validate a workflow file, or every workflow of the repository at PATH, and print the plan
     Check(commands::check::CheckArgs),

@@ -420,7 +420,9 @@ pub(crate) fn writable_cgroup2() -> Option<PathBuf> {
         .as_ref()
         .is_some_and(|p| std::fs::create_dir(p).is_ok() && std::fs::remove_dir(p).is_ok());
     if !writable {
-        crate::skip!("needs a cgroup2 hierarchy root can create cgroups in (run as root on a kernel with cgroup v2)");
+        crate::skip!(
+            "needs a cgroup2 hierarchy root can create cgroups in (run as root on a kernel with cgroup v2)"
+        );
     }
     mount.filter(|_| writable)
 }

@@ -10,7 +10,7 @@ use predicates::prelude::*;
 use crate::support::{TestEnv, current_user};
 
 /// Every key of a repo section (SPEC §2.1, §6).
-const REPO_TOML_KEYS: [&str; 21] = [
+const REPO_TOML_KEYS: [&str; 22] = [
     "path",
     "target_branch",
     "run_as",
@@ -20,6 +20,7 @@ const REPO_TOML_KEYS: [&str; 21] = [
     "env",
     "pass_env",
     "keep_workspace",
+    "keep_failed",
     "keep_runs",
     "notify",
     "require_signed",
@@ -144,7 +145,7 @@ fn example_repo_toml_runs_the_example_workflow() {
     assert!(recent.contains("second") && recent.contains("first"));
     assert!(
         !env.data.join("work/app/1").exists(),
-        "keep_workspace = \"on_failure\" removes the workspace of a success"
+        "a success keeps no workspace"
     );
 }
 

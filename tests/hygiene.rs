@@ -249,7 +249,9 @@ fn a_url_repos_mirror_is_readable_by_its_own_step_user_only() {
         return;
     }
     let Ok(Some(daemon)) = nix::unistd::User::from_name("daemon") else {
-        crate::skip!("needs the user `daemon` with a group other than nobody's (Debian's base-passwd has it)");
+        crate::skip!(
+            "needs the user `daemon` with a group other than nobody's (Debian's base-passwd has it)"
+        );
     };
     let env = TestEnv::shared();
     let mirrors = env.data.join("mirrors");

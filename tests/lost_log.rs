@@ -93,7 +93,9 @@ impl Drop for Mounted {
 /// frees it; the log marks the gap and goes on.
 fn a_full_disk_loses_the_steps_output_and_the_log_marks_the_gap() {
     if !is_root() {
-        crate::skip!("needs root to mount a small tmpfs as the data directory (run cargo test as root)");
+        crate::skip!(
+            "needs root to mount a small tmpfs as the data directory (run cargo test as root)"
+        );
     }
     if !on_path("mount") {
         crate::skip!("needs mount (apt-get install util-linux)");
@@ -106,7 +108,9 @@ fn a_full_disk_loses_the_steps_output_and_the_log_marks_the_gap() {
         .status()
         .unwrap();
     if !mounted.success() {
-        crate::skip!("needs to mount a tmpfs (run as root, outside a container that refuses mounts)");
+        crate::skip!(
+            "needs to mount a tmpfs (run as root, outside a container that refuses mounts)"
+        );
     }
     let _mounted = Mounted(env.data.clone());
     env.app(

@@ -23,6 +23,7 @@ mod configure_hook;
 mod containment;
 mod costs;
 mod debug;
+mod debug_keep;
 mod docs;
 mod examples;
 mod graph;
@@ -69,6 +70,7 @@ fn main() -> std::process::ExitCode {
         containment::tests(),
         costs::tests(),
         debug::tests(),
+        debug_keep::tests(),
         docs::tests(),
         examples::tests(),
         help::tests(),

@@ -251,6 +251,7 @@ fn list_json_has_every_setting() {
     assert_eq!(app["limits"]["fsize"], 1024);
     assert_eq!(app["sandbox"], "none");
     assert_eq!(app["keep_workspace"], "never");
+    assert_eq!(app["keep_failed"], "30m");
     assert_eq!(app["keep_runs"], 100);
     assert_eq!(app["notify"], "always");
     assert_eq!(app["workflow"], Value::Null);

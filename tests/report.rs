@@ -413,9 +413,7 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
         ),
         "Sleep",
     );
-    background
-        .runs
-        .push(env.spawn_run("app"));
+    background.runs.push(env.spawn_run("app"));
     wait_for("run 6's step", || env.root().join("started-6").exists());
     env.phantom().args(["cancel", "app"]).assert().success();
     background.runs.pop().unwrap().wait().unwrap();
@@ -429,9 +427,7 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
         ),
         "Still going",
     );
-    background
-        .runs
-        .push(env.spawn_run("app"));
+    background.runs.push(env.spawn_run("app"));
     wait_for("run 7's step", || env.root().join("started-7").exists());
     let results: Vec<String> = (1..=7)
         .map(|n| {

@@ -234,7 +234,9 @@ fn without_bwrap_a_sandboxed_repo_is_an_error_before_any_step() {
         "{message}"
     );
     assert_eq!(record["steps"].as_array().unwrap().len(), 0);
-    assert!(!env.data.join("work/app/1").exists());
+    // An error after the checkout keeps the workspace (`keep_failed`), where no step ran.
+    assert!(env.data.join("work/app/1/workspace/workflow").is_dir());
+    assert!(!env.data.join("work/app/1/workspace/ran").exists());
 }
 
 crate::tests! {

@@ -326,7 +326,9 @@ fn pushes_poke_the_runners_that_list_the_repo_over_real_ssh() {
         "chown",
     ] {
         if !on_path(tool) {
-            crate::skip!("needs `{tool}` (apt-get install openssh-client util-linux passwd coreutils)");
+            crate::skip!(
+                "needs `{tool}` (apt-get install openssh-client util-linux passwd coreutils)"
+            );
         }
     }
     let env = TestEnv::shared();

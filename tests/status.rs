@@ -82,7 +82,9 @@ fn on_a_terminal(env: &TestEnv, args: &[&str], extra: &[(&str, &str)]) -> Option
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_python {
-        eprintln!("skipped: needs python3, whose `pty` module gives the test a terminal (apt-get install python3)");
+        eprintln!(
+            "skipped: needs python3, whose `pty` module gives the test a terminal (apt-get install python3)"
+        );
         return None;
     }
     const SCRIPT: &str = "import os, pty, sys\n\

@@ -13,7 +13,9 @@ use crate::support::{TestEnv, fixed_env, is_root, on_path};
 /// PHANTOM_CI_* variable. Skips where that cannot be had.
 fn in_namespace(env: &TestEnv, script: &str) -> Output {
     if !is_root() || !on_path("unshare") {
-        crate::skip!("needs root and unshare for a private mount namespace (apt-get install util-linux; run as root)");
+        crate::skip!(
+            "needs root and unshare for a private mount namespace (apt-get install util-linux; run as root)"
+        );
     }
     let layers = env.root().join("layers");
     for dir in ["etc-up", "etc-work", "lib-up", "lib-work"] {

@@ -179,7 +179,9 @@ fn https_server(env: &TestEnv, auth: Option<&str>) -> (std::process::Child, Stri
         })
         .collect();
     if !missing.is_empty() {
-        crate::skip!("needs {missing:?} for a loopback HTTPS git server (apt-get install python3 openssl)");
+        crate::skip!(
+            "needs {missing:?} for a loopback HTTPS git server (apt-get install python3 openssl)"
+        );
     }
     let (cert, key) = (env.root().join("cert.pem"), env.root().join("key.pem"));
     let openssl = std::process::Command::new("openssl")

@@ -33,6 +33,8 @@ struct RepoJson<'a> {
     env: BTreeMap<&'a str, &'a str>,
     pass_env: &'a [String],
     keep_workspace: KeepWorkspace,
+    /// `keep_failed` as a duration (`30m`), or `"0"` when off.
+    keep_failed: String,
     keep_runs: u32,
     notify: Notify,
     require_signed: bool,
@@ -75,6 +77,10 @@ impl<'a> From<&'a Repo> for RepoJson<'a> {
                 .collect(),
             pass_env: &repo.pass_env,
             keep_workspace: repo.keep_workspace,
+            keep_failed: repo.keep_failed.map_or_else(
+                || "0".to_string(),
+                |d| humantime::format_duration(d).to_string(),
+            ),
             keep_runs: repo.keep_runs,
             notify: repo.notify,
             require_signed: repo.require_signed,

@@ -14,17 +14,18 @@ use crate::describe::terminal;
 use crate::describe::{human_bytes, human_ms, short};
 use crate::error::{Error, ExitStatus};
 use crate::state::records::{self, RunRecord, RunResult, StepStart, Trigger};
-use crate::state::{cache, queue};
+use crate::state::{cache, kept, queue};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Print one JSON array: `{"repo", "branch", "path", "last_run": <run.json or null>, "queued":
     /// <{"branch", "commit", "trigger", "queued_at"} or null>, "running_steps": [{"id", "index",
-    /// "instance", "name", "matrix", "started_at"}]}` per repo (per branch of a repo that runs several)
+    /// "instance", "name", "matrix", "started_at"}], "kept_workspaces": [{"run", "until", "path",
+    /// "in_use"}]}` per repo (per branch of a repo that runs several)
     #[arg(long)]
     pub json: bool,
     /// Show each last run's commit subject after its short id (shortened, escapes removed), and
-    /// under the table what the last runs' logs are missing
+    /// under the table the workspaces kept for `debug` and what the last runs' logs are missing
     #[arg(long, short)]
     pub long: bool,
 }
@@ -60,6 +61,19 @@ struct StatusJson {
     /// On a runner pool's central host: the claims of this repository, newest first (SPEC §7).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     claims: Vec<ClaimJson>,
+    /// The repo's workspaces kept for `phantom_ci debug` (`keep_failed`), oldest run first.
+    kept_workspaces: Vec<KeptJson>,
+}
+
+/// A workspace kept for `phantom_ci debug`, as `status` shows it.
+#[derive(Serialize)]
+struct KeptJson {
+    run: u64,
+    /// When it goes (RFC 3339).
+    until: String,
+    path: String,
+    /// A live `debug` session uses it: it stays while that lives, even past `until`.
+    in_use: bool,
 }
 
 /// A step running now, as `status` shows it.
@@ -142,6 +156,7 @@ fn add_claims(ctx: &Context, config: &Config, lines: &mut Vec<StatusJson>) {
             cache_limit: None,
             running_steps: Vec::new(),
             claims,
+            kept_workspaces: Vec::new(),
         });
     }
 }
@@ -234,6 +249,15 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
         cache_limit: repo.cache.then_some(repo.cache_limit),
         running_steps: Vec::new(),
         claims: Vec::new(),
+        kept_workspaces: kept::list(&ctx.dirs, &repo.name)
+            .into_iter()
+            .map(|k| KeptJson {
+                run: k.run,
+                until: records::rfc3339(k.until),
+                path: k.tree().display().to_string(),
+                in_use: kept::pinned(&k),
+            })
+            .collect(),
     };
     let one_line = |newest: Result<Option<RunRecord>, records::Unreadable>,
                     queued: Option<Queued>| StatusJson {
@@ -371,6 +395,30 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                     r.repo,
                     ByteSize(limit)
                 ),
+            }
+        }
+    }
+    // Kept workspaces of failed runs, and the command that opens each (`--long`).
+    if args.long {
+        for r in &once {
+            for k in &r.kept_workspaces {
+                let until = humantime::parse_rfc3339_weak(&k.until).unwrap_or(now);
+                let left = match until.duration_since(now) {
+                    Ok(left) if !left.is_zero() => format!("in {}", human_secs(left.as_secs())),
+                    _ => "expired: the next `tick` removes it".to_string(),
+                };
+                println!(
+                    "kept workspace of {} #{}: `{}`, until {} ({left}){}",
+                    r.repo,
+                    k.run,
+                    ctx.suggest(&["debug", &r.repo, &k.run.to_string()]),
+                    humantime::format_rfc3339_seconds(until),
+                    if k.in_use {
+                        "; in use by a `debug` session"
+                    } else {
+                        ""
+                    }
+                );
             }
         }
     }

@@ -55,6 +55,10 @@ pub fn run(args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         if unmoved_and_settled(ctx, repo) {
             // No run to recover; a `debug` session that died is still ended.
             recovery::end_dead_sessions(&ctx.dirs, &repo.name);
+            // And kept workspaces that expired go.
+            for note in recovery::sweep_kept(&ctx.dirs, &repo.name) {
+                eprintln!("phantom_ci: note: {note}");
+            }
             continue;
         }
         match recover_and_check(ctx, repo) {

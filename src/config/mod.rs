@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
 use crate::config::problems::Problem;
-use crate::config::quantities::{ByteSize, Count, HumanDuration};
+use crate::config::quantities::{ByteSize, Count, HumanDuration, KeepFor};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LOG_LIMIT: u64 = 64 << 20;
@@ -35,6 +35,8 @@ pub const DEFAULT_BRANCH: &str = "master";
 pub const DEFAULT_CHECKOUT_LIMIT: u64 = 4 << 30;
 /// The smallest `checkout_limit` accepted: every file counts at least one 4 KiB block.
 pub const MIN_CHECKOUT_LIMIT: u64 = 1 << 20;
+/// `keep_failed`: how long a failed run's workspace is kept by default (SPEC §9).
+pub const DEFAULT_KEEP_FAILED: Duration = Duration::from_secs(30 * 60);
 /// How large a repo's build cache may grow when `cache_limit` is not set (SPEC §6).
 pub const DEFAULT_CACHE_LIMIT: u64 = 10 << 30;
 
@@ -234,6 +236,7 @@ struct RawRepo {
     env: Option<IndexMap<EnvName, String>>,
     pass_env: Option<Vec<EnvName>>,
     keep_workspace: Option<KeepWorkspace>,
+    keep_failed: Option<KeepFor>,
     keep_runs: Option<Spanned<Count>>,
     notify: Option<Notify>,
     require_signed: Option<Spanned<bool>>,
@@ -513,7 +516,12 @@ impl Config {
                     .map(|(k, v)| (k.0, v))
                     .collect(),
                 pass_env: dedup(raw.pass_env.unwrap_or_default().into_iter().map(|n| n.0)),
-                keep_workspace: raw.keep_workspace.unwrap_or(KeepWorkspace::Never),
+                // `keep_workspace = "on_failure"` is the old name of `keep_failed` at its default.
+                keep_workspace: match raw.keep_workspace {
+                    None | Some(KeepWorkspace::OnFailure) => KeepWorkspace::Never,
+                    Some(other) => other,
+                },
+                keep_failed: raw.keep_failed.map_or(Some(DEFAULT_KEEP_FAILED), |k| k.0),
                 keep_runs,
                 notify: raw.notify.unwrap_or(Notify::Always),
                 require_signed,
@@ -822,10 +830,25 @@ checkout_limit = "2GiB"
         assert_eq!(repo.pass_env, vec!["CARGO_HOME"]);
         assert_eq!(repo.limits.address_space, Some(8 << 30));
         assert_eq!(repo.limits.cpu, Some(Duration::from_secs(1800)));
-        assert_eq!(repo.keep_workspace, KeepWorkspace::OnFailure);
+        // The old name of `keep_failed` at its default.
+        assert_eq!(repo.keep_workspace, KeepWorkspace::Never);
+        assert_eq!(repo.keep_failed, Some(DEFAULT_KEEP_FAILED));
         assert_eq!(repo.log_limit, 1 << 20);
         assert_eq!(repo.checkout_limit, 2 << 30);
         assert_eq!(repo.limits.nofile, Some(1024));
+    }
+
+    #[test]
+    fn keep_failed_is_a_duration_or_zero_for_off() {
+        let section = |value: &str| format!("[app]\npath = \"/x\"\nkeep_failed = \"{value}\"\n");
+        let keep = |value: &str| parse(&section(value)).unwrap().repos.remove(0).keep_failed;
+        assert_eq!(keep("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(keep("0"), None);
+        let repo = parse("[app]\npath = \"/x\"\n").unwrap().repos.remove(0);
+        assert_eq!(repo.keep_failed, Some(DEFAULT_KEEP_FAILED));
+        let e = error(&section("soon"));
+        assert!(e.contains("keep_failed") || e.contains("line 3"), "{e}");
+        assert!(e.contains("(or \"0\" for off)"), "{e}");
     }
 
     #[test]

@@ -53,6 +53,28 @@ impl fmt::Display for HumanDuration {
     }
 }
 
+/// A duration that may be `"0"` (off): `keep_failed`. `None` is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepFor(pub Option<Duration>);
+
+impl KeepFor {
+    pub fn parse(text: &str) -> Result<KeepFor, String> {
+        if text.trim() == "0" {
+            return Ok(KeepFor(None));
+        }
+        HumanDuration::parse(text)
+            .map(|d| KeepFor(Some(d.0)))
+            .map_err(|e| format!("{e} (or \"0\" for off)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for KeepFor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        KeepFor::parse(&text).map_err(de::Error::custom)
+    }
+}
+
 /// A size in bytes written like `"64MiB"`, `"10G"`, `"512k"` or a bare number of bytes.
 /// `K`/`M`/`G`/`T` and `KiB`/`MiB`/… are both powers of 1024; `KB`/`MB`/… are powers of 1000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

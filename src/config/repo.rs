@@ -28,6 +28,9 @@ pub struct Repo {
     pub env: Vec<(String, String)>,
     pub pass_env: Vec<String>,
     pub keep_workspace: KeepWorkspace,
+    /// `keep_failed` (SPEC §9): how long the workspace of a run that failed after its checkout is
+    /// kept for `phantom_ci debug`; `None` (`"0"`): not kept.
+    pub keep_failed: Option<Duration>,
     pub keep_runs: u32,
     pub notify: Notify,
     pub require_signed: bool,
@@ -66,6 +69,8 @@ impl Repo {
             env: Vec::new(),
             pass_env: Vec::new(),
             keep_workspace: KeepWorkspace::Never,
+            // `debug` takes configured repos only: nothing to keep a workspace for.
+            keep_failed: None,
             keep_runs: DEFAULT_KEEP_RUNS,
             // Someone trying a repository out: the team's chat hears of it only with `run --notify`.
             notify: Notify::Never,

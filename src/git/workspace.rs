@@ -149,6 +149,37 @@ impl Workspace {
         give(&self.root, set_mode(&self.root, 0o711))
     }
 
+    /// The directory `root` of an earlier run, kept for `phantom_ci debug` ([`crate::state::kept`]).
+    pub fn existing(root: PathBuf) -> Workspace {
+        Workspace {
+            tree: root.join("workspace"),
+            artifacts: root.join("artifacts"),
+            root,
+        }
+    }
+
+    /// Lets the step user through the run directory again (mode 0711), for a `debug` session in a
+    /// kept workspace: its files are the step user's already, as the run left them. Refused when
+    /// `workspace/` belongs to another user (`run_as` changed since the run).
+    pub fn reopen(&self, user: &StepUser) -> Result<(), String> {
+        if !user.switch {
+            return Ok(());
+        }
+        let owner = std::fs::metadata(&self.tree)
+            .map_err(|e| format!("cannot read `{}`: {e}", self.tree.display()))?
+            .uid();
+        if owner != user.uid.as_raw() {
+            return Err(format!(
+                "`{}` belongs to uid {owner}, not to the step user `{}` (`run_as` changed since \
+                 the run)",
+                self.tree.display(),
+                user.name
+            ));
+        }
+        set_mode(&self.root, 0o711)
+            .map_err(|e| format!("cannot open `{}`: {e}", self.root.display()))
+    }
+
     /// Closes the run directory again: from now on only phantom_ci can enter it. Safe to call twice.
     pub fn take_back(&self) -> Result<(), String> {
         set_mode(&self.root, 0o700)

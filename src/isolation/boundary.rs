@@ -26,6 +26,11 @@
 //! 9. **The environment** is exactly the one given (the step environment of SPEC §4.2), the working
 //!    directory the workspace.
 //!
+//! 10. **`debug` only, as root without the sandbox: the build cache read-only**
+//!     ([`Boundary::read_only`]): the child enters a mount namespace of its own (private
+//!     propagation) and binds the directory onto itself read-only, before it drops privileges; the
+//!     machine's mounts are untouched. A failure aborts the spawn.
+//!
 //! Steps 1 and 3–7 run in the child between `fork` and `exec`: only system calls on values computed
 //! before the fork — no allocation, no lock — as `pre_exec` requires.
 //!
@@ -67,6 +72,9 @@ pub struct Boundary<'a> {
     pub limits: &'a [(Resource, u64)],
     pub sandbox: Option<&'a Sandbox>,
     pub cgroup: Option<&'a RunCgroup>,
+    /// A directory the child sees read-only, in a mount namespace of its own (invariant 10):
+    /// `phantom_ci debug`'s view of the build cache as root without the sandbox. Needs root.
+    pub read_only: Option<&'a Path>,
 }
 
 /// Where a step's descriptors 0, 1 and 2 go.
@@ -167,6 +175,13 @@ impl Boundary<'_> {
             .then(|| (self.user.uid, self.user.gid, self.user.groups.clone()));
         let limits: Vec<(Resource, u64)> = self.limits.to_vec();
         let cgroup: Option<RawFd> = self.cgroup.map(RunCgroup::procs_fd);
+        let read_only: Option<std::ffi::CString> = match self.read_only {
+            Some(dir) => Some(
+                std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                    .map_err(std::io::Error::other)?,
+            ),
+            None => None,
+        };
         let fd_bound = getrlimit(Resource::RLIMIT_NOFILE)
             .map_or(MAX_FDS, |(soft, hard)| soft.max(hard).min(MAX_FDS))
             as libc::c_int;
@@ -195,6 +210,9 @@ impl Boundary<'_> {
                     return Err(std::io::Error::last_os_error());
                 }
                 close_on_exec_from_3(fd_bound)?;
+                if let Some(dir) = &read_only {
+                    read_only_view(dir)?;
+                }
                 for (resource, value) in &limits {
                     setrlimit(*resource, *value, *value)?;
                 }
@@ -210,6 +228,45 @@ impl Boundary<'_> {
         // The command holds copies of the pipe's write end: close them.
         drop(command);
         spawned
+    }
+}
+
+/// Invariant 10: a mount namespace of this process's own in which `dir` is read-only.
+/// Async-signal-safe: system calls on a string made before the fork.
+#[allow(unsafe_code)]
+fn read_only_view(dir: &std::ffi::CStr) -> std::io::Result<()> {
+    let none = std::ptr::null();
+    let root = c"/";
+    // SAFETY: unshare and mount take plain integers and NUL-terminated strings that outlive the
+    // calls; they change only this process's (new) mount namespace.
+    let done = unsafe {
+        libc::unshare(libc::CLONE_NEWNS) == 0
+            && libc::mount(
+                none,
+                root.as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                none.cast(),
+            ) == 0
+            && libc::mount(
+                dir.as_ptr(),
+                dir.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                none.cast(),
+            ) == 0
+            && libc::mount(
+                none,
+                dir.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                none.cast(),
+            ) == 0
+    };
+    if done {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

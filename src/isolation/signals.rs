@@ -16,6 +16,8 @@ static LAST: AtomicI32 = AtomicI32::new(0);
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 static NUDGES: AtomicUsize = AtomicUsize::new(0);
 static INSTALL: Once = Once::new();
+static WINCHES: AtomicUsize = AtomicUsize::new(0);
+static INSTALL_WINCH: Once = Once::new();
 
 /// The signals that end a run.
 const TERMINATING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
@@ -23,6 +25,10 @@ const TERMINATING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHU
 extern "C" fn note(signal: nix::libc::c_int) {
     LAST.store(signal, Ordering::SeqCst);
     COUNT.fetch_add(1, Ordering::SeqCst);
+}
+
+extern "C" fn winch(_signal: nix::libc::c_int) {
+    WINCHES.fetch_add(1, Ordering::SeqCst);
 }
 
 extern "C" fn nudge(_signal: nix::libc::c_int) {
@@ -89,4 +95,29 @@ pub fn insisted() -> bool {
 /// looks for the run's cancel request at once.
 pub fn cancel_nudges() -> usize {
     NUDGES.load(Ordering::SeqCst)
+}
+
+/// Notes SIGWINCH (the operator's terminal changed its size) from now on: `phantom_ci debug` copies
+/// the new size to its shell's pty ([`window_changes`]). A relay waiting in `poll` wakes at once
+/// (Linux never restarts `poll`); other calls are restarted.
+#[allow(unsafe_code)]
+pub fn install_winch() -> Result<(), String> {
+    let mut result = Ok(());
+    INSTALL_WINCH.call_once(|| {
+        let action = SigAction::new(
+            SigHandler::Handler(winch),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: `winch` is async-signal-safe: it only adds to an atomic.
+        if let Err(e) = unsafe { sigaction(Signal::SIGWINCH, &action) } {
+            result = Err(format!("cannot install a handler for SIGWINCH: {e}"));
+        }
+    });
+    result
+}
+
+/// How many SIGWINCH this process received since [`install_winch`].
+pub fn window_changes() -> usize {
+    WINCHES.load(Ordering::SeqCst)
 }

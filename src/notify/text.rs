@@ -39,6 +39,8 @@ pub struct Summary {
     pub log_lost: Option<String>,
     /// The host that ran it (its hostname): with several runner hosts, a post says which (SPEC §7).
     pub host: String,
+    /// With a workspace kept for `debug` (`keep_failed`): the command that opens it, and until when.
+    pub debug: Option<String>,
 }
 
 /// How many failed steps a summary holds at most (a 64-copy matrix may fail whole); a message shows
@@ -115,6 +117,13 @@ impl Summary {
                 .as_ref()
                 .map(|lost| one_line(&lost.describe(), MESSAGE_CHARS)),
             host: host_name(),
+            debug: record.kept_until.as_ref().map(|until| {
+                let command = format!("phantom_ci debug {} {}", record.repo, record.run);
+                format!(
+                    "{} (workspace kept until {until})",
+                    one_line(&command, MESSAGE_CHARS)
+                )
+            }),
         }
     }
 }
@@ -256,6 +265,9 @@ pub fn chat_message(summary: &Summary, log: &str, markup: &Markup) -> String {
     if let Some(message) = &summary.message {
         head.push_str(&format!("\n> {}", (markup.span)(message)));
     }
+    if let Some(debug) = &summary.debug {
+        head.push_str(&format!("\ndebug: {}", (markup.span)(debug)));
+    }
     if let Some(lost) = &summary.log_lost {
         head.push_str(&format!("\nlog incomplete: {}", (markup.span)(lost)));
     }
@@ -336,6 +348,7 @@ pub fn sample_record(result: RunResult, branch: &str) -> RunRecord {
             duration_ms: 1000,
         }],
         log_lost: None,
+        kept_until: None,
     }
 }
 
@@ -390,6 +403,20 @@ mod tests {
         step.matrix = instance.map(|k| [("TARGET".to_string(), format!("t{k}"))].into());
         step.allow_failure = allowed;
         step
+    }
+
+    #[test]
+    fn a_kept_workspace_gives_the_debug_command_and_when_it_goes() {
+        let mut record = sample_record(RunResult::Failure, "master");
+        let plain = crate::notify::discord::content(&Summary::of(&record), "log\n");
+        assert!(!plain.contains("phantom_ci debug"), "{plain}");
+        record.kept_until = Some("2026-11-05T10:30:01.000Z".into());
+        let post = crate::notify::discord::content(&Summary::of(&record), "log\n");
+        assert!(
+            post.lines().any(|l| l
+                == "debug: `phantom_ci debug app 7 (workspace kept until 2026-11-05T10:30:01.000Z)`"),
+            "{post}"
+        );
     }
 
     #[test]

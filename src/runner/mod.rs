@@ -39,6 +39,7 @@ use crate::isolation::signature::{self, Refusal};
 use crate::isolation::{reaper, signals};
 use crate::runner::output::Output;
 use crate::state::cache;
+use crate::state::kept;
 use crate::state::lock::RepoLock;
 use crate::state::records::{self, RunDir, RunRecord, RunResult, StepJournal, StepRecord, Trigger};
 
@@ -159,6 +160,7 @@ pub fn execute(
         message: None,
         steps: Vec::new(),
         log_lost: None,
+        kept_until: None,
     };
     let log = File::create(run_dir.log());
     let written = log
@@ -203,10 +205,12 @@ pub fn execute(
         previous_commit: previous.as_ref().map(|p| p.commit.clone()),
         deadline: start + repo.timeout,
         kept_workspace: None,
+        kept_until: None,
         progress,
     };
     let conclusion = run.conduct();
     let kept_workspace = run.kept_workspace.take();
+    let kept_until = run.kept_until.take();
     out.note_not_shown();
 
     record.result = conclusion.result;
@@ -227,8 +231,20 @@ pub fn execute(
             &format!("==> {painted}: {message}"),
         );
     }
-    if let Some(path) = &kept_workspace {
-        out.line(&format!("==> workspace kept at {}", path.display()));
+    match (&kept_workspace, kept_until) {
+        (Some(_), Some(until)) => {
+            // As builds.sr.ht prints its ssh line: the one command that opens the failure.
+            out.line(&format!(
+                "==> debug it where it failed: phantom_ci debug {} {} (workspace kept until {}, \
+                 `keep_failed`)",
+                repo.name,
+                record.run,
+                humantime::format_rfc3339_seconds(until)
+            ));
+            record.kept_until = Some(records::rfc3339(until));
+        }
+        (Some(path), None) => out.line(&format!("==> workspace kept at {}", path.display())),
+        (None, _) => {}
     }
     let summary = |result: &str| {
         format!(
@@ -241,6 +257,10 @@ pub fn execute(
     out.line_styled(&summary(result), &summary(&painted));
     record.log_lost = out.log_lost();
     run_dir.write(&record)?;
+    // Now that this run's record says why its workspace is kept: the repo keeps its newest ones.
+    for note in kept::sweep(dirs, &repo.name, SystemTime::now(), true) {
+        out.line(&format!("==> note: {note}"));
+    }
     // The record is final: the repo's runs are settled again (`tick` passes over it while it does
     // not move). Best effort: without the note, `tick` looks at the records.
     let _ = records::mark_settled(dirs, &repo.name);
@@ -300,6 +320,7 @@ impl EachStep<'_> {
             limits: self.limits,
             sandbox: self.sandbox,
             cgroup: own.or(self.cgroup),
+            read_only: None,
         }
     }
 }
@@ -336,6 +357,8 @@ struct Run<'a> {
     previous_commit: Option<String>,
     deadline: Instant,
     kept_workspace: Option<PathBuf>,
+    /// With `keep_failed`: until when the workspace is kept.
+    kept_until: Option<SystemTime>,
     progress: &'a mut dyn FnMut(Progress),
 }
 
@@ -382,12 +405,13 @@ impl Run<'_> {
         {
             Ok(cache) => cache,
             Err(message) => {
-                self.finish_workspace(&workspace, &Conclusion::error(message.clone()));
+                self.finish_workspace(&workspace, &Conclusion::error(message.clone()), false);
                 return Conclusion::error(message);
             }
         };
-        let conclusion = match workspace
-            .checkout(&source, self.request.commit, repo, self.deadline)
+        let checkout = workspace.checkout(&source, self.request.commit, repo, self.deadline);
+        let checked_out = checkout.is_ok();
+        let conclusion = match checkout
             .and_then(|()| workspace.hand_over(&user))
             .and_then(|()| self.sandbox(&workspace, &source, &user, cache.as_deref()))
         {
@@ -407,7 +431,7 @@ impl Run<'_> {
         if let Some(dir) = &cache {
             self.trim_cache(dir);
         }
-        self.finish_workspace(&workspace, &conclusion);
+        self.finish_workspace(&workspace, &conclusion, checked_out);
         conclusion
     }
 
@@ -587,7 +611,14 @@ impl Run<'_> {
         }
     }
 
-    fn finish_workspace(&mut self, workspace: &Workspace, conclusion: &Conclusion) {
+    /// Keeps the workspace (`run --keep`, `keep_workspace = "always"`, or `keep_failed` after a
+    /// failure past the checkout: [`kept`]) or removes it.
+    fn finish_workspace(
+        &mut self,
+        workspace: &Workspace,
+        conclusion: &Conclusion,
+        checked_out: bool,
+    ) {
         // Also when the steps never ran (no sandbox, say) after the workspace was handed over.
         if let Err(message) = workspace.take_back() {
             self.out.line(&format!("==> {message}"));
@@ -595,9 +626,31 @@ impl Run<'_> {
         let keep = self.request.keep_workspace
             || match self.request.repo.keep_workspace {
                 KeepWorkspace::Always => true,
-                KeepWorkspace::OnFailure => conclusion.result != RunResult::Success,
-                KeepWorkspace::Never => false,
+                // `"on_failure"` is read as `keep_failed` at its default ([`kept`]).
+                KeepWorkspace::OnFailure | KeepWorkspace::Never => false,
             };
+        let keep_failed = self
+            .request
+            .repo
+            .keep_failed
+            .filter(|_| !keep && checked_out && kept::keeps(conclusion.result));
+        if let Some(keep_for) = keep_failed {
+            // Every process of the run is gone; the files stay as the steps left them, the step
+            // user's. Written atomically: a crash before the run's record is final is undone by
+            // recovery ([`kept`]).
+            match kept::write(&workspace.root, keep_for) {
+                Ok(until) => {
+                    self.kept_workspace = Some(workspace.tree.clone());
+                    self.kept_until = Some(until);
+                    return;
+                }
+                Err(e) => self.out.line(&format!(
+                    "==> note: the workspace is not kept for `phantom_ci debug`: cannot write \
+                     `{}`: {e}",
+                    workspace.root.join("kept").display()
+                )),
+            }
+        }
         if keep {
             self.kept_workspace = Some(workspace.tree.clone());
         } else if let Err(e) = workspace.remove() {
@@ -620,6 +673,31 @@ pub fn step_sandbox(
     user: &StepUser,
     cache: Option<&Path>,
 ) -> Result<Option<BwrapSandbox>, String> {
+    sandbox_of(dirs, repo, workspace, source, user, cache, None)
+}
+
+/// The sandbox of a `phantom_ci debug` session (issue 20): a step's, with the repo's build cache
+/// (if given) bound read-only — a run of the repo may be using it.
+pub fn debug_sandbox(
+    dirs: &Dirs,
+    repo: &Repo,
+    workspace: &Workspace,
+    source: &Repository,
+    user: &StepUser,
+    read_only_cache: Option<&Path>,
+) -> Result<Option<BwrapSandbox>, String> {
+    sandbox_of(dirs, repo, workspace, source, user, None, read_only_cache)
+}
+
+fn sandbox_of(
+    dirs: &Dirs,
+    repo: &Repo,
+    workspace: &Workspace,
+    source: &Repository,
+    user: &StepUser,
+    cache: Option<&Path>,
+    read_only_cache: Option<&Path>,
+) -> Result<Option<BwrapSandbox>, String> {
     if repo.sandbox == Sandbox::None {
         return Ok(None);
     }
@@ -627,10 +705,12 @@ pub fn step_sandbox(
     hidden.extend(privilege::own_homes());
     let mut writable = vec![workspace.tree.clone(), workspace.artifacts.clone()];
     writable.extend(cache.map(Path::to_path_buf));
+    let mut read_only = vec![source.commondir().join("objects")];
+    read_only.extend(read_only_cache.map(Path::to_path_buf));
     let mounts = sandbox::Mounts {
         hidden,
         writable,
-        read_only: vec![source.commondir().join("objects")],
+        read_only,
     };
     BwrapSandbox::new(repo, user, &mounts).map(Some)
 }

@@ -223,6 +223,10 @@ pub struct RunRecord {
     /// still what its steps decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_lost: Option<LogLost>,
+    /// Until when the run's workspace is kept for `phantom_ci debug` (`keep_failed`, RFC 3339);
+    /// absent when it is not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_until: Option<String>,
 }
 
 /// What the run's log is missing: bytes that could not be written to it, and why.
@@ -739,6 +743,7 @@ pub(crate) fn sample(run: u64, result: RunResult) -> RunRecord {
         message: None,
         steps: Vec::new(),
         log_lost: None,
+        kept_until: None,
     }
 }
 

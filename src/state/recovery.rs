@@ -13,6 +13,9 @@
 //! unique to one run of one data dir. Without a cgroup this is best effort: a process that cleared its
 //! environment escapes it.
 //!
+//! Kept workspaces of failed runs ([`crate::state::kept`]) that expired go too, except those a live
+//! `debug` session uses; also without the lock ([`sweep_kept`]), by time only.
+//!
 //! `phantom_ci debug` sessions hold no lock; their owner records ([`crate::state::sessions`]) tell
 //! which died. What is left of those is ended the same way, and their workspaces removed, by whoever
 //! recovers the repo's runs.
@@ -31,12 +34,14 @@ use crate::error::Error;
 use crate::isolation::cgroup;
 use crate::state::lock::RepoLock;
 use crate::state::records::{self, RunDir, RunRecord, RunResult, Trigger};
-use crate::state::sessions;
+use crate::state::{kept, sessions};
 
 /// Records the newest run of `repo` as `aborted` if it is still `running`, or if its record cannot be
 /// read. The caller holds the lock. Returns the number of the run it recorded, if any.
 pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>, Error> {
     end_dead_sessions(dirs, &repo.name);
+    // Under the lock: also a workspace kept by a run that died before its record was final.
+    let _ = kept::sweep(dirs, &repo.name, SystemTime::now(), true);
     let Some(&number) = records::list(dirs, &repo.name).last() else {
         return Ok(None);
     };
@@ -90,7 +95,10 @@ pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>
     }
     run_dir.write(&record)?;
     let _ = records::mark_settled(dirs, &repo.name);
-    if repo.keep_workspace == KeepWorkspace::Never {
+    // An aborted run keeps no workspace for `debug` (`keep_failed`), unless a live session uses
+    // the one it had begun to keep.
+    let pinned = kept::find(dirs, &repo.name, number).is_some_and(|k| kept::pinned(&k));
+    if repo.keep_workspace != KeepWorkspace::Always && !pinned {
         let _ = std::fs::remove_dir_all(&workspace);
     }
     Ok(Some(number))
@@ -103,6 +111,16 @@ pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>
 pub fn end_dead_sessions(dirs: &Dirs, repo: &str) {
     for session in sessions::dead(dirs, repo) {
         cgroup::kill_dead_debug(&dirs.data, repo, session.pid);
+        if let Some(run) = session.in_run {
+            // The workspace is a kept run's, which may have other sessions: its processes by the
+            // environment only when none is alive. The workspace stays (it expires as kept ones do).
+            let kept = kept::find(dirs, repo, run);
+            if let Some(kept) = kept.filter(|k| !kept::pinned(k)) {
+                kill_leftovers(&kept.tree());
+            }
+            let _ = std::fs::remove_dir_all(&session.root);
+            continue;
+        }
         kill_leftovers(&session.workspace());
         if session.keep {
             // As at the end of a session: closed to the step user again, and no longer a session.
@@ -114,6 +132,13 @@ pub fn end_dead_sessions(dirs: &Dirs, repo: &str) {
             let _ = std::fs::remove_dir(dirs.work().join(repo));
         }
     }
+}
+
+/// Removes the kept workspaces of `repo` that expired or are past the newest three, except those a
+/// live session uses. Needs no lock (a run that is keeping its workspace right now keeps a newer
+/// one than any it could remove).
+pub fn sweep_kept(dirs: &Dirs, repo: &str) -> Vec<String> {
+    kept::sweep(dirs, repo, SystemTime::now(), false)
 }
 
 /// The record of a run whose `run.json` cannot be read, rebuilt from what is left.
@@ -158,6 +183,7 @@ fn rebuild(repo: &Repo, run: &RunDir) -> RunRecord {
         message: None,
         steps: records::journal_steps(run),
         log_lost: None,
+        kept_until: None,
     }
 }
 

@@ -4,6 +4,10 @@
 //! be kept (`--keep`). The next invocation that recovers the repo's runs finds the sessions whose owner
 //! is gone ([`dead`]); [`crate::state::recovery`] ends their processes and removes their workspaces.
 //!
+//! A session in the kept workspace of a failed run ([`crate::state::kept`]) has a directory and a
+//! record too (`in <run>` instead of `keep`/`remove`), for its processes; its workspace is the run's,
+//! which recovery of the session never removes.
+//!
 //! The record sits in the session's directory, which is phantom_ci's (mode 0711 while the session
 //! runs): the step user can neither write nor replace it. A directory without a record (a session
 //! that is just starting, or one from an earlier version) is left alone.
@@ -31,10 +35,18 @@ fn record(root: &Path) -> PathBuf {
 
 /// Notes that this process runs the debug session in `root` (`keep`: its workspace outlives it).
 pub fn write(root: &Path, keep: bool) -> Result<(), Error> {
+    write_record(root, if keep { "keep" } else { "remove" })
+}
+
+/// Notes that this process runs a debug session in the kept workspace of run `run`.
+pub fn write_in(root: &Path, run: u64) -> Result<(), Error> {
+    write_record(root, &format!("in {run}"))
+}
+
+fn write_record(root: &Path, what: &str) -> Result<(), Error> {
     let me = std::process::id();
     let start = process_start_time(me).unwrap_or_default();
-    let keep = if keep { "keep" } else { "remove" };
-    atomic_file::write(&record(root), format!("{me} {start} {keep}\n").as_bytes())
+    atomic_file::write(&record(root), format!("{me} {start} {what}\n").as_bytes())
         .map_err(|e| Error::io("cannot write", record(root), e))
 }
 
@@ -52,6 +64,8 @@ pub struct Dead {
     pub pid: u32,
     /// Started with `--keep`: its workspace stays.
     pub keep: bool,
+    /// A session in the kept workspace of this run: its workspace is the run's, and stays.
+    pub in_run: Option<u64>,
 }
 
 impl Dead {
@@ -80,10 +94,16 @@ pub fn dead(dirs: &Dirs, repo: &str) -> Vec<Dead> {
             let name = entry.file_name();
             let pid: u32 = name.to_str()?.strip_prefix("debug-")?.parse().ok()?;
             let root = entry.path();
-            let (owner, start, keep) = parse(&std::fs::read_to_string(record(&root)).ok()?)?;
+            let (owner, start, keep, in_run) =
+                parse(&std::fs::read_to_string(record(&root)).ok()?)?;
             // A record that names another process than its directory does was not written by
             // phantom_ci: leave it be.
-            (owner == pid && !alive(pid, start)).then_some(Dead { root, pid, keep })
+            (owner == pid && !alive(pid, start)).then_some(Dead {
+                root,
+                pid,
+                keep,
+                in_run,
+            })
         })
         .collect()
 }
@@ -103,17 +123,18 @@ fn alive(pid: u32, start: u64) -> bool {
     }
 }
 
-/// `<pid> <start time> <keep|remove>`.
-fn parse(text: &str) -> Option<(u32, u64, bool)> {
+/// `<pid> <start time> <keep|remove|in RUN>`.
+fn parse(text: &str) -> Option<(u32, u64, bool, Option<u64>)> {
     let mut fields = text.split_whitespace();
     let pid = fields.next()?.parse().ok()?;
     let start = fields.next()?.parse().ok()?;
-    let keep = match fields.next()? {
-        "keep" => true,
-        "remove" => false,
+    let (keep, in_run) = match fields.next()? {
+        "keep" => (true, None),
+        "remove" => (false, None),
+        "in" => (true, Some(fields.next()?.parse().ok()?)),
         _ => return None,
     };
-    Some((pid, start, keep))
+    Some((pid, start, keep, in_run))
 }
 
 #[cfg(test)]
@@ -159,10 +180,13 @@ mod tests {
             [Dead {
                 root: gone.clone(),
                 pid: 1,
-                keep: true
+                keep: true,
+                in_run: None,
             }]
         );
-        assert_eq!(parse("12 34 remove\n"), Some((12, 34, false)));
+        assert_eq!(parse("12 34 remove\n"), Some((12, 34, false, None)));
+        assert_eq!(parse("12 34 in 7\n"), Some((12, 34, true, Some(7))));
+        assert_eq!(parse("12 34 in\n"), None);
         forget(&gone);
         assert!(dead(&dirs, "app").is_empty());
         assert!(dead(&dirs, "other").is_empty());
