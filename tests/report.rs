@@ -503,15 +503,18 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
     assert!(first.contains("<div class=\"timeline\""));
     // The artifacts: linked, encoded, escaped, copied; pages and server files defused; links left.
     assert!(
-        first.contains("<a href=\"1/artifacts/%3Cscript%3Ealert%283%29%3C\" download>&lt;script&gt;alert(3)&lt;</a>"),
+        first.contains("<a href=\"1/artifacts/%3Cscript%3Ealert%283%29%3C.txt\" download=\"&lt;script&gt;alert(3)&lt;\">&lt;script&gt;alert(3)&lt;</a>"),
         "{first}"
     );
     assert!(
-        first.contains("<a href=\"1/artifacts/page_html.txt\" download>page.html</a>"),
+        first
+            .contains("<a href=\"1/artifacts/page_html.txt\" download=\"page.html\">page.html</a>"),
         "{first}"
     );
     assert!(
-        first.contains("<a href=\"1/artifacts/sub/__htaccess.txt\" download>sub/.htaccess</a>"),
+        first.contains(
+            "<a href=\"1/artifacts/sub/_htaccess.txt\" download=\".htaccess\">sub/.htaccess</a>"
+        ),
         "{first}"
     );
     assert!(
@@ -524,7 +527,7 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
     );
     let copies = site.join("app/1/artifacts");
     assert_eq!(
-        read(&copies.join("<script>alert(3)<")),
+        read(&copies.join("<script>alert(3)<.txt")),
         "<script>alert(3)</script>"
     );
     assert_eq!(
@@ -532,7 +535,7 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
         "<script>alert(4)</script>\n"
     );
     assert_eq!(
-        read(&copies.join("sub/__htaccess.txt")),
+        read(&copies.join("sub/_htaccess.txt")),
         "Options +ExecCGI\n"
     );
     let names: Vec<String> = files(&site)
