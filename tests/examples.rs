@@ -10,7 +10,7 @@ use predicates::prelude::*;
 use crate::support::{TestEnv, current_user};
 
 /// Every key of a repo section (SPEC §2.1, §6).
-const REPO_TOML_KEYS: [&str; 20] = [
+const REPO_TOML_KEYS: [&str; 21] = [
     "path",
     "target_branch",
     "run_as",
@@ -31,6 +31,7 @@ const REPO_TOML_KEYS: [&str; 20] = [
     "checkout_limit",
     "cache",
     "cache_limit",
+    "artifact_files",
 ];
 
 fn project() -> PathBuf {

@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer, de};
 use crate::config::problems::Problem;
 use crate::config::quantities::{ByteSize, Count, HumanDuration};
 use crate::config::{
-    ConfigError, DEFAULT_CACHE_LIMIT, DEFAULT_CHECKOUT_LIMIT, DEFAULT_KEEP_RUNS, DEFAULT_LOG_LIMIT,
-    DEFAULT_TIMEOUT,
+    ConfigError, DEFAULT_ARTIFACT_FILES, DEFAULT_CACHE_LIMIT, DEFAULT_CHECKOUT_LIMIT,
+    DEFAULT_KEEP_RUNS, DEFAULT_LOG_LIMIT, DEFAULT_TIMEOUT,
 };
 
 /// One validated `[name]` section of `Repo.toml`.
@@ -42,6 +42,8 @@ pub struct Repo {
     pub cache: bool,
     /// The size the cache is trimmed back to after a run (its oldest files go first).
     pub cache_limit: u64,
+    /// The most files and directories of a run's artifacts kept; the rest are dropped with a note.
+    pub artifact_files: u64,
     /// What is wrong with this repo on this machine (its `path` or `run_as` user does not exist):
     /// a repo with problems is shown but never run. Empty for a healthy repo.
     pub problems: Vec<Problem>,
@@ -72,6 +74,7 @@ impl Repo {
             checkout_limit: DEFAULT_CHECKOUT_LIMIT,
             cache: false,
             cache_limit: DEFAULT_CACHE_LIMIT,
+            artifact_files: DEFAULT_ARTIFACT_FILES,
             problems: Vec::new(),
         }
     }
