@@ -67,6 +67,7 @@ pub fn copy(from: &Path, to: &Path, href_base: &str) -> Listing {
         href_base: href_base.to_string(),
         budget: REPORT_ARTIFACTS_CAP,
         listing: Listing::default(),
+        more_than_max: false,
     };
     if let Ok(dir) = dirfd::open_dir(None, from.as_os_str()) {
         walk.dir(&dir, &[], 0);
@@ -79,6 +80,8 @@ struct Walk {
     href_base: String,
     budget: u64,
     listing: Listing,
+    /// Whether the walk met more files than [`MAX_FILES`] (and so ended).
+    more_than_max: bool,
 }
 
 impl Walk {
@@ -92,7 +95,12 @@ impl Walk {
             ));
             return;
         }
-        for name in dirfd::names(dir) {
+        // A record from before `artifact_files` may hold any number of names: a bounded listing.
+        let (names, more) = dirfd::first_names(dir, 2 * MAX_FILES);
+        for name in names {
+            if self.more_than_max {
+                return;
+            }
             let mut inner = path.to_vec();
             inner.push(name.clone());
             match dirfd::kind(dir, &name) {
@@ -106,16 +114,14 @@ impl Walk {
                 _ => {}
             }
         }
+        if more {
+            self.more_than_max();
+        }
     }
 
     fn file(&mut self, dir: &OwnedFd, name: &OsStr, path: &[OsString]) {
         if self.listing.artifacts.len() >= MAX_FILES {
-            if self.listing.notes.is_empty() {
-                self.listing.notes.push(format!(
-                    "more than {MAX_FILES} artifacts: the rest are not listed (`phantom_ci` keeps \
-                     them in the run's record)"
-                ));
-            }
+            self.more_than_max();
             return;
         }
         let mut artifact = Artifact {
@@ -133,6 +139,17 @@ impl Walk {
             Err(why) => artifact.left_out = Some(why),
         }
         self.listing.artifacts.push(artifact);
+    }
+
+    /// Notes once that there are more artifacts than the page lists, and ends the walk.
+    fn more_than_max(&mut self) {
+        if !self.more_than_max {
+            self.more_than_max = true;
+            self.listing.notes.push(format!(
+                "more than {MAX_FILES} artifacts: the rest are not listed (`phantom_ci` keeps them \
+                 in the run's record)"
+            ));
+        }
     }
 
     /// Copies one file; returns its link.
@@ -534,5 +551,13 @@ mod tests {
         let listing = copy(&from, &tmp.path().join("site2"), "1/artifacts");
         assert_eq!(listing.artifacts.len(), MAX_FILES);
         assert_eq!(listing.notes.len(), 1);
+        // More names than a directory is listed for: the same one note.
+        for i in MAX_FILES + 5..2 * MAX_FILES + 5 {
+            std::fs::write(from.join(format!("f{i:05}")), "").unwrap();
+        }
+        let listing = copy(&from, &tmp.path().join("site3"), "1/artifacts");
+        assert_eq!(listing.artifacts.len(), MAX_FILES);
+        assert_eq!(listing.notes.len(), 1, "{:?}", listing.notes);
+        assert_eq!(listing.artifacts[0].shown, "f00000", "the first names");
     }
 }
