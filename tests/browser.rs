@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::support::{TestEnv, find_on_path};
 
+mod artifacts;
+
 /// The hosts Chromium calls by itself (component updates, sign-in, time), never a page's.
 fn chromiums_own(host: &str) -> bool {
     [".google.com", ".googleapis.com", ".gstatic.com"]
@@ -289,4 +291,5 @@ fn a_graph_runs_page_shows_in_a_browser_and_fetches_nothing() {
 crate::tests! {
     a_graph_runs_page_shows_in_a_browser_and_fetches_nothing,
     the_report_shows_in_a_browser_what_it_should_and_fetches_nothing,
+    artifacts::no_stored_artifact_runs_a_script_when_the_report_is_served_by_name,
 }

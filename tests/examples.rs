@@ -10,7 +10,7 @@ use predicates::prelude::*;
 use crate::support::{TestEnv, current_user};
 
 /// Every key of a repo section (SPEC §2.1, §6).
-const REPO_TOML_KEYS: [&str; 22] = [
+const REPO_TOML_KEYS: [&str; 23] = [
     "path",
     "target_branch",
     "run_as",
@@ -33,6 +33,7 @@ const REPO_TOML_KEYS: [&str; 22] = [
     "cache",
     "cache_limit",
     "parallel_steps",
+    "artifact_files",
 ];
 
 fn project() -> PathBuf {

@@ -500,15 +500,18 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
     assert!(first.contains("role=\"img\" aria-label=\"the steps"));
     // The artifacts: linked, encoded, escaped, copied; pages and server files defused; links left.
     assert!(
-        first.contains("<a href=\"1/artifacts/%3Cscript%3Ealert%283%29%3C\" download>&lt;script&gt;alert(3)&lt;</a>"),
+        first.contains("<a href=\"1/artifacts/%3Cscript%3Ealert%283%29%3C.txt\" download=\"&lt;script&gt;alert(3)&lt;\">&lt;script&gt;alert(3)&lt;</a>"),
         "{first}"
     );
     assert!(
-        first.contains("<a href=\"1/artifacts/page_html.txt\" download>page.html</a>"),
+        first
+            .contains("<a href=\"1/artifacts/page_html.txt\" download=\"page.html\">page.html</a>"),
         "{first}"
     );
     assert!(
-        first.contains("<a href=\"1/artifacts/sub/__htaccess.txt\" download>sub/.htaccess</a>"),
+        first.contains(
+            "<a href=\"1/artifacts/sub/_htaccess.txt\" download=\".htaccess\">sub/.htaccess</a>"
+        ),
         "{first}"
     );
     assert!(
@@ -521,7 +524,7 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
     );
     let copies = site.join("app/1/artifacts");
     assert_eq!(
-        read(&copies.join("<script>alert(3)<")),
+        read(&copies.join("<script>alert(3)<.txt")),
         "<script>alert(3)</script>"
     );
     assert_eq!(
@@ -529,7 +532,7 @@ echo coverage > "$PHANTOM_CI_ARTIFACTS/sub/cover age.txt"
         "<script>alert(4)</script>\n"
     );
     assert_eq!(
-        read(&copies.join("sub/__htaccess.txt")),
+        read(&copies.join("sub/_htaccess.txt")),
         "Options +ExecCGI\n"
     );
     let names: Vec<String> = files(&site)

@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use predicates::prelude::*;
 
-use crate::support::{TestEnv, current_user, needs_root, process_running};
+use crate::support::{TestEnv, current_user, needs_root, process_running, stdout_of};
 
 fn steps_run_in_numeric_order_without_a_shell() {
     let env = TestEnv::new();
@@ -439,6 +439,38 @@ fn artifacts_are_kept_with_the_record() {
     assert!(!env.data.join("work/app/1").exists(), "workspace removed");
 }
 
+/// `artifact_files` caps how many files a run keeps (issue 18): a step that makes more keeps exactly
+/// the cap, the first names in order, and the log says so once.
+fn artifacts_past_artifact_files_are_dropped_with_one_note() {
+    let env = TestEnv::new();
+    let step = "[0]\nrun = '''sh -c 'i=0; while [ $i -lt 300 ]; do printf x > \"$PHANTOM_CI_ARTIFACTS/f$((1000 + i))\"; i=$((i + 1)); done' '''\n";
+    env.app(step, "artifact_files = 40");
+    env.phantom().args(["run", "app"]).assert().success();
+    let kept = env.data.join("runs/app/1/artifacts");
+    let mut names: Vec<String> = std::fs::read_dir(&kept)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let expected: Vec<String> = (1000..1040).map(|n| format!("f{n}")).collect();
+    assert_eq!(names, expected);
+    let log = env.log("app", 1);
+    assert_eq!(
+        log.matches("not kept").count(),
+        1,
+        "one note for everything dropped: {log}"
+    );
+    assert!(
+        log.contains(
+            "==> artifacts past the first 40 files and directories not kept (the repo's \
+             `artifact_files`; raise it in Repo.toml to keep more)"
+        ),
+        "{log}"
+    );
+    let listed = env.phantom().args(["list", "--json"]).assert().success();
+    assert!(stdout_of(&listed).contains("\"artifact_files\": 40"));
+}
+
 fn a_background_process_keeps_its_output_until_the_run_ends() {
     let env = TestEnv::new();
     env.app("[0]\nrun = '''sh -c '(while [ ! -e go ]; do sleep 0.05; done; echo from-background; touch done) &' '''\n\
@@ -628,6 +660,7 @@ crate::tests! {
     root_without_run_as_runs_nothing_and_says_how_to_allow_it,
     a_path_that_is_not_configured_runs_its_head_branch_under_its_name,
     artifacts_are_kept_with_the_record,
+    artifacts_past_artifact_files_are_dropped_with_one_note,
     a_background_process_keeps_its_output_until_the_run_ends,
     a_configured_path_keeps_its_settings_on_another_branch,
     a_console_that_never_reads::the_timeout_still_fires_and_the_log_has_everything,

@@ -55,6 +55,7 @@ struct RepoJson<'a> {
     claim_ttl: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     claim_key: Option<&'a PathBuf>,
+    artifact_files: u64,
     /// Why the repo does not run (its `path` or `run_as` user does not exist); empty when it runs.
     problems: Vec<String>,
 }
@@ -99,6 +100,7 @@ impl<'a> From<&'a Repo> for RepoJson<'a> {
                 .as_ref()
                 .map(|p| humantime::format_duration(p.ttl).to_string()),
             claim_key: repo.pool.as_ref().and_then(|p| p.key.as_ref()),
+            artifact_files: repo.artifact_files,
             problems: repo.problems.iter().map(ToString::to_string).collect(),
         }
     }

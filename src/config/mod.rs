@@ -39,6 +39,8 @@ pub const MIN_CHECKOUT_LIMIT: u64 = 1 << 20;
 pub const DEFAULT_KEEP_FAILED: Duration = Duration::from_secs(30 * 60);
 /// How large a repo's build cache may grow when `cache_limit` is not set (SPEC §6).
 pub const DEFAULT_CACHE_LIMIT: u64 = 10 << 30;
+/// The most files and directories of a run's artifacts kept when `artifact_files` is not set.
+pub const DEFAULT_ARTIFACT_FILES: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -253,6 +255,7 @@ struct RawRepo {
     claim: Option<Spanned<pool::ClaimUrl>>,
     claim_ttl: Option<Spanned<HumanDuration>>,
     claim_key: Option<Spanned<AbsolutePath>>,
+    artifact_files: Option<Spanned<Count>>,
 }
 
 /// Reads `Repo.toml` as text; a missing file is `None`. A file that is not UTF-8 is an error naming
@@ -459,6 +462,15 @@ impl Config {
                 }
                 Some(n) => Some(usize::try_from(n.get_ref().0).unwrap_or(usize::MAX)),
             };
+            if let Some(files) = &raw.artifact_files
+                && files.get_ref().0 == 0
+            {
+                return Err(invalid(
+                    Some(files.span()),
+                    "`artifact_files` must be at least 1 (a step that keeps no artifacts writes none)"
+                        .into(),
+                ));
+            }
             let cache = raw.cache.unwrap_or(false);
             if let Some(limit) = &raw.cache_limit
                 && !cache
@@ -541,6 +553,9 @@ impl Config {
                     .map_or(DEFAULT_CACHE_LIMIT, |l| l.into_inner().0),
                 parallel_steps,
                 pool,
+                artifact_files: raw
+                    .artifact_files
+                    .map_or(DEFAULT_ARTIFACT_FILES, |n| n.into_inner().0),
                 problems: found,
             });
         }
@@ -820,6 +835,7 @@ sandbox_root = "/srv/roots/bookworm"
 limits = { nofile = 1024, nproc = 512, cpu = "30m", fsize = "10GiB", as = "8GiB" }
 log_limit = "1MiB"
 checkout_limit = "2GiB"
+artifact_files = 500
 "#;
         let repo = parse(text).unwrap().repos.remove(0);
         assert_eq!(
@@ -835,6 +851,7 @@ checkout_limit = "2GiB"
         assert_eq!(repo.keep_failed, Some(DEFAULT_KEEP_FAILED));
         assert_eq!(repo.log_limit, 1 << 20);
         assert_eq!(repo.checkout_limit, 2 << 30);
+        assert_eq!(repo.artifact_files, 500);
         assert_eq!(repo.limits.nofile, Some(1024));
     }
 
@@ -979,6 +996,9 @@ checkout_limit = "2GiB"
             "run_as = 0",
             "checkout_limit = \"1KiB\"",
             "checkout_limit = []",
+            "artifact_files = \"many\"",
+            "artifact_files = -1",
+            "artifact_files = 0",
         ];
         for line in wrong_types {
             let e = error(&format!("[app]\npath = \"/x\"\n{line}\n"));
@@ -1037,6 +1057,18 @@ checkout_limit = "2GiB"
             parse("[a]\npath = \"/x\"\n[b]\npath = \"/y\"\ncheckout_limit = \"100MiB\"\n").unwrap();
         assert_eq!(config.repos[0].checkout_limit, 4 << 30);
         assert_eq!(config.repos[1].checkout_limit, 100 << 20);
+    }
+
+    #[test]
+    fn artifact_files_defaults_to_10000_and_is_at_least_1() {
+        let config = parse("[a]\npath = \"/x\"\n[b]\npath = \"/y\"\nartifact_files = 3\n").unwrap();
+        assert_eq!(config.repos[0].artifact_files, 10_000);
+        assert_eq!(config.repos[1].artifact_files, 3);
+        assert_eq!(
+            error("[a]\npath = \"/x\"\nartifact_files = 0\n"),
+            "`/etc/Repo.toml` line 3, column 18: `artifact_files` must be at least 1 (a step that \
+             keeps no artifacts writes none)"
+        );
     }
 
     #[test]

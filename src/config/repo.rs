@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer, de};
 use crate::config::problems::Problem;
 use crate::config::quantities::{ByteSize, Count, HumanDuration};
 use crate::config::{
-    ConfigError, DEFAULT_CACHE_LIMIT, DEFAULT_CHECKOUT_LIMIT, DEFAULT_KEEP_RUNS, DEFAULT_LOG_LIMIT,
-    DEFAULT_TIMEOUT,
+    ConfigError, DEFAULT_ARTIFACT_FILES, DEFAULT_CACHE_LIMIT, DEFAULT_CHECKOUT_LIMIT,
+    DEFAULT_KEEP_RUNS, DEFAULT_LOG_LIMIT, DEFAULT_TIMEOUT,
 };
 
 /// One validated `[name]` section of `Repo.toml`.
@@ -50,6 +50,8 @@ pub struct Repo {
     /// `pool`, `claim`, `claim_ttl`, `claim_key`: the runner pool this repo shares its runs with
     /// (SPEC §7); `None` for a repo of this host alone.
     pub pool: Option<crate::config::pool::Pool>,
+    /// The most files and directories of a run's artifacts kept; the rest are dropped with a note.
+    pub artifact_files: u64,
     /// What is wrong with this repo on this machine (its `path` or `run_as` user does not exist):
     /// a repo with problems is shown but never run. Empty for a healthy repo.
     pub problems: Vec<Problem>,
@@ -85,6 +87,7 @@ impl Repo {
             cache_limit: DEFAULT_CACHE_LIMIT,
             parallel_steps: None,
             pool: None,
+            artifact_files: DEFAULT_ARTIFACT_FILES,
             problems: Vec::new(),
         }
     }

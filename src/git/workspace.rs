@@ -187,14 +187,24 @@ impl Workspace {
     }
 
     /// Copies the regular files of `artifacts/` into `dest`, without following links, up to
-    /// [`ARTIFACTS_CAP`] bytes. With `owner`, only files that user owns are kept: a step cannot pass off
-    /// a hard link to a file it could not read itself (where the kernel allows such links at all) as its
-    /// artifact. Returns one note per thing left out.
-    pub fn collect_artifacts(&self, dest: &Path, owner: Option<u32>) -> Vec<String> {
+    /// [`ARTIFACTS_CAP`] bytes and `max_files` files and directories (the repo's `artifact_files`:
+    /// every name met counts, in sorted order, depth first; the rest are dropped). With `owner`, only
+    /// files that user owns are kept: a step cannot pass off a hard link to a file it could not read
+    /// itself (where the kernel allows such links at all) as its artifact. Returns the notes for the
+    /// log: one per thing left out, and one for each cap reached, however many it dropped.
+    pub fn collect_artifacts(
+        &self,
+        dest: &Path,
+        owner: Option<u32>,
+        max_files: u64,
+    ) -> Vec<String> {
         let mut collector = Collector {
             to: dest,
             owner,
             budget: ARTIFACTS_CAP,
+            files_left: max_files,
+            over_files: false,
+            over_bytes: 0,
             notes: Vec::new(),
         };
         match dirfd::open_dir(None, self.artifacts.as_os_str()) {
@@ -203,6 +213,19 @@ impl Workspace {
                 "artifacts not kept: cannot open `{}`: {e}",
                 self.artifacts.display()
             )),
+        }
+        if collector.over_bytes > 0 {
+            collector.notes.push(format!(
+                "{} artifact file(s) not kept: the artifacts cap of {} is reached",
+                collector.over_bytes,
+                ByteSize(ARTIFACTS_CAP)
+            ));
+        }
+        if collector.over_files {
+            collector.notes.push(format!(
+                "artifacts past the first {max_files} files and directories not kept (the repo's \
+                 `artifact_files`; raise it in Repo.toml to keep more)"
+            ));
         }
         collector.notes
     }
@@ -232,6 +255,12 @@ struct Collector<'a> {
     to: &'a Path,
     owner: Option<u32>,
     budget: u64,
+    /// How many more files and directories may be kept (`artifact_files`).
+    files_left: u64,
+    /// Whether anything was dropped past `artifact_files` (one note for all of it).
+    over_files: bool,
+    /// How many files the byte cap dropped (one note for all of them).
+    over_bytes: u64,
     notes: Vec<String>,
 }
 
@@ -244,7 +273,15 @@ impl Collector<'_> {
             ));
             return;
         }
-        for name in dirfd::names(&dir) {
+        // Never more names in memory than may still be kept, however many the directory holds.
+        let wanted = usize::try_from(self.files_left).unwrap_or(usize::MAX);
+        let (names, more) = dirfd::first_names(&dir, wanted);
+        for name in names {
+            if self.files_left == 0 {
+                self.over_files = true;
+                return;
+            }
+            self.files_left -= 1;
             let rel = relative.join(&name);
             let refused = match dirfd::kind(&dir, &name) {
                 Ok(SFlag::S_IFDIR) => {
@@ -255,7 +292,11 @@ impl Collector<'_> {
                 }
                 Ok(SFlag::S_IFREG) => match self.copy_file(&dir, &name, &rel) {
                     Ok(()) => continue,
-                    Err(why) => why,
+                    Err(CopyError::OverBytes) => {
+                        self.over_bytes += 1;
+                        continue;
+                    }
+                    Err(CopyError::Other(why)) => why,
                 },
                 Ok(_) => "only regular files are kept (not links, devices or FIFOs)".to_string(),
                 Err(e) => e.to_string(),
@@ -264,10 +305,12 @@ impl Collector<'_> {
             self.notes
                 .push(format!("artifact `{shown}` not kept: {refused}"));
         }
+        if more {
+            self.over_files = true;
+        }
     }
 
-    fn copy_file(&mut self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> Result<(), String> {
-        let cap_reached = || format!("the artifacts cap of {ARTIFACTS_CAP} bytes is reached");
+    fn copy_file(&mut self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> Result<(), CopyError> {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
         let mut source =
             File::from(openat(dir, name, flags, Mode::empty()).map_err(|e| e.to_string())?);
@@ -279,7 +322,7 @@ impl Collector<'_> {
             return Err("not owned by the user the steps run as".into());
         }
         if meta.len() > self.budget {
-            return Err(cap_reached());
+            return Err(CopyError::OverBytes);
         }
         let to = self.to.join(rel);
         if let Some(parent) = to.parent() {
@@ -296,11 +339,30 @@ impl Collector<'_> {
         if copied > self.budget {
             drop(dest);
             let _ = std::fs::remove_file(&to);
-            return Err(cap_reached());
+            return Err(CopyError::OverBytes);
         }
         dest.flush().map_err(|e| e.to_string())?;
         self.budget -= copied;
         Ok(())
+    }
+}
+
+/// Why one file was not kept.
+enum CopyError {
+    /// The byte cap: counted, and told once.
+    OverBytes,
+    Other(String),
+}
+
+impl From<String> for CopyError {
+    fn from(why: String) -> Self {
+        CopyError::Other(why)
+    }
+}
+
+impl From<&str> for CopyError {
+    fn from(why: &str) -> Self {
+        CopyError::Other(why.to_string())
     }
 }
 
@@ -356,7 +418,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc", ws.artifacts.join("etc")).unwrap();
         nix::unistd::mkfifo(&ws.artifacts.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         let dest = tmp.path().join("kept");
-        let notes = ws.collect_artifacts(&dest, None);
+        let notes = ws.collect_artifacts(&dest, None, 100);
         assert_eq!(
             std::fs::read_to_string(dest.join("sub/report.txt")).unwrap(),
             "ok"
@@ -378,11 +440,67 @@ mod tests {
         std::fs::write(ws.artifacts.join("mine.txt"), "ok").unwrap();
         let me = nix::unistd::geteuid().as_raw();
         let dest = tmp.path().join("kept");
-        assert!(ws.collect_artifacts(&dest, Some(me)).is_empty());
+        assert!(ws.collect_artifacts(&dest, Some(me), 100).is_empty());
         assert!(dest.join("mine.txt").exists());
         let other = tmp.path().join("kept-other");
-        let notes = ws.collect_artifacts(&other, Some(me + 1));
+        let notes = ws.collect_artifacts(&other, Some(me + 1), 100);
         assert!(notes[0].contains("not owned by the user"), "{notes:?}");
         assert!(!other.join("mine.txt").exists());
+    }
+
+    #[test]
+    fn the_file_count_cap_keeps_the_first_names_and_says_so_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = Workspace {
+            root: tmp.path().to_path_buf(),
+            tree: tmp.path().join("workspace"),
+            artifacts: tmp.path().join("artifacts"),
+        };
+        std::fs::create_dir_all(ws.artifacts.join("b")).unwrap();
+        for name in ["a1", "a2", "b/x", "b/y", "c1", "c2", "c3"] {
+            std::fs::write(ws.artifacts.join(name), "x").unwrap();
+        }
+        // Five names: `a1`, `a2`, the folder `b`, `b/x`, `b/y`.
+        let dest = tmp.path().join("kept");
+        let notes = ws.collect_artifacts(&dest, None, 5);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("past the first 5 files and directories"),
+            "{notes:?}"
+        );
+        assert!(notes[0].contains("`artifact_files`"), "{notes:?}");
+        assert!(dest.join("b/y").exists() && !dest.join("c1").exists());
+        // Cut inside a folder, and exactly at the end: no note when nothing is dropped.
+        let dest = tmp.path().join("kept-4");
+        assert_eq!(ws.collect_artifacts(&dest, None, 4).len(), 1);
+        assert!(dest.join("b/x").exists() && !dest.join("b/y").exists());
+        let dest = tmp.path().join("kept-all");
+        assert!(ws.collect_artifacts(&dest, None, 8).is_empty());
+        assert!(dest.join("c3").exists());
+    }
+
+    #[test]
+    fn the_byte_cap_is_one_note_however_many_files_it_drops() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = Workspace {
+            root: tmp.path().to_path_buf(),
+            tree: tmp.path().join("workspace"),
+            artifacts: tmp.path().join("artifacts"),
+        };
+        std::fs::create_dir_all(&ws.artifacts).unwrap();
+        for name in ["big1", "big2", "big3"] {
+            // Sparse: refused by its size before a byte is read.
+            File::create(ws.artifacts.join(name))
+                .unwrap()
+                .set_len(ARTIFACTS_CAP + 1)
+                .unwrap();
+        }
+        std::fs::write(ws.artifacts.join("small"), "s").unwrap();
+        let notes = ws.collect_artifacts(&tmp.path().join("kept"), None, 100);
+        assert_eq!(
+            notes,
+            ["3 artifact file(s) not kept: the artifacts cap of 256MiB is reached"]
+        );
+        assert!(tmp.path().join("kept/small").exists());
     }
 }

@@ -38,6 +38,40 @@ pub fn names(dir: &OwnedFd) -> Vec<OsString> {
     names
 }
 
+/// The first `max` names of a directory in sorted order, without `.` and `..`, and whether it holds
+/// more: memory for `max` names, however many the directory holds (a step may have made millions).
+pub fn first_names(dir: &OwnedFd, max: usize) -> (Vec<OsString>, bool) {
+    let Some(mut listing) = dir
+        .try_clone()
+        .ok()
+        .and_then(|fd| nix::dir::Dir::from_fd(fd).ok())
+    else {
+        return (Vec::new(), false);
+    };
+    // A max-heap of the smallest names so far: a smaller name pushes out the largest.
+    let mut smallest = std::collections::BinaryHeap::with_capacity(max.min(4096) + 1);
+    let mut more = false;
+    for entry in listing.iter().flatten() {
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        if smallest.len() < max {
+            smallest.push(name.to_os_string());
+        } else {
+            more = true;
+            if smallest
+                .peek()
+                .is_some_and(|largest| name < largest.as_os_str())
+            {
+                smallest.pop();
+                smallest.push(name.to_os_string());
+            }
+        }
+    }
+    (smallest.into_sorted_vec(), more)
+}
+
 /// What `name` in `dir` is (`S_IFDIR`, `S_IFREG`, `S_IFLNK`, …), without following a link.
 pub fn kind(dir: &OwnedFd, name: &OsStr) -> nix::Result<SFlag> {
     let stat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
@@ -104,5 +138,21 @@ mod tests {
             open_dir(None, link.as_os_str()).is_err(),
             "a link is not opened"
         );
+    }
+
+    #[test]
+    fn first_names_keeps_the_smallest_and_says_there_are_more() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["d", "b", "e", "a", "c"] {
+            std::fs::write(tmp.path().join(name), "").unwrap();
+        }
+        let fd = open_dir(None, tmp.path().as_os_str()).unwrap();
+        assert_eq!(
+            first_names(&fd, 3),
+            (vec!["a".into(), "b".into(), "c".into()], true)
+        );
+        assert!(!first_names(&fd, 5).1);
+        assert_eq!(first_names(&fd, 9).0, names(&fd));
+        assert_eq!(first_names(&fd, 0), (vec![], true));
     }
 }

@@ -7,11 +7,13 @@
 //!   link, and files are opened with `O_NOFOLLOW` and checked once open;
 //! - more than [`REPORT_ARTIFACTS_CAP`] bytes or [`MAX_FILES`] files per run (the rest is listed, not
 //!   copied), and directories deeper than [`dirfd::MAX_DEPTH`];
-//! - names that would mean something to a web server or a browser: a name starting with `.` (say
-//!   `.htaccess`) is saved with a `_` in front, and a file a browser would open as a page or a web
-//!   server would run (`.html`, `.svg`, `.php`, `.phar`, `.cgi`, … anywhere among its dotted parts:
-//!   `x.html.zzz` too) is saved with its dots made `_` and `.txt` after its name (`x_phar.txt`), so
-//!   that a step's file cannot become a page or a program of the report's site.
+//! - names that could mean something to a web server or a browser: an allowlist, not a denylist. A
+//!   file keeps its name only when every dotted part after the first is a type no browser runs
+//!   ([`INERT`]: text, JSON, raster images, PDF, archives); any other name — no dot, a leading dot,
+//!   an empty dotted part, a type unknown or active (`.xhtm`, `.svg`, `.php`, … anywhere among its
+//!   dotted parts: `x.html.zzz` too) — is saved with its dots made `_` and `.txt` after it
+//!   (`x_xhtm.txt`), which servers send as `text/plain`; the link's `download` keeps the original
+//!   name for the person saving it. A step's file cannot become a page or a program of the site.
 //!
 //! A name is a name: it has no `/` and is never `..`, so nothing is written outside the run's folder.
 //! Links are percent-encoded byte by byte and shown escaped.
@@ -43,6 +45,8 @@ pub struct Artifact {
     pub size: u64,
     /// Why it is not in the report, when it is not.
     pub left_out: Option<String>,
+    /// The file's own name, for the link's `download`, when the report stores it under another.
+    pub download: Option<String>,
 }
 
 /// What a run's page says of its artifacts.
@@ -63,6 +67,7 @@ pub fn copy(from: &Path, to: &Path, href_base: &str) -> Listing {
         href_base: href_base.to_string(),
         budget: REPORT_ARTIFACTS_CAP,
         listing: Listing::default(),
+        more_than_max: false,
     };
     if let Ok(dir) = dirfd::open_dir(None, from.as_os_str()) {
         walk.dir(&dir, &[], 0);
@@ -75,6 +80,8 @@ struct Walk {
     href_base: String,
     budget: u64,
     listing: Listing,
+    /// Whether the walk met more files than [`MAX_FILES`] (and so ended).
+    more_than_max: bool,
 }
 
 impl Walk {
@@ -88,7 +95,12 @@ impl Walk {
             ));
             return;
         }
-        for name in dirfd::names(dir) {
+        // A record from before `artifact_files` may hold any number of names: a bounded listing.
+        let (names, more) = dirfd::first_names(dir, 2 * MAX_FILES);
+        for name in names {
+            if self.more_than_max {
+                return;
+            }
             let mut inner = path.to_vec();
             inner.push(name.clone());
             match dirfd::kind(dir, &name) {
@@ -102,16 +114,14 @@ impl Walk {
                 _ => {}
             }
         }
+        if more {
+            self.more_than_max();
+        }
     }
 
     fn file(&mut self, dir: &OwnedFd, name: &OsStr, path: &[OsString]) {
         if self.listing.artifacts.len() >= MAX_FILES {
-            if self.listing.notes.is_empty() {
-                self.listing.notes.push(format!(
-                    "more than {MAX_FILES} artifacts: the rest are not listed (`phantom_ci` keeps \
-                     them in the run's record)"
-                ));
-            }
+            self.more_than_max();
             return;
         }
         let mut artifact = Artifact {
@@ -119,12 +129,27 @@ impl Walk {
             href: None,
             size: 0,
             left_out: None,
+            download: None,
         };
+        if stored_name(name) != name {
+            artifact.download = Some(crate::describe::terminal(&name.to_string_lossy()));
+        }
         match self.copy_file(dir, name, path, &mut artifact.size) {
             Ok(href) => artifact.href = Some(href),
             Err(why) => artifact.left_out = Some(why),
         }
         self.listing.artifacts.push(artifact);
+    }
+
+    /// Notes once that there are more artifacts than the page lists, and ends the walk.
+    fn more_than_max(&mut self) {
+        if !self.more_than_max {
+            self.more_than_max = true;
+            self.listing.notes.push(format!(
+                "more than {MAX_FILES} artifacts: the rest are not listed (`phantom_ci` keeps them \
+                 in the run's record)"
+            ));
+        }
     }
 
     /// Copies one file; returns its link.
@@ -149,7 +174,18 @@ impl Walk {
                 super::human_size(REPORT_ARTIFACTS_CAP)
             ));
         }
-        let stored: Vec<OsString> = path.iter().map(|n| stored_name(n)).collect();
+        let last = path.len().saturating_sub(1);
+        let stored: Vec<OsString> = path
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if i == last {
+                    stored_name(n)
+                } else {
+                    stored_dir_name(n)
+                }
+            })
+            .collect();
         let href = format!(
             "{}/{}",
             self.href_base,
@@ -215,37 +251,71 @@ fn make_dirs(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// Extensions of files a browser may open as a page (and run scripts in) when a web server serves
-/// them with the type their name suggests, or that a web server runs as a program (PHP, CGI and the
-/// like, which `AddHandler` matches on any dotted part of a name).
-const ACTIVE: &[&str] = &[
-    "htm", "html", "xhtml", "xht", "shtml", "shtm", "svg", "svgz", "xml", "xsl", "xslt", "mht",
-    "mhtml", "php", "php3", "php4", "php5", "php7", "php8", "phtml", "pht", "phps", "phar", "cgi",
-    "fcgi", "pl", "py", "rb", "asp", "aspx", "jsp", "jspx", "js", "mjs", "swf", "pdf", "htaccess",
-    "appcache", "manifest",
+/// The types an artifact may keep its name with: each is mapped by `/etc/mime.types` (which Apache,
+/// lighttpd, Python's `http.server` and Caddy read) to a type that no browser runs as a page when it
+/// is opened by name, whatever the file holds. Why each is here: `docs/security.md`, "Artifacts on a
+/// web server". Not here, among others: `log` (no type in `/etc/mime.types`: Apache then sends none
+/// and a browser sniffs the content, which may be HTML), `svg`, `xml` and every `+xml` type (scripts
+/// run in them), `html`, `js`, anything a server may run (`php`, `cgi`, …).
+#[rustfmt::skip]
+pub const INERT: &[&str] = &[
+    // Text a browser shows as text, and data.
+    "txt", "text", "md", "csv", "tsv", "diff", "patch", "json",
+    // Raster images (not SVG): drawn by the image decoders, or not at all.
+    "png", "jpg", "jpeg", "gif", "webp", "avif", "bmp", "ico",
+    // Documents: shown by the PDF viewer, on its own origin.
+    "pdf",
+    // Archives and packages: downloaded.
+    "tar", "gz", "tgz", "xz", "zst", "zip", "7z", "jar", "deb", "rpm",
 ];
 
-/// The name an artifact's file or folder gets in the report (see the module's comment).
+/// Whether a name keeps its name in the report: it has a dot, does not start with one, has no empty
+/// dotted part, and every dotted part after the first is one of [`INERT`] (in any case: servers match
+/// extensions case-insensitively, and Apache matches every dotted part, not only the last).
+pub fn is_inert(name: &[u8]) -> bool {
+    let mut parts = name.split(|b| *b == b'.');
+    let first = parts.next().unwrap_or_default();
+    let mut rest = parts.peekable();
+    !first.is_empty()
+        && rest.peek().is_some()
+        && rest.all(|part| {
+            INERT
+                .iter()
+                .any(|t| t.as_bytes().eq_ignore_ascii_case(part))
+        })
+}
+
+/// The name an artifact's file gets in the report: its own if [`is_inert`], else its dots made `_` and
+/// `.txt` after it, a type every server sends as `text/plain` (`x.xhtm` → `x_xhtm.txt`, `.htaccess` →
+/// `_htaccess.txt`, `README` → `README.txt`), so that no dotted part is left to mean anything.
 pub fn stored_name(name: &OsStr) -> OsString {
-    let mut bytes = name.as_bytes().to_vec();
-    if bytes.first() == Some(&b'.') {
-        bytes.insert(0, b'_');
+    let bytes = name.as_bytes();
+    if is_inert(bytes) {
+        return name.to_os_string();
     }
-    // Every dotted part counts, not only the last: Apache maps `x.html.zzz` to HTML.
-    let active = bytes.split(|b| *b == b'.').skip(1).any(|part| {
-        let part = part.to_ascii_lowercase();
-        ACTIVE.iter().any(|a| a.as_bytes() == part)
-    });
-    if active {
-        // No dotted part is left to match (`x.phar` → `x_phar.txt`, `x.php.txt` → `x_php_txt.txt`).
-        for b in &mut bytes {
-            if *b == b'.' {
-                *b = b'_';
-            }
-        }
-        bytes.extend_from_slice(b".txt");
-    }
+    let mut bytes: Vec<u8> = bytes
+        .iter()
+        .map(|b| if *b == b'.' { b'_' } else { *b })
+        .collect();
+    bytes.extend_from_slice(b".txt");
     OsString::from_vec(bytes)
+}
+
+/// The name an artifact's folder gets in the report: a folder's name gives no file a type, but a server
+/// may still match a dotted part of it (`x.php/…` as a script's path, `.git/`, `.well-known/`), so a
+/// name that is not [`is_inert`] and has a dot gets its dots made `_` (`.git` → `_git`, `site.php` →
+/// `site_php`); one without a dot stays.
+pub fn stored_dir_name(name: &OsStr) -> OsString {
+    let bytes = name.as_bytes();
+    if is_inert(bytes) || !bytes.contains(&b'.') {
+        return name.to_os_string();
+    }
+    OsString::from_vec(
+        bytes
+            .iter()
+            .map(|b| if *b == b'.' { b'_' } else { *b })
+            .collect(),
+    )
 }
 
 /// Every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) as `%XX`.
@@ -286,25 +356,57 @@ mod tests {
             percent_encode(b"report-1.0_final~.tar.gz"),
             "report-1.0_final~.tar.gz"
         );
+    }
+
+    #[test]
+    fn only_names_of_inert_types_keep_their_name() {
         let stored = |n: &str| stored_name(OsStr::new(n)).into_string().unwrap();
-        assert_eq!(stored(".htaccess"), "__htaccess.txt");
-        assert_eq!(stored(".env"), "_.env");
-        assert_eq!(stored("index.html"), "index_html.txt");
-        assert_eq!(stored("x.SVG"), "x_SVG.txt");
-        assert_eq!(stored("coverage.tar.gz"), "coverage.tar.gz");
+        for kept in [
+            "coverage.tar.gz",
+            "coverage <1>.txt",
+            "shot.PNG",
+            "report.Json",
+            "a.pdf",
+            "a.pdf.zip",
+            "x.7z",
+            "phantom-ci.deb",
+        ] {
+            assert_eq!(stored(kept), kept);
+        }
+        // The issue's case and its family: every type not on the list, known or not.
+        assert_eq!(stored("a.xhtm"), "a_xhtm.txt");
+        for active in [
+            "atom", "rss", "rdf", "mml", "xul", "kml", "svg", "xml", "html", "xsl",
+        ] {
+            assert_eq!(stored(&format!("a.{active}")), format!("a_{active}.txt"));
+        }
+        assert_eq!(stored("index.HTML"), "index_HTML.txt");
         assert_eq!(
-            stored("x.html.zzz"),
-            "x_html_zzz.txt",
-            "Apache's many extensions"
+            stored("build.log"),
+            "build_log.txt",
+            "no type in /etc/mime.types"
         );
-        assert_eq!(stored("x.Html."), "x_Html_.txt");
-        // What PHP and CGI handlers match, on any dotted part.
-        assert_eq!(stored("x.phar"), "x_phar.txt");
+        assert_eq!(stored("x.zzz"), "x_zzz.txt", "an unknown type");
+        // Every dotted part counts, not only the last: Apache maps `x.html.gz` to HTML.
+        assert_eq!(stored("x.html.gz"), "x_html_gz.txt");
+        assert_eq!(stored("x.txt.php"), "x_txt_php.txt");
         assert_eq!(stored("x.php.txt"), "x_php_txt.txt");
-        assert_eq!(stored("run.cgi"), "run_cgi.txt");
-        assert_eq!(stored("html"), "html");
-        assert_eq!(stored("..hidden"), "_..hidden");
-        assert_eq!(stored("<script>"), "<script>");
+        assert_eq!(stored("app-1.2.tar.gz"), "app-1_2_tar_gz.txt");
+        // No dot, a leading dot, an empty dotted part.
+        assert_eq!(stored("README"), "README.txt");
+        assert_eq!(stored(".htaccess"), "_htaccess.txt");
+        assert_eq!(stored(".txt"), "_txt.txt");
+        assert_eq!(stored("..txt"), "__txt.txt");
+        assert_eq!(stored("x..txt"), "x__txt.txt");
+        assert_eq!(stored("x.txt."), "x_txt_.txt");
+        assert_eq!(stored("<script>"), "<script>.txt");
+        let stored_dir = |n: &str| stored_dir_name(OsStr::new(n)).into_string().unwrap();
+        assert_eq!(stored_dir("sub"), "sub");
+        assert_eq!(stored_dir(".git"), "_git");
+        assert_eq!(stored_dir("site.php"), "site_php");
+        assert_eq!(stored_dir("out.tar"), "out.tar");
+        assert_eq!(stored_dir(".."), "__", "never a way up");
+        assert!(is_inert(b"a.TXT") && !is_inert(b"a") && !is_inert(b"") && !is_inert(b"."));
     }
 
     #[test]
@@ -342,9 +444,9 @@ mod tests {
         assert_eq!(
             hrefs,
             [
-                "1/artifacts/_..%252F..%252Fx",
-                "1/artifacts/%3Cscript%3Ealert%281%29%3C",
-                "1/artifacts/sub/_.git/config",
+                "1/artifacts/__%252F__%252Fx.txt",
+                "1/artifacts/%3Cscript%3Ealert%281%29%3C.txt",
+                "1/artifacts/sub/_git/config.txt",
                 "1/artifacts/sub/report_html.txt"
             ]
         );
@@ -353,7 +455,7 @@ mod tests {
             "<script>alert(2)</script>"
         );
         assert!(!to.join("sub/report.html").exists());
-        assert!(to.join("sub/_.git/config").is_file());
+        assert!(to.join("sub/_git/config.txt").is_file());
         assert!(
             !to.join("passwd").exists() && !to.join("up").exists() && !to.join("fifo").exists()
         );
@@ -375,7 +477,7 @@ mod tests {
         );
         assert_eq!(everything.len(), 4);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(to.join("sub/_.git/config"))
+        let mode = std::fs::metadata(to.join("sub/_git/config.txt"))
             .unwrap()
             .permissions()
             .mode();
@@ -449,5 +551,13 @@ mod tests {
         let listing = copy(&from, &tmp.path().join("site2"), "1/artifacts");
         assert_eq!(listing.artifacts.len(), MAX_FILES);
         assert_eq!(listing.notes.len(), 1);
+        // More names than a directory is listed for: the same one note.
+        for i in MAX_FILES + 5..2 * MAX_FILES + 5 {
+            std::fs::write(from.join(format!("f{i:05}")), "").unwrap();
+        }
+        let listing = copy(&from, &tmp.path().join("site3"), "1/artifacts");
+        assert_eq!(listing.artifacts.len(), MAX_FILES);
+        assert_eq!(listing.notes.len(), 1, "{:?}", listing.notes);
+        assert_eq!(listing.artifacts[0].shown, "f00000", "the first names");
     }
 }

@@ -432,9 +432,14 @@ fn artifacts_section(body: &mut String, listing: &Listing) {
         match (&artifact.href, &artifact.left_out) {
             (Some(href), _) => {
                 // `href` is percent-encoded: nothing in it needs escaping, escaped all the same.
+                // A file stored under another name is saved under its own.
+                let download = artifact
+                    .download
+                    .as_deref()
+                    .map_or(String::new(), |d| format!("=\"{}\"", escape(d)));
                 let _ = writeln!(
                     body,
-                    "<li><a href=\"{}\" download>{name}</a> <span class=\"note\">{size}</span></li>",
+                    "<li><a href=\"{}\" download{download}>{name}</a> <span class=\"note\">{size}</span></li>",
                     escape(href)
                 );
             }
@@ -495,6 +500,7 @@ mod tests {
                 href: Some("7/artifacts/%3Cscript%3E".into()),
                 size: 3,
                 left_out: None,
+                download: Some("<b>.html".into()),
             }],
             notes: vec![],
         };
@@ -515,7 +521,7 @@ mod tests {
         );
         assert!(
             html.contains(
-                "<a href=\"7/artifacts/%3Cscript%3E\" download>&lt;script&gt;x&lt;/script&gt;</a>"
+                "<a href=\"7/artifacts/%3Cscript%3E\" download=\"&lt;b&gt;.html\">&lt;script&gt;x&lt;/script&gt;</a>"
             ),
             "{html}"
         );

@@ -14,7 +14,7 @@
 //! touched: it may hold other files.
 
 mod ansi;
-mod artifacts;
+pub mod artifacts;
 mod badge;
 mod history;
 mod html;

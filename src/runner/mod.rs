@@ -573,7 +573,9 @@ impl Run<'_> {
             return conclusion;
         }
         let owner = user.switch.then(|| user.uid.as_raw());
-        for note in workspace.collect_artifacts(&self.run_dir.artifacts(), owner) {
+        for note in
+            workspace.collect_artifacts(&self.run_dir.artifacts(), owner, repo.artifact_files)
+        {
             self.out.line(&format!("==> {}", note));
         }
         conclusion
