@@ -65,19 +65,9 @@ fn record(repo: &str, run: usize) -> RunRecord {
         _ => RunResult::Success,
     };
     let step = |index: u64, name: &str, ms: u64| StepRecord {
-        index,
         name: Some(name.into()),
-        run: format!("cargo {name}"),
-        result: StepResult::Success,
-        exit_code: Some(0),
-        signal: None,
-        instance: None,
-        matrix: None,
-        needs: Vec::new(),
-        allow_failure: false,
-        started_at: None,
-        finished_at: None,
         duration_ms: ms,
+        ..StepRecord::new(index, &format!("cargo {name}"), StepResult::Success)
     };
     RunRecord {
         repo: repo.into(),

@@ -96,6 +96,15 @@ impl Dirs {
             .find(|other| other.repo_toml().is_file())
     }
 
+    /// `<root>/config` and `<root>/data`: the directories of a unit test.
+    #[cfg(test)]
+    pub fn under(root: &Path) -> Dirs {
+        Dirs {
+            config: root.join("config"),
+            data: root.join("data"),
+        }
+    }
+
     pub fn repo_toml(&self) -> PathBuf {
         self.config.join("Repo.toml")
     }

@@ -353,19 +353,9 @@ mod tests {
     #[test]
     fn the_timeline_gives_each_step_its_share() {
         let step = |index, result, duration_ms, name: Option<&str>| StepRecord {
-            index,
             name: name.map(Into::into),
-            run: "make <all>".into(),
-            result,
-            exit_code: Some(0),
-            signal: None,
-            instance: None,
-            matrix: None,
-            needs: Vec::new(),
-            allow_failure: false,
-            started_at: None,
-            finished_at: None,
             duration_ms,
+            ..StepRecord::new(index, "make <all>", result)
         };
         let html = timeline(
             &[
@@ -389,19 +379,13 @@ mod tests {
     fn timed_step(index: u64, instance: Option<u32>, start: u64, end: u64) -> StepRecord {
         let time = |s: u64| format!("2026-12-07T10:{:02}:{:02}.000Z", s / 60, s % 60);
         StepRecord {
-            index,
             instance,
             matrix: instance.map(|k| [("T".to_string(), format!("<{k}>"))].into()),
             name: Some("build".into()),
-            run: "make".into(),
-            result: StepResult::Success,
-            exit_code: Some(0),
-            signal: None,
-            needs: Vec::new(),
-            allow_failure: false,
             started_at: Some(time(start)),
             finished_at: Some(time(end)),
             duration_ms: (end - start) * 1000,
+            ..StepRecord::new(index, "make", StepResult::Success)
         }
     }
 

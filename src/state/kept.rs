@@ -201,11 +201,8 @@ pub fn pinned(kept: &Kept) -> bool {
 mod tests {
     use super::*;
 
-    fn dirs(root: &Path) -> Dirs {
-        Dirs {
-            config: root.join("config"),
-            data: root.join("data"),
-        }
+    fn dirs(root: &std::path::Path) -> Dirs {
+        Dirs::under(root)
     }
 
     fn kept_run(dirs: &Dirs, run: u64, keep_for: Duration) -> Kept {

@@ -108,6 +108,26 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
+    /// The record of step `index` that ran `run` and ended with `result` (exit status 0), with
+    /// nothing else known: no name, matrix, needs, times or duration. Fill in the rest with `..`.
+    pub fn new(index: u64, run: &str, result: StepResult) -> StepRecord {
+        StepRecord {
+            index,
+            instance: None,
+            matrix: None,
+            name: None,
+            run: run.to_string(),
+            needs: Vec::new(),
+            allow_failure: false,
+            result,
+            exit_code: Some(0),
+            signal: None,
+            started_at: None,
+            finished_at: None,
+            duration_ms: 0,
+        }
+    }
+
     /// `3` for a step, `3.1` for the second copy of a matrix step: how logs, `--step` and the console
     /// prefix name it.
     pub fn id(&self) -> String {
@@ -751,11 +771,8 @@ pub(crate) fn sample(run: u64, result: RunResult) -> RunRecord {
 mod tests {
     use super::*;
 
-    fn dirs(root: &Path) -> Dirs {
-        Dirs {
-            config: root.join("config"),
-            data: root.join("data"),
-        }
+    fn dirs(root: &std::path::Path) -> Dirs {
+        Dirs::under(root)
     }
 
     #[test]
@@ -779,19 +796,8 @@ mod tests {
 
     fn step(index: u64) -> StepRecord {
         StepRecord {
-            index,
-            name: None,
-            run: "true".into(),
-            result: StepResult::Success,
-            exit_code: Some(0),
-            signal: None,
-            instance: None,
-            matrix: None,
-            needs: Vec::new(),
-            allow_failure: false,
-            started_at: None,
-            finished_at: None,
             duration_ms: 1,
+            ..StepRecord::new(index, "true", StepResult::Success)
         }
     }
 

@@ -141,11 +141,8 @@ fn parse(text: &str) -> Option<(u32, u64, bool, Option<u64>)> {
 mod tests {
     use super::*;
 
-    fn dirs(root: &Path) -> Dirs {
-        Dirs {
-            config: root.join("config"),
-            data: root.join("data"),
-        }
+    fn dirs(root: &std::path::Path) -> Dirs {
+        Dirs::under(root)
     }
 
     #[test]

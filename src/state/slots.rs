@@ -159,10 +159,7 @@ mod tests {
     use super::*;
 
     fn dirs(root: &std::path::Path) -> Dirs {
-        Dirs {
-            config: root.join("config"),
-            data: root.join("data"),
-        }
+        Dirs::under(root)
     }
 
     #[test]

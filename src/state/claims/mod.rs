@@ -264,11 +264,8 @@ mod tests {
         }
     }
 
-    fn dirs(root: &Path) -> Dirs {
-        Dirs {
-            config: root.join("config"),
-            data: root.join("data"),
-        }
+    fn dirs(root: &std::path::Path) -> Dirs {
+        Dirs::under(root)
     }
 
     #[test]
