@@ -23,7 +23,7 @@ use crate::isolation::{pidfd, reaper, signals};
 use crate::runner::lanes::{Prefixer, StepLog};
 use crate::runner::output::Output;
 use crate::runner::plan::{Ended, Plan};
-use crate::runner::step::{CancelWatch, KILL_GRACE, StepOutcome, TICK};
+use crate::runner::step::{CancelWatch, KILL_GRACE, StepOutcome, TICK, cannot_start};
 use crate::runner::{Conclusion, EachStep, Leftovers, Run, aborted, record};
 use crate::state::records::{self, RunResult, StepResult};
 use crate::state::slots::{self, Slot};
@@ -306,20 +306,12 @@ impl Graph {
         let (reader, child) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
-                let hint = step
-                    .shell_warnings()
-                    .into_iter()
-                    .next()
-                    .map_or(String::new(), |w| format!(" ({w})"));
                 let outcome = StepOutcome {
                     result: StepResult::Failure,
                     exit_code: None,
                     signal: None,
                     duration: now.elapsed(),
-                    message: Some(format!(
-                        "cannot start `{}`: {e}{hint}",
-                        terminal(&step.argv[0])
-                    )),
+                    message: Some(cannot_start(step, &e)),
                     process_group: None,
                     aborted_by: None,
                     cancelled: false,

@@ -226,17 +226,7 @@ pub fn run(
         .spawn(&step.argv, ctx.cwd, ctx.env, &pipe.writer);
     let mut child = match spawned {
         Ok(child) => child,
-        Err(e) => {
-            let hint = step
-                .shell_warnings()
-                .into_iter()
-                .next()
-                .map_or(String::new(), |w| format!(" ({w})"));
-            return failed_to_start(format!(
-                "cannot start `{}`: {e}{hint}",
-                crate::describe::terminal(&step.argv[0])
-            ));
-        }
+        Err(e) => return failed_to_start(cannot_start(step, &e)),
     };
     // The step leads its own session and process group (the boundary's `setsid`).
     let pgid = Pid::from_raw(child.id() as i32);
@@ -385,4 +375,18 @@ fn supervise(
             look_again = (look_again * 2).min(TICK);
         }
     }
+}
+
+/// Why `step` could not start: the error, and what in its `run` looks written for a shell, if
+/// anything does (a missing `cd` is the usual reason).
+pub fn cannot_start(step: &Step, e: &std::io::Error) -> String {
+    let hint = step
+        .shell_warnings()
+        .into_iter()
+        .next()
+        .map_or(String::new(), |w| format!(" ({w})"));
+    format!(
+        "cannot start `{}`: {e}{hint}",
+        crate::describe::terminal(&step.argv[0])
+    )
 }
