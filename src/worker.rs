@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::dirs::Dirs;
 use crate::config::secrets::{Secrets, SecretsError};
-use crate::config::{Config, Repo};
+use crate::config::{Config, Location, Repo};
 use crate::error::Error;
 use crate::runner::{self, Console, Finished, Progress, Request};
 use crate::state::lock::RepoLock;
@@ -324,6 +324,12 @@ fn after_run(
         }
     };
     let mut notes = Vec::new();
+    // `report_url`, for a repo the report shows (a configured one).
+    let config = crate::config::Config::load(&dirs.repo_toml()).ok();
+    let page = config
+        .as_ref()
+        .filter(|config| config.get(&repo.name).is_some())
+        .and_then(|config| config.run_url(&repo.name, record.run));
     // The report first: it is local and quick, webhooks may take their timeout.
     if let Some(dir) = &secrets.report_dir
         && let Err(e) = crate::report::refresh(dirs, dir, &repo.name, record.run)
@@ -334,14 +340,61 @@ fn after_run(
         ));
     }
     let log = crate::state::records::run_dir(dirs, &repo.name, record.run).log();
+    if repo.notes
+        && let Location::Local(path) = &repo.location
+        && let Err(e) = write_note(path, record, page.as_deref())
+    {
+        let line = format!(
+            "==> no note in `{}` of `{}`: {e}",
+            crate::git::notes::NOTES_REF,
+            path.display()
+        );
+        append_line(&log, &line);
+        notes.push(line.trim_start_matches("==> ").to_string());
+    }
     notes.extend(crate::notify::notify(
         repo.notify,
         record,
         previous,
         &log,
+        page.as_deref(),
         secrets,
     ));
     notes
+}
+
+/// `notes = true` (SPEC §9): `phantom_ci #12 master success 5.8s <host>` (and the run's page) appended to
+/// the note of the run's commit in the repository at `path`.
+fn write_note(
+    path: &std::path::Path,
+    record: &RunRecord,
+    page: Option<&str>,
+) -> Result<(), String> {
+    let mut line = format!(
+        "phantom_ci #{} {} {} {} {}",
+        record.run,
+        crate::notify::text::one_line(&record.branch, 200).replace(' ', "_"),
+        record.result.as_str(),
+        crate::describe::human_ms(record.duration_ms),
+        crate::notify::text::host_name().replace(' ', "_"),
+    );
+    if let Some(page) = page {
+        line.push(' ');
+        line.push_str(page);
+    }
+    crate::git::notes::append(path, &record.commit, &line)
+}
+
+/// Appends `line` to the run's log (after the run: a problem of what came after it). Best effort.
+fn append_line(log: &std::path::Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(log)
+    {
+        let _ = writeln!(file, "{line}");
+    }
 }
 
 /// Starts `phantom_ci work` in a new session, with no tie to the pusher: stdin from /dev/null, output to

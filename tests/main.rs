@@ -37,6 +37,7 @@ mod packaging;
 mod parallel;
 mod pipes;
 mod report;
+mod results;
 mod run;
 mod sandbox;
 mod scale_out;
@@ -46,8 +47,8 @@ mod state;
 mod status;
 mod subject;
 mod suggest;
-mod terminal;
 mod system;
+mod terminal;
 mod tick;
 mod walkthrough;
 
@@ -81,6 +82,7 @@ fn main() -> std::process::ExitCode {
         parallel::tests(),
         pipes::tests(),
         report::tests(),
+        results::tests(),
         run::tests(),
         sandbox::tests(),
         scale_out::tests(),

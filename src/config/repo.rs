@@ -42,6 +42,9 @@ pub struct Repo {
     pub cache: bool,
     /// The size the cache is trimmed back to after a run (its oldest files go first).
     pub cache_limit: u64,
+    /// `notes = true`: each final result is appended to the commit's note under `refs/notes/ci` of
+    /// the repository (a repo configured by path; SPEC §9).
+    pub notes: bool,
     /// What is wrong with this repo on this machine (its `path` or `run_as` user does not exist):
     /// a repo with problems is shown but never run. Empty for a healthy repo.
     pub problems: Vec<Problem>,
@@ -73,6 +76,7 @@ impl Repo {
             checkout_limit: DEFAULT_CHECKOUT_LIMIT,
             cache: false,
             cache_limit: DEFAULT_CACHE_LIMIT,
+            notes: false,
             problems: Vec::new(),
         }
     }

@@ -39,6 +39,8 @@ pub struct Summary {
     pub log_lost: Option<String>,
     /// The host that ran it (its hostname): with several runner hosts, a post says which (SPEC §7).
     pub host: String,
+    /// The run's page, with `report_url` (SPEC §9): a URL with no space, quote, `<`, `>` or `|`.
+    pub url: Option<String>,
 }
 
 /// How many failed steps a summary holds at most (a 64-copy matrix may fail whole); a message shows
@@ -115,6 +117,7 @@ impl Summary {
                 .as_ref()
                 .map(|lost| one_line(&lost.describe(), MESSAGE_CHARS)),
             host: host_name(),
+            url: None,
         }
     }
 }
@@ -207,6 +210,8 @@ pub struct Markup {
     pub span: fn(&str) -> String,
     /// A log line, made safe to put in a code block.
     pub line: fn(&str) -> String,
+    /// A link to the run's page.
+    pub link: fn(&str) -> String,
     pub fence_open: &'static str,
     pub fence_close: &'static str,
     /// The most characters the whole message may have.
@@ -227,6 +232,9 @@ pub fn chat_message(summary: &Summary, log: &str, markup: &Markup) -> String {
     );
     if !summary.subject.is_empty() {
         head.push_str(&format!("\n{}", (markup.span)(&summary.subject)));
+    }
+    if let Some(url) = &summary.url {
+        head.push_str(&format!("\n{}", (markup.link)(url)));
     }
     // Every failed step, as many as fit in half the room (the first always); the rest counted.
     let mut left_out = summary.more_failed;
