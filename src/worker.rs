@@ -370,19 +370,43 @@ fn write_note(
     record: &RunRecord,
     page: Option<&str>,
 ) -> Result<(), String> {
+    let line = note_line(
+        &format!("#{}", record.run),
+        &record.branch,
+        record.result,
+        record.duration_ms,
+        &crate::notify::text::host_name(),
+        page,
+    );
+    crate::git::notes::append(path, &record.commit, &line)
+}
+
+/// A line of a commit's note: `phantom_ci #12 master success 5.8s <host> [<page>]`; `run` is how the
+/// run is named (`#12`). Untrusted words (branch, host) lose control characters and spaces. Public
+/// for the central host of a runner pool, which writes the note of a run that ended on a runner
+/// (with [`crate::git::notes::append`]).
+pub fn note_line(
+    run: &str,
+    branch: &str,
+    result: RunResult,
+    duration_ms: u64,
+    host: &str,
+    page: Option<&str>,
+) -> String {
+    let word = |text: &str| crate::notify::text::one_line(text, 200).replace(' ', "_");
     let mut line = format!(
-        "phantom_ci #{} {} {} {} {}",
-        record.run,
-        crate::notify::text::one_line(&record.branch, 200).replace(' ', "_"),
-        record.result.as_str(),
-        crate::describe::human_ms(record.duration_ms),
-        crate::notify::text::host_name().replace(' ', "_"),
+        "phantom_ci {} {} {} {} {}",
+        word(run),
+        word(branch),
+        result.as_str(),
+        crate::describe::human_ms(duration_ms),
+        word(host),
     );
     if let Some(page) = page {
         line.push(' ');
         line.push_str(page);
     }
-    crate::git::notes::append(path, &record.commit, &line)
+    line
 }
 
 /// Appends `line` to the run's log (after the run: a problem of what came after it). Best effort.

@@ -63,9 +63,20 @@ pub fn append(repo: &Path, commit: &str, line: &str) -> Result<(), String> {
         deadline: Instant::now() + DEADLINE,
     };
     let line = line.replace(['\n', '\r'], " ");
+    let as_owner = |e: String| {
+        if owner.switch {
+            format!(
+                "{e} (written as `{}`, the owner of the repository: give it write access to the \
+                 repository, or leave out `notes = true`)",
+                owner.name
+            )
+        } else {
+            e
+        }
+    };
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
-        match writer.attempt(commit, &line)? {
+        match writer.attempt(commit, &line).map_err(as_owner)? {
             Swapped::Yes => return Ok(()),
             Swapped::No(why) => last = why,
         }

@@ -1,17 +1,20 @@
-//! The static HTML report (SPEC §5): a folder any web server can serve, holding
+//! The static HTML report (SPEC §5, §9): a folder any web server can serve, holding
 //!
-//! - `index.html`: every configured repo, the most recently run first: its badge, its last run with
-//!   the commit's subject, bars of its last 50 runs (height: duration, colour: result), its newest runs;
+//! - `index.html`: every configured repo, the most recently run first: its badge, a line per branch
+//!   that ran (its badge, its newest run with the commit's subject, bars of its last 50 runs — height:
+//!   duration, colour: result), a table of its newest runs;
 //! - `<repo>/<run>.html`: one page per run: the commit, the record, a timeline of the steps, the
 //!   artifacts, the end of the log in its colours; a run going on reloads itself;
 //! - `<repo>/<run>/artifacts/`: copies of the run's artifacts (regular files, within a cap);
-//! - `badge/<repo>.svg`: "phantom_ci | <result>" of the repo's last run.
+//! - `badge/<repo>.svg`: "phantom_ci | <result>" of the repo's main line (the first `target_branch`
+//!   entry that is a name), and `badge/<repo>/<branch>.svg` of each branch ([`branch_badge`]).
 //!
 //! The pages need no script and load nothing from elsewhere: one inline stylesheet ([`stylesheet`],
 //! light and dark, phone and desktop), inline SVG pictures, and a Content-Security-Policy that forbids
 //! the rest. Every file is replaced atomically (written beside its place, then renamed), readable by
-//! others (0644 less the umask) so that a web server can serve it. Nothing else in the folder is
-//! touched: it may hold other files.
+//! others (0644 less the umask) so that a web server can serve it. The folder may hold other files:
+//! phantom_ci removes only the pages and artifact folders of pruned runs that its own manifest lists
+//! ([`manifest`]).
 
 mod ansi;
 mod artifacts;
