@@ -229,9 +229,14 @@ fn repo_section(body: &mut String, repo: &RepoRuns, recent: usize, now: SystemTi
         body,
         "<section class=\"repo\" id=\"{name}\">\n<h2><a href=\"#{name}\">{name}</a> \
          <img src=\"badge/{name}.svg\" alt=\"{}\" width=\"{}\" height=\"20\"></h2>\n\
-         <p class=\"note\">Branch <code>{}</code> · {} recorded</p>",
+         <p class=\"note\">{} <code>{}</code> · {} recorded</p>",
         repo.badge.word(),
         badge::width(Some(repo.badge.word())),
+        if repo.branch.contains(", ") {
+            "Branches"
+        } else {
+            "Branch"
+        },
         field(&repo.branch),
         match repo.recorded {
             1 => "1 run".to_string(),
