@@ -162,7 +162,28 @@ fn notes_lines(env: &TestEnv, repo: &TestRepo, commit: &str) -> Vec<String> {
 fn each_result_is_appended_to_the_commit_note() {
     let env = TestEnv::new();
     let (repo, commit) = env.app(PASSING, "notes = true");
+    // Programs the repository's configuration names, which writing a note must never start.
+    let marker = env.root().join("program-ran");
+    let program = env.root().join("program");
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\ntouch {}\nexit 1\n", marker.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (key, value) in [
+        ("commit.gpgSign", "true"),
+        ("gpg.program", program.to_str().unwrap()),
+        ("core.fsmonitor", program.to_str().unwrap()),
+    ] {
+        env.git(&repo.bare, &["config", key, value]);
+    }
     env.phantom().args(["run", "app"]).assert().success();
+    assert!(
+        !marker.exists(),
+        "writing a note ran a program of the repository's configuration"
+    );
     let log = notes_in_a_clone(&env, &repo, "first", &commit);
     assert!(log.contains("Notes (ci):"), "{log}");
     assert!(log.contains("phantom_ci #1 master success"), "{log}");
@@ -174,8 +195,7 @@ fn each_result_is_appended_to_the_commit_note() {
     assert!(lines[1].starts_with("phantom_ci #2 master success "));
     let log = notes_in_a_clone(&env, &repo, "second", &commit);
     assert!(log.contains("phantom_ci #2 master success"), "{log}");
-    // No hook ran: a reference-transaction hook would have left its mark.
-    assert!(!env.root().join("hook-ran").exists());
+    assert!(!marker.exists());
 }
 
 fn runs_of_one_commit_ending_together_lose_no_note() {

@@ -7,7 +7,8 @@
 //!   writer (a second run of the commit ending at the same moment) moved the ref meanwhile, the swap
 //!   fails and the whole is done again on top of its commit, so no line is lost.
 //! - **No hook runs**: every `git` has `core.hooksPath=/dev/null` (`update-ref` would otherwise run a
-//!   `reference-transaction` hook, which a pusher may have written).
+//!   `reference-transaction` hook, which a pusher may have written), and no other program the
+//!   repository's configuration may name (`core.fsmonitor`, a signing program) either.
 //! - **As the repository's owner.** Every `git` runs as the owner of the repository directory
 //!   ([`privilege::owner_of`], [`privilege::run_as`]): no root-owned object or ref lands in a
 //!   repository that pushers write to. Its scratch files (the note's text, a temporary index) are in a
@@ -109,7 +110,15 @@ impl Writer<'_> {
         command
             .arg("-C")
             .arg(self.repo)
-            .args(["-c", "core.hooksPath=/dev/null", "-c", "safe.directory=*"])
+            // No program the repository's configuration names runs: no hook, no file-system
+            // monitor, no signing program.
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "core.fsmonitor=false",
+            ])
+            .args(["-c", "commit.gpgSign=false", "-c", "safe.directory=*"])
             .args(args)
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_AUTHOR_NAME", "phantom_ci")
@@ -183,7 +192,13 @@ impl Writer<'_> {
             &format!("100644,{blob},{path}"),
         ])?;
         let tree = self.text(&["write-tree"])?;
-        let mut args = vec!["commit-tree", &tree, "-m", "Notes added by phantom_ci"];
+        let mut args = vec![
+            "commit-tree",
+            "--no-gpg-sign",
+            &tree,
+            "-m",
+            "Notes added by phantom_ci",
+        ];
         if let Some(old) = &old {
             args.extend(["-p", old]);
         }
