@@ -362,7 +362,74 @@ fn the_report_keeps_only_the_runs_the_records_keep() {
     assert!(!manifest.contains("99"), "{manifest}");
 }
 
+/// `hook --wait` of a repo with several branches says which branch waits (SPEC §9).
+fn a_waiting_pusher_is_told_its_branch_when_the_repo_runs_several() {
+    use std::process::{Command, Stdio};
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, "target_branch = [\"master\", \"develop\"]"));
+    env.install_hook(&repo, true);
+    let started = env.root().join("started");
+    let release = env.root().join("release");
+    repo.write(
+        "workflow.toml",
+        &format!(
+            "[0]\nrun = '''sh -c 'touch {}; while [ ! -e {} ]; do sleep 0.05; done' '''\ntimeout = \"5m\"\n",
+            started.display(),
+            release.display()
+        ),
+    );
+    let commit = repo.commit("both");
+    // Each push holds until its own run ended, its messages on the pusher's stderr.
+    let push = |branch: &str| {
+        Command::new("git")
+            .args(["push", "-q", repo.bare.to_str().unwrap()])
+            .arg(format!("HEAD:refs/heads/{branch}"))
+            .current_dir(&repo.work)
+            .env_clear()
+            .envs(crate::support::fixed_env(&env.home))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let master = push("master");
+    crate::support::wait_for("the master run to start", || started.exists());
+    let mut develop = push("develop");
+    let told = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = std::thread::spawn({
+        let told = told.clone();
+        let mut stderr = develop.stderr.take().unwrap();
+        move || {
+            use std::io::Read;
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                told.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        }
+    });
+    crate::support::wait_for("the develop pusher to be told what it waits for", || {
+        told.lock().unwrap().contains("waiting for run #1")
+    });
+    std::fs::write(&release, "").unwrap();
+    let master = master.wait_with_output().unwrap();
+    let develop = develop.wait().unwrap();
+    reader.join().unwrap();
+    let told = told.lock().unwrap().clone();
+    assert!(
+        told.contains(&format!("then `app` (develop) runs {} here", &commit[..7])),
+        "{told}"
+    );
+    assert!(master.status.success() && develop.success());
+}
+
 crate::tests! {
+    a_waiting_pusher_is_told_its_branch_when_the_repo_runs_several,
     two_branches_have_two_badges_and_the_repo_badge_follows_the_main_line,
     the_generic_webhook_and_chat_posts_link_the_run_page,
     each_result_is_appended_to_the_commit_note,
