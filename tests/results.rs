@@ -327,9 +327,10 @@ fn a_url_repo_with_notes_is_a_config_error_with_its_line() {
 
 fn the_report_keeps_only_the_runs_the_records_keep() {
     let env = TestEnv::new();
+    let workflow = "[0]\nrun = \"sh -c 'echo $PHANTOM_CI_RUN > $PHANTOM_CI_ARTIFACTS/out.txt'\"\n";
     let (repo, _) = env.app(
-        "[0]\nrun = \"sh -c 'echo $PHANTOM_CI_RUN > $PHANTOM_CI_ARTIFACTS/out.txt'\"\n",
-        "keep_runs = 2",
+        workflow,
+        "keep_runs = 2\ntarget_branch = [\"master\", \"develop\"]",
     );
     let site = env.root().join("site");
     std::fs::create_dir_all(site.join("app")).unwrap();
@@ -337,28 +338,41 @@ fn the_report_keeps_only_the_runs_the_records_keep() {
     std::fs::write(site.join("app/99.html"), "mine\n").unwrap();
     std::fs::write(site.join("robots.txt"), "mine\n").unwrap();
     dotenv(&env, &[format!("PHANTOM_CI_REPORT_DIR={}", site.display())]);
+    // Run #1 is develop's only run: once pruned, its badge goes too.
+    repo.workflow("develop", workflow);
+    repo.commit("develop");
+    assert!(repo.push("develop").status.success());
+    env.phantom()
+        .args(["run", "app", "--branch", "develop"])
+        .assert()
+        .success();
+    assert!(site.join("badge/app/develop.svg").exists());
     for n in 1..=5 {
         repo.commit_and_push(&format!("change {n}"));
         env.phantom().args(["run", "app"]).assert().success();
     }
-    assert_eq!(env.runs("app"), [4, 5]);
+    assert_eq!(env.runs("app"), [5, 6]);
+    assert!(!site.join("badge/app/develop.svg").exists());
+    assert!(site.join("badge/app/master.svg").exists());
     let mut pages: Vec<String> = std::fs::read_dir(site.join("app"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     pages.sort();
-    assert_eq!(pages, ["4", "4.html", "5", "5.html", "99.html"]);
-    assert_eq!(read(&site.join("app/5/artifacts/out.txt")), "5\n");
+    assert_eq!(pages, ["5", "5.html", "6", "6.html", "99.html"]);
+    assert_eq!(read(&site.join("app/6/artifacts/out.txt")), "6\n");
     assert!(site.join("robots.txt").exists());
     // A whole `report` prunes too, from its own manifest.
     env.phantom().arg("report").arg(&site).assert().success();
-    assert!(site.join("app/4.html").exists() && !site.join("app/3.html").exists());
+    assert!(site.join("app/5.html").exists() && !site.join("app/4.html").exists());
     let manifest = read(&site.join(".phantom_ci-files"));
     assert!(
-        manifest.contains("app/5.html\napp/5/artifacts/\n"),
+        manifest.contains("app/6.html\napp/6/artifacts/\n"),
         "{manifest}"
     );
+    assert!(manifest.contains("badge/app/master.svg\n"), "{manifest}");
+    assert!(!manifest.contains("develop"), "{manifest}");
     assert!(!manifest.contains("99"), "{manifest}");
 }
 

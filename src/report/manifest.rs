@@ -1,11 +1,13 @@
 //! The report folder's own-files manifest, `.phantom_ci-files`: the files and folders of runs that
-//! phantom_ci wrote there (`<repo>/<run>.html`, `<repo>/<run>/artifacts/`), so that when `keep_runs`
-//! prunes a run's record its page and artifact copies go too, and nothing else in a shared folder is
-//! ever removed.
+//! phantom_ci wrote there (`<repo>/<run>.html`, `<repo>/<run>/artifacts/`) and its branch badges
+//! (`badge/<repo>/<file>.svg`), so that when `keep_runs` prunes a run's record its page and artifact
+//! copies go too (and a branch's badge once no run of it is left), and nothing else in a shared folder
+//! is ever removed.
 //!
-//! The manifest is read as untrusted: only relative paths of the form `<repo>/<run>.html` and
-//! `<repo>/<run>/artifacts/` (a repo name, a run number) are taken, so no entry has `..`, `.`, an empty
-//! component or a leading `/`. Removing goes through directory descriptors from the report folder
+//! The manifest is read as untrusted: only relative paths of the forms `<repo>/<run>.html`,
+//! `<repo>/<run>/artifacts/` and `badge/<repo>/<file>.svg` (a repo name, a run number, a badge file
+//! name of letters, digits, `.`, `_`, `-` and `~` not starting with `.`) are taken, so no entry has
+//! `..`, `.`, an empty component or a leading `/`. Removing goes through directory descriptors from the report folder
 //! down, opened with `O_NOFOLLOW`: a symbolic link planted anywhere on the way is never followed.
 
 use std::collections::BTreeSet;
@@ -89,6 +91,21 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct Manifest {
     pub entries: BTreeSet<Entry>,
+    /// Branch badges: (repo, file name without `.svg`).
+    pub badges: BTreeSet<(String, String)>,
+}
+
+/// `badge/<repo>/<file>.svg`, if `line` is one.
+fn parse_badge(line: &str) -> Option<(String, String)> {
+    let rest = line.strip_prefix("badge/")?;
+    let (repo, file) = rest.split_once('/')?;
+    crate::config::validate_repo_name(repo).ok()?;
+    let file = file.strip_suffix(".svg")?;
+    let plain = file
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '~'));
+    (plain && !file.is_empty() && !file.starts_with('.'))
+        .then(|| (repo.to_string(), file.to_string()))
 }
 
 impl Manifest {
@@ -106,6 +123,7 @@ impl Manifest {
         }
         Manifest {
             entries: text.lines().filter_map(Entry::parse).collect(),
+            badges: text.lines().filter_map(parse_badge).collect(),
         }
     }
 
@@ -118,7 +136,44 @@ impl Manifest {
             text.push_str(&entry.line());
             text.push('\n');
         }
+        for (repo, file) in &self.badges {
+            text.push_str(&format!("badge/{repo}/{file}.svg\n"));
+        }
         text
+    }
+
+    /// The branch badges of `repo` are now `files`: those it listed before and that are gone from
+    /// `files` (no run of their branch is left) are removed from the folder `dir`; `files` are listed.
+    pub fn badges_now(&mut self, dir: &Path, repo: &str, files: &BTreeSet<String>) {
+        let gone: Vec<(String, String)> = self
+            .badges
+            .iter()
+            .filter(|(r, file)| r == repo && !files.contains(file))
+            .cloned()
+            .collect();
+        if !gone.is_empty()
+            && let Ok(root) = dirfd::open_dir(None, dir.as_os_str())
+            && let Ok(badges) = dirfd::open_dir(Some(&root), OsStr::new("badge"))
+            && let Ok(folder) = dirfd::open_dir(Some(&badges), OsStr::new(repo))
+        {
+            for (_, file) in &gone {
+                let name = format!("{file}.svg");
+                let name = OsStr::new(&name);
+                if dirfd::kind(&folder, name) == Ok(SFlag::S_IFREG) {
+                    let _ = unlinkat(&folder, name, UnlinkatFlags::NoRemoveDir);
+                }
+            }
+        }
+        // A badge whose file could not be removed stays listed, to be tried again.
+        self.badges.retain(|(r, file)| {
+            r != repo
+                || files.contains(file)
+                || std::fs::symlink_metadata(dir.join("badge").join(r).join(format!("{file}.svg")))
+                    .is_ok()
+        });
+        for file in files {
+            self.badges.insert((repo.to_string(), file.clone()));
+        }
     }
 
     /// Removes from the folder `dir` what the entries for which `gone` holds name, and drops those
@@ -227,6 +282,19 @@ mod tests {
         .map(|line| Entry::parse(line))
         .collect();
         assert_eq!(parsed[0], Some(Entry::page("app", 3)));
+        assert_eq!(
+            parse_badge("badge/app/release~1.2.svg"),
+            Some(("app".into(), "release~1.2".into()))
+        );
+        for bad in [
+            "badge/app/../x.svg",
+            "badge/../x.svg",
+            "badge/app/.x.svg",
+            "badge/app/a/b.svg",
+            "badge/app.svg",
+        ] {
+            assert_eq!(parse_badge(bad), None, "{bad}");
+        }
         assert_eq!(parsed[1], Some(Entry::artifacts("app", 3)));
         assert!(parsed[2..].iter().all(Option::is_none), "{parsed:?}");
         let mut manifest = Manifest::default();

@@ -13,8 +13,8 @@
 //! light and dark, phone and desktop), inline SVG pictures, and a Content-Security-Policy that forbids
 //! the rest. Every file is replaced atomically (written beside its place, then renamed), readable by
 //! others (0644 less the umask) so that a web server can serve it. The folder may hold other files:
-//! phantom_ci removes only the pages and artifact folders of pruned runs that its own manifest lists
-//! ([`manifest`]).
+//! phantom_ci removes only the pages, artifact folders and branch badges its own manifest lists, once
+//! their records are gone ([`manifest`]).
 
 mod ansi;
 mod artifacts;
@@ -287,6 +287,15 @@ impl Site {
                 .first()
                 .map_or(badge::Value::None, |run| badge::Value::Result(run.result));
             self.put(&branch_badge(&repo.name, &line.branch), &value.svg())?;
+        }
+        // The badges of branches no run is left of go (the repo's own badge stays).
+        let files = repo
+            .lines
+            .iter()
+            .map(|line| badge::file_name(&line.branch))
+            .collect();
+        if let Ok(mut manifest) = self.manifest.lock() {
+            manifest.badges_now(&self.dir, &repo.name, &files);
         }
         Ok(())
     }
