@@ -203,40 +203,12 @@ impl Site {
     /// Every page, badge and the index. Repos are shared out among threads (one per CPU): pages of
     /// different repos are different files.
     fn everything(&self, dirs: &Dirs, config: &Config) -> Result<Written, Error> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .min(config.repos.len())
-            .max(1);
-        let chunk = config.repos.len().div_ceil(threads).max(1);
-        let done: Vec<Result<Vec<RepoPages>, Error>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = config
-                .repos
-                .chunks(chunk)
-                .map(|repos| {
-                    scope.spawn(move || {
-                        repos
-                            .iter()
-                            .map(|repo| self.repo_pages(dirs, repo))
-                            .collect::<Result<Vec<_>, Error>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker.join().unwrap_or_else(|_| {
-                        Err(Error::Other("a thread writing the report failed".into()))
-                    })
-                })
-                .collect()
-        });
+        let done = per_repo(&config.repos, |repo| self.repo_pages(dirs, repo))?;
         let mut repos = Vec::with_capacity(config.repos.len());
         let mut unreadable = Vec::new();
-        for part in done {
-            for (repo, bad) in part? {
-                repos.push(repo);
-                unreadable.extend(bad);
-            }
+        for (repo, bad) in done {
+            repos.push(repo);
+            unreadable.extend(bad);
         }
         merge::write_summary(&self.dir, dirs, config)?;
         let index = self.put(
@@ -339,8 +311,7 @@ impl Site {
 
     /// The index and every repo's badges, from the newest [`INDEX_READ`] records of each repo.
     fn index(&self, dirs: &Dirs, config: &Config) -> Result<PathBuf, Error> {
-        let mut repos = Vec::with_capacity(config.repos.len());
-        for repo in &config.repos {
+        let repos = per_repo(&config.repos, |repo| {
             let numbers = records::list(dirs, &repo.name);
             let newest_first = numbers.iter().rev().take(INDEX_READ).filter_map(|n| {
                 records::read_settled(&records::run_dir(dirs, &repo.name, *n)).transpose()
@@ -353,14 +324,47 @@ impl Site {
                 INDEX_RUNS,
             );
             self.badges(&shown)?;
-            repos.push(shown);
-        }
+            Ok(shown)
+        })?;
         merge::write_summary(&self.dir, dirs, config)?;
         self.put(
             "index.html",
             &html::index(&repos, RECENT_RUNS, SystemTime::now()),
         )
     }
+}
+
+/// `work` for every repo, the repos shared out among threads (one per CPU; each repo's files are its
+/// own), the results in the repos' order.
+fn per_repo<T: Send>(
+    repos: &[Repo],
+    work: impl Fn(&Repo) -> Result<T, Error> + Sync,
+) -> Result<Vec<T>, Error> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(repos.len())
+        .max(1);
+    let chunk = repos.len().div_ceil(threads).max(1);
+    let work = &work;
+    let done: Vec<Result<Vec<T>, Error>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = repos
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(work).collect()))
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker.join().unwrap_or_else(|_| {
+                    Err(Error::Other("a thread writing the report failed".into()))
+                })
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(repos.len());
+    for part in done {
+        all.extend(part?);
+    }
+    Ok(all)
 }
 
 /// `<site>/<repo>/<run>/artifacts`: the copies of a run's artifacts.
