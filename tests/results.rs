@@ -162,6 +162,9 @@ fn notes_lines(env: &TestEnv, repo: &TestRepo, commit: &str) -> Vec<String> {
 fn each_result_is_appended_to_the_commit_note() {
     let env = TestEnv::new();
     let (repo, commit) = env.app(PASSING, "notes = true");
+    let out = env.phantom().args(["list", "--json"]).assert().success();
+    let list: serde_json::Value = serde_json::from_str(&crate::support::stdout_of(&out)).unwrap();
+    assert_eq!(list[0]["notes"], true);
     // Programs the repository's configuration names, which writing a note must never start.
     let marker = env.root().join("program-ran");
     let program = env.root().join("program");

@@ -44,6 +44,8 @@ struct RepoJson<'a> {
     checkout_limit: u64,
     cache: bool,
     cache_limit: u64,
+    /// `notes = true`: results in `refs/notes/ci` (SPEC §9).
+    notes: bool,
     /// Why the repo does not run (its `path` or `run_as` user does not exist); empty when it runs.
     problems: Vec<String>,
 }
@@ -77,6 +79,7 @@ impl<'a> From<&'a Repo> for RepoJson<'a> {
             checkout_limit: repo.checkout_limit,
             cache: repo.cache,
             cache_limit: repo.cache_limit,
+            notes: repo.notes,
             problems: repo.problems.iter().map(ToString::to_string).collect(),
         }
     }
