@@ -307,7 +307,8 @@ pub fn execute(
 /// The least time between two refreshes of the report while a run goes on.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// What happens once a run is recorded (the report, notifications). Never changes the run's result.
+/// What happens once a run is recorded (the note in git, the report, notifications). Never changes the
+/// run's result.
 fn after_run(
     dirs: &Dirs,
     repo: &Repo,
@@ -315,21 +316,36 @@ fn after_run(
     previous: Option<&RunRecord>,
     secrets: &Result<Secrets, SecretsError>,
 ) -> Vec<String> {
-    let secrets = match secrets {
-        Ok(secrets) => secrets,
-        Err(e) => {
-            return vec![format!(
-                "{e}; no webhook was posted and no report refreshed for this run"
-            )];
-        }
-    };
     let mut notes = Vec::new();
     // `report_url`, for a repo the report shows (a configured one).
-    let config = crate::config::Config::load(&dirs.repo_toml()).ok();
+    let config = Config::load(&dirs.repo_toml()).ok();
     let page = config
         .as_ref()
         .filter(|config| config.get(&repo.name).is_some())
         .and_then(|config| config.run_url(&repo.name, record.run));
+    let log = crate::state::records::run_dir(dirs, &repo.name, record.run).log();
+    // The result in git itself (needs nothing of `.env`).
+    if repo.notes
+        && let Location::Local(path) = &repo.location
+        && let Err(e) = write_note(path, record, page.as_deref())
+    {
+        let line = format!(
+            "no note in `{}` of `{}`: {e}",
+            crate::git::notes::NOTES_REF,
+            path.display()
+        );
+        append_line(&log, &format!("==> {line}"));
+        notes.push(line);
+    }
+    let secrets = match secrets {
+        Ok(secrets) => secrets,
+        Err(e) => {
+            notes.push(format!(
+                "{e}; no webhook was posted and no report refreshed for this run"
+            ));
+            return notes;
+        }
+    };
     // The report first: it is local and quick, webhooks may take their timeout.
     if let Some(dir) = &secrets.report_dir
         && let Err(e) = crate::report::refresh(dirs, dir, &repo.name, record.run)
@@ -338,19 +354,6 @@ fn after_run(
             "the report in `{}` was not refreshed: {e}",
             dir.display()
         ));
-    }
-    let log = crate::state::records::run_dir(dirs, &repo.name, record.run).log();
-    if repo.notes
-        && let Location::Local(path) = &repo.location
-        && let Err(e) = write_note(path, record, page.as_deref())
-    {
-        let line = format!(
-            "==> no note in `{}` of `{}`: {e}",
-            crate::git::notes::NOTES_REF,
-            path.display()
-        );
-        append_line(&log, &line);
-        notes.push(line.trim_start_matches("==> ").to_string());
     }
     notes.extend(crate::notify::notify(
         repo.notify,
