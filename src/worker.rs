@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::dirs::Dirs;
 use crate::config::secrets::{Secrets, SecretsError};
-use crate::config::{Config, Repo};
+use crate::config::{Config, Location, Repo};
 use crate::error::Error;
 use crate::pool;
 use crate::runner::{self, Console, Finished, Progress, Request};
@@ -353,7 +353,8 @@ fn execute_with(
 /// The least time between two refreshes of the report while a run goes on.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// What happens once a run is recorded (the report, notifications). Never changes the run's result.
+/// What happens once a run is recorded (the note in git, the report, notifications). Never changes the
+/// run's result.
 fn after_run(
     dirs: &Dirs,
     repo: &Repo,
@@ -361,15 +362,36 @@ fn after_run(
     previous: Option<&RunRecord>,
     secrets: &Result<Secrets, SecretsError>,
 ) -> Vec<String> {
+    let mut notes = Vec::new();
+    // `report_url`, for a repo the report shows (a configured one).
+    let config = Config::load(&dirs.repo_toml()).ok();
+    let page = config
+        .as_ref()
+        .filter(|config| config.get(&repo.name).is_some())
+        .and_then(|config| config.run_url(&repo.name, record.run));
+    let log = crate::state::records::run_dir(dirs, &repo.name, record.run).log();
+    // The result in git itself (needs nothing of `.env`).
+    if repo.notes
+        && let Location::Local(path) = &repo.location
+        && let Err(e) = write_note(path, record, page.as_deref())
+    {
+        let line = format!(
+            "no note in `{}` of `{}`: {e}",
+            crate::git::notes::NOTES_REF,
+            path.display()
+        );
+        append_line(&log, &format!("==> {line}"));
+        notes.push(line);
+    }
     let secrets = match secrets {
         Ok(secrets) => secrets,
         Err(e) => {
-            return vec![format!(
+            notes.push(format!(
                 "{e}; no webhook was posted and no report refreshed for this run"
-            )];
+            ));
+            return notes;
         }
     };
-    let mut notes = Vec::new();
     // The report first: it is local and quick, webhooks may take their timeout.
     if let Some(dir) = &secrets.report_dir
         && let Err(e) = crate::report::refresh(dirs, dir, &repo.name, record.run)
@@ -379,15 +401,73 @@ fn after_run(
             dir.display()
         ));
     }
-    let log = crate::state::records::run_dir(dirs, &repo.name, record.run).log();
     notes.extend(crate::notify::notify(
         repo.notify,
         record,
         previous,
         &log,
+        page.as_deref(),
         secrets,
     ));
     notes
+}
+
+/// `notes = true` (SPEC §9): `phantom_ci #12 master success 5.8s <host>` (and the run's page) appended to
+/// the note of the run's commit in the repository at `path`.
+fn write_note(
+    path: &std::path::Path,
+    record: &RunRecord,
+    page: Option<&str>,
+) -> Result<(), String> {
+    let line = note_line(
+        &format!("#{}", record.run),
+        &record.branch,
+        record.result,
+        record.duration_ms,
+        &crate::notify::text::host_name(),
+        page,
+    );
+    crate::git::notes::append(path, &record.commit, &line)
+}
+
+/// A line of a commit's note: `phantom_ci #12 master success 5.8s <host> [<page>]`; `run` is how the
+/// run is named (`#12`). Untrusted words (branch, host) lose control characters and spaces. Public
+/// for the central host of a runner pool, which writes the note of a run that ended on a runner
+/// (with [`crate::git::notes::append`]).
+pub fn note_line(
+    run: &str,
+    branch: &str,
+    result: RunResult,
+    duration_ms: u64,
+    host: &str,
+    page: Option<&str>,
+) -> String {
+    let word = |text: &str| crate::notify::text::one_line(text, 200).replace(' ', "_");
+    let mut line = format!(
+        "phantom_ci {} {} {} {} {}",
+        word(run),
+        word(branch),
+        result.as_str(),
+        crate::describe::human_ms(duration_ms),
+        word(host),
+    );
+    if let Some(page) = page {
+        line.push(' ');
+        line.push_str(page);
+    }
+    line
+}
+
+/// Appends `line` to the run's log (after the run: a problem of what came after it). Best effort.
+fn append_line(log: &std::path::Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(log)
+    {
+        let _ = writeln!(file, "{line}");
+    }
 }
 
 /// Starts `phantom_ci work` in a new session, with no tie to the pusher: stdin from /dev/null, output to

@@ -40,6 +40,7 @@ mod parallel;
 mod pipes;
 mod pool;
 mod report;
+mod results;
 mod run;
 mod sandbox;
 mod scale_out;
@@ -87,6 +88,7 @@ fn main() -> std::process::ExitCode {
         pipes::tests(),
         pool::tests(),
         report::tests(),
+        results::tests(),
         run::tests(),
         sandbox::tests(),
         scale_out::tests(),

@@ -628,7 +628,35 @@ fn a_pool_runs_each_commit_once_on_whichever_host_claims_it() {
     kill_all(&users.0[..]);
 }
 
+/// Issue 24 with issue 21: a pooled run's result, reported by `done`, goes into the commit's note of
+/// the central repository where its section has `notes = true` — written by the central host.
+fn a_pooled_runs_result_is_noted_by_the_central_host() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"true\"\n");
+    let commit = repo.commit_and_push("one");
+    env.write_repo_toml(&env.section("app", &repo, "notes = true"));
+    claim_as(
+        &env,
+        "runner-a",
+        Some(&format!("claim app master {commit} 600")),
+    )
+    .success();
+    claim_as(
+        &env,
+        "runner-a",
+        Some(&format!("done app master {commit} failure")),
+    )
+    .success();
+    let note = env.git(&repo.bare, &["notes", "--ref", "ci", "show", &commit]);
+    assert!(
+        note.starts_with("phantom_ci pool master failure ") && note.ends_with(" runner-a"),
+        "{note}"
+    );
+}
+
 crate::tests! {
+    a_pooled_runs_result_is_noted_by_the_central_host,
     the_claim_command_decides_once_and_refuses_anything_else,
     pool_keys_are_listed_and_their_errors_name_the_line,
     a_pool_runs_each_commit_once_on_whichever_host_claims_it,

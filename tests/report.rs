@@ -105,9 +105,11 @@ fn the_report_lists_every_run_with_its_page_log_and_badge() {
     assert_eq!(
         names,
         [
+            ".phantom_ci-files",
             "app/1.html",
             "app/2.html",
             "app/notes.txt",
+            "badge/app/master.svg",
             "badge/app.svg",
             "badge/idle.svg",
             "index.html",

@@ -93,9 +93,52 @@ pub fn run(args: ClaimArgs, ctx: &Context) -> Result<ExitStatus, Error> {
 }
 
 /// Called on the central host when a pooled run's final result arrived (`done`), with the claim that
-/// now records it. The hook point for writing the result into the commit's note (SPEC §9, `notes`):
-/// pooled runs' notes are written here, by the central host, not by the runners.
-fn after_done(_ctx: &Context, _claim: &Claim) {}
+/// now records it: the result goes into the commit's note (SPEC §9) of every section here that names
+/// the central repository by path with `notes = true` — written by the central host, as the
+/// repository's owner, never by the runners. The run's number is the runner's: the note names the
+/// pool instead (`phantom_ci pool master success 5.8s runner-a`), its time the claim's. A note that
+/// cannot be written is said on stderr; the claim's answer stands.
+fn after_done(ctx: &Context, claim: &Claim) {
+    let Ok(config) = crate::config::Config::load(&ctx.dirs.repo_toml()) else {
+        return;
+    };
+    let Some(result) = claim
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_value(serde_json::Value::String(r.into())).ok())
+    else {
+        return;
+    };
+    let took = claim
+        .done_at
+        .unwrap_or(claim.renewed_at)
+        .saturating_sub(claim.claimed_at);
+    let line = crate::worker::note_line(
+        "pool",
+        &claim.branch,
+        result,
+        took * 1000,
+        &claim.host,
+        None,
+    );
+    for repo in config.repos.iter().filter(|r| r.notes) {
+        let crate::config::Location::Local(path) = &repo.location else {
+            continue;
+        };
+        if crate::pool::central_name(&repo.location).as_deref() != Some(claim.repo.as_str()) {
+            continue;
+        }
+        if let Err(e) = crate::git::notes::append(path, &claim.commit, &line) {
+            eprintln!(
+                "phantom_ci: note: the result of {} was recorded, but not written to the note of {} \
+                 in `{}`: {e}",
+                claim.repo,
+                claim.commit,
+                path.display()
+            );
+        }
+    }
+}
 
 fn refused(why: &str) -> Error {
     Error::Usage(format!(

@@ -201,10 +201,16 @@ fn wait_and_run(
     parallel_runs: usize,
 ) {
     let name = &repo.name;
+    // A repo with several branches says which one (SPEC §9).
+    let what = if repo.branches.single().is_some() {
+        format!("`{name}`")
+    } else {
+        format!("`{name}` ({})", crate::describe::terminal(branch))
+    };
     let lock = match RepoLock::acquire(&ctx.dirs, name, false) {
         Ok(None) => {
             say(&format!(
-                "phantom_ci: waiting for {} to end; then `{name}` runs {} here",
+                "phantom_ci: waiting for {} to end; then {what} runs {} here",
                 busy_with(ctx, name),
                 short(commit)
             ));
@@ -250,7 +256,7 @@ fn wait_and_run(
             }
         }
         Ok(Own::Replaced(newer)) => say(&format!(
-            "phantom_ci: {} of `{name}` was replaced by a newer push{} before its run started; \
+            "phantom_ci: {} of {what} was replaced by a newer push{} before its run started; \
              only the newest commit runs{}",
             short(commit),
             newer
@@ -263,7 +269,7 @@ fn wait_and_run(
             }
         )),
         Ok(Own::RanElsewhere(record)) => say(&format!(
-            "phantom_ci: {} of `{name}` ran as run #{} ({}); see it with `{} logs {name} {}`",
+            "phantom_ci: {} of {what} ran as run #{} ({}); see it with `{} logs {name} {}`",
             short(commit),
             record.run,
             record.result.as_str(),
@@ -271,7 +277,7 @@ fn wait_and_run(
             record.run
         )),
         Ok(Own::Left) => say(&format!(
-            "phantom_ci: told to stop; the run of {} of `{name}` is left to the phantom_ci worker",
+            "phantom_ci: told to stop; the run of {} of {what} is left to the phantom_ci worker",
             short(commit)
         )),
         Err(e) => eprintln!("phantom_ci: repo `{name}`: {e}"),

@@ -56,6 +56,10 @@ struct RepoJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     claim_key: Option<&'a PathBuf>,
     artifact_files: u64,
+    /// `parallel_steps`; null: one per CPU.
+    parallel_steps: Option<usize>,
+    /// `notes = true`: results in `refs/notes/ci` (SPEC §9).
+    notes: bool,
     /// Why the repo does not run (its `path` or `run_as` user does not exist); empty when it runs.
     problems: Vec<String>,
 }
@@ -101,6 +105,8 @@ impl<'a> From<&'a Repo> for RepoJson<'a> {
                 .map(|p| humantime::format_duration(p.ttl).to_string()),
             claim_key: repo.pool.as_ref().and_then(|p| p.key.as_ref()),
             artifact_files: repo.artifact_files,
+            parallel_steps: repo.parallel_steps,
+            notes: repo.notes,
             problems: repo.problems.iter().map(ToString::to_string).collect(),
         }
     }

@@ -13,6 +13,7 @@ use crate::config::{Config, Repo};
 use crate::describe::terminal;
 use crate::describe::{human_bytes, human_ms, short};
 use crate::error::{Error, ExitStatus};
+use crate::report;
 use crate::state::records::{self, RunRecord, RunResult, StepStart, Trigger};
 use crate::state::{cache, kept, queue};
 
@@ -434,6 +435,30 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                     run.run,
                     terminal(&lost.describe())
                 );
+            }
+        }
+        // With `report_url`: where each last run's page and each badge is served.
+        if let Some(base) = &config.report_url {
+            for r in &once {
+                println!(
+                    "badge of {}: {base}/{}",
+                    r.repo,
+                    report::repo_badge(&r.repo)
+                );
+            }
+            for r in &repos {
+                if let Some(run) = &r.last_run {
+                    println!(
+                        "badge of {} {}: {base}/{}",
+                        r.repo,
+                        terminal(&run.branch),
+                        report::branch_badge(&r.repo, &run.branch)
+                    );
+                    println!(
+                        "page of {} #{}: {base}/{}/{}.html",
+                        r.repo, run.run, r.repo, run.run
+                    );
+                }
             }
         }
     }

@@ -63,6 +63,8 @@ pub enum ConfigError {
 pub const MAX_PARALLEL_RUNS: &str = "max_parallel_runs";
 /// The other: how many steps, of all runs, may go on at once (SPEC §8).
 pub const MAX_PARALLEL_STEPS: &str = "max_parallel_steps";
+/// The top-level key naming where the report folder is served (SPEC §9).
+pub const REPORT_URL: &str = "report_url";
 
 /// Every repo of `Repo.toml`, in file order, and the machine-wide settings before the first section.
 #[derive(Debug, Clone, Default)]
@@ -74,6 +76,9 @@ pub struct Config {
     /// `max_parallel_steps`: how many steps, of all runs, may go on at once; `None` when not set
     /// (see [`Config::parallel_steps`]).
     pub max_parallel_steps: Option<usize>,
+    /// `report_url`: the URL where the report folder is served, without its trailing `/`; chat posts
+    /// and the generic webhook link a run's page under it (SPEC §9).
+    pub report_url: Option<String>,
 }
 
 /// A repo name: `[A-Za-z0-9][A-Za-z0-9_-]*`. It names a directory under the data dir, so nothing else.
@@ -256,6 +261,31 @@ struct RawRepo {
     claim_ttl: Option<Spanned<HumanDuration>>,
     claim_key: Option<Spanned<AbsolutePath>>,
     artifact_files: Option<Spanned<Count>>,
+    notes: Option<Spanned<bool>>,
+}
+
+/// `report_url`: an `http://` or `https://` URL without spaces, quotes or control characters; kept
+/// without its trailing `/`.
+fn parse_report_url(value: &toml::Value) -> Result<String, String> {
+    let usage = format!(
+        "`{REPORT_URL}` is the URL where the report folder is served, such as \
+         `{REPORT_URL} = \"https://ci.example.org/\"`"
+    );
+    let Some(url) = value.as_str() else {
+        return Err(usage);
+    };
+    let scheme = url.starts_with("https://") || url.starts_with("http://");
+    let clean = !url.chars().any(|c| {
+        c.is_control() || c.is_whitespace() || matches!(c, '"' | '<' | '>' | '\\' | '`' | '|')
+    });
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    if !scheme || !clean || rest.is_empty() || rest.contains(['?', '#']) {
+        return Err(format!(
+            "{usage}: `{}` is not one (http or https, no spaces, query or fragment)",
+            crate::describe::terminal(url)
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 /// Reads `Repo.toml` as text; a missing file is `None`. A file that is not UTF-8 is an error naming
@@ -331,8 +361,28 @@ impl Config {
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_string()))?;
         let mut max_parallel_runs = None;
         let mut max_parallel_steps = None;
+        let mut report_url = None;
         let mut sections_text = std::borrow::Cow::Borrowed(text);
+        // A top-level key read here: blanked out of the text the sections are read from, every other
+        // offset unchanged.
+        let blank = |text: std::borrow::Cow<'_, str>, span: std::ops::Range<usize>| {
+            let mut bytes = text.into_owned().into_bytes();
+            for byte in &mut bytes[span] {
+                if *byte != b'\n' {
+                    *byte = b' ';
+                }
+            }
+            std::borrow::Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())
+        };
         for (key, value) in &top {
+            if key.get_ref() == REPORT_URL && !value.get_ref().is_table() {
+                report_url = Some(
+                    parse_report_url(value.get_ref())
+                        .map_err(|message| invalid(Some(value.span()), message))?,
+                );
+                sections_text = blank(sections_text, key.span().start..value.span().end);
+                continue;
+            }
             let (setting, what) = match key.get_ref().as_str() {
                 MAX_PARALLEL_RUNS => (&mut max_parallel_runs, "run"),
                 MAX_PARALLEL_STEPS => (&mut max_parallel_steps, "step"),
@@ -357,16 +407,8 @@ impl Config {
                         ));
                     }
                 });
-                // The sections are read without it: blanked out, every other offset unchanged.
-                let span = key.span().start..value.span().end;
-                let mut bytes = sections_text.into_owned().into_bytes();
-                for byte in &mut bytes[span] {
-                    if *byte != b'\n' {
-                        *byte = b' ';
-                    }
-                }
-                sections_text =
-                    std::borrow::Cow::Owned(String::from_utf8_lossy(&bytes).into_owned());
+                // The sections are read without it.
+                sections_text = blank(sections_text, key.span().start..value.span().end);
                 continue;
             }
             if !value.get_ref().is_table() {
@@ -471,6 +513,18 @@ impl Config {
                         .into(),
                 ));
             }
+            if let Some(notes) = &raw.notes
+                && *notes.get_ref()
+                && let Location::Url(_) = raw.path.get_ref()
+            {
+                return Err(invalid(
+                    Some(notes.span()),
+                    "`notes = true` only applies to a repository configured by path: phantom_ci \
+                     writes notes into the repository itself, and a URL repo's is elsewhere (write \
+                     `notes = true` on the central host)"
+                        .into(),
+                ));
+            }
             let cache = raw.cache.unwrap_or(false);
             if let Some(limit) = &raw.cache_limit
                 && !cache
@@ -556,6 +610,7 @@ impl Config {
                 artifact_files: raw
                     .artifact_files
                     .map_or(DEFAULT_ARTIFACT_FILES, |n| n.into_inner().0),
+                notes: raw.notes.is_some_and(Spanned::into_inner),
                 problems: found,
             });
         }
@@ -563,6 +618,7 @@ impl Config {
             repos,
             max_parallel_runs,
             max_parallel_steps,
+            report_url,
         })
     }
 
@@ -574,6 +630,13 @@ impl Config {
     /// How many steps of all runs may go on at once: `max_parallel_steps`, else the number of CPUs.
     pub fn parallel_steps(&self) -> usize {
         self.max_parallel_steps.unwrap_or_else(cpus)
+    }
+
+    /// The URL of run `run` of `repo`'s page, with `report_url`.
+    pub fn run_url(&self, repo: &str, run: u64) -> Option<String> {
+        self.report_url
+            .as_ref()
+            .map(|base| format!("{base}/{repo}/{run}.html"))
     }
 
     pub fn get(&self, name: &str) -> Option<&Repo> {
@@ -731,6 +794,29 @@ mod tests {
         // After a section header, it is a key of that section: unknown there.
         assert!(
             error("[app]\npath = \"/a\"\nmax_parallel_runs = 2\n").contains("max_parallel_runs")
+        );
+    }
+
+    #[test]
+    fn report_url_is_a_top_level_key_and_notes_need_a_path() {
+        let text = "report_url = \"https://ci.example.org/\"\nmax_parallel_runs = 2\n[app]\npath = \"/a\"\nnotes = true\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.report_url.as_deref(), Some("https://ci.example.org"));
+        assert_eq!(config.max_parallel_runs, Some(2));
+        assert!(config.repos[0].notes);
+        assert_eq!(
+            config.run_url("app", 12).as_deref(),
+            Some("https://ci.example.org/app/12.html")
+        );
+        assert!(!parse("[app]\npath = \"/a\"\n").unwrap().repos[0].notes);
+        assert!(error("report_url = \"ftp://x\"\n").contains("line 1, column 14"));
+        assert!(error("report_url = \"https://x/a b\"\n").contains("is not one"));
+        assert!(error("report_url = 3\n").contains("is the URL where the report folder is served"));
+        assert_eq!(
+            error("[app]\npath = \"https://example.org/app.git\"\nnotes = true\n"),
+            "`/etc/Repo.toml` line 3, column 9: `notes = true` only applies to a repository \
+             configured by path: phantom_ci writes notes into the repository itself, and a URL \
+             repo's is elsewhere (write `notes = true` on the central host)"
         );
     }
 

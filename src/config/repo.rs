@@ -52,6 +52,9 @@ pub struct Repo {
     pub pool: Option<crate::config::pool::Pool>,
     /// The most files and directories of a run's artifacts kept; the rest are dropped with a note.
     pub artifact_files: u64,
+    /// `notes = true`: each final result is appended to the commit's note under `refs/notes/ci` of
+    /// the repository (a repo configured by path; SPEC §9).
+    pub notes: bool,
     /// What is wrong with this repo on this machine (its `path` or `run_as` user does not exist):
     /// a repo with problems is shown but never run. Empty for a healthy repo.
     pub problems: Vec<Problem>,
@@ -88,6 +91,7 @@ impl Repo {
             parallel_steps: None,
             pool: None,
             artifact_files: DEFAULT_ARTIFACT_FILES,
+            notes: false,
             problems: Vec::new(),
         }
     }

@@ -4,6 +4,7 @@
 mod checkout;
 pub mod cli;
 pub mod mirror;
+pub mod notes;
 pub mod refs;
 pub mod workspace;
 

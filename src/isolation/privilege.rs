@@ -160,6 +160,72 @@ pub fn chown_tree(path: &Path, user: &StepUser) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The owner of `dir` as a [`StepUser`]: whom a child writing into `dir` runs as (SPEC §9: notes are
+/// written as the owner of the repository directory, never as root into a pushers' repository).
+/// `switch` is set when phantom_ci is root and the owner is not; otherwise the child runs as phantom_ci
+/// itself (which cannot switch, and writes what its own permissions let it). An owner without an
+/// entry in the user database is its uid and gid alone.
+pub fn owner_of(dir: &Path) -> Result<StepUser, String> {
+    let meta =
+        std::fs::metadata(dir).map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
+    let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
+    let euid = geteuid();
+    if !euid.is_root() || uid.is_root() {
+        let me = User::from_uid(euid).ok().flatten();
+        return Ok(StepUser {
+            name: me
+                .as_ref()
+                .map_or_else(|| euid.to_string(), |u| u.name.clone()),
+            uid: euid,
+            gid: nix::unistd::getegid(),
+            groups: Vec::new(),
+            home: me.map_or_else(|| PathBuf::from("/"), |u| u.dir),
+            switch: false,
+        });
+    }
+    match User::from_uid(uid).ok().flatten() {
+        Some(user) => {
+            let mut owner = from_user(user, true)?;
+            // The directory's group, as its owner's primary group may differ from it.
+            owner.gid = gid;
+            if !owner.groups.contains(&gid) {
+                owner.groups.push(gid);
+            }
+            Ok(owner)
+        }
+        None => Ok(StepUser {
+            name: uid.to_string(),
+            uid,
+            gid,
+            groups: vec![gid],
+            home: PathBuf::from("/"),
+            switch: true,
+        }),
+    }
+}
+
+/// Makes `command` run as `user` when phantom_ci must switch: supplementary groups, then gid, then
+/// uid, in the child before `exec`; a failure there aborts the spawn (the command never runs with
+/// privileges it should have dropped). Nothing changes when `user.switch` is not set.
+#[allow(unsafe_code)]
+pub fn run_as(command: &mut std::process::Command, user: &StepUser) {
+    use std::os::unix::process::CommandExt;
+    if !user.switch {
+        return;
+    }
+    let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
+    // SAFETY: between fork and exec the closure makes three system calls (setgroups, setgid, setuid)
+    // on values computed before the fork; it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setgroups(&groups)?;
+            nix::unistd::setgid(gid)?;
+            nix::unistd::setuid(uid)?;
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +241,27 @@ mod tests {
         } else {
             assert!(!result.unwrap().switch);
         }
+    }
+
+    #[test]
+    fn a_directory_is_written_as_its_owner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let owner = owner_of(tmp.path()).unwrap();
+        // Made by phantom_ci itself: nothing to switch.
+        assert!(!owner.switch);
+        assert_eq!(owner.uid, geteuid());
+        if geteuid().is_root() {
+            std::os::unix::fs::chown(tmp.path(), Some(65534), Some(65534)).unwrap();
+            let owner = owner_of(tmp.path()).unwrap();
+            assert!(owner.switch);
+            assert_eq!((owner.uid.as_raw(), owner.gid.as_raw()), (65534, 65534));
+            let mut id = std::process::Command::new("id");
+            id.arg("-u");
+            run_as(&mut id, &owner);
+            let out = id.output().unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "65534");
+        }
+        assert!(owner_of(&tmp.path().join("missing")).is_err());
     }
 
     #[test]

@@ -15,8 +15,9 @@ const FENCE_OPEN: &str = "```text\n";
 const FENCE_CLOSE: &str = "\n```";
 
 /// The JSON body for a Discord webhook. `log` is the end of the run's log.
-pub fn payload(record: &RunRecord, log: &str) -> Value {
-    let summary = Summary::of(record);
+pub fn payload(record: &RunRecord, log: &str, url: Option<&str>) -> Value {
+    let mut summary = Summary::of(record);
+    summary.url = url.map(str::to_string);
     let mut title = format!(
         "{} #{}: {}",
         summary.repo,
@@ -31,6 +32,9 @@ pub fn payload(record: &RunRecord, log: &str) -> Value {
     });
     if let Some(finished_at) = &record.finished_at {
         embed["timestamp"] = json!(finished_at);
+    }
+    if let Some(url) = url {
+        embed["url"] = json!(url);
     }
     json!({
         "content": content(&summary, log),
@@ -49,6 +53,8 @@ pub fn content(summary: &Summary, log: &str) -> String {
             bold: |text| format!("**{}**", text.replace('_', "\\_")),
             span: code_span,
             line: defuse_fences,
+            // In `<…>`: a link without a preview.
+            link: |url| format!("<{url}>"),
             fence_open: FENCE_OPEN,
             fence_close: FENCE_CLOSE,
             limit: CONTENT_LIMIT,
@@ -74,8 +80,24 @@ mod tests {
     use crate::notify::text::width;
 
     #[test]
+    fn the_run_page_is_linked() {
+        let url = "https://ci.example.org/app/7.html";
+        let body = payload(&record(RunResult::Success, "master"), "", Some(url));
+        let content = body["content"].as_str().unwrap();
+        assert!(
+            content.contains("\n<https://ci.example.org/app/7.html>"),
+            "{content}"
+        );
+        assert_eq!(body["embeds"][0]["url"], url);
+    }
+
+    #[test]
     fn the_summary_names_everything_and_the_log_ends_the_message() {
-        let body = payload(&record(RunResult::Failure, "master"), "building\nFAILED\n");
+        let body = payload(
+            &record(RunResult::Failure, "master"),
+            "building\nFAILED\n",
+            None,
+        );
         let content = body["content"].as_str().unwrap();
         for part in ["**app** #7", "**failure**", "`master`", "`0123456`", "1.5s"] {
             assert!(content.contains(part), "{part} in {content}");
@@ -98,7 +120,7 @@ mod tests {
     fn a_huge_log_is_cut_to_the_limit_on_character_boundaries() {
         let line = "é😀 log line with `backticks` and ``` fences\n";
         let log = format!("{}last line\n", line.repeat(5000));
-        let content = payload(&record(RunResult::Failure, "master"), &log)["content"]
+        let content = payload(&record(RunResult::Failure, "master"), &log, None)["content"]
             .as_str()
             .unwrap()
             .to_string();
@@ -112,7 +134,7 @@ mod tests {
     #[test]
     fn one_enormous_line_keeps_its_end() {
         let log = format!("{}THE END", "x".repeat(10_000));
-        let content = payload(&record(RunResult::Failure, "master"), &log)["content"]
+        let content = payload(&record(RunResult::Failure, "master"), &log, None)["content"]
             .as_str()
             .unwrap()
             .to_string();
@@ -125,7 +147,7 @@ mod tests {
     fn untrusted_text_cannot_ping_or_break_out() {
         let mut run = record(RunResult::Failure, "@everyone`**x**\n<@&123>");
         run.steps[0].run = "sh -c '```'".into();
-        let body = payload(&run, "@here <@123> ```\n```evil");
+        let body = payload(&run, "@here <@123> ```\n```evil", None);
         let content = body["content"].as_str().unwrap();
         assert!(
             content.contains("branch `@everyoneˋ**x** <@&123>`"),
@@ -140,7 +162,10 @@ mod tests {
         let mut run = record(RunResult::Success, "master");
         run.message = None;
         run.steps.clear();
-        let content = payload(&run, "")["content"].as_str().unwrap().to_string();
+        let content = payload(&run, "", None)["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert_eq!(
             content,
             format!(

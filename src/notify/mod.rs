@@ -33,7 +33,8 @@ pub fn wanted(mode: Notify, result: RunResult, previous: Option<RunResult>) -> b
     }
 }
 
-/// Posts `record` to every webhook in `secrets`, if `mode` wants it; `log` is the run's log file.
+/// Posts `record` to every webhook in `secrets`, if `mode` wants it; `log` is the run's log file,
+/// `page` its page in the report (`report_url`), linked from every post.
 /// Returns a note per failed post. The posts go out in parallel, so the whole takes about as long as
 /// the slowest one.
 pub fn notify(
@@ -41,6 +42,7 @@ pub fn notify(
     record: &RunRecord,
     previous: Option<&RunRecord>,
     log: &Path,
+    page: Option<&str>,
     secrets: &Secrets,
 ) -> Vec<String> {
     if !wanted(mode, record.result, previous.map(|p| p.result)) {
@@ -59,13 +61,13 @@ pub fn notify(
         Err(why) => notes.push(format!("webhook `{name}` not posted: {why}")),
     };
     if let Some(url) = &secrets.discord_webhook_url {
-        add("discord", url, json(&discord::payload(record, &tail)));
+        add("discord", url, json(&discord::payload(record, &tail, page)));
     }
     if let Some(url) = &secrets.slack_webhook_url {
-        add("slack", url, json(&slack::payload(record, &tail)));
+        add("slack", url, json(&slack::payload(record, &tail, page)));
     }
     if let Some(url) = &secrets.webhook_url {
-        add("generic", url, generic::payload(record));
+        add("generic", url, generic::payload(record, page));
     }
     let timeout = secrets.webhook_timeout;
     std::thread::scope(|scope| {

@@ -13,9 +13,11 @@ const FENCE_OPEN: &str = "```\n";
 const FENCE_CLOSE: &str = "\n```";
 
 /// The JSON body for a Slack incoming webhook. `log` is the end of the run's log.
-pub fn payload(record: &RunRecord, log: &str) -> Value {
+pub fn payload(record: &RunRecord, log: &str, url: Option<&str>) -> Value {
+    let mut summary = Summary::of(record);
+    summary.url = url.map(str::to_string);
     json!({
-        "text": message(&Summary::of(record), log),
+        "text": message(&summary, log),
         "unfurl_links": false,
         "unfurl_media": false,
     })
@@ -42,6 +44,7 @@ pub fn message(summary: &Summary, log: &str) -> String {
             // Lines are measured escaped. Cutting inside an overlong last line may leave half an
             // entity (`…t;`), never a bare `<`.
             line: |line| escape(&defuse_fences(line)),
+            link: |url| format!("<{}|the run's page>", escape(url)),
             fence_open: FENCE_OPEN,
             fence_close: FENCE_CLOSE,
             limit: TEXT_LIMIT,
@@ -57,7 +60,11 @@ mod tests {
 
     #[test]
     fn the_summary_and_the_log_tail_are_in_text() {
-        let body = payload(&sample_record(RunResult::Failure, "master"), "a\nb & c\n");
+        let body = payload(
+            &sample_record(RunResult::Failure, "master"),
+            "a\nb & c\n",
+            None,
+        );
         let text = body["text"].as_str().unwrap();
         let host = crate::notify::text::host_name();
         assert!(
@@ -76,10 +83,22 @@ mod tests {
     }
 
     #[test]
+    fn the_run_page_is_linked() {
+        let url = "https://ci.example.org/app/7.html?a&b";
+        let body = payload(&sample_record(RunResult::Success, "master"), "", Some(url));
+        let text = body["text"].as_str().unwrap();
+        assert!(
+            text.contains("\n<https://ci.example.org/app/7.html?a&amp;b|the run's page>"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn nothing_untrusted_can_mention_or_link() {
         let body = payload(
             &sample_record(RunResult::Failure, "<!channel>"),
             "<!here> <@U123|x> <https://evil|click>\n```\nescaped",
+            None,
         );
         let text = body["text"].as_str().unwrap();
         assert!(!text.contains("<!"), "{text}");

@@ -41,6 +41,8 @@ pub struct Summary {
     pub host: String,
     /// With a workspace kept for `debug` (`keep_failed`): the command that opens it, and until when.
     pub debug: Option<String>,
+    /// The run's page, with `report_url` (SPEC §9): a URL with no space, quote, `<`, `>` or `|`.
+    pub url: Option<String>,
 }
 
 /// How many failed steps a summary holds at most (a 64-copy matrix may fail whole); a message shows
@@ -124,6 +126,7 @@ impl Summary {
                     one_line(&command, MESSAGE_CHARS)
                 )
             }),
+            url: None,
         }
     }
 }
@@ -216,6 +219,8 @@ pub struct Markup {
     pub span: fn(&str) -> String,
     /// A log line, made safe to put in a code block.
     pub line: fn(&str) -> String,
+    /// A link to the run's page.
+    pub link: fn(&str) -> String,
     pub fence_open: &'static str,
     pub fence_close: &'static str,
     /// The most characters the whole message may have.
@@ -236,6 +241,9 @@ pub fn chat_message(summary: &Summary, log: &str, markup: &Markup) -> String {
     );
     if !summary.subject.is_empty() {
         head.push_str(&format!("\n{}", (markup.span)(&summary.subject)));
+    }
+    if let Some(url) = &summary.url {
+        head.push_str(&format!("\n{}", (markup.link)(url)));
     }
     // Every failed step, as many as fit in half the room (the first always); the rest counted.
     let mut left_out = summary.more_failed;

@@ -1,10 +1,54 @@
-//! `badge/<repo>.svg`: a small shields-style badge, "phantom_ci | <result>", coloured by the result.
+//! `badge/<repo>.svg` and `badge/<repo>/<branch>.svg`: a small shields-style badge,
+//! "phantom_ci | <result>", coloured by the result.
 
 use crate::state::records::RunResult;
 
 use super::html::escape;
 
 const LABEL: &str = "phantom_ci";
+
+/// What a badge says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    /// No run.
+    None,
+    /// The newest run's record cannot be read.
+    Unreadable,
+    Result(RunResult),
+}
+
+impl Value {
+    pub fn svg(self) -> String {
+        match self {
+            Value::None => svg(None),
+            Value::Unreadable => unreadable(),
+            Value::Result(result) => svg(Some(result)),
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Value::None => "none",
+            Value::Unreadable => "unreadable",
+            Value::Result(result) => result.as_str(),
+        }
+    }
+}
+
+/// The file name (without `.svg`) of a branch's badge in `badge/<repo>/`, usable in a URL as it is:
+/// a branch of letters, digits, `.`, `_`, `-` and `/` is written with each `/` as `~` (which no
+/// branch name holds): `release/1.2` → `release~1.2`; any other branch as `~` and the SHA-1 of its
+/// name (which no written name starts with: a branch never starts with `/`).
+pub fn file_name(branch: &str) -> String {
+    let plain = branch
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    if plain && !branch.is_empty() && !branch.starts_with('/') && branch.len() <= 200 {
+        return branch.replace('/', "~");
+    }
+    git2::Oid::hash_object(git2::ObjectType::Blob, branch.as_bytes())
+        .map_or_else(|_| "~unnamed".to_string(), |id| format!("~{id}"))
+}
 
 /// The badge of a repo whose last run ended with `result` (`None`: it never ran).
 pub fn svg(result: Option<RunResult>) -> String {
@@ -92,6 +136,25 @@ mod tests {
         assert!(badge.contains(">none</text>") && badge.contains("fill=\"#9f9f9f\""));
 
         assert!(unreadable().contains(">unreadable</text>"));
+    }
+
+    #[test]
+    fn branch_badges_have_names_a_url_takes_as_they_are() {
+        assert_eq!(file_name("master"), "master");
+        assert_eq!(file_name("release/1.2"), "release~1.2");
+        assert_eq!(file_name("a/b/c_d-e"), "a~b~c_d-e");
+        let odd = file_name("fix#3");
+        assert!(odd.starts_with('~') && odd.len() == 41, "{odd}");
+        assert_ne!(file_name("fix#3"), file_name("fix#4"));
+        assert_ne!(file_name("π"), file_name("ü"));
+        for branch in ["fix#3", "%2F", "a b", "x?y", "<b>"] {
+            let name = file_name(branch);
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "~._-".contains(c)),
+                "{name}"
+            );
+        }
     }
 
     #[test]

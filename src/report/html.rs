@@ -7,12 +7,14 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
+use crate::config::Branches;
 use crate::describe;
 use crate::describe::{human_ms, short, signal_name};
 use crate::state::records::{RunRecord, RunResult, StepRecord, StepResult, StepStart, Unreadable};
 
 use super::LogTail;
 use super::artifacts::Listing;
+use super::badge::{self, Value};
 use super::history;
 use super::steps::{self, StepLog};
 
@@ -108,9 +110,77 @@ pub struct RepoRuns {
     pub runs: Vec<Result<RunRecord, Unreadable>>,
     /// How many runs are recorded in all.
     pub recorded: usize,
+    /// One line per branch that has runs: the repo's main line first, then the most recently run.
+    pub lines: Vec<BranchLine>,
+    /// What the repo's own badge says (its main line's newest run, SPEC §9).
+    pub badge: Value,
+}
+
+/// One branch of a repo as the index shows it: its newest run, its history, its badge.
+pub struct BranchLine {
+    pub branch: String,
+    /// Its newest runs, newest first (up to [`history::HISTORY_RUNS`]); never empty.
+    pub runs: Vec<RunRecord>,
 }
 
 impl RepoRuns {
+    /// What the index shows of repo `name`, which runs `branches`, from its records newest first
+    /// (`recorded` in all): the newest [`INDEX_RUNS`](super) for its table, a line per branch, and its
+    /// badge — the newest run of the first `target_branch` entry that is a name, or, when every entry
+    /// is a pattern, the newest run of any branch.
+    pub fn gather(
+        name: &str,
+        branches: &Branches,
+        newest_first: impl IntoIterator<Item = Result<RunRecord, Unreadable>>,
+        recorded: usize,
+        table: usize,
+    ) -> RepoRuns {
+        let main = branches.default_branch();
+        let mut runs = Vec::new();
+        let mut lines: Vec<BranchLine> = Vec::new();
+        let mut badge = None;
+        for record in newest_first {
+            match &record {
+                Ok(run) => {
+                    if badge.is_none() && main.is_none_or(|main| main == run.branch) {
+                        badge = Some(Value::Result(run.result));
+                    }
+                    match lines.iter_mut().find(|l| l.branch == run.branch) {
+                        Some(line) if line.runs.len() < history::HISTORY_RUNS => {
+                            line.runs.push(run.clone());
+                        }
+                        Some(_) => {}
+                        None => lines.push(BranchLine {
+                            branch: run.branch.clone(),
+                            runs: vec![run.clone()],
+                        }),
+                    }
+                }
+                // Whose run it was cannot be told: it may be the main line's newest.
+                Err(_) if badge.is_none() => badge = Some(Value::Unreadable),
+                Err(_) => {}
+            }
+            if runs.len() < table {
+                runs.push(record);
+            }
+        }
+        // The main line first; the others as they come, the most recently run first.
+        if let Some(main) = main
+            && let Some(at) = lines.iter().position(|l| l.branch == main)
+        {
+            let line = lines.remove(at);
+            lines.insert(0, line);
+        }
+        RepoRuns {
+            name: name.to_string(),
+            branch: branches.to_string(),
+            runs,
+            recorded,
+            lines,
+            badge: badge.unwrap_or(Value::None),
+        }
+    }
+
     /// When its newest readable run started (RFC 3339 in UTC: ordered as text), if it ran.
     fn last_started(&self) -> Option<&str> {
         self.runs
@@ -155,26 +225,29 @@ pub fn index(repos: &[RepoRuns], recent: usize, now: SystemTime) -> String {
 fn repo_section(body: &mut String, repo: &RepoRuns, recent: usize, now: SystemTime) {
     // Repo names are validated: letters, digits, `_` and `-`, safe in a path, a URL and an id.
     let name = escape(&repo.name);
-    let newest = repo.runs.first();
-    let badge_alt = match newest {
-        Some(Ok(run)) => run.result.as_str(),
-        Some(Err(_)) => "unreadable",
-        None => "no runs",
-    };
     let _ = writeln!(
         body,
         "<section class=\"repo\" id=\"{name}\">\n<h2><a href=\"#{name}\">{name}</a> \
-         <img src=\"badge/{name}.svg\" alt=\"{badge_alt}\" width=\"{}\" height=\"20\"></h2>\n\
-         <p class=\"note\">Branch <code>{}</code> · {} recorded</p>",
-        super::badge::width(newest.map(|r| r.as_ref().map_or("unreadable", |r| r.result.as_str()))),
+         <img src=\"badge/{name}.svg\" alt=\"{}\" width=\"{}\" height=\"20\"></h2>\n\
+         <p class=\"note\">{} <code>{}</code> · {} recorded</p>",
+        repo.badge.word(),
+        badge::width(Some(repo.badge.word())),
+        if repo.branch.contains(", ") {
+            "Branches"
+        } else {
+            "Branch"
+        },
         field(&repo.branch),
         match repo.recorded {
             1 => "1 run".to_string(),
             n => format!("{n} runs"),
         }
     );
-    match newest {
-        None => body.push_str("<p>No runs yet.</p>\n</section>\n"),
+    match repo.runs.first() {
+        None => {
+            body.push_str("<p>No runs yet.</p>\n</section>\n");
+            return;
+        }
         Some(Err(unreadable)) => {
             let _ = writeln!(
                 body,
@@ -184,36 +257,11 @@ fn repo_section(body: &mut String, repo: &RepoRuns, recent: usize, now: SystemTi
                 field(&unreadable.reason)
             );
         }
-        Some(Ok(last)) => {
-            let subject = if last.subject.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "<span class=\"subject\">{}</span>",
-                    escape(&describe::one_line(&last.subject, SUBJECT_CHARS))
-                )
-            };
-            let _ = writeln!(
-                body,
-                "<p class=\"last\">{} <a href=\"{name}/{n}.html\">#{n}</a> {subject} \
-                 <span class=\"note\">{} · {}</span></p>",
-                result_cell(last.result.as_str()),
-                history::relative(&last.started_at, now),
-                if last.result == RunResult::Running {
-                    "going on".to_string()
-                } else {
-                    human_ms(last.duration_ms)
-                },
-                n = last.run,
-            );
-        }
+        Some(Ok(_)) => {}
     }
-    if repo.runs.is_empty() {
-        return;
+    for line in &repo.lines {
+        branch_line(body, &repo.name, line, now);
     }
-    let readable: Vec<&RunRecord> = repo.runs.iter().filter_map(|r| r.as_ref().ok()).collect();
-    body.push_str(&history::bars(&readable, &format!("{name}/"), now));
-    body.push('\n');
     let shown = repo.runs.len().min(recent);
     let _ = writeln!(
         body,
@@ -254,6 +302,42 @@ fn repo_section(body: &mut String, repo: &RepoRuns, recent: usize, now: SystemTi
         );
     }
     body.push_str("</table></div></details>\n</section>\n");
+}
+
+/// A branch's line: its badge and name, its newest run with the commit's subject, its history bars.
+fn branch_line(body: &mut String, repo: &str, line: &BranchLine, now: SystemTime) {
+    let Some(last) = line.runs.first() else {
+        return;
+    };
+    let subject = if last.subject.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<span class=\"subject\">{}</span>",
+            escape(&describe::one_line(&last.subject, SUBJECT_CHARS))
+        )
+    };
+    let result = last.result.as_str();
+    let _ = writeln!(
+        body,
+        "<div class=\"branch\"><p class=\"last\"><img src=\"badge/{repo}/{}.svg\" alt=\"{result}\" \
+         width=\"{}\" height=\"20\"> <code class=\"branch-name\">{}</code> {} \
+         <a href=\"{repo}/{n}.html\">#{n}</a> {subject} <span class=\"note\">{} · {}</span></p>",
+        badge::file_name(&line.branch),
+        badge::width(Some(result)),
+        field(&line.branch),
+        result_cell(result),
+        history::relative(&last.started_at, now),
+        if last.result == RunResult::Running {
+            "going on".to_string()
+        } else {
+            human_ms(last.duration_ms)
+        },
+        n = last.run,
+    );
+    let runs: Vec<&RunRecord> = line.runs.iter().collect();
+    body.push_str(&history::bars(&runs, &format!("{repo}/"), now));
+    body.push_str("</div>\n");
 }
 
 fn step_result(result: StepResult) -> &'static str {
@@ -464,6 +548,10 @@ mod tests {
     use crate::notify::text::sample_record;
     use crate::report::artifacts::Artifact;
 
+    fn master() -> Branches {
+        Branches::new(vec!["master".into()])
+    }
+
     fn at(text: &str) -> SystemTime {
         humantime::parse_rfc3339(text).unwrap()
     }
@@ -539,10 +627,10 @@ mod tests {
         );
 
         let index = index(
-            &[RepoRuns {
-                name: "app".into(),
-                branch: "master".into(),
-                runs: vec![
+            &[RepoRuns::gather(
+                "app",
+                &master(),
+                vec![
                     Err(Unreadable {
                         repo: "app".into(),
                         run: 8,
@@ -551,8 +639,9 @@ mod tests {
                     }),
                     Ok(record),
                 ],
-                recorded: 2,
-            }],
+                2,
+                20,
+            )],
             20,
             now,
         );
@@ -604,12 +693,13 @@ mod tests {
         assert!(html.contains("No step has ended yet"));
         let mut done = sample_record(RunResult::Success, "master");
         done.run = 6;
-        let repos = [RepoRuns {
-            name: "app".into(),
-            branch: "master".into(),
-            runs: vec![Ok(record), Ok(done.clone())],
-            recorded: 2,
-        }];
+        let repos = [RepoRuns::gather(
+            "app",
+            &master(),
+            vec![Ok(record), Ok(done.clone())],
+            2,
+            20,
+        )];
         let index = index(&repos, 20, SystemTime::now());
         assert!(
             index.contains("<meta http-equiv=\"refresh\" content=\"10\">"),
@@ -623,12 +713,7 @@ mod tests {
         );
         assert!(index.contains("going on"));
         let calm = super::index(
-            &[RepoRuns {
-                name: "app".into(),
-                branch: "master".into(),
-                runs: vec![Ok(done)],
-                recorded: 1,
-            }],
+            &[RepoRuns::gather("app", &master(), vec![Ok(done)], 1, 20)],
             20,
             SystemTime::now(),
         );
@@ -643,11 +728,9 @@ mod tests {
         let mut newer = older.clone();
         newer.repo = "new".into();
         newer.started_at = "2026-11-02T00:00:00.000Z".into();
-        let repo = |name: &str, runs: Vec<RunRecord>| RepoRuns {
-            name: name.into(),
-            branch: "master".into(),
-            recorded: runs.len(),
-            runs: runs.into_iter().map(Ok).collect(),
+        let repo = |name: &str, runs: Vec<RunRecord>| {
+            let recorded = runs.len();
+            RepoRuns::gather(name, &master(), runs.into_iter().map(Ok), recorded, 20)
         };
         let html = index(
             &[
@@ -662,6 +745,62 @@ mod tests {
         assert!(
             place("new") < place("old") && place("old") < place("idle"),
             "{html}"
+        );
+    }
+
+    #[test]
+    fn each_branch_has_its_line_and_the_badge_follows_the_main_line() {
+        let run = |n: u64, branch: &str, result| {
+            let mut record = sample_record(result, branch);
+            record.run = n;
+            Ok(record)
+        };
+        // Newest first: develop cancelled #7 after master failed #6.
+        let runs = || {
+            vec![
+                run(7, "develop", RunResult::Cancelled),
+                run(6, "master", RunResult::Failure),
+                run(5, "develop", RunResult::Success),
+            ]
+        };
+        let named = Branches::new(vec!["master".into(), "develop".into()]);
+        let repo = RepoRuns::gather("app", &named, runs(), 3, 20);
+        assert_eq!(repo.badge, Value::Result(RunResult::Failure));
+        let lines: Vec<(&str, usize)> = repo
+            .lines
+            .iter()
+            .map(|l| (l.branch.as_str(), l.runs.len()))
+            .collect();
+        assert_eq!(lines, [("master", 1), ("develop", 2)]);
+        let html = index(&[repo], 20, SystemTime::now());
+        assert!(
+            html.contains("<img src=\"badge/app.svg\" alt=\"failure\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("src=\"badge/app/master.svg\" alt=\"failure\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("src=\"badge/app/develop.svg\" alt=\"cancelled\""),
+            "{html}"
+        );
+        assert!(html.find(">master</code>").unwrap() < html.find(">develop</code>").unwrap());
+
+        // Every entry a pattern: the newest run of any branch.
+        let patterns = Branches::new(vec!["*".into()]);
+        let repo = RepoRuns::gather("app", &patterns, runs(), 3, 20);
+        assert_eq!(repo.badge, Value::Result(RunResult::Cancelled));
+        assert_eq!(repo.lines[0].branch, "develop");
+        // A main line that never ran: no result, whatever the others did.
+        let idle = Branches::new(vec!["release/*".into(), "main".into()]);
+        assert_eq!(
+            RepoRuns::gather("app", &idle, runs(), 3, 20).badge,
+            Value::None
+        );
+        assert_eq!(
+            RepoRuns::gather("app", &patterns, vec![], 0, 20).badge,
+            Value::None
         );
     }
 

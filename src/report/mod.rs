@@ -1,23 +1,27 @@
-//! The static HTML report (SPEC §5): a folder any web server can serve, holding
+//! The static HTML report (SPEC §5, §9): a folder any web server can serve, holding
 //!
-//! - `index.html`: every configured repo, the most recently run first: its badge, its last run with
-//!   the commit's subject, bars of its last 50 runs (height: duration, colour: result), its newest runs;
+//! - `index.html`: every configured repo, the most recently run first: its badge, a line per branch
+//!   that ran (its badge, its newest run with the commit's subject, bars of its last 50 runs — height:
+//!   duration, colour: result), a table of its newest runs;
 //! - `<repo>/<run>.html`: one page per run: the commit, the record, a timeline of the steps, the
 //!   artifacts, the end of the log in its colours; a run going on reloads itself;
 //! - `<repo>/<run>/artifacts/`: copies of the run's artifacts (regular files, within a cap);
-//! - `badge/<repo>.svg`: "phantom_ci | <result>" of the repo's last run.
+//! - `badge/<repo>.svg`: "phantom_ci | <result>" of the repo's main line (the first `target_branch`
+//!   entry that is a name), and `badge/<repo>/<branch>.svg` of each branch ([`branch_badge`]).
 //!
 //! The pages need no script and load nothing from elsewhere: one inline stylesheet ([`stylesheet`],
 //! light and dark, phone and desktop), inline SVG pictures, and a Content-Security-Policy that forbids
 //! the rest. Every file is replaced atomically (written beside its place, then renamed), readable by
-//! others (0644 less the umask) so that a web server can serve it. Nothing else in the folder is
-//! touched: it may hold other files.
+//! others (0644 less the umask) so that a web server can serve it. The folder may hold other files:
+//! phantom_ci removes only the pages, artifact folders and branch badges its own manifest lists, once
+//! their records are gone ([`manifest`]).
 
 mod ansi;
 pub mod artifacts;
 mod badge;
 mod history;
 mod html;
+mod manifest;
 pub mod merge;
 mod steps;
 
@@ -29,13 +33,24 @@ use std::time::SystemTime;
 pub use ansi::to_html as ansi_to_html;
 pub use html::{CSP, escape, page};
 
+/// `badge/<repo>.svg`: the repo's badge, relative to the report's root.
+pub fn repo_badge(repo: &str) -> String {
+    format!("badge/{repo}.svg")
+}
+
+/// `badge/<repo>/<file>.svg`: the badge of one branch, relative to the report's root, usable in a
+/// URL as it is ([`badge::file_name`]).
+pub fn branch_badge(repo: &str, branch: &str) -> String {
+    format!("badge/{repo}/{}.svg", badge::file_name(branch))
+}
+
 /// The report's stylesheet, for pages that look like the report's (`report --merge`).
 pub fn stylesheet() -> &'static str {
     html::STYLESHEET
 }
 
-use crate::config::Config;
 use crate::config::dirs::Dirs;
+use crate::config::{Config, Repo};
 use crate::error::Error;
 use crate::state::lock::ReportLock;
 use crate::state::records::{self, RunRecord, RunResult, Unreadable};
@@ -50,6 +65,8 @@ const INDEX_RUNS: usize = if HISTORY_RUNS > RECENT_RUNS {
 } else {
     RECENT_RUNS
 };
+/// How many records of each repo the index reads to find every branch's newest runs.
+const INDEX_READ: usize = 500;
 /// How much of the end of a log a run's page shows at most.
 pub const LOG_TAIL: u64 = 1 << 20;
 
@@ -79,7 +96,9 @@ pub fn write(dirs: &Dirs, config: &Config, dir: &Path) -> Result<Written, Error>
     // say) does not stop the report.
     let _lock = ReportLock::acquire(dirs).ok();
     let site = Site::create(dir)?;
-    site.everything(dirs, config)
+    let written = site.everything(dirs, config)?;
+    site.prune(dirs)?;
+    Ok(written)
 }
 
 /// The report after run `run` of `repo` ended: the index, that run's page (and the previous run's,
@@ -94,7 +113,8 @@ pub fn refresh(dirs: &Dirs, dir: &Path, repo: &str, run: u64) -> Result<(), Erro
     let _lock = ReportLock::acquire(dirs).ok();
     let site = Site::create(dir)?;
     if !site.dir.join("index.html").exists() {
-        return site.everything(dirs, &config).map(drop);
+        site.everything(dirs, &config)?;
+        return site.prune(dirs);
     }
     // An unreadable record shows as such in the index and the badge.
     let numbers = records::list(dirs, repo);
@@ -103,8 +123,8 @@ pub fn refresh(dirs: &Dirs, dir: &Path, repo: &str, run: u64) -> Result<(), Erro
             site.run_page(dirs, &record)?;
         }
     }
-    site.badge(dirs, repo)?;
-    site.index(dirs, &config).map(drop)
+    site.index(dirs, &config)?;
+    site.prune(dirs)
 }
 
 /// What writing one repo's pages yields: what the index shows of it, and the records that could not
@@ -114,6 +134,8 @@ type RepoPages = (html::RepoRuns, Vec<Unreadable>);
 /// The report directory being written.
 struct Site {
     dir: PathBuf,
+    /// What phantom_ci wrote there for each run ([`manifest`]).
+    manifest: std::sync::Mutex<manifest::Manifest>,
 }
 
 impl Site {
@@ -122,7 +144,32 @@ impl Site {
             .map_err(|e| Error::io("cannot create the report directory", dir, e))?;
         // `a/../site` is printed as `site`.
         let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        Ok(Site { dir })
+        let manifest = std::sync::Mutex::new(manifest::Manifest::load(&dir));
+        Ok(Site { dir, manifest })
+    }
+
+    fn wrote(&self, entry: manifest::Entry) {
+        if let Ok(mut manifest) = self.manifest.lock() {
+            manifest.entries.insert(entry);
+        }
+    }
+
+    /// The pages and artifact copies of runs whose records are gone (pruned by `keep_runs`, removed)
+    /// are removed too, then the manifest is saved. What cannot be removed stays listed, to be tried
+    /// again by the next refresh.
+    fn prune(&self, dirs: &Dirs) -> Result<(), Error> {
+        let text = {
+            let Ok(mut manifest) = self.manifest.lock() else {
+                return Ok(());
+            };
+            let gone = |repo: &str, run: u64| {
+                std::fs::symlink_metadata(records::run_dir(dirs, repo, run).path)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            };
+            let _ = manifest.prune(&self.dir, gone);
+            manifest.text()
+        };
+        self.put(manifest::NAME, &text).map(drop)
     }
 
     /// Writes `relative` (a path of phantom_ci's making: repo names are validated), unless it holds
@@ -156,42 +203,12 @@ impl Site {
     /// Every page, badge and the index. Repos are shared out among threads (one per CPU): pages of
     /// different repos are different files.
     fn everything(&self, dirs: &Dirs, config: &Config) -> Result<Written, Error> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .min(config.repos.len())
-            .max(1);
-        let chunk = config.repos.len().div_ceil(threads).max(1);
-        let done: Vec<Result<Vec<RepoPages>, Error>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = config
-                .repos
-                .chunks(chunk)
-                .map(|repos| {
-                    scope.spawn(move || {
-                        repos
-                            .iter()
-                            .map(|repo| {
-                                self.repo_pages(dirs, &repo.name, &repo.branches.to_string())
-                            })
-                            .collect::<Result<Vec<_>, Error>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker.join().unwrap_or_else(|_| {
-                        Err(Error::Other("a thread writing the report failed".into()))
-                    })
-                })
-                .collect()
-        });
+        let done = per_repo(&config.repos, |repo| self.repo_pages(dirs, repo))?;
         let mut repos = Vec::with_capacity(config.repos.len());
         let mut unreadable = Vec::new();
-        for part in done {
-            for (repo, bad) in part? {
-                repos.push(repo);
-                unreadable.extend(bad);
-            }
+        for (repo, bad) in done {
+            repos.push(repo);
+            unreadable.extend(bad);
         }
         merge::write_summary(&self.dir, dirs, config)?;
         let index = self.put(
@@ -201,9 +218,10 @@ impl Site {
         Ok(Written { index, unreadable })
     }
 
-    /// The pages and the badge of one repo; what the index shows of it, and the records that could not
-    /// be read. Each record is read once.
-    fn repo_pages(&self, dirs: &Dirs, name: &str, branch: &str) -> Result<RepoPages, Error> {
+    /// The pages and the badges of one repo; what the index shows of it, and the records that could
+    /// not be read. Each record is read once.
+    fn repo_pages(&self, dirs: &Dirs, repo: &Repo) -> Result<RepoPages, Error> {
+        let name = &repo.name;
         let numbers = records::list(dirs, name);
         let mut unreadable = Vec::new();
         let mut newest_first = Vec::new();
@@ -211,33 +229,47 @@ impl Site {
             match records::read_settled(&records::run_dir(dirs, name, *number)) {
                 Ok(Some(record)) => {
                     self.run_page(dirs, &record)?;
-                    if newest_first.len() < INDEX_RUNS {
-                        newest_first.push(Ok(record));
-                    }
+                    newest_first.push(Ok(record));
                 }
                 // A run that is starting: its page comes with the refresh after it.
                 Ok(None) => {}
                 Err(e) => {
-                    if newest_first.len() < INDEX_RUNS {
-                        newest_first.push(Err(e.clone()));
-                    }
+                    newest_first.push(Err(e.clone()));
                     unreadable.push(e);
                 }
             }
         }
-        let badge = match newest_first.first() {
-            None => badge::svg(None),
-            Some(Ok(last)) => badge::svg(Some(last.result)),
-            Some(Err(_)) => badge::unreadable(),
-        };
-        self.put(&format!("badge/{name}.svg"), &badge)?;
-        let repo = html::RepoRuns {
-            name: name.to_string(),
-            branch: branch.to_string(),
-            runs: newest_first,
-            recorded: numbers.len(),
-        };
-        Ok((repo, unreadable))
+        let shown = html::RepoRuns::gather(
+            name,
+            &repo.branches,
+            newest_first,
+            numbers.len(),
+            INDEX_RUNS,
+        );
+        self.badges(&shown)?;
+        Ok((shown, unreadable))
+    }
+
+    /// `badge/<repo>.svg` and `badge/<repo>/<branch>.svg` for each branch that ran.
+    fn badges(&self, repo: &html::RepoRuns) -> Result<(), Error> {
+        self.put(&repo_badge(&repo.name), &repo.badge.svg())?;
+        for line in &repo.lines {
+            let value = line
+                .runs
+                .first()
+                .map_or(badge::Value::None, |run| badge::Value::Result(run.result));
+            self.put(&branch_badge(&repo.name, &line.branch), &value.svg())?;
+        }
+        // The badges of branches no run is left of go (the repo's own badge stays).
+        let files = repo
+            .lines
+            .iter()
+            .map(|line| badge::file_name(&line.branch))
+            .collect();
+        if let Ok(mut manifest) = self.manifest.lock() {
+            manifest.badges_now(&self.dir, &repo.name, &files);
+        }
+        Ok(())
     }
 
     fn run_page(&self, dirs: &Dirs, record: &RunRecord) -> Result<PathBuf, Error> {
@@ -257,14 +289,14 @@ impl Site {
         } else {
             artifacts::copy(
                 &run_dir.artifacts(),
-                &self
-                    .dir
-                    .join(&record.repo)
-                    .join(record.run.to_string())
-                    .join("artifacts"),
+                &artifacts_dir(&self.dir, record),
                 &format!("{}/artifacts", record.run),
             )
         };
+        if std::fs::symlink_metadata(artifacts_dir(&self.dir, record)).is_ok_and(|m| m.is_dir()) {
+            self.wrote(manifest::Entry::artifacts(&record.repo, record.run));
+        }
+        self.wrote(manifest::Entry::page(&record.repo, record.run));
         self.put(
             &format!("{}/{}.html", record.repo, record.run),
             &html::run_page(
@@ -277,42 +309,69 @@ impl Site {
         )
     }
 
-    fn badge(&self, dirs: &Dirs, repo: &str) -> Result<PathBuf, Error> {
-        let badge = match records::newest(dirs, repo) {
-            Ok(last) => badge::svg(last.map(|r| r.result)),
-            Err(_) => badge::unreadable(),
-        };
-        self.put(&format!("badge/{repo}.svg"), &badge)
-    }
-
+    /// The index and every repo's badges, from the newest [`INDEX_READ`] records of each repo.
     fn index(&self, dirs: &Dirs, config: &Config) -> Result<PathBuf, Error> {
-        let repos: Vec<html::RepoRuns> = config
-            .repos
-            .iter()
-            .map(|repo| {
-                let numbers = records::list(dirs, &repo.name);
-                html::RepoRuns {
-                    name: repo.name.clone(),
-                    branch: repo.branches.to_string(),
-                    runs: numbers
-                        .iter()
-                        .rev()
-                        .filter_map(|n| {
-                            records::read_settled(&records::run_dir(dirs, &repo.name, *n))
-                                .transpose()
-                        })
-                        .take(INDEX_RUNS)
-                        .collect(),
-                    recorded: numbers.len(),
-                }
-            })
-            .collect();
+        let repos = per_repo(&config.repos, |repo| {
+            let numbers = records::list(dirs, &repo.name);
+            let newest_first = numbers.iter().rev().take(INDEX_READ).filter_map(|n| {
+                records::read_settled(&records::run_dir(dirs, &repo.name, *n)).transpose()
+            });
+            let shown = html::RepoRuns::gather(
+                &repo.name,
+                &repo.branches,
+                newest_first,
+                numbers.len(),
+                INDEX_RUNS,
+            );
+            self.badges(&shown)?;
+            Ok(shown)
+        })?;
         merge::write_summary(&self.dir, dirs, config)?;
         self.put(
             "index.html",
             &html::index(&repos, RECENT_RUNS, SystemTime::now()),
         )
     }
+}
+
+/// `work` for every repo, the repos shared out among threads (one per CPU; each repo's files are its
+/// own), the results in the repos' order.
+fn per_repo<T: Send>(
+    repos: &[Repo],
+    work: impl Fn(&Repo) -> Result<T, Error> + Sync,
+) -> Result<Vec<T>, Error> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(repos.len())
+        .max(1);
+    let chunk = repos.len().div_ceil(threads).max(1);
+    let work = &work;
+    let done: Vec<Result<Vec<T>, Error>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = repos
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(work).collect()))
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker.join().unwrap_or_else(|_| {
+                    Err(Error::Other("a thread writing the report failed".into()))
+                })
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(repos.len());
+    for part in done {
+        all.extend(part?);
+    }
+    Ok(all)
+}
+
+/// `<site>/<repo>/<run>/artifacts`: the copies of a run's artifacts.
+fn artifacts_dir(site: &Path, record: &RunRecord) -> PathBuf {
+    site.join(&record.repo)
+        .join(record.run.to_string())
+        .join("artifacts")
 }
 
 /// The last `max` bytes of the log at `path`, read from the end (a log may be far bigger than a page
