@@ -404,14 +404,19 @@ mod tests {
         assert_eq!(std::fs::read(ws.tree.join("file")).unwrap(), b"content");
     }
 
+    /// A workspace whose root is `root` (made by the test, not by [`Workspace::create`]).
+    fn in_dir(root: &Path) -> Workspace {
+        Workspace {
+            root: root.to_path_buf(),
+            tree: root.join("workspace"),
+            artifacts: root.join("artifacts"),
+        }
+    }
+
     #[test]
     fn only_regular_files_are_kept() {
         let tmp = tempfile::tempdir().unwrap();
-        let ws = Workspace {
-            root: tmp.path().to_path_buf(),
-            tree: tmp.path().join("workspace"),
-            artifacts: tmp.path().join("artifacts"),
-        };
+        let ws = in_dir(tmp.path());
         std::fs::create_dir_all(ws.artifacts.join("sub")).unwrap();
         std::fs::write(ws.artifacts.join("sub/report.txt"), "ok").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", ws.artifacts.join("passwd")).unwrap();
@@ -431,11 +436,7 @@ mod tests {
     #[test]
     fn with_an_owner_only_that_users_files_are_kept() {
         let tmp = tempfile::tempdir().unwrap();
-        let ws = Workspace {
-            root: tmp.path().to_path_buf(),
-            tree: tmp.path().join("workspace"),
-            artifacts: tmp.path().join("artifacts"),
-        };
+        let ws = in_dir(tmp.path());
         std::fs::create_dir_all(&ws.artifacts).unwrap();
         std::fs::write(ws.artifacts.join("mine.txt"), "ok").unwrap();
         let me = nix::unistd::geteuid().as_raw();
@@ -451,11 +452,7 @@ mod tests {
     #[test]
     fn the_file_count_cap_keeps_the_first_names_and_says_so_once() {
         let tmp = tempfile::tempdir().unwrap();
-        let ws = Workspace {
-            root: tmp.path().to_path_buf(),
-            tree: tmp.path().join("workspace"),
-            artifacts: tmp.path().join("artifacts"),
-        };
+        let ws = in_dir(tmp.path());
         std::fs::create_dir_all(ws.artifacts.join("b")).unwrap();
         for name in ["a1", "a2", "b/x", "b/y", "c1", "c2", "c3"] {
             std::fs::write(ws.artifacts.join(name), "x").unwrap();
@@ -482,11 +479,7 @@ mod tests {
     #[test]
     fn the_byte_cap_is_one_note_however_many_files_it_drops() {
         let tmp = tempfile::tempdir().unwrap();
-        let ws = Workspace {
-            root: tmp.path().to_path_buf(),
-            tree: tmp.path().join("workspace"),
-            artifacts: tmp.path().join("artifacts"),
-        };
+        let ws = in_dir(tmp.path());
         std::fs::create_dir_all(&ws.artifacts).unwrap();
         for name in ["big1", "big2", "big3"] {
             // Sparse: refused by its size before a byte is read.
