@@ -8,6 +8,30 @@ use std::process::{Child, Command as StdCommand, Stdio};
 
 use crate::support::{self, wait_for};
 
+/// `useradd`, `usermod` and `userdel` lock `/etc/passwd` and give up at once when another holds it:
+/// the tests that make users (they run side by side) take turns.
+static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs an account command (`useradd`, `usermod`, `userdel`) while no other test runs one, again a
+/// few times if the account files were locked by something else; whether it succeeded.
+fn account(command: &mut StdCommand) -> bool {
+    let _turn = ACCOUNTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..20 {
+        let out = command.output().unwrap();
+        if out.status.success() {
+            return true;
+        }
+        // 1: the password file could not be updated (locked), 10: the group file; anything else is final.
+        if !matches!(out.status.code(), Some(1 | 10)) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(assert_cmd::cargo::cargo_bin!("phantom_ci"))
 }
@@ -32,30 +56,24 @@ impl Users {
             std::fs::create_dir_all(home.join(".ssh")).unwrap();
             let existing = nix::unistd::User::from_name(name).unwrap();
             let created = existing.is_none();
-            let status = if created {
-                StdCommand::new("useradd")
-                    .args(["-M", "-U", "-s", "/bin/sh", "-d"])
-                    .arg(&home)
-                    .arg(name)
-                    .status()
-                    .unwrap()
+            let made = if created {
+                account(
+                    StdCommand::new("useradd")
+                        .args(["-M", "-U", "-s", "/bin/sh", "-d"])
+                        .arg(&home)
+                        .arg(name),
+                )
             } else {
-                StdCommand::new("usermod")
-                    .args(["-s", "/bin/sh", "-d"])
-                    .arg(&home)
-                    .arg(name)
-                    .status()
-                    .unwrap()
+                account(
+                    StdCommand::new("usermod")
+                        .args(["-s", "/bin/sh", "-d"])
+                        .arg(&home)
+                        .arg(name),
+                )
             };
-            assert!(status.success(), "cannot make user {name}");
+            assert!(made, "cannot make user {name}");
             // `useradd` makes a locked account, which sshd refuses without PAM (NOTES.md).
-            assert!(
-                StdCommand::new("usermod")
-                    .args(["-p", "*", name])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            assert!(account(StdCommand::new("usermod").args(["-p", "*", name])));
             let user = nix::unistd::User::from_name(name).unwrap().unwrap();
             users.0.push(User {
                 name: name.to_string(),
@@ -85,7 +103,7 @@ impl Drop for Users {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         for user in self.0.iter().filter(|u| u.created) {
-            let _ = StdCommand::new("userdel").arg(&user.name).status();
+            let _ = account(StdCommand::new("userdel").arg(&user.name));
         }
     }
 }
