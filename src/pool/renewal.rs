@@ -121,8 +121,13 @@ impl Drop for Renewal {
     }
 }
 
-/// Asks this process's run in `run` to stop, as `phantom_ci cancel` does.
+/// Asks this process's run in `run` to stop, as `phantom_ci cancel` does, and to end `aborted`,
+/// saying which host took it over (`answer`, the central host's words).
 fn stop_run(run: &crate::state::records::RunDir, answer: &str) {
-    let _ = run.request_cancel(&format!("the runner pool ({answer})"));
+    let _ = run.request_abort(&format!(
+        "another host of the runner pool took this commit over on the central host (`{answer}`): \
+         this host's claim had not been renewed within `claim_ttl`, and the other host's run is the \
+         one that counts"
+    ));
     let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGUSR1);
 }

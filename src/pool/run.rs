@@ -90,6 +90,10 @@ pub fn conclude(dirs: &Dirs, repo: &Repo, renewal: Renewal, finished: &mut Finis
     let record = &mut finished.record;
     let pool_name = repo.pool.as_ref().map_or("", |p| p.name.as_str());
     if let Some(line) = lost {
+        // The runner ended it `aborted` itself when the stop reached it in time (`request_abort`).
+        if record.result == RunResult::Aborted {
+            return;
+        }
         record.result = RunResult::Aborted;
         record.message = Some(format!(
             "another host of pool `{pool_name}` took this commit over on the central host \

@@ -598,8 +598,15 @@ impl Run<'_> {
         (self.progress)(Progress::StepEnded(self.run_dir.number));
     }
 
-    /// The conclusion of a run `phantom_ci cancel` ended ([`RunResult::Cancelled`]).
+    /// The conclusion of a run `phantom_ci cancel` ended ([`RunResult::Cancelled`]), or a runner pool
+    /// did ([`RunResult::Aborted`]: another host took its commit over).
     fn cancelled(&self, when: &str) -> Conclusion {
+        if let Some(why) = self.run_dir.abort_reason() {
+            return Conclusion {
+                result: RunResult::Aborted,
+                message: Some(format!("{why} ({when}); the run's processes were killed")),
+            };
+        }
         let by = self
             .run_dir
             .cancelled_by()

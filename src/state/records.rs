@@ -290,6 +290,10 @@ pub fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// How a cancel request that asks for `aborted` starts ([`RunDir::request_abort`]); `phantom_ci cancel`
+/// writes a user's name, which cannot start so.
+pub const ABORT_MARK: &str = "abort: ";
+
 /// The largest run number: 2^53 − 1, the largest integer every JSON reader keeps exact. A counter
 /// beyond it is not one a repo reached by running; it is damaged.
 pub const MAX_RUN: u64 = (1 << 53) - 1;
@@ -408,6 +412,18 @@ impl RunDir {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(self.cancel_request())?;
         file.write_all(format!("{by}\n").as_bytes())
+    }
+
+    /// Asks the run to end as `aborted` rather than `cancelled`, for `why` (a runner pool's claim that
+    /// another host took over): the same request file, its text marked with [`ABORT_MARK`].
+    pub fn request_abort(&self, why: &str) -> std::io::Result<()> {
+        self.request_cancel(&format!("{ABORT_MARK}{why}"))
+    }
+
+    /// Why the run was asked to end as `aborted` ([`RunDir::request_abort`]), if it was.
+    pub fn abort_reason(&self) -> Option<String> {
+        self.cancelled_by()
+            .and_then(|text| text.strip_prefix(ABORT_MARK).map(str::to_string))
     }
 
     /// Who asked to cancel this run, if someone did.
