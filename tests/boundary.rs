@@ -466,6 +466,17 @@ fn read_pid(path: &Path) -> Option<String> {
 }
 
 fn a_process_that_cleared_its_environment_dies_with_the_run_cgroup_after_phantom_is_sigkilled() {
+    escaped_process_dies_with_the_run_cgroup(false);
+}
+
+/// The same where the step was forked and moved into its cgroup (`clone3` refused).
+fn the_same_holds_for_a_step_moved_into_its_cgroup() {
+    escaped_process_dies_with_the_run_cgroup(true);
+}
+
+/// With `fallback`, the steps are forked and moved into their cgroup (`PHANTOM_CI_CLONE_INTO_CGROUP=0`)
+/// instead of being born in it: `cgroup.kill` ends them all the same.
+fn escaped_process_dies_with_the_run_cgroup(fallback: bool) {
     let Some(mount) = writable_cgroup2() else {
         return;
     };
@@ -487,7 +498,16 @@ run = '''sh -c 'test -e {drop_shown}/second && exit 0; env -i setsid sh -c "echo
     );
     repo.commit_and_push("escape");
     env.write_repo_toml(&env.section_as("app", &repo, "nobody", ""));
-    let phantom = env.spawn_run("app");
+    let mut phantom = env.phantom_std();
+    if fallback {
+        phantom.env("PHANTOM_CI_CLONE_INTO_CGROUP", "0");
+    }
+    let phantom = phantom
+        .args(["run", "app"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut phantom = Leftovers {
         phantom,
         pid_files: vec![drop.join("escaped"), drop.join("step")],
@@ -578,5 +598,6 @@ crate::tests! {
     ctrl_c_in_the_operators_terminal_aborts_the_run_and_kills_its_processes,
     a_descriptor_inherited_by_tick_does_not_reach_the_step,
     a_process_that_cleared_its_environment_dies_with_the_run_cgroup_after_phantom_is_sigkilled,
+    the_same_holds_for_a_step_moved_into_its_cgroup,
     every_step_runs_in_a_cgroup_of_its_own_below_the_runs_which_is_gone_after_the_run,
 }

@@ -9,11 +9,11 @@
 //! the operator's (see [`crate::isolation::boundary`] for why never the operator's own); otherwise
 //! COMMAND runs as a step does, stdin `/dev/null`, its output passed on to stdout.
 
+use crate::isolation::spawn::StepChild;
 use std::io::{IsTerminal, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -347,7 +347,7 @@ impl Session<'_> {
 /// window size follows the operator's terminal). SIGTERM, SIGINT or SIGHUP to phantom_ci end
 /// the child's process group (SIGTERM, then SIGKILL after [`KILL_GRACE`] or a second signal).
 fn relay(
-    child: &mut Child,
+    child: &mut StepChild,
     output: BorrowedFd,
     input: Option<(BorrowedFd, BorrowedFd)>,
     every_tick: &mut dyn FnMut(),
