@@ -404,9 +404,9 @@ pub fn start_detached(dirs: &Dirs) -> Result<(), String> {
     if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 1 << 20) {
         let _ = std::fs::rename(&log_path, dirs.previous_worker_log());
     }
-    // Both logs are phantom_ci's alone (0600): what the worker reports is not for steps to read.
-    dirs.tighten()
-        .map_err(|e| format!("cannot make `{}` private: {e}", dirs.data.display()))?;
+    // Both logs are phantom_ci's alone (0600): what the worker reports is not for steps to read. The
+    // log is made private here; the other state (and `worker.log.1`) by the worker, before its
+    // first run (`dirs.tighten()` in `execute_with`): the pusher does not wait for it.
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
