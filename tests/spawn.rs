@@ -160,7 +160,73 @@ fn a_step_that_cannot_start_fails_with_the_reason_in_the_fallback_too() {
     a_step_that_cannot_start(true);
 }
 
+/// The run's start (owner, run.json `running`) is made durable on a thread of its own, which the
+/// checkout does not wait for, but the first step does: a power loss never loses a run whose steps
+/// ran (issue 23).
+fn the_run_start_is_synced_off_the_main_thread_before_the_first_step() {
+    let Some(strace) = strace() else {
+        return;
+    };
+    let env = TestEnv::shared();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"true first-step\"\n");
+    repo.commit_and_push("one step");
+    env.write_repo_toml(&env.section_as("app", &repo, &step_user(), ""));
+    let trace = env.root().join("start.trace");
+    let command = env.phantom_std();
+    let out = std::process::Command::new(strace)
+        .args([
+            "-f",
+            "-y",
+            "-qq",
+            "-e",
+            "trace=execve,fsync,rename,renameat,renameat2",
+        ])
+        .arg("-o")
+        .arg(&trace)
+        .arg(assert_cmd::cargo::cargo_bin!("phantom_ci"))
+        .args(["run", "app"])
+        .env_clear()
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(env.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    let pid = |line: &str| {
+        line.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let main = pid(lines[0]);
+    let find = |what: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .position(|l| what(l))
+            .unwrap_or_else(|| panic!("not in the trace:\n{calls}"))
+    };
+    let record = find(&|l| l.contains("rename") && l.contains("/app/1/run.json\""));
+    let record_dir_synced = record
+        + lines[record..]
+            .iter()
+            .position(|l| l.contains("fsync(") && l.contains("/runs/app/1>"))
+            .unwrap_or_else(|| panic!("the run directory is synced:\n{calls}"));
+    let step = find(&|l| l.contains("execve(") && l.contains("first-step"));
+    assert_ne!(
+        pid(lines[record]),
+        main,
+        "written by another thread:\n{calls}"
+    );
+    assert!(
+        record_dir_synced < step,
+        "durable before the first step:\n{calls}"
+    );
+}
+
 crate::tests! {
+    the_run_start_is_synced_off_the_main_thread_before_the_first_step,
     a_step_is_created_in_its_cgroup_without_being_moved,
     the_fallback_forks_and_moves_the_step_into_its_cgroup,
     a_step_that_cannot_start_fails_with_the_reason,
