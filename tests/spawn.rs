@@ -160,7 +160,7 @@ fn a_step_that_cannot_start_fails_with_the_reason_in_the_fallback_too() {
     a_step_that_cannot_start(true);
 }
 
-/// The run's start (owner, run.json `running`) is made durable on a thread of its own, which the
+/// The run's start (its number, owner, run.json `running`) is made durable on a thread of its own, which the
 /// checkout does not wait for, but the first step does: a power loss never loses a run whose steps
 /// ran (issue 23).
 fn the_run_start_is_synced_off_the_main_thread_before_the_first_step() {
@@ -213,7 +213,14 @@ fn the_run_start_is_synced_off_the_main_thread_before_the_first_step() {
             .iter()
             .position(|l| l.contains("fsync(") && l.contains("/runs/app/1>"))
             .unwrap_or_else(|| panic!("the run directory is synced:\n{calls}"));
+    let number = find(&|l| l.contains("rename") && l.contains("/runs/app/last\""));
     let step = find(&|l| l.contains("execve(") && l.contains("first-step"));
+    assert_ne!(
+        pid(lines[number]),
+        main,
+        "numbered by another thread:\n{calls}"
+    );
+    assert!(number < step, "the number is durable first:\n{calls}");
     assert_ne!(
         pid(lines[record]),
         main,

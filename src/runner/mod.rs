@@ -138,7 +138,7 @@ pub fn execute(
     signals::install().map_err(Error::Other)?;
     crate::state::recovery::recover(dirs, repo, lock)?;
     let previous = records::last(dirs, &repo.name, None);
-    let run_dir = records::allocate(dirs, &repo.name)?;
+    let run_dir = records::reserve(dirs, &repo.name)?;
     let (subject, author) = open_source(dirs, repo)
         .map(|source| commit_words(&source, request.commit))
         .unwrap_or_default();
@@ -171,15 +171,19 @@ pub fn execute(
             return Err(Error::Other(format!("the run does not start: {e}")));
         }
     };
-    // The run's start is made durable (its owner, run.json `running`: two files, four fsyncs) on a
-    // thread of its own while the run opens the repository and checks the workspace out; no step
-    // starts before it is done ([`Run::started`]), so recovery after a power loss still finds any run
-    // whose steps ran.
+    // The run's start is made durable (its number, its owner, run.json `running`: three files, six
+    // fsyncs) on a thread of its own while the run opens the repository and checks the workspace
+    // out; no step starts before it is done ([`Run::started`]), so a run whose steps ran keeps its
+    // number, and recovery after a power loss finds it.
     let durable_start = {
         let (run_dir, record) = (run_dir.clone(), record.clone());
         std::thread::Builder::new()
             .name("run start".into())
-            .spawn(move || run_dir.write_owner().and_then(|()| run_dir.write(&record)))
+            .spawn(move || {
+                run_dir.record_number()?;
+                run_dir.write_owner()?;
+                run_dir.write(&record)
+            })
     };
     let durable_start = match durable_start {
         Ok(thread) => thread,
