@@ -257,11 +257,26 @@ fn run_entry(
         trigger: entry.trigger,
         keep_workspace: false,
     };
-    // Once the run's record says `running`, the commit is seen and the claim is done with.
-    let mut seen_error = None;
+    // Once the run's record says `running`, the commit is seen (durably), then the claim is done
+    // with — on a thread of its own that the first step does not wait for; the run's end does.
+    let mut seen_write: Option<std::thread::JoinHandle<Result<(), Error>>> = None;
+    let mut seen_now: Option<Error> = None;
     let mut started = |run: u64| {
-        seen_error = seen::set(dirs, &repo.name, &entry.branch, &entry.commit).err();
-        queue::release(dirs, &repo.name);
+        let (data, name) = (dirs.clone(), repo.name.clone());
+        let (branch, commit) = (entry.branch.clone(), entry.commit.clone());
+        let mark = move || {
+            let marked = seen::set(&data, &name, &branch, &commit);
+            queue::release(&data, &name);
+            marked
+        };
+        match std::thread::Builder::new()
+            .name("seen".into())
+            .spawn(mark.clone())
+        {
+            Ok(thread) => seen_write = Some(thread),
+            // No thread to be had: marked here, before the first step.
+            Err(_) => seen_now = mark().err(),
+        }
         if let Some(renewal) = renewal.borrow().as_ref() {
             renewal.started(crate::state::records::run_dir(dirs, &repo.name, run));
         }
@@ -271,9 +286,17 @@ fn run_entry(
             pool::conclude(dirs, repo, renewal, finished);
         }
     };
-    let mut finished = execute_with(dirs, &request, console, lock, &mut started, &mut conclude)?;
+    let executed = execute_with(dirs, &request, console, lock, &mut started, &mut conclude);
+    let seen_error = match seen_write {
+        Some(thread) => match thread.join() {
+            Ok(marked) => marked.err().map(|e| e.to_string()),
+            Err(_) => Some(format!("cannot note commit {} as seen", entry.commit)),
+        },
+        None => seen_now.map(|e| e.to_string()),
+    };
+    let mut finished = executed?;
     if let Some(e) = seen_error {
-        finished.notes.push(e.to_string());
+        finished.notes.push(e);
     }
     Ok(Some(finished))
 }

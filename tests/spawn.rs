@@ -232,7 +232,62 @@ fn the_run_start_is_synced_off_the_main_thread_before_the_first_step() {
     );
 }
 
+/// A worker's run notes its commit as seen (durably) on a thread the first step does not wait for,
+/// and before the run's final record (issue 23).
+fn the_commit_is_marked_seen_off_the_main_thread_before_the_run_ends() {
+    let Some(strace) = strace() else {
+        return;
+    };
+    let env = TestEnv::shared();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"true first-step\"\n");
+    repo.commit_and_push("one step");
+    env.write_repo_toml(&env.section_as("app", &repo, &step_user(), ""));
+    let trace = env.root().join("seen.trace");
+    let command = env.phantom_std();
+    let out = std::process::Command::new(strace)
+        .args(["-f", "-qq", "-e", "trace=execve,rename,renameat,renameat2"])
+        .arg("-o")
+        .arg(&trace)
+        .arg(assert_cmd::cargo::cargo_bin!("phantom_ci"))
+        .arg("tick")
+        .env_clear()
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(env.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(env.run_json("app", 1)["result"], "success");
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    let pid = |line: &str| {
+        line.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let main = pid(lines[0]);
+    let renames: Vec<(usize, &str)> = lines
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, l)| l.contains("rename"))
+        .collect();
+    let (seen, seen_line) = *renames
+        .iter()
+        .find(|(_, l)| l.contains("/seen/"))
+        .unwrap_or_else(|| panic!("the commit is marked seen:\n{calls}"));
+    let (last_record, _) = *renames
+        .iter()
+        .rev()
+        .find(|(_, l)| l.contains("/app/1/run.json\""))
+        .unwrap_or_else(|| panic!("the final record:\n{calls}"));
+    assert_ne!(pid(seen_line), main, "by another thread:\n{calls}");
+    assert!(seen < last_record, "before the run ends:\n{calls}");
+}
+
 crate::tests! {
+    the_commit_is_marked_seen_off_the_main_thread_before_the_run_ends,
     the_run_start_is_synced_off_the_main_thread_before_the_first_step,
     a_step_is_created_in_its_cgroup_without_being_moved,
     the_fallback_forks_and_moves_the_step_into_its_cgroup,

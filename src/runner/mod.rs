@@ -138,10 +138,10 @@ pub fn execute(
     signals::install().map_err(Error::Other)?;
     crate::state::recovery::recover(dirs, repo, lock)?;
     let previous = records::last(dirs, &repo.name, None);
-    let run_dir = records::reserve(dirs, &repo.name)?;
     let (subject, author) = open_source(dirs, repo)
         .map(|source| commit_words(&source, request.commit))
         .unwrap_or_default();
+    let run_dir = records::reserve(dirs, &repo.name)?;
     let started_at = SystemTime::now();
     let start = Instant::now();
     let mut record = RunRecord {
