@@ -573,7 +573,41 @@ fn the_hook_itself_never_waits_for_the_disk() {
     assert!(env.log("app", 1).contains("ran-after-the-hook"));
 }
 
+/// The hook starts its worker without waiting for the worker's `exec` (issue 23); the worker is still
+/// cut off from the pusher: a session of its own, stdin `/dev/null`, output into `worker.log`, and
+/// none of the variables git sets for hooks.
+fn the_detached_worker_has_no_tie_to_the_pusher() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.install_hook(&repo, false);
+    // The step's parent is the worker.
+    let script = r#"read pid comm state ppid pgrp session rest < /proc/$PPID/stat
+test "$pid" = "$session" && echo worker-leads-its-session
+echo "worker-stdin=$(readlink /proc/$PPID/fd/0) worker-stdout=$(readlink /proc/$PPID/fd/1)"
+echo "git-dir-vars=$(tr '\000' '\n' < /proc/$PPID/environ | grep -c '^GIT_DIR=')"
+"#;
+    repo.write("probe.sh", script);
+    repo.workflow("master", "[0]\nrun = \"sh probe.sh\"\n");
+    repo.commit("where the worker stands");
+    assert!(repo.push("master").status.success());
+    let record = env.wait_for_run("app", 1);
+    assert_eq!(record["result"], "success");
+    let log = env.log("app", 1);
+    assert!(log.contains("worker-leads-its-session"), "{log}");
+    let stdout = env.data.join("worker.log");
+    assert!(
+        log.contains(&format!(
+            "worker-stdin=/dev/null worker-stdout={}",
+            stdout.display()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("git-dir-vars=0"), "{log}");
+}
+
 crate::tests! {
+    the_detached_worker_has_no_tie_to_the_pusher,
     the_hook_itself_never_waits_for_the_disk,
     each_waiting_pusher_sees_its_own_run_and_what_it_waits_for,
     a_waiting_pusher_whose_commit_is_replaced_is_told_and_the_newest_runs,

@@ -12,7 +12,7 @@
 //! handler of phantom_ci's runs in the child; the child sets every disposition to the default and
 //! unblocks them just before `exec`.
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -136,9 +136,9 @@ fn c_string(bytes: Vec<u8>) -> std::io::Result<CString> {
 impl Exec {
     /// `argv` run in `cwd` with exactly `env` (later keys win, sorted as std's `Command` passes
     /// them), with `stdio` as descriptors 0, 1 and 2.
-    pub(super) fn new(
+    pub(super) fn new<K: AsRef<OsStr>, V: AsRef<OsStr>>(
         argv: &[OsString],
-        env: &[(String, String)],
+        env: &[(K, V)],
         cwd: &Path,
         stdio: [RawFd; 3],
     ) -> std::io::Result<Exec> {
@@ -152,10 +152,10 @@ impl Exec {
         for arg in argv {
             strings.push(c_string(arg.clone().into_vec())?);
         }
-        let vars: std::collections::BTreeMap<&str, &str> =
-            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let vars: std::collections::BTreeMap<&OsStr, &OsStr> =
+            env.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
         for (key, value) in &vars {
-            strings.push(c_string(format!("{key}={value}").into_bytes())?);
+            strings.push(c_string([key.as_bytes(), b"=", value.as_bytes()].concat())?);
         }
         let pointers = |range: std::ops::Range<usize>| -> Vec<*const c_char> {
             strings[range]
@@ -170,11 +170,13 @@ impl Exec {
         let candidates = if program.contains(&b'/') {
             vec![c_string(program.to_vec())?]
         } else {
-            let path = vars.get("PATH").copied().unwrap_or("/bin:/usr/bin");
-            path.split(':')
+            let path = vars
+                .get(OsStr::new("PATH"))
+                .map_or(&b"/bin:/usr/bin"[..], |p| p.as_bytes());
+            path.split(|b| *b == b':')
                 .map(|dir| match dir {
-                    "" => c_string(program.to_vec()),
-                    dir => c_string([dir.as_bytes(), b"/", program].concat()),
+                    b"" => c_string(program.to_vec()),
+                    dir => c_string([dir, b"/", program].concat()),
                 })
                 .collect::<std::io::Result<_>>()?
         };
@@ -233,6 +235,87 @@ impl Exec {
         }
         if denied { libc::EACCES } else { last }
     }
+}
+
+/// Starts `program` with `args` and exactly `env`, its descriptors 0–2 `stdio`, in a session of its
+/// own (`setsid`), signals at their defaults — and returns at once: unlike a step's start it does not
+/// wait for the `exec` (phantom_ci's hook starting its detached worker: the pusher waits for this).
+/// A failure of the child after the clone is written to its stderr as `<failure><errno>`. `Ok(false)`
+/// where the kernel has no `clone3` (the caller starts it another way).
+#[allow(unsafe_code)]
+pub fn detached(
+    program: &Path,
+    args: &[&OsStr],
+    env: &[(OsString, OsString)],
+    stdio: [BorrowedFd; 3],
+    failure: &str,
+) -> std::io::Result<bool> {
+    let argv: Vec<OsString> = std::iter::once(program.as_os_str())
+        .chain(args.iter().copied())
+        .map(OsString::from)
+        .collect();
+    // Copies numbered 3 and up, so that putting one in place cannot overwrite another.
+    let copies = [
+        stdio[0].try_clone_to_owned()?,
+        stdio[1].try_clone_to_owned()?,
+        stdio[2].try_clone_to_owned()?,
+    ];
+    let cwd = std::env::current_dir()?;
+    let mut exec = Exec::new(&argv, env, &cwd, copies.each_ref().map(AsRawFd::as_raw_fd))?;
+    let failure = failure.as_bytes();
+    let mut args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    let mut blocked = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut blocked),
+    )?;
+    // SAFETY: as in `clone_into`: the child, a copy of this process with this thread alone, runs
+    // `run_child` and the writes below (raw system calls on values prepared before the clone, the
+    // digits on its own stack) and never returns from this block.
+    let pid = unsafe {
+        let pid = libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        );
+        if pid == 0 {
+            let errno = exec.run_child(&|| {
+                sys::setsid()?;
+                sys::default_signals();
+                Ok(())
+            });
+            let mut digits = [b'\n'; 12];
+            let mut at = digits.len() - 1;
+            let mut n = errno.unsigned_abs();
+            loop {
+                at -= 1;
+                if let Some(d) = digits.get_mut(at) {
+                    *d = b'0' + (n % 10) as u8;
+                }
+                n /= 10;
+                if n == 0 || at == 0 {
+                    break;
+                }
+            }
+            let _ = sys::write_once(2, failure);
+            let _ = sys::write_once(2, digits.get(at..).unwrap_or_default());
+            sys::exit(127);
+        }
+        pid
+    };
+    let clone_error = std::io::Error::last_os_error();
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
+    if pid < 0 {
+        return match clone_error.raw_os_error() {
+            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM) => Ok(false),
+            _ => Err(clone_error),
+        };
+    }
+    Ok(true)
 }
 
 /// Starts `exec` as a new process inside the cgroup whose directory is `cgroup`, with
@@ -310,4 +393,54 @@ pub(super) fn clone_into(
     }
     let _ = child.wait();
     Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    /// Runs `detached` with stdout and stderr a pipe; what the child wrote, read until it closed.
+    /// `None` where the kernel has no `clone3`.
+    fn detached_output(program: &str, args: &[&str]) -> Option<String> {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let env = [(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
+        let started = detached(
+            Path::new(program),
+            &args,
+            &env,
+            [null.as_fd(), writer.as_fd(), writer.as_fd()],
+            "cannot start: errno ",
+        )
+        .unwrap();
+        drop(writer);
+        let mut out = String::new();
+        reader.read_to_string(&mut out).unwrap();
+        started.then_some(out)
+    }
+
+    #[test]
+    fn a_detached_child_leads_its_own_session_with_the_descriptors_given() {
+        let out = detached_output(
+            "/bin/sh",
+            &[
+                "-c",
+                "read pid comm state ppid pgrp session rest < /proc/$$/stat; \
+                 test $pid = $session && echo own-session; readlink /proc/$$/fd/0",
+            ],
+        );
+        if let Some(out) = out {
+            assert_eq!(out, "own-session\n/dev/null\n");
+        }
+    }
+
+    #[test]
+    fn a_detached_child_that_cannot_start_says_why_on_its_stderr() {
+        if let Some(out) = detached_output("/nonexistent/phantom_ci", &[]) {
+            assert_eq!(out, format!("cannot start: errno {}\n", libc::ENOENT));
+        }
+    }
 }
