@@ -412,9 +412,14 @@ pub(crate) fn writable_cgroup2() -> Option<PathBuf> {
             l.strip_prefix("0::")
                 .map(|p| p.trim_start_matches('/').to_string())
         });
+    // A name of its own per call: tests running at the same time probe at the same time.
+    static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let probe_number = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = mount.as_ref().zip(own).map(|(m, own)| {
-        m.join(own)
-            .join(format!("phantom-test-{}", std::process::id()))
+        m.join(own).join(format!(
+            "phantom-test-{}-{probe_number}",
+            std::process::id()
+        ))
     });
     let writable = probe
         .as_ref()

@@ -191,7 +191,12 @@ impl Boundary<'_> {
         if let Some(cgroup) = cgroup
             && clone_into_cgroup_allowed()
         {
-            let mut exec = Exec::new(&argv, env, cwd, stdio.each_ref().map(AsRawFd::as_raw_fd))?;
+            let mut exec = Exec::new(
+                &argv,
+                env,
+                Some(cwd),
+                stdio.each_ref().map(AsRawFd::as_raw_fd),
+            )?;
             let started = reaper::register(|| {
                 spawn::clone_into(cgroup.dir_fd(), &mut exec, &|| plan.establish())
             })?;

@@ -122,7 +122,8 @@ pub(super) struct Exec {
     /// is filled in by the child.
     sh_argv: Vec<*const c_char>,
     sh: CString,
-    cwd: CString,
+    /// The working directory, or `None` to keep phantom_ci's.
+    cwd: Option<CString>,
     /// The descriptors that become 0, 1 and 2 (none of them below 3).
     stdio: [RawFd; 3],
 }
@@ -139,7 +140,7 @@ impl Exec {
     pub(super) fn new<K: AsRef<OsStr>, V: AsRef<OsStr>>(
         argv: &[OsString],
         env: &[(K, V)],
-        cwd: &Path,
+        cwd: Option<&Path>,
         stdio: [RawFd; 3],
     ) -> std::io::Result<Exec> {
         let Some(program) = argv.first() else {
@@ -190,7 +191,9 @@ impl Exec {
             candidates,
             sh_argv,
             sh,
-            cwd: c_string(cwd.as_os_str().as_bytes().to_vec())?,
+            cwd: cwd
+                .map(|cwd| c_string(cwd.as_os_str().as_bytes().to_vec()))
+                .transpose()?,
             stdio,
         })
     }
@@ -203,7 +206,9 @@ impl Exec {
             for (to, from) in (0..).zip(self.stdio) {
                 sys::dup_to(from, to)?;
             }
-            sys::chdir(&self.cwd)?;
+            if let Some(cwd) = &self.cwd {
+                sys::chdir(cwd)?;
+            }
             establish()?;
             sys::unblock_signals()
         })();
@@ -260,8 +265,7 @@ pub fn detached(
         stdio[1].try_clone_to_owned()?,
         stdio[2].try_clone_to_owned()?,
     ];
-    let cwd = std::env::current_dir()?;
-    let mut exec = Exec::new(&argv, env, &cwd, copies.each_ref().map(AsRawFd::as_raw_fd))?;
+    let mut exec = Exec::new(&argv, env, None, copies.each_ref().map(AsRawFd::as_raw_fd))?;
     let failure = failure.as_bytes();
     let mut args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
