@@ -9,6 +9,7 @@
 //! waits for the repo's lock; whoever holds it leaves that entry alone and lets go. A hook that dies
 //! while waiting leaves an ordinary entry, which the next holder runs ([`hand_on`], [`drain`]).
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -257,11 +258,26 @@ fn run_entry(
         trigger: entry.trigger,
         keep_workspace: false,
     };
-    // Once the run's record says `running`, the commit is seen and the claim is done with.
-    let mut seen_error = None;
+    // Once the run's record says `running`, the commit is seen (durably), then the claim is done
+    // with — on a thread of its own that the first step does not wait for; the run's end does.
+    let mut seen_write: Option<std::thread::JoinHandle<Result<(), Error>>> = None;
+    let mut seen_now: Option<Error> = None;
     let mut started = |run: u64| {
-        seen_error = seen::set(dirs, &repo.name, &entry.branch, &entry.commit).err();
-        queue::release(dirs, &repo.name);
+        let (data, name) = (dirs.clone(), repo.name.clone());
+        let (branch, commit) = (entry.branch.clone(), entry.commit.clone());
+        let mark = move || {
+            let marked = seen::set(&data, &name, &branch, &commit);
+            queue::release(&data, &name);
+            marked
+        };
+        match std::thread::Builder::new()
+            .name("seen".into())
+            .spawn(mark.clone())
+        {
+            Ok(thread) => seen_write = Some(thread),
+            // No thread to be had: marked here, before the first step.
+            Err(_) => seen_now = mark().err(),
+        }
         if let Some(renewal) = renewal.borrow().as_ref() {
             renewal.started(crate::state::records::run_dir(dirs, &repo.name, run));
         }
@@ -271,9 +287,17 @@ fn run_entry(
             pool::conclude(dirs, repo, renewal, finished);
         }
     };
-    let mut finished = execute_with(dirs, &request, console, lock, &mut started, &mut conclude)?;
+    let executed = execute_with(dirs, &request, console, lock, &mut started, &mut conclude);
+    let seen_error = match seen_write {
+        Some(thread) => match thread.join() {
+            Ok(marked) => marked.err().map(|e| e.to_string()),
+            Err(_) => Some(format!("cannot note commit {} as seen", entry.commit)),
+        },
+        None => seen_now.map(|e| e.to_string()),
+    };
+    let mut finished = executed?;
     if let Some(e) = seen_error {
-        finished.notes.push(e.to_string());
+        finished.notes.push(e);
     }
     Ok(Some(finished))
 }
@@ -484,9 +508,9 @@ pub fn start_detached(dirs: &Dirs) -> Result<(), String> {
     if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 1 << 20) {
         let _ = std::fs::rename(&log_path, dirs.previous_worker_log());
     }
-    // Both logs are phantom_ci's alone (0600): what the worker reports is not for steps to read.
-    dirs.tighten()
-        .map_err(|e| format!("cannot make `{}` private: {e}", dirs.data.display()))?;
+    // Both logs are phantom_ci's alone (0600): what the worker reports is not for steps to read. The
+    // log is made private here; the other state (and `worker.log.1`) by the worker, before its
+    // first run (`dirs.tighten()` in `execute_with`): the pusher does not wait for it.
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -496,6 +520,36 @@ pub fn start_detached(dirs: &Dirs) -> Result<(), String> {
         .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;
     crate::config::dirs::make_private(&log)
         .map_err(|e| format!("cannot make `{}` private: {e}", log_path.display()))?;
+    // At once, without waiting for the worker's `exec` (it took up to 4 ms of the pusher's time):
+    // a worker that cannot start says so in its log, and the queue keeps the work for the next one.
+    let null =
+        std::fs::File::open("/dev/null").map_err(|e| format!("cannot open `/dev/null`: {e}"))?;
+    let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+        .filter(|(key, _)| {
+            !crate::git::mirror::GIT_HOOK_VARIABLES
+                .iter()
+                .any(|variable| key == variable)
+        })
+        .collect();
+    let args = [
+        "--config-dir".as_ref(),
+        dirs.config.as_os_str(),
+        "--data-dir".as_ref(),
+        dirs.data.as_os_str(),
+        "work".as_ref(),
+    ];
+    let started = crate::isolation::spawn::detached(
+        &exe,
+        &args,
+        &env,
+        [null.as_fd(), log.as_fd(), log.as_fd()],
+        "phantom_ci: cannot start the phantom_ci worker: errno ",
+    )
+    .map_err(|e| format!("cannot start the phantom_ci worker: {e}"))?;
+    if started {
+        return Ok(());
+    }
+    // No `clone3` here (Linux < 5.3, or a filter refusing it): std's spawn.
     let log_err = log
         .try_clone()
         .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;

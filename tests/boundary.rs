@@ -412,9 +412,14 @@ pub(crate) fn writable_cgroup2() -> Option<PathBuf> {
             l.strip_prefix("0::")
                 .map(|p| p.trim_start_matches('/').to_string())
         });
+    // A name of its own per call: tests running at the same time probe at the same time.
+    static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let probe_number = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = mount.as_ref().zip(own).map(|(m, own)| {
-        m.join(own)
-            .join(format!("phantom-test-{}", std::process::id()))
+        m.join(own).join(format!(
+            "phantom-test-{}-{probe_number}",
+            std::process::id()
+        ))
     });
     let writable = probe
         .as_ref()
@@ -468,6 +473,17 @@ fn read_pid(path: &Path) -> Option<String> {
 }
 
 fn a_process_that_cleared_its_environment_dies_with_the_run_cgroup_after_phantom_is_sigkilled() {
+    escaped_process_dies_with_the_run_cgroup(false);
+}
+
+/// The same where the step was forked and moved into its cgroup (`clone3` refused).
+fn the_same_holds_for_a_step_moved_into_its_cgroup() {
+    escaped_process_dies_with_the_run_cgroup(true);
+}
+
+/// With `fallback`, the steps are forked and moved into their cgroup (`PHANTOM_CI_CLONE_INTO_CGROUP=0`)
+/// instead of being born in it: `cgroup.kill` ends them all the same.
+fn escaped_process_dies_with_the_run_cgroup(fallback: bool) {
     let Some(mount) = writable_cgroup2() else {
         return;
     };
@@ -489,7 +505,16 @@ run = '''sh -c 'test -e {drop_shown}/second && exit 0; env -i setsid sh -c "echo
     );
     repo.commit_and_push("escape");
     env.write_repo_toml(&env.section_as("app", &repo, "nobody", ""));
-    let phantom = env.spawn_run("app");
+    let mut phantom = env.phantom_std();
+    if fallback {
+        phantom.env("PHANTOM_CI_CLONE_INTO_CGROUP", "0");
+    }
+    let phantom = phantom
+        .args(["run", "app"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut phantom = Leftovers {
         phantom,
         pid_files: vec![drop.join("escaped"), drop.join("step")],
@@ -580,5 +605,6 @@ crate::tests! {
     ctrl_c_in_the_operators_terminal_aborts_the_run_and_kills_its_processes,
     a_descriptor_inherited_by_tick_does_not_reach_the_step,
     a_process_that_cleared_its_environment_dies_with_the_run_cgroup_after_phantom_is_sigkilled,
+    the_same_holds_for_a_step_moved_into_its_cgroup,
     every_step_runs_in_a_cgroup_of_its_own_below_the_runs_which_is_gone_after_the_run,
 }

@@ -519,7 +519,96 @@ fn a_waiting_hook_that_dies_leaves_its_commit_to_a_worker() {
     assert_eq!(record["result"], "success");
 }
 
+/// The pusher waits for the hook, so the hook does not wait for the disk (issue 23): its queue entry
+/// is written whole but not synced — the worker's record is durable, and `tick` queues a tip no run
+/// saw — and the detached worker still runs the push.
+#[allow(clippy::print_stderr)]
+fn the_hook_itself_never_waits_for_the_disk() {
+    let Some(strace) = crate::support::find_on_path("strace") else {
+        crate::skip!("needs strace to see the hook's system calls (apt-get install strace)");
+    };
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    repo.workflow("master", "[0]\nrun = \"echo ran-after-the-hook\"\n");
+    let commit = repo.commit_and_push("no hook installed yet");
+    let trace = env.root().join("hook.trace");
+    let hook = env.phantom_std();
+    let mut traced = std::process::Command::new(strace);
+    // Without `-f`: the hook's own calls, not the worker's.
+    traced
+        .args([
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,syncfs,sync,sync_file_range",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(assert_cmd::cargo::cargo_bin!("phantom_ci"))
+        .arg("hook")
+        .env_clear()
+        .envs(hook.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("GIT_DIR", &repo.bare)
+        .current_dir(&repo.bare)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = traced.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{} {commit} refs/heads/master", "0".repeat(40)).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("phantom_ci: queued `app`"), "{stdout}");
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        !calls.lines().any(|l| l.contains("sync")),
+        "the hook synced:\n{calls}"
+    );
+    let record = env.wait_for_run("app", 1);
+    assert_eq!(record["result"], "success");
+    assert_eq!(record["commit"], commit.as_str());
+    assert!(env.log("app", 1).contains("ran-after-the-hook"));
+}
+
+/// The hook starts its worker without waiting for the worker's `exec` (issue 23); the worker is still
+/// cut off from the pusher: a session of its own, stdin `/dev/null`, output into `worker.log`, and
+/// none of the variables git sets for hooks.
+fn the_detached_worker_has_no_tie_to_the_pusher() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.install_hook(&repo, false);
+    // The step's parent is the worker.
+    let script = r#"read pid comm state ppid pgrp session rest < /proc/$PPID/stat
+test "$pid" = "$session" && echo worker-leads-its-session
+echo "worker-stdin=$(readlink /proc/$PPID/fd/0) worker-stdout=$(readlink /proc/$PPID/fd/1)"
+echo "git-dir-vars=$(tr '\000' '\n' < /proc/$PPID/environ | grep -c '^GIT_DIR=')"
+"#;
+    repo.write("probe.sh", script);
+    repo.workflow("master", "[0]\nrun = \"sh probe.sh\"\n");
+    repo.commit("where the worker stands");
+    assert!(repo.push("master").status.success());
+    let record = env.wait_for_run("app", 1);
+    assert_eq!(record["result"], "success");
+    let log = env.log("app", 1);
+    assert!(log.contains("worker-leads-its-session"), "{log}");
+    let stdout = env.data.join("worker.log");
+    assert!(
+        log.contains(&format!(
+            "worker-stdin=/dev/null worker-stdout={}",
+            stdout.display()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("git-dir-vars=0"), "{log}");
+}
+
 crate::tests! {
+    the_detached_worker_has_no_tie_to_the_pusher,
+    the_hook_itself_never_waits_for_the_disk,
     each_waiting_pusher_sees_its_own_run_and_what_it_waits_for,
     a_waiting_pusher_whose_commit_is_replaced_is_told_and_the_newest_runs,
     a_waiting_hook_that_dies_leaves_its_commit_to_a_worker,

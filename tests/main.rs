@@ -46,6 +46,7 @@ mod sandbox;
 mod scale_out;
 mod service;
 mod signed;
+mod spawn;
 mod state;
 mod status;
 mod subject;
@@ -94,6 +95,7 @@ fn main() -> std::process::ExitCode {
         scale_out::tests(),
         service::tests(),
         signed::tests(),
+        spawn::tests(),
         state::tests(),
         status::tests(),
         subject::tests(),

@@ -422,7 +422,13 @@ fn queue_tip(
             queued_at: records::rfc3339(std::time::SystemTime::now()),
             waiter: waiter.map(|w| w.as_str().to_string()),
         };
-        queue::put(&ctx.dirs, &repo.name, &entry)?;
+        // Not synced: the pusher does not wait for the disk (see `queue::put_quick`), but a
+        // waiting pusher's entry is, as `--wait` runs it from there.
+        if waiter.is_some() {
+            queue::put(&ctx.dirs, &repo.name, &entry)?;
+        } else {
+            queue::put_quick(&ctx.dirs, &repo.name, &entry)?;
+        }
         Ok(commit)
     })?
 }

@@ -13,10 +13,16 @@
 //! 3. **Only descriptors 0, 1 and 2.** Every other descriptor is marked close-on-exec in the child
 //!    (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`, or a loop of `fcntl` up to the descriptor limit on
 //!    kernels before 5.11), so whatever phantom_ci inherited (`phantom_ci run app 7<secret`) or holds
-//!    (locks, logs) is gone at `exec` — and std's own error pipe still reports a failed `exec`.
-//! 4. **Default signal dispositions**: nothing phantom_ci's parent ignored (`nohup`) stays ignored.
-//! 5. **The run's cgroup**, when the run has one ([`crate::isolation::cgroup`]): the child writes `0`
-//!    to the cgroup's `cgroup.procs`, opened by phantom_ci before the fork; a failure aborts the spawn.
+//!    (locks, logs) is gone at `exec` — and the pipe that reports a failed `exec` still works.
+//! 4. **Default signal dispositions, no signal blocked**: nothing phantom_ci's parent ignored
+//!    (`nohup`) stays ignored.
+//! 5. **The run's cgroup** (or the step's below it), when the run has one
+//!    ([`crate::isolation::cgroup`]): the child is **born in it** — `clone3` with
+//!    `CLONE_INTO_CGROUP` (Linux ≥ 5.7, [`crate::isolation::spawn`]), which spares the kernel's wait
+//!    when a process moves between cgroups. Where the kernel or the cgroup refuses that clone (or
+//!    `PHANTOM_CI_CLONE_INTO_CGROUP=0` says not to try), the fallback: a `fork`, then the child writes
+//!    `0` to the cgroup's `cgroup.procs`, opened by phantom_ci before; a failure aborts the spawn.
+//!    Either way the step never runs a single instruction of its own outside the cgroup.
 //! 6. **The rlimits** of the repo's `limits`.
 //! 7. **The `run_as` user**, when phantom_ci must switch: supplementary groups, then gid, then uid
 //!    (last, while the others still may be set); a failure aborts the spawn, so a step never runs with
@@ -31,8 +37,11 @@
 //!     propagation) and binds the directory onto itself read-only, before it drops privileges; the
 //!     machine's mounts are untouched. A failure aborts the spawn.
 //!
-//! Steps 1 and 3–7 run in the child between `fork` and `exec`: only system calls on values computed
-//! before the fork — no allocation, no lock — as `pre_exec` requires.
+//! Steps 1, 3–7 and 10 are one function, `Plan::establish`, run in the child between `clone3` (or `fork`)
+//! and `exec`: raw system calls only ([`crate::isolation::sys`]) on values computed before — no
+//! allocation, no lock, none of libc's `set*id` wrappers (a `clone3` child skipped libc's fork
+//! handling). A failure of any of them, or of `exec`, is reported to phantom_ci and the step does not
+//! start.
 //!
 //! **The one exception: `phantom_ci debug`'s terminal** ([`Boundary::spawn_in_terminal`]). An
 //! interactive shell in a step's conditions needs a terminal, which invariants 1 and 2 withhold. It
@@ -48,20 +57,22 @@
 //! `setsid --ctty --wait` inside it (the step's program, as far as the boundary is concerned) makes
 //! the pty the controlling terminal of a session of its own within the sandbox's PID namespace.
 
+use std::ffi::OsString;
+use std::fs::File;
 use std::io::PipeWriter;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use nix::libc;
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::unistd::{Gid, Uid, setgid, setgroups, setsid, setuid};
+use nix::sys::resource::{Resource, getrlimit};
 
 use crate::isolation::cgroup::RunCgroup;
 use crate::isolation::privilege::StepUser;
-use crate::isolation::reaper;
 use crate::isolation::sandbox::Sandbox;
+use crate::isolation::spawn::{self, Exec, StepChild};
+use crate::isolation::{reaper, sys};
 
 /// The descriptors the fallback loop of invariant 3 covers at most (the kernel's default `nr_open`).
 const MAX_FDS: u64 = 1 << 20;
@@ -96,7 +107,7 @@ impl Boundary<'_> {
         cwd: &Path,
         env: &[(String, String)],
         output: &PipeWriter,
-    ) -> std::io::Result<Child> {
+    ) -> std::io::Result<StepChild> {
         self.start(argv, cwd, env, Io::Pipe(output))
     }
 
@@ -110,30 +121,28 @@ impl Boundary<'_> {
         cwd: &Path,
         env: &[(String, String)],
         pty_slave: &OwnedFd,
-    ) -> std::io::Result<Child> {
+    ) -> std::io::Result<StepChild> {
         self.start(argv, cwd, env, Io::Terminal(pty_slave))
     }
 
-    #[allow(unsafe_code)]
     fn start(
         &self,
         argv: &[String],
         cwd: &Path,
         env: &[(String, String)],
         io: Io,
-    ) -> std::io::Result<Child> {
-        let Some((program, args)) = argv.split_first() else {
+    ) -> std::io::Result<StepChild> {
+        if argv.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "the step has no command",
             ));
-        };
+        }
         // With `Io::Terminal`, the pty becomes the controlling terminal of a new session: made by
         // the child itself, or in the sandbox by util-linux's `setsid --ctty` inside it — bwrap's
         // `--new-session` leaves no terminal, and a session led from outside its PID namespace
         // would leave the shell's job control a process group it cannot see.
         let terminal = matches!(io, Io::Terminal(_));
-        let take_terminal = terminal && self.sandbox.is_none();
         let in_own_session: Vec<String>;
         let argv = if terminal && self.sandbox.is_some() {
             in_own_session = ["setsid", "--ctty", "--wait", "--"]
@@ -145,153 +154,151 @@ impl Boundary<'_> {
         } else {
             argv
         };
-        let mut command = match self.sandbox {
-            Some(sandbox) => sandbox.command(argv, cwd),
-            None => {
-                let mut command = Command::new(program);
-                command.args(args);
-                command
-            }
+        // Invariant 8: the program, or bwrap running it.
+        let argv: Vec<OsString> = match self.sandbox {
+            Some(sandbox) => sandbox.argv(argv, cwd),
+            None => argv.iter().map(OsString::from).collect(),
         };
-        command
-            .current_dir(cwd)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)));
-        match io {
-            Io::Pipe(output) => command
-                .stdin(Stdio::null())
-                .stdout(output.try_clone()?)
-                .stderr(output.try_clone()?),
-            Io::Terminal(slave) => command
-                .stdin(slave.try_clone()?)
-                .stdout(slave.try_clone()?)
-                .stderr(slave.try_clone()?),
+        // Invariant 2: descriptors for 0, 1 and 2, never themselves below 3 (so that putting one in
+        // place cannot overwrite another).
+        let stdio: [OwnedFd; 3] = match io {
+            Io::Pipe(output) => [
+                above_2(File::open("/dev/null")?.as_fd())?,
+                above_2(output.as_fd())?,
+                above_2(output.as_fd())?,
+            ],
+            Io::Terminal(slave) => [
+                above_2(slave.as_fd())?,
+                above_2(slave.as_fd())?,
+                above_2(slave.as_fd())?,
+            ],
+        };
+        let cgroup = self.cgroup;
+        // Everything the child needs, computed now: after the clone nothing may allocate.
+        let mut plan = Plan {
+            take_terminal: terminal && self.sandbox.is_none(),
+            join: None,
+            fd_bound: getrlimit(Resource::RLIMIT_NOFILE)
+                .map_or(MAX_FDS, |(soft, hard)| soft.max(hard).min(MAX_FDS))
+                as libc::c_int,
+            limits: self
+                .limits
+                .iter()
+                .map(|&(resource, value)| (resource as libc::c_int, value))
+                .collect(),
+            switch: self.user.switch.then(|| {
+                (
+                    self.user.uid.as_raw(),
+                    self.user.gid.as_raw(),
+                    self.user.groups.iter().map(|g| g.as_raw()).collect(),
+                )
+            }),
+            read_only: match self.read_only {
+                Some(dir) => Some(
+                    std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                        .map_err(std::io::Error::other)?,
+                ),
+                None => None,
+            },
         };
 
-        // Everything the child needs, computed now: after the fork nothing may allocate.
-        let switch: Option<(Uid, Gid, Vec<Gid>)> = self
-            .user
-            .switch
-            .then(|| (self.user.uid, self.user.gid, self.user.groups.clone()));
-        let limits: Vec<(Resource, u64)> = self.limits.to_vec();
-        let cgroup: Option<RawFd> = self.cgroup.map(RunCgroup::procs_fd);
-        let read_only: Option<std::ffi::CString> = match self.read_only {
-            Some(dir) => Some(
-                std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-                    .map_err(std::io::Error::other)?,
-            ),
-            None => None,
-        };
-        let fd_bound = getrlimit(Resource::RLIMIT_NOFILE)
-            .map_or(MAX_FDS, |(soft, hard)| soft.max(hard).min(MAX_FDS))
-            as libc::c_int;
-        // SAFETY: the closure runs in the child between fork and exec. It makes only system calls
-        // (setsid, ioctl, signal, write, close_range/fcntl, setrlimit, setgroups, setgid, setuid) on values
-        // computed before the fork: it allocates nothing, takes no lock and touches no state another
-        // thread could hold. The cgroup's descriptor stays open in phantom_ci until the spawn is
-        // over (`self.cgroup` outlives this call). Any failure aborts the spawn.
+        // Invariant 5, the fast way: the child is born in the cgroup.
+        if let Some(cgroup) = cgroup
+            && clone_into_cgroup_allowed()
+        {
+            let mut exec = Exec::new(
+                &argv,
+                env,
+                Some(cwd),
+                stdio.each_ref().map(AsRawFd::as_raw_fd),
+            )?;
+            let started = reaper::register(|| {
+                spawn::clone_into(cgroup.dir_fd(), &mut exec, &|| plan.establish())
+            })?;
+            if let Some(child) = started {
+                return Ok(child);
+            }
+        }
+
+        // The fallback (no cgroup, or the kernel or the cgroup refused the clone): std's `fork`, the
+        // same `establish`, which then moves the child into the cgroup itself.
+        plan.join = cgroup.map(RunCgroup::procs_fd);
+        let [stdin, stdout, stderr] = stdio;
+        let (program, args) = (&argv[0], &argv[1..]);
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr);
+        // SAFETY: the closure runs in the child between fork and exec; `establish` makes only raw
+        // system calls on values computed before the fork (no allocation, no lock). The cgroup's
+        // descriptor stays open in phantom_ci until the spawn is over (`self.cgroup` outlives this
+        // call). Any failure aborts the spawn.
+        #[allow(unsafe_code)]
         unsafe {
-            command.pre_exec(move || {
-                setsid()?;
-                // Only with `Io::Terminal` and no sandbox: descriptor 0 is then the pty phantom_ci
-                // made for this child, and becomes the new session's controlling terminal.
-                if take_terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                for signal in 1..=libc::SIGRTMAX() {
-                    if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                        // Signals the C library keeps for itself refuse; nothing to undo there.
-                        libc::signal(signal, libc::SIG_DFL);
-                    }
-                }
-                if let Some(procs) = cgroup
-                    && libc::write(procs, b"0".as_ptr().cast(), 1) != 1
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                close_on_exec_from_3(fd_bound)?;
-                if let Some(dir) = &read_only {
-                    read_only_view(dir)?;
-                }
-                for (resource, value) in &limits {
-                    setrlimit(*resource, *value, *value)?;
-                }
-                if let Some((uid, gid, groups)) = &switch {
-                    setgroups(groups)?;
-                    setgid(*gid)?;
-                    setuid(*uid)?;
-                }
-                Ok(())
-            });
+            command.pre_exec(move || plan.establish().map_err(std::io::Error::from_raw_os_error));
         }
         let spawned = reaper::spawn(&mut command);
         // The command holds copies of the pipe's write end: close them.
         drop(command);
-        spawned
+        Ok(StepChild::new(spawned?.id()))
     }
 }
 
-/// Invariant 10: a mount namespace of this process's own in which `dir` is read-only.
-/// Async-signal-safe: system calls on a string made before the fork.
-#[allow(unsafe_code)]
-fn read_only_view(dir: &std::ffi::CStr) -> std::io::Result<()> {
-    let none = std::ptr::null();
-    let root = c"/";
-    // SAFETY: unshare and mount take plain integers and NUL-terminated strings that outlive the
-    // calls; they change only this process's (new) mount namespace.
-    let done = unsafe {
-        libc::unshare(libc::CLONE_NEWNS) == 0
-            && libc::mount(
-                none,
-                root.as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                none.cast(),
-            ) == 0
-            && libc::mount(
-                dir.as_ptr(),
-                dir.as_ptr(),
-                none,
-                libc::MS_BIND | libc::MS_REC,
-                none.cast(),
-            ) == 0
-            && libc::mount(
-                none,
-                dir.as_ptr(),
-                none,
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                none.cast(),
-            ) == 0
-    };
-    if done {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+/// A close-on-exec copy of `fd`, numbered 3 or above (std duplicates from 3 up).
+fn above_2(fd: BorrowedFd) -> std::io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
 }
 
-/// Marks every descriptor from 3 up close-on-exec. Async-signal-safe: system calls only.
-#[allow(unsafe_code)]
-fn close_on_exec_from_3(bound: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: close_range only changes flags of this process's descriptors; it takes plain integers.
-    let done = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if done == 0 {
-        return Ok(());
-    }
-    // Before Linux 5.11 (ENOSYS, or EINVAL for the flag): one descriptor at a time.
-    for fd in 3..bound {
-        // SAFETY: fcntl on a descriptor number; EBADF for the ones not open is expected.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        if flags >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
-            return Err(std::io::Error::last_os_error());
+/// What the child establishes between the clone (or fork) and `exec`: invariants 1 and 3–7, on
+/// values computed before. Raw system calls only ([`sys`]): no allocation, no lock, nothing of
+/// libc's that a `clone3` child (which skipped libc's fork handling) must not touch.
+struct Plan {
+    /// Invariant 1's exception (`debug`'s terminal, unsandboxed): descriptor 0 is the pty
+    /// phantom_ci made for this child, to become the new session's controlling terminal.
+    take_terminal: bool,
+    /// The cgroup's `cgroup.procs` to write `0` to — only when the child was not born in it.
+    join: Option<RawFd>,
+    /// How far the fallback loop of invariant 3 goes.
+    fd_bound: libc::c_int,
+    limits: Vec<(libc::c_int, u64)>,
+    /// uid, gid, supplementary groups.
+    switch: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    /// Invariant 10: the directory bound read-only in a mount namespace of the child's own.
+    read_only: Option<std::ffi::CString>,
+}
+
+impl Plan {
+    fn establish(&self) -> Result<(), libc::c_int> {
+        sys::setsid()?;
+        if self.take_terminal {
+            sys::take_terminal(0)?;
         }
+        sys::default_signals();
+        if let Some(procs) = self.join {
+            sys::write_once(procs, b"0")?;
+        }
+        sys::close_on_exec_from_3(self.fd_bound)?;
+        if let Some(dir) = &self.read_only {
+            sys::read_only_view(dir)?;
+        }
+        for &(resource, value) in &self.limits {
+            sys::set_rlimit(resource, value)?;
+        }
+        if let Some((uid, gid, groups)) = &self.switch {
+            sys::switch_user(*uid, *gid, groups)?;
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Whether steps may be born in their cgroup: `PHANTOM_CI_CLONE_INTO_CGROUP=0` in phantom_ci's
+/// environment turns it off (the fork-and-move fallback then starts every step; for diagnosis and
+/// the tests of the fallback).
+fn clone_into_cgroup_allowed() -> bool {
+    std::env::var_os("PHANTOM_CI_CLONE_INTO_CGROUP").is_none_or(|v| v != "0")
 }

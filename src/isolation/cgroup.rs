@@ -22,7 +22,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -45,8 +45,11 @@ const SEARCH_LIMIT: usize = 100_000;
 #[derive(Debug)]
 pub struct RunCgroup {
     path: PathBuf,
-    /// Its `cgroup.procs`, open for writing: the step writes `0` to it to join, before `exec`.
+    /// Its `cgroup.procs`, open for writing: a step that was not born in the cgroup writes `0` to it
+    /// to join, before `exec`.
     procs: OwnedFd,
+    /// The directory, open: `clone3` makes a step inside the cgroup it names.
+    dir: OwnedFd,
     removed: bool,
 }
 
@@ -95,10 +98,16 @@ impl RunCgroup {
             .open(path.join("cgroup.procs"))
             .ok()
             .filter(|_| domain);
-        match procs {
-            Some(procs) => Some(RunCgroup {
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_DIRECTORY)
+            .open(&path)
+            .ok();
+        match procs.zip(dir) {
+            Some((procs, dir)) => Some(RunCgroup {
                 path,
                 procs: procs.into(),
+                dir: dir.into(),
                 removed: false,
             }),
             None => {
@@ -116,6 +125,11 @@ impl RunCgroup {
     /// The descriptor a child writes `0` to (between `fork` and `exec`) to join the cgroup.
     pub fn procs_fd(&self) -> RawFd {
         self.procs.as_raw_fd()
+    }
+
+    /// The cgroup's directory, open (for `clone3`'s `CLONE_INTO_CGROUP`).
+    pub fn dir_fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
     }
 
     /// Kills every process in the cgroup (and in cgroups a step made below it).

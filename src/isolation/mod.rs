@@ -13,6 +13,8 @@ pub mod reaper;
 pub mod sandbox;
 pub mod signals;
 pub mod signature;
+pub mod spawn;
+mod sys;
 pub mod walk;
 
 /// `PATH` for steps and helpers when phantom_ci's own environment has none.

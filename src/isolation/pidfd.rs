@@ -13,9 +13,15 @@ use std::process::Child;
 use nix::libc;
 
 /// A descriptor that becomes readable when `child` exits, or `None` where the kernel gives none.
-#[allow(unsafe_code)]
 pub fn open(child: &Child) -> Option<OwnedFd> {
-    let pid = libc::pid_t::try_from(child.id()).ok()?;
+    open_pid(child.id())
+}
+
+/// The same for the child process `pid` (a step's, [`crate::isolation::spawn::StepChild::id`]),
+/// not yet waited for.
+#[allow(unsafe_code)]
+pub fn open_pid(pid: u32) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
     // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1; it touches no memory
     // of this process.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };

@@ -16,6 +16,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::{Pid, getpid};
 
+use crate::isolation::spawn::StepChild;
+
 /// Main processes of the steps running now, in this process.
 static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
@@ -37,7 +39,20 @@ pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
     Ok(child)
 }
 
-/// The process `pid` (from [`spawn`]) was waited for.
+/// Starts a step's process with `start` (which gives `None` where it made none) and registers it,
+/// as [`spawn`] does.
+pub fn register(
+    start: impl FnOnce() -> std::io::Result<Option<StepChild>>,
+) -> std::io::Result<Option<StepChild>> {
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    let child = start()?;
+    if let Some(child) = &child {
+        running.insert(child.id() as i32);
+    }
+    Ok(child)
+}
+
+/// The process `pid` (from [`spawn`] or [`register`]) was waited for.
 pub fn finished(pid: u32) {
     let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
     running.remove(&(pid as i32));

@@ -7,7 +7,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::config::Repo;
 use crate::isolation::privilege::{self, StepUser};
@@ -131,16 +130,13 @@ impl Sandbox {
         Ok(Sandbox { bwrap, args })
     }
 
-    /// The command that runs `argv` in the sandbox with `cwd` as its working directory.
-    pub fn command(&self, argv: &[String], cwd: &Path) -> Command {
-        let mut command = Command::new(&self.bwrap);
-        command
-            .args(&self.args)
-            .arg("--chdir")
-            .arg(cwd)
-            .arg("--")
-            .args(argv);
-        command
+    /// The argv that runs `argv` in the sandbox with `cwd` as its working directory: `bwrap`'s.
+    pub fn argv(&self, argv: &[String], cwd: &Path) -> Vec<OsString> {
+        let mut all = vec![self.bwrap.clone().into_os_string()];
+        all.extend(self.args.iter().cloned());
+        all.extend(["--chdir".into(), cwd.into(), "--".into()]);
+        all.extend(argv.iter().map(OsString::from));
+        all
     }
 }
 

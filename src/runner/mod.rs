@@ -139,10 +139,10 @@ pub fn execute(
     signals::install().map_err(Error::Other)?;
     crate::state::recovery::recover(dirs, repo, lock)?;
     let previous = records::last(dirs, &repo.name, None);
-    let run_dir = records::allocate(dirs, &repo.name)?;
     let (subject, author) = open_source(dirs, repo)
         .map(|source| commit_words(&source, request.commit))
         .unwrap_or_default();
+    let run_dir = records::reserve(dirs, &repo.name)?;
     let started_at = SystemTime::now();
     let start = Instant::now();
     let mut record = RunRecord {
@@ -163,19 +163,37 @@ pub fn execute(
         kept_until: None,
     };
     let log = File::create(run_dir.log());
-    let written = log
+    let opened = log
         .map_err(|e| Error::io("cannot create", run_dir.log(), e))
-        .and_then(|log| run_dir.open_journal().map(|journal| (log, journal)))
-        .and_then(|opened| run_dir.write_owner().map(|()| opened))
-        .and_then(|opened| run_dir.write(&record).map(|()| opened));
-    let (log, journal) = match written {
+        .and_then(|log| run_dir.open_journal().map(|journal| (log, journal)));
+    let (log, journal) = match opened {
         Ok(opened) => opened,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&run_dir.path);
             return Err(Error::Other(format!("the run does not start: {e}")));
         }
     };
-    progress(Progress::Started(run_dir.number));
+    // The run's start is made durable (its number, its owner, run.json `running`: three files, six
+    // fsyncs) on a thread of its own while the run opens the repository and checks the workspace
+    // out; no step starts before it is done ([`Run::started`]), so a run whose steps ran keeps its
+    // number, and recovery after a power loss finds it.
+    let durable_start = {
+        let (run_dir, record) = (run_dir.clone(), record.clone());
+        std::thread::Builder::new()
+            .name("run start".into())
+            .spawn(move || {
+                run_dir.record_number()?;
+                run_dir.write_owner()?;
+                run_dir.write(&record)
+            })
+    };
+    let durable_start = match durable_start {
+        Ok(thread) => thread,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&run_dir.path);
+            return Err(Error::Other(format!("the run does not start: {e}")));
+        }
+    };
     let colour = console.as_ref().is_some_and(|c| c.colour);
     let mut out = Output::new(console.map(|c| c.out), log, repo.log_limit);
     out.line(&format!(
@@ -207,8 +225,13 @@ pub fn execute(
         kept_workspace: None,
         kept_until: None,
         progress,
+        start: Some(durable_start),
     };
-    let conclusion = run.conduct();
+    let mut conclusion = run.conduct();
+    // A run that ended before its first step: its start is durable (and told) before its end.
+    if let Err(message) = run.started() {
+        conclusion = Conclusion::error(message);
+    }
     let kept_workspace = run.kept_workspace.take();
     let kept_until = run.kept_until.take();
     out.note_not_shown();
@@ -360,9 +383,28 @@ struct Run<'a> {
     /// With `keep_failed`: until when the workspace is kept.
     kept_until: Option<SystemTime>,
     progress: &'a mut dyn FnMut(Progress),
+    /// The thread making the run's start durable, until [`Run::started`] waited for it.
+    start: Option<std::thread::JoinHandle<Result<(), Error>>>,
 }
 
 impl Run<'_> {
+    /// Waits until the run's start is durable (its owner and its `running` record), then tells
+    /// `progress` (the commit is seen, the report shows the run): before the first step, and at the
+    /// latest before the final record. Once; the error is the run's.
+    fn started(&mut self) -> Result<(), String> {
+        let Some(start) = self.start.take() else {
+            return Ok(());
+        };
+        match start.join() {
+            Ok(Ok(())) => {
+                (self.progress)(Progress::Started(self.run_dir.number));
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("the run's start could not be recorded: {e}")),
+            Err(_) => Err("the run's start could not be recorded (its thread panicked)".into()),
+        }
+    }
+
     fn conduct(&mut self) -> Conclusion {
         let repo = &self.request.repo;
         // From here on SIGTERM/SIGINT end the run cleanly, and no process of the run escapes it.
@@ -415,16 +457,19 @@ impl Run<'_> {
             .and_then(|()| workspace.hand_over(&user))
             .and_then(|()| self.sandbox(&workspace, &source, &user, cache.as_deref()))
         {
-            Ok(sandbox) => {
-                let steps = Steps {
-                    workflow: &workflow,
-                    workspace: &workspace,
-                    user: &user,
-                    sandbox: sandbox.as_ref(),
-                    cache: cache.as_deref(),
-                };
-                self.run_steps(&steps)
-            }
+            Ok(sandbox) => match self.started() {
+                Err(message) => Conclusion::error(message),
+                Ok(()) => {
+                    let steps = Steps {
+                        workflow: &workflow,
+                        workspace: &workspace,
+                        user: &user,
+                        sandbox: sandbox.as_ref(),
+                        cache: cache.as_deref(),
+                    };
+                    self.run_steps(&steps)
+                }
+            },
             Err(message) => Conclusion::error(message),
         };
         // Every process of the run is gone: the cache goes back within its limit.

@@ -5,10 +5,10 @@
 //! their ends, their timeouts, the run's deadline, SIGTERM/SIGINT and `cancel`, which end every
 //! running step.
 
+use crate::isolation::spawn::StepChild;
 use std::io::{PipeReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{PollFd, PollFlags, ppoll};
@@ -133,7 +133,7 @@ enum Stop {
 struct Running {
     unit: usize,
     lane: usize,
-    child: Child,
+    child: StepChild,
     pgid: Pid,
     exit: Option<OwnedFd>,
     started: Instant,
@@ -352,7 +352,7 @@ impl Graph {
         self.running.push(Running {
             unit,
             lane: self.lanes.lanes.len() - 1,
-            exit: pidfd::open(&child),
+            exit: pidfd::open_pid(child.id()),
             child,
             pgid,
             started: now,

@@ -5,11 +5,11 @@
 //! cancel`: a request file in the run's directory, looked at when SIGUSR1 nudges and every
 //! [`CANCEL_LOOK`]).
 
+use crate::isolation::spawn::StepChild;
 use std::io::{PipeReader, PipeWriter, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
@@ -309,7 +309,7 @@ impl<'a> CancelWatch<'a> {
 /// signal, sends the group SIGTERM, and SIGKILL after [`KILL_GRACE`] (at once on a second signal).
 /// Returns the exit status and why the step was stopped, if it was.
 fn supervise(
-    child: &mut Child,
+    child: &mut StepChild,
     pgid: Pid,
     pipe: &mut RunPipe,
     deadline: Instant,
@@ -323,7 +323,7 @@ fn supervise(
     // The pipe never ends, so the step's end is noticed through its pidfd, in the same poll as its
     // output. Without one it is looked at: soon after the start (most steps are short), then less and
     // less often, up to every TICK.
-    let exit = pidfd::open(child);
+    let exit = pidfd::open_pid(child.id());
     let mut look_again = Duration::from_micros(100);
     let mut ended = true;
     loop {

@@ -13,7 +13,7 @@
 //! claim. A claim left by a process that died before its run started is put back by [`restore`].
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -154,11 +154,28 @@ pub fn with_lock<T>(dirs: &Dirs, repo: &str, f: impl FnOnce() -> T) -> Result<T,
 /// Queues `entry` for `repo`, replacing whatever was pending for its branch. Call it inside
 /// [`with_lock`].
 pub fn put(dirs: &Dirs, repo: &str, entry: &Entry) -> Result<(), Error> {
+    put_with(dirs, repo, entry, atomic_file::write)
+}
+
+/// [`put`] for the hook, which a pusher waits for: the entry is written whole but not synced to the
+/// disk. A power loss before its run starts may lose it; the branch's tip then has no run that saw
+/// it, and the next `tick` queues it again. (Once the worker starts the run, the run's record and the
+/// branch's `seen` are durable.)
+pub fn put_quick(dirs: &Dirs, repo: &str, entry: &Entry) -> Result<(), Error> {
+    put_with(dirs, repo, entry, atomic_file::write_unsynced)
+}
+
+fn put_with(
+    dirs: &Dirs,
+    repo: &str,
+    entry: &Entry,
+    write: fn(&Path, &[u8]) -> std::io::Result<()>,
+) -> Result<(), Error> {
     create_dir(dirs)?;
     let bytes = serde_json::to_vec(entry)
         .map_err(|e| Error::Other(format!("cannot serialise a queue entry: {e}")))?;
     let path = path(dirs, repo, &entry.branch);
-    atomic_file::write(&path, &bytes).map_err(|e| Error::io("cannot write", &path, e))?;
+    write(&path, &bytes).map_err(|e| Error::io("cannot write", &path, e))?;
     // An earlier version's entry of the same branch is replaced too.
     let legacy = legacy_path(dirs, repo);
     if read(&legacy).is_some_and(|old| old.branch == entry.branch) {

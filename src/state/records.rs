@@ -364,6 +364,14 @@ impl RunDir {
             .map_err(|e| Error::io("cannot create", path, e))
     }
 
+    /// Writes the run's number as the repo's last (`<runs>/last`), durably: from then on it is never
+    /// given again (SPEC §4.1), and the repo's runs are durably no longer settled.
+    pub fn record_number(&self) -> Result<(), Error> {
+        let counter = self.path.with_file_name("last");
+        atomic_file::write(&counter, format!("{}\n", self.number).as_bytes())
+            .map_err(|e| Error::io("cannot write", counter, e))
+    }
+
     /// Notes which process runs this run (pid and start time), so that others can tell whether it is
     /// still alive without touching the repo's lock.
     pub fn write_owner(&self) -> Result<(), Error> {
@@ -564,6 +572,15 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 /// in `<data>/runs/<repo>/last`, so pruning old runs does not bring their numbers back. The caller holds
 /// the repo's lock.
 pub fn allocate(dirs: &Dirs, repo: &str) -> Result<RunDir, Error> {
+    let run_dir = reserve(dirs, repo)?;
+    run_dir.record_number()?;
+    Ok(run_dir)
+}
+
+/// [`allocate`] but for the counter: the run's directory is made (its number taken: the next
+/// allocation sees it), and [`RunDir::record_number`] makes the number durable later — before
+/// anything of the run is (the runner does both on its start thread, before the first step).
+pub fn reserve(dirs: &Dirs, repo: &str) -> Result<RunDir, Error> {
     let runs = dirs.runs(repo);
     // Logs hold whatever steps print: only phantom_ci's user reads them (and `phantom_ci logs` run as it).
     std::fs::DirBuilder::new()
@@ -582,7 +599,7 @@ pub fn allocate(dirs: &Dirs, repo: &str) -> Result<RunDir, Error> {
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
         }
     }
-    // The repo's runs are no longer all settled; the counter's write below makes that durable (it
+    // The repo's runs are no longer all settled; `RunDir::record_number` makes that durable (it
     // syncs this directory).
     match std::fs::remove_file(runs.join(SETTLED)) {
         Ok(()) => {}
@@ -613,8 +630,6 @@ pub fn allocate(dirs: &Dirs, repo: &str) -> Result<RunDir, Error> {
         let path = runs.join(number.to_string());
         match std::fs::create_dir(&path) {
             Ok(()) => {
-                atomic_file::write(&counter, format!("{number}\n").as_bytes())
-                    .map_err(|e| Error::io("cannot write", &counter, e))?;
                 return Ok(RunDir {
                     repo: repo.to_string(),
                     number,

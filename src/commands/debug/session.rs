@@ -2,11 +2,11 @@
 //! it: with a pty of its own under a terminal (the window size follows the operator's, on every
 //! SIGWINCH), else piped as a step.
 
+use crate::isolation::spawn::StepChild;
 use std::io::{IsTerminal, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -108,7 +108,7 @@ impl Session<'_> {
 /// window size follows the operator's terminal). SIGTERM, SIGINT or SIGHUP to phantom_ci end
 /// the child's process group (SIGTERM, then SIGKILL after [`KILL_GRACE`] or a second signal).
 fn relay(
-    child: &mut Child,
+    child: &mut StepChild,
     output: BorrowedFd,
     input: Option<(BorrowedFd, BorrowedFd)>,
     every_tick: &mut dyn FnMut(),

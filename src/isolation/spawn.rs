@@ -1,0 +1,450 @@
+//! A step's process started by `clone3` with `CLONE_INTO_CGROUP` (Linux ≥ 5.7): born inside its
+//! cgroup instead of moved there after a `fork`, which costs the kernel's wait for a grace period
+//! (10–16 ms when the machine is idle, docs/bench.md). [`crate::isolation::boundary`] decides when;
+//! this module does the clone, the child's side up to `exec`, and [`StepChild`], the handle of a step
+//! however it was started.
+//!
+//! The child of `clone3` is a copy of phantom_ci, like a `fork`'s, but libc's fork handling did not
+//! run in it: between the clone and the `exec` it makes only raw system calls ([`super::sys`]) on
+//! values prepared before the clone ([`Exec`]) — no allocation, no lock, no panic — and reports a
+//! failure (of a step of the boundary, or of `exec`) as its `errno` through a pipe made for it, which
+//! `exec` closes when it succeeds. Signals are blocked in phantom_ci's thread across the clone, so no
+//! handler of phantom_ci's runs in the child; the child sets every disposition to the default and
+//! unblocks them just before `exec`.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::libc::{self, c_char, c_int};
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+
+use crate::isolation::sys;
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7): the `cgroup` field of the arguments names the child's cgroup.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Set once the kernel said it has no `clone3` or no `CLONE_INTO_CGROUP`: later steps go straight
+/// to the fallback.
+static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`, 88 bytes).
+#[repr(C, align(8))]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// A step's main process, started by [`crate::isolation::boundary::Boundary`]. Like
+/// [`std::process::Child`], it stays a zombie (its pid reserved) until waited for.
+#[derive(Debug)]
+pub struct StepChild {
+    pid: libc::pid_t,
+    status: Option<ExitStatus>,
+}
+
+impl StepChild {
+    pub(crate) fn new(pid: u32) -> StepChild {
+        StepChild {
+            pid: pid as libc::pid_t,
+            status: None,
+        }
+    }
+
+    /// The process id, which is also its process group and session.
+    pub fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Its exit status if it has ended (reaping it), else `None`.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.reap(libc::WNOHANG)
+    }
+
+    /// Waits for it to end.
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.reap(0)? {
+                return Ok(status);
+            }
+        }
+    }
+
+    #[allow(unsafe_code)]
+    fn reap(&mut self, flags: c_int) -> std::io::Result<Option<ExitStatus>> {
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        let mut raw: c_int = 0;
+        loop {
+            // SAFETY: waitpid writes one int to `raw`, a live local.
+            let got = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
+            if got == self.pid {
+                let status = ExitStatus::from_raw(raw);
+                self.status = Some(status);
+                return Ok(Some(status));
+            }
+            if got == 0 {
+                return Ok(None);
+            }
+            let error = std::io::Error::last_os_error();
+            if error.kind() != ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// Everything the child needs to start the program, made before the clone.
+pub(super) struct Exec {
+    /// Kept alive for the pointers below.
+    _strings: Vec<CString>,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    /// Where to look for the program, in order (`execvp`'s search of the step's `PATH`).
+    candidates: Vec<CString>,
+    /// `/bin/sh <candidate> args…`, for a file without `#!` (`ENOEXEC`), as `execvp` does; slot 1
+    /// is filled in by the child.
+    sh_argv: Vec<*const c_char>,
+    sh: CString,
+    /// The working directory, or `None` to keep phantom_ci's.
+    cwd: Option<CString>,
+    /// The descriptors that become 0, 1 and 2 (none of them below 3).
+    stdio: [RawFd; 3],
+}
+
+fn c_string(bytes: Vec<u8>) -> std::io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        std::io::Error::new(ErrorKind::InvalidInput, "nul byte found in provided data")
+    })
+}
+
+impl Exec {
+    /// `argv` run in `cwd` with exactly `env` (later keys win, sorted as std's `Command` passes
+    /// them), with `stdio` as descriptors 0, 1 and 2.
+    pub(super) fn new<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        argv: &[OsString],
+        env: &[(K, V)],
+        cwd: Option<&Path>,
+        stdio: [RawFd; 3],
+    ) -> std::io::Result<Exec> {
+        let Some(program) = argv.first() else {
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidInput,
+                "the step has no command",
+            ));
+        };
+        let mut strings = Vec::new();
+        for arg in argv {
+            strings.push(c_string(arg.clone().into_vec())?);
+        }
+        let vars: std::collections::BTreeMap<&OsStr, &OsStr> =
+            env.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+        for (key, value) in &vars {
+            strings.push(c_string([key.as_bytes(), b"=", value.as_bytes()].concat())?);
+        }
+        let pointers = |range: std::ops::Range<usize>| -> Vec<*const c_char> {
+            strings[range]
+                .iter()
+                .map(|s| s.as_ptr())
+                .chain([std::ptr::null()])
+                .collect()
+        };
+        let argv_ptrs = pointers(0..argv.len());
+        let envp = pointers(argv.len()..strings.len());
+        let program = program.as_bytes();
+        let candidates = if program.contains(&b'/') {
+            vec![c_string(program.to_vec())?]
+        } else {
+            let path = vars
+                .get(OsStr::new("PATH"))
+                .map_or(&b"/bin:/usr/bin"[..], |p| p.as_bytes());
+            path.split(|b| *b == b':')
+                .map(|dir| match dir {
+                    b"" => c_string(program.to_vec()),
+                    dir => c_string([dir, b"/", program].concat()),
+                })
+                .collect::<std::io::Result<_>>()?
+        };
+        let sh = c_string(b"/bin/sh".to_vec())?;
+        let mut sh_argv = vec![sh.as_ptr(), std::ptr::null()];
+        sh_argv.extend(argv_ptrs.iter().skip(1));
+        Ok(Exec {
+            _strings: strings,
+            argv: argv_ptrs,
+            envp,
+            candidates,
+            sh_argv,
+            sh,
+            cwd: cwd
+                .map(|cwd| c_string(cwd.as_os_str().as_bytes().to_vec()))
+                .transpose()?,
+            stdio,
+        })
+    }
+
+    /// The child's side: descriptors 0–2, the working directory, `establish` (the boundary's
+    /// invariants), signals unblocked, `exec`. Returns only the `errno` of what failed.
+    #[allow(unsafe_code)]
+    fn run_child(&mut self, establish: &dyn Fn() -> Result<(), c_int>) -> c_int {
+        let prepared = (|| {
+            for (to, from) in (0..).zip(self.stdio) {
+                sys::dup_to(from, to)?;
+            }
+            if let Some(cwd) = &self.cwd {
+                sys::chdir(cwd)?;
+            }
+            establish()?;
+            sys::unblock_signals()
+        })();
+        if let Err(errno) = prepared {
+            return errno;
+        }
+        let mut last = libc::ENOENT;
+        let mut denied = false;
+        for candidate in &self.candidates {
+            // SAFETY: `argv` and `envp` point into `_strings` and end with a null pointer.
+            let errno =
+                unsafe { sys::execve(candidate.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+            match errno {
+                libc::ENOEXEC => {
+                    if let Some(slot) = self.sh_argv.get_mut(1) {
+                        *slot = candidate.as_ptr();
+                    }
+                    // SAFETY: `sh_argv` points into `_strings`, `sh` and `candidates`, ending
+                    // with a null pointer.
+                    return unsafe {
+                        sys::execve(self.sh.as_ptr(), self.sh_argv.as_ptr(), self.envp.as_ptr())
+                    };
+                }
+                libc::EACCES => denied = true,
+                libc::ENOENT | libc::ENOTDIR => {}
+                other => return other,
+            }
+            last = errno;
+        }
+        if denied { libc::EACCES } else { last }
+    }
+}
+
+/// Starts `program` with `args` and exactly `env`, its descriptors 0–2 `stdio`, in a session of its
+/// own (`setsid`), signals at their defaults — and returns at once: unlike a step's start it does not
+/// wait for the `exec` (phantom_ci's hook starting its detached worker: the pusher waits for this).
+/// A failure of the child after the clone is written to its stderr as `<failure><errno>`. `Ok(false)`
+/// where the kernel has no `clone3` (the caller starts it another way).
+#[allow(unsafe_code)]
+pub fn detached(
+    program: &Path,
+    args: &[&OsStr],
+    env: &[(OsString, OsString)],
+    stdio: [BorrowedFd; 3],
+    failure: &str,
+) -> std::io::Result<bool> {
+    let argv: Vec<OsString> = std::iter::once(program.as_os_str())
+        .chain(args.iter().copied())
+        .map(OsString::from)
+        .collect();
+    // Copies numbered 3 and up, so that putting one in place cannot overwrite another.
+    let copies = [
+        stdio[0].try_clone_to_owned()?,
+        stdio[1].try_clone_to_owned()?,
+        stdio[2].try_clone_to_owned()?,
+    ];
+    let mut exec = Exec::new(&argv, env, None, copies.each_ref().map(AsRawFd::as_raw_fd))?;
+    let failure = failure.as_bytes();
+    let mut args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    let mut blocked = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut blocked),
+    )?;
+    // SAFETY: as in `clone_into`: the child, a copy of this process with this thread alone, runs
+    // `run_child` and the writes below (raw system calls on values prepared before the clone, the
+    // digits on its own stack) and never returns from this block.
+    let pid = unsafe {
+        let pid = libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        );
+        if pid == 0 {
+            let errno = exec.run_child(&|| {
+                sys::setsid()?;
+                sys::default_signals();
+                Ok(())
+            });
+            let mut digits = [b'\n'; 12];
+            let mut at = digits.len() - 1;
+            let mut n = errno.unsigned_abs();
+            loop {
+                at -= 1;
+                if let Some(d) = digits.get_mut(at) {
+                    *d = b'0' + (n % 10) as u8;
+                }
+                n /= 10;
+                if n == 0 || at == 0 {
+                    break;
+                }
+            }
+            let _ = sys::write_once(2, failure);
+            let _ = sys::write_once(2, digits.get(at..).unwrap_or_default());
+            sys::exit(127);
+        }
+        pid
+    };
+    let clone_error = std::io::Error::last_os_error();
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
+    if pid < 0 {
+        return match clone_error.raw_os_error() {
+            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM) => Ok(false),
+            _ => Err(clone_error),
+        };
+    }
+    Ok(true)
+}
+
+/// Starts `exec` as a new process inside the cgroup whose directory is `cgroup`, with
+/// `establish` run in the child before `exec`. `Ok(None)` where the kernel or the cgroup refused the
+/// clone (no child was made; the caller falls back to `fork` and a move); an error where the child
+/// was made but could not start the program (it has been waited for).
+#[allow(unsafe_code)]
+pub(super) fn clone_into(
+    cgroup: BorrowedFd,
+    exec: &mut Exec,
+    establish: &dyn Fn() -> Result<(), c_int>,
+) -> std::io::Result<Option<StepChild>> {
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let (mut report, report_writer) = std::io::pipe()?;
+    let mut args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    let mut blocked = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut blocked),
+    )?;
+    // SAFETY: `args` is a live clone_args of the size passed. Without CLONE_VM the child gets a copy
+    // of this process (one thread: this one) and returns here with 0, like fork's. The child then
+    // runs `run_child` alone and never returns from this block: it `exec`s or `exit_group`s. That
+    // code only makes raw system calls on `exec`'s prepared values (no allocation, no lock, no
+    // libc state that fork handling would have reset), and `establish` promises the same.
+    let pid = unsafe {
+        let pid = libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        );
+        if pid == 0 {
+            let errno = exec.run_child(establish);
+            let _ = sys::write_once(report_writer.as_raw_fd(), &errno.to_ne_bytes());
+            sys::exit(127);
+        }
+        pid
+    };
+    let clone_error = std::io::Error::last_os_error();
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
+    drop(report_writer);
+    if pid < 0 {
+        if matches!(
+            clone_error.raw_os_error(),
+            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+        ) {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+        }
+        return Ok(None);
+    }
+    let mut child = StepChild::new(pid as u32);
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    while got < errno.len() {
+        match report.read(&mut errno[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = child.wait();
+                return Err(e);
+            }
+        }
+    }
+    if got == 0 {
+        return Ok(Some(child));
+    }
+    let _ = child.wait();
+    Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    /// Runs `detached` with stdout and stderr a pipe; what the child wrote, read until it closed.
+    /// `None` where the kernel has no `clone3`.
+    fn detached_output(program: &str, args: &[&str]) -> Option<String> {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let env = [(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
+        let started = detached(
+            Path::new(program),
+            &args,
+            &env,
+            [null.as_fd(), writer.as_fd(), writer.as_fd()],
+            "cannot start: errno ",
+        )
+        .unwrap();
+        drop(writer);
+        let mut out = String::new();
+        reader.read_to_string(&mut out).unwrap();
+        started.then_some(out)
+    }
+
+    #[test]
+    fn a_detached_child_leads_its_own_session_with_the_descriptors_given() {
+        let out = detached_output(
+            "/bin/sh",
+            &[
+                "-c",
+                "read pid comm state ppid pgrp session rest < /proc/$$/stat; \
+                 test $pid = $session && echo own-session; readlink /proc/$$/fd/0",
+            ],
+        );
+        if let Some(out) = out {
+            assert_eq!(out, "own-session\n/dev/null\n");
+        }
+    }
+
+    #[test]
+    fn a_detached_child_that_cannot_start_says_why_on_its_stderr() {
+        if let Some(out) = detached_output("/nonexistent/phantom_ci", &[]) {
+            assert_eq!(out, format!("cannot start: errno {}\n", libc::ENOENT));
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! How a step's process starts (issue 23): born inside its cgroup by `clone3` with
+//! `CLONE_INTO_CGROUP`, or — where that is refused, or `PHANTOM_CI_CLONE_INTO_CGROUP=0` forces it —
+//! forked and moved in, as before. Either way the step is in its cgroup before it runs, a failure to
+//! start it is reported with its reason, and `tests/boundary.rs` shows the rest of the boundary.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::boundary::{step_user, writable_cgroup2};
+use crate::support::{TestEnv, find_on_path, stdout_of};
+
+/// The switch that forces the fallback.
+const FALLBACK: (&str, &str) = ("PHANTOM_CI_CLONE_INTO_CGROUP", "0");
+
+#[allow(clippy::print_stderr)]
+fn strace() -> Option<PathBuf> {
+    let found = find_on_path("strace");
+    if found.is_none() {
+        crate::skip!("needs strace to see how the step was started (apt-get install strace)");
+    }
+    found
+}
+
+/// `phantom_ci run app` under `strace -f` (clone3 and write calls only): its stdout and the trace.
+fn traced_run(env: &TestEnv, strace: &Path, fallback: bool) -> (String, String) {
+    let trace = env.root().join(format!("trace-{fallback}"));
+    let phantom = assert_cmd::cargo::cargo_bin!("phantom_ci");
+    let command = env.phantom_std();
+    let mut traced = std::process::Command::new(strace);
+    traced
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=clone3,write",
+            "-e",
+            "signal=none",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(phantom)
+        .args(["run", "app"])
+        .env_clear()
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(env.root());
+    if fallback {
+        traced.env(FALLBACK.0, FALLBACK.1);
+    }
+    let out = traced.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (stdout, std::fs::read_to_string(&trace).unwrap())
+}
+
+/// Whether the trace shows a process writing `0` to a `cgroup.procs` (the move into the cgroup).
+fn joined_by_write(trace: &str) -> bool {
+    trace
+        .lines()
+        .any(|l| l.contains(" write(") && l.contains(", \"0\", 1)") && l.ends_with("= 1"))
+}
+
+fn the_step_is_born_in_its_cgroup(fallback: bool) {
+    let Some(mount) = writable_cgroup2() else {
+        return;
+    };
+    let Some(strace) = strace() else {
+        return;
+    };
+    let env = TestEnv::shared();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"grep ^0:: /proc/self/cgroup\"\n");
+    repo.commit_and_push("where am I");
+    env.write_repo_toml(&env.section_as("app", &repo, &step_user(), ""));
+    let (stdout, trace) = traced_run(&env, &strace, fallback);
+    let cgroup = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        cgroup.contains("/phantom_ci-") && cgroup.ends_with("-app-1/step-0"),
+        "{stdout}"
+    );
+    assert!(!mount.join(cgroup.trim_start_matches('/')).exists());
+    let born = trace.contains("CLONE_INTO_CGROUP");
+    if fallback {
+        assert!(!born, "the switch forces the fallback:\n{trace}");
+        assert!(joined_by_write(&trace), "moved in by a write:\n{trace}");
+    } else {
+        assert!(born, "clone3 with CLONE_INTO_CGROUP:\n{trace}");
+        assert!(!joined_by_write(&trace), "never moved:\n{trace}");
+    }
+}
+
+fn a_step_is_created_in_its_cgroup_without_being_moved() {
+    the_step_is_born_in_its_cgroup(false);
+}
+
+fn the_fallback_forks_and_moves_the_step_into_its_cgroup() {
+    the_step_is_born_in_its_cgroup(true);
+}
+
+fn a_step_that_cannot_start(fallback: bool) {
+    let env = TestEnv::shared();
+    let repo = env.repo("app");
+    // `plain` has no `#!`: run by /bin/sh, as `execvp` does. `closed` is not executable.
+    repo.write("plain", "echo plain-ran-as-$(id -un)\n");
+    repo.write("closed", "#!/bin/sh\necho should-not-run\n");
+    std::fs::set_permissions(
+        repo.work.join("plain"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    repo.workflow(
+        "master",
+        "[0]\nrun = \"./plain\"\n[1]\nrun = \"./closed\"\n",
+    );
+    repo.commit_and_push("two ways to start");
+    env.write_repo_toml(&env.section_as("app", &repo, &step_user(), ""));
+    let run = || {
+        let mut run = env.phantom();
+        if fallback {
+            run.env(FALLBACK.0, FALLBACK.1);
+        }
+        run.args(["run", "app"]).assert().failure()
+    };
+    let stdout = stdout_of(&run());
+    assert!(
+        stdout.contains(&format!("plain-ran-as-{}", step_user())),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("should-not-run"), "{stdout}");
+    let record = env.run_json("app", 1);
+    let message = record["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot start `./closed`: Permission denied"),
+        "{record}"
+    );
+    assert_eq!(record["steps"][0]["result"], "success", "{record}");
+
+    repo.workflow("master", "[0]\nrun = \"no-such-program-phantom\"\n");
+    repo.commit_and_push("no such program");
+    run();
+    let record = env.run_json("app", 2);
+    let message = record["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot start `no-such-program-phantom`: No such file or directory"),
+        "{record}"
+    );
+}
+
+fn a_step_that_cannot_start_fails_with_the_reason() {
+    a_step_that_cannot_start(false);
+}
+
+fn a_step_that_cannot_start_fails_with_the_reason_in_the_fallback_too() {
+    a_step_that_cannot_start(true);
+}
+
+/// The run's start (its number, owner, run.json `running`) is made durable on a thread of its own, which the
+/// checkout does not wait for, but the first step does: a power loss never loses a run whose steps
+/// ran (issue 23).
+fn the_run_start_is_synced_off_the_main_thread_before_the_first_step() {
+    let Some(strace) = strace() else {
+        return;
+    };
+    let env = TestEnv::shared();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"true first-step\"\n");
+    repo.commit_and_push("one step");
+    env.write_repo_toml(&env.section_as("app", &repo, &step_user(), ""));
+    let trace = env.root().join("start.trace");
+    let command = env.phantom_std();
+    let out = std::process::Command::new(strace)
+        .args([
+            "-f",
+            "-y",
+            "-qq",
+            "-e",
+            "trace=execve,fsync,rename,renameat,renameat2",
+        ])
+        .arg("-o")
+        .arg(&trace)
+        .arg(assert_cmd::cargo::cargo_bin!("phantom_ci"))
+        .args(["run", "app"])
+        .env_clear()
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(env.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    let pid = |line: &str| {
+        line.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let main = pid(lines[0]);
+    let find = |what: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .position(|l| what(l))
+            .unwrap_or_else(|| panic!("not in the trace:\n{calls}"))
+    };
+    let record = find(&|l| l.contains("rename") && l.contains("/app/1/run.json\""));
+    let record_dir_synced = record
+        + lines[record..]
+            .iter()
+            .position(|l| l.contains("fsync(") && l.contains("/runs/app/1>"))
+            .unwrap_or_else(|| panic!("the run directory is synced:\n{calls}"));
+    let number = find(&|l| l.contains("rename") && l.contains("/runs/app/last\""));
+    let step = find(&|l| l.contains("execve(") && l.contains("first-step"));
+    assert_ne!(
+        pid(lines[number]),
+        main,
+        "numbered by another thread:\n{calls}"
+    );
+    assert!(number < step, "the number is durable first:\n{calls}");
+    assert_ne!(
+        pid(lines[record]),
+        main,
+        "written by another thread:\n{calls}"
+    );
+    assert!(
+        record_dir_synced < step,
+        "durable before the first step:\n{calls}"
+    );
+}
+
+/// A worker's run notes its commit as seen (durably) on a thread the first step does not wait for,
+/// and before the run's final record (issue 23).
+fn the_commit_is_marked_seen_off_the_main_thread_before_the_run_ends() {
+    let Some(strace) = strace() else {
+        return;
+    };
+    let env = TestEnv::shared();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"true first-step\"\n");
+    repo.commit_and_push("one step");
+    env.write_repo_toml(&env.section_as("app", &repo, &step_user(), ""));
+    let trace = env.root().join("seen.trace");
+    let command = env.phantom_std();
+    let out = std::process::Command::new(strace)
+        .args(["-f", "-qq", "-e", "trace=execve,rename,renameat,renameat2"])
+        .arg("-o")
+        .arg(&trace)
+        .arg(assert_cmd::cargo::cargo_bin!("phantom_ci"))
+        .arg("tick")
+        .env_clear()
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(env.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(env.run_json("app", 1)["result"], "success");
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    let pid = |line: &str| {
+        line.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let main = pid(lines[0]);
+    let renames: Vec<(usize, &str)> = lines
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, l)| l.contains("rename"))
+        .collect();
+    let (seen, seen_line) = *renames
+        .iter()
+        .find(|(_, l)| l.contains("/seen/"))
+        .unwrap_or_else(|| panic!("the commit is marked seen:\n{calls}"));
+    let (last_record, _) = *renames
+        .iter()
+        .rev()
+        .find(|(_, l)| l.contains("/app/1/run.json\""))
+        .unwrap_or_else(|| panic!("the final record:\n{calls}"));
+    assert_ne!(pid(seen_line), main, "by another thread:\n{calls}");
+    assert!(seen < last_record, "before the run ends:\n{calls}");
+}
+
+crate::tests! {
+    the_commit_is_marked_seen_off_the_main_thread_before_the_run_ends,
+    the_run_start_is_synced_off_the_main_thread_before_the_first_step,
+    a_step_is_created_in_its_cgroup_without_being_moved,
+    the_fallback_forks_and_moves_the_step_into_its_cgroup,
+    a_step_that_cannot_start_fails_with_the_reason,
+    a_step_that_cannot_start_fails_with_the_reason_in_the_fallback_too,
+}
