@@ -445,7 +445,62 @@ fn a_waiting_pusher_is_told_its_branch_when_the_repo_runs_several() {
     assert!(master.status.success() && develop.success());
 }
 
+/// The review's attack on notes (2026-12-07): the repository's owner, whose scratch directory root
+/// writes the note into, plants links in it while the note is written (`note` → a root-only file).
+/// Root never writes through anything the owner put there.
+fn the_repositorys_owner_cannot_make_root_write_through_a_link() {
+    if !crate::support::needs_root() {
+        return;
+    }
+    let env = TestEnv::shared();
+    let (repo, _) = env.app(PASSING, "notes = true");
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&repo.bare)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let target = env.root().join("root-only");
+    std::fs::write(&target, "untouched").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let planter = {
+        let (stop, target) = (stop.clone(), target.clone());
+        let tmp = std::env::temp_dir();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for dir in std::fs::read_dir(&tmp).unwrap().flatten() {
+                    if dir
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("phantom_ci-notes-")
+                    {
+                        // The old fixed name, and any file the writer made there.
+                        let _ = std::os::unix::fs::symlink(&target, dir.path().join("note"));
+                        for entry in std::fs::read_dir(dir.path())
+                            .into_iter()
+                            .flatten()
+                            .flatten()
+                        {
+                            if entry.file_name().to_string_lossy().starts_with("note-") {
+                                let _ = std::fs::remove_file(entry.path());
+                                let _ = std::os::unix::fs::symlink(&target, entry.path());
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+    for _ in 0..5 {
+        env.phantom().args(["run", "app"]).assert().success();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    planter.join().unwrap();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+}
+
 crate::tests! {
+    the_repositorys_owner_cannot_make_root_write_through_a_link,
     a_waiting_pusher_is_told_its_branch_when_the_repo_runs_several,
     two_branches_have_two_badges_and_the_repo_badge_follows_the_main_line,
     the_generic_webhook_and_chat_posts_link_the_run_page,

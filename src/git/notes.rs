@@ -177,10 +177,26 @@ impl Writer<'_> {
         }
         note.extend_from_slice(line.as_bytes());
         note.push(b'\n');
-        let file = self.scratch.join("note");
-        std::fs::write(&file, &note).map_err(|e| format!("cannot write the note: {e}"))?;
-        let file = file.to_string_lossy().into_owned();
-        let blob = self.text(&["hash-object", "-w", "--", &file])?;
+        // The scratch directory belongs to the repository's owner, who may put a link or anything
+        // else in it at any moment: the note goes into a file created new (O_EXCL, a random name:
+        // never through something already there), readable by the owner's `git`, and written
+        // through that descriptor only.
+        let mut file = tempfile::Builder::new()
+            .prefix("note-")
+            .tempfile_in(self.scratch)
+            .map_err(|e| format!("cannot create the note's file: {e}"))?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::PermissionsExt;
+            file.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .and_then(|()| file.write_all(&note))
+                .and_then(|()| file.flush())
+                .map_err(|e| format!("cannot write the note: {e}"))?;
+        }
+        let path_of_note = file.path().to_string_lossy().into_owned();
+        let blob = self.text(&["hash-object", "-w", "--", &path_of_note])?;
+        drop(file);
         match &old {
             Some(old) => self.run(&["read-tree", old])?,
             None => self.run(&["read-tree", "--empty"])?,
