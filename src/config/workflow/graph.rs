@@ -269,6 +269,10 @@ fn find_cycle(steps: &[Step]) -> Option<Vec<u64>> {
     None
 }
 
+/// The most bytes of names, commands and values that the copies of a workflow's matrix steps may
+/// put into each run's records together (each copy repeats its step's `name` and `run`).
+pub const MAX_RECORDED: usize = 1 << 20;
+
 /// Checks that the matrices keep the workflow within [`MAX_STEPS`] steps and the `needs` within
 /// [`MAX_LINKS`] links, so that what a pusher writes cannot make phantom_ci's plan huge. `steps` are
 /// resolved ([`resolve`]), in numeric order.
@@ -281,9 +285,32 @@ pub fn check_size(
             .get(&n)
             .map_or(1, |keys| keys.iter().map(|(_, v)| v.len()).product())
     };
-    let (mut total, mut links) = (0usize, 0usize);
+    let (mut total, mut links, mut recorded) = (0usize, 0usize, 0usize);
     for step in steps {
         total += copies(step.index);
+        // What each copy puts into the records (name, `run`, and its values twice: in the name and
+        // as `matrix`), counted at its longest: a 1 MiB value times 64 copies must not become
+        // 128 MiB of `run.json` a run.
+        if let Some(keys) = matrices.get(&step.index) {
+            let values: usize = keys
+                .iter()
+                .map(|(key, values)| {
+                    key.len() + 4 + values.iter().map(String::len).max().unwrap_or(0)
+                })
+                .sum();
+            let each = step.name.as_ref().map_or(0, String::len) + step.run.len() + 2 * values;
+            recorded = recorded.saturating_add(copies(step.index).saturating_mul(each));
+            if recorded > MAX_RECORDED {
+                return Err(GraphProblem {
+                    step: step.index,
+                    message: format!(
+                        "its matrix copies would record more than {} KiB of names, commands and \
+                         values: make the values (or the step's `run` and `name`) shorter",
+                        MAX_RECORDED >> 10
+                    ),
+                });
+            }
+        }
         if !matrices.is_empty() && total > MAX_STEPS {
             return Err(GraphProblem {
                 step: step.index,
@@ -352,6 +379,26 @@ mod tests {
 
     fn all_errors(text: &str) -> Vec<WorkflowError> {
         Workflow::parse_all("workflow/main.toml", text.as_bytes()).unwrap_err()
+    }
+
+    /// The review's attack: one long value times 64 copies made a 129 MB `run.json` a run.
+    #[test]
+    fn matrix_copies_cannot_multiply_long_values_into_the_records() {
+        let long = "x".repeat(64 << 10);
+        let eight: Vec<String> = (0..8).map(|i| format!("\"v{i}\"")).collect();
+        let text = format!(
+            "[0]\nrun = \"make\"\nmatrix = {{ A = [\"{long}\"], B = [{list}], C = [{list}] }}\n",
+            list = eight.join(", ")
+        );
+        let errors = all_errors(&text);
+        assert!(
+            errors[0]
+                .message
+                .contains("would record more than 1024 KiB"),
+            "{errors:?}"
+        );
+        // The same matrix with short values is fine.
+        assert!(parse(&text.replace(&long, "short")).is_ok());
     }
 
     #[test]
