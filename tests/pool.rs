@@ -642,13 +642,15 @@ fn a_pooled_runs_result_is_noted_by_the_central_host() {
         Some(&format!("claim app master {commit} 600")),
     )
     .success();
-    claim_as(
-        &env,
-        "runner-a",
-        Some(&format!("done app master {commit} failure")),
-    )
-    .success();
+    let done = format!("done app master {commit} failure");
+    claim_as(&env, "runner-a", Some(&done)).success();
+    // Said again (a lost reply): the same answer, no second line.
+    assert_eq!(
+        stdout_of(&claim_as(&env, "runner-a", Some(&done)).success()),
+        "done recorded\n"
+    );
     let note = env.git(&repo.bare, &["notes", "--ref", "ci", "show", &commit]);
+    assert_eq!(note.lines().count(), 1, "{note}");
     assert!(
         note.starts_with("phantom_ci pool master failure ") && note.ends_with(" runner-a"),
         "{note}"

@@ -82,6 +82,7 @@ pub fn run(args: ClaimArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         &parsed.request,
         claims::now(),
     )?;
+    // Only the first `done` of a claim: a repeated one records nothing again.
     if outcome == Outcome::DoneRecorded {
         after_done(ctx, &claim);
     }

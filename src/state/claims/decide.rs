@@ -73,6 +73,9 @@ pub enum Outcome {
     },
     Renewed,
     DoneRecorded,
+    /// `done` said again by the host that said it (its reply was lost): answered as the first, but
+    /// nothing is recorded twice (no second note line).
+    DoneAgain,
     /// Another host holds it and renews it: do not run it now (ask again later).
     Held {
         host: String,
@@ -109,7 +112,8 @@ impl Outcome {
             | Outcome::Again
             | Outcome::TakenOver { .. }
             | Outcome::Renewed
-            | Outcome::DoneRecorded => CODE_OK,
+            | Outcome::DoneRecorded
+            | Outcome::DoneAgain => CODE_OK,
             Outcome::Held { .. } | Outcome::LostTo { .. } | Outcome::NotClaimed => CODE_HELD,
             Outcome::Done { .. } => CODE_DONE,
         }
@@ -125,7 +129,7 @@ impl std::fmt::Display for Outcome {
                 write!(f, "taken over from {from} (not renewed for {idle_secs}s)")
             }
             Outcome::Renewed => f.write_str("renewed"),
-            Outcome::DoneRecorded => f.write_str("done recorded"),
+            Outcome::DoneRecorded | Outcome::DoneAgain => f.write_str("done recorded"),
             Outcome::Held {
                 host,
                 since,
@@ -199,7 +203,7 @@ pub fn decide(
         (_, Some(c)) if c.result.is_some() => match request {
             // `done` said again by the host that said it (its reply was lost): the same answer.
             Request::Done { result } if c.host == host && c.result.as_ref() == Some(result) => {
-                (Outcome::DoneRecorded, None)
+                (Outcome::DoneAgain, None)
             }
             _ => (done(c), None),
         },
@@ -338,7 +342,7 @@ mod tests {
         assert_eq!(b.result.as_deref(), Some("success"));
         assert_eq!(
             decide(Some(&b), key(), "b", &done("success"), 301),
-            (Outcome::DoneRecorded, None)
+            (Outcome::DoneAgain, None)
         );
         for (host, request) in [
             ("a", claim(60)),

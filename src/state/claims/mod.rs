@@ -127,6 +127,15 @@ pub fn apply(
         .map_err(|e| Error::Other(format!("cannot serialise a claim: {e}")))?;
     if existing.is_none() {
         prune(&dir, now, Some(&path));
+        // Live claims are never pruned: a claim key that claims made-up commits stops here, not
+        // at the disk's end.
+        if claim_files(&dir).len() >= MAX_PER_REPO {
+            return Err(Error::Other(format!(
+                "refused: `{}` holds {MAX_PER_REPO} claims that are not settled; no new one until \
+                 they end or expire",
+                crate::describe::terminal(key.repo)
+            )));
+        }
         create_new(&path, &bytes).map_err(|e| Error::io("cannot create the claim", &path, e))?;
     } else {
         atomic_file::write(&path, &bytes).map_err(|e| Error::io("cannot write", &path, e))?;
@@ -266,6 +275,35 @@ mod tests {
 
     fn dirs(root: &std::path::Path) -> Dirs {
         Dirs::under(root)
+    }
+
+    /// The review's attack: a claim key claiming made-up commits filled the folder without bound.
+    #[test]
+    fn live_claims_are_capped_per_repo() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = dirs(tmp.path());
+        apply(&dirs, key(), "a", &claim(86400), 1000).unwrap();
+        let first = file(&dirs, key());
+        let bytes = std::fs::read(&first).unwrap();
+        for i in 1..MAX_PER_REPO {
+            let name = format!("master@{i:040x}.json");
+            std::fs::write(first.with_file_name(name), &bytes).unwrap();
+        }
+        let other = Key {
+            commit: "f123456789abcdef0123456789abcdef01234567",
+            ..key()
+        };
+        let refused = apply(&dirs, other, "a", &claim(86400), 1001).unwrap_err();
+        assert!(
+            refused.to_string().contains("claims that are not settled"),
+            "{refused}"
+        );
+        assert_eq!(claim_files(first.parent().unwrap()).len(), MAX_PER_REPO);
+        // The claims already there still answer.
+        assert_eq!(
+            apply(&dirs, key(), "a", &Request::Renew, 1002).unwrap().0,
+            Outcome::Renewed
+        );
     }
 
     #[test]
