@@ -434,6 +434,18 @@ pub fn run_page(
     if let Some(lost) = &record.log_lost {
         row("log_lost", field(&lost.describe()));
     }
+    // A failed run's workspace kept for `debug` (`keep_failed`): the command that opens it there.
+    if let Some(until) = &record.kept_until {
+        row(
+            "debug",
+            format!(
+                "<code>phantom_ci debug {} {}</code> (workspace kept until {})",
+                field(&record.repo),
+                record.run,
+                history::exact(until)
+            ),
+        );
+    }
     body.push_str("</table></div>\n<h2>Steps</h2>\n");
     body.push_str(&history::timeline(&record.steps, &live.running, live.now));
     if record.steps.is_empty() {
@@ -674,6 +686,26 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("phantom_ci logs app 7"));
+    }
+
+    #[test]
+    fn a_failed_runs_page_gives_the_debug_command_while_its_workspace_is_kept() {
+        let mut record = sample_record(RunResult::Failure, "master");
+        let log = LogTail {
+            text: Some("end\n".into()),
+            cut: false,
+            size: 4,
+        };
+        let html = run_page(&record, &log, &Live::default(), &[], &no_artifacts());
+        assert!(!html.contains("phantom_ci debug"), "{html}");
+        record.kept_until = Some("2026-11-05T10:30:01.000Z".into());
+        let html = run_page(&record, &log, &Live::default(), &[], &no_artifacts());
+        assert!(
+            html.contains(
+                "<th>debug</th><td><code>phantom_ci debug app 7</code> (workspace kept until"
+            ),
+            "{html}"
+        );
     }
 
     #[test]
