@@ -93,6 +93,7 @@ fn record(repo: &str, run: usize) -> RunRecord {
         ],
         log_lost: None,
         kept_until: None,
+        workspace: None,
     }
 }
 

@@ -17,7 +17,7 @@ const FAILING: &str = "[0]\nname = \"prepare\"\nrun = \"sh -c 'echo 0 > made-by-
                        [1]\nname = \"test\"\nrun = \"sh -c 'echo 1 > made-by-1; exit 3'\"\n";
 
 /// An environment other users can go through, outside `/tmp` (which the sandbox replaces).
-fn shared_env() -> TestEnv {
+pub(crate) fn shared_env() -> TestEnv {
     let env = TestEnv::new_in(Path::new("/var/tmp"));
     std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
     env

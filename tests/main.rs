@@ -30,6 +30,7 @@ mod graph;
 mod help;
 mod hook;
 mod hygiene;
+mod layer;
 mod layout;
 mod lost_log;
 mod manage;
@@ -78,6 +79,7 @@ fn main() -> std::process::ExitCode {
         help::tests(),
         hook::tests(),
         hygiene::tests(),
+        layer::tests(),
         layout::tests(),
         lost_log::tests(),
         manage::tests(),

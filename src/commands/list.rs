@@ -60,6 +60,7 @@ struct RepoJson<'a> {
     parallel_steps: Option<usize>,
     /// `notes = true`: results in `refs/notes/ci` (SPEC §9).
     notes: bool,
+    base_tree: bool,
     /// Why the repo does not run (its `path` or `run_as` user does not exist); empty when it runs.
     problems: Vec<String>,
 }
@@ -107,6 +108,7 @@ impl<'a> From<&'a Repo> for RepoJson<'a> {
             artifact_files: repo.artifact_files,
             parallel_steps: repo.parallel_steps,
             notes: repo.notes,
+            base_tree: repo.base_tree,
             problems: repo.problems.iter().map(ToString::to_string).collect(),
         }
     }

@@ -48,6 +48,8 @@ pub fn run(args: RemoveArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
     edit::save(&file, &new_text).map_err(|e| Error::io("cannot write", &file, e))?;
     println!("removed `{name}` from `{}`", file.display());
+    // Its base trees (whole checkouts of its branches) go: nothing else uses them.
+    crate::git::base::remove_repo(&ctx.dirs, &name);
     if ctx.dirs.runs(&name).is_dir() {
         eprintln!(
             "phantom_ci: note: its run records stay in `{}`",

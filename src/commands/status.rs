@@ -425,6 +425,19 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
     // What a last run's log is missing, under the table (`--long`; the RESULT cell says it always).
     if args.long {
+        // How each last run's workspace got its files: a layer over the base tree, or why not.
+        for r in &repos {
+            if let Some(run) = &r.last_run
+                && let Some(workspace) = &run.workspace
+            {
+                println!(
+                    "workspace of {} #{}: {}",
+                    r.repo,
+                    run.run,
+                    terminal(workspace)
+                );
+            }
+        }
         for r in &repos {
             if let Some(run) = &r.last_run
                 && let Some(lost) = &run.log_lost

@@ -123,6 +123,12 @@ impl Dirs {
         self.data.join("work")
     }
 
+    /// `<data>/base`: the base trees of layered workspaces (issue 23), 0700 like every directory
+    /// no step may reach.
+    pub fn bases(&self) -> PathBuf {
+        self.data.join("base")
+    }
+
     /// `<data>/cache`: the repos' build caches (`cache = true`), one directory per repo.
     pub fn cache(&self) -> PathBuf {
         self.data.join("cache")

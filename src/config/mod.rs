@@ -262,6 +262,7 @@ struct RawRepo {
     claim_key: Option<Spanned<AbsolutePath>>,
     artifact_files: Option<Spanned<Count>>,
     notes: Option<Spanned<bool>>,
+    base_tree: Option<bool>,
 }
 
 /// `report_url`: an `http://` or `https://` URL without spaces, quotes or control characters; kept
@@ -611,6 +612,7 @@ impl Config {
                     .artifact_files
                     .map_or(DEFAULT_ARTIFACT_FILES, |n| n.into_inner().0),
                 notes: raw.notes.is_some_and(Spanned::into_inner),
+                base_tree: raw.base_tree.unwrap_or(true),
                 problems: found,
             });
         }

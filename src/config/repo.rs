@@ -55,6 +55,10 @@ pub struct Repo {
     /// `notes = true`: each final result is appended to the commit's note under `refs/notes/ci` of
     /// the repository (a repo configured by path; SPEC §9).
     pub notes: bool,
+    /// `base_tree` (default `true`): as root with `run_as`, each run's workspace is a copy-on-write
+    /// layer over a base tree of the branch that phantom_ci keeps and moves from commit to commit
+    /// (issue 23); `false` checks every commit out in full.
+    pub base_tree: bool,
     /// What is wrong with this repo on this machine (its `path` or `run_as` user does not exist):
     /// a repo with problems is shown but never run. Empty for a healthy repo.
     pub problems: Vec<Problem>,
@@ -92,6 +96,7 @@ impl Repo {
             pool: None,
             artifact_files: DEFAULT_ARTIFACT_FILES,
             notes: false,
+            base_tree: true,
             problems: Vec::new(),
         }
     }

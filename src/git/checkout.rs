@@ -29,7 +29,7 @@ impl Budget {
         }
     }
 
-    fn expired(&self) -> bool {
+    pub(super) fn expired(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
@@ -67,7 +67,7 @@ pub const MAX_TREE_DEPTH: usize = 1024;
 /// The most bytes of tree objects the count holds in memory at once (one per level of the walk).
 pub const MAX_HELD_TREES: u64 = 256 << 20;
 /// What git's index spends on each file besides its path (`.git/index` is written by the checkout too).
-const INDEX_ENTRY: u64 = 64;
+pub(super) const INDEX_ENTRY: u64 = 64;
 
 /// What checking `commit` out would write, counted before anything is written: the size of every file
 /// (regular file or symbolic link) in whole [`BLOCK`]s, at least one, plus its entry in `.git/index`
@@ -167,7 +167,8 @@ pub fn checkout_size(
     Ok(total)
 }
 
-/// Makes `dir` (empty or missing) a git working tree of `commit` from `source`, the way
+/// Makes `dir` (empty or missing) a git working tree of `commit` from `source` and returns its size
+/// as [`checkout_size`] counts it, the way
 /// `git clone --shared --no-checkout` followed by `git checkout --detach <commit>` would: the workspace
 /// borrows the source's objects through `objects/info/alternates` (nothing is copied), gets the source's
 /// branches as `refs/remotes/origin/*` and its tags, so `git log` and `git describe` work in steps.
@@ -181,7 +182,7 @@ pub fn checkout_workspace(
     commit: Oid,
     dir: &Path,
     budget: &Budget,
-) -> Result<(), CheckoutError> {
+) -> Result<u64, CheckoutError> {
     let size = checkout_size(source, commit, budget)?;
     let fail = |what: &str| {
         other(format!(
@@ -209,24 +210,7 @@ pub fn checkout_workspace(
     )
     .map_err(io("write objects/info/alternates"))?;
 
-    let mut packed = String::new();
-    let refs = source
-        .references()
-        .map_err(fail("list the source's refs"))?;
-    for reference in refs.flatten() {
-        let (Ok(name), Some(target)) = (reference.name(), reference.target()) else {
-            continue; // symbolic refs (HEAD, origin/HEAD) are not copied
-        };
-        let local = if let Some(branch) = name.strip_prefix("refs/heads/") {
-            format!("refs/remotes/origin/{branch}")
-        } else if name.starts_with("refs/tags/") {
-            name.to_string()
-        } else {
-            continue;
-        };
-        let _ = writeln!(packed, "{target} {local}");
-    }
-    std::fs::write(git_dir.join("packed-refs"), packed).map_err(io("write packed-refs"))?;
+    write_packed_refs(source, &git_dir).map_err(fail("copy the source's refs"))?;
     drop(workspace);
 
     // Reopen so that libgit2 reads the alternates written above.
@@ -249,10 +233,34 @@ pub fn checkout_workspace(
     std::fs::write(info.join("attributes"), NO_CONVERSION)
         .map_err(io("write .git/info/attributes"))?;
     if size <= SMALL_CHECKOUT {
-        return write_small(&workspace, dir);
+        return write_small(&workspace, dir).map(|()| size);
     }
     drop(workspace);
-    write_files(dir, &git_dir, commit, budget)
+    write_files(dir, &git_dir, commit, budget).map(|()| size)
+}
+
+/// Writes the source's branches (as `refs/remotes/origin/*`) and tags into `packed-refs` of the
+/// workspace whose git directory is `git_dir`, replacing what it held.
+pub(super) fn write_packed_refs(source: &Repository, git_dir: &Path) -> Result<(), git2::Error> {
+    let mut packed = String::new();
+    for reference in source.references()?.flatten() {
+        let (Ok(name), Some(target)) = (reference.name(), reference.target()) else {
+            continue; // symbolic refs (HEAD, origin/HEAD) are not copied
+        };
+        let local = if let Some(branch) = name.strip_prefix("refs/heads/") {
+            format!("refs/remotes/origin/{branch}")
+        } else if name.starts_with("refs/tags/") {
+            name.to_string()
+        } else {
+            continue;
+        };
+        let _ = writeln!(packed, "{target} {local}");
+    }
+    let path = git_dir.join("packed-refs");
+    let scratch = git_dir.join("packed-refs.new");
+    std::fs::write(&scratch, packed)
+        .and_then(|()| std::fs::rename(&scratch, &path))
+        .map_err(|e| git2::Error::from_str(&format!("cannot write `{}`: {e}", path.display())))
 }
 
 /// The most bytes ([`checkout_size`]) of a checkout phantom_ci writes itself: at most 64 entries,
@@ -294,7 +302,7 @@ const NO_CONVERSION: &str =
     "* -text -eol -crlf -ident -filter -diff -merge -working-tree-encoding\n";
 
 /// Writes the files of `commit` into the work tree `dir` with `git checkout`, bounded by the deadline.
-fn write_files(
+pub(super) fn write_files(
     dir: &Path,
     git_dir: &Path,
     commit: Oid,

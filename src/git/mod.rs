@@ -1,8 +1,10 @@
 //! Everything phantom_ci asks of a git repository: reading it through libgit2; fetching mirrors and
 //! writing checkouts through the `git` command ([`cli`]).
 
+pub mod base;
 mod checkout;
 pub mod cli;
+mod delta;
 pub mod mirror;
 pub mod notes;
 pub mod refs;
@@ -11,6 +13,7 @@ pub mod workspace;
 pub use checkout::{
     BLOCK, Budget, CheckoutError, MAX_TREE_DEPTH, checkout_size, checkout_workspace,
 };
+pub use delta::{Delta, checkout_delta};
 
 use std::path::{Path, PathBuf};
 

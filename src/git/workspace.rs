@@ -12,7 +12,7 @@
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,8 +25,10 @@ use crate::config::Repo;
 use crate::config::dirs::Dirs;
 use crate::config::quantities::ByteSize;
 use crate::describe::human;
+use crate::git::base::{self, BaseError, BaseTree, Moved};
 use crate::git::{Budget, CheckoutError};
 use crate::isolation::dirfd;
+use crate::isolation::overlay::Layer;
 use crate::isolation::privilege::{self, StepUser};
 
 /// The most bytes of artifacts kept per run.
@@ -37,6 +39,39 @@ pub struct Workspace {
     pub root: PathBuf,
     pub tree: PathBuf,
     pub artifacts: PathBuf,
+    /// Where `tree` is a copy-on-write layer over the branch's base tree (issue 23).
+    layered: Option<Layered>,
+}
+
+/// A layered workspace's layer and the base it reads: dropped in this order, so the base stays locked
+/// until no mount reads it.
+#[derive(Debug)]
+struct Layered {
+    layer: Layer,
+    _base: BaseTree,
+}
+
+/// Where a run's workspace may be a layer: the data directory and the base tree's key
+/// (`<repo>~<branch key>`), or why not.
+pub type Layering<'a> = Result<(&'a Dirs, String), String>;
+
+/// How a workspace got its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filled {
+    /// A copy-on-write layer over the branch's base tree, and how the base got to the commit.
+    Layer(Moved),
+    /// A checkout of every file, and why not a layer. `tried`: a layer could have been made, and
+    /// was not (the run's log says why).
+    Full { why: String, tried: bool },
+}
+
+impl std::fmt::Display for Filled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Filled::Layer(moved) => write!(f, "layer over the base tree ({moved})"),
+            Filled::Full { why, .. } => write!(f, "full checkout ({why})"),
+        }
+    }
 }
 
 impl Workspace {
@@ -77,6 +112,7 @@ impl Workspace {
             tree: root.join("workspace"),
             artifacts: root.join("artifacts"),
             root,
+            layered: None,
         };
         for dir in [&workspace.tree, &workspace.artifacts] {
             std::fs::create_dir(dir)
@@ -99,31 +135,13 @@ impl Workspace {
             bytes: repo.checkout_limit,
             deadline: Some(deadline),
         };
-        let outcome = crate::git::checkout_workspace(source, commit, &self.tree, &budget);
+        let outcome = crate::git::checkout_workspace(source, commit, &self.tree, &budget).map(drop);
         let Err(error) = outcome else {
             return Ok(());
         };
         let emptied =
             std::fs::remove_dir_all(&self.tree).and_then(|()| std::fs::create_dir(&self.tree));
-        let mut message = match error {
-            CheckoutError::TooLarge { limit } => format!(
-                "the commit is larger than `checkout_limit` ({}): its files would take more than \
-                 that (each file counts its size in 4 KiB blocks, at least one), so nothing was \
-                 checked out. Raise `checkout_limit` of repo `{}` in Repo.toml if the commit is \
-                 meant to be this large",
-                ByteSize(limit),
-                repo.name
-            ),
-            CheckoutError::Deadline => format!(
-                "the run timed out after {} (the repo's `timeout`) while checking out the commit; \
-                 nothing of the checkout was kept",
-                human(repo.timeout)
-            ),
-            CheckoutError::TooDeep
-            | CheckoutError::TreesTooLarge
-            | CheckoutError::Interrupted
-            | CheckoutError::Git(_) => error.to_string(),
-        };
+        let mut message = checkout_error(error, repo);
         if let Err(e) = emptied {
             message.push_str(&format!(
                 " (and `{}` could not be emptied: {e})",
@@ -131,6 +149,103 @@ impl Workspace {
             ));
         }
         Err(message)
+    }
+
+    /// Gives `workspace/` the commit's files: as a copy-on-write layer over the branch's base tree
+    /// where `layering` names one and it can be made (phantom_ci as root, steps as `user`), else by
+    /// [`Workspace::checkout`]. A commit the base refuses (`checkout_limit`, the deadline) is the
+    /// run's error, as a plain checkout's would be.
+    pub fn fill(
+        &mut self,
+        source: &Repository,
+        commit: Oid,
+        repo: &Repo,
+        deadline: Instant,
+        layering: Layering,
+        user: &StepUser,
+    ) -> Result<Filled, String> {
+        let full = |ws: &Workspace, why: String, tried: bool| {
+            ws.checkout(source, commit, repo, deadline)
+                .map(|()| Filled::Full { why, tried })
+        };
+        let (dirs, key) = match layering {
+            Ok(base) => base,
+            Err(why) => return full(self, why, false),
+        };
+        let budget = Budget {
+            bytes: repo.checkout_limit,
+            deadline: Some(deadline),
+        };
+        let (base, moved) = match BaseTree::prepare(dirs, &key, source, commit, user, &budget) {
+            Ok(prepared) => prepared,
+            Err(BaseError::Checkout(error)) => return Err(checkout_error(error, repo)),
+            Err(BaseError::Other(why)) => {
+                return full(
+                    self,
+                    format!("the base tree could not be prepared: {why}"),
+                    true,
+                );
+            }
+        };
+        // Beyond the limit, the least recently used bases of other branches go (never this one: it
+        // is locked).
+        base::evict(dirs);
+        match self.layer_over(&base, user) {
+            Ok(layer) => {
+                self.layered = Some(Layered { layer, _base: base });
+                Ok(Filled::Layer(moved))
+            }
+            Err(why) => {
+                drop(base);
+                let _ = std::fs::remove_dir_all(self.root.join("layer"));
+                full(self, why, true)
+            }
+        }
+    }
+
+    /// Mounts the layer: `layer/upper` (the step user's, mode 0700: the workspace's root as the
+    /// steps see it) and `layer/work` in the run directory, over `base`'s tree, on `workspace/`.
+    fn layer_over(&self, base: &BaseTree, user: &StepUser) -> Result<Layer, String> {
+        let layer = self.root.join("layer");
+        let (upper, work) = (layer.join("upper"), layer.join("work"));
+        let made = std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&layer)
+            .and_then(|()| std::fs::DirBuilder::new().mode(0o700).create(&upper))
+            .and_then(|()| std::fs::DirBuilder::new().mode(0o700).create(&work))
+            .and_then(|()| {
+                std::os::unix::fs::chown(&upper, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+            })
+            .and_then(|()| set_mode(&upper, 0o700));
+        made.map_err(|e| format!("cannot prepare `{}`: {e}", layer.display()))?;
+        Layer::mount(&base.tree, &upper, &work, &self.tree)
+    }
+
+    /// The mount namespace every step joins, where the workspace is a layer.
+    pub fn namespace(&self) -> Option<BorrowedFd<'_>> {
+        self.layered.as_ref().map(|l| l.layer.namespace())
+    }
+
+    /// Makes a layered workspace a plain directory, to be kept past the run: what the steps see is
+    /// copied out (`cp -a`), the layer goes, and the copy takes `workspace/`'s place. Nothing to do
+    /// for a plain workspace.
+    pub fn unlayer(&mut self) -> Result<(), String> {
+        let Some(layered) = &self.layered else {
+            return Ok(());
+        };
+        let copy = self.root.join("workspace.copy");
+        let copied = layered.layer.copy_out(&copy);
+        self.layered = None;
+        let _ = std::fs::remove_dir_all(self.root.join("layer"));
+        copied
+            .and_then(|()| {
+                std::fs::remove_dir(&self.tree)
+                    .and_then(|()| std::fs::rename(&copy, &self.tree))
+                    .map_err(|e| format!("cannot put `{}` in place: {e}", copy.display()))
+            })
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&copy);
+            })
     }
 
     /// Gives `workspace/` and `artifacts/` (mode 0700) to the step user and lets it through the run
@@ -155,6 +270,7 @@ impl Workspace {
             tree: root.join("workspace"),
             artifacts: root.join("artifacts"),
             root,
+            layered: None,
         }
     }
 
@@ -230,13 +346,38 @@ impl Workspace {
         collector.notes
     }
 
-    pub fn remove(&self) -> std::io::Result<()> {
+    pub fn remove(&mut self) -> std::io::Result<()> {
+        // The layer first: its mount goes with its namespace, and with it the base's lock.
+        self.layered = None;
         std::fs::remove_dir_all(&self.root)?;
         // Also the per-repo directory once it is empty; another run's directory keeps it.
         if let Some(parent) = self.root.parent() {
             let _ = std::fs::remove_dir(parent);
         }
         Ok(())
+    }
+}
+
+/// The run's error for a checkout (or a base tree's move) that was refused or stopped.
+fn checkout_error(error: CheckoutError, repo: &Repo) -> String {
+    match error {
+        CheckoutError::TooLarge { limit } => format!(
+            "the commit is larger than `checkout_limit` ({}): its files would take more than \
+             that (each file counts its size in 4 KiB blocks, at least one), so nothing was \
+             checked out. Raise `checkout_limit` of repo `{}` in Repo.toml if the commit is \
+             meant to be this large",
+            ByteSize(limit),
+            repo.name
+        ),
+        CheckoutError::Deadline => format!(
+            "the run timed out after {} (the repo's `timeout`) while checking out the commit; \
+             nothing of the checkout was kept",
+            human(repo.timeout)
+        ),
+        CheckoutError::TooDeep
+        | CheckoutError::TreesTooLarge
+        | CheckoutError::Interrupted
+        | CheckoutError::Git(_) => error.to_string(),
     }
 }
 
@@ -380,11 +521,7 @@ mod tests {
         let tree = source.find_tree(builder.write().unwrap()).unwrap();
         let sig = git2::Signature::now("t", "t@example.org").unwrap();
         let commit = source.commit(None, &sig, &sig, "c", &tree, &[]).unwrap();
-        let ws = Workspace {
-            root: tmp.path().to_path_buf(),
-            tree: tmp.path().join("workspace"),
-            artifacts: tmp.path().join("artifacts"),
-        };
+        let ws = in_dir(tmp.path());
         std::fs::create_dir(&ws.tree).unwrap();
         let mut repo = Repo::ad_hoc("app".into(), tmp.path().join("source.git"), "master".into());
         repo.timeout = std::time::Duration::from_secs(10);
@@ -410,6 +547,7 @@ mod tests {
             root: root.to_path_buf(),
             tree: root.join("workspace"),
             artifacts: root.join("artifacts"),
+            layered: None,
         }
     }
 

@@ -36,8 +36,13 @@
 //!     ([`Boundary::read_only`]): the child enters a mount namespace of its own (private
 //!     propagation) and binds the directory onto itself read-only, before it drops privileges; the
 //!     machine's mounts are untouched. A failure aborts the spawn.
+//! 11. **A layered workspace's mount namespace** ([`Boundary::mount_ns`], issue 23): where the run's
+//!     workspace is an overlay over the branch's base tree ([`crate::isolation::overlay`]), the child
+//!     joins the run's mount namespace (`setns`) and goes to its working directory again there,
+//!     before it drops privileges; only the run's processes see the layer. A failure aborts the
+//!     spawn.
 //!
-//! Steps 1, 3–7 and 10 are one function, `Plan::establish`, run in the child between `clone3` (or `fork`)
+//! Steps 1, 3–7, 10 and 11 are one function, `Plan::establish`, run in the child between `clone3` (or `fork`)
 //! and `exec`: raw system calls only ([`crate::isolation::sys`]) on values computed before — no
 //! allocation, no lock, none of libc's `set*id` wrappers (a `clone3` child skipped libc's fork
 //! handling). A failure of any of them, or of `exec`, is reported to phantom_ci and the step does not
@@ -86,6 +91,8 @@ pub struct Boundary<'a> {
     /// A directory the child sees read-only, in a mount namespace of its own (invariant 10):
     /// `phantom_ci debug`'s view of the build cache as root without the sandbox. Needs root.
     pub read_only: Option<&'a Path>,
+    /// The run's mount namespace, where its workspace is a layer (invariant 11). Needs root.
+    pub mount_ns: Option<BorrowedFd<'a>>,
 }
 
 /// Where a step's descriptors 0, 1 and 2 go.
@@ -193,6 +200,14 @@ impl Boundary<'_> {
                     self.user.groups.iter().map(|g| g.as_raw()).collect(),
                 )
             }),
+            enter: match self.mount_ns {
+                Some(ns) => Some((
+                    ns.as_raw_fd(),
+                    std::ffi::CString::new(cwd.as_os_str().as_encoded_bytes())
+                        .map_err(std::io::Error::other)?,
+                )),
+                None => None,
+            },
             read_only: match self.read_only {
                 Some(dir) => Some(
                     std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
@@ -254,7 +269,7 @@ fn above_2(fd: BorrowedFd) -> std::io::Result<OwnedFd> {
     fd.try_clone_to_owned()
 }
 
-/// What the child establishes between the clone (or fork) and `exec`: invariants 1 and 3–7, on
+/// What the child establishes between the clone (or fork) and `exec`: invariants 1, 3–7, 10 and 11, on
 /// values computed before. Raw system calls only ([`sys`]): no allocation, no lock, nothing of
 /// libc's that a `clone3` child (which skipped libc's fork handling) must not touch.
 struct Plan {
@@ -270,6 +285,8 @@ struct Plan {
     switch: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     /// Invariant 10: the directory bound read-only in a mount namespace of the child's own.
     read_only: Option<std::ffi::CString>,
+    /// Invariant 11: the run's mount namespace to join, and the working directory to take in it.
+    enter: Option<(RawFd, std::ffi::CString)>,
 }
 
 impl Plan {
@@ -283,6 +300,9 @@ impl Plan {
             sys::write_once(procs, b"0")?;
         }
         sys::close_on_exec_from_3(self.fd_bound)?;
+        if let Some((ns, cwd)) = &self.enter {
+            sys::enter_mount_namespace(*ns, cwd)?;
+        }
         if let Some(dir) = &self.read_only {
             sys::read_only_view(dir)?;
         }

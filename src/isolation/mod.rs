@@ -6,6 +6,7 @@
 pub mod boundary;
 pub mod cgroup;
 pub mod dirfd;
+pub mod overlay;
 pub mod pidfd;
 pub mod privilege;
 pub mod pty;

@@ -194,6 +194,55 @@ pub fn read_only_view(dir: &CStr) -> Result<(), c_int> {
     Ok(())
 }
 
+/// A mount namespace of this process's own (private propagation, so nothing reaches the machine's
+/// mounts) with an overlay file system mounted on `target`: `options` first (with `volatile`), then
+/// `fallback` (without it) where the kernel does not know that option (before Linux 5.10).
+#[allow(unsafe_code)]
+pub fn overlay_namespace(target: &CStr, options: &CStr, fallback: &CStr) -> Result<(), c_int> {
+    let none = std::ptr::null::<libc::c_char>();
+    let (root, overlay) = (c"/", c"overlay");
+    // SAFETY: an integer flag only; it changes only this process's mount namespace.
+    check(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS as c_long) })?;
+    // SAFETY: NUL-terminated strings live for the call, null pointers where mount takes none; it
+    // changes only the new namespace.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount,
+            none,
+            root.as_ptr(),
+            none,
+            (libc::MS_REC | libc::MS_PRIVATE) as c_long,
+            none,
+        )
+    })?;
+    let mount = |data: &CStr| {
+        // SAFETY: as above; `data` is a NUL-terminated option string, live for the call.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_mount,
+                overlay.as_ptr(),
+                target.as_ptr(),
+                overlay.as_ptr(),
+                (libc::MS_NOSUID | libc::MS_NODEV) as c_long,
+                data.as_ptr(),
+            )
+        })
+    };
+    match mount(options) {
+        Err(libc::EINVAL) => mount(fallback).map(drop),
+        other => other.map(drop),
+    }
+}
+
+/// Joins the mount namespace `ns` (a descriptor of `/proc/<pid>/ns/mnt`), then goes to `cwd` in it:
+/// joining moves the working directory to the namespace's root.
+#[allow(unsafe_code)]
+pub fn enter_mount_namespace(ns: RawFd, cwd: &CStr) -> Result<(), c_int> {
+    // SAFETY: integers only; it changes only this (single-threaded) process's mount namespace.
+    check(unsafe { libc::syscall(libc::SYS_setns, ns, libc::CLONE_NEWNS as c_long) })?;
+    chdir(cwd)
+}
+
 /// Sets both the soft and the hard limit of `resource` to `value` (`prlimit64` on this process).
 #[allow(unsafe_code)]
 pub fn set_rlimit(resource: c_int, value: u64) -> Result<(), c_int> {

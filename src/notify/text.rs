@@ -348,6 +348,7 @@ pub fn sample_record(result: RunResult, branch: &str) -> RunRecord {
         }],
         log_lost: None,
         kept_until: None,
+        workspace: None,
     }
 }
 

@@ -30,7 +30,7 @@ use crate::config::{Config, KeepWorkspace, Repo, Sandbox};
 use crate::describe;
 use crate::describe::{human_bytes, human_ms, millis, short};
 use crate::error::Error;
-use crate::git::workspace::Workspace;
+use crate::git::workspace::{Filled, Layering, Workspace};
 use crate::isolation::boundary::Boundary;
 use crate::isolation::cgroup::RunCgroup;
 use crate::isolation::privilege::{self, StepUser};
@@ -161,6 +161,7 @@ pub fn execute(
         steps: Vec::new(),
         log_lost: None,
         kept_until: None,
+        workspace: None,
     };
     let log = File::create(run_dir.log());
     let opened = log
@@ -319,6 +320,8 @@ struct EachStep<'a> {
     sandbox: Option<&'a BwrapSandbox>,
     /// The run's cgroup, if it has one.
     cgroup: Option<&'a RunCgroup>,
+    /// The run's mount namespace, where its workspace is a layer.
+    mount_ns: Option<std::os::fd::BorrowedFd<'a>>,
     /// The run's cancel request ([`RunDir::cancel_request`]).
     cancel: &'a Path,
     logs: lanes::StepLogs,
@@ -344,6 +347,7 @@ impl EachStep<'_> {
             sandbox: self.sandbox,
             cgroup: own.or(self.cgroup),
             read_only: None,
+            mount_ns: self.mount_ns,
         }
     }
 }
@@ -387,7 +391,7 @@ struct Run<'a> {
     start: Option<std::thread::JoinHandle<Result<(), Error>>>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     /// Waits until the run's start is durable (its owner and its `running` record), then tells
     /// `progress` (the commit is seen, the report shows the run): before the first step, and at the
     /// latest before the final record. Once; the error is the run's.
@@ -427,10 +431,11 @@ impl Run<'_> {
             Ok(workflow) => workflow,
             Err(message) => return Conclusion::error(message),
         };
-        let workspace = match Workspace::create(self.dirs, &repo.name, self.run_dir.number, &user) {
-            Ok(workspace) => workspace,
-            Err(message) => return Conclusion::error(message),
-        };
+        let mut workspace =
+            match Workspace::create(self.dirs, &repo.name, self.run_dir.number, &user) {
+                Ok(workspace) => workspace,
+                Err(message) => return Conclusion::error(message),
+            };
         let objects = source.commondir().join("objects");
         if user.switch && !privilege::can_read_dir(&user, &objects) {
             self.out.line(&format!(
@@ -447,13 +452,29 @@ impl Run<'_> {
         {
             Ok(cache) => cache,
             Err(message) => {
-                self.finish_workspace(&workspace, &Conclusion::error(message.clone()), false);
+                self.finish_workspace(&mut workspace, &Conclusion::error(message.clone()), false);
                 return Conclusion::error(message);
             }
         };
-        let checkout = workspace.checkout(&source, self.request.commit, repo, self.deadline);
+        let layering = self.layering(&user);
+        let checkout = workspace.fill(
+            &source,
+            self.request.commit,
+            repo,
+            self.deadline,
+            layering,
+            &user,
+        );
         let checked_out = checkout.is_ok();
+        if let Ok(filled) = &checkout {
+            // Said where a layer was made, or could have been and was not; every record says it.
+            if matches!(filled, Filled::Layer(_) | Filled::Full { tried: true, .. }) {
+                self.out.line(&format!("==> workspace: {filled}"));
+            }
+            self.record.workspace = Some(filled.to_string());
+        }
         let conclusion = match checkout
+            .map(drop)
             .and_then(|()| workspace.hand_over(&user))
             .and_then(|()| self.sandbox(&workspace, &source, &user, cache.as_deref()))
         {
@@ -476,7 +497,7 @@ impl Run<'_> {
         if let Some(dir) = &cache {
             self.trim_cache(dir);
         }
-        self.finish_workspace(&workspace, &conclusion, checked_out);
+        self.finish_workspace(&mut workspace, &conclusion, checked_out);
         conclusion
     }
 
@@ -502,6 +523,26 @@ impl Run<'_> {
                 message: Some(message),
             }),
             Err(Refusal::Error(message)) => Some(Conclusion::error(message)),
+        }
+    }
+
+    /// Whether this run's workspace may be a layer over the branch's base tree (issue 23): the base's
+    /// key, or why not. Only where the steps run as another user than phantom_ci (root with
+    /// `run_as`): a step with phantom_ci's own uid could reach the base tree itself.
+    fn layering(&self, user: &StepUser) -> Layering<'a> {
+        let request = self.request;
+        let repo = &request.repo;
+        if !repo.base_tree {
+            Err("`base_tree = false`".into())
+        } else if !nix::unistd::geteuid().is_root() {
+            Err("phantom_ci is not root".into())
+        } else if !user.switch {
+            Err("the steps run as phantom_ci's own user: no `run_as`".into())
+        } else if request.keep_workspace || repo.keep_workspace == KeepWorkspace::Always {
+            Err("the workspace is kept after the run (`--keep`, `keep_workspace`)".into())
+        } else {
+            let key = crate::state::queue::branch_key(&request.branch);
+            Ok((self.dirs, format!("{}~{key}", repo.name)))
         }
     }
 
@@ -578,6 +619,7 @@ impl Run<'_> {
             limits: &limits,
             sandbox,
             cgroup: cgroup.as_ref(),
+            mount_ns: workspace.namespace(),
             cancel: &cancel_request,
             logs: lanes::StepLogs::new(self.run_dir, repo.log_limit),
             machine_steps: Config::load(&self.dirs.repo_toml())
@@ -669,7 +711,7 @@ impl Run<'_> {
     /// failure past the checkout: [`kept`]) or removes it.
     fn finish_workspace(
         &mut self,
-        workspace: &Workspace,
+        workspace: &mut Workspace,
         conclusion: &Conclusion,
         checked_out: bool,
     ) {
@@ -688,6 +730,8 @@ impl Run<'_> {
             .repo
             .keep_failed
             .filter(|_| !keep && checked_out && kept::keeps(conclusion.result));
+        // A layered workspace is kept as a plain copy: the layer and its base's lock go with the run.
+        let keep_failed = keep_failed.filter(|_| self.unlayered(workspace));
         if let Some(keep_for) = keep_failed {
             // Every process of the run is gone; the files stay as the steps left them, the step
             // user's. Written atomically: a crash before the run's record is final is undone by
@@ -705,13 +749,28 @@ impl Run<'_> {
                 )),
             }
         }
-        if keep {
+        if keep && self.unlayered(workspace) {
             self.kept_workspace = Some(workspace.tree.clone());
         } else if let Err(e) = workspace.remove() {
             self.out.line(&format!(
                 "==> cannot remove the workspace `{}`: {e}",
                 workspace.root.display()
             ));
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Makes a layered workspace a plain directory before it is kept; false (said in the log) where
+    /// that failed: then it is not kept.
+    fn unlayered(&mut self, workspace: &mut Workspace) -> bool {
+        match workspace.unlayer() {
+            Ok(()) => true,
+            Err(message) => {
+                self.out
+                    .line(&format!("==> note: the workspace is not kept: {message}"));
+                false
+            }
         }
     }
 }

@@ -247,6 +247,10 @@ pub struct RunRecord {
     /// absent when it is not kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_until: Option<String>,
+    /// How the workspace got its files (issue 23): `layer over the base tree (…)` or `full
+    /// checkout (why)`; absent when the run ended before its checkout (and in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 /// What the run's log is missing: bytes that could not be written to it, and why.
@@ -795,6 +799,7 @@ pub(crate) fn sample(run: u64, result: RunResult) -> RunRecord {
         steps: Vec::new(),
         log_lost: None,
         kept_until: None,
+        workspace: None,
     }
 }
 

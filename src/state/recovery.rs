@@ -184,6 +184,7 @@ fn rebuild(repo: &Repo, run: &RunDir) -> RunRecord {
         steps: records::journal_steps(run),
         log_lost: None,
         kept_until: None,
+        workspace: None,
     }
 }
 

@@ -251,6 +251,7 @@ impl Plan<'_> {
             sandbox,
             cgroup: cgroup.as_ref(),
             read_only: prepared.cache.as_deref().filter(|_| sandbox.is_none()),
+            mount_ns: None,
         };
         let status = self
             .replay(ctx, prepared, &boundary)

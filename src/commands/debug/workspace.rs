@@ -77,7 +77,7 @@ impl Prepared {
                 })
             }
             Place::Fresh { .. } => {
-                let workspace =
+                let mut workspace =
                     Workspace::create_named(dirs, &repo.name, &name, user).map_err(Error::Other)?;
                 // Before anything runs: a session that dies is cleaned up by the next `tick` or `run`.
                 if let Err(e) = sessions::write(&workspace.root, keep) {
@@ -110,7 +110,7 @@ impl Prepared {
     /// Closes the workspace again, and removes what the session made: a fresh workspace (unless
     /// `keep`), or a kept one's session record (the kept workspace stays, unless another session
     /// still uses it, closed to the step user again).
-    pub fn finish(self, place: Place, keep: bool) {
+    pub fn finish(mut self, place: Place, keep: bool) {
         match place {
             Place::Kept { kept, pin } => {
                 drop(pin);

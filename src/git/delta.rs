@@ -1,0 +1,422 @@
+//! What moving a checkout from one commit to another costs, in O(change): the trees both commits
+//! share are never opened. The size is counted as [`checkout_size`](super::checkout_size) counts a
+//! whole checkout (the two agree on every commit: a test checks), so a base tree moved from commit to
+//! commit stays within the repo's `checkout_limit` exactly as a fresh checkout would.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use git2::{ObjectType, Odb, Oid, Repository, Tree, TreeEntry};
+
+use crate::git::checkout::{BLOCK, INDEX_ENTRY, MAX_HELD_TREES, MAX_TREE_DEPTH};
+use crate::git::{Budget, CheckoutError, other};
+
+/// Going from one commit's files to another's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// What the files of the new commit take, as [`checkout_size`](super::checkout_size) counts them.
+    pub size: u64,
+    /// What the move writes, relative to the work tree: every file or link added or changed (its
+    /// content, type or mode), and every directory added together with everything in it. Parents
+    /// come before their children.
+    pub written: Vec<PathBuf>,
+    /// How many names the move removes (files, links and directories, counted one by one; not those
+    /// replaced by something else).
+    pub removed: u64,
+}
+
+/// Counts going from `from` (whose checkout takes `from_size`) to `to`: [`CheckoutError::TooLarge`]
+/// as soon as `to` is known to take more than `budget.bytes`, [`CheckoutError::Deadline`] when the
+/// deadline passes, and the limits of [`checkout_size`](super::checkout_size) on depth and on tree
+/// objects held.
+pub fn checkout_delta(
+    repo: &Repository,
+    from: Oid,
+    from_size: u64,
+    to: Oid,
+    budget: &Budget,
+) -> Result<Delta, CheckoutError> {
+    if budget.expired() {
+        return Err(CheckoutError::Deadline);
+    }
+    let tree_of = |commit: Oid| {
+        repo.find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(other(format!("cannot read the tree of commit {commit}")))
+    };
+    let (old, new) = (tree_of(from)?, tree_of(to)?);
+    let odb = repo
+        .odb()
+        .map_err(other("cannot open the object database"))?;
+    let mut walk = Walk {
+        repo,
+        odb,
+        budget,
+        from_size,
+        grown: 0,
+        shrunk: 0,
+        held: 0,
+        visited: 0,
+        written: Vec::new(),
+        removed: 0,
+    };
+    walk.trees(Some(&old), Some(&new), &mut Vec::new(), 0)?;
+    let size = from_size
+        .saturating_add(walk.grown)
+        .saturating_sub(walk.shrunk);
+    if size > budget.bytes {
+        return Err(CheckoutError::TooLarge {
+            limit: budget.bytes,
+        });
+    }
+    Ok(Delta {
+        size,
+        written: walk.written,
+        removed: walk.removed,
+    })
+}
+
+struct Walk<'r, 'b> {
+    repo: &'r Repository,
+    odb: Odb<'r>,
+    budget: &'b Budget,
+    from_size: u64,
+    /// What the entries of `to` that differ cost, and what those of `from` they replace cost.
+    grown: u64,
+    shrunk: u64,
+    /// Bytes of tree objects open along the path walked.
+    held: u64,
+    visited: u64,
+    written: Vec<PathBuf>,
+    removed: u64,
+}
+
+/// One side of a name: its kind, object and mode.
+type Side = (Option<ObjectType>, Oid, i32);
+
+fn side(entry: &TreeEntry) -> Side {
+    (entry.kind(), entry.id(), entry.filemode())
+}
+
+impl<'r> Walk<'r, '_> {
+    /// Compares two directories at `path` (either may be missing: everything in the other one is
+    /// added or removed), `depth` levels down.
+    fn trees(
+        &mut self,
+        old: Option<&Tree>,
+        new: Option<&Tree>,
+        path: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), CheckoutError> {
+        if let Some(new) = new {
+            for entry in new.iter() {
+                let before = old.and_then(|o| o.get_name_bytes(entry.name_bytes()));
+                let before = before.as_ref().map(side);
+                self.entry(before, Some(side(&entry)), entry.name_bytes(), path, depth)?;
+            }
+        }
+        if let Some(old) = old {
+            for entry in old.iter() {
+                if new.is_some_and(|n| n.get_name_bytes(entry.name_bytes()).is_some()) {
+                    continue;
+                }
+                self.entry(Some(side(&entry)), None, entry.name_bytes(), path, depth)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One name of a directory: unchanged (nothing to do), a directory on both sides (walked), or
+    /// replaced (the old side removed, the new one added).
+    fn entry(
+        &mut self,
+        old: Option<Side>,
+        new: Option<Side>,
+        name: &[u8],
+        path: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), CheckoutError> {
+        if old == new {
+            return Ok(());
+        }
+        self.visited += 1;
+        if self.visited.is_multiple_of(256) && self.budget.expired() {
+            return Err(CheckoutError::Deadline);
+        }
+        let prefix = path.len() as u64;
+        let at = path.len();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
+        let is_tree =
+            |s: &Option<Side>| s.is_some_and(|(kind, _, _)| kind == Some(ObjectType::Tree));
+        let result = if is_tree(&old) && is_tree(&new) {
+            // A directory on both sides: its listing's size changes, then what differs inside.
+            let (old_tree, old_size) = self.open_tree(old, depth)?;
+            let (new_tree, new_size) = self.open_tree(new, depth)?;
+            self.shrunk += old_size.max(BLOCK);
+            self.grow(new_size.max(BLOCK))?;
+            let walked = self.trees(old_tree.as_ref(), new_tree.as_ref(), path, depth + 1);
+            self.held -= old_size + new_size;
+            walked
+        } else {
+            if new.is_none() {
+                self.removed += 1;
+            }
+            self.remove(old, name.len() as u64, prefix, path, depth)
+                .and_then(|()| self.add(new, name.len() as u64, prefix, path, depth))
+        };
+        path.truncate(at);
+        result
+    }
+
+    /// The old side of a name goes, with everything under it.
+    fn remove(
+        &mut self,
+        old: Option<Side>,
+        name: u64,
+        prefix: u64,
+        path: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), CheckoutError> {
+        let Some(old) = old else { return Ok(()) };
+        match old.0 {
+            Some(ObjectType::Tree) => {
+                let (tree, size) = self.open_tree(Some(old), depth)?;
+                self.shrunk += size.max(BLOCK);
+                let walked = self.trees(tree.as_ref(), None, path, depth + 1);
+                self.held -= size;
+                walked
+            }
+            kind => {
+                self.shrunk += self.file_cost(kind, old.1, name, prefix)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The new side of a name is written, with everything under it.
+    fn add(
+        &mut self,
+        new: Option<Side>,
+        name: u64,
+        prefix: u64,
+        path: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), CheckoutError> {
+        let Some(new) = new else { return Ok(()) };
+        self.written
+            .push(PathBuf::from(OsStr::from_bytes(path.as_slice())));
+        match new.0 {
+            Some(ObjectType::Tree) => {
+                let (tree, size) = self.open_tree(Some(new), depth)?;
+                self.grow(size.max(BLOCK))?;
+                let walked = self.trees(None, tree.as_ref(), path, depth + 1);
+                self.held -= size;
+                walked
+            }
+            kind => {
+                let cost = self.file_cost(kind, new.1, name, prefix)?;
+                self.grow(cost)
+            }
+        }
+    }
+
+    fn grow(&mut self, cost: u64) -> Result<(), CheckoutError> {
+        self.grown = self.grown.saturating_add(cost);
+        // Whatever is removed, the new checkout takes at least `grown - from_size`.
+        if self.grown.saturating_sub(self.from_size) > self.budget.bytes {
+            return Err(CheckoutError::TooLarge {
+                limit: self.budget.bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// A file or link: its blocks and its index entry (path and [`INDEX_ENTRY`]); a submodule: a block.
+    fn file_cost(
+        &self,
+        kind: Option<ObjectType>,
+        id: Oid,
+        name: u64,
+        prefix: u64,
+    ) -> Result<u64, CheckoutError> {
+        if kind != Some(ObjectType::Blob) {
+            return Ok(BLOCK);
+        }
+        let (size, _) = self
+            .odb
+            .read_header(id)
+            .map_err(other(format!("cannot read the object {id}")))?;
+        // `prefix` is the length of the parent's path without its `/`, which the index counts.
+        let parent = if prefix == 0 { 0 } else { prefix + 1 };
+        Ok((size as u64)
+            .div_ceil(BLOCK)
+            .max(1)
+            .saturating_mul(BLOCK)
+            .saturating_add(INDEX_ENTRY + parent + name))
+    }
+
+    /// Opens a directory's tree (its size read first, from the header), counting it as held.
+    fn open_tree(
+        &mut self,
+        side: Option<Side>,
+        depth: usize,
+    ) -> Result<(Option<Tree<'r>>, u64), CheckoutError> {
+        let Some((_, id, _)) = side else {
+            return Ok((None, 0));
+        };
+        if depth + 1 >= MAX_TREE_DEPTH {
+            return Err(CheckoutError::TooDeep);
+        }
+        let (size, _) = self
+            .odb
+            .read_header(id)
+            .map_err(other(format!("cannot read the tree {id}")))?;
+        let size = size as u64;
+        if self.held + size > MAX_HELD_TREES {
+            return Err(CheckoutError::TreesTooLarge);
+        }
+        let tree = self
+            .repo
+            .find_tree(id)
+            .map_err(other(format!("cannot read the tree {id}")))?;
+        self.held += size;
+        Ok((Some(tree), size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::checkout_size;
+
+    /// A commit of `files` (path, content, mode) in `repo`.
+    fn commit(repo: &Repository, files: &[(&str, &str, i32)]) -> Oid {
+        let mut index = git2::Index::new().unwrap();
+        for (path, content, mode) in files {
+            let blob = repo.blob(content.as_bytes()).unwrap();
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: *mode as u32,
+                uid: 0,
+                gid: 0,
+                file_size: content.len() as u32,
+                id: blob,
+                flags: 0,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            };
+            index.add(&entry).unwrap();
+        }
+        let tree = repo.find_tree(index.write_tree_to(repo).unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.org").unwrap();
+        repo.commit(None, &sig, &sig, "c", &tree, &[]).unwrap()
+    }
+
+    fn unlimited() -> Budget {
+        Budget::unlimited()
+    }
+
+    #[test]
+    fn a_move_counts_what_a_fresh_checkout_counts_and_names_what_it_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let big = "x".repeat(10_000);
+        let from = commit(
+            &repo,
+            &[
+                ("same.txt", "same", 0o100644),
+                ("changed.txt", "old", 0o100644),
+                ("mode.sh", "echo", 0o100644),
+                ("gone/a", "a", 0o100644),
+                ("gone/deeper/b", "b", 0o100644),
+                ("becomes_dir", "file", 0o100644),
+                ("keep/inner/same", "s", 0o100644),
+                ("keep/inner/grows", "small", 0o100644),
+            ],
+        );
+        let to = commit(
+            &repo,
+            &[
+                ("same.txt", "same", 0o100644),
+                ("changed.txt", "new", 0o100644),
+                ("mode.sh", "echo", 0o100755),
+                ("becomes_dir/x", "x", 0o100644),
+                ("link", "same.txt", 0o120000),
+                ("keep/inner/same", "s", 0o100644),
+                ("keep/inner/grows", &big, 0o100644),
+                ("new/dir/file", "f", 0o100644),
+            ],
+        );
+        let from_size = checkout_size(&repo, from, &unlimited()).unwrap();
+        let delta = checkout_delta(&repo, from, from_size, to, &unlimited()).unwrap();
+        assert_eq!(delta.size, checkout_size(&repo, to, &unlimited()).unwrap());
+        let mut written: Vec<String> = delta
+            .written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        written.sort();
+        assert_eq!(
+            written,
+            [
+                "becomes_dir",
+                "becomes_dir/x",
+                "changed.txt",
+                "keep/inner/grows",
+                "link",
+                "mode.sh",
+                "new",
+                "new/dir",
+                "new/dir/file",
+            ]
+        );
+        // `gone/`, `gone/a`, `gone/deeper`, `gone/deeper/b`; not what was replaced.
+        assert_eq!(delta.removed, 4);
+        // And back again: the sizes agree the other way too.
+        let back = checkout_delta(&repo, to, delta.size, from, &unlimited()).unwrap();
+        assert_eq!(back.size, from_size);
+        // Nothing to do between a commit and itself.
+        let none = checkout_delta(&repo, to, delta.size, to, &unlimited()).unwrap();
+        assert!(none.written.is_empty() && none.removed == 0);
+        assert_eq!(none.size, delta.size);
+    }
+
+    #[test]
+    fn a_move_past_the_limit_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let from = commit(&repo, &[("a", "a", 0o100644)]);
+        let many: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("d/f{i}"), i.to_string()))
+            .collect();
+        let files: Vec<(&str, &str, i32)> = many
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str(), 0o100644))
+            .collect();
+        let to = commit(&repo, &files);
+        let from_size = checkout_size(&repo, from, &unlimited()).unwrap();
+        let limit = Budget {
+            bytes: 50 * BLOCK,
+            deadline: None,
+        };
+        assert!(matches!(
+            checkout_delta(&repo, from, from_size, to, &limit),
+            Err(CheckoutError::TooLarge { limit }) if limit == 50 * BLOCK
+        ));
+        let past = Budget {
+            bytes: u64::MAX,
+            deadline: Some(std::time::Instant::now()),
+        };
+        assert!(matches!(
+            checkout_delta(&repo, from, from_size, to, &past),
+            Err(CheckoutError::Deadline)
+        ));
+    }
+}
