@@ -220,14 +220,19 @@ impl BaseTree {
         // tree is a directory down to its last part (git checked it out), so `lchown` by path
         // follows no link the commit made.
         let give = |path: &Path| {
-            std::os::unix::fs::lchown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-                .map_err(|e| {
-                    BaseError::Other(format!(
-                        "cannot give `{}` to `{}`: {e}",
-                        path.display(),
-                        user.name
-                    ))
-                })
+            // Nothing to give where git wrote nothing (a submodule's directory, say).
+            match std::os::unix::fs::lchown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+            .map_err(|e| {
+                BaseError::Other(format!(
+                    "cannot give `{}` to `{}`: {e}",
+                    path.display(),
+                    user.name
+                ))
+            })
         };
         for path in &delta.written {
             give(&self.tree.join(path))?;
@@ -384,5 +389,53 @@ pub fn remove_repo(dirs: &Dirs, repo: &str) {
         {
             let _ = std::fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A base directory `key` last used `age` seconds ago.
+    fn base(dirs: &Dirs, key: &str, age: u64) {
+        let dir = dirs.bases().join(key);
+        std::fs::create_dir_all(dir.join("tree")).unwrap();
+        let marker = File::create(dir.join("base.json")).unwrap();
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+        marker.set_modified(when).unwrap();
+    }
+
+    #[test]
+    fn eviction_removes_the_least_recently_used_bases_nobody_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::under(tmp.path());
+        for i in 0..MAX_BASE_TREES + 3 {
+            // `app~0` is the oldest.
+            base(&dirs, &format!("app~{i}"), 1000 - i as u64);
+        }
+        // The oldest is in use by a run: it stays, and the next oldest go in its place.
+        let held = lock(&dirs, "app~0", false).unwrap().unwrap();
+        let mut removed = evict(&dirs);
+        removed.sort();
+        assert_eq!(removed, ["app~1", "app~2", "app~3"]);
+        assert!(dirs.bases().join("app~0/tree").is_dir());
+        assert!(
+            evict(&dirs).is_empty(),
+            "at the limit: nothing more to remove"
+        );
+        // One more, and the oldest is free now: it goes.
+        drop(held);
+        base(&dirs, "app~new", 0);
+        assert_eq!(evict(&dirs), ["app~0"]);
+        // `remove` of the repo takes the rest (never another repo's).
+        base(&dirs, "other~main", 0);
+        remove_repo(&dirs, "app");
+        let left: Vec<String> = std::fs::read_dir(dirs.bases())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        assert_eq!(left, ["other~main"]);
     }
 }
