@@ -115,9 +115,21 @@ impl Bench {
     /// Adds a section to `<config_dir>/Repo.toml`: the repo runs its steps as the benchmark's user,
     /// with everything else at its default but `extra` (more `key = value` lines).
     pub fn configure(&self, config_dir: &Path, name: &str, path: &Path, extra: &str) {
+        self.configure_as(config_dir, name, path, &self.user, extra);
+    }
+
+    /// [`Bench::configure`] with the steps run as `user` instead of the benchmark's user.
+    pub fn configure_as(
+        &self,
+        config_dir: &Path,
+        name: &str,
+        path: &Path,
+        user: &str,
+        extra: &str,
+    ) {
         let file = config_dir.join("Repo.toml");
         let mut text = std::fs::read_to_string(&file).unwrap_or_default();
-        text.push_str(&section(name, path, &self.user, extra));
+        text.push_str(&section(name, path, user, extra));
         std::fs::create_dir_all(config_dir).unwrap();
         std::fs::write(file, text).unwrap();
     }
@@ -131,7 +143,7 @@ pub fn section(name: &str, path: &Path, user: &str, extra: &str) -> String {
     )
 }
 
-fn toml_string(text: &str) -> String {
+pub fn toml_string(text: &str) -> String {
     serde_json::to_string(text).unwrap()
 }
 

@@ -42,11 +42,11 @@ pub fn source_text(rng: &mut Lcg, size: usize, header: &str) -> Vec<u8> {
     text.into_bytes()
 }
 
-/// A bare repository of `files` files (plus the workflow) holding about `mib` MiB, in nested
-/// directories, with ten commits of history; packed as a push leaves it. Returns its path, its tip
-/// and the bytes of its tip's files.
-pub fn big_repository(bench: &Bench, files: usize, mib: u64) -> (PathBuf, String, u64) {
-    let work = bench.root.join("big-src");
+/// A bare repository `<name>.git` of `files` files (plus the workflow) holding about `mib` MiB, in
+/// nested directories, with ten commits of history; packed as a push leaves it. Returns its path,
+/// its tip and the bytes of its tip's files.
+pub fn big_repository(bench: &Bench, name: &str, files: usize, mib: u64) -> (PathBuf, String, u64) {
+    let work = bench.root.join(format!("{name}-src"));
     let mut rng = Lcg(42);
     let average = ((mib << 20) / files as u64).max(64) as usize;
     let path_of = |id: usize| format!("src/m{:02}/d{:02}/f{id:05}.rs", id % 16, (id / 16) % 16);
@@ -78,7 +78,7 @@ pub fn big_repository(bench: &Bench, files: usize, mib: u64) -> (PathBuf, String
         bench.git(&work, &["commit", "-q", "-a", "-m", &message]);
     }
     let bytes = tree_bytes(&work);
-    let bare = bench.root.join("big.git");
+    let bare = bench.root.join(format!("{name}.git"));
     bench.bare_clone(&work, &bare);
     std::fs::remove_dir_all(&work).unwrap();
     let tip = bench.git(&bare, &["rev-parse", "master"]);

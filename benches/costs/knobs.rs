@@ -7,12 +7,22 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct Knobs {
     pub quick: bool,
-    /// Timed rounds of the slow rows (3, 6, 7); the fast rows (1, 2, 4, 5) take three times as many.
+    /// Timed rounds of the slow rows (3, 6, 7, 8); the fast rows (1, 2, 4, 5) take three times as
+    /// many.
     pub rounds: usize,
     /// Files of the generated repository of row 3.
     pub files: usize,
     /// MiB of file contents of that repository.
     pub mib: u64,
+    /// Files of the generated big repository of row 8.
+    pub big_files: usize,
+    /// MiB of file contents of that repository.
+    pub big_mib: u64,
+    /// A git repository whose HEAD row 8 clones instead of generating one (meant for git/git).
+    pub big_repo: Option<PathBuf>,
+    /// The unprivileged user row 8's repo runs its step as (`run_as`); `None`: `phantom-bench` if
+    /// that user exists, else `nobody`.
+    pub big_run_as: Option<String>,
     /// Configured repos of row 4; the linearity row uses a tenth of them.
     pub repos: usize,
     /// Steps of row 5.
@@ -51,13 +61,13 @@ impl Knobs {
         let quick = var("PHANTOM_CI_BENCH_QUICK").is_some_and(|v| v != "0");
         let pick = |full, small| if quick { small } else { full };
         let rows = match var("PHANTOM_CI_BENCH_ROWS") {
-            None => (1..=7).collect(),
+            None => (1..=8).collect(),
             Some(text) => text
                 .split(',')
                 .map(|row| match row.trim().parse::<u32>() {
-                    Ok(n @ 1..=7) => n,
+                    Ok(n @ 1..=8) => n,
                     _ => panic!(
-                        "PHANTOM_CI_BENCH_ROWS={text}: expected row numbers 1 to 7, like 1,3"
+                        "PHANTOM_CI_BENCH_ROWS={text}: expected row numbers 1 to 8, like 1,3"
                     ),
                 })
                 .collect(),
@@ -67,6 +77,10 @@ impl Knobs {
             rounds: number("PHANTOM_CI_BENCH_ROUNDS", pick(9, 2)),
             files: number("PHANTOM_CI_BENCH_FILES", pick(5000, 500)),
             mib: number("PHANTOM_CI_BENCH_MB", if quick { 6 } else { 64 }),
+            big_files: number("PHANTOM_CI_BENCH_BIG_FILES", pick(50_000, 2000)),
+            big_mib: number("PHANTOM_CI_BENCH_BIG_MB", if quick { 8 } else { 200 }),
+            big_repo: var("PHANTOM_CI_BENCH_BIG_REPO").map(PathBuf::from),
+            big_run_as: var("PHANTOM_CI_BENCH_BIG_RUN_AS"),
             repos: number("PHANTOM_CI_BENCH_REPOS", pick(1000, 100)).max(10),
             steps: number("PHANTOM_CI_BENCH_STEPS", 200),
             log_mib: number("PHANTOM_CI_BENCH_LOG_MB", if quick { 64 } else { 1024 }),

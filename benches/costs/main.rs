@@ -7,9 +7,13 @@
 //! 4. `tick` over 1,000 configured repos none of which moved, and over 100 (linearity);
 //! 5. a run of 200 `/bin/true` steps vs a shell loop of 200 `/bin/true`;
 //! 6. a step printing 1 GiB of log lines: throughput vs `cat f | cat`;
-//! 7. phantom_ci's peak RSS while a step prints 1 GiB.
+//! 7. phantom_ci's peak RSS while a step prints 1 GiB;
+//! 8. `phantom_ci run` of a big repository (50,000 generated files, or a clone of the HEAD of
+//!    `PHANTOM_CI_BENCH_BIG_REPO`, such as git/git) right after a commit changing one file, vs `git
+//!    worktree add --detach` + `git worktree remove --force` of that commit (as root only: the
+//!    layered workspace needs root and `run_as`).
 //!
-//! `cargo bench --bench costs` prints the table (about 3 minutes on 2 cores);
+//! `cargo bench --bench costs` prints the table (about 3 minutes on 2 cores, row 8 about 7 more);
 //! `PHANTOM_CI_BENCH_QUICK=1 cargo bench --bench costs` is a smoke run of about a minute. Every process
 //! runs in a temporary directory under the target directory (on disk, not tmpfs) with a fixed
 //! environment; phantom_ci is the release binary cargo builds for the bench. The knobs are in
@@ -70,6 +74,9 @@ fn main() {
     }
     if knobs.wants(&[6, 7]) {
         rows.extend(rows::log(&bench, &knobs));
+    }
+    if knobs.wants(&[8]) {
+        rows.extend(rows::change(&bench, &knobs));
     }
     rows.retain(|row| {
         let number: u32 = row
@@ -146,8 +153,8 @@ fn print_machine(knobs: &Knobs, bench: &Bench, load_before: &str, seconds: f64) 
     }
     println!("- knobs set: {}", set.join(" "));
     println!(
-        "- rounds: {} for rows 3, 6, 7 and {} for rows 1, 2, 4, 5 (after one warm-up round each, \
-         A and B alternated); {:.0} s in all",
+        "- rounds: {} for rows 3, 6, 7, 8 and {} for rows 1, 2, 4, 5 (after one warm-up round \
+         each, A and B alternated); {:.0} s in all",
         knobs.rounds,
         knobs.rounds * 3,
         seconds

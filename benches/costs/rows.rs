@@ -1,12 +1,12 @@
-//! The seven rows of issue 11, each measured against its baseline in the same run.
+//! The rows of issue 11, each measured against its baseline in the same run.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::env::{Bench, check, section, workflow};
-use crate::generate::{big_repository, copy_dir, write_lines};
+use crate::env::{Bench, check, section, toml_string, workflow};
+use crate::generate::{Lcg, big_repository, copy_dir, write_lines};
 use crate::knobs::Knobs;
 use crate::measure::{Stat, alternate, reap_adopted, time_ms, wrapped};
 use crate::table::{Row, Unit};
@@ -116,6 +116,7 @@ pub fn push(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
             ratio: Some(push_ratio),
             goal: "≤ 1.10×".into(),
             met: push_ratio <= 1.10,
+            not_measured: None,
         },
         Row {
             id: "2",
@@ -129,6 +130,7 @@ pub fn push(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
             ratio: None,
             goal: "≤ 5 ms".into(),
             met: latency.median <= 5.0,
+            not_measured: None,
         },
     ]
 }
@@ -180,7 +182,7 @@ pub fn checkout(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
         "row 3: generating a repository of {} files, {} MiB…",
         knobs.files, knobs.mib
     );
-    let (bare, tip, bytes) = big_repository(bench, knobs.files, knobs.mib);
+    let (bare, tip, bytes) = big_repository(bench, "big", knobs.files, knobs.mib);
     bench.configure(&bench.config, "big", &bare, "");
     let worktrees = bench.root.join("worktrees");
     std::fs::create_dir_all(&worktrees).unwrap();
@@ -218,6 +220,7 @@ pub fn checkout(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
         ratio: Some(ratio),
         goal: "≤ 1.0×".into(),
         met: ratio <= 1.0,
+        not_measured: None,
     }]
 }
 
@@ -293,6 +296,7 @@ pub fn tick(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
             ratio: None,
             goal: goal_many,
             met: ours_many.median <= limit_many,
+            not_measured: None,
         },
         Row {
             id: "4b",
@@ -303,6 +307,7 @@ pub fn tick(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
             ratio: Some(growth),
             goal: "≤ 10× (linear)".into(),
             met: growth <= 10.0,
+            not_measured: None,
         },
     ]
 }
@@ -339,6 +344,7 @@ pub fn steps(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
         ratio: Some(ratio),
         goal: "≤ 1.3×".into(),
         met: ratio <= 1.3,
+        not_measured: None,
     }]
 }
 
@@ -417,6 +423,7 @@ pub fn log(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
             ratio: Some(ratio),
             goal: "≥ 0.9×".into(),
             met: ratio >= 0.9,
+            not_measured: None,
         },
         Row {
             id: "7",
@@ -431,6 +438,7 @@ pub fn log(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
             ratio: None,
             goal: "< 16 MiB".into(),
             met: rss.max < 16.0,
+            not_measured: None,
         },
     ]
 }
@@ -445,4 +453,394 @@ fn newest_log_size(runs: &Path) -> u64 {
     std::fs::metadata(runs.join(newest.to_string()).join("log"))
         .unwrap()
         .len()
+}
+
+/// Row 8: `phantom_ci run` of a big repository right after a commit that changes one file (one
+/// `true` step, workspace removal included), against `git worktree add --detach` + `git worktree
+/// remove --force` of that same commit. The repository is generated (`PHANTOM_CI_BENCH_BIG_FILES`
+/// files), or a clone of the HEAD of `PHANTOM_CI_BENCH_BIG_REPO`. Every round, untimed, commits a
+/// change of one file straight into the bare repository (plumbing, no push, no hook); the warm-up's
+/// run is the one that builds phantom_ci's base tree of the branch, so that each timed run only
+/// applies one file. That layer is used only as root with `run_as` another user, so the repo runs
+/// its step as an unprivileged user; not root: not measured. The note says which workspace the runs
+/// got, from the `==> workspace: ` line of `phantom_ci run`'s stdout.
+pub fn change(bench: &Bench, knobs: &Knobs) -> Vec<Row> {
+    let goal = "≤ 0.2×".to_string();
+    let not_measured = |cost: String, why: String| {
+        eprintln!("row 8: not measured: {why}");
+        vec![Row {
+            id: "8",
+            cost,
+            unit: Unit::Ms,
+            ours: Stat::of(&[f64::NAN]),
+            baseline: None,
+            ratio: None,
+            goal: goal.clone(),
+            met: false,
+            not_measured: Some(why),
+        }]
+    };
+    let planned = match &knobs.big_repo {
+        Some(path) => format!(
+            "`run` of a clone of `{}` after a commit changing one file",
+            path.display()
+        ),
+        None => format!(
+            "`run` of {} generated files after a commit changing one file",
+            knobs.big_files + 1
+        ),
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return not_measured(
+            planned,
+            "needs root (the layer needs root and `run_as`)".into(),
+        );
+    }
+    let user = big_run_as(knobs);
+    // `tempfile` made the benchmark's directory 0700; the step user must go through it to the
+    // workspace (phantom_ci makes the data dir and those below 0711 itself).
+    std::fs::set_permissions(&bench.root, std::fs::Permissions::from_mode(0o711)).unwrap();
+    if let Some(blocked) = unsearchable_ancestor(&bench.data, &user) {
+        return not_measured(
+            planned,
+            format!(
+                "`{}` is not searchable by the `run_as` user `{}`: set `PHANTOM_CI_BENCH_DIR` to a \
+                 directory every user can traverse",
+                blocked.display(),
+                user.name
+            ),
+        );
+    }
+
+    let bare = bench.root.join("change.git");
+    let source = match &knobs.big_repo {
+        Some(path) => {
+            eprintln!("row 8: cloning the HEAD of {}…", path.display());
+            bench.git(
+                &bench.root,
+                &[
+                    "clone",
+                    "-q",
+                    "--bare",
+                    "--no-local",
+                    "--single-branch",
+                    path.to_str().unwrap(),
+                    bare.to_str().unwrap(),
+                ],
+            );
+            format!("a clone of `{}`", path.display())
+        }
+        None => {
+            eprintln!(
+                "row 8: generating a repository of {} files, {} MiB…",
+                knobs.big_files, knobs.big_mib
+            );
+            big_repository(bench, "change", knobs.big_files, knobs.big_mib);
+            "generated".into()
+        }
+    };
+    let branch = head_branch(bench, &bare);
+    let first = bench.git(&bare, &["rev-parse", &format!("refs/heads/{branch}")]);
+    let (files, bytes, paths) = tree_listing(bench, &bare, &first);
+    assert!(
+        !paths.is_empty(),
+        "{}: no regular file to change",
+        bare.display()
+    );
+    // A trusted workflow file: a clone (git/git) has no phantom_ci workflow of its own.
+    let workflow_file = bench.root.join("change-workflow.toml");
+    std::fs::write(&workflow_file, workflow(&["true".into()])).unwrap();
+    bench.configure_as(
+        &bench.config,
+        "change",
+        &bare,
+        &user.name,
+        &format!(
+            "target_branch = {}\nworkflow = {}\n",
+            toml_string(&branch),
+            toml_string(&workflow_file.to_string_lossy())
+        ),
+    );
+    eprintln!(
+        "row 8: {files} files, {:.1} MiB at {branch}; steps run as `{}`; the warm-up run builds \
+         the base tree…",
+        bytes as f64 / MIB,
+        user.name
+    );
+
+    let index = bench.root.join("change.index");
+    let console = bench.root.join("change-console.txt");
+    let worktrees = bench.root.join("worktrees-change");
+    std::fs::create_dir_all(&worktrees).unwrap();
+    let tip = std::cell::RefCell::new(first);
+    let mut rng = Lcg(8);
+    let mut sample = 0;
+    let (ours, theirs) = alternate(
+        knobs.rounds,
+        |round| {
+            let path = &paths[rng.next() as usize % paths.len()];
+            let next = commit_one_change(bench, &bare, &index, &branch, &tip.borrow(), path, round);
+            *tip.borrow_mut() = next;
+        },
+        || {
+            let stdout = std::fs::File::create(&console).unwrap();
+            let ms = time_ms(|| {
+                let out = bench
+                    .phantom(&["run", "change"])
+                    .stdout(stdout)
+                    .output()
+                    .unwrap();
+                check(&out, "phantom_ci run change");
+            });
+            let text = std::fs::read_to_string(&console).unwrap();
+            (ms, workspace_line(&text))
+        },
+        || {
+            sample += 1;
+            let dir = worktrees.join(sample.to_string());
+            let dir = dir.to_str().unwrap();
+            let commit = tip.borrow().clone();
+            time_ms(|| {
+                bench.git(&bare, &["worktree", "add", "-q", "--detach", dir, &commit]);
+                bench.git(&bare, &["worktree", "remove", "--force", dir]);
+            })
+        },
+    );
+    // The last run was of the last commit: phantom_ci saw every one-file change.
+    let runs = bench.data.join("runs/change");
+    let newest = std::fs::read_dir(&runs)
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(runs.join(newest.to_string()).join("run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record["commit"].as_str(),
+        Some(tip.borrow().as_str()),
+        "run {newest} of `change` is not of the last commit"
+    );
+    let left = std::fs::read_dir(bench.data.join("work/change")).map_or(0, |dir| dir.count());
+    if left > 0 {
+        eprintln!("row 8: warning: {left} workspace(s) of `change` left under <data>/work/change");
+    }
+    let lines: Vec<Option<String>> = ours.iter().map(|(_, line)| line.clone()).collect();
+    let last = lines.last().cloned().flatten();
+    eprintln!(
+        "row 8: the last run's workspace line: {}",
+        last.as_deref().unwrap_or("(none)")
+    );
+    let mut note = workspace_note(last.as_deref());
+    let layered = lines
+        .iter()
+        .filter(|line| line.as_deref().is_some_and(|l| l.starts_with("layer")))
+        .count();
+    if lines.iter().any(|line| *line != lines[lines.len() - 1]) {
+        note.push_str(&format!(
+            "; {layered} of {} runs over the layer",
+            lines.len()
+        ));
+    }
+    let ours = Stat::of(&ours.iter().map(|(ms, _)| *ms).collect::<Vec<_>>());
+    let theirs = Stat::of(&theirs);
+    let ratio = ratio(&ours, &theirs);
+    vec![Row {
+        id: "8",
+        cost: format!(
+            "`run` of {files} files / {:.1} MiB ({source}) after a commit changing one file, one \
+             `true` step, incl. cleanup ({note})",
+            bytes as f64 / MIB
+        ),
+        unit: Unit::Ms,
+        ours,
+        baseline: Some((
+            "`git worktree add --detach` + `remove --force` of that commit".into(),
+            theirs,
+        )),
+        ratio: Some(ratio),
+        goal,
+        met: ratio <= 0.2,
+        not_measured: None,
+    }]
+}
+
+/// The unprivileged user row 8's steps run as: the knob's, else `phantom-bench` if it exists, else
+/// `nobody`.
+fn big_run_as(knobs: &Knobs) -> nix::unistd::User {
+    use nix::unistd::User;
+    if let Some(name) = &knobs.big_run_as {
+        return User::from_name(name).unwrap().unwrap_or_else(|| {
+            panic!("PHANTOM_CI_BENCH_BIG_RUN_AS={name}: no such user on this machine")
+        });
+    }
+    ["phantom-bench", "nobody"]
+        .into_iter()
+        .find_map(|name| User::from_name(name).ok().flatten())
+        .expect(
+            "row 8 needs an unprivileged user: create one (`useradd --system \
+             --no-create-home phantom-bench`) or set PHANTOM_CI_BENCH_BIG_RUN_AS",
+        )
+}
+
+/// The first of `dir` and its ancestors that `user` cannot search (go through), by their modes.
+fn unsearchable_ancestor(dir: &Path, user: &nix::unistd::User) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    dir.ancestors().find_map(|dir| {
+        let meta = std::fs::metadata(dir).ok()?;
+        let mode = meta.mode();
+        let searchable = if meta.uid() == user.uid.as_raw() {
+            mode & 0o100 != 0
+        } else if meta.gid() == user.gid.as_raw() {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        (!searchable).then(|| dir.to_path_buf())
+    })
+}
+
+/// The branch `HEAD` of the bare repository names; a detached `HEAD` (a clone of a detached
+/// checkout) becomes branch `bench`.
+fn head_branch(bench: &Bench, bare: &Path) -> String {
+    let out = bench
+        .command("git")
+        .args(["symbolic-ref", "-q", "--short", "HEAD"])
+        .current_dir(bare)
+        .output()
+        .unwrap();
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !name.is_empty() {
+        return name;
+    }
+    bench.git(bare, &["update-ref", "refs/heads/bench", "HEAD"]);
+    bench.git(bare, &["symbolic-ref", "HEAD", "refs/heads/bench"]);
+    "bench".into()
+}
+
+/// The files of `commit`'s tree, their bytes, and the paths of its regular (non-executable) files.
+fn tree_listing(bench: &Bench, bare: &Path, commit: &str) -> (usize, u64, Vec<String>) {
+    let out = bench
+        .command("git")
+        .args(["ls-tree", "-r", "-l", "-z", "--full-tree", commit])
+        .current_dir(bare)
+        .output()
+        .unwrap();
+    check(&out, &format!("git ls-tree {commit}"));
+    let (mut files, mut bytes, mut paths) = (0, 0, Vec::new());
+    for entry in out.stdout.split(|&b| b == 0).filter(|e| !e.is_empty()) {
+        let entry = String::from_utf8_lossy(entry);
+        let Some((meta, path)) = entry.split_once('\t') else {
+            continue;
+        };
+        let fields: Vec<&str> = meta.split_whitespace().collect();
+        if fields.get(1) != Some(&"blob") {
+            continue;
+        }
+        files += 1;
+        bytes += fields
+            .get(3)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if fields[0] == "100644" && !path.contains('\n') {
+            paths.push(path.to_string());
+        }
+    }
+    paths.sort();
+    (files, bytes, paths)
+}
+
+/// Commits, on top of `parent`, `path` with one more line, straight into the bare repository
+/// (`hash-object`, a private index, `commit-tree`, `update-ref`: no push, so no hook), and returns
+/// the new commit.
+fn commit_one_change(
+    bench: &Bench,
+    bare: &Path,
+    index: &Path,
+    branch: &str,
+    parent: &str,
+    path: &str,
+    round: usize,
+) -> String {
+    let git = |args: &[&str], input: Option<Vec<u8>>| -> String {
+        let mut command = bench.command("git");
+        command
+            .args(args)
+            .current_dir(bare)
+            .env("GIT_INDEX_FILE", index)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if input.is_some() {
+            command.stdin(Stdio::piped());
+        }
+        let mut child = command.spawn().unwrap();
+        if let Some(input) = input {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            // Written from a thread while the output is read: neither side can block the other.
+            let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+            let out = child.wait_with_output().unwrap();
+            writer.join().unwrap();
+            check(&out, &format!("git {args:?}"));
+            return String::from_utf8(out.stdout).unwrap().trim().to_string();
+        }
+        let out = child.wait_with_output().unwrap();
+        check(&out, &format!("git {args:?}"));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let out = bench
+        .command("git")
+        .args(["cat-file", "blob", &format!("{parent}:{path}")])
+        .current_dir(bare)
+        .output()
+        .unwrap();
+    check(&out, &format!("git cat-file blob {parent}:{path}"));
+    let mut contents = out.stdout;
+    contents.extend_from_slice(format!("phantom_ci bench, round {round}\n").as_bytes());
+    let blob = git(&["hash-object", "-w", "--stdin"], Some(contents));
+    git(&["read-tree", parent], None);
+    git(
+        &["update-index", "--cacheinfo", "100644", &blob, path],
+        None,
+    );
+    let tree = git(&["write-tree"], None);
+    let message = format!("bench: change {path}, round {round}");
+    let commit = git(&["commit-tree", &tree, "-p", parent, "-m", &message], None);
+    git(
+        &[
+            "update-ref",
+            &format!("refs/heads/{branch}"),
+            &commit,
+            parent,
+        ],
+        None,
+    );
+    commit
+}
+
+/// The text after `==> workspace: ` in a run's console output, if it has such a line.
+fn workspace_line(console: &str) -> Option<String> {
+    console.lines().find_map(|line| {
+        line.trim_start()
+            .strip_prefix("==> workspace: ")
+            .map(|rest| rest.trim().to_string())
+    })
+}
+
+/// What the table says of a run's workspace: "layer", "full checkout: why", or that the run said
+/// nothing about it (a phantom_ci without the base tree).
+fn workspace_note(line: Option<&str>) -> String {
+    let note = match line {
+        None => "no workspace line".to_string(),
+        Some(line) if line.starts_with("layer") => "layer".into(),
+        Some(line) => match line
+            .strip_prefix("full checkout (")
+            .and_then(|why| why.strip_suffix(')'))
+        {
+            Some(why) => format!("full checkout: {why}"),
+            None => line.to_string(),
+        },
+    };
+    note.replace('|', "\\|")
 }

@@ -39,12 +39,21 @@ pub struct Row {
     pub ratio: Option<f64>,
     pub goal: String,
     pub met: bool,
+    /// Why the row was not measured (then `ours`, `baseline`, `ratio` and `met` mean nothing).
+    pub not_measured: Option<String>,
 }
 
 pub fn print(rows: &[Row]) {
     println!("| row | cost | phantom_ci | baseline, same run | ratio | goal | met? |");
     println!("|---|---|---|---|---|---|---|");
     for row in rows {
+        if let Some(why) = &row.not_measured {
+            println!(
+                "| {} | {} | not measured: {why} | — | — | {} | — |",
+                row.id, row.cost, row.goal
+            );
+            continue;
+        }
         let baseline = match &row.baseline {
             Some((what, stat)) => format!("{what}: {}", row.unit.show(stat.median)),
             None => "—".into(),
@@ -66,7 +75,7 @@ pub fn print(rows: &[Row]) {
     println!();
     println!("| row | phantom_ci | baseline |");
     println!("|---|---|---|");
-    for row in rows {
+    for row in rows.iter().filter(|row| row.not_measured.is_none()) {
         let baseline = row
             .baseline
             .as_ref()
