@@ -151,26 +151,36 @@ pub fn close_on_exec_from_3(bound: c_int) -> Result<(), c_int> {
     Ok(())
 }
 
+/// A mount namespace of this process's own, every mount in it private: nothing done in it reaches
+/// the machine's mounts.
+#[allow(unsafe_code)]
+fn private_mount_namespace() -> Result<(), c_int> {
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: an integer flag only; it changes only this process's mount namespace.
+    check(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS as c_long) })?;
+    // SAFETY: a NUL-terminated string live for the call, null pointers where mount takes none; it
+    // changes only the new namespace.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount,
+            none,
+            c"/".as_ptr(),
+            none,
+            (libc::MS_REC | libc::MS_PRIVATE) as c_long,
+            none,
+        )
+    })
+    .map(drop)
+}
+
 /// A mount namespace of this process's own (private propagation, so nothing reaches the machine's
 /// mounts), in which `dir` is bound onto itself read-only.
 #[allow(unsafe_code)]
 pub fn read_only_view(dir: &CStr) -> Result<(), c_int> {
     let none = std::ptr::null::<libc::c_char>();
-    let root = c"/";
-    // SAFETY: an integer flag only; it changes only this process's mount namespace.
-    check(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS as c_long) })?;
+    private_mount_namespace()?;
     // SAFETY (each mount): NUL-terminated strings live for the call, null pointers where mount
     // takes none; they change only the new namespace.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_mount,
-            none,
-            root.as_ptr(),
-            none,
-            (libc::MS_REC | libc::MS_PRIVATE) as c_long,
-            none,
-        )
-    })?;
     check(unsafe {
         libc::syscall(
             libc::SYS_mount,
@@ -199,24 +209,11 @@ pub fn read_only_view(dir: &CStr) -> Result<(), c_int> {
 /// `fallback` (without it) where the kernel does not know that option (before Linux 5.10).
 #[allow(unsafe_code)]
 pub fn overlay_namespace(target: &CStr, options: &CStr, fallback: &CStr) -> Result<(), c_int> {
-    let none = std::ptr::null::<libc::c_char>();
-    let (root, overlay) = (c"/", c"overlay");
-    // SAFETY: an integer flag only; it changes only this process's mount namespace.
-    check(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS as c_long) })?;
-    // SAFETY: NUL-terminated strings live for the call, null pointers where mount takes none; it
-    // changes only the new namespace.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_mount,
-            none,
-            root.as_ptr(),
-            none,
-            (libc::MS_REC | libc::MS_PRIVATE) as c_long,
-            none,
-        )
-    })?;
+    let overlay = c"overlay";
+    private_mount_namespace()?;
     let mount = |data: &CStr| {
-        // SAFETY: as above; `data` is a NUL-terminated option string, live for the call.
+        // SAFETY: NUL-terminated strings live for the call; `data` is the option string. It
+        // changes only this process's new namespace.
         check(unsafe {
             libc::syscall(
                 libc::SYS_mount,
