@@ -16,6 +16,8 @@ crate::tests! {
     a_failed_runs_layer_is_kept_as_a_plain_copy,
     parallel_steps_share_the_layer,
     a_damaged_base_is_made_again,
+    a_tree_that_lists_a_name_twice_is_refused_and_root_gives_nothing_away,
+    steps_in_a_layer_do_not_get_roots_reserved_blocks,
 }
 
 /// For a layer test: true as root; otherwise the test ends as ignored.
@@ -339,4 +341,161 @@ fn a_damaged_base_is_made_again() {
     assert!(
         workspace_line(&stdout_of(&out)).ends_with("the machine restarted since it was written)")
     );
+}
+
+/// A tree object written byte for byte from `(mode, name, id)` entries in the order given, with
+/// `git hash-object --literally` (git's own `mktree` refuses what a hostile pusher can still push).
+fn raw_tree(env: &TestEnv, repo: &TestRepo, entries: &[(&str, &str, String)]) -> String {
+    let mut bytes = Vec::new();
+    for (mode, name, id) in entries {
+        bytes.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+        let hex = id.as_bytes();
+        for pair in hex.chunks(2) {
+            bytes.push(u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap());
+        }
+    }
+    let mut git = std::process::Command::new("git")
+        .args(["hash-object", "-t", "tree", "-w", "--literally", "--stdin"])
+        .current_dir(&repo.work)
+        .env_clear()
+        .envs(crate::support::fixed_env(&env.home))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut git.stdin.take().unwrap(), &bytes).unwrap();
+    let out = git.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn a_tree_that_lists_a_name_twice_is_refused_and_root_gives_nothing_away() {
+    if !needs_root() {
+        return;
+    }
+    let env = shared_env();
+    let repo = app(&env, SCRIBBLE, "");
+    repo.write("a/zz", "in the base");
+    let first = repo.commit_and_push("a/zz");
+    env.phantom().args(["run", "app"]).assert().success();
+    // A directory of root's that the pusher names through a link.
+    let victim = env.root().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("zz"), "root's").unwrap();
+    // The root tree lists `a` twice: the directory (with `zz`), then a link to the victim. `git
+    // checkout` keeps the link; a count that looked `a` up by name would list `a/zz` as written.
+    let tree_of = |rev: &str| env.git(&repo.work, &["rev-parse", rev]);
+    let target = victim.display().to_string();
+    let link = {
+        let path = repo.work.join("link-target");
+        std::fs::write(&path, &target).unwrap();
+        let id = env.git(&repo.work, &["hash-object", "-w", "link-target"]);
+        std::fs::remove_file(path).unwrap();
+        id
+    };
+    let evil = raw_tree(
+        &env,
+        &repo,
+        &[
+            ("40000", "a", tree_of(&format!("{first}:a"))),
+            ("120000", "a", link),
+            ("40000", "workflow", tree_of(&format!("{first}:workflow"))),
+        ],
+    );
+    let commit = env.git(
+        &repo.work,
+        &["commit-tree", &evil, "-p", &first, "-m", "evil"],
+    );
+    // A plain `git push` takes it: nothing checks objects on receive by default.
+    env.git(
+        &repo.work,
+        &[
+            "push",
+            "-q",
+            "-f",
+            "origin",
+            &format!("{commit}:refs/heads/master"),
+        ],
+    );
+    let out = env.phantom().args(["run", "app"]).assert().code(1);
+    let stdout = stdout_of(&out);
+    assert!(
+        stdout.contains("the commit's tree cannot be checked out")
+            && stdout.contains("lists a name twice"),
+        "{stdout}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(victim.join("zz")).unwrap().uid(), 0);
+    assert_eq!(std::fs::metadata(&victim).unwrap().uid(), 0);
+    // The base was not touched: still at the first commit, and a full checkout refuses it too.
+    let base = base_tree(&env);
+    assert_eq!(
+        std::fs::read_to_string(base.join("a/zz")).unwrap(),
+        "in the base"
+    );
+    let repo_toml = std::fs::read_to_string(env.config.join("Repo.toml")).unwrap();
+    env.write_repo_toml(&format!("{repo_toml}base_tree = false\n"));
+    let out = env.phantom().args(["run", "app"]).assert().code(1);
+    assert!(stdout_of(&out).contains("lists a name twice"));
+}
+
+/// Unmounts the small file system of a test, whatever happens to the test.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn steps_in_a_layer_do_not_get_roots_reserved_blocks() {
+    if !needs_root() {
+        return;
+    }
+    let Some(mkfs) = crate::support::find_on_path("mkfs.ext4") else {
+        crate::skip!("needs mkfs.ext4 (apt-get install e2fsprogs)");
+    };
+    let env = shared_env();
+    // The data directory on an ext4 of 64 MiB, a quarter of it reserved for root.
+    let image = env.root().join("small.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let made = std::process::Command::new(mkfs)
+        .args(["-q", "-F", "-m", "25"])
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::create_dir_all(&env.data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(&env.data)
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        crate::skip!(
+            "needs loop devices to mount a small file system: {}",
+            String::from_utf8_lossy(&mounted.stderr).trim()
+        );
+    }
+    let _unmount = Mounted(env.data.clone());
+    let fill = "[0]\nname = \"fill\"\nrun = \"\"\"sh -c 'dd if=/dev/zero of=big bs=1M count=80 \
+                2>/dev/null; echo \"wrote $(($(stat -c %s big) >> 20)) MiB\"'\"\"\"\n";
+    app(&env, fill, "");
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    let stdout = stdout_of(&out);
+    assert!(workspace_line(&stdout).starts_with("==> workspace: layer"));
+    let wrote: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote ")?.strip_suffix(" MiB")?.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // About 45 MiB are free to every user, 16 more to root: the step stops where a user stops.
+    assert!(
+        wrote < 48,
+        "the step wrote {wrote} MiB into root's reserve: {stdout}"
+    );
+    assert!(wrote > 20, "{stdout}");
 }

@@ -32,6 +32,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::config::dirs::Dirs;
 use crate::git::checkout::{write_files, write_packed_refs};
 use crate::git::{Budget, CheckoutError, checkout_delta, checkout_workspace};
+use crate::isolation::dirfd;
 use crate::isolation::privilege::{self, StepUser};
 
 /// The most base trees kept per data directory.
@@ -47,6 +48,8 @@ struct Marker {
     gid: u32,
     /// `/proc/sys/kernel/random/boot_id` when it was written.
     boot: String,
+    /// The repository whose objects the tree borrows (`objects/info/alternates`, `origin`).
+    source: String,
 }
 
 /// A base tree at its commit, locked until this is dropped.
@@ -150,6 +153,7 @@ impl BaseTree {
             uid: user.uid.as_raw(),
             gid: user.gid.as_raw(),
             boot: boot_id(),
+            source: source.path().to_string_lossy().into_owned(),
         };
         let marker = dir.join("base.json");
         let found: Option<Marker> = std::fs::read(&marker)
@@ -163,6 +167,9 @@ impl BaseTree {
             }
             Some(found) if found.boot != wanted.boot => {
                 "the machine restarted since it was written".to_string()
+            }
+            Some(found) if found.source != wanted.source => {
+                "the repository's `path` changed".to_string()
             }
             Some(found) if found.commit == wanted.commit && base.tree.is_dir() => {
                 // Written again: its time is the base's last use, for [`evict`].
@@ -216,26 +223,17 @@ impl BaseTree {
             }))
         })?;
         write_files(&self.tree, &git_dir, commit, budget).map_err(BaseError::Checkout)?;
-        // What git wrote is root's: the step user's, as the rest. Every path of the new commit's
-        // tree is a directory down to its last part (git checked it out), so `lchown` by path
-        // follows no link the commit made.
-        let give = |path: &Path| {
-            // Nothing to give where git wrote nothing (a submodule's directory, say).
-            match std::os::unix::fs::lchown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-            {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            }
-            .map_err(|e| {
+        // What git wrote is root's: the step user's, as the rest — by descriptor, following no
+        // link (every tree was checked, so each path's parents are directories git wrote; a link
+        // there would be a bug, not a way out).
+        for path in &delta.written {
+            dirfd::chown_below(&self.tree, path, user.uid, user.gid).map_err(|e| {
                 BaseError::Other(format!(
                     "cannot give `{}` to `{}`: {e}",
-                    path.display(),
+                    self.tree.join(path).display(),
                     user.name
                 ))
-            })
-        };
-        for path in &delta.written {
-            give(&self.tree.join(path))?;
+            })?;
         }
         privilege::chown_tree(&git_dir, user).map_err(|e| {
             BaseError::Other(format!(
@@ -324,7 +322,15 @@ fn remove_marker(marker: &Path) -> Result<(), BaseError> {
 fn write_marker(marker: &Path, value: &Marker) -> Result<(), BaseError> {
     let bytes = serde_json::to_vec(value).map_err(|e| BaseError::Other(e.to_string()))?;
     let scratch = marker.with_extension("json.new");
-    std::fs::write(&scratch, bytes)
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&scratch)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, &bytes));
+    written
         .and_then(|()| std::fs::rename(&scratch, marker))
         .map_err(|e| BaseError::Other(format!("cannot write `{}`: {e}", marker.display())))
 }
@@ -337,9 +343,10 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// Removes the least recently used base trees beyond [`MAX_BASE_TREES`], each only if nobody holds
-/// it (a run of another repo may be layered over it). Returns the keys removed.
-pub fn evict(dirs: &Dirs) -> Vec<String> {
+/// Makes room for the base `coming` (which a run is about to use): the least recently used other
+/// bases go until, with it, there are at most [`MAX_BASE_TREES`] — each only if nobody holds it (a
+/// run of another repo may be layered over it). Returns the keys removed.
+pub fn evict(dirs: &Dirs, coming: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dirs.bases()) else {
         return Vec::new();
     };
@@ -352,11 +359,11 @@ pub fn evict(dirs: &Dirs) -> Vec<String> {
                 .or_else(|_| entry.metadata())
                 .and_then(|m| m.modified())
                 .ok()?;
-            Some((used, name))
+            (name != coming).then_some((used, name))
         })
         .collect();
     bases.sort();
-    let mut over = bases.len().saturating_sub(MAX_BASE_TREES);
+    let mut over = bases.len().saturating_sub(MAX_BASE_TREES - 1);
     let mut removed = Vec::new();
     for (_, key) in bases {
         if over == 0 {
@@ -409,24 +416,23 @@ mod tests {
     fn eviction_removes_the_least_recently_used_bases_nobody_holds() {
         let tmp = tempfile::tempdir().unwrap();
         let dirs = Dirs::under(tmp.path());
-        for i in 0..MAX_BASE_TREES + 3 {
+        for i in 0..MAX_BASE_TREES + 2 {
             // `app~0` is the oldest.
             base(&dirs, &format!("app~{i}"), 1000 - i as u64);
         }
-        // The oldest is in use by a run: it stays, and the next oldest go in its place.
+        // Room for one more, `app~new`: with it, 16. The oldest is in use by a run: it stays, and
+        // the next oldest go in its place.
         let held = lock(&dirs, "app~0", false).unwrap().unwrap();
-        let mut removed = evict(&dirs);
+        let mut removed = evict(&dirs, "app~new");
         removed.sort();
         assert_eq!(removed, ["app~1", "app~2", "app~3"]);
         assert!(dirs.bases().join("app~0/tree").is_dir());
-        assert!(
-            evict(&dirs).is_empty(),
-            "at the limit: nothing more to remove"
-        );
-        // One more, and the oldest is free now: it goes.
-        drop(held);
         base(&dirs, "app~new", 0);
-        assert_eq!(evict(&dirs), ["app~0"]);
+        // A base already there needs no room.
+        assert!(evict(&dirs, "app~new").is_empty());
+        // Another one, and the oldest is free now: it goes.
+        drop(held);
+        assert_eq!(evict(&dirs, "app~newer"), ["app~0"]);
         // `remove` of the repo takes the rest (never another repo's).
         base(&dirs, "other~main", 0);
         remove_repo(&dirs, "app");

@@ -53,6 +53,10 @@ pub enum CheckoutError {
     /// The deadline passed (during the count or the checkout itself).
     #[error("the checkout did not end before the deadline")]
     Deadline,
+    /// A tree git would not write as it lists it (a name twice, out of order, `/` in a name, a name
+    /// or path too long for Linux): checked before anything is written, as `git fsck` would.
+    #[error("the commit's tree cannot be checked out: {0}")]
+    Malformed(String),
     /// phantom_ci was told to stop (SIGTERM, SIGINT) during the checkout.
     #[error("phantom_ci was told to stop during the checkout")]
     Interrupted,
@@ -66,6 +70,55 @@ pub const BLOCK: u64 = 4096;
 pub const MAX_TREE_DEPTH: usize = 1024;
 /// The most bytes of tree objects the count holds in memory at once (one per level of the walk).
 pub const MAX_HELD_TREES: u64 = 256 << 20;
+/// The longest name of a file or directory (Linux's `NAME_MAX`).
+pub const MAX_NAME: usize = 255;
+/// The longest path of a checkout, below its root (Linux's `PATH_MAX`).
+pub const MAX_PATH: u64 = 4096;
+
+/// Refuses a tree that git would not write as it lists it: entries must be in git's order (a
+/// directory sorts as its name and `/`), each name once, none empty, `.`, `..`, holding a `/` or
+/// NUL, or longer than [`MAX_NAME`] bytes. A malformed tree can list `a` both as a directory and as
+/// a link, and the checkout then keeps only one of them: what is counted (or given to the step user)
+/// would not be what lands on disk.
+pub(super) fn check_tree(tree: &git2::Tree) -> Result<(), CheckoutError> {
+    let mut seen = std::collections::HashSet::with_capacity(tree.len());
+    let mut last: Vec<u8> = Vec::new();
+    for entry in tree.iter() {
+        let name = entry.name_bytes();
+        let shown = String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned();
+        let malformed = |why: &str| {
+            CheckoutError::Malformed(format!(
+                "tree {} {why} (`{}`)",
+                tree.id(),
+                crate::describe::one_line(&shown, 64)
+            ))
+        };
+        if name.is_empty()
+            || name == b"."
+            || name == b".."
+            || name.contains(&b'/')
+            || name.contains(&0)
+        {
+            return Err(malformed("has a name git refuses"));
+        }
+        if name.len() > MAX_NAME {
+            return Err(malformed("has a name longer than 255 bytes"));
+        }
+        if !seen.insert(name.to_vec()) {
+            return Err(malformed("lists a name twice"));
+        }
+        let mut key = name.to_vec();
+        if entry.kind() == Some(ObjectType::Tree) {
+            key.push(b'/');
+        }
+        if !last.is_empty() && key <= last {
+            return Err(malformed("is not in git's order"));
+        }
+        last = key;
+    }
+    Ok(())
+}
+
 /// What git's index spends on each file besides its path (`.git/index` is written by the checkout too).
 pub(super) const INDEX_ENTRY: u64 = 64;
 
@@ -92,6 +145,7 @@ pub fn checkout_size(
     let root = commit
         .tree()
         .map_err(other("cannot read the commit's tree"))?;
+    check_tree(&root)?;
     let odb = repo
         .odb()
         .map_err(other("cannot open the object database"))?;
@@ -116,6 +170,11 @@ pub fn checkout_size(
         visited += 1;
         if visited.is_multiple_of(256) && budget.expired() {
             return Err(CheckoutError::Deadline);
+        }
+        if prefix + name > MAX_PATH {
+            return Err(CheckoutError::Malformed(format!(
+                "a path is longer than {MAX_PATH} bytes"
+            )));
         }
         let cost = match kind {
             Some(ObjectType::Blob) => {
@@ -150,6 +209,7 @@ pub fn checkout_size(
                 let sub = repo
                     .find_tree(id)
                     .map_err(other(format!("cannot read the tree {id}")))?;
+                check_tree(&sub)?;
                 held += size;
                 stack.push((sub, 0, prefix + name + 1, size));
                 size.max(BLOCK)

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use git2::{ObjectType, Odb, Oid, Repository, Tree, TreeEntry};
 
-use crate::git::checkout::{BLOCK, INDEX_ENTRY, MAX_HELD_TREES, MAX_TREE_DEPTH};
+use crate::git::checkout::{
+    BLOCK, INDEX_ENTRY, MAX_HELD_TREES, MAX_PATH, MAX_TREE_DEPTH, check_tree,
+};
 use crate::git::{Budget, CheckoutError, other};
 
 /// Going from one commit's files to another's.
@@ -46,6 +48,9 @@ pub fn checkout_delta(
             .map_err(other(format!("cannot read the tree of commit {commit}")))
     };
     let (old, new) = (tree_of(from)?, tree_of(to)?);
+    // Every tree of the new side is checked as it is opened, as a full count checks them: names
+    // looked up in a tree that lists one twice would count what the checkout does not write.
+    check_tree(&new)?;
     let odb = repo
         .odb()
         .map_err(other("cannot open the object database"))?;
@@ -150,6 +155,12 @@ impl<'r> Walk<'r, '_> {
             path.push(b'/');
         }
         path.extend_from_slice(name);
+        if path.len() as u64 > MAX_PATH {
+            path.truncate(at);
+            return Err(CheckoutError::Malformed(format!(
+                "a path is longer than {MAX_PATH} bytes"
+            )));
+        }
         let is_tree =
             |s: &Option<Side>| s.is_some_and(|(kind, _, _)| kind == Some(ObjectType::Tree));
         let result = if is_tree(&old) && is_tree(&new) {
@@ -283,6 +294,7 @@ impl<'r> Walk<'r, '_> {
             .repo
             .find_tree(id)
             .map_err(other(format!("cannot read the tree {id}")))?;
+        check_tree(&tree)?;
         self.held += size;
         Ok((Some(tree), size))
     }
@@ -417,6 +429,82 @@ mod tests {
         assert!(matches!(
             checkout_delta(&repo, from, from_size, to, &past),
             Err(CheckoutError::Deadline)
+        ));
+    }
+
+    /// A tree object written byte for byte: `(mode, name, id)` in the order given, as a hostile
+    /// pusher can (libgit2's builder sorts and refuses duplicates).
+    fn raw_tree(repo: &Repository, entries: &[(&str, &[u8], Oid)]) -> Oid {
+        let mut bytes = Vec::new();
+        for (mode, name, id) in entries {
+            bytes.extend_from_slice(mode.as_bytes());
+            bytes.push(b' ');
+            bytes.extend_from_slice(name);
+            bytes.push(0);
+            bytes.extend_from_slice(id.as_bytes());
+        }
+        repo.odb().unwrap().write(ObjectType::Tree, &bytes).unwrap()
+    }
+
+    fn commit_of_tree(repo: &Repository, tree: Oid) -> Oid {
+        let tree = repo.find_tree(tree).unwrap();
+        let sig = git2::Signature::now("t", "t@example.org").unwrap();
+        repo.commit(None, &sig, &sig, "c", &tree, &[]).unwrap()
+    }
+
+    #[test]
+    fn a_tree_git_would_not_write_as_listed_is_refused_by_both_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let blob = repo.blob(b"x").unwrap();
+        let link = repo.blob(b"/etc").unwrap();
+        let inner = raw_tree(&repo, &[("100644", b"zz", blob)]);
+        let from = commit(&repo, &[("a/zz", "x", 0o100644)]);
+        let from_size = checkout_size(&repo, from, &unlimited()).unwrap();
+        let long = vec![b'n'; 256];
+        for (what, entries) in [
+            // `a` a directory, then a link to `/etc`: the checkout keeps the link.
+            (
+                "lists a name twice",
+                vec![("40000", &b"a"[..], inner), ("120000", &b"a"[..], link)],
+            ),
+            (
+                "is not in git's order",
+                vec![("100644", &b"b"[..], blob), ("100644", &b"a"[..], blob)],
+            ),
+            ("has a name git refuses", vec![("100644", &b".."[..], blob)]),
+            (
+                "has a name longer than 255 bytes",
+                vec![("100644", &long[..], blob)],
+            ),
+        ] {
+            let to = commit_of_tree(&repo, raw_tree(&repo, &entries));
+            let full = checkout_size(&repo, to, &unlimited());
+            assert!(
+                matches!(&full, Err(CheckoutError::Malformed(why)) if why.contains(what)),
+                "{what}: {full:?}"
+            );
+            let moved = checkout_delta(&repo, from, from_size, to, &unlimited());
+            assert!(
+                matches!(&moved, Err(CheckoutError::Malformed(why)) if why.contains(what)),
+                "{what}: {moved:?}"
+            );
+        }
+        // A file `a` and a directory `a` are in order (`a` < `a-b` < `a/`) but still one name twice.
+        let to = commit_of_tree(
+            &repo,
+            raw_tree(
+                &repo,
+                &[
+                    ("100644", b"a", blob),
+                    ("100644", b"a-b", blob),
+                    ("40000", b"a", inner),
+                ],
+            ),
+        );
+        assert!(matches!(
+            checkout_delta(&repo, from, from_size, to, &unlimited()),
+            Err(CheckoutError::Malformed(_))
         ));
     }
 }

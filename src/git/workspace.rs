@@ -176,6 +176,9 @@ impl Workspace {
             bytes: repo.checkout_limit,
             deadline: Some(deadline),
         };
+        // Beyond the limit, the least recently used bases of other branches go first (never one
+        // that a run holds).
+        base::evict(dirs, &key);
         let (base, moved) = match BaseTree::prepare(dirs, &key, source, commit, user, &budget) {
             Ok(prepared) => prepared,
             Err(BaseError::Checkout(error)) => return Err(checkout_error(error, repo)),
@@ -187,9 +190,6 @@ impl Workspace {
                 );
             }
         };
-        // Beyond the limit, the least recently used bases of other branches go (never this one: it
-        // is locked).
-        base::evict(dirs);
         match self.layer_over(&base, user) {
             Ok(layer) => {
                 self.layered = Some(Layered { layer, _base: base });
@@ -218,7 +218,13 @@ impl Workspace {
             })
             .and_then(|()| set_mode(&upper, 0o700));
         made.map_err(|e| format!("cannot prepare `{}`: {e}", layer.display()))?;
-        Layer::mount(&base.tree, &upper, &work, &self.tree)
+        Layer::mount(
+            &base.tree,
+            &upper,
+            &work,
+            &self.tree,
+            (user.uid.as_raw(), user.gid.as_raw()),
+        )
     }
 
     /// The mount namespace every step joins, where the workspace is a layer.
@@ -375,6 +381,7 @@ fn checkout_error(error: CheckoutError, repo: &Repo) -> String {
             human(repo.timeout)
         ),
         CheckoutError::TooDeep
+        | CheckoutError::Malformed(_)
         | CheckoutError::TreesTooLarge
         | CheckoutError::Interrupted
         | CheckoutError::Git(_) => error.to_string(),

@@ -19,6 +19,35 @@ pub fn open_dir(at: Option<&OwnedFd>, name: &OsStr) -> nix::Result<OwnedFd> {
     }
 }
 
+/// Gives `relative` (below the directory `root`) to `uid` and `gid`, going down by descriptor: no
+/// directory on the way and not the last part is followed if it is a symbolic link (a link itself is
+/// given, not what it names). Nothing to do where the last part does not exist.
+pub fn chown_below(
+    root: &std::path::Path,
+    relative: &std::path::Path,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+) -> nix::Result<()> {
+    let mut parts: Vec<&OsStr> = relative.iter().collect();
+    let Some(last) = parts.pop() else {
+        return Ok(());
+    };
+    let mut dir = open_dir(None, root.as_os_str())?;
+    for part in parts {
+        dir = open_dir(Some(&dir), part)?;
+    }
+    match nix::unistd::fchownat(
+        &dir,
+        last,
+        Some(uid),
+        Some(gid),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Err(nix::errno::Errno::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
 /// The names in a directory, sorted, without `.` and `..`.
 pub fn names(dir: &OwnedFd) -> Vec<OsString> {
     let Some(mut listing) = dir

@@ -38,7 +38,14 @@ impl Layer {
     /// Mounts an overlay of `lower` (read-only) under `upper` (where writes go; `work` is the
     /// overlay's scratch directory, on the same file system) on `target`, in a new mount namespace.
     /// The error says why in words: the caller falls back to a full checkout.
-    pub fn mount(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<Layer, String> {
+    /// The overlay writes as `writer` (uid, gid: the step user's), never with all of root's powers.
+    pub fn mount(
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+        writer: (u32, u32),
+    ) -> Result<Layer, String> {
         if !nix::unistd::geteuid().is_root() {
             return Err("phantom_ci is not root".into());
         }
@@ -86,7 +93,7 @@ impl Layer {
         #[allow(unsafe_code)]
         unsafe {
             helper.pre_exec(move || {
-                sys::overlay_namespace(&on, &with_volatile, &plain)
+                sys::overlay_namespace(&on, &with_volatile, &plain, writer)
                     .map_err(std::io::Error::from_raw_os_error)
             });
         }

@@ -204,13 +204,70 @@ pub fn read_only_view(dir: &CStr) -> Result<(), c_int> {
     Ok(())
 }
 
+/// The overlay does its writes (the steps' files in the upper layer) with the credentials of the
+/// process that mounted it: that process must not be all of root. Its file system uid and gid become
+/// the step user's (so root's reserved blocks, granted to uid 0, are not the steps'), keeping its
+/// capabilities (`SECBIT_NO_SETUID_FIXUP`: the overlay still needs to read the base and set its own
+/// attributes), and `CAP_SYS_RESOURCE` goes (quotas and reserved blocks apply).
+#[allow(unsafe_code)]
+fn as_mounter_for(uid: libc::uid_t, gid: libc::gid_t) -> Result<(), c_int> {
+    const PR_SET_SECUREBITS: c_long = 28;
+    const SECBIT_NO_SETUID_FIXUP: c_long = 1 << 2;
+    const CAP_SYS_RESOURCE: u32 = 24;
+    const VERSION_3: u32 = 0x2008_0522;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // SAFETY: integers only; it changes only this process's security bits.
+    check(unsafe { libc::syscall(libc::SYS_prctl, PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP) })?;
+    // SAFETY: integers only (these calls return the old id, never an error).
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid as c_long);
+        libc::syscall(libc::SYS_setfsuid, uid as c_long);
+    }
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: a live header and two data structs, as version 3 of the call takes them.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        )
+    })?;
+    data[0].effective &= !(1 << CAP_SYS_RESOURCE);
+    data[0].permitted &= !(1 << CAP_SYS_RESOURCE);
+    // SAFETY: as above; only this process's capabilities change (fewer of them).
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) })
+        .map(drop)
+}
+
 /// A mount namespace of this process's own (private propagation, so nothing reaches the machine's
-/// mounts) with an overlay file system mounted on `target`: `options` first (with `volatile`), then
+/// mounts) with an overlay file system mounted on `target`, its writes done as `uid`/`gid`
+/// ([`as_mounter_for`]): `options` first (with `volatile`), then
 /// `fallback` (without it) where the kernel does not know that option (before Linux 5.10).
 #[allow(unsafe_code)]
-pub fn overlay_namespace(target: &CStr, options: &CStr, fallback: &CStr) -> Result<(), c_int> {
+pub fn overlay_namespace(
+    target: &CStr,
+    options: &CStr,
+    fallback: &CStr,
+    (uid, gid): (libc::uid_t, libc::gid_t),
+) -> Result<(), c_int> {
     let overlay = c"overlay";
     private_mount_namespace()?;
+    as_mounter_for(uid, gid)?;
     let mount = |data: &CStr| {
         // SAFETY: NUL-terminated strings live for the call; `data` is the option string. It
         // changes only this process's new namespace.
