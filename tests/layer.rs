@@ -125,6 +125,21 @@ fn a_run_over_the_layer_sees_exactly_its_commit() {
         env.run_json("app", 2)["workspace"],
         "layer over the base tree (moved: 1 written, 1 removed)"
     );
+    // A step may rename a directory of the commit (`rename(2)`, no copy), as in a plain checkout;
+    // the next run has it back where the commit has it.
+    repo.workflow(
+        "master",
+        "[0]\nname = \"rename\"\nrun = \"\"\"perl -e 'rename(\"workflow\", \"moved\") or die \
+         \"rename: $!\\n\"; print \"renamed\\n\"'\"\"\"\n",
+    );
+    repo.commit_and_push("rename");
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    assert!(has_line(&stdout_of(&out), "renamed"), "{}", stdout_of(&out));
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    assert!(has_line(&stdout_of(&out), "renamed"), "{}", stdout_of(&out));
+    repo.workflow("master", SCRIBBLE);
+    repo.commit_and_push("scribble again");
+    env.phantom().args(["run", "app"]).assert().success();
     // The same commit again: nothing to move.
     let out = env.phantom().args(["run", "app"]).assert().success();
     assert_eq!(
@@ -135,7 +150,7 @@ fn a_run_over_the_layer_sees_exactly_its_commit() {
     assert!(
         has_line(
             &stdout_of(&out),
-            "workspace of app #3: layer over the base tree (at this commit already)"
+            "workspace of app #6: layer over the base tree (at this commit already)"
         ),
         "{}",
         stdout_of(&out)

@@ -75,9 +75,14 @@ impl Layer {
             text.extend_from_slice(extra.as_bytes());
             CString::new(text).map_err(|e| e.to_string())
         };
-        // `volatile`: the upper directory is scratch (removed after the run, by recovery after a
-        // crash), so the overlay need not sync it when it goes.
-        let (with_volatile, plain) = (options(",volatile")?, options("")?);
+        // `redirect_dir=on`: a step may rename a directory of the commit, as in a plain checkout
+        // (without it, EXDEV; only the overlay itself, with root's `trusted.` attributes, can write
+        // a redirect). `volatile`: the upper directory is scratch (removed after the run, by
+        // recovery after a crash), so the overlay need not sync it when it goes (Linux ≥ 5.10).
+        let (with_volatile, plain) = (
+            options(",redirect_dir=on,volatile")?,
+            options(",redirect_dir=on")?,
+        );
         let on = CString::new(target.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
         let (wait, hold) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
         let mut helper = Command::new("cat");
