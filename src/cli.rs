@@ -146,22 +146,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| dirs.spool());
-    let program = commands::own_name();
-    let mut invocation = program.clone();
-    if config_given {
-        invocation.push_str(" --config-dir ");
-        invocation.push_str(&shell_words::quote(&dirs.config.to_string_lossy()));
-    }
-    if data_given {
-        invocation.push_str(" --data-dir ");
-        invocation.push_str(&shell_words::quote(&dirs.data.to_string_lossy()));
-    }
-    let ctx = Context {
-        dirs,
-        spool,
-        invocation,
-        program,
-    };
+    let ctx = Context::new(dirs, spool, (config_given, data_given));
     if matches!(
         cli.command,
         None | Some(
@@ -224,7 +209,7 @@ fn refuse_foreign_state(ctx: &Context) -> Result<(), Error> {
          longer open; run this as `{owner}`: `sudo -u {} {} {}`",
         ctx.dirs.data.display(),
         shell_words::quote(&owner),
-        ctx.program,
+        ctx.program(),
         again.join(" ")
     )))
 }

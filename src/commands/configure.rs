@@ -244,7 +244,7 @@ fn service(args: ServiceArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let units = systemd::units(&settings)?;
     if Config::load(&dirs.repo_toml()).is_ok_and(|c| c.repos.is_empty()) {
         let add = match scope {
-            Scope::System => Suggestion::with_dirs(&ctx.program, &dirs, &["add"]),
+            Scope::System => Suggestion::with_dirs(ctx.program(), &dirs, &["add"]),
             Scope::User => ctx.suggest(&["add"]),
         };
         eprintln!(

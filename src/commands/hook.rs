@@ -155,7 +155,8 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
                     } else {
                         format!(
                             "{queued_line}; follow it with `{} logs {} --follow`",
-                            ctx.invocation, repo.name
+                            ctx.invocation(),
+                            repo.name
                         )
                     });
                     queued.push((repo, branch, commit));
@@ -265,7 +266,10 @@ fn wait_and_run(
             if newer.as_ref().is_some_and(queue::Entry::waited_for) {
                 ", for the pusher who pushed it".to_string()
             } else {
-                format!(": follow it with `{} logs {name} --follow`", ctx.invocation)
+                format!(
+                    ": follow it with `{} logs {name} --follow`",
+                    ctx.invocation()
+                )
             }
         )),
         Ok(Own::RanElsewhere(record)) => say(&format!(
@@ -273,7 +277,7 @@ fn wait_and_run(
             short(commit),
             record.run,
             record.result.as_str(),
-            ctx.invocation,
+            ctx.invocation(),
             record.run
         )),
         Ok(Own::Left) => say(&format!(

@@ -73,11 +73,13 @@ pub struct Context {
     pub dirs: Dirs,
     /// The spool directory (SPEC §4.7).
     pub spool: PathBuf,
-    /// `phantom_ci` with the directory options this invocation was given (by option or environment),
-    /// for the commands phantom_ci suggests: pasted as they are, they use the same configuration.
-    pub invocation: String,
-    /// How a pasted command names phantom_ci ([`own_name`]).
-    pub program: String,
+    /// Which directories were given (by option or environment), not found by default: a suggested
+    /// command names them.
+    pub dirs_given: (bool, bool),
+    /// [`Context::program`], found the first time a command is suggested (never on the hook's path).
+    program: std::sync::OnceLock<String>,
+    /// [`Context::invocation`], made with it.
+    invocation: std::sync::OnceLock<String>,
 }
 
 /// How a command to paste names phantom_ci: `phantom_ci` when that is what `PATH` runs, else the
@@ -97,6 +99,39 @@ pub fn own_name() -> String {
 }
 
 impl Context {
+    pub fn new(dirs: Dirs, spool: PathBuf, dirs_given: (bool, bool)) -> Context {
+        Context {
+            dirs,
+            spool,
+            dirs_given,
+            program: std::sync::OnceLock::new(),
+            invocation: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// How a pasted command names phantom_ci ([`own_name`]).
+    pub fn program(&self) -> &str {
+        self.program.get_or_init(own_name)
+    }
+
+    /// `phantom_ci` with the directory options this invocation was given (by option or environment),
+    /// for the commands phantom_ci suggests: pasted as they are, they use the same configuration.
+    pub fn invocation(&self) -> &str {
+        self.invocation.get_or_init(|| {
+            let mut invocation = self.program().to_string();
+            let (config_given, data_given) = self.dirs_given;
+            if config_given {
+                invocation.push_str(" --config-dir ");
+                invocation.push_str(&shell_words::quote(&self.dirs.config.to_string_lossy()));
+            }
+            if data_given {
+                invocation.push_str(" --data-dir ");
+                invocation.push_str(&shell_words::quote(&self.dirs.data.to_string_lossy()));
+            }
+            invocation
+        })
+    }
+
     /// "no repos in `Repo.toml`; add one with `add`", and where another configuration with repos is
     /// (the system installation's, or the user's own), with the command that reads it.
     pub fn no_repos(&self, add: Suggestion, words: &[&str]) -> String {
@@ -108,7 +143,7 @@ impl Context {
             message.push_str(&format!(
                 "\nphantom_ci: note: `{}` has a configuration; to use it: `{}`",
                 other.repo_toml().display(),
-                Suggestion::with_dirs(&self.program, &other, words)
+                Suggestion::with_dirs(self.program(), &other, words)
             ));
         }
         message
@@ -122,7 +157,7 @@ impl Context {
     /// A command to suggest: `phantom_ci`, the directory options in force, `words`, and the spool when
     /// it is not the default and the subcommand takes it. Add the subcommand's own options in force.
     pub fn suggest(&self, words: &[&str]) -> Suggestion {
-        let mut suggestion = Suggestion(vec![self.invocation.clone()]);
+        let mut suggestion = Suggestion(vec![self.invocation().to_string()]);
         for word in words {
             suggestion = suggestion.arg(word);
         }
@@ -231,15 +266,13 @@ mod tests {
     use super::*;
 
     fn context(spool: &str) -> Context {
-        Context {
-            dirs: Dirs {
-                config: "/etc/phantom ci".into(),
-                data: "/var/lib/phantom_ci".into(),
-            },
-            spool: spool.into(),
-            invocation: "phantom_ci --config-dir '/etc/phantom ci'".into(),
-            program: "phantom_ci".into(),
-        }
+        let dirs = Dirs {
+            config: "/etc/phantom ci".into(),
+            data: "/var/lib/phantom_ci".into(),
+        };
+        let ctx = Context::new(dirs, spool.into(), (true, false));
+        let _ = ctx.program.set("phantom_ci".into());
+        ctx
     }
 
     #[test]

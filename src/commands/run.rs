@@ -151,7 +151,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             record.repo,
             record.run,
             finished.log.parent().unwrap_or(&finished.log).display(),
-            ctx.invocation,
+            ctx.invocation(),
             record.repo,
             record.run
         );

@@ -67,7 +67,7 @@ struct StatusJson {
 }
 
 /// A workspace kept for `phantom_ci debug`, as `status` shows it.
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct KeptJson {
     run: u64,
     /// When it goes (RFC 3339).
@@ -236,6 +236,16 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
         .cache
         .then(|| cache::recorded(&ctx.dirs, &repo.name))
         .flatten();
+    // The repo's, shown on each of its lines: listed once.
+    let kept: Vec<KeptJson> = kept::list(&ctx.dirs, &repo.name)
+        .into_iter()
+        .map(|k| KeptJson {
+            run: k.run,
+            until: records::rfc3339(k.until),
+            path: k.tree().display().to_string(),
+            in_use: kept::pinned(&k),
+        })
+        .collect();
     let line = |branch: String, last_run: Option<RunRecord>, queued: Option<Queued>| StatusJson {
         repo: repo.name.clone(),
         branch,
@@ -250,15 +260,7 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
         cache_limit: repo.cache.then_some(repo.cache_limit),
         running_steps: Vec::new(),
         claims: Vec::new(),
-        kept_workspaces: kept::list(&ctx.dirs, &repo.name)
-            .into_iter()
-            .map(|k| KeptJson {
-                run: k.run,
-                until: records::rfc3339(k.until),
-                path: k.tree().display().to_string(),
-                in_use: kept::pinned(&k),
-            })
-            .collect(),
+        kept_workspaces: kept.clone(),
     };
     let one_line = |newest: Result<Option<RunRecord>, records::Unreadable>,
                     queued: Option<Queued>| StatusJson {

@@ -53,10 +53,9 @@ pub fn run(args: TickArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             continue;
         }
         if unmoved_and_settled(ctx, repo) {
-            // No run to recover; a `debug` session that died is still ended.
-            recovery::end_dead_sessions(&ctx.dirs, &repo.name);
-            // And kept workspaces that expired go.
-            for note in recovery::sweep_kept(&ctx.dirs, &repo.name) {
+            // No run to recover; a `debug` session that died is still ended, and kept workspaces
+            // that expired go.
+            for note in recovery::tidy_sessions_and_kept(&ctx.dirs, &repo.name) {
                 eprintln!("phantom_ci: note: {note}");
             }
             continue;

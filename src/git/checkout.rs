@@ -119,8 +119,46 @@ pub(super) fn check_tree(tree: &git2::Tree) -> Result<(), CheckoutError> {
     Ok(())
 }
 
+/// What a file (or link) of `size` bytes at a path of `path_len` bytes costs: its size in whole
+/// [`BLOCK`]s, at least one, and its index entry.
+pub(super) fn file_cost(size: u64, path_len: u64) -> u64 {
+    size.div_ceil(BLOCK)
+        .max(1)
+        .saturating_mul(BLOCK)
+        .saturating_add(INDEX_ENTRY + path_len)
+}
+
+/// Opens the tree `id`, `levels` directories down: refused past [`MAX_TREE_DEPTH`], past
+/// [`MAX_HELD_TREES`] with the `held` bytes of the trees open above it (its size read first, from
+/// the header: a huge listing is refused before it is read), or malformed ([`check_tree`]). Its size
+/// is added to `held`.
+pub(super) fn open_tree<'r>(
+    repo: &'r Repository,
+    odb: &git2::Odb,
+    id: Oid,
+    levels: usize,
+    held: &mut u64,
+) -> Result<(git2::Tree<'r>, u64), CheckoutError> {
+    if levels >= MAX_TREE_DEPTH {
+        return Err(CheckoutError::TooDeep);
+    }
+    let (size, _) = odb
+        .read_header(id)
+        .map_err(other(format!("cannot read the tree {id}")))?;
+    let size = size as u64;
+    if *held + size > MAX_HELD_TREES {
+        return Err(CheckoutError::TreesTooLarge);
+    }
+    let tree = repo
+        .find_tree(id)
+        .map_err(other(format!("cannot read the tree {id}")))?;
+    check_tree(&tree)?;
+    *held += size;
+    Ok((tree, size))
+}
+
 /// What git's index spends on each file besides its path (`.git/index` is written by the checkout too).
-pub(super) const INDEX_ENTRY: u64 = 64;
+const INDEX_ENTRY: u64 = 64;
 
 /// What checking `commit` out would write, counted before anything is written: the size of every file
 /// (regular file or symbolic link) in whole [`BLOCK`]s, at least one, plus its entry in `.git/index`
@@ -189,28 +227,10 @@ pub fn checkout_size(
                         size
                     }
                 };
-                size.div_ceil(BLOCK)
-                    .max(1)
-                    .saturating_mul(BLOCK)
-                    .saturating_add(INDEX_ENTRY + prefix + name)
+                file_cost(size, prefix + name)
             }
             Some(ObjectType::Tree) => {
-                if stack.len() >= MAX_TREE_DEPTH {
-                    return Err(CheckoutError::TooDeep);
-                }
-                // Its size first, from the header: a huge listing is refused before it is read.
-                let (size, _) = odb
-                    .read_header(id)
-                    .map_err(other(format!("cannot read the tree {id}")))?;
-                let size = size as u64;
-                if held + size > MAX_HELD_TREES {
-                    return Err(CheckoutError::TreesTooLarge);
-                }
-                let sub = repo
-                    .find_tree(id)
-                    .map_err(other(format!("cannot read the tree {id}")))?;
-                check_tree(&sub)?;
-                held += size;
+                let (sub, size) = open_tree(repo, &odb, id, stack.len(), &mut held)?;
                 stack.push((sub, 0, prefix + name + 1, size));
                 size.max(BLOCK)
             }

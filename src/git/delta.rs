@@ -9,9 +9,7 @@ use std::path::PathBuf;
 
 use git2::{ObjectType, Odb, Oid, Repository, Tree, TreeEntry};
 
-use crate::git::checkout::{
-    BLOCK, INDEX_ENTRY, MAX_HELD_TREES, MAX_PATH, MAX_TREE_DEPTH, check_tree,
-};
+use crate::git::checkout::{BLOCK, MAX_PATH, check_tree, file_cost, open_tree};
 use crate::git::{Budget, CheckoutError, other};
 
 /// Going from one commit's files to another's.
@@ -149,89 +147,93 @@ impl<'r> Walk<'r, '_> {
         if self.visited.is_multiple_of(256) && self.budget.expired() {
             return Err(CheckoutError::Deadline);
         }
-        let prefix = path.len() as u64;
         let at = path.len();
         if !path.is_empty() {
             path.push(b'/');
         }
         path.extend_from_slice(name);
-        if path.len() as u64 > MAX_PATH {
-            path.truncate(at);
-            return Err(CheckoutError::Malformed(format!(
+        let result = if path.len() as u64 > MAX_PATH {
+            Err(CheckoutError::Malformed(format!(
                 "a path is longer than {MAX_PATH} bytes"
-            )));
-        }
-        let is_tree =
-            |s: &Option<Side>| s.is_some_and(|(kind, _, _)| kind == Some(ObjectType::Tree));
-        let result = if is_tree(&old) && is_tree(&new) {
-            // A directory on both sides: its listing's size changes, then what differs inside.
-            let (old_tree, old_size) = self.open_tree(old, depth)?;
-            let (new_tree, new_size) = self.open_tree(new, depth)?;
-            self.shrunk += old_size.max(BLOCK);
-            self.grow(new_size.max(BLOCK))?;
-            let walked = self.trees(old_tree.as_ref(), new_tree.as_ref(), path, depth + 1);
-            self.held -= old_size + new_size;
-            walked
+            )))
         } else {
-            if new.is_none() {
-                self.removed += 1;
+            match (old, new) {
+                (Some(o), Some(n)) if is_tree(o) && is_tree(n) => {
+                    // A directory on both sides: its listing's size changes, then what differs
+                    // inside.
+                    self.directory_changed(o, n, path, depth)
+                }
+                _ => {
+                    if new.is_none() {
+                        self.removed += 1;
+                    }
+                    old.map_or(Ok(()), |o| self.side(o, false, path, depth))
+                        .and_then(|()| new.map_or(Ok(()), |n| self.side(n, true, path, depth)))
+                }
             }
-            self.remove(old, name.len() as u64, prefix, path, depth)
-                .and_then(|()| self.add(new, name.len() as u64, prefix, path, depth))
         };
         path.truncate(at);
         result
     }
 
-    /// The old side of a name goes, with everything under it.
-    fn remove(
+    fn directory_changed(
         &mut self,
-        old: Option<Side>,
-        name: u64,
-        prefix: u64,
+        old: Side,
+        new: Side,
         path: &mut Vec<u8>,
         depth: usize,
     ) -> Result<(), CheckoutError> {
-        let Some(old) = old else { return Ok(()) };
-        match old.0 {
-            Some(ObjectType::Tree) => {
-                let (tree, size) = self.open_tree(Some(old), depth)?;
-                self.shrunk += size.max(BLOCK);
-                let walked = self.trees(tree.as_ref(), None, path, depth + 1);
-                self.held -= size;
-                walked
-            }
-            kind => {
-                self.shrunk += self.file_cost(kind, old.1, name, prefix)?;
-                Ok(())
-            }
-        }
+        let (old_tree, old_size) =
+            open_tree(self.repo, &self.odb, old.1, depth + 1, &mut self.held)?;
+        let (new_tree, new_size) =
+            open_tree(self.repo, &self.odb, new.1, depth + 1, &mut self.held)?;
+        self.shrunk += old_size.max(BLOCK);
+        self.grow(new_size.max(BLOCK))?;
+        let walked = self.trees(Some(&old_tree), Some(&new_tree), path, depth + 1);
+        self.held -= old_size + new_size;
+        walked
     }
 
-    /// The new side of a name is written, with everything under it.
-    fn add(
+    /// One side of a name, with everything under it: the new side written (`added`), or the old
+    /// one removed.
+    fn side(
         &mut self,
-        new: Option<Side>,
-        name: u64,
-        prefix: u64,
+        (kind, id, _): Side,
+        added: bool,
         path: &mut Vec<u8>,
         depth: usize,
     ) -> Result<(), CheckoutError> {
-        let Some(new) = new else { return Ok(()) };
-        self.written
-            .push(PathBuf::from(OsStr::from_bytes(path.as_slice())));
-        match new.0 {
+        if added {
+            self.written
+                .push(PathBuf::from(OsStr::from_bytes(path.as_slice())));
+        }
+        let cost = match kind {
             Some(ObjectType::Tree) => {
-                let (tree, size) = self.open_tree(Some(new), depth)?;
-                self.grow(size.max(BLOCK))?;
-                let walked = self.trees(None, tree.as_ref(), path, depth + 1);
+                let (tree, size) = open_tree(self.repo, &self.odb, id, depth + 1, &mut self.held)?;
+                let walked = if added {
+                    self.trees(None, Some(&tree), path, depth + 1)
+                } else {
+                    self.trees(Some(&tree), None, path, depth + 1)
+                };
                 self.held -= size;
-                walked
+                walked?;
+                size.max(BLOCK)
             }
-            kind => {
-                let cost = self.file_cost(kind, new.1, name, prefix)?;
-                self.grow(cost)
+            Some(ObjectType::Blob) => {
+                let (size, _) = self
+                    .odb
+                    .read_header(id)
+                    .map_err(other(format!("cannot read the object {id}")))?;
+                file_cost(size as u64, path.len() as u64)
             }
+            // A submodule is checked out as an empty directory.
+            _ => BLOCK,
+        };
+        if added {
+            self.grow(cost)
+        } else {
+            self.shrunk += cost;
+            Ok(())
         }
     }
 
@@ -245,59 +247,10 @@ impl<'r> Walk<'r, '_> {
         }
         Ok(())
     }
+}
 
-    /// A file or link: its blocks and its index entry (path and [`INDEX_ENTRY`]); a submodule: a block.
-    fn file_cost(
-        &self,
-        kind: Option<ObjectType>,
-        id: Oid,
-        name: u64,
-        prefix: u64,
-    ) -> Result<u64, CheckoutError> {
-        if kind != Some(ObjectType::Blob) {
-            return Ok(BLOCK);
-        }
-        let (size, _) = self
-            .odb
-            .read_header(id)
-            .map_err(other(format!("cannot read the object {id}")))?;
-        // `prefix` is the length of the parent's path without its `/`, which the index counts.
-        let parent = if prefix == 0 { 0 } else { prefix + 1 };
-        Ok((size as u64)
-            .div_ceil(BLOCK)
-            .max(1)
-            .saturating_mul(BLOCK)
-            .saturating_add(INDEX_ENTRY + parent + name))
-    }
-
-    /// Opens a directory's tree (its size read first, from the header), counting it as held.
-    fn open_tree(
-        &mut self,
-        side: Option<Side>,
-        depth: usize,
-    ) -> Result<(Option<Tree<'r>>, u64), CheckoutError> {
-        let Some((_, id, _)) = side else {
-            return Ok((None, 0));
-        };
-        if depth + 1 >= MAX_TREE_DEPTH {
-            return Err(CheckoutError::TooDeep);
-        }
-        let (size, _) = self
-            .odb
-            .read_header(id)
-            .map_err(other(format!("cannot read the tree {id}")))?;
-        let size = size as u64;
-        if self.held + size > MAX_HELD_TREES {
-            return Err(CheckoutError::TreesTooLarge);
-        }
-        let tree = self
-            .repo
-            .find_tree(id)
-            .map_err(other(format!("cannot read the tree {id}")))?;
-        check_tree(&tree)?;
-        self.held += size;
-        Ok((Some(tree), size))
-    }
+fn is_tree((kind, _, _): Side) -> bool {
+    kind == Some(ObjectType::Tree)
 }
 
 #[cfg(test)]

@@ -39,9 +39,8 @@ use crate::state::{kept, sessions};
 /// Records the newest run of `repo` as `aborted` if it is still `running`, or if its record cannot be
 /// read. The caller holds the lock. Returns the number of the run it recorded, if any.
 pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>, Error> {
-    end_dead_sessions(dirs, &repo.name);
     // Under the lock: also a workspace kept by a run that died before its record was final.
-    let _ = kept::sweep(dirs, &repo.name, SystemTime::now(), true);
+    let _ = tidy(dirs, &repo.name, true);
     let Some(&number) = records::list(dirs, &repo.name).last() else {
         return Ok(None);
     };
@@ -108,7 +107,7 @@ pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>
 /// loss), as for a dead run: their processes (by the session's cgroup, then by its
 /// `PHANTOM_CI_WORKSPACE`), and their workspaces, unless the session was started with `--keep`.
 /// Live sessions are not touched: their owner record names a living process. Needs no lock.
-pub fn end_dead_sessions(dirs: &Dirs, repo: &str) {
+fn end_dead_sessions(dirs: &Dirs, repo: &str) {
     for session in sessions::dead(dirs, repo) {
         cgroup::kill_dead_debug(&dirs.data, repo, session.pid);
         if let Some(run) = session.in_run {
@@ -134,11 +133,22 @@ pub fn end_dead_sessions(dirs: &Dirs, repo: &str) {
     }
 }
 
-/// Removes the kept workspaces of `repo` that expired or are past the newest three, except those a
-/// live session uses. Needs no lock (a run that is keeping its workspace right now keeps a newer
+/// Ends the `debug` sessions of `repo` that died, and removes its kept workspaces that expired or
+/// are past the newest three, except those a live session uses. Needs no lock (a run that is keeping its workspace right now keeps a newer
 /// one than any it could remove).
-pub fn sweep_kept(dirs: &Dirs, repo: &str) -> Vec<String> {
-    kept::sweep(dirs, repo, SystemTime::now(), false)
+pub fn tidy_sessions_and_kept(dirs: &Dirs, repo: &str) -> Vec<String> {
+    tidy(dirs, repo, false)
+}
+
+/// Ends the `debug` sessions of `repo` that died and removes its kept workspaces that expired (with
+/// `under_lock`, also one a run that died left before its record was final); the notes for the
+/// operator. One `stat` when the repo has no work directory, as on most `tick`s.
+fn tidy(dirs: &Dirs, repo: &str, under_lock: bool) -> Vec<String> {
+    if !dirs.work().join(repo).is_dir() {
+        return Vec::new();
+    }
+    end_dead_sessions(dirs, repo);
+    kept::sweep(dirs, repo, SystemTime::now(), under_lock)
 }
 
 /// The record of a run whose `run.json` cannot be read, rebuilt from what is left.

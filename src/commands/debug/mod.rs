@@ -86,8 +86,7 @@ pub fn run(args: DebugArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         return Err(Error::Config(problem.to_error()));
     }
     // Sessions that died and kept workspaces that expired go first, as a `tick` does it.
-    recovery::end_dead_sessions(dirs, &repo.name);
-    for note in recovery::sweep_kept(dirs, &repo.name) {
+    for note in recovery::tidy_sessions_and_kept(dirs, &repo.name) {
         eprintln!("phantom_ci: note: {note}");
     }
     if args.done {

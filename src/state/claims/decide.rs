@@ -29,6 +29,22 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// A new claim of `key` by `host` at `now`, renewed within `ttl_secs`.
+    pub fn new(key: Key, host: &str, now: u64, ttl_secs: u64) -> Claim {
+        Claim {
+            repo: key.repo.into(),
+            branch: key.branch.into(),
+            commit: key.commit.into(),
+            host: host.into(),
+            claimed_at: now,
+            renewed_at: now,
+            ttl_secs,
+            taken_from: None,
+            result: None,
+            done_at: None,
+        }
+    }
+
     /// Whether it was not renewed for its TTL at `now` (and may be taken over).
     pub fn expired(&self, now: u64) -> bool {
         now >= self.renewed_at.saturating_add(self.ttl_secs)
@@ -179,18 +195,7 @@ pub fn decide(
     match (request, existing) {
         (Request::Claim { ttl_secs }, None) => (
             Outcome::Granted,
-            Some(Claim {
-                repo: key.repo.into(),
-                branch: key.branch.into(),
-                commit: key.commit.into(),
-                host: host.into(),
-                claimed_at: now,
-                renewed_at: now,
-                ttl_secs: *ttl_secs,
-                taken_from: None,
-                result: None,
-                done_at: None,
-            }),
+            Some(Claim::new(key, host, now, *ttl_secs)),
         ),
         // A host that lost the claim hears who has it, before and after that host's `done`.
         (Request::Renew | Request::Done { .. }, Some(c)) if c.host != host => (
@@ -262,25 +267,7 @@ pub fn decide(
 mod tests {
     use super::*;
 
-    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-    fn key() -> Key<'static> {
-        Key {
-            repo: "app",
-            branch: "feature/x",
-            commit: COMMIT,
-        }
-    }
-
-    fn claim(ttl_secs: u64) -> Request {
-        Request::Claim { ttl_secs }
-    }
-
-    fn done(result: &str) -> Request {
-        Request::Done {
-            result: result.into(),
-        }
-    }
+    use crate::state::claims::test_support::{claim, done, key};
 
     #[test]
     fn one_host_claims_the_others_are_refused_until_the_ttl_passes() {

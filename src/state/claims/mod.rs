@@ -109,27 +109,15 @@ pub fn apply(
     let existing = read(&path)?;
     let (outcome, new) = decide(existing.as_ref(), key, host, request, now);
     let Some(new) = new else {
-        let current = existing.unwrap_or_else(|| Claim {
-            repo: key.repo.into(),
-            branch: key.branch.into(),
-            commit: key.commit.into(),
-            host: String::new(),
-            claimed_at: now,
-            renewed_at: now,
-            ttl_secs: 0,
-            taken_from: None,
-            result: None,
-            done_at: None,
-        });
+        let current = existing.unwrap_or_else(|| Claim::new(key, "", now, 0));
         return Ok((outcome, current));
     };
     let bytes = serde_json::to_vec_pretty(&new)
         .map_err(|e| Error::Other(format!("cannot serialise a claim: {e}")))?;
     if existing.is_none() {
-        prune(&dir, now, Some(&path));
         // Live claims are never pruned: a claim key that claims made-up commits stops here, not
         // at the disk's end.
-        if claim_files(&dir).len() >= MAX_PER_REPO {
+        if prune(&dir, now, Some(&path)) >= MAX_PER_REPO {
             return Err(Error::Other(format!(
                 "refused: `{}` holds {MAX_PER_REPO} claims that are not settled; no new one until \
                  they end or expire",
@@ -179,7 +167,8 @@ fn claim_files(dir: &Path) -> Vec<(PathBuf, Option<Claim>)> {
 
 /// Removes the settled claims of the repo folder `dir` older than [`KEEP`], then, past
 /// [`MAX_PER_REPO`], the oldest settled ones (never `keep`, never a claim whose run goes on).
-fn prune(dir: &Path, now: u64, keep: Option<&Path>) {
+/// Returns how many claims are left.
+fn prune(dir: &Path, now: u64, keep: Option<&Path>) -> usize {
     let mut settled: Vec<(u64, PathBuf)> = Vec::new();
     let mut count = 0;
     for (path, claim) in claim_files(dir) {
@@ -207,14 +196,14 @@ fn prune(dir: &Path, now: u64, keep: Option<&Path>) {
             break;
         }
     }
+    count
 }
 
 /// Removes the folders of repos whose claims are all settled and older than [`KEEP`].
 fn prune_repos(dirs: &Dirs, now: u64) {
     for repo in repos(dirs) {
         let dir = root(dirs).join(&repo);
-        prune(&dir, now, None);
-        if claim_files(&dir).is_empty() {
+        if prune(&dir, now, None) == 0 {
             let _ = std::fs::remove_file(dir.join(".lock"));
             let _ = std::fs::remove_dir(&dir);
         }
@@ -250,12 +239,12 @@ pub fn list(dirs: &Dirs, repo: &str) -> Vec<Claim> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(super) mod test_support {
+    use super::{Key, Request};
 
-    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+    pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
-    fn key() -> Key<'static> {
+    pub fn key() -> Key<'static> {
         Key {
             repo: "app",
             branch: "feature/x",
@@ -263,15 +252,22 @@ mod tests {
         }
     }
 
-    fn claim(ttl_secs: u64) -> Request {
+    pub fn claim(ttl_secs: u64) -> Request {
         Request::Claim { ttl_secs }
     }
 
-    fn done(result: &str) -> Request {
+    pub fn done(result: &str) -> Request {
         Request::Done {
             result: result.into(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::test_support::{COMMIT, claim, done, key};
 
     fn dirs(root: &std::path::Path) -> Dirs {
         Dirs::under(root)
