@@ -31,7 +31,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::config::dirs::Dirs;
 use crate::git::checkout::{write_files, write_packed_refs};
-use crate::git::{Budget, CheckoutError, checkout_delta, checkout_workspace};
+use crate::git::{Budget, CheckoutError, checkout_delta, checkout_workspace, other};
 use crate::isolation::dirfd;
 use crate::isolation::privilege::{self, StepUser};
 
@@ -206,42 +206,21 @@ impl BaseTree {
         user: &StepUser,
         budget: &Budget,
     ) -> Result<(Moved, u64), BaseError> {
-        let from = Oid::from_str(&found.commit).map_err(|e| {
-            BaseError::Checkout(CheckoutError::Git(crate::git::GitError::Other {
-                context: "base.json".into(),
-                message: e.to_string(),
-            }))
-        })?;
-        let delta = checkout_delta(source, from, found.size, commit, budget)
-            .map_err(BaseError::Checkout)?;
+        let from = Oid::from_str(&found.commit).map_err(other("base.json"))?;
+        let delta = checkout_delta(source, from, found.size, commit, budget)?;
         remove_marker(marker)?;
         let git_dir = self.tree.join(".git");
-        write_packed_refs(source, &git_dir).map_err(|e| {
-            BaseError::Checkout(CheckoutError::Git(crate::git::GitError::Other {
-                context: "cannot copy the source's refs into the base tree".into(),
-                message: e.message().to_string(),
-            }))
-        })?;
-        write_files(&self.tree, &git_dir, commit, budget).map_err(BaseError::Checkout)?;
+        write_packed_refs(source, &git_dir)
+            .map_err(other("cannot copy the source's refs into the base tree"))?;
+        write_files(&self.tree, &git_dir, commit, budget)?;
         // What git wrote is root's: the step user's, as the rest — by descriptor, following no
         // link (every tree was checked, so each path's parents are directories git wrote; a link
         // there would be a bug, not a way out).
         for path in &delta.written {
-            dirfd::chown_below(&self.tree, path, user.uid, user.gid).map_err(|e| {
-                BaseError::Other(format!(
-                    "cannot give `{}` to `{}`: {e}",
-                    self.tree.join(path).display(),
-                    user.name
-                ))
-            })?;
+            dirfd::chown_below(&self.tree, path, user.uid, user.gid)
+                .map_err(|e| cannot_give(&self.tree.join(path), user, e))?;
         }
-        privilege::chown_tree(&git_dir, user).map_err(|e| {
-            BaseError::Other(format!(
-                "cannot give `{}` to `{}`: {e}",
-                git_dir.display(),
-                user.name
-            ))
-        })?;
+        privilege::chown_tree(&git_dir, user).map_err(|e| cannot_give(&git_dir, user, e))?;
         Ok((
             Moved::Changed {
                 written: delta.written.len(),
@@ -294,15 +273,29 @@ impl BaseTree {
                     e.message()
                 ))
             })?;
-        privilege::chown_tree(&self.tree, user).map_err(|e| {
-            BaseError::Other(format!(
-                "cannot give `{}` to `{}`: {e}",
-                self.tree.display(),
-                user.name
-            ))
-        })?;
+        privilege::chown_tree(&self.tree, user).map_err(|e| cannot_give(&self.tree, user, e))?;
         Ok(size)
     }
+}
+
+impl From<CheckoutError> for BaseError {
+    fn from(error: CheckoutError) -> Self {
+        BaseError::Checkout(error)
+    }
+}
+
+impl From<crate::git::GitError> for BaseError {
+    fn from(error: crate::git::GitError) -> Self {
+        BaseError::Checkout(CheckoutError::Git(error))
+    }
+}
+
+fn cannot_give(path: &Path, user: &StepUser, error: impl std::fmt::Display) -> BaseError {
+    BaseError::Other(format!(
+        "cannot give `{}` to `{}`: {error}",
+        path.display(),
+        user.name
+    ))
 }
 
 /// Removes `base.json` before the tree changes: a crash from here on leaves a base that is made

@@ -150,14 +150,13 @@ impl Writer<'_> {
     /// One try: the note on top of the ref as it is now, then the swap.
     fn attempt(&self, commit: &str, line: &str) -> Result<Swapped, String> {
         let old = self
-            .run(&[
+            .text(&[
                 "rev-parse",
                 "-q",
                 "--verify",
                 &format!("{NOTES_REF}^{{commit}}"),
             ])
             .ok()
-            .map(|out| String::from_utf8_lossy(&out).trim().to_string())
             .filter(|id| !id.is_empty());
         // The note's path in the notes tree: the commit's id, maybe split into fan-out folders.
         let mut path = commit.to_string();

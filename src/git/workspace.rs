@@ -108,12 +108,7 @@ impl Workspace {
             .mode(0o700)
             .create(&root)
             .map_err(|e| format!("cannot create `{}`: {e}", root.display()))?;
-        let workspace = Workspace {
-            tree: root.join("workspace"),
-            artifacts: root.join("artifacts"),
-            root,
-            layered: None,
-        };
+        let workspace = Workspace::existing(root);
         for dir in [&workspace.tree, &workspace.artifacts] {
             std::fs::create_dir(dir)
                 .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
@@ -270,7 +265,8 @@ impl Workspace {
         give(&self.root, set_mode(&self.root, 0o711))
     }
 
-    /// The directory `root` of an earlier run, kept for `phantom_ci debug` ([`crate::state::kept`]).
+    /// The run directory `root`: made by [`Workspace::create`], or an earlier run's kept for
+    /// `phantom_ci debug` ([`crate::state::kept`]).
     pub fn existing(root: PathBuf) -> Workspace {
         Workspace {
             tree: root.join("workspace"),
@@ -550,12 +546,7 @@ mod tests {
 
     /// A workspace whose root is `root` (made by the test, not by [`Workspace::create`]).
     fn in_dir(root: &Path) -> Workspace {
-        Workspace {
-            root: root.to_path_buf(),
-            tree: root.join("workspace"),
-            artifacts: root.join("artifacts"),
-            layered: None,
-        }
+        Workspace::existing(root.to_path_buf())
     }
 
     #[test]

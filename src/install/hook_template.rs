@@ -73,17 +73,8 @@ pub fn render_with_pokes(
             "-o".into(),
             "ServerAliveCountMax=4".into(),
         ];
-        if let Some(port) = runner.port {
-            words.extend(["-p".into(), port.to_string()]);
-        }
-        if let Some(user) = &runner.user {
-            words.extend(["-l".into(), user.clone()]);
-        }
-        words.extend([
-            "--".into(),
-            runner.host.clone(),
-            format!("poke {}", pokes.name),
-        ]);
+        words.extend(runner.ssh_args());
+        words.push(format!("poke {}", pokes.name));
         let quoted: Vec<String> = words
             .iter()
             .map(|w| shell_words::quote(w).into_owned())

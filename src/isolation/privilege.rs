@@ -213,15 +213,15 @@ pub fn run_as(command: &mut std::process::Command, user: &StepUser) {
     if !user.switch {
         return;
     }
-    let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
-    // SAFETY: between fork and exec the closure makes three system calls (setgroups, setgid, setuid)
-    // on values computed before the fork; it allocates nothing and takes no lock.
+    let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+    let groups: Vec<nix::libc::gid_t> = user.groups.iter().map(|g| g.as_raw()).collect();
+    // SAFETY: between fork and exec the closure makes the boundary's three raw system calls
+    // (`sys::switch_user`: setgroups, setgid, setuid) on values computed before the fork; it
+    // allocates nothing and takes no lock.
     unsafe {
         command.pre_exec(move || {
-            nix::unistd::setgroups(&groups)?;
-            nix::unistd::setgid(gid)?;
-            nix::unistd::setuid(uid)?;
-            Ok(())
+            crate::isolation::sys::switch_user(uid, gid, &groups)
+                .map_err(std::io::Error::from_raw_os_error)
         });
     }
 }

@@ -25,10 +25,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::fcntl::AtFlags;
 use nix::libc;
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::sys::stat::{FileStat, SFlag, fstat, fstatat};
 use nix::unistd::{Whence, lseek};
+
+use crate::isolation::dirfd;
 
 /// What the walk met.
 pub enum Seen<'a> {
@@ -189,11 +191,6 @@ fn parse(bytes: &[u8]) -> Option<(u64, i64, usize, usize)> {
     Some((ino, next, reclen, len))
 }
 
-fn open_sub(dir: &OwnedFd, name: &OsStr) -> nix::Result<OwnedFd> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    openat(dir, name, flags, Mode::empty())
-}
-
 fn is_dir(stat: &FileStat) -> bool {
     SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
@@ -204,7 +201,7 @@ pub fn walk(top: &OwnedFd, mut visit: impl FnMut(Seen<'_>)) -> Result<(), WalkEr
     let top_stat = fstat(top)?;
     let dev = top_stat.st_dev;
     // Our own descriptor of the top, so that its position is ours.
-    let mut cur = open_sub(top, OsStr::new("."))?;
+    let mut cur = dirfd::open_dir(Some(top), OsStr::new("."))?;
     if fstat(&cur)?.st_ino != top_stat.st_ino {
         return Err(WalkError::Moved);
     }
@@ -218,7 +215,7 @@ pub fn walk(top: &OwnedFd, mut visit: impl FnMut(Seen<'_>)) -> Result<(), WalkEr
             let Some(level) = levels.pop() else {
                 return Ok(());
             };
-            let parent = open_sub(&cur, OsStr::new(".."))?;
+            let parent = dirfd::open_dir(Some(&cur), OsStr::new(".."))?;
             let stat = fstat(&parent)?;
             if stat.st_dev != dev || stat.st_ino != level.ino {
                 return Err(WalkError::Moved);
@@ -247,7 +244,7 @@ pub fn walk(top: &OwnedFd, mut visit: impl FnMut(Seen<'_>)) -> Result<(), WalkEr
             Err(e) => return Err(e.into()),
         };
         let sub = if is_dir(&stat) && stat.st_dev == dev {
-            open_sub(&cur, name)
+            dirfd::open_dir(Some(&cur), name)
                 .ok()
                 .filter(|sub| fstat(sub).is_ok_and(|s| s.st_ino == stat.st_ino && s.st_dev == dev))
         } else {

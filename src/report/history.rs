@@ -74,15 +74,6 @@ pub fn bars(runs: &[&RunRecord], href_prefix: &str, now: SystemTime) -> String {
     svg
 }
 
-fn step_result(result: StepResult) -> &'static str {
-    match result {
-        StepResult::Success => "success",
-        StepResult::Failure => "failure",
-        StepResult::Timeout => "timeout",
-        StepResult::Skipped => "skipped",
-    }
-}
-
 /// What a step is called on the page: `[1] build`, `[3.1] cross (TARGET=arm64, OPT=-O0)`; a step
 /// without a name by its command (and matrix values). Not escaped.
 pub fn step_label(step: &StepRecord) -> String {
@@ -120,7 +111,7 @@ pub fn timeline(steps: &[StepRecord], running: &[StepStart], now: SystemTime) ->
         "<div class=\"timeline\" role=\"img\" aria-label=\"the steps, as wide as the time they took\">",
     );
     for step in steps {
-        let result = step_result(step.result);
+        let result = step.result.as_str();
         let grow = if step.result == StepResult::Skipped {
             0
         } else {
@@ -164,7 +155,7 @@ fn timed(steps: &[StepRecord], running: &[StepStart], now: SystemTime) -> Option
         let bar = (
             step.id(),
             step_label(step),
-            step_result(step.result),
+            step.result.as_str(),
             allowed_failure(step),
         );
         times.push((bar, start, end.max(start)));

@@ -340,15 +340,6 @@ fn branch_line(body: &mut String, repo: &str, line: &BranchLine, now: SystemTime
     body.push_str("</div>\n");
 }
 
-fn step_result(result: StepResult) -> &'static str {
-    match result {
-        StepResult::Success => "success",
-        StepResult::Failure => "failure",
-        StepResult::Timeout => "timeout",
-        StepResult::Skipped => "skipped",
-    }
-}
-
 /// What a page of a run going on shows besides its record: the steps running now (SPEC §8), drawn up
 /// to `now`. Empty (`Live::default()`) for a run that ended.
 pub struct Live {
@@ -481,7 +472,7 @@ pub fn run_page(
                     .as_deref()
                     .map_or(String::new(), field),
                 field(&step.run),
-                result_cell(step_result(step.result)),
+                result_cell(step.result.as_str()),
                 if history::allowed_failure(step) {
                     " <span class=\"note\">allowed to fail</span>"
                 } else {

@@ -340,10 +340,7 @@ fn per_repo<T: Send>(
     repos: &[Repo],
     work: impl Fn(&Repo) -> Result<T, Error> + Sync,
 ) -> Result<Vec<T>, Error> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(repos.len())
-        .max(1);
+    let threads = crate::config::cpus().min(repos.len()).max(1);
     let chunk = repos.len().div_ceil(threads).max(1);
     let work = &work;
     let done: Vec<Result<Vec<T>, Error>> = std::thread::scope(|scope| {

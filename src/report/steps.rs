@@ -52,12 +52,7 @@ pub fn read(run: &RunDir, record: &RunRecord) -> Vec<StepLog> {
         .iter()
         .filter(|s| s.result != StepResult::Skipped)
     {
-        let result = match step.result {
-            StepResult::Success => "success",
-            StepResult::Failure => "failure",
-            StepResult::Timeout => "timeout",
-            StepResult::Skipped => continue,
-        };
+        let result = step.result.as_str();
         logs.push((
             step.index,
             step.instance,

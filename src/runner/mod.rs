@@ -57,6 +57,14 @@ pub struct Request {
     pub keep_workspace: bool,
 }
 
+impl Request {
+    /// Whether the workspace is kept after the run, whatever its result (`run --keep`,
+    /// `keep_workspace = "always"`; `"on_failure"` is read as `keep_failed` at its default).
+    fn keeps_workspace(&self) -> bool {
+        self.keep_workspace || self.repo.keep_workspace == KeepWorkspace::Always
+    }
+}
+
 /// Where a person watches a run (phantom_ci's stdout), and whether phantom_ci's own summary lines may
 /// be in colour there. The steps' output is passed through as it is either way; the log and the
 /// record never have colour.
@@ -538,7 +546,7 @@ impl<'a> Run<'a> {
             Err("phantom_ci is not root".into())
         } else if !user.switch {
             Err("the steps run as phantom_ci's own user: no `run_as`".into())
-        } else if request.keep_workspace || repo.keep_workspace == KeepWorkspace::Always {
+        } else if request.keeps_workspace() {
             Err("the workspace is kept after the run (`--keep`, `keep_workspace`)".into())
         } else {
             let key = crate::state::queue::branch_key(&request.branch);
@@ -719,12 +727,7 @@ impl<'a> Run<'a> {
         if let Err(message) = workspace.take_back() {
             self.out.line(&format!("==> {message}"));
         }
-        let keep = self.request.keep_workspace
-            || match self.request.repo.keep_workspace {
-                KeepWorkspace::Always => true,
-                // `"on_failure"` is read as `keep_failed` at its default ([`kept`]).
-                KeepWorkspace::OnFailure | KeepWorkspace::Never => false,
-            };
+        let keep = self.request.keeps_workspace();
         let keep_failed = self
             .request
             .repo

@@ -546,12 +546,7 @@ impl Graph {
         run.out.line(&format!(
             "==> [{}]{name} ended: {} in {}",
             step.id(),
-            match outcome.result {
-                StepResult::Success => "success",
-                StepResult::Failure => "failure",
-                StepResult::Timeout => "timeout",
-                StepResult::Skipped => "skipped",
-            },
+            outcome.result.as_str(),
             human_ms(millis(outcome.duration))
         ));
         // A step stopped by a signal or `cancel` leaves the run's conclusion as the stop made it.

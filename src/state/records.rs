@@ -76,6 +76,18 @@ pub enum StepResult {
     Skipped,
 }
 
+impl StepResult {
+    /// The result in words, as `run.json` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepResult::Success => "success",
+            StepResult::Failure => "failure",
+            StepResult::Timeout => "timeout",
+            StepResult::Skipped => "skipped",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// The step's TOML key.
