@@ -242,12 +242,47 @@ impl Exec {
     }
 }
 
+/// `clone3` with `args` (without `CLONE_VM`: the child is a copy of this process, with this thread
+/// alone, like a `fork`'s), signals blocked in this thread across it so that no handler of
+/// phantom_ci's runs in the child. The child runs `child` and then ends (`exit_group(127)`) if
+/// `child` returned: it never comes back here. `child` must only make raw system calls
+/// ([`super::sys`]) on values prepared before the clone — no allocation, no lock, no libc state that
+/// fork handling would have reset. The parent gets the child's pid, or the clone's error.
+#[allow(unsafe_code)]
+fn clone3(args: &mut CloneArgs, child: impl FnOnce()) -> std::io::Result<libc::pid_t> {
+    let mut blocked = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut blocked),
+    )?;
+    // SAFETY: `args` is a live clone_args of the size passed. The child returns here with 0, runs
+    // `child` under the contract above, and leaves by `exit_group` without returning from this
+    // function.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        child();
+        sys::exit(127);
+    }
+    let clone_error = std::io::Error::last_os_error();
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
+    if pid < 0 {
+        return Err(clone_error);
+    }
+    Ok(pid as libc::pid_t)
+}
+
 /// Starts `program` with `args` and exactly `env`, its descriptors 0–2 `stdio`, in a session of its
 /// own (`setsid`), signals at their defaults — and returns at once: unlike a step's start it does not
 /// wait for the `exec` (phantom_ci's hook starting its detached worker: the pusher waits for this).
 /// A failure of the child after the clone is written to its stderr as `<failure><errno>`. `Ok(false)`
 /// where the kernel has no `clone3` (the caller starts it another way).
-#[allow(unsafe_code)]
 pub fn detached(
     program: &Path,
     args: &[&OsStr],
@@ -271,49 +306,30 @@ pub fn detached(
         exit_signal: libc::SIGCHLD as u64,
         ..CloneArgs::default()
     };
-    let mut blocked = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut blocked),
-    )?;
-    // SAFETY: as in `clone_into`: the child, a copy of this process with this thread alone, runs
-    // `run_child` and the writes below (raw system calls on values prepared before the clone, the
-    // digits on its own stack) and never returns from this block.
-    let pid = unsafe {
-        let pid = libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        );
-        if pid == 0 {
-            let errno = exec.run_child(&|| {
-                sys::setsid()?;
-                sys::default_signals();
-                Ok(())
-            });
-            let mut digits = [b'\n'; 12];
-            let mut at = digits.len() - 1;
-            let mut n = errno.unsigned_abs();
-            loop {
-                at -= 1;
-                if let Some(d) = digits.get_mut(at) {
-                    *d = b'0' + (n % 10) as u8;
-                }
-                n /= 10;
-                if n == 0 || at == 0 {
-                    break;
-                }
+    let cloned = clone3(&mut args, || {
+        let errno = exec.run_child(&|| {
+            sys::setsid()?;
+            sys::default_signals();
+            Ok(())
+        });
+        // The errno in decimal, on the child's own stack.
+        let mut digits = [b'\n'; 12];
+        let mut at = digits.len() - 1;
+        let mut n = errno.unsigned_abs();
+        loop {
+            at -= 1;
+            if let Some(d) = digits.get_mut(at) {
+                *d = b'0' + (n % 10) as u8;
             }
-            let _ = sys::write_once(2, failure);
-            let _ = sys::write_once(2, digits.get(at..).unwrap_or_default());
-            sys::exit(127);
+            n /= 10;
+            if n == 0 || at == 0 {
+                break;
+            }
         }
-        pid
-    };
-    let clone_error = std::io::Error::last_os_error();
-    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
-    if pid < 0 {
+        let _ = sys::write_once(2, failure);
+        let _ = sys::write_once(2, digits.get(at..).unwrap_or_default());
+    });
+    if let Err(clone_error) = cloned {
         return match clone_error.raw_os_error() {
             Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM) => Ok(false),
             _ => Err(clone_error),
@@ -326,7 +342,6 @@ pub fn detached(
 /// `establish` run in the child before `exec`. `Ok(None)` where the kernel or the cgroup refused the
 /// clone (no child was made; the caller falls back to `fork` and a move); an error where the child
 /// was made but could not start the program (it has been waited for).
-#[allow(unsafe_code)]
 pub(super) fn clone_into(
     cgroup: BorrowedFd,
     exec: &mut Exec,
@@ -342,42 +357,24 @@ pub(super) fn clone_into(
         cgroup: cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
-    let mut blocked = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut blocked),
-    )?;
-    // SAFETY: `args` is a live clone_args of the size passed. Without CLONE_VM the child gets a copy
-    // of this process (one thread: this one) and returns here with 0, like fork's. The child then
-    // runs `run_child` alone and never returns from this block: it `exec`s or `exit_group`s. That
-    // code only makes raw system calls on `exec`'s prepared values (no allocation, no lock, no
-    // libc state that fork handling would have reset), and `establish` promises the same.
-    let pid = unsafe {
-        let pid = libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        );
-        if pid == 0 {
-            let errno = exec.run_child(establish);
-            let _ = sys::write_once(report_writer.as_raw_fd(), &errno.to_ne_bytes());
-            sys::exit(127);
-        }
-        pid
-    };
-    let clone_error = std::io::Error::last_os_error();
-    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
+    let report_fd = report_writer.as_raw_fd();
+    let cloned = clone3(&mut args, || {
+        let errno = exec.run_child(establish);
+        let _ = sys::write_once(report_fd, &errno.to_ne_bytes());
+    });
     drop(report_writer);
-    if pid < 0 {
-        if matches!(
-            clone_error.raw_os_error(),
-            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
-        ) {
-            UNSUPPORTED.store(true, Ordering::Relaxed);
+    let pid = match cloned {
+        Ok(pid) => pid,
+        Err(clone_error) => {
+            if matches!(
+                clone_error.raw_os_error(),
+                Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+            ) {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+            }
+            return Ok(None);
         }
-        return Ok(None);
-    }
+    };
     let mut child = StepChild::new(pid as u32);
     let mut errno = [0u8; 4];
     let mut got = 0;
