@@ -284,6 +284,46 @@ pub fn make_private(file: &std::fs::File) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Opens (creating it 0600 if needed) a lock file that only phantom_ci's user may open, never through
+/// a symbolic link; an older one made 0644 is made 0600.
+pub fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    make_private(&file)?;
+    Ok(file)
+}
+
+/// Takes the exclusive `flock` of the lock file `path` ([`open_private`]), waiting for it or not:
+/// `None` when another process holds it and `wait` is false. The kernel drops it when its holder
+/// dies, however it dies.
+pub fn lock_private(
+    path: &Path,
+    wait: bool,
+) -> std::io::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    use nix::errno::Errno;
+    use nix::fcntl::{Flock, FlockArg};
+    let arg = if wait {
+        FlockArg::LockExclusive
+    } else {
+        FlockArg::LockExclusiveNonblock
+    };
+    let mut file = open_private(path)?;
+    loop {
+        match Flock::lock(file, arg) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err((again, Errno::EINTR)) => file = again,
+            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, errno)) => return Err(std::io::Error::from(errno)),
+        }
+    }
+}
+
 /// The absolute form of `path`, one spelling per directory (`/var/lib/x/` and `/var/lib/./x` are
 /// `/var/lib/x`): the data dir names the run cgroups and workspaces crash recovery looks for.
 fn absolute(path: PathBuf) -> Result<PathBuf, String> {

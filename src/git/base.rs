@@ -23,11 +23,10 @@ use std::path::{Path, PathBuf};
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use crate::config::dirs::Dirs;
 use crate::git::checkout::{write_files, write_packed_refs};
@@ -65,27 +64,8 @@ pub struct BaseTree {
 /// `wait` is false.
 fn lock(dirs: &Dirs, key: &str, wait: bool) -> Result<Option<Flock<File>>, String> {
     let path = dirs.bases().join(format!("{key}.lock"));
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
-    let arg = if wait {
-        FlockArg::LockExclusive
-    } else {
-        FlockArg::LockExclusiveNonblock
-    };
-    loop {
-        match Flock::lock(file, arg) {
-            Ok(lock) => return Ok(Some(lock)),
-            Err((again, Errno::EINTR)) => file = again,
-            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
-            Err((_, errno)) => return Err(format!("cannot lock `{}`: {errno}", path.display())),
-        }
-    }
+    crate::config::dirs::lock_private(&path, wait)
+        .map_err(|e| format!("cannot lock `{}`: {e}", path.display()))
 }
 
 /// How the base came to its commit.

@@ -5,11 +5,9 @@
 //! inherit the lock. Nobody else can take it either: `<data>/locks` is 0700 and its files 0600, so a
 //! step running as another user cannot even open a lock file (and hold it past phantom_ci's death).
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use crate::config::dirs::Dirs;
 use crate::error::Error;
@@ -39,19 +37,7 @@ impl ReportLock {
     }
 }
 
-/// Opens (creating it 0600 if needed) a lock file that only phantom_ci's user may open, never through
-/// a symbolic link; an older one made 0644 is made 0600.
-pub fn open_private(path: &std::path::Path) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?;
-    crate::config::dirs::make_private(&file)?;
-    Ok(file)
-}
+pub use crate::config::dirs::open_private;
 
 /// Locks `<data>/locks/<name>`; `None` when another process holds it and `wait` is false.
 fn lock(dirs: &Dirs, name: &str, wait: bool) -> Result<Option<Flock<File>>, Error> {
@@ -59,21 +45,5 @@ fn lock(dirs: &Dirs, name: &str, wait: bool) -> Result<Option<Flock<File>>, Erro
     dirs.make(&dir)
         .map_err(|e| Error::io("cannot create", &dir, e))?;
     let path = dir.join(name);
-    let file = open_private(&path).map_err(|e| Error::io("cannot open the lock file", &path, e))?;
-    let arg = if wait {
-        FlockArg::LockExclusive
-    } else {
-        FlockArg::LockExclusiveNonblock
-    };
-    let mut file = file;
-    loop {
-        match Flock::lock(file, arg) {
-            Ok(lock) => return Ok(Some(lock)),
-            Err((again, Errno::EINTR)) => file = again,
-            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
-            Err((_, errno)) => {
-                return Err(Error::io("cannot lock", path, std::io::Error::from(errno)));
-            }
-        }
-    }
+    crate::config::dirs::lock_private(&path, wait).map_err(|e| Error::io("cannot lock", path, e))
 }

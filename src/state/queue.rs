@@ -12,10 +12,8 @@
 //! new pending entry, nothing is lost); once the run's record says `running`, [`release`] drops the
 //! claim. A claim left by a process that died before its run started is put back by [`restore`].
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::config::dirs::Dirs;
@@ -144,10 +142,8 @@ fn create_dir(dirs: &Dirs) -> Result<(), Error> {
 pub fn with_lock<T>(dirs: &Dirs, repo: &str, f: impl FnOnce() -> T) -> Result<T, Error> {
     create_dir(dirs)?;
     let lock_path = dirs.queue().join(format!("{repo}.lock"));
-    let file: File = crate::state::lock::open_private(&lock_path)
-        .map_err(|e| Error::io("cannot open the lock file", &lock_path, e))?;
-    let _lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| Error::io("cannot lock", &lock_path, std::io::Error::from(errno)))?;
+    let _lock = crate::config::dirs::lock_private(&lock_path, true)
+        .map_err(|e| Error::io("cannot lock", &lock_path, e))?;
     Ok(f())
 }
 

@@ -11,8 +11,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use crate::config::dirs::Dirs;
 use crate::error::Error;
@@ -138,17 +137,10 @@ fn try_any(dirs: &Dirs, limit: usize) -> Result<Option<Slot>, Error> {
 fn try_in(dir: &std::path::Path, limit: usize) -> Result<Option<Slot>, Error> {
     for index in 0..limit {
         let path = dir.join(format!("{index}.lock"));
-        let mut file = crate::state::lock::open_private(&path)
-            .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok(Some(Slot { _lock: lock, index })),
-                Err((again, Errno::EINTR)) => file = again,
-                Err((_, Errno::EWOULDBLOCK)) => break,
-                Err((_, errno)) => {
-                    return Err(Error::io("cannot lock", path, std::io::Error::from(errno)));
-                }
-            }
+        let locked = crate::config::dirs::lock_private(&path, false)
+            .map_err(|e| Error::io("cannot lock", &path, e))?;
+        if let Some(lock) = locked {
+            return Ok(Some(Slot { _lock: lock, index }));
         }
     }
     Ok(None)

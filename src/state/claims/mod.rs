@@ -18,8 +18,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
-
 use crate::config::dirs::Dirs;
 use crate::error::Error;
 use crate::state::atomic_file;
@@ -101,10 +99,8 @@ pub fn apply(
     dirs.make(&dir)
         .map_err(|e| Error::io("cannot create", &dir, e))?;
     let lock_path = dir.join(".lock");
-    let lock_file = crate::state::lock::open_private(&lock_path)
-        .map_err(|e| Error::io("cannot open the lock file", &lock_path, e))?;
-    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| Error::io("cannot lock", &lock_path, std::io::Error::from(errno)))?;
+    let _lock = crate::config::dirs::lock_private(&lock_path, true)
+        .map_err(|e| Error::io("cannot lock", &lock_path, e))?;
     let path = file(dirs, key);
     let existing = read(&path)?;
     let (outcome, new) = decide(existing.as_ref(), key, host, request, now);
