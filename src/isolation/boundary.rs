@@ -170,7 +170,7 @@ impl Boundary<'_> {
         // place cannot overwrite another).
         let stdio: [OwnedFd; 3] = match io {
             Io::Pipe(output) => [
-                above_2(File::open("/dev/null")?.as_fd())?,
+                above_2(dev_null()?)?,
                 above_2(output.as_fd())?,
                 above_2(output.as_fd())?,
             ],
@@ -262,6 +262,16 @@ impl Boundary<'_> {
         drop(command);
         Ok(StepChild::new(spawned?.id()))
     }
+}
+
+/// `/dev/null`, opened once per process (every step's stdin is a copy of it).
+fn dev_null() -> std::io::Result<BorrowedFd<'static>> {
+    static NULL: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+    if let Some(null) = NULL.get() {
+        return Ok(null.as_fd());
+    }
+    let opened = File::open("/dev/null")?;
+    Ok(NULL.get_or_init(|| opened).as_fd())
 }
 
 /// A close-on-exec copy of `fd`, numbered 3 or above (std duplicates from 3 up).

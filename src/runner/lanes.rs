@@ -6,7 +6,6 @@
 use std::cell::Cell;
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,8 @@ pub const PARTIAL_WAIT: Duration = Duration::from_millis(100);
 /// The step logs of one run; together they hold at most the run's `log_limit` bytes (the cap counts
 /// the run).
 pub struct StepLogs {
-    dir: PathBuf,
+    /// Whether `steps/` was made: once per run.
+    made: Cell<bool>,
     run: RunDir,
     room: Rc<Cell<u64>>,
     limit: u64,
@@ -31,7 +31,7 @@ pub struct StepLogs {
 impl StepLogs {
     pub fn new(run: &RunDir, limit: u64) -> StepLogs {
         StepLogs {
-            dir: run.path.join("steps"),
+            made: Cell::new(false),
             run: run.clone(),
             room: Rc::new(Cell::new(limit)),
             limit,
@@ -41,9 +41,13 @@ impl StepLogs {
     /// The log of step `id`, created now. A log that cannot be created is a log that drops what it
     /// gets; the run's log still has it.
     pub fn open(&self, id: &str) -> StepLog {
-        let file = std::fs::create_dir_all(&self.dir)
-            .and_then(|()| File::create(self.run.step_log(id)))
-            .ok();
+        let path = self.run.step_log(id);
+        if !self.made.get()
+            && let Some(dir) = path.parent()
+        {
+            self.made.set(std::fs::create_dir_all(dir).is_ok());
+        }
+        let file = File::create(path).ok();
         StepLog {
             file,
             room: self.room.clone(),

@@ -124,8 +124,11 @@ fn owner_alive(name: &str) -> bool {
 /// now: a step of a run beyond its first takes one, or waits for one. Never waits itself.
 pub fn try_step_slot(dirs: &Dirs, limit: usize) -> Result<Option<Slot>, Error> {
     let dir = dirs.slots().join("steps");
-    dirs.make(&dir)
-        .map_err(|e| Error::io("cannot create", &dir, e))?;
+    // Made the first time only: every step of every run comes here.
+    if !dir.is_dir() {
+        dirs.make(&dir)
+            .map_err(|e| Error::io("cannot create", &dir, e))?;
+    }
     try_in(&dir, limit.max(1))
 }
 
