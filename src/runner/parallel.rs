@@ -8,7 +8,6 @@
 use crate::isolation::spawn::StepChild;
 use std::io::{PipeReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{PollFd, PollFlags, ppoll};
@@ -23,7 +22,7 @@ use crate::isolation::{pidfd, reaper, signals};
 use crate::runner::lanes::{Prefixer, StepLog};
 use crate::runner::output::Output;
 use crate::runner::plan::{Ended, Plan};
-use crate::runner::step::{CancelWatch, KILL_GRACE, StepOutcome, TICK, cannot_start};
+use crate::runner::step::{CancelWatch, KILL_GRACE, Stop, StepOutcome, TICK, cannot_start};
 use crate::runner::{Conclusion, EachStep, Leftovers, Run, aborted, record};
 use crate::state::records::{self, RunResult, StepResult};
 use crate::state::slots::{self, Slot};
@@ -119,14 +118,6 @@ fn readable_now(reader: &PipeReader) -> bool {
     let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
     let zero = nix::sys::time::TimeSpec::from_duration(Duration::ZERO);
     matches!(ppoll(&mut fds, Some(zero), None), Ok(n) if n > 0)
-}
-
-/// Why phantom_ci stops a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Deadline,
-    Signal(Signal),
-    Cancelled,
 }
 
 /// A step that runs.
@@ -306,16 +297,7 @@ impl Graph {
         let (reader, child) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
-                let outcome = StepOutcome {
-                    result: StepResult::Failure,
-                    exit_code: None,
-                    signal: None,
-                    duration: now.elapsed(),
-                    message: Some(cannot_start(step, &e)),
-                    process_group: None,
-                    aborted_by: None,
-                    cancelled: false,
-                };
+                let outcome = StepOutcome::not_started(cannot_start(step, &e), now);
                 if let Some(cgroup) = cgroup {
                     cgroup.leave();
                 }
@@ -482,32 +464,7 @@ impl Graph {
             }
         }
         self.lanes.drain_one(r.lane, run.out);
-        let (exit_code, signal) = match &status {
-            Ok(status) => (status.code(), status.signal()),
-            Err(_) => (None, None),
-        };
-        let result = if r.stop == Some(Stop::Deadline) {
-            StepResult::Timeout
-        } else if exit_code == Some(0) {
-            StepResult::Success
-        } else {
-            StepResult::Failure
-        };
-        let outcome = StepOutcome {
-            result,
-            exit_code,
-            signal,
-            duration: r.started.elapsed(),
-            message: status
-                .err()
-                .map(|e| format!("cannot wait for the step: {e}")),
-            process_group: Some(r.pgid),
-            aborted_by: match r.stop {
-                Some(Stop::Signal(signal)) => Some(signal),
-                _ => None,
-            },
-            cancelled: r.stop == Some(Stop::Cancelled),
-        };
+        let outcome = StepOutcome::ended(status, r.stop, r.started, r.pgid);
         self.leftovers.process_groups.push(r.pgid);
         // Its cgroup stays (background processes live until the run ends), but not open.
         if let Some(cgroup) = r.cgroup {

@@ -60,6 +60,57 @@ pub struct StepOutcome {
     pub cancelled: bool,
 }
 
+impl StepOutcome {
+    /// A step that could not start (`message` says why), `started` when it was tried.
+    pub(super) fn not_started(message: String, started: Instant) -> StepOutcome {
+        StepOutcome {
+            result: StepResult::Failure,
+            exit_code: None,
+            signal: None,
+            duration: started.elapsed(),
+            message: Some(message),
+            process_group: None,
+            aborted_by: None,
+            cancelled: false,
+        }
+    }
+
+    /// A step whose process group `pgid`, started at `started`, ended with `status`, or was stopped.
+    pub(super) fn ended(
+        status: std::io::Result<std::process::ExitStatus>,
+        stopped: Option<Stop>,
+        started: Instant,
+        pgid: Pid,
+    ) -> StepOutcome {
+        let (exit_code, signal) = match &status {
+            Ok(status) => (status.code(), status.signal()),
+            Err(_) => (None, None),
+        };
+        let result = if stopped == Some(Stop::Deadline) {
+            StepResult::Timeout
+        } else if exit_code == Some(0) {
+            StepResult::Success
+        } else {
+            StepResult::Failure
+        };
+        StepOutcome {
+            result,
+            exit_code,
+            signal,
+            duration: started.elapsed(),
+            message: status
+                .err()
+                .map(|e| format!("cannot wait for the step: {e}")),
+            process_group: Some(pgid),
+            aborted_by: match stopped {
+                Some(Stop::Signal(signal)) => Some(signal),
+                _ => None,
+            },
+            cancelled: stopped == Some(Stop::Cancelled),
+        }
+    }
+}
+
 /// The one pipe every step of a run writes to, stdout and stderr alike, so they interleave as they
 /// come. It lives as long as the run: a background process a step started (a database for the next
 /// step, say) can go on writing, and its output shows up as it arrives, until the run ends and kills it.
@@ -211,22 +262,12 @@ pub fn run(
     let started = Instant::now();
     // Bytes the log cannot take from now on are this step's (in the record's `log_lost`).
     out.set_step(Some(&crate::state::records::step_id(step.index, None)));
-    let failed_to_start = |message: String| StepOutcome {
-        result: StepResult::Failure,
-        exit_code: None,
-        signal: None,
-        duration: started.elapsed(),
-        message: Some(message),
-        process_group: None,
-        aborted_by: None,
-        cancelled: false,
-    };
     let spawned = ctx
         .boundary
         .spawn(&step.argv, ctx.cwd, ctx.env, &pipe.writer);
     let mut child = match spawned {
         Ok(child) => child,
-        Err(e) => return failed_to_start(cannot_start(step, &e)),
+        Err(e) => return StepOutcome::not_started(cannot_start(step, &e), started),
     };
     // The step leads its own session and process group (the boundary's `setsid`).
     let pgid = Pid::from_raw(child.id() as i32);
@@ -236,38 +277,12 @@ pub fn run(
         // Whatever of the group survived SIGTERM goes now.
         let _ = killpg(pgid, Signal::SIGKILL);
     }
-    let timed_out = stopped == Some(Stop::Deadline);
-    let (exit_code, signal) = match &status {
-        Ok(status) => (status.code(), status.signal()),
-        Err(_) => (None, None),
-    };
-    let result = if timed_out {
-        StepResult::Timeout
-    } else if exit_code == Some(0) {
-        StepResult::Success
-    } else {
-        StepResult::Failure
-    };
-    StepOutcome {
-        result,
-        exit_code,
-        signal,
-        duration: started.elapsed(),
-        message: status
-            .err()
-            .map(|e| format!("cannot wait for the step: {e}")),
-        process_group: Some(pgid),
-        aborted_by: match stopped {
-            Some(Stop::Signal(signal)) => Some(signal),
-            _ => None,
-        },
-        cancelled: stopped == Some(Stop::Cancelled),
-    }
+    StepOutcome::ended(status, stopped, started, pgid)
 }
 
 /// Why phantom_ci stopped a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
+pub(super) enum Stop {
     Deadline,
     Signal(Signal),
     /// `phantom_ci cancel` asked for it.
