@@ -147,8 +147,11 @@ pub fn execute(
     signals::install().map_err(Error::Other)?;
     crate::state::recovery::recover(dirs, repo, lock)?;
     let previous = records::last(dirs, &repo.name, None);
-    let (subject, author) = open_source(dirs, repo)
-        .map(|source| commit_words(&source, request.commit))
+    // Opened once: for the commit's words now, and for the run.
+    let source = open_source(dirs, repo);
+    let (subject, author) = source
+        .as_ref()
+        .map(|source| commit_words(source, request.commit))
         .unwrap_or_default();
     let run_dir = records::reserve(dirs, &repo.name)?;
     let started_at = SystemTime::now();
@@ -235,6 +238,7 @@ pub fn execute(
         kept_until: None,
         progress,
         start: Some(durable_start),
+        source: Some(source),
     };
     let mut conclusion = run.conduct();
     // A run that ended before its first step: its start is durable (and told) before its end.
@@ -397,6 +401,8 @@ struct Run<'a> {
     progress: &'a mut dyn FnMut(Progress),
     /// The thread making the run's start durable, until [`Run::started`] waited for it.
     start: Option<std::thread::JoinHandle<Result<(), Error>>>,
+    /// The repository, opened when the run began, until [`Run::conduct`] takes it.
+    source: Option<Result<Repository, String>>,
 }
 
 impl<'a> Run<'a> {
@@ -427,7 +433,11 @@ impl<'a> Run<'a> {
             Ok(user) => user,
             Err(message) => return Conclusion::error(message),
         };
-        let source = match open_source(self.dirs, repo) {
+        let opened = self
+            .source
+            .take()
+            .unwrap_or_else(|| open_source(self.dirs, repo));
+        let source = match opened {
             Ok(source) => source,
             Err(message) => return Conclusion::error(message),
         };
