@@ -70,6 +70,16 @@ fn env_of(
             set(name, value.clone());
         }
     }
+    // The operator's repo `env` and `pass_env` win over the workflow's; `CI` and `PHANTOM_CI_*`
+    // win over everything (SPEC §8): recovery finds a run's processes by `PHANTOM_CI_WORKSPACE`.
+    for (name, value) in &repo.env {
+        set(name, value.clone());
+    }
+    for name in &repo.pass_env {
+        if let Some(value) = own(name) {
+            set(name, value);
+        }
+    }
     set("CI", "true".into());
     set("PHANTOM_CI", "true".into());
     set("PHANTOM_CI_REPO", repo.name.clone());
@@ -90,14 +100,6 @@ fn env_of(
     if let Some(cache) = vars.cache {
         set("PHANTOM_CI_CACHE", cache.to_string_lossy().into_owned());
     }
-    for (name, value) in &repo.env {
-        set(name, value.clone());
-    }
-    for name in &repo.pass_env {
-        if let Some(value) = own(name) {
-            set(name, value);
-        }
-    }
     if let Some((_, step)) = step {
         set("PHANTOM_CI_STEP", step.id());
         set(
@@ -106,4 +108,46 @@ fn env_of(
         );
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repos_env_cannot_take_ci_or_phantom_ci_variables_from_the_steps() {
+        let mut repo = Repo::ad_hoc("app".into(), "/srv/app.git".into(), "main".into());
+        repo.env = vec![
+            ("CI".into(), "no".into()),
+            ("PHANTOM_CI_WORKSPACE".into(), "/elsewhere".into()),
+            ("PATH".into(), "/opt/bin:/usr/bin".into()),
+        ];
+        let user = StepUser {
+            name: "ci".into(),
+            uid: nix::unistd::Uid::from_raw(1000),
+            gid: nix::unistd::Gid::from_raw(1000),
+            groups: Vec::new(),
+            home: "/home/ci".into(),
+            switch: true,
+        };
+        let vars = RunVars {
+            run: 3,
+            branch: "main",
+            commit: "abc",
+            previous_commit: None,
+            workspace: Path::new("/data/work/app/3/workspace"),
+            artifacts: Path::new("/data/work/app/3/artifacts"),
+            cache: None,
+        };
+        let env = step_env(&repo, &user, &vars);
+        let get = |name: &str| {
+            env.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("CI"), Some("true"));
+        assert_eq!(get("PHANTOM_CI_WORKSPACE"), Some("/data/work/app/3/workspace"));
+        // What the operator may set, it sets.
+        assert_eq!(get("PATH"), Some("/opt/bin:/usr/bin"));
+    }
 }
