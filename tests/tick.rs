@@ -83,6 +83,13 @@ fn a_killed_worker_leaves_an_aborted_run_and_queued_work_still_runs() {
     kill(Pid::from_raw(tick.id() as i32), Signal::SIGKILL).unwrap();
     tick.wait().unwrap();
     assert_eq!(env.run_json("app", 1)["result"], "running");
+    // `status` does not show it as going on.
+    env.phantom()
+        .arg("status")
+        .assert()
+        .stdout(predicates::str::contains(
+            "app #1: the phantom_ci running it is gone",
+        ));
     env.phantom()
         .args(["logs", "app", "--follow"])
         .assert()
@@ -91,7 +98,15 @@ fn a_killed_worker_leaves_an_aborted_run_and_queued_work_still_runs() {
 
     repo.workflow("master", "[0]\nrun = \"echo fixed\"\n");
     let fixed = repo.commit_and_push("fixed");
-    env.phantom().arg("tick").assert().success();
+    // The next invocation finds it, records it, and says so.
+    env.phantom()
+        .arg("tick")
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(
+            "phantom_ci: note: run #1 of `app` is recorded `aborted`: the phantom_ci running it \
+             had died",
+        ));
     let aborted = env.run_json("app", 1);
     assert_eq!(aborted["result"], "aborted");
     assert!(aborted["message"].as_str().unwrap().contains("--commit"));

@@ -59,6 +59,10 @@ struct StatusJson {
     /// The steps of `last_run` running now (SPEC §8), in the order they started; empty when it is
     /// not running.
     running_steps: Vec<RunningStep>,
+    /// `last_run` says `running`, but the phantom_ci running it is gone (killed, or the machine
+    /// went down): the next `tick` or `run` of the repo records it `aborted`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    owner_gone: bool,
     /// On a runner pool's central host: the claims of this repository, newest first (SPEC §7).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     claims: Vec<ClaimJson>,
@@ -156,6 +160,7 @@ fn add_claims(ctx: &Context, config: &Config, lines: &mut Vec<StatusJson>) {
             cache_measured_at: None,
             cache_limit: None,
             running_steps: Vec::new(),
+            owner_gone: false,
             claims,
             kept_workspaces: Vec::new(),
         });
@@ -259,6 +264,7 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
         cache_measured_at: cache.as_ref().map(|c| c.measured_at.clone()),
         cache_limit: repo.cache.then_some(repo.cache_limit),
         running_steps: Vec::new(),
+        owner_gone: false,
         claims: Vec::new(),
         kept_workspaces: kept.clone(),
     };
@@ -314,7 +320,13 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         .flat_map(|repo| lines_of(ctx, repo))
         .collect();
     for line in &mut repos {
-        line.running_steps = running_steps(ctx, line.last_run.as_ref());
+        line.owner_gone = line.last_run.as_ref().is_some_and(|run| {
+            run.result == RunResult::Running
+                && records::run_dir(&ctx.dirs, &run.repo, run.run).owner_alive() == Some(false)
+        });
+        if !line.owner_gone {
+            line.running_steps = running_steps(ctx, line.last_run.as_ref());
+        }
     }
     add_claims(ctx, &config, &mut repos);
     // Damaged state is said on stderr and in the exit status (1), whatever the format.
@@ -370,6 +382,15 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let now_running: Vec<String> = repos.iter().flat_map(|r| running_lines(r, now)).collect();
     for line in now_running {
         println!("{line}");
+    }
+    for r in repos.iter().filter(|r| r.owner_gone) {
+        if let Some(run) = &r.last_run {
+            println!(
+                "{} #{}: the phantom_ci running it is gone (killed, or the machine went down); the \
+                 next `tick` or `run` of the repo records it `aborted`",
+                r.repo, run.run
+            );
+        }
     }
     // Queued commits whose worker waits for a free slot (`max_parallel_runs`).
     let waiting = crate::state::slots::waiting(&ctx.dirs);

@@ -131,7 +131,9 @@ pub fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, S
     if let Some(lock) =
         RepoLock::acquire(&ctx.dirs, &repo.name, false).map_err(|e| e.to_string())?
     {
-        recovery::recover(&ctx.dirs, repo, &lock).map_err(|e| e.to_string())?;
+        if let Some(run) = recovery::recover(&ctx.dirs, repo, &lock).map_err(|e| e.to_string())? {
+            eprintln!("phantom_ci: {}", recovery::recovered_note(&repo.name, run));
+        }
     }
     if let Some(note) = fetch(ctx, repo)? {
         return Ok(Some(note));

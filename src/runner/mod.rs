@@ -145,7 +145,7 @@ pub fn execute(
     // Before the record names this process as the run's owner: from then on `phantom_ci cancel` may
     // send SIGUSR1, which must not kill it.
     signals::install().map_err(Error::Other)?;
-    crate::state::recovery::recover(dirs, repo, lock)?;
+    let recovered = crate::state::recovery::recover(dirs, repo, lock)?;
     let previous = records::last(dirs, &repo.name, None);
     // Opened once: for the commit's words now, and for the run.
     let source = open_source(dirs, repo);
@@ -308,7 +308,10 @@ pub fn execute(
         previous,
         log: run_dir.log(),
         kept_workspace,
-        notes: Vec::new(),
+        notes: recovered
+            .map(|run| crate::state::recovery::recovered_note(&repo.name, run))
+            .into_iter()
+            .collect(),
     })
 }
 

@@ -103,6 +103,14 @@ pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>
     Ok(Some(number))
 }
 
+/// What the operator is told when [`recover`] recorded `run` of `repo` as aborted.
+pub fn recovered_note(repo: &str, run: u64) -> String {
+    format!(
+        "note: run #{run} of `{repo}` is recorded `aborted`: the phantom_ci running it had died \
+         (killed, or the machine went down); its processes and workspace are gone"
+    )
+}
+
 /// Ends what is left of the `phantom_ci debug` sessions of `repo` whose process died (SIGKILL, power
 /// loss), as for a dead run: their processes (by the session's cgroup, then by its
 /// `PHANTOM_CI_WORKSPACE`), and their workspaces, unless the session was started with `--keep`.
