@@ -130,10 +130,9 @@ fn only<'a>(config: &'a Config, names: &[String], ctx: &Context) -> Result<Vec<&
 pub fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, String> {
     if let Some(lock) =
         RepoLock::acquire(&ctx.dirs, &repo.name, false).map_err(|e| e.to_string())?
+        && let Some(run) = recovery::recover(&ctx.dirs, repo, &lock).map_err(|e| e.to_string())?
     {
-        if let Some(run) = recovery::recover(&ctx.dirs, repo, &lock).map_err(|e| e.to_string())? {
-            eprintln!("phantom_ci: {}", recovery::recovered_note(&repo.name, run));
-        }
+        eprintln!("phantom_ci: {}", recovery::recovered_note(&repo.name, run));
     }
     if let Some(note) = fetch(ctx, repo)? {
         return Ok(Some(note));

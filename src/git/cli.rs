@@ -124,6 +124,7 @@ pub fn run_keeping(
     if max > 0 {
         command.stdout(Stdio::piped());
     }
+    crate::isolation::reaper::dies_with_phantom_ci(&mut command);
     let mut child = command.spawn().map_err(Stopped::Spawn)?;
     let mut stdout = child.stdout.take();
     let output = std::thread::spawn(move || {

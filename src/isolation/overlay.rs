@@ -152,6 +152,7 @@ impl Layer {
                 sys::enter_mount_namespace(ns, &cwd).map_err(std::io::Error::from_raw_os_error)
             });
         }
+        reaper::dies_with_phantom_ci(&mut copy);
         let ran = reaper::spawn(&mut copy)
             .and_then(|child| {
                 let pid = child.id();

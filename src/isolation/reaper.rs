@@ -30,6 +30,28 @@ pub fn become_subreaper() -> Result<(), String> {
         .map_err(|e| format!("cannot become a child subreaper (prctl): {e}"))
 }
 
+/// Makes the child of `command` die (SIGKILL) with the phantom_ci thread that starts it: a `git
+/// checkout` or a `cp` phantom_ci started for itself never goes on writing after phantom_ci was
+/// killed (the next invocation would find a half-written tree changing under it). Call it last
+/// before the spawn: a change of user in the child clears the death signal.
+pub fn dies_with_phantom_ci(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = getpid();
+    // SAFETY: between fork and exec the closure makes two system calls (prctl, getppid) on a value
+    // computed before the fork; it allocates nothing and takes no lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // phantom_ci died before the signal was set: the child must not go on alone.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Spawns a process of a run (a step's main process, or a helper such as `git`) and registers it
 /// until [`finished`] is called with it.
 pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
@@ -152,5 +174,28 @@ mod tests {
         let mut found = descendants(p(1), &table, &running);
         found.sort();
         assert_eq!(found, [p(2), p(3)]);
+    }
+
+    #[test]
+    fn a_child_that_dies_with_phantom_ci_goes_when_its_starter_goes() {
+        // The death signal follows the thread that started the child: a thread stands in for a
+        // phantom_ci that is killed.
+        let child = std::thread::spawn(|| {
+            let mut command = Command::new("sleep");
+            command.arg("1000");
+            dies_with_phantom_ci(&mut command);
+            command.spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        let status = waitpid(Pid::from_raw(child.id() as i32), None).unwrap();
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Signaled(
+                Pid::from_raw(child.id() as i32),
+                Signal::SIGKILL,
+                false
+            )
+        );
     }
 }

@@ -140,13 +140,12 @@ mod tests {
             cache: None,
         };
         let env = step_env(&repo, &user, &vars);
-        let get = |name: &str| {
-            env.iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         assert_eq!(get("CI"), Some("true"));
-        assert_eq!(get("PHANTOM_CI_WORKSPACE"), Some("/data/work/app/3/workspace"));
+        assert_eq!(
+            get("PHANTOM_CI_WORKSPACE"),
+            Some("/data/work/app/3/workspace")
+        );
         // What the operator may set, it sets.
         assert_eq!(get("PATH"), Some("/opt/bin:/usr/bin"));
     }

@@ -22,7 +22,7 @@ use crate::isolation::{pidfd, reaper, signals};
 use crate::runner::lanes::{Prefixer, StepLog};
 use crate::runner::output::Output;
 use crate::runner::plan::{Ended, Plan};
-use crate::runner::step::{CancelWatch, KILL_GRACE, Stop, StepOutcome, TICK, cannot_start};
+use crate::runner::step::{CancelWatch, KILL_GRACE, StepOutcome, Stop, TICK, cannot_start};
 use crate::runner::{Conclusion, EachStep, Leftovers, Run, aborted, record};
 use crate::state::records::{self, RunResult, StepResult};
 use crate::state::slots::{self, Slot};
