@@ -180,6 +180,8 @@ mod tests {
     fn a_child_that_dies_with_phantom_ci_goes_when_its_starter_goes() {
         // The death signal follows the thread that started the child: a thread stands in for a
         // phantom_ci that is killed.
+        // Reaped below by its pid, from this thread.
+        #[allow(clippy::zombie_processes)]
         let child = std::thread::spawn(|| {
             let mut command = Command::new("sleep");
             command.arg("1000");
