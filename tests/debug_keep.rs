@@ -517,4 +517,38 @@ crate::tests! {
     a_kept_workspace_of_a_run_that_died_is_undone_by_recovery,
     the_build_cache_is_read_only_in_a_session,
     an_interactive_session_has_the_operators_term_and_window_size,
+    the_shell_reads_no_start_up_file_and_no_prompt_from_the_commit,
+}
+
+/// A pusher plants what a shell reads when it starts (`$ENV`, a prompt), hoping the operator's
+/// `debug` shell prints a fake end of the session and a root prompt.
+fn the_shell_reads_no_start_up_file_and_no_prompt_from_the_commit() {
+    let env = shared_env();
+    let planting = "[env]\nENV = \"evil.sh\"\nBASH_ENV = \"evil.sh\"\nPS1 = \"root@host:~# \"\n\
+                    [0]\nname = \"plant\"\nrun = \"sh -c 'echo echo PLANTED > evil.sh; exit 1'\"\n";
+    app(&env, planting, "");
+    env.phantom().args(["run", "app"]).assert().code(1);
+    let pty = open_pty();
+    let screen = Screen::watch(&pty);
+    let mut command = env.phantom_std();
+    command.env("TERM", "xterm").args(["debug", "app", "1"]);
+    let mut child = spawn_in_terminal(command, &pty, None);
+    wait_for("the shell's prompt", || {
+        screen.now().contains("(phantom_ci debug app) $ ")
+    });
+    use std::io::Write;
+    (&pty.master)
+        .write_all(b"echo hi-from-$((40 + 2)); exit\n")
+        .unwrap();
+    let status = child.wait().unwrap();
+    let shown = screen.finish(pty.slave);
+    assert!(status.success(), "{shown}");
+    assert!(shown.contains("hi-from-42"), "{shown}");
+    // (The first line shows the step's command, which names it.)
+    assert!(!shown.lines().any(|l| l.trim_end() == "PLANTED"), "{shown}");
+    assert!(!shown.contains("root@host"), "{shown}");
+    assert!(
+        shown.contains("phantom_ci: the debug session of `app` ended"),
+        "{shown}"
+    );
 }

@@ -234,7 +234,8 @@ impl Plan<'_> {
             env.push(("TERM".into(), term));
         }
         let argv = if self.command.is_empty() {
-            vec![session::shell_of(self.user)]
+            session::shell_env(&mut env, &repo.name);
+            session::shell_argv(self.user)
         } else {
             self.command.to_vec()
         };
@@ -279,6 +280,10 @@ impl Plan<'_> {
         // Nothing of the session outlives it.
         if let Some(cgroup) = &cgroup {
             cgroup.kill();
+        }
+        if self.interactive {
+            // phantom_ci's own word, after everything the session's processes printed.
+            eprintln!("phantom_ci: the debug session of `{}` ended", repo.name);
         }
         let survivors = reaper::kill_orphans();
         if let Some(Err(message)) = cgroup.map(RunCgroup::remove) {

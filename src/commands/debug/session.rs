@@ -42,6 +42,35 @@ pub fn shell_of(user: &StepUser) -> String {
     shell.to_string_lossy().into_owned()
 }
 
+/// The step user's shell started without its start-up files (`~/.bashrc`, `~/.profile`, `$ENV`,
+/// …): they live in the step user's home, which the commit's steps may write, and a planted one
+/// could print a fake end of the session and a root prompt into the operator's terminal.
+pub fn shell_argv(user: &StepUser) -> Vec<String> {
+    let shell = shell_of(user);
+    let name = Path::new(&shell)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let flags: &[&str] = match name.as_str() {
+        "bash" => &["--norc", "--noprofile"],
+        "zsh" => &["-f"],
+        "fish" => &["--no-config"],
+        _ => &[],
+    };
+    std::iter::once(shell)
+        .chain(flags.iter().map(|f| f.to_string()))
+        .collect()
+}
+
+/// The interactive shell's environment: the step's, without what makes a shell read a file at
+/// start (`ENV`, `BASH_ENV`, `ZDOTDIR`) or draw its prompt from the commit (`PS1`, `PROMPT_COMMAND`):
+/// the prompt says plainly where the operator is.
+pub fn shell_env(env: &mut Vec<(String, String)>, repo: &str) {
+    const FROM_FILES: [&str; 5] = ["ENV", "BASH_ENV", "ZDOTDIR", "PS1", "PROMPT_COMMAND"];
+    env.retain(|(name, _)| !FROM_FILES.contains(&name.as_str()));
+    env.push(("PS1".into(), format!("(phantom_ci debug {repo}) $ ")));
+}
+
 /// The operator's `TERM`, for the shell's pty, if it is a plain terminal name: letters, digits and
 /// `.+-_`, at most 64 bytes (it reaches the step user's programs, which look it up in terminfo).
 pub fn operator_term() -> Option<String> {
