@@ -510,4 +510,28 @@ crate::tests! {
     notes_are_written_as_the_owner_of_the_repository,
     a_url_repo_with_notes_is_a_config_error_with_its_line,
     the_report_keeps_only_the_runs_the_records_keep,
+    a_notes_ref_that_names_no_commit_is_said_at_once,
+}
+
+/// A pusher points `refs/notes/ci` at a blob: every note used to retry 50 times (about ten seconds
+/// of junk commits) before giving up.
+fn a_notes_ref_that_names_no_commit_is_said_at_once() {
+    let env = TestEnv::new();
+    let (repo, _) = env.app(PASSING, "notes = true");
+    let blob = env.git(&repo.work, &["hash-object", "-w", "workflow/master.toml"]);
+    env.git(
+        &repo.work,
+        &["push", "-q", "origin", &format!("{blob}:refs/notes/ci")],
+    );
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("`refs/notes/ci` names a blob, not a commit"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("kept moving"), "{stderr}");
+    assert_eq!(env.run_json("app", 1)["result"], "success");
+    // Nothing was written into the repository meanwhile.
+    let refs = env.git(&repo.bare, &["for-each-ref", "refs/notes"]);
+    assert_eq!(refs, format!("{blob} blob\trefs/notes/ci"));
 }

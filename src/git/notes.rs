@@ -158,6 +158,19 @@ impl Writer<'_> {
             ])
             .ok()
             .filter(|id| !id.is_empty());
+        // A ref that is there but names no commit (a pusher can push a blob there) never becomes
+        // one by waiting: said at once.
+        if old.is_none()
+            && let Ok(id) = self.text(&["rev-parse", "-q", "--verify", NOTES_REF])
+            && !id.is_empty()
+        {
+            let kind = self.text(&["cat-file", "-t", &id]).unwrap_or_default();
+            return Err(format!(
+                "`{NOTES_REF}` names a {kind}, not a commit: no note can be added to it (delete the \
+                 ref with `git update-ref -d {NOTES_REF}` in the repository, or point it at a notes \
+                 commit)"
+            ));
+        }
         // The note's path in the notes tree: the commit's id, maybe split into fan-out folders.
         let mut path = commit.to_string();
         let mut note = Vec::new();
