@@ -155,9 +155,9 @@ fn finished_runs(host: &Runner, repo: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The claim of `commit` of master on the central host, if there is one.
+/// The claim of `commit` of master by pool `p` on the central host, if there is one.
 fn claim_of(central_data: &Path, commit: &str) -> Option<serde_json::Value> {
-    let path = central_data.join(format!("claims/app/master@{commit}.json"));
+    let path = central_data.join(format!("claims/app/master@{commit}@p.json"));
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
@@ -492,7 +492,7 @@ fn a_pool_runs_each_commit_once_on_whichever_host_claims_it() {
     assert_eq!(claim["host"], b_user.name.as_str(), "{claim}");
     assert_eq!(claim["taken_from"], a_user.name.as_str(), "{claim}");
     assert_eq!(claim["result"], "success", "{claim}");
-    let late = ask_central(a_user, Some(&format!("done app master {held} success")));
+    let late = ask_central(a_user, Some(&format!("done app@p master {held} success")));
     let answer = String::from_utf8_lossy(&late.stdout).into_owned();
     assert_eq!(late.status.code(), Some(3), "{answer}");
     assert!(

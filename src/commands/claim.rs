@@ -143,8 +143,8 @@ fn after_done(ctx: &Context, claim: &Claim) {
 
 fn refused(why: &str) -> Error {
     Error::Usage(format!(
-        "claim refused: the command {why}; this key may only run `claim|renew <repo> <branch> \
-         <commit>` or `done <repo> <branch> <commit> <result>`"
+        "claim refused: the command {why}; this key may only run `claim|renew <repo>[@<pool>] \
+         <branch> <commit>` or `done <repo>[@<pool>] <branch> <commit> <result>`"
     ))
 }
 
@@ -161,8 +161,17 @@ pub fn parse(command: &str) -> Result<Parsed<'_>, &'static str> {
         [verb, repo, branch, commit, rest @ ..] => (*verb, *repo, *branch, *commit, rest),
         _ => return Err("is not `claim|renew|done <repo> <branch> <commit> …`"),
     };
+    // `<repo>@<pool>`: the pool's own claims (SPEC §7); a bare `<repo>` from a runner that does not
+    // say its pool.
+    let (repo, pool) = match repo.split_once('@') {
+        Some((repo, pool)) => (repo, Some(pool)),
+        None => (repo, None),
+    };
     if !plain_name(repo) {
         return Err("names something that is not a plain repository name");
+    }
+    if pool.is_some_and(|p| crate::config::pool::validate_pool_name(p).is_err()) {
+        return Err("names something that is not a plain pool name");
     }
     if crate::config::validate_branch(branch).is_err() {
         return Err("names an invalid branch");
@@ -201,6 +210,7 @@ pub fn parse(command: &str) -> Result<Parsed<'_>, &'static str> {
             repo,
             branch,
             commit,
+            pool,
         },
         request,
     })
@@ -224,10 +234,25 @@ mod tests {
             Key {
                 repo: "app",
                 branch: "feature/x",
-                commit: C
+                commit: C,
+                pool: None,
             }
         );
         assert_eq!(parsed.request, Request::Claim { ttl_secs: 600 });
+        // A runner of a pool says which: that pool's claims.
+        let text = format!("claim app@arm-64 master {C} 60");
+        assert_eq!(
+            ok(&text).key,
+            Key {
+                repo: "app",
+                branch: "master",
+                commit: C,
+                pool: Some("arm-64"),
+            }
+        );
+        for bad in ["app@", "app@a/b", "app@x@y", "@x86"] {
+            assert!(parse(&format!("claim {bad} master {C}")).is_err(), "{bad}");
+        }
         assert_eq!(
             ok(&format!(" claim\tapp.rs master {C} 30 ")).request,
             Request::Claim { ttl_secs: 30 }

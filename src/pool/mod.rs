@@ -70,8 +70,10 @@ pub fn central_name(location: &Location) -> Option<String> {
     plain.then(|| name.to_string())
 }
 
-/// The request's text: `<verb> <repo> <branch> <commit> …`.
+/// The request's text: `<verb> <repo>@<pool> <branch> <commit> …`.
 pub fn request(pool: &Pool, name: &str, branch: &str, commit: &str, ask: Ask) -> String {
+    // The pool's own claims: another pool of the same central repository runs the commit too.
+    let name = format!("{name}@{}", pool.name);
     match ask {
         Ask::Claim => format!(
             "claim {name} {branch} {commit} {}",
@@ -237,10 +239,10 @@ mod tests {
         };
         let c = "0123456789abcdef0123456789abcdef01234567";
         let text = request(&pool, "app", "main", c, Ask::Claim);
-        assert_eq!(text, format!("claim app main {c} 30"));
+        assert_eq!(text, format!("claim app@x86 main {c} 30"));
         assert_eq!(
             request(&pool, "app", "main", c, Ask::Done("success")),
-            format!("done app main {c} success")
+            format!("done app@x86 main {c} success")
         );
         let args = ssh_args(&pool, &text);
         let joined = args.join(" ");
@@ -250,7 +252,9 @@ mod tests {
             "{joined}"
         );
         assert!(
-            joined.ends_with(&format!("-p 2222 -l git -- central claim app main {c} 30")),
+            joined.ends_with(&format!(
+                "-p 2222 -l git -- central claim app@x86 main {c} 30"
+            )),
             "{joined}"
         );
         // The request is one argument after `--`: ssh passes it as the command, never as options.

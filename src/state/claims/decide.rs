@@ -11,6 +11,9 @@ pub struct Claim {
     pub repo: String,
     pub branch: String,
     pub commit: String,
+    /// The pool whose claim it is (absent from a runner that does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// The host that holds it: the `--host` of the forced command its request came through.
     pub host: String,
     /// When this host claimed it (or took it over), in seconds since the epoch.
@@ -35,6 +38,7 @@ impl Claim {
             repo: key.repo.into(),
             branch: key.branch.into(),
             commit: key.commit.into(),
+            pool: key.pool.map(str::to_string),
             host: host.into(),
             claimed_at: now,
             renewed_at: now,
@@ -62,6 +66,9 @@ pub struct Key<'a> {
     pub repo: &'a str,
     pub branch: &'a str,
     pub commit: &'a str,
+    /// The runner pool that claims (SPEC §7): each pool of a central repository runs each commit
+    /// once. `None` from a runner that does not say it.
+    pub pool: Option<&'a str>,
 }
 
 /// What a host asks.

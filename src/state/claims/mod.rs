@@ -43,9 +43,12 @@ pub fn root(dirs: &Dirs) -> PathBuf {
 }
 
 fn file(dirs: &Dirs, key: Key) -> PathBuf {
-    root(dirs)
-        .join(key.repo)
-        .join(format!("{}@{}.json", branch_key(key.branch), key.commit))
+    let pool = key.pool.map_or(String::new(), |pool| format!("@{pool}"));
+    root(dirs).join(key.repo).join(format!(
+        "{}@{}{pool}.json",
+        branch_key(key.branch),
+        key.commit
+    ))
 }
 
 fn read(path: &Path) -> Result<Option<Claim>, Error> {
@@ -75,7 +78,10 @@ pub fn apply(
         && key.repo != "."
         && key.repo != ".."
         && !key.repo.contains('/')
-        && key.commit.bytes().all(|b| b.is_ascii_hexdigit());
+        && key.commit.bytes().all(|b| b.is_ascii_hexdigit())
+        && key
+            .pool
+            .is_none_or(|pool| crate::config::pool::validate_pool_name(pool).is_ok());
     if !plain {
         return Err(Error::Other(format!(
             "refused: `{}` is not a plain repository name and commit id",
@@ -245,6 +251,7 @@ pub(super) mod test_support {
             repo: "app",
             branch: "feature/x",
             commit: COMMIT,
+            pool: None,
         }
     }
 
@@ -374,6 +381,7 @@ mod tests {
                 repo: "app",
                 branch: "master",
                 commit,
+                pool: None,
             }
         }
         apply(&dirs, k(&c1), "a", &claim(60), old).unwrap();
@@ -390,6 +398,23 @@ mod tests {
     }
 
     #[test]
+    fn each_pool_claims_a_commit_for_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = dirs(tmp.path());
+        let in_pool = |pool| Key {
+            pool: Some(pool),
+            ..key()
+        };
+        let (x86, _) = apply(&dirs, in_pool("x86"), "a", &claim(60), 1).unwrap();
+        let (arm, _) = apply(&dirs, in_pool("arm"), "b", &claim(60), 1).unwrap();
+        assert_eq!((x86, arm), (Outcome::Granted, Outcome::Granted));
+        // Within a pool, still once.
+        let (again, _) = apply(&dirs, in_pool("arm"), "c", &claim(60), 2).unwrap();
+        assert!(matches!(again, Outcome::Held { .. }), "{again:?}");
+        assert!(apply(&dirs, in_pool("../x"), "a", &claim(60), 1).is_err());
+    }
+
+    #[test]
     fn names_that_are_not_plain_are_refused_by_the_store_too() {
         let tmp = tempfile::tempdir().unwrap();
         let dirs = dirs(tmp.path());
@@ -398,6 +423,7 @@ mod tests {
                 repo,
                 branch: "master",
                 commit: COMMIT,
+                pool: None,
             };
             assert!(apply(&dirs, bad, "a", &claim(5), 1).is_err(), "{repo}");
         }
