@@ -53,6 +53,9 @@ fn file(dirs: &Dirs, key: Key) -> PathBuf {
 
 fn read(path: &Path) -> Result<Option<Claim>, Error> {
     match std::fs::read(path) {
+        // Made, and its maker died before a byte was written (a power loss, a SIGKILL between the
+        // create and the write): no host was ever told it holds it. Read as no claim, replaced below.
+        Ok(bytes) if bytes.is_empty() => Ok(None),
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             Error::Other(format!(
                 "the claim `{}` is damaged ({e}); remove it to let the pool claim the commit again",
@@ -125,6 +128,13 @@ pub fn apply(
                  they end or expire",
                 crate::describe::terminal(key.repo)
             )));
+        }
+        // An empty file left by a maker that died (see `read`) goes first, under the lock.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("cannot remove the empty claim", &path, e));
+            }
+            _ => {}
         }
         create_new(&path, &bytes).map_err(|e| Error::io("cannot create the claim", &path, e))?;
     } else {
@@ -395,6 +405,22 @@ mod tests {
         apply(&dirs, k(&c3), "b", &claim(60), live + 1).unwrap();
         let left: Vec<String> = list(&dirs, "app").into_iter().map(|c| c.commit).collect();
         assert_eq!(left, [c3.clone(), c2.clone()]);
+    }
+
+    #[test]
+    fn an_empty_claim_left_by_a_maker_that_died_is_no_claim() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = dirs(tmp.path());
+        let path = file(&dirs, key());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "").unwrap();
+        let (outcome, held) = apply(&dirs, key(), "b", &claim(60), 5).unwrap();
+        assert_eq!(outcome, Outcome::Granted);
+        assert_eq!(held.host, "b");
+        assert!(read(&path).unwrap().is_some());
+        // A file with something in it that is not a claim is still damaged, and said.
+        std::fs::write(&path, "{").unwrap();
+        assert!(apply(&dirs, key(), "b", &claim(60), 6).is_err());
     }
 
     #[test]
