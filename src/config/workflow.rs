@@ -130,7 +130,8 @@ impl Workflow {
     /// Parses a workflow's bytes; on failure, every problem found, in the order of the file (at least
     /// one). A TOML syntax error stops the reading there: it is the only error then.
     pub fn parse_all(file: &str, bytes: &[u8]) -> Result<Workflow, Vec<WorkflowError>> {
-        Workflow::check(file, bytes).0
+        // A run reads its workflow this way: no linting, whose warnings only `check` shows.
+        Workflow::read(file, bytes, None)
     }
 
     /// What `check` says of a workflow in one pass: the workflow or every error (as
@@ -138,15 +139,16 @@ impl Workflow {
     /// not — so that fixing the errors brings no new surprise.
     pub fn check(file: &str, bytes: &[u8]) -> (Result<Workflow, Vec<WorkflowError>>, Vec<Warning>) {
         let mut warnings = Vec::new();
-        let parsed = Workflow::read(file, bytes, &mut warnings);
+        let parsed = Workflow::read(file, bytes, Some(&mut warnings));
         warnings.sort_by_key(|w: &Warning| w.line);
         (parsed, warnings)
     }
 
+    /// Parses; with `warnings`, also lints every step's `run` into it.
     fn read(
         file: &str,
         bytes: &[u8],
-        warnings: &mut Vec<Warning>,
+        mut warnings: Option<&mut Vec<Warning>>,
     ) -> Result<Workflow, Vec<WorkflowError>> {
         let error = |step: Option<&str>, line: Option<usize>, message: String| WorkflowError {
             file: file.to_string(),
@@ -308,14 +310,16 @@ impl Workflow {
                 }
                 Some((run, run_line)) => match split_run(run) {
                     Ok(argv) => {
-                        warnings.extend(lint::shell_warnings(&argv).into_iter().map(|message| {
-                            Warning {
-                                file: file.to_string(),
-                                step: name.to_string(),
-                                line: *run_line,
-                                message,
-                            }
-                        }));
+                        if let Some(warnings) = warnings.as_deref_mut() {
+                            warnings.extend(lint::shell_warnings(&argv).into_iter().map(
+                                |message| Warning {
+                                    file: file.to_string(),
+                                    step: name.to_string(),
+                                    line: *run_line,
+                                    message,
+                                },
+                            ));
+                        }
                         Some(argv)
                     }
                     Err(message) => {
