@@ -303,7 +303,7 @@ impl Site {
                 record,
                 &log,
                 &live,
-                &steps::read(&run_dir, record),
+                &steps::read(&run_dir, record, &live.running),
                 &listing,
             ),
         )

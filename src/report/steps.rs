@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::state::records::{self, RunDir, RunRecord, StepResult};
+use crate::state::records::{RunDir, RunRecord, StepResult, StepStart};
 
 use super::LogTail;
 use super::history::{allowed_failure, step_label};
@@ -41,7 +41,8 @@ impl StepLog {
 /// The logs of `record`'s steps that have one (and of the steps running now, for a run going on), in
 /// step order; the room ([`super::LOG_TAIL`] in all) goes first to the steps that failed the run, then
 /// to allowed failures, then to the rest.
-pub fn read(run: &RunDir, record: &RunRecord) -> Vec<StepLog> {
+/// `running`: the steps of `record` going on now (read once by the caller, for the page too).
+pub fn read(run: &RunDir, record: &RunRecord, running: &[StepStart]) -> Vec<StepLog> {
     // Runs from before step logs have no `steps/`: one look, not one per step.
     if !run.path.join("steps").is_dir() {
         return Vec::new();
@@ -66,7 +67,7 @@ pub fn read(run: &RunDir, record: &RunRecord) -> Vec<StepLog> {
         ));
     }
     if record.result == crate::state::records::RunResult::Running {
-        for step in records::running_steps(run) {
+        for step in running {
             let label = match step.title() {
                 Some(title) => format!("[{}] {}", step.id(), crate::describe::terminal(&title)),
                 None => format!("[{}]", step.id()),
@@ -214,7 +215,7 @@ mod tests {
         std::fs::write(run.step_log("0"), "").unwrap();
         std::fs::write(run.step_log("1"), "\x1b[31m<b>bad</b>\x1b[0m\x1b]0;t\x07\n").unwrap();
         std::fs::write(run.step_log("2.1"), "x\n".repeat(200_000)).unwrap();
-        let logs = read(&run, &record);
+        let logs = read(&run, &record, &[]);
         let ids: Vec<&str> = logs.iter().map(|l| l.id.as_str()).collect();
         assert_eq!(
             ids,
