@@ -272,7 +272,7 @@ mod tests {
         for step in &record.steps {
             std::fs::write(run.step_log(&step.id()), "y\n".repeat(150_000)).unwrap();
         }
-        let logs = read(&run, &record);
+        let logs = read(&run, &record, &[]);
         assert_eq!(logs.len(), 8);
         assert!(logs[7].tail.text.is_some(), "the failed step has its share");
         let shown: u64 = logs
