@@ -166,6 +166,12 @@ pub fn run(args: DebugArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                 replayed: &replayed,
                 interactive,
                 command: &args.command,
+                previous_commit: records::list(&ctx.dirs, &repo.name)
+                    .into_iter()
+                    .rev()
+                    .filter(|n| *n < record.run)
+                    .find_map(|n| records::load(&ctx.dirs, &repo.name, n).ok())
+                    .map(|p| p.commit),
             };
             plan.carry_out(ctx, &prepared, sandbox.as_ref(), &place, args.fresh)
         });
@@ -185,28 +191,19 @@ struct Plan<'a> {
     replayed: &'a [&'a Step],
     interactive: bool,
     command: &'a [String],
+    /// The commit of the repo's run before `record` (`PHANTOM_CI_PREVIOUS_COMMIT`), looked up once.
+    previous_commit: Option<String>,
 }
 
 impl Plan<'_> {
     /// The environment of `step` (or of the run's steps), for this session's workspace.
-    fn env(
-        &self,
-        ctx: &Context,
-        prepared: &Prepared,
-        step: Option<&Step>,
-    ) -> Vec<(String, String)> {
-        let dirs = &ctx.dirs;
+    fn env(&self, prepared: &Prepared, step: Option<&Step>) -> Vec<(String, String)> {
         let record = self.record;
-        let previous = records::list(dirs, &self.repo.name)
-            .into_iter()
-            .rev()
-            .filter(|n| *n < record.run)
-            .find_map(|n| records::load(dirs, &self.repo.name, n).ok());
         let vars = env::RunVars {
             run: record.run,
             branch: &record.branch,
             commit: &record.commit,
-            previous_commit: previous.as_ref().map(|p| p.commit.as_str()),
+            previous_commit: self.previous_commit.as_deref(),
             workspace: &prepared.workspace.tree,
             artifacts: &prepared.workspace.artifacts,
             cache: prepared.cache.as_deref(),
@@ -226,7 +223,7 @@ impl Plan<'_> {
         fresh: bool,
     ) -> Result<ExitStatus, Error> {
         let repo = self.repo;
-        let mut env = self.env(ctx, prepared, self.target);
+        let mut env = self.env(prepared, self.target);
         if self.interactive
             && let Some(term) = session::operator_term()
         {
@@ -254,7 +251,7 @@ impl Plan<'_> {
             mount_ns: None,
         };
         let status = self
-            .replay(ctx, prepared, &boundary)
+            .replay(prepared, &boundary)
             .and_then(|replayed| match replayed {
                 Some(failed) => Ok(failed),
                 None => {
@@ -302,13 +299,12 @@ impl Plan<'_> {
     /// fails, which ends the session there.
     fn replay(
         &self,
-        ctx: &Context,
         prepared: &Prepared,
         boundary: &Boundary,
     ) -> Result<Option<ExitStatus>, String> {
         for step in self.replayed {
             eprintln!("phantom_ci: replay {}", step.label());
-            let env = self.env(ctx, prepared, Some(step));
+            let env = self.env(prepared, Some(step));
             let session = Session {
                 boundary,
                 argv: &step.argv,
