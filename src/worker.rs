@@ -11,8 +11,6 @@
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::dirs::Dirs;
@@ -497,7 +495,6 @@ fn append_line(log: &std::path::Path, line: &str) {
 /// Starts `phantom_ci work` in a new session, with no tie to the pusher: stdin from /dev/null, output to
 /// `<data>/worker.log` (mode 0600), so `git push` returns at once and a disconnecting pusher changes
 /// nothing.
-#[allow(unsafe_code)]
 pub fn start_detached(dirs: &Dirs) -> Result<(), String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find phantom_ci's own binary: {e}"))?;
@@ -538,44 +535,12 @@ pub fn start_detached(dirs: &Dirs) -> Result<(), String> {
         dirs.data.as_os_str(),
         "work".as_ref(),
     ];
-    let started = crate::isolation::spawn::detached(
+    crate::isolation::spawn::detached(
         &exe,
         &args,
         &env,
         [null.as_fd(), log.as_fd(), log.as_fd()],
         "phantom_ci: cannot start the phantom_ci worker: errno ",
     )
-    .map_err(|e| format!("cannot start the phantom_ci worker: {e}"))?;
-    if started {
-        return Ok(());
-    }
-    // No `clone3` here (Linux < 5.3, or a filter refusing it): std's spawn.
-    let log_err = log
-        .try_clone()
-        .map_err(|e| format!("cannot open `{}`: {e}", log_path.display()))?;
-    let mut command = Command::new(exe);
-    command
-        .arg("--config-dir")
-        .arg(&dirs.config)
-        .arg("--data-dir")
-        .arg(&dirs.data)
-        .arg("work")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
-    for variable in crate::git::mirror::GIT_HOOK_VARIABLES {
-        command.env_remove(variable);
-    }
-    // SAFETY: `setsid` is a single async-signal-safe system call, made in the child between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
-    }
-    command
-        .spawn()
-        .map(drop)
-        .map_err(|e| format!("cannot start the phantom_ci worker: {e}"))
+    .map_err(|e| format!("cannot start the phantom_ci worker: {e}"))
 }

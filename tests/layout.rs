@@ -204,7 +204,28 @@ fn the_parser_of_uses_sees_grouped_and_plain_imports() {
     );
 }
 
+/// `unsafe` lives in `src/isolation/` alone (the crate denies it; only there is it allowed, block by
+/// block, each with its SAFETY comment).
+fn unsafe_code_is_only_in_isolation() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let outside: Vec<&PathBuf> = files
+        .iter()
+        .filter(|f| !f.starts_with(src.join("isolation")))
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.contains("allow(unsafe_code)") || text.contains("unsafe {")
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "unsafe outside src/isolation/: {outside:?}"
+    );
+}
+
 crate::tests! {
+    unsafe_code_is_only_in_isolation,
     no_integration_test_hides_behind_a_test_attribute,
     no_module_imports_a_higher_layer,
     top_level_modules_import_no_circle,

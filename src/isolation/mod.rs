@@ -6,8 +6,10 @@
 pub mod boundary;
 pub mod cgroup;
 pub mod dirfd;
+pub mod libgit2;
 pub mod overlay;
 pub mod pidfd;
+pub mod pipe;
 pub mod privilege;
 pub mod pty;
 pub mod reaper;

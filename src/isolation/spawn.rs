@@ -281,15 +281,16 @@ fn clone3(args: &mut CloneArgs, child: impl FnOnce()) -> std::io::Result<libc::p
 /// Starts `program` with `args` and exactly `env`, its descriptors 0–2 `stdio`, in a session of its
 /// own (`setsid`), signals at their defaults — and returns at once: unlike a step's start it does not
 /// wait for the `exec` (phantom_ci's hook starting its detached worker: the pusher waits for this).
-/// A failure of the child after the clone is written to its stderr as `<failure><errno>`. `Ok(false)`
-/// where the kernel has no `clone3` (the caller starts it another way).
+/// A failure of the child after the clone is written to its stderr as `<failure><errno>`. Where the
+/// kernel has no `clone3` (Linux < 5.3, or a filter refusing it), std's spawn with the same session,
+/// which waits for the `exec`.
 pub fn detached(
     program: &Path,
     args: &[&OsStr],
     env: &[(OsString, OsString)],
     stdio: [BorrowedFd; 3],
     failure: &str,
-) -> std::io::Result<bool> {
+) -> std::io::Result<()> {
     let argv: Vec<OsString> = std::iter::once(program.as_os_str())
         .chain(args.iter().copied())
         .map(OsString::from)
@@ -329,13 +330,42 @@ pub fn detached(
         let _ = sys::write_once(2, failure);
         let _ = sys::write_once(2, digits.get(at..).unwrap_or_default());
     });
-    if let Err(clone_error) = cloned {
-        return match clone_error.raw_os_error() {
-            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM) => Ok(false),
-            _ => Err(clone_error),
-        };
+    match cloned {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM)
+            ) =>
+        {
+            detached_by_fork(&argv, env, copies)
+        }
+        Err(e) => Err(e),
     }
-    Ok(true)
+}
+
+/// [`detached`] without `clone3`: std's `fork`, then `setsid` in the child.
+#[allow(unsafe_code)]
+fn detached_by_fork(
+    argv: &[OsString],
+    env: &[(OsString, OsString)],
+    [stdin, stdout, stderr]: [std::os::fd::OwnedFd; 3],
+) -> std::io::Result<()> {
+    let mut command = std::process::Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr);
+    // SAFETY: `setsid` is one raw system call, made in the child between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            sys::setsid().map_err(std::io::Error::from_raw_os_error)
+        });
+    }
+    command.spawn().map(drop)
 }
 
 /// Starts `exec` as a new process inside the cgroup whose directory is `cgroup`, with
@@ -402,9 +432,9 @@ mod tests {
     use std::io::Read;
     use std::os::fd::AsFd;
 
-    /// Runs `detached` with stdout and stderr a pipe; what the child wrote, read until it closed.
-    /// `None` where the kernel has no `clone3`.
-    fn detached_output(program: &str, args: &[&str]) -> Option<String> {
+    /// Runs `detached` with stdout and stderr a pipe; what the child wrote, read until it closed
+    /// (`Err`: the start failed at once, as std's spawn says where the kernel has no `clone3`).
+    fn detached_output(program: &str, args: &[&str]) -> std::io::Result<String> {
         let (mut reader, writer) = std::io::pipe().unwrap();
         let null = std::fs::File::open("/dev/null").unwrap();
         let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
@@ -415,12 +445,11 @@ mod tests {
             &env,
             [null.as_fd(), writer.as_fd(), writer.as_fd()],
             "cannot start: errno ",
-        )
-        .unwrap();
+        );
         drop(writer);
         let mut out = String::new();
         reader.read_to_string(&mut out).unwrap();
-        started.then_some(out)
+        started.map(|()| out)
     }
 
     #[test]
@@ -433,15 +462,16 @@ mod tests {
                  test $pid = $session && echo own-session; readlink /proc/$$/fd/0",
             ],
         );
-        if let Some(out) = out {
-            assert_eq!(out, "own-session\n/dev/null\n");
-        }
+        assert_eq!(out.unwrap(), "own-session\n/dev/null\n");
     }
 
     #[test]
     fn a_detached_child_that_cannot_start_says_why_on_its_stderr() {
-        if let Some(out) = detached_output("/nonexistent/phantom_ci", &[]) {
-            assert_eq!(out, format!("cannot start: errno {}\n", libc::ENOENT));
+        match detached_output("/nonexistent/phantom_ci", &[]) {
+            // Born by clone3, which does not wait for the exec: the child says it.
+            Ok(out) => assert_eq!(out, format!("cannot start: errno {}\n", libc::ENOENT)),
+            // Started by fork (no clone3 here), which does wait: the start fails.
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT)),
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::isolation::spawn::StepChild;
 use std::io::{PipeReader, PipeWriter, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -190,7 +190,7 @@ impl RunPipe {
         let teeing = self.tee.as_ref().is_some_and(|tee| !tee.full());
         if let Some(console) = out.splice_target().filter(|_| !teeing) {
             // What is read is only that last byte (all of it when `FIONREAD` cannot tell).
-            let pending = pending_bytes(&self.reader).unwrap_or(CHUNK);
+            let pending = crate::isolation::pipe::pending_bytes(&self.reader).unwrap_or(CHUNK);
             chunk = pending.clamp(1, CHUNK);
             if pending > 1 {
                 match splice(
@@ -218,20 +218,6 @@ impl RunPipe {
             }
             _ => false,
         }
-    }
-}
-
-/// How many bytes wait in `pipe` (`FIONREAD`), if that can be told.
-#[allow(unsafe_code)]
-pub(super) fn pending_bytes(pipe: &PipeReader) -> Option<usize> {
-    let mut pending: nix::libc::c_int = 0;
-    // SAFETY: FIONREAD on a pipe stores the number of bytes in it into the `c_int` it is given,
-    // which lives on this stack for the whole call.
-    let asked = unsafe { nix::libc::ioctl(pipe.as_raw_fd(), nix::libc::FIONREAD, &mut pending) };
-    if asked == 0 {
-        usize::try_from(pending).ok()
-    } else {
-        None
     }
 }
 
