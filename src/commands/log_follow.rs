@@ -68,12 +68,7 @@ pub fn follow_file(
     let mut buffer = vec![0; 64 * 1024];
     loop {
         let state = read_record(run)?;
-        if log.is_none() {
-            log = open_log(path)?;
-        }
-        if let Some(file) = &mut log {
-            copy_available(path, file, out, &mut buffer)?;
-        }
+        catch_up(path, &mut log, out, &mut buffer)?;
         match state {
             Some(record) if record.result != RunResult::Running => {
                 return Ok(Ended::Finished(record));
@@ -81,12 +76,7 @@ pub fn follow_file(
             Some(record) if !alive(&record) => {
                 // It may have ended between the two reads.
                 let last = read_record(run)?;
-                if log.is_none() {
-                    log = open_log(path)?;
-                }
-                if let Some(file) = &mut log {
-                    copy_available(path, file, out, &mut buffer)?;
-                }
+                catch_up(path, &mut log, out, &mut buffer)?;
                 return Ok(match last {
                     Some(last) if last.result != RunResult::Running => Ended::Finished(last),
                     _ => Ended::Abandoned(record),
@@ -116,6 +106,22 @@ fn open_log(path: &Path) -> Result<Option<File>, Error> {
         Ok(file) => Ok(Some(file)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("cannot read", path, e)),
+    }
+}
+
+/// Opens the log once it exists, then copies what it holds past the current position.
+fn catch_up(
+    path: &Path,
+    log: &mut Option<File>,
+    out: &mut dyn Write,
+    buffer: &mut [u8],
+) -> Result<(), FollowError> {
+    if log.is_none() {
+        *log = open_log(path)?;
+    }
+    match log {
+        Some(file) => copy_available(path, file, out, buffer),
+        None => Ok(()),
     }
 }
 

@@ -159,10 +159,9 @@ fn step_log(run: &records::RunDir, step: &str, follow: bool) -> Result<std::path
             run.number, run.repo
         )));
     }
-    let steps = records::journal_steps(run);
     let steps = match record {
         Some(record) if !record.steps.is_empty() => record.steps,
-        _ => steps,
+        _ => records::journal_steps(run),
     };
     let why = match steps.iter().find(|s| s.id() == step) {
         Some(s) if s.result == records::StepResult::Skipped => "it was skipped".to_string(),
