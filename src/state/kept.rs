@@ -112,16 +112,12 @@ pub enum Removed {
 
 /// Removes a kept workspace unless a live session pins it.
 pub fn remove(dirs: &Dirs, repo: &str, kept: &Kept) -> std::io::Result<Removed> {
-    let record = match File::open(kept.root.join(RECORD)) {
-        Ok(file) => file,
+    let _lock = match try_exclusive(kept) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return Ok(Removed::Pinned),
         // Removed meanwhile (another sweep): nothing left to do.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removed::Removed),
         Err(e) => return Err(e),
-    };
-    let _lock = match Flock::lock(record, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(Removed::Pinned),
-        Err((_, e)) => return Err(e.into()),
     };
     match std::fs::remove_dir_all(&kept.root) {
         Ok(()) => {}
@@ -188,13 +184,17 @@ impl Pin {
 
 /// Whether a live session pins `kept` (a probe: the exclusive lock, released at once).
 pub fn pinned(kept: &Kept) -> bool {
-    let Ok(file) = File::open(kept.root.join(RECORD)) else {
-        return false;
-    };
-    matches!(
-        Flock::lock(file, FlockArg::LockExclusiveNonblock),
-        Err((_, nix::errno::Errno::EWOULDBLOCK))
-    )
+    matches!(try_exclusive(kept), Ok(None))
+}
+
+/// The exclusive lock of `kept`'s record if no session holds it (`None`: a live session does).
+fn try_exclusive(kept: &Kept) -> std::io::Result<Option<Flock<File>>> {
+    let record = File::open(kept.root.join(RECORD))?;
+    match Flock::lock(record, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
