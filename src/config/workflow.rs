@@ -69,13 +69,18 @@ pub struct Step {
     pub allow_failure: bool,
 }
 
+/// A step's id: its number, and for a matrix copy `.k` (`3`, `3.1`).
+pub fn step_id(index: u64, instance: Option<u32>) -> String {
+    match instance {
+        Some(k) => format!("{index}.{k}"),
+        None => index.to_string(),
+    }
+}
+
 impl Step {
     /// `3`, or `3.1` for a matrix copy (SPEC §8).
     pub fn id(&self) -> String {
-        match self.instance {
-            Some(k) => format!("{}.{k}", self.index),
-            None => self.index.to_string(),
-        }
+        step_id(self.index, self.instance)
     }
 
     /// `[1] build: make build`, for headers and plans; untrusted text made terminal-safe.

@@ -247,7 +247,7 @@ pub fn run(
 ) -> StepOutcome {
     let started = Instant::now();
     // Bytes the log cannot take from now on are this step's (in the record's `log_lost`).
-    out.set_step(Some(&crate::state::records::step_id(step.index, None)));
+    out.set_step(Some(&step.id()));
     let spawned = ctx
         .boundary
         .spawn(&step.argv, ctx.cwd, ctx.env, &pipe.writer);

@@ -221,13 +221,7 @@ struct StartedLine {
     started: StepStart,
 }
 
-/// `N` or `N.k` (SPEC §8).
-pub fn step_id(index: u64, instance: Option<u32>) -> String {
-    match instance {
-        Some(k) => format!("{index}.{k}"),
-        None => index.to_string(),
-    }
-}
+pub use crate::config::workflow::step_id;
 
 /// `run.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
