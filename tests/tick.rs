@@ -90,8 +90,25 @@ fn a_killed_worker_leaves_an_aborted_run_and_queued_work_still_runs() {
         .stdout(predicates::str::contains(
             "app #1: the phantom_ci running it is gone",
         ));
+    // The kill may land before the worker dropped its claim of the queue entry (it does so on a
+    // thread once the run started): `logs --follow` must not wait for that run to start again.
+    let claimed = env.data.join("queue/app.claimed");
+    if !claimed.exists() {
+        let commit = env.run_json("app", 1)["commit"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        std::fs::write(
+            &claimed,
+            format!(
+                r#"{{"branch":"master","commit":"{commit}","trigger":"tick","queued_at":"2026-01-01T00:00:00Z"}}"#
+            ),
+        )
+        .unwrap();
+    }
     env.phantom()
         .args(["logs", "app", "--follow"])
+        .timeout(std::time::Duration::from_secs(60))
         .assert()
         .code(1)
         .stderr(predicates::str::contains("its process is gone"));

@@ -239,14 +239,21 @@ fn as_the_service(e: &std::io::Error) -> &'static str {
 /// run in progress, or for the root `tick`). Wait until its run has started, so that it is the one
 /// followed, not the previous one.
 fn wait_for_queued_run(ctx: &Context, repo: &str) {
-    let Some(entry) = queue::pending_entries(&ctx.dirs, repo)
-        .pop()
-        .or_else(|| queue::peek_claimed(&ctx.dirs, repo))
-    else {
+    let pending = queue::pending_entries(&ctx.dirs, repo).pop();
+    let from_claim = pending.is_none();
+    let Some(entry) = pending.or_else(|| queue::peek_claimed(&ctx.dirs, repo)) else {
         return;
     };
     let newest = || records::list(&ctx.dirs, repo).last().copied();
     let before = newest();
+    // A claimed entry whose run has started already (its worker may have died after that, leaving
+    // the claim): that run is the one to follow, there is nothing to wait for.
+    let started = before
+        .and_then(|n| records::load(&ctx.dirs, repo, n).ok())
+        .is_some_and(|run| run.commit == entry.commit);
+    if from_claim && started {
+        return;
+    }
     eprintln!(
         "phantom_ci: commit {} of `{repo}` is queued; waiting for its run to start",
         crate::describe::short(&entry.commit)
