@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::boundary::{step_user, writable_cgroup2};
-use crate::support::{TestEnv, find_on_path, stdout_of};
+use crate::support::{TestEnv, current_user, find_on_path, stdout_of};
 
 /// The switch that forces the fallback.
 const FALLBACK: (&str, &str) = ("PHANTOM_CI_CLONE_INTO_CGROUP", "0");
@@ -21,9 +21,31 @@ fn strace() -> Option<PathBuf> {
     found
 }
 
+/// How a step is started, and the repo's `run_as` that makes it so.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Way {
+    /// Born in its cgroup as a copy of phantom_ci (a `fork` that does not copy libc's state): the
+    /// step switches to another user, so no process of that user may ever share phantom_ci's memory.
+    Copy,
+    /// Born in its cgroup sharing phantom_ci's memory until its `exec` (`CLONE_VM | CLONE_VFORK`,
+    /// x86_64): the step runs as phantom_ci's own user, whom there is nothing to hide from.
+    Shared,
+    /// `PHANTOM_CI_CLONE_INTO_CGROUP=0`: forked and moved in by a write to `cgroup.procs`.
+    Fallback,
+}
+
+impl Way {
+    fn run_as(self) -> String {
+        match self {
+            Way::Shared => current_user(),
+            Way::Copy | Way::Fallback => step_user(),
+        }
+    }
+}
+
 /// `phantom_ci run app` under `strace -f` (clone3 and write calls only): its stdout and the trace.
-fn traced_run(env: &TestEnv, strace: &Path, fallback: bool) -> (String, String) {
-    let trace = env.root().join(format!("trace-{fallback}"));
+fn traced_run(env: &TestEnv, strace: &Path, way: Way) -> (String, String) {
+    let trace = env.root().join(format!("trace-{way:?}"));
     let phantom = assert_cmd::cargo::cargo_bin!("phantom_ci");
     let command = env.phantom_std();
     let mut traced = std::process::Command::new(strace);
@@ -43,7 +65,7 @@ fn traced_run(env: &TestEnv, strace: &Path, fallback: bool) -> (String, String) 
         .env_clear()
         .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
         .current_dir(env.root());
-    if fallback {
+    if way == Way::Fallback {
         traced.env(FALLBACK.0, FALLBACK.1);
     }
     let out = traced.output().unwrap();
@@ -63,7 +85,7 @@ fn joined_by_write(trace: &str) -> bool {
         .any(|l| l.contains(" write(") && l.contains(", \"0\", 1)") && l.ends_with("= 1"))
 }
 
-fn the_step_is_born_in_its_cgroup(fallback: bool) {
+fn the_step_is_born_in_its_cgroup(way: Way) {
     let Some(mount) = writable_cgroup2() else {
         return;
     };
@@ -72,10 +94,13 @@ fn the_step_is_born_in_its_cgroup(fallback: bool) {
     };
     let env = TestEnv::shared();
     let repo = env.repo("app");
-    repo.workflow("master", "[0]\nrun = \"grep ^0:: /proc/self/cgroup\"\n");
+    repo.workflow(
+        "master",
+        "[0]\nrun = \"grep ^0:: /proc/self/cgroup\"\n[1]\nrun = \"id -un\"\n",
+    );
     repo.commit_and_push("where am I");
-    env.write_repo_toml(&env.section_as("app", &repo, &step_user(), ""));
-    let (stdout, trace) = traced_run(&env, &strace, fallback);
+    env.write_repo_toml(&env.section_as("app", &repo, &way.run_as(), ""));
+    let (stdout, trace) = traced_run(&env, &strace, way);
     let cgroup = stdout
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
@@ -85,25 +110,53 @@ fn the_step_is_born_in_its_cgroup(fallback: bool) {
         "{stdout}"
     );
     assert!(!mount.join(cgroup.trim_start_matches('/')).exists());
-    let born = trace.contains("CLONE_INTO_CGROUP");
-    if fallback {
-        assert!(!born, "the switch forces the fallback:\n{trace}");
-        assert!(joined_by_write(&trace), "moved in by a write:\n{trace}");
-    } else {
-        assert!(born, "clone3 with CLONE_INTO_CGROUP:\n{trace}");
-        assert!(!joined_by_write(&trace), "never moved:\n{trace}");
+    assert!(
+        stdout.lines().any(|l| l == way.run_as()),
+        "the step ran as {}:\n{stdout}",
+        way.run_as()
+    );
+    let steps: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("clone3(") && !l.contains("resumed"))
+        .filter(|l| l.contains("CLONE_INTO_CGROUP"))
+        .collect();
+    let shared = steps.iter().filter(|l| l.contains("CLONE_VM")).count();
+    match way {
+        Way::Fallback => {
+            assert!(steps.is_empty(), "the switch forces the fallback:\n{trace}");
+            assert!(joined_by_write(&trace), "moved in by a write:\n{trace}");
+        }
+        Way::Copy => {
+            assert_eq!(steps.len(), 2, "clone3 with CLONE_INTO_CGROUP:\n{trace}");
+            // Only root switches users (else the step user is this user, and memory is shared).
+            if way.run_as() != current_user() {
+                assert_eq!(shared, 0, "never sharing memory with a step user:\n{trace}");
+            }
+            assert!(!joined_by_write(&trace), "never moved:\n{trace}");
+        }
+        Way::Shared => {
+            assert_eq!(steps.len(), 2, "clone3 with CLONE_INTO_CGROUP:\n{trace}");
+            if cfg!(target_arch = "x86_64") {
+                assert_eq!(shared, 2, "CLONE_VM|CLONE_VFORK:\n{trace}");
+            }
+            assert!(!joined_by_write(&trace), "never moved:\n{trace}");
+        }
     }
 }
 
 fn a_step_is_created_in_its_cgroup_without_being_moved() {
-    the_step_is_born_in_its_cgroup(false);
+    the_step_is_born_in_its_cgroup(Way::Copy);
+}
+
+fn a_step_of_phantom_cis_own_user_shares_its_memory_until_exec() {
+    the_step_is_born_in_its_cgroup(Way::Shared);
 }
 
 fn the_fallback_forks_and_moves_the_step_into_its_cgroup() {
-    the_step_is_born_in_its_cgroup(true);
+    the_step_is_born_in_its_cgroup(Way::Fallback);
 }
 
-fn a_step_that_cannot_start(fallback: bool) {
+fn a_step_that_cannot_start(way: Way) {
     let env = TestEnv::shared();
     let repo = env.repo("app");
     // `plain` has no `#!`: run by /bin/sh, as `execvp` does. `closed` is not executable.
@@ -119,19 +172,17 @@ fn a_step_that_cannot_start(fallback: bool) {
         "[0]\nrun = \"./plain\"\n[1]\nrun = \"./closed\"\n",
     );
     repo.commit_and_push("two ways to start");
-    env.write_repo_toml(&env.section_as("app", &repo, &step_user(), ""));
+    let user = way.run_as();
+    env.write_repo_toml(&env.section_as("app", &repo, &user, ""));
     let run = || {
         let mut run = env.phantom();
-        if fallback {
+        if way == Way::Fallback {
             run.env(FALLBACK.0, FALLBACK.1);
         }
         run.args(["run", "app"]).assert().failure()
     };
     let stdout = stdout_of(&run());
-    assert!(
-        stdout.contains(&format!("plain-ran-as-{}", step_user())),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("plain-ran-as-{user}")), "{stdout}");
     assert!(!stdout.contains("should-not-run"), "{stdout}");
     let record = env.run_json("app", 1);
     let message = record["message"].as_str().unwrap();
@@ -153,11 +204,15 @@ fn a_step_that_cannot_start(fallback: bool) {
 }
 
 fn a_step_that_cannot_start_fails_with_the_reason() {
-    a_step_that_cannot_start(false);
+    a_step_that_cannot_start(Way::Copy);
+}
+
+fn a_step_that_cannot_start_fails_with_the_reason_when_it_shares_memory() {
+    a_step_that_cannot_start(Way::Shared);
 }
 
 fn a_step_that_cannot_start_fails_with_the_reason_in_the_fallback_too() {
-    a_step_that_cannot_start(true);
+    a_step_that_cannot_start(Way::Fallback);
 }
 
 /// The run's start (its number, owner, run.json `running`) is made durable on a thread of its own, which the
@@ -290,7 +345,9 @@ crate::tests! {
     the_commit_is_marked_seen_off_the_main_thread_before_the_run_ends,
     the_run_start_is_synced_off_the_main_thread_before_the_first_step,
     a_step_is_created_in_its_cgroup_without_being_moved,
+    a_step_of_phantom_cis_own_user_shares_its_memory_until_exec,
     the_fallback_forks_and_moves_the_step_into_its_cgroup,
     a_step_that_cannot_start_fails_with_the_reason,
+    a_step_that_cannot_start_fails_with_the_reason_when_it_shares_memory,
     a_step_that_cannot_start_fails_with_the_reason_in_the_fallback_too,
 }

@@ -66,6 +66,8 @@ pub fn run(args: LogsArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         // and makes the exit status 1.
         let record = records::peek(&run);
         let copied = match std::fs::File::open(&path) {
+            // A step that printed nothing has no file (`step_log` checked that it ran).
+            Err(e) if e.kind() == ErrorKind::NotFound && args.step.is_some() => Ok(()),
             Ok(mut log) => {
                 match std::io::copy(&mut log, &mut stdout).and_then(|_| stdout.flush()) {
                     Ok(()) => Ok(()),
@@ -127,8 +129,9 @@ fn say_what_is_missing(record: &records::RunRecord) {
     }
 }
 
-/// The log of step `step` (`N` or `N.k`) of `run`. A step that has no log is a usage error naming
-/// the steps that do, unless the run still goes on and `follow` waits for the step to start.
+/// The log of step `step` (`N` or `N.k`) of `run` — a path without a file when the step ended
+/// without printing. A step that has no log is a usage error naming the steps that do, unless the run
+/// still goes on and `follow` waits for the step to start.
 fn step_log(run: &records::RunDir, step: &str, follow: bool) -> Result<std::path::PathBuf, Error> {
     let valid = match step.split_once('.') {
         Some((n, k)) => n.parse::<u64>().is_ok() && k.parse::<u32>().is_ok(),
@@ -165,6 +168,8 @@ fn step_log(run: &records::RunDir, step: &str, follow: bool) -> Result<std::path
     };
     let why = match steps.iter().find(|s| s.id() == step) {
         Some(s) if s.result == records::StepResult::Skipped => "it was skipped".to_string(),
+        // It ran and printed nothing: its log is empty, and has no file.
+        Some(_) if run.path.join("steps").is_dir() => return Ok(path),
         Some(_) => "it has no log of its own (the run is older than step logs)".to_string(),
         None => {
             let ids: Vec<String> = steps.iter().map(|s| s.id()).collect();

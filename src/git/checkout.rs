@@ -270,13 +270,6 @@ pub fn checkout_workspace(
             dir.display()
         ))
     };
-    // No template: neither git's sample hooks (thirteen files written for nothing) nor whatever an
-    // operator's template directory holds reaches the workspace.
-    let mut init = git2::RepositoryInitOptions::new();
-    init.external_template(false);
-    let workspace = Repository::init_opts(dir, &init).map_err(fail("git init"))?;
-    let git_dir = workspace.path().to_path_buf();
-    let objects = source.commondir().join("objects");
     let io = |what: &'static str| {
         let dir = dir.to_path_buf();
         move |e: std::io::Error| GitError::Other {
@@ -284,39 +277,71 @@ pub fn checkout_workspace(
             message: e.to_string(),
         }
     };
-    std::fs::write(
-        git_dir.join("objects/info/alternates"),
-        format!("{}\n", objects.display()),
-    )
-    .map_err(io("write objects/info/alternates"))?;
-
+    let git_dir = dir.join(".git");
+    write_git_dir(&git_dir, source, commit).map_err(io("write .git"))?;
     write_packed_refs(source, &git_dir).map_err(fail("copy the source's refs"))?;
-    drop(workspace);
-
-    // Reopen so that libgit2 reads the alternates written above.
-    let workspace = Repository::open(dir).map_err(fail("reopen"))?;
-    let source_path = source.path().to_string_lossy().into_owned();
-    workspace
-        .remote("origin", &source_path)
-        .map_err(fail("add the `origin` remote"))?;
-    workspace
-        .set_head_detached(commit)
-        .map_err(fail("detach HEAD at the commit"))?;
     if budget.expired() {
         return Err(CheckoutError::Deadline);
     }
+    if size <= SMALL_CHECKOUT {
+        let workspace = Repository::open(dir).map_err(fail("open"))?;
+        return write_small(&workspace, dir).map(|()| size);
+    }
+    write_files(dir, &git_dir, commit, budget).map(|()| size)
+}
+
+/// The `.git` of a new workspace, each file written once — what `git clone --shared --no-checkout`
+/// and `git checkout --detach <commit>` leave, without a template, hooks or reflog: HEAD detached at
+/// `commit`, the source's objects borrowed through `objects/info/alternates`, `origin` the source,
+/// the default `core` settings of Linux, and `info/attributes` turning every conversion off. (libgit2's
+/// `init` and config calls rewrote `config` eight times and left probe files, hooks and a
+/// description: a dozen inodes made and freed per run.)
+fn write_git_dir(git_dir: &Path, source: &Repository, commit: Oid) -> std::io::Result<()> {
+    for dir in [
+        "objects/info",
+        "objects/pack",
+        "refs/heads",
+        "refs/tags",
+        "info",
+    ] {
+        std::fs::create_dir_all(git_dir.join(dir))?;
+    }
+    std::fs::write(git_dir.join("HEAD"), format!("{commit}\n"))?;
+    let origin = source.path().to_string_lossy();
+    std::fs::write(
+        git_dir.join("config"),
+        format!(
+            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\t\
+             logallrefupdates = true\n\tautocrlf = false\n\tsymlinks = true\n\
+             [remote \"origin\"]\n\turl = {}\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n",
+            config_value(&origin)
+        ),
+    )?;
+    let objects = source.commondir().join("objects");
+    let mut alternates = objects.into_os_string().into_encoded_bytes();
+    alternates.push(b'\n');
+    std::fs::write(git_dir.join("objects/info/alternates"), alternates)?;
     // The commit's own `.gitattributes` could make the checkout write more than the blobs it counted
     // (`ident`, `eol=crlf`, `working-tree-encoding` grow a file up to ~47×): `info/attributes` wins
     // over it and turns every conversion off, so the files are the blobs, byte for byte.
-    let info = git_dir.join("info");
-    std::fs::create_dir_all(&info).map_err(io("create .git/info"))?;
-    std::fs::write(info.join("attributes"), NO_CONVERSION)
-        .map_err(io("write .git/info/attributes"))?;
-    if size <= SMALL_CHECKOUT {
-        return write_small(&workspace, dir).map(|()| size);
+    std::fs::write(git_dir.join("info/attributes"), NO_CONVERSION)
+}
+
+/// `text` as a git config value: quoted, with `\`, `"`, newline and tab escaped as git reads them.
+fn config_value(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '\\' => quoted.push_str("\\\\"),
+            '"' => quoted.push_str("\\\""),
+            '\n' => quoted.push_str("\\n"),
+            '\t' => quoted.push_str("\\t"),
+            c => quoted.push(c),
+        }
     }
-    drop(workspace);
-    write_files(dir, &git_dir, commit, budget).map(|()| size)
+    quoted.push('"');
+    quoted
 }
 
 /// Writes the source's branches (as `refs/remotes/origin/*`) and tags into `packed-refs` of the
@@ -360,11 +385,6 @@ fn write_small(workspace: &Repository, dir: &Path) -> Result<(), CheckoutError> 
             dir.display()
         ))
     };
-    let mut config = workspace.config().map_err(failed("read the config"))?;
-    config
-        .set_bool("core.autocrlf", false)
-        .and_then(|()| config.set_bool("core.symlinks", true))
-        .map_err(failed("write the config"))?;
     // The work tree is `dir`, whatever a `core.worktree` anywhere says.
     workspace
         .set_workdir(dir, false)
@@ -604,5 +624,52 @@ mod tests {
         assert_eq!(opened.head().unwrap().target(), Some(commit));
         let statuses = opened.statuses(None).unwrap();
         assert_eq!(statuses.len(), 0, "a clean checkout");
+    }
+
+    #[test]
+    fn the_workspace_config_is_what_git_and_libgit2_read_back() {
+        // A source path no config file could hold unquoted (a newline the alternates could not hold).
+        let tmp = tempfile::tempdir().unwrap();
+        let source_dir = tmp.path().join("a \"b\" \\c ; #d [e]\tf g.git");
+        let source = Repository::init_bare(&source_dir).unwrap();
+        let sig = git2::Signature::now("t", "t@example.org").unwrap();
+        let tree = source.treebuilder(None).unwrap().write().unwrap();
+        let tree = source.find_tree(tree).unwrap();
+        let commit = source.commit(None, &sig, &sig, "c", &tree, &[]).unwrap();
+        let ws = tmp.path().join("ws");
+        checkout_workspace(&source, commit, &ws, &budget(1 << 20)).unwrap();
+        let expected = source.path().to_str().unwrap().to_string();
+        let opened = Repository::open(&ws).unwrap();
+        let config = opened.config().unwrap().snapshot().unwrap();
+        assert_eq!(config.get_str("remote.origin.url").unwrap(), expected);
+        assert!(!config.get_bool("core.autocrlf").unwrap());
+        let out = std::process::Command::new("git")
+            .args([
+                "config",
+                "--file",
+                ".git/config",
+                "--get",
+                "remote.origin.url",
+            ])
+            .current_dir(&ws)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("{expected}\n")
+        );
+        // git itself finds the commit through the alternates, and the work tree clean.
+        let out = std::process::Command::new("git")
+            .args(["status", "--porcelain"])
+            .current_dir(&ws)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.stdout, b"");
     }
 }

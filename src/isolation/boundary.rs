@@ -166,19 +166,20 @@ impl Boundary<'_> {
             Some(sandbox) => sandbox.argv(argv, cwd),
             None => argv.iter().map(OsString::from).collect(),
         };
-        // Invariant 2: descriptors for 0, 1 and 2, never themselves below 3 (so that putting one in
-        // place cannot overwrite another).
-        let stdio: [OwnedFd; 3] = match io {
-            Io::Pipe(output) => [
-                above_2(dev_null()?)?,
-                above_2(output.as_fd())?,
-                above_2(output.as_fd())?,
-            ],
-            Io::Terminal(slave) => [
-                above_2(slave.as_fd())?,
-                above_2(slave.as_fd())?,
-                above_2(slave.as_fd())?,
-            ],
+        // Invariant 2: descriptors for 0, 1 and 2 — never themselves below 3, so that putting one in
+        // place cannot overwrite another (copied to 3 and up if they are).
+        let given: [BorrowedFd; 3] = match io {
+            Io::Pipe(output) => [dev_null()?, output.as_fd(), output.as_fd()],
+            Io::Terminal(slave) => [slave.as_fd(), slave.as_fd(), slave.as_fd()],
+        };
+        let copies: Option<[OwnedFd; 3]> = if given.iter().any(|fd| fd.as_raw_fd() < 3) {
+            Some([above_2(given[0])?, above_2(given[1])?, above_2(given[2])?])
+        } else {
+            None
+        };
+        let stdio: [RawFd; 3] = match &copies {
+            Some(copies) => copies.each_ref().map(AsRawFd::as_raw_fd),
+            None => given.map(|fd| fd.as_raw_fd()),
         };
         let cgroup = self.cgroup;
         // Everything the child needs, computed now: after the clone nothing may allocate.
@@ -221,14 +222,14 @@ impl Boundary<'_> {
         if let Some(cgroup) = cgroup
             && clone_into_cgroup_allowed()
         {
-            let mut exec = Exec::new(
-                &argv,
-                env,
-                Some(cwd),
-                stdio.each_ref().map(AsRawFd::as_raw_fd),
-            )?;
+            let mut exec = Exec::new(&argv, env, Some(cwd), stdio)?;
             let started = reaper::register(|| {
-                spawn::clone_into(cgroup.dir_fd(), &mut exec, &|| plan.establish())
+                spawn::clone_into(
+                    cgroup.dir_fd(),
+                    &mut exec,
+                    &|| plan.establish(),
+                    plan.switch.is_none(),
+                )
             })?;
             if let Some(child) = started {
                 return Ok(child);
@@ -237,8 +238,11 @@ impl Boundary<'_> {
 
         // The fallback (no cgroup, or the kernel or the cgroup refused the clone): std's `fork`, the
         // same `establish`, which then moves the child into the cgroup itself.
-        plan.join = cgroup.map(RunCgroup::procs_fd);
-        let [stdin, stdout, stderr] = stdio;
+        plan.join = cgroup.map(RunCgroup::procs_fd).transpose()?;
+        let [stdin, stdout, stderr] = match copies {
+            Some(copies) => copies,
+            None => [above_2(given[0])?, above_2(given[1])?, above_2(given[2])?],
+        };
         let (program, args) = (&argv[0], &argv[1..]);
         let mut command = Command::new(program);
         command

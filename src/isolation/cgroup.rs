@@ -46,8 +46,9 @@ const SEARCH_LIMIT: usize = 100_000;
 pub struct RunCgroup {
     path: PathBuf,
     /// Its `cgroup.procs`, open for writing: a step that was not born in the cgroup writes `0` to it
-    /// to join, before `exec`.
-    procs: OwnedFd,
+    /// to join, before `exec`. A step's cgroup opens it only when a step needs it (most are born
+    /// in theirs).
+    procs: std::cell::OnceCell<OwnedFd>,
     /// The directory, open: `clone3` makes a step inside the cgroup it names.
     dir: OwnedFd,
     removed: bool,
@@ -73,41 +74,42 @@ impl RunCgroup {
         if name.starts_with("cgroup.") || name.contains('/') || name.starts_with('.') {
             return None;
         }
-        RunCgroup::create_at(self.path.join(name))
+        // Below a domain cgroup (this one), a new cgroup is a domain too: nothing to check, and its
+        // `cgroup.procs` is opened only if a step must join it.
+        RunCgroup::create_at(self.path.join(name), true)
     }
 
     fn create_named(name: String) -> Option<RunCgroup> {
-        RunCgroup::create_at(parent()?.join(name))
+        RunCgroup::create_at(parent()?.join(name), false)
     }
 
-    fn create_at(path: PathBuf) -> Option<RunCgroup> {
+    /// Makes (or empties) the cgroup `path`, checked to be one processes can join unless
+    /// `below_domain` (its parent is one of ours, a domain).
+    fn create_at(path: PathBuf, below_domain: bool) -> Option<RunCgroup> {
         match std::fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => kill_all(&path),
             Err(_) => return None,
         }
-        // A cgroup processes can join: a plain domain, not one below a threaded subtree (before
-        // Linux 4.14 there were no threaded cgroups, nor the file).
-        let domain = match std::fs::read_to_string(path.join("cgroup.type")) {
-            Ok(kind) => kind.trim() == "domain",
-            Err(e) => e.kind() == ErrorKind::NotFound,
+        let procs = if below_domain {
+            Some(std::cell::OnceCell::new())
+        } else {
+            // A cgroup processes can join: a plain domain, not one below a threaded subtree (before
+            // Linux 4.14 there were no threaded cgroups, nor the file).
+            let domain = match std::fs::read_to_string(path.join("cgroup.type")) {
+                Ok(kind) => kind.trim() == "domain",
+                Err(e) => e.kind() == ErrorKind::NotFound,
+            };
+            open_procs(&path)
+                .ok()
+                .filter(|_| domain)
+                .map(std::cell::OnceCell::from)
         };
-        let procs = OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_CLOEXEC)
-            .open(path.join("cgroup.procs"))
-            .ok()
-            .filter(|_| domain);
-        let dir = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_DIRECTORY)
-            .open(&path)
-            .ok();
-        match procs.zip(dir) {
+        match procs.zip(open_dir(&path)) {
             Some((procs, dir)) => Some(RunCgroup {
                 path,
-                procs: procs.into(),
-                dir: dir.into(),
+                procs,
+                dir,
                 removed: false,
             }),
             None => {
@@ -123,8 +125,12 @@ impl RunCgroup {
     }
 
     /// The descriptor a child writes `0` to (between `fork` and `exec`) to join the cgroup.
-    pub fn procs_fd(&self) -> RawFd {
-        self.procs.as_raw_fd()
+    pub fn procs_fd(&self) -> std::io::Result<RawFd> {
+        if let Some(procs) = self.procs.get() {
+            return Ok(procs.as_raw_fd());
+        }
+        let opened = open_procs(&self.path)?;
+        Ok(self.procs.get_or_init(|| opened).as_raw_fd())
     }
 
     /// The cgroup's directory, open (for `clone3`'s `CLONE_INTO_CGROUP`).
@@ -159,6 +165,25 @@ impl Drop for RunCgroup {
             let _ = remove_tree(&self.path);
         }
     }
+}
+
+/// The cgroup's `cgroup.procs`, open for writing.
+fn open_procs(cgroup: &Path) -> std::io::Result<OwnedFd> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_CLOEXEC)
+        .open(cgroup.join("cgroup.procs"))
+        .map(OwnedFd::from)
+}
+
+/// The cgroup's directory, open (for `CLONE_INTO_CGROUP`).
+fn open_dir(cgroup: &Path) -> Option<OwnedFd> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_DIRECTORY)
+        .open(cgroup)
+        .ok()
+        .map(OwnedFd::from)
 }
 
 /// The name of the cgroup of run `run` of `repo` with records in `data`:

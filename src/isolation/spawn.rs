@@ -278,6 +278,147 @@ fn clone3(args: &mut CloneArgs, child: impl FnOnce()) -> std::io::Result<libc::p
     Ok(pid as libc::pid_t)
 }
 
+/// `CLONE_VM | CLONE_VFORK`: the child shares phantom_ci's memory, and this thread waits until the
+/// child has called `exec` (or ended) — `posix_spawn`'s way, which spares copying phantom_ci's
+/// address space for a child that throws it away at once.
+const CLONE_VM_VFORK: u64 = (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
+
+/// The stack of a child that shares phantom_ci's memory: its own, as its calls must not overwrite
+/// phantom_ci's frames, with a page that faults below it (an overflow kills the child instead of
+/// writing into phantom_ci's memory).
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    /// Room for the child's few frames (`Exec::run_child`, the boundary's `establish`): they hold
+    /// no buffers.
+    const SIZE: usize = 64 * 1024;
+
+    #[allow(unsafe_code)]
+    fn new() -> std::io::Result<ChildStack> {
+        let guard = 4096;
+        let len = guard + Self::SIZE;
+        // SAFETY: a new private anonymous mapping; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stack = ChildStack { base, len };
+        // SAFETY: the lowest page of the mapping just made, which nothing uses.
+        if unsafe { libc::mprotect(base, guard, libc::PROT_NONE) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+}
+
+impl Drop for ChildStack {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once; no child runs on it any more (the
+        // clone that used it returned only after the child's `exec` or end).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// Where a child sharing phantom_ci's memory starts, on its own stack: runs the closure `data`
+/// points to, then ends (`exit_group(127)`) if it returned.
+extern "C" fn shared_child(data: *mut libc::c_void) -> ! {
+    // SAFETY: `clone3_shared` passes a pointer to a live `&mut dyn FnMut()`, which it keeps alive
+    // until the child has called `exec` or ended (CLONE_VFORK).
+    #[allow(unsafe_code)]
+    let child = unsafe { &mut *data.cast::<&mut dyn FnMut()>() };
+    child();
+    sys::exit(127)
+}
+
+/// `clone3` with `args` plus `CLONE_VM | CLONE_VFORK`, signals blocked across it like [`clone3`]'s:
+/// the child runs `child` on a stack of its own and never returns; this thread goes on once the
+/// child has called `exec` or ended. `child` is under [`clone3`]'s contract, and more: whatever it
+/// writes, phantom_ci sees (it must write nothing but its own stack and the descriptors it was
+/// given). Only on x86_64, whose system call this function makes itself: the child must not return
+/// through a libc wrapper onto a stack that is not its own.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn clone3_shared(args: &mut CloneArgs, mut child: impl FnMut()) -> std::io::Result<libc::pid_t> {
+    thread_local! {
+        /// Made at this thread's first such clone and used by every later one: a child is done with
+        /// it when its clone returns.
+        static STACK: std::cell::OnceCell<ChildStack> = const { std::cell::OnceCell::new() };
+    }
+    STACK.with(|stack| {
+        let stack = match stack.get() {
+            Some(stack) => stack,
+            None => {
+                let made = ChildStack::new()?;
+                stack.get_or_init(|| made)
+            }
+        };
+        clone3_on(stack, args, &mut child)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn clone3_on(
+    stack: &ChildStack,
+    args: &mut CloneArgs,
+    mut child: &mut dyn FnMut(),
+) -> std::io::Result<libc::pid_t> {
+    args.flags |= CLONE_VM_VFORK;
+    args.stack = stack.base as u64;
+    // The kernel starts the child at `stack + stack_size`: 16-byte aligned, as a `call` expects.
+    args.stack_size = stack.len as u64;
+    let data: *mut &mut dyn FnMut() = &mut child;
+    let mut blocked = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut blocked),
+    )?;
+    let result: libc::c_long;
+    // SAFETY: `args` is a live clone_args of the size passed, naming a stack that stays mapped until
+    // this call returns, which with CLONE_VFORK is after the child's `exec` or end. In the parent
+    // (rax != 0) the code after `syscall` only jumps to the end. In the child (rax == 0), on the new
+    // stack, it clears the frame pointer and calls `shared_child(data)`, which never returns (`ud2`
+    // would stop it if it did). `data` points to `child` on this frame, alive until we return.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => result,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") data,
+            in("r13") shared_child as extern "C" fn(*mut libc::c_void) -> !,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
+    if result < 0 {
+        return Err(std::io::Error::from_raw_os_error(-result as i32));
+    }
+    Ok(result as libc::pid_t)
+}
+
 /// Starts `program` with `args` and exactly `env`, its descriptors 0–2 `stdio`, in a session of its
 /// own (`setsid`), signals at their defaults — and returns at once: unlike a step's start it does not
 /// wait for the `exec` (phantom_ci's hook starting its detached worker: the pusher waits for this).
@@ -376,23 +517,63 @@ pub(super) fn clone_into(
     cgroup: BorrowedFd,
     exec: &mut Exec,
     establish: &dyn Fn() -> Result<(), c_int>,
+    share_memory: bool,
 ) -> std::io::Result<Option<StepChild>> {
     if UNSUPPORTED.load(Ordering::Relaxed) {
         return Ok(None);
     }
-    let (mut report, report_writer) = std::io::pipe()?;
     let mut args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
+    // Sharing phantom_ci's memory, the child leaves its errno in it: when the clone returns the child
+    // has called `exec` (and the value is still 0) or ended.
+    #[cfg(target_arch = "x86_64")]
+    if share_memory {
+        let failed = std::sync::atomic::AtomicI32::new(0);
+        let cloned = clone3_shared(&mut args, || {
+            failed.store(exec.run_child(establish), Ordering::Relaxed);
+        });
+        return started(cloned, || Ok(failed.load(Ordering::Relaxed)));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = share_memory;
+    // A copy of phantom_ci writes its errno to a pipe made for it, which a successful `exec` closes.
+    let (mut report, report_writer) = std::io::pipe()?;
     let report_fd = report_writer.as_raw_fd();
     let cloned = clone3(&mut args, || {
         let errno = exec.run_child(establish);
         let _ = sys::write_once(report_fd, &errno.to_ne_bytes());
     });
     drop(report_writer);
+    started(cloned, || {
+        let mut errno = [0u8; 4];
+        let mut got = 0;
+        while got < errno.len() {
+            match report.read(&mut errno[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(if got == 0 {
+            0
+        } else {
+            i32::from_ne_bytes(errno)
+        })
+    })
+}
+
+/// What [`clone_into`]'s clone came to: `None` where the kernel refused it (remembered when it cannot
+/// do it at all), the child once `errno` (read after the clone) says its start did not fail, else
+/// the error, the child waited for.
+fn started(
+    cloned: std::io::Result<libc::pid_t>,
+    errno: impl FnOnce() -> std::io::Result<c_int>,
+) -> std::io::Result<Option<StepChild>> {
     let pid = match cloned {
         Ok(pid) => pid,
         Err(clone_error) => {
@@ -406,24 +587,17 @@ pub(super) fn clone_into(
         }
     };
     let mut child = StepChild::new(pid as u32);
-    let mut errno = [0u8; 4];
-    let mut got = 0;
-    while got < errno.len() {
-        match report.read(&mut errno[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => {
-                let _ = child.wait();
-                return Err(e);
-            }
+    match errno() {
+        Ok(0) => Ok(Some(child)),
+        Ok(errno) => {
+            let _ = child.wait();
+            Err(std::io::Error::from_raw_os_error(errno))
+        }
+        Err(e) => {
+            let _ = child.wait();
+            Err(e)
         }
     }
-    if got == 0 {
-        return Ok(Some(child));
-    }
-    let _ = child.wait();
-    Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::fs::File;
 use std::io::Write;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -38,8 +39,10 @@ impl StepLogs {
         }
     }
 
-    /// The log of step `id`, created now. A log that cannot be created is a log that drops what it
-    /// gets; the run's log still has it.
+    /// The log of step `id`: its file is created with the step's first byte — a step that prints
+    /// nothing has none (`logs --step` then prints nothing), which spares a run of quiet steps a file
+    /// each. `steps/` itself is made with the run's first step, so a run that has it keeps step logs.
+    /// A log that cannot be created is a log that drops what it gets; the run's log still has it.
     pub fn open(&self, id: &str) -> StepLog {
         let path = self.run.step_log(id);
         if !self.made.get()
@@ -47,9 +50,8 @@ impl StepLogs {
         {
             self.made.set(std::fs::create_dir_all(dir).is_ok());
         }
-        let file = File::create(path).ok();
         StepLog {
-            file,
+            file: Sink::NotYet(path),
             room: self.room.clone(),
             limit: self.limit,
         }
@@ -58,19 +60,39 @@ impl StepLogs {
 
 /// One step's own log.
 pub struct StepLog {
-    file: Option<File>,
+    file: Sink,
     room: Rc<Cell<u64>>,
     limit: u64,
+}
+
+/// Where a step's log stands.
+enum Sink {
+    /// Nothing written yet: the file is made with the first byte.
+    NotYet(PathBuf),
+    Open(File),
+    /// Full, or the file failed.
+    Closed,
 }
 
 impl StepLog {
     /// Appends what the step wrote, up to what the run's cap leaves.
     pub fn write(&mut self, bytes: &[u8]) {
-        let Some(file) = &mut self.file else { return };
+        if bytes.is_empty() {
+            return;
+        }
+        if let Sink::NotYet(path) = &self.file {
+            self.file = match File::create(path) {
+                Ok(file) => Sink::Open(file),
+                Err(_) => Sink::Closed,
+            };
+        }
+        let Sink::Open(file) = &mut self.file else {
+            return;
+        };
         let room = self.room.get();
         let fits = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
         if file.write_all(&bytes[..fits]).is_err() {
-            self.file = None;
+            self.file = Sink::Closed;
             return;
         }
         self.room.set(room - fits as u64);
@@ -81,13 +103,13 @@ impl StepLog {
                  recorded]\n",
                 self.limit
             );
-            self.file = None;
+            self.file = Sink::Closed;
         }
     }
 
     /// Whether nothing more is written (the cap was reached, or the file failed).
     pub fn full(&self) -> bool {
-        self.file.is_none() || self.room.get() == 0
+        matches!(self.file, Sink::Closed) || self.room.get() == 0
     }
 }
 

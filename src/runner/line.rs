@@ -22,6 +22,9 @@ impl Run<'_> {
             result: RunResult::Success,
             message: None,
         };
+        // The run's one step needs no `max_parallel_steps` slot, but holds one while it runs if one
+        // is free, so that steps of other runs count it; taken once for all the steps that find one.
+        let mut slot = None;
         for step in &each.workflow.steps {
             // After a failure or a timeout only `always` steps run; after an abort (or any other
             // end) none does.
@@ -67,14 +70,13 @@ impl Run<'_> {
                 cancel: Some(each.cancel),
             };
             pipe.tee(Some(each.logs.open(&step.id())));
-            // The run's one step needs no `max_parallel_steps` slot, but holds one while it runs if
-            // one is free, so that steps of other runs count it.
-            let slot = crate::state::slots::try_step_slot(self.dirs, each.machine_steps)
-                .ok()
-                .flatten();
+            if slot.is_none() {
+                slot = crate::state::slots::try_step_slot(self.dirs, each.machine_steps)
+                    .ok()
+                    .flatten();
+            }
             let started_at = SystemTime::now();
             let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
-            drop(slot);
             if outcome.result == StepResult::Timeout
                 && let Some(cgroup) = &step_cgroup
             {
@@ -106,6 +108,7 @@ impl Run<'_> {
             }
             self.judge(step, &outcome, step_limit, run_left, &mut conclusion);
         }
+        drop(slot);
         pipe.tee(None);
         leftovers.pipe = Some(pipe);
         Ok((conclusion, leftovers))
