@@ -14,7 +14,25 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         };
     }
-    let cli = phantom_ci::cli::Cli::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The installed hook (`#!<phantom_ci> hook-file`): its settings are in the file.
+    if let [program, word, hook] = args.as_slice()
+        && word == phantom_ci::install::hook_template::HOOK_FILE
+    {
+        match phantom_ci::install::hook_template::hook_args(std::path::Path::new(hook)) {
+            Ok(hook_args) => args = std::iter::once(program.clone()).chain(hook_args).collect(),
+            Err(message) => {
+                // A hook never makes the push fail.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "phantom_ci: {message} (the push itself succeeded)"
+                );
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+    let cli = phantom_ci::cli::Cli::parse_from(args);
     match phantom_ci::cli::run(cli) {
         Ok(status) => status.into(),
         Err(error) => {

@@ -35,23 +35,18 @@ fn configure_hook_installs_the_template_with_quoted_paths() {
         .stdout(predicate::str::contains("installed"));
     assert_eq!(mode(&hook), 0o755);
     let script = std::fs::read_to_string(&hook).unwrap();
-    assert!(script.starts_with("#!/bin/sh\n"));
-    let exec = script.lines().find(|l| l.starts_with("exec ")).unwrap();
     let binary = assert_cmd::cargo::cargo_bin!("phantom_ci")
         .canonicalize()
         .unwrap();
-    assert_eq!(
-        shell_words::split(exec).unwrap(),
-        [
-            "exec",
-            binary.to_str().unwrap(),
-            "--config-dir",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "hook"
-        ]
+    // phantom_ci itself runs the hook (no shell), and reads its settings, TOML, from it.
+    assert!(
+        script.starts_with(&format!("#!{} hook-file\n", binary.display())),
+        "{script}"
     );
+    let settings: toml::Table = toml::from_str(&script).unwrap();
+    assert_eq!(settings["config_dir"].as_str(), config.to_str());
+    assert_eq!(settings["data_dir"].as_str(), data.to_str());
+    assert_eq!(settings["wait"].as_bool(), Some(false));
     // Idempotent; a different hook (here: with --wait) is refused unless --force.
     configure(&[])
         .assert()
@@ -71,7 +66,7 @@ fn configure_hook_installs_the_template_with_quoted_paths() {
     assert!(
         std::fs::read_to_string(&hook)
             .unwrap()
-            .contains(" hook --wait\n")
+            .contains("\nwait = true\n")
     );
 
     std::fs::write(&hook, "#!/bin/sh\necho mine\n").unwrap();
@@ -117,7 +112,8 @@ fn a_real_push_runs_the_installed_hook_with_its_arguments_and_stdin() {
         .assert()
         .success();
     // The `hook` subcommand is tested end to end by the `hook` tests; here a recorder stands in for the
-    // binary, so the test shows what git runs: the hook's own command line, quoting and stdin.
+    // binary on the hook's `#!` line, so the test shows what git and the kernel run: the interpreter's
+    // arguments, the hook's directory and stdin — and what phantom_ci makes of that hook file.
     let hook = repo.bare.join("hooks/post-receive");
     let binary = assert_cmd::cargo::cargo_bin!("phantom_ci")
         .canonicalize()
@@ -135,31 +131,30 @@ fn a_real_push_runs_the_installed_hook_with_its_arguments_and_stdin() {
     .unwrap();
     std::fs::set_permissions(&recorder, std::fs::Permissions::from_mode(0o755)).unwrap();
     let script = std::fs::read_to_string(&hook).unwrap();
-    let quoted_binary = shell_words::quote(binary.to_str().unwrap()).into_owned();
-    assert!(script.contains(&format!("exec {quoted_binary} ")));
+    let shebang = format!("#!{} hook-file\n", binary.display());
+    assert!(script.starts_with(&shebang), "{script}");
     std::fs::write(
         &hook,
-        script.replace(
-            &quoted_binary,
-            &shell_words::quote(recorder.to_str().unwrap()),
+        script.replacen(
+            &shebang,
+            &format!("#!{} hook-file\n", recorder.display()),
+            1,
         ),
     )
     .unwrap();
 
     let commit = repo.commit_and_push("pushed");
     let recorded = std::fs::read_to_string(&record).unwrap();
-    let expected_args = format!(
-        "arg:--config-dir\narg:{}\narg:--data-dir\narg:{}\narg:hook\narg:--wait\n",
-        config.display(),
-        data.display()
-    );
-    assert!(recorded.starts_with(&expected_args), "{recorded}");
+    let mut lines = recorded.lines();
+    assert_eq!(lines.next(), Some("arg:hook-file"), "{recorded}");
+    let hook_path = lines
+        .next()
+        .and_then(|l| l.strip_prefix("arg:"))
+        .unwrap_or_else(|| panic!("{recorded}"));
     assert!(recorded.contains("git_dir:.\n"), "{recorded}");
+    let bare = repo.bare.canonicalize().unwrap();
     assert!(
-        recorded.contains(&format!(
-            "pwd:{}\n",
-            repo.bare.canonicalize().unwrap().display()
-        )),
+        recorded.contains(&format!("pwd:{}\n", bare.display())),
         "{recorded}"
     );
     assert!(
@@ -169,9 +164,55 @@ fn a_real_push_runs_the_installed_hook_with_its_arguments_and_stdin() {
         )),
         "{recorded}"
     );
+    // The path the kernel gives, from the hook's directory, is the hook; phantom_ci reads from it
+    // the arguments `--config-dir … --data-dir … hook --wait` stand for.
+    assert_eq!(
+        bare.join(hook_path).canonicalize().unwrap(),
+        hook.canonicalize().unwrap()
+    );
+    std::fs::write(&hook, &script).unwrap();
+    let settings: toml::Table = toml::from_str(&script).unwrap();
+    assert_eq!(settings["config_dir"].as_str(), config.to_str());
+    assert_eq!(settings["data_dir"].as_str(), data.to_str());
+    assert_eq!(settings["wait"].as_bool(), Some(true));
+}
+
+/// The hook as git runs it, through phantom_ci's `#!` line: a real push queues and runs; a hook file
+/// damaged by hand never fails the push and says what to do.
+fn a_push_through_the_hook_file_runs_and_a_damaged_one_never_fails_the_push() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"echo through-the-hook-file\"\n");
+    repo.commit("workflow");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    env.phantom()
+        .args(["configure", "hook", repo.bare.to_str().unwrap(), "--wait"])
+        .assert()
+        .success();
+    let push = |message: &str| {
+        repo.commit(message);
+        let out = repo.push("master");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let out = push("first");
+    assert!(out.contains("through-the-hook-file"), "{out}");
+    let hook = repo.bare.join("hooks/post-receive");
+    let script = std::fs::read_to_string(&hook).unwrap();
+    std::fs::write(&hook, script.replace("wait = true", "wait = maybe")).unwrap();
+    repo.write("again", "x");
+    let out = push("second");
+    assert!(
+        out.contains("is not one `phantom_ci configure hook` writes")
+            && out.contains("configure hook --force")
+            && out.contains("the push itself succeeded"),
+        "{out}"
+    );
+    assert_eq!(env.run_json("app", 1)["result"], "success");
 }
 
 crate::tests! {
     configure_hook_installs_the_template_with_quoted_paths,
+    a_push_through_the_hook_file_runs_and_a_damaged_one_never_fails_the_push,
     a_real_push_runs_the_installed_hook_with_its_arguments_and_stdin,
 }

@@ -1,8 +1,13 @@
 //! The `post-receive` hook that `phantom_ci configure hook` installs into a bare repository (SPEC §3).
 //!
-//! The template is `hooks/post-receive` in the source tree, compiled into the binary. Installing it
-//! fills in the absolute path of the running binary and the config and data directories in force, each
-//! quoted for the shell, so the hook runs the same phantom_ci with the same configuration whoever pushes.
+//! The templates are `hooks/post-receive` and `hooks/post-receive.sh` in the source tree, compiled
+//! into the binary. Installing one fills in the absolute path of the running binary and the config and
+//! data directories in force, so the hook runs the same phantom_ci with the same configuration
+//! whoever pushes. The first, chosen whenever it can be, is run by phantom_ci itself: its `#!` line
+//! names the binary with [`HOOK_FILE`], and the rest is TOML that [`hook_args`] reads (no shell
+//! between git and phantom_ci: the pusher waits for one process less). The second, a shell script
+//! that `exec`s phantom_ci with the same arguments, is for hooks that also poke runner hosts, and for
+//! a binary whose path cannot stand on a `#!` line.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -12,6 +17,19 @@ use crate::config::dirs::Dirs;
 use crate::error::Error;
 
 pub const TEMPLATE: &str = include_str!("../../hooks/post-receive");
+
+/// The shell form of the hook.
+pub const SHELL_TEMPLATE: &str = include_str!("../../hooks/post-receive.sh");
+
+/// The word after phantom_ci's path on the hook's `#!` line: the kernel then runs
+/// `phantom_ci hook-file <the hook's path>`, and phantom_ci reads its arguments from that file.
+pub const HOOK_FILE: &str = "hook-file";
+
+/// The longest `#!` line Linux reads whole (`BINPRM_BUF_SIZE`, 256 bytes with its newline).
+const MAX_SHEBANG_LINE: usize = 255;
+
+/// How much of a hook file [`hook_args`] reads: a hook phantom_ci wrote is well under 2 KiB.
+const MAX_HOOK_FILE: u64 = 64 * 1024;
 
 /// A line of every hook phantom_ci writes, to tell its own hooks from others.
 const MARKER: &str = "written by `phantom_ci configure hook`";
@@ -84,17 +102,95 @@ pub fn render_with_pokes(
             quoted.join(" ")
         ));
     }
+    if pokes.runners.is_empty()
+        && let Some(interpreter) = interpreter(binary)
+    {
+        let spool = match spool {
+            Some(spool) => format!("spool_dir = {}\n", toml_string(spool)?),
+            None => String::new(),
+        };
+        return Ok(TEMPLATE
+            .replace("{{phantom_ci}}", interpreter)
+            .replace("{{config_dir}}", &toml_string(&dirs.config)?)
+            .replace("{{data_dir}}", &toml_string(&dirs.data)?)
+            .replace("{{wait}}", if wait { "true" } else { "false" })
+            .replace("{{spool}}\n", &spool));
+    }
     let spool = match spool {
         Some(spool) => format!(" --spool-dir {}", quote(spool)?),
         None => String::new(),
     };
-    Ok(TEMPLATE
+    Ok(SHELL_TEMPLATE
         .replace("{{phantom_ci}}", &quote(binary)?)
         .replace("{{config_dir}}", &quote(&dirs.config)?)
         .replace("{{data_dir}}", &quote(&dirs.data)?)
         .replace("{{spool}}", &spool)
         .replace("{{wait}}", if wait { " --wait" } else { "" })
         .replace("{{pokes}}", &lines))
+}
+
+/// `binary` as the interpreter of a `#!` line, where it can be one: an absolute UTF-8 path without
+/// white space or control characters, short enough for the kernel to read the line whole.
+fn interpreter(binary: &Path) -> Option<&str> {
+    let text = binary.to_str()?;
+    let fits = "#! ".len() + text.len() + HOOK_FILE.len() <= MAX_SHEBANG_LINE;
+    (binary.is_absolute() && fits && !text.chars().any(|c| c.is_whitespace() || c.is_control()))
+        .then_some(text)
+}
+
+/// `path` as a TOML string.
+fn toml_string(path: &Path) -> Result<String, Error> {
+    let text = path.to_str().ok_or_else(|| not_utf8(path))?;
+    Ok(toml::Value::String(text.to_string()).to_string())
+}
+
+/// The settings of a hook of the `#!` form.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookFile {
+    config_dir: PathBuf,
+    data_dir: PathBuf,
+    #[serde(default)]
+    wait: bool,
+    spool_dir: Option<PathBuf>,
+}
+
+impl HookFile {
+    fn read(path: &Path) -> Result<HookFile, String> {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_HOOK_FILE).read_to_string(&mut text))
+            .map_err(|e| format!("cannot read the hook `{}`: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            format!(
+                "the hook `{}` is not one `phantom_ci configure hook` writes ({}); write it again \
+                 with `phantom_ci configure hook --force`",
+                path.display(),
+                e.message()
+            )
+        })
+    }
+}
+
+/// The command line a hook of the `#!` form stands for, after the program's name:
+/// `--config-dir C --data-dir D hook [--spool-dir S] [--wait]`, read from the hook file `path`.
+pub fn hook_args(path: &Path) -> Result<Vec<std::ffi::OsString>, String> {
+    let hook = HookFile::read(path)?;
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--config-dir".into(),
+        hook.config_dir.into(),
+        "--data-dir".into(),
+        hook.data_dir.into(),
+        "hook".into(),
+    ];
+    if let Some(spool) = hook.spool_dir {
+        args.extend(["--spool-dir".into(), spool.into()]);
+    }
+    if hook.wait {
+        args.push("--wait".into());
+    }
+    Ok(args)
 }
 
 /// A runner host to poke: `ssh://[user@]host[:port]` (the parser is shared with the `claim` key).
@@ -106,13 +202,15 @@ pub fn parse_runner(text: &str) -> Result<Runner, String> {
 }
 
 fn quote(path: &Path) -> Result<String, Error> {
-    let text = path.to_str().ok_or_else(|| {
-        Error::Usage(format!(
-            "`{}` is not valid UTF-8 and cannot be written into the hook; use another directory",
-            path.display()
-        ))
-    })?;
+    let text = path.to_str().ok_or_else(|| not_utf8(path))?;
     Ok(shell_words::quote(text).into_owned())
+}
+
+fn not_utf8(path: &Path) -> Error {
+    Error::Usage(format!(
+        "`{}` is not valid UTF-8 and cannot be written into the hook; use another directory",
+        path.display()
+    ))
 }
 
 /// What [`install`] did.
@@ -151,6 +249,18 @@ pub fn existing(bare: &Path) -> Existing {
     let text = String::from_utf8_lossy(&bytes);
     if !text.contains(MARKER) {
         return Existing::Foreign;
+    }
+    if text
+        .lines()
+        .next()
+        .is_some_and(|l| l.starts_with("#!") && l.ends_with(&format!(" {HOOK_FILE}")))
+    {
+        let hook = toml::from_str::<HookFile>(&text).ok();
+        return Existing::Ours {
+            config_dir: hook.as_ref().map(|h| h.config_dir.clone()),
+            data_dir: hook.as_ref().map(|h| h.data_dir.clone()),
+            wait: hook.is_some_and(|h| h.wait),
+        };
     }
     let words = text
         .lines()
@@ -287,57 +397,113 @@ mod tests {
             "{{config_dir}}",
             "{{data_dir}}",
             "{{wait}}",
+            "{{spool}}",
         ] {
             assert!(TEMPLATE.contains(placeholder), "{placeholder}");
+            assert!(SHELL_TEMPLATE.contains(placeholder), "{placeholder}");
         }
-        assert!(TEMPLATE.starts_with("#!/bin/sh\n"));
-        assert!(TEMPLATE.contains(MARKER));
+        assert!(SHELL_TEMPLATE.contains("{{pokes}}"));
+        assert!(TEMPLATE.starts_with("#!{{phantom_ci}} hook-file\n"));
+        assert!(SHELL_TEMPLATE.starts_with("#!/bin/sh\n"));
+        assert!(TEMPLATE.contains(MARKER) && SHELL_TEMPLATE.contains(MARKER));
         let dirs = Dirs {
             config: "/etc/phantom ci".into(),
-            data: "/var/lib/it's".into(),
+            data: "/var/lib/it's \"$HOME\"".into(),
         };
-        let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, None, true).unwrap();
+        let binary = Path::new("/usr/bin/phantom_ci");
+        let script = render(binary, &dirs, None, true).unwrap();
         assert!(!script.contains("{{"));
-        let exec = script.lines().find(|l| l.starts_with("exec ")).unwrap();
+        assert!(
+            script.starts_with("#!/usr/bin/phantom_ci hook-file\n"),
+            "{script}"
+        );
+        // What phantom_ci reads back from it when the kernel runs it.
+        let bare = tempfile::tempdir().unwrap();
+        std::fs::create_dir(bare.path().join("hooks")).unwrap();
+        let hook = bare.path().join("hooks/post-receive");
+        std::fs::write(&hook, &script).unwrap();
+        let args: Vec<String> = hook_args(&hook)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
         assert_eq!(
-            shell_words::split(exec).unwrap(),
+            args,
             [
-                "exec",
-                "/usr/bin/phantom_ci",
                 "--config-dir",
                 "/etc/phantom ci",
                 "--data-dir",
-                "/var/lib/it's",
+                "/var/lib/it's \"$HOME\"",
                 "hook",
                 "--wait"
             ]
         );
-        let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, None, false).unwrap();
-        assert!(script.contains(" hook\n"));
-
-        // What `existing` reads back.
-        let bare = tempfile::tempdir().unwrap();
-        assert_eq!(existing(bare.path()), Existing::None);
-        std::fs::create_dir(bare.path().join("hooks")).unwrap();
-        let hook = bare.path().join("hooks/post-receive");
-        std::fs::write(&hook, "#!/bin/sh\nexec other-ci\n").unwrap();
-        assert_eq!(existing(bare.path()), Existing::Foreign);
-        let waiting = render(Path::new("/usr/bin/phantom_ci"), &dirs, None, true).unwrap();
-        std::fs::write(&hook, waiting).unwrap();
         assert_eq!(
             existing(bare.path()),
             Existing::Ours {
                 config_dir: Some("/etc/phantom ci".into()),
-                data_dir: Some("/var/lib/it's".into()),
+                data_dir: Some("/var/lib/it's \"$HOME\"".into()),
                 wait: true
             }
         );
         let spool = Path::new("/srv/spool");
-        let script = render(Path::new("/usr/bin/phantom_ci"), &dirs, Some(spool), false).unwrap();
+        std::fs::write(&hook, render(binary, &dirs, Some(spool), false).unwrap()).unwrap();
+        let args = hook_args(&hook).unwrap();
+        assert_eq!(args[4..], ["hook", "--spool-dir", "/srv/spool"]);
+        // A hook file that is not one of ours changes nothing and says what to do.
+        std::fs::write(&hook, "#!/usr/bin/phantom_ci hook-file\nconfig_dir = 1\n").unwrap();
+        let error = hook_args(&hook).unwrap_err();
+        assert!(error.contains("configure hook --force"), "{error}");
+        assert!(hook_args(&bare.path().join("missing")).is_err());
+
+        // A binary whose path cannot stand on a `#!` line gets the shell form.
+        for odd in [
+            "/opt/my tools/phantom_ci".to_string(),
+            format!("/{}/phantom_ci", "d".repeat(240)),
+            "relative/phantom_ci".to_string(),
+        ] {
+            let script = render(Path::new(&odd), &dirs, None, true).unwrap();
+            assert!(script.starts_with("#!/bin/sh\n"), "{odd}: {script}");
+            let exec = script.lines().find(|l| l.starts_with("exec ")).unwrap();
+            assert_eq!(
+                shell_words::split(exec).unwrap(),
+                [
+                    "exec",
+                    odd.as_str(),
+                    "--config-dir",
+                    "/etc/phantom ci",
+                    "--data-dir",
+                    "/var/lib/it's \"$HOME\"",
+                    "hook",
+                    "--wait"
+                ]
+            );
+            std::fs::write(&hook, &script).unwrap();
+            assert_eq!(
+                existing(bare.path()),
+                Existing::Ours {
+                    config_dir: Some("/etc/phantom ci".into()),
+                    data_dir: Some("/var/lib/it's \"$HOME\"".into()),
+                    wait: true
+                }
+            );
+        }
+        let script = render(
+            Path::new("/opt/my tools/phantom_ci"),
+            &dirs,
+            Some(spool),
+            false,
+        )
+        .unwrap();
         assert!(
             script.contains(" hook --spool-dir /srv/spool\n"),
             "{script}"
         );
+
+        std::fs::write(&hook, "#!/bin/sh\nexec other-ci\n").unwrap();
+        assert_eq!(existing(bare.path()), Existing::Foreign);
+        std::fs::remove_file(&hook).unwrap();
+        assert_eq!(existing(bare.path()), Existing::None);
     }
 
     #[test]
