@@ -87,11 +87,7 @@ fn the_spool_given_by_option_environment_or_the_old_position_reaches_the_hook() 
     let env = TestEnv::new();
     let repo = env.repo("app");
     let hook = repo.bare.join("hooks/post-receive");
-    let exec_line = || {
-        let script = std::fs::read_to_string(&hook).unwrap();
-        let line = script.lines().find(|l| l.starts_with("exec ")).unwrap();
-        shell_words::split(line).unwrap()
-    };
+    let exec_line = || crate::support::hook_command(&hook);
     let bare = repo.bare.to_str().unwrap();
     let tail = |spool: &str| ["hook".to_string(), "--spool-dir".into(), spool.into()];
 

@@ -34,9 +34,7 @@ fn paste(env: &TestEnv, command: &str) -> assert_cmd::assert::Assert {
 
 fn exec_words(env: &TestEnv, bare: &std::path::Path) -> Vec<String> {
     let _ = env;
-    let script = std::fs::read_to_string(bare.join("hooks/post-receive")).unwrap();
-    let exec = script.lines().find(|l| l.starts_with("exec ")).unwrap();
-    shell_words::split(exec).unwrap()
+    crate::support::hook_command(&bare.join("hooks/post-receive"))
 }
 
 fn the_force_hint_of_a_refused_hook_keeps_wait_and_the_directories() {

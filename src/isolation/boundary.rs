@@ -22,7 +22,12 @@
 //!    when a process moves between cgroups. Where the kernel or the cgroup refuses that clone (or
 //!    `PHANTOM_CI_CLONE_INTO_CGROUP=0` says not to try), the fallback: a `fork`, then the child writes
 //!    `0` to the cgroup's `cgroup.procs`, opened by phantom_ci before; a failure aborts the spawn.
-//!    Either way the step never runs a single instruction of its own outside the cgroup.
+//!    Either way the step never runs a single instruction of its own outside the cgroup. A step that
+//!    runs as phantom_ci's own user (no `run_as` switch) is born sharing phantom_ci's memory until its
+//!    `exec` (`CLONE_VM | CLONE_VFORK`, [`crate::isolation::spawn`]), which spares a copy of
+//!    phantom_ci's address space per step; **a step that switches user is always a copy**, so no
+//!    process of the step user ever maps phantom_ci's memory (it could be `ptrace`d by another process
+//!    of that user between `setuid` and `exec`).
 //! 6. **The rlimits** of the repo's `limits`.
 //! 7. **The `run_as` user**, when phantom_ci must switch: supplementary groups, then gid, then uid
 //!    (last, while the others still may be set); a failure aborts the spawn, so a step never runs with

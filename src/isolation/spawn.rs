@@ -11,6 +11,13 @@
 //! `exec` closes when it succeeds. Signals are blocked in phantom_ci's thread across the clone, so no
 //! handler of phantom_ci's runs in the child; the child sets every disposition to the default and
 //! unblocks them just before `exec`.
+//!
+//! A step that does not switch user may instead share phantom_ci's memory until its `exec`
+//! (`CLONE_VM | CLONE_VFORK`, as `posix_spawn` does; x86_64 only, [`clone3_shared`]): no copy of the
+//! address space is made and thrown away per step. The child then runs on a stack of its own (with a
+//! guard page), entered from the few instructions after the system call, leaves its errno in the
+//! shared memory instead of a pipe, and phantom_ci's thread waits until it has called `exec`. A step
+//! that switches user never shares memory ([`crate::isolation::boundary`], invariant 5).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{ErrorKind, Read};
