@@ -215,6 +215,62 @@ fn a_step_that_cannot_start_fails_with_the_reason_in_the_fallback_too() {
     a_step_that_cannot_start(Way::Fallback);
 }
 
+/// Invariant 4 under attack: phantom_ci started with signals ignored (as `nohup` and shells leave
+/// them) — its steps still get every disposition at its default, none blocked, whichever way they
+/// are started.
+#[allow(unsafe_code)]
+fn a_step_gets_default_signals_whatever_phantom_ci_inherited(way: Way) {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::shared();
+    let repo = env.repo("app");
+    repo.workflow(
+        "master",
+        "[0]\nrun = \"grep -E ^Sig(Ign|Blk): /proc/self/status\"\n",
+    );
+    repo.commit_and_push("signals");
+    env.write_repo_toml(&env.section_as("app", &repo, &way.run_as(), ""));
+    let mut command = env.phantom_std();
+    command.args(["run", "app"]);
+    if way == Way::Fallback {
+        command.env(FALLBACK.0, FALLBACK.1);
+    }
+    // SAFETY: between fork and exec, four system calls on plain values.
+    unsafe {
+        command.pre_exec(|| {
+            for ignored in [
+                Signal::SIGHUP,
+                Signal::SIGQUIT,
+                Signal::SIGUSR2,
+                Signal::SIGXFSZ,
+            ] {
+                signal(ignored, SigHandler::SigIgn)?;
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("SigIgn:\t0000000000000000\n")
+            && stdout.contains("SigBlk:\t0000000000000000\n"),
+        "{stdout}"
+    );
+}
+
+fn a_step_copied_gets_default_signals() {
+    a_step_gets_default_signals_whatever_phantom_ci_inherited(Way::Copy);
+}
+
+fn a_step_sharing_memory_gets_default_signals() {
+    a_step_gets_default_signals_whatever_phantom_ci_inherited(Way::Shared);
+}
+
+fn a_step_of_the_fallback_gets_default_signals() {
+    a_step_gets_default_signals_whatever_phantom_ci_inherited(Way::Fallback);
+}
+
 /// The run's start (its number, owner, run.json `running`) is made durable on a thread of its own, which the
 /// checkout does not wait for, but the first step does: a power loss never loses a run whose steps
 /// ran (issue 23).
@@ -350,4 +406,7 @@ crate::tests! {
     a_step_that_cannot_start_fails_with_the_reason,
     a_step_that_cannot_start_fails_with_the_reason_when_it_shares_memory,
     a_step_that_cannot_start_fails_with_the_reason_in_the_fallback_too,
+    a_step_copied_gets_default_signals,
+    a_step_sharing_memory_gets_default_signals,
+    a_step_of_the_fallback_gets_default_signals,
 }

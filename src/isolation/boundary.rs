@@ -190,6 +190,7 @@ impl Boundary<'_> {
         // Everything the child needs, computed now: after the clone nothing may allocate.
         let mut plan = Plan {
             take_terminal: terminal && self.sandbox.is_none(),
+            signals: crate::isolation::signals::not_default(),
             join: None,
             fd_bound: getrlimit(Resource::RLIMIT_NOFILE)
                 .map_or(MAX_FDS, |(soft, hard)| soft.max(hard).min(MAX_FDS))
@@ -299,6 +300,8 @@ struct Plan {
     join: Option<RawFd>,
     /// How far the fallback loop of invariant 3 goes.
     fd_bound: libc::c_int,
+    /// Invariant 4: the signals whose disposition is not the default here.
+    signals: u64,
     limits: Vec<(libc::c_int, u64)>,
     /// uid, gid, supplementary groups.
     switch: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
@@ -314,7 +317,7 @@ impl Plan {
         if self.take_terminal {
             sys::take_terminal(0)?;
         }
-        sys::default_signals();
+        sys::default_signals(self.signals);
         if let Some(procs) = self.join {
             sys::write_once(procs, b"0")?;
         }

@@ -78,6 +78,36 @@ pub fn install() -> Result<(), String> {
     result
 }
 
+/// The signals whose disposition in this process may not be the default, as a mask (bit `n - 1` for
+/// signal `n`): those ignored or handled when first asked (what phantom_ci inherited — `nohup`'s
+/// SIGHUP — and what Rust's runtime set before `main`: SIGPIPE ignored), and every signal this module
+/// ever changes. A child between its clone and `exec` resets just these
+/// ([`crate::isolation::sys::default_signals`]): 62 system calls per step were 20–30 µs, which a
+/// child sharing phantom_ci's memory makes phantom_ci wait for.
+#[allow(unsafe_code)]
+pub fn not_default() -> u64 {
+    static INHERITED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let inherited = *INHERITED.get_or_init(|| {
+        let mut mask = 0u64;
+        for signal in 1..=64 {
+            // SAFETY: libc's sigaction is plain data, for which all zeroes is a valid value.
+            let mut old: nix::libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: a query only (no new action): libc writes the current one into `old`, a
+            // live local of its own sigaction type.
+            let asked = unsafe { nix::libc::sigaction(signal, std::ptr::null(), &mut old) };
+            if asked != 0 || old.sa_sigaction != nix::libc::SIG_DFL {
+                mask |= 1 << (signal - 1);
+            }
+        }
+        mask
+    });
+    let own = TERMINATING
+        .iter()
+        .chain(&[Signal::SIGUSR1, Signal::SIGWINCH, Signal::SIGPIPE])
+        .fold(0u64, |mask, signal| mask | 1 << (*signal as i32 - 1));
+    inherited | own
+}
+
 /// The last terminating signal received, if any.
 pub fn requested() -> Option<Signal> {
     match LAST.load(Ordering::SeqCst) {
@@ -120,4 +150,29 @@ pub fn install_winch() -> Result<(), String> {
 /// How many SIGWINCH this process received since [`install_winch`].
 pub fn window_changes() -> usize {
     WINCHES.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signals_to_reset_are_the_ignored_and_handled_ones() {
+        let bit = |signal: Signal| 1u64 << (signal as i32 - 1);
+        let mask = not_default();
+        // Rust's runtime ignores SIGPIPE; phantom_ci handles these.
+        for signal in [
+            Signal::SIGPIPE,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGUSR1,
+            Signal::SIGWINCH,
+        ] {
+            assert_ne!(mask & bit(signal), 0, "{signal}");
+        }
+        // SIGKILL cannot be changed; SIGCHLD is left at its default by phantom_ci.
+        assert_eq!(mask & bit(Signal::SIGKILL), 0);
+        assert_eq!(mask & bit(Signal::SIGCHLD), 0);
+    }
 }

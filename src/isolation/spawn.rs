@@ -455,10 +455,11 @@ pub fn detached(
         exit_signal: libc::SIGCHLD as u64,
         ..CloneArgs::default()
     };
+    let signals = super::signals::not_default();
     let cloned = clone3(&mut args, || {
         let errno = exec.run_child(&|| {
             sys::setsid()?;
-            sys::default_signals();
+            sys::default_signals(signals);
             Ok(())
         });
         // The errno in decimal, on the child's own stack.

@@ -44,10 +44,11 @@ struct KernelSigaction {
     mask: u64,
 }
 
-/// Every signal's disposition back to the default (handlers go at `exec` anyway; this undoes
-/// "ignore", which `exec` keeps). SIGKILL and SIGSTOP cannot be changed and are skipped.
+/// The disposition of every signal in `mask` (bit `n - 1` for signal `n`,
+/// [`crate::isolation::signals::not_default`]) back to the default (handlers go at `exec` anyway; this
+/// undoes "ignore", which `exec` keeps). SIGKILL and SIGSTOP cannot be changed and are skipped.
 #[allow(unsafe_code)]
-pub fn default_signals() {
+pub fn default_signals(mask: u64) {
     let action = KernelSigaction {
         handler: libc::SIG_DFL,
         flags: 0,
@@ -55,7 +56,7 @@ pub fn default_signals() {
         mask: 0,
     };
     for signal in 1..=64 {
-        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+        if mask & (1 << (signal - 1)) != 0 && signal != libc::SIGKILL && signal != libc::SIGSTOP {
             // SAFETY: `action` is a live kernel sigaction of the size passed (8 bytes of mask); the
             // old action is not asked for (null).
             unsafe {
