@@ -15,8 +15,9 @@ fn main() -> ExitCode {
         };
     }
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // The installed hook (`#!<phantom_ci> hook-file`): its settings are in the file.
-    if let [program, word, hook] = args.as_slice()
+    // The installed hook (`#!<phantom_ci> hook-file`): its settings are in the file. Arguments git
+    // might pass after the hook's path (hooks other than `post-receive` get some) are not its.
+    if let [program, word, hook, ..] = args.as_slice()
         && word == phantom_ci::install::hook_template::HOOK_FILE
     {
         match phantom_ci::install::hook_template::hook_args(std::path::Path::new(hook)) {

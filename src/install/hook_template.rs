@@ -109,24 +109,61 @@ pub fn render_with_pokes(
             Some(spool) => format!("spool_dir = {}\n", toml_string(spool)?),
             None => String::new(),
         };
-        return Ok(TEMPLATE
-            .replace("{{phantom_ci}}", interpreter)
-            .replace("{{config_dir}}", &toml_string(&dirs.config)?)
-            .replace("{{data_dir}}", &toml_string(&dirs.data)?)
-            .replace("{{wait}}", if wait { "true" } else { "false" })
-            .replace("{{spool}}\n", &spool));
+        return Ok(fill(
+            &TEMPLATE.replace("{{spool}}\n", "{{spool}}"),
+            &[
+                ("phantom_ci", interpreter),
+                ("config_dir", &toml_string(&dirs.config)?),
+                ("data_dir", &toml_string(&dirs.data)?),
+                ("wait", if wait { "true" } else { "false" }),
+                ("spool", &spool),
+            ],
+        ));
     }
     let spool = match spool {
         Some(spool) => format!(" --spool-dir {}", quote(spool)?),
         None => String::new(),
     };
-    Ok(SHELL_TEMPLATE
-        .replace("{{phantom_ci}}", &quote(binary)?)
-        .replace("{{config_dir}}", &quote(&dirs.config)?)
-        .replace("{{data_dir}}", &quote(&dirs.data)?)
-        .replace("{{spool}}", &spool)
-        .replace("{{wait}}", if wait { " --wait" } else { "" })
-        .replace("{{pokes}}", &lines))
+    Ok(fill(
+        SHELL_TEMPLATE,
+        &[
+            ("phantom_ci", &quote(binary)?),
+            ("config_dir", &quote(&dirs.config)?),
+            ("data_dir", &quote(&dirs.data)?),
+            ("spool", &spool),
+            ("wait", if wait { " --wait" } else { "" }),
+            ("pokes", &lines),
+        ],
+    ))
+}
+
+/// `template` with each `{{name}}` of `values` replaced, in one pass: a value is never searched for
+/// placeholders again (a directory named `{{pokes}}` stays that name).
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut filled = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        filled.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}").and_then(|end| {
+            let name = &after[..end];
+            values
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (value, end))
+        }) {
+            Some((value, end)) => {
+                filled.push_str(value);
+                rest = &after[end + 2..];
+            }
+            None => {
+                filled.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    filled.push_str(rest);
+    filled
 }
 
 /// `binary` as the interpreter of a `#!` line, where it can be one: an absolute UTF-8 path without
@@ -499,6 +536,24 @@ mod tests {
             script.contains(" hook --spool-dir /srv/spool\n"),
             "{script}"
         );
+
+        // A directory named like a placeholder is written as it is named, in both forms.
+        let odd = Dirs {
+            config: "/srv/{{pokes}}".into(),
+            data: "/srv/{{wait}}'x".into(),
+        };
+        for binary in ["/usr/bin/phantom_ci", "/opt/my tools/phantom_ci"] {
+            std::fs::write(&hook, render(Path::new(binary), &odd, None, false).unwrap()).unwrap();
+            assert_eq!(
+                existing(bare.path()),
+                Existing::Ours {
+                    config_dir: Some("/srv/{{pokes}}".into()),
+                    data_dir: Some("/srv/{{wait}}'x".into()),
+                    wait: false
+                },
+                "{binary}"
+            );
+        }
 
         std::fs::write(&hook, "#!/bin/sh\nexec other-ci\n").unwrap();
         assert_eq!(existing(bare.path()), Existing::Foreign);

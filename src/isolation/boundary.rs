@@ -24,7 +24,7 @@
 //!    `0` to the cgroup's `cgroup.procs`, opened by phantom_ci before; a failure aborts the spawn.
 //!    Either way the step never runs a single instruction of its own outside the cgroup. A step that
 //!    runs as phantom_ci's own user (no `run_as` switch) is born sharing phantom_ci's memory until its
-//!    `exec` (`CLONE_VM | CLONE_VFORK`, [`crate::isolation::spawn`]), which spares a copy of
+//!    `exec` (`CLONE_VM | CLONE_VFORK`, x86_64, Linux ≥ 5.16, [`crate::isolation::spawn`]), which spares a copy of
 //!    phantom_ci's address space per step; **a step that switches user is always a copy**, so no
 //!    process of the step user ever maps phantom_ci's memory (it could be `ptrace`d by another process
 //!    of that user between `setuid` and `exec`).

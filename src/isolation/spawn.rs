@@ -17,7 +17,8 @@
 //! address space is made and thrown away per step. The child then runs on a stack of its own (with a
 //! guard page), entered from the few instructions after the system call, leaves its errno in the
 //! shared memory instead of a pipe, and phantom_ci's thread waits until it has called `exec`. A step
-//! that switches user never shares memory ([`crate::isolation::boundary`], invariant 5).
+//! that switches user never shares memory ([`crate::isolation::boundary`], invariant 5), and none
+//! does before Linux 5.16, where a core dump of one process sharing the memory killed them all.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{ErrorKind, Read};
@@ -353,9 +354,11 @@ extern "C" fn shared_child(data: *mut libc::c_void) -> ! {
 /// `clone3` with `args` plus `CLONE_VM | CLONE_VFORK`, signals blocked across it like [`clone3`]'s:
 /// the child runs `child` on a stack of its own and never returns; this thread goes on once the
 /// child has called `exec` or ended. `child` is under [`clone3`]'s contract, and more: whatever it
-/// writes, phantom_ci sees (it must write nothing but its own stack and the descriptors it was
-/// given). Only on x86_64, whose system call this function makes itself: the child must not return
-/// through a libc wrapper onto a stack that is not its own.
+/// writes, phantom_ci sees. It writes its own stack, what `child` captured to report with, and —
+/// through libc's `syscall` wrapper, without a TLS of its own — this thread's `errno`, which nothing
+/// reads after this function (it returns the kernel's own result). Only on x86_64, whose system call
+/// this function makes itself: the child must not return through a libc wrapper onto a stack that is
+/// not its own. Only from Linux 5.16 ([`may_share_memory`]).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 fn clone3_shared(args: &mut CloneArgs, mut child: impl FnMut()) -> std::io::Result<libc::pid_t> {
@@ -424,6 +427,29 @@ fn clone3_on(
         return Err(std::io::Error::from_raw_os_error(-result as i32));
     }
     Ok(result as libc::pid_t)
+}
+
+/// Whether a child may share phantom_ci's memory on this kernel: from Linux 5.16 on. Before, a core
+/// dump of any process sharing the memory killed them all (`zap_threads`): a child that crashed
+/// before its `exec`, with core dumps on, would have taken phantom_ci and its other runs with it.
+fn may_share_memory() -> bool {
+    static FROM_5_16: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FROM_5_16.get_or_init(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        kernel_at_least(&release, (5, 16))
+    })
+}
+
+/// Whether the kernel release `release` (`6.18.44-fc-v1300`) is `at_least` (major, minor).
+fn kernel_at_least(release: &str, at_least: (u32, u32)) -> bool {
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= at_least,
+        _ => false,
+    }
 }
 
 /// Starts `program` with `args` and exactly `env`, its descriptors 0–2 `stdio`, in a session of its
@@ -539,7 +565,7 @@ pub(super) fn clone_into(
     // Sharing phantom_ci's memory, the child leaves its errno in it: when the clone returns the child
     // has called `exec` (and the value is still 0) or ended.
     #[cfg(target_arch = "x86_64")]
-    if share_memory {
+    if share_memory && may_share_memory() {
         let failed = std::sync::atomic::AtomicI32::new(0);
         let cloned = clone3_shared(&mut args, || {
             failed.store(exec.run_child(establish), Ordering::Relaxed);
@@ -632,6 +658,16 @@ mod tests {
         let mut out = String::new();
         reader.read_to_string(&mut out).unwrap();
         started.map(|()| out)
+    }
+
+    #[test]
+    fn memory_is_shared_only_from_linux_5_16() {
+        assert!(kernel_at_least("6.18.44-fc-v1300\n", (5, 16)));
+        assert!(kernel_at_least("5.16.0", (5, 16)));
+        assert!(!kernel_at_least("5.15.167-generic", (5, 16)));
+        assert!(!kernel_at_least("4.19.0", (5, 16)));
+        assert!(!kernel_at_least("", (5, 16)));
+        assert!(!kernel_at_least("garbage", (5, 16)));
     }
 
     #[test]
