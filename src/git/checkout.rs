@@ -643,33 +643,27 @@ mod tests {
         let config = opened.config().unwrap().snapshot().unwrap();
         assert_eq!(config.get_str("remote.origin.url").unwrap(), expected);
         assert!(!config.get_bool("core.autocrlf").unwrap());
-        let out = std::process::Command::new("git")
-            .args([
-                "config",
-                "--file",
-                ".git/config",
-                "--get",
-                "remote.origin.url",
-            ])
-            .current_dir(&ws)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        assert_eq!(
-            String::from_utf8(out.stdout).unwrap(),
-            format!("{expected}\n")
-        );
+        // `git` in the workspace, with no configuration but the workspace's: its stdout.
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(&ws)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let url = git(&[
+            "config",
+            "--file",
+            ".git/config",
+            "--get",
+            "remote.origin.url",
+        ]);
+        assert_eq!(url, format!("{expected}\n"));
         // git itself finds the commit through the alternates, and the work tree clean.
-        let out = std::process::Command::new("git")
-            .args(["status", "--porcelain"])
-            .current_dir(&ws)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        assert_eq!(out.stdout, b"");
+        assert_eq!(git(&["status", "--porcelain"]), "");
     }
 }

@@ -178,7 +178,7 @@ impl Boundary<'_> {
             Io::Terminal(slave) => [slave.as_fd(), slave.as_fd(), slave.as_fd()],
         };
         let copies: Option<[OwnedFd; 3]> = if given.iter().any(|fd| fd.as_raw_fd() < 3) {
-            Some([above_2(given[0])?, above_2(given[1])?, above_2(given[2])?])
+            Some(spawn::above_2(given)?)
         } else {
             None
         };
@@ -247,7 +247,7 @@ impl Boundary<'_> {
         plan.join = cgroup.map(RunCgroup::procs_fd).transpose()?;
         let [stdin, stdout, stderr] = match copies {
             Some(copies) => copies,
-            None => [above_2(given[0])?, above_2(given[1])?, above_2(given[2])?],
+            None => spawn::above_2(given)?,
         };
         let (program, args) = (&argv[0], &argv[1..]);
         let mut command = Command::new(program);
@@ -282,11 +282,6 @@ fn dev_null() -> std::io::Result<BorrowedFd<'static>> {
     }
     let opened = File::open("/dev/null")?;
     Ok(NULL.get_or_init(|| opened).as_fd())
-}
-
-/// A close-on-exec copy of `fd`, numbered 3 or above (std duplicates from 3 up).
-fn above_2(fd: BorrowedFd) -> std::io::Result<OwnedFd> {
-    fd.try_clone_to_owned()
 }
 
 /// What the child establishes between the clone (or fork) and `exec`: invariants 1, 3–7, 10 and 11, on

@@ -258,32 +258,40 @@ impl Exec {
 /// fork handling would have reset. The parent gets the child's pid, or the clone's error.
 #[allow(unsafe_code)]
 fn clone3(args: &mut CloneArgs, child: impl FnOnce()) -> std::io::Result<libc::pid_t> {
+    with_signals_blocked(|| {
+        // SAFETY: `args` is a live clone_args of the size passed. The child returns here with 0,
+        // runs `child` under the contract above, and leaves by `exit_group` without returning from
+        // this function.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                args as *mut CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if pid == 0 {
+            child();
+            sys::exit(127);
+        }
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(pid as libc::pid_t)
+    })?
+}
+
+/// Runs `clone` (a clone and nothing else) with every signal blocked in this thread, so that no
+/// handler of phantom_ci's runs in the child it makes; the mask is restored after.
+fn with_signals_blocked<T>(clone: impl FnOnce() -> T) -> std::io::Result<T> {
     let mut blocked = SigSet::empty();
     pthread_sigmask(
         SigmaskHow::SIG_SETMASK,
         Some(&SigSet::all()),
         Some(&mut blocked),
     )?;
-    // SAFETY: `args` is a live clone_args of the size passed. The child returns here with 0, runs
-    // `child` under the contract above, and leaves by `exit_group` without returning from this
-    // function.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if pid == 0 {
-        child();
-        sys::exit(127);
-    }
-    let clone_error = std::io::Error::last_os_error();
+    let made = clone();
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
-    if pid < 0 {
-        return Err(clone_error);
-    }
-    Ok(pid as libc::pid_t)
+    Ok(made)
 }
 
 /// `CLONE_VM | CLONE_VFORK`: the child shares phantom_ci's memory, and this thread waits until the
@@ -391,38 +399,35 @@ fn clone3_on(
     // The kernel starts the child at `stack + stack_size`: 16-byte aligned, as a `call` expects.
     args.stack_size = stack.len as u64;
     let data: *mut &mut dyn FnMut() = &mut child;
-    let mut blocked = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut blocked),
-    )?;
-    let result: libc::c_long;
-    // SAFETY: `args` is a live clone_args of the size passed, naming a stack that stays mapped until
-    // this call returns, which with CLONE_VFORK is after the child's `exec` or end. In the parent
-    // (rax != 0) the code after `syscall` only jumps to the end. In the child (rax == 0), on the new
-    // stack, it clears the frame pointer and calls `shared_child(data)`, which never returns (`ud2`
-    // would stop it if it did). `data` points to `child` on this frame, alive until we return.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            "test rax, rax",
-            "jnz 2f",
-            "xor ebp, ebp",
-            "mov rdi, r12",
-            "call r13",
-            "ud2",
-            "2:",
-            inlateout("rax") libc::SYS_clone3 => result,
-            in("rdi") args as *mut CloneArgs,
-            in("rsi") std::mem::size_of::<CloneArgs>(),
-            in("r12") data,
-            in("r13") shared_child as extern "C" fn(*mut libc::c_void) -> !,
-            lateout("rcx") _,
-            lateout("r11") _,
-        );
-    }
-    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
+    let result = with_signals_blocked(|| {
+        let result: libc::c_long;
+        // SAFETY: `args` is a live clone_args of the size passed, naming a stack that stays mapped
+        // until this call returns, which with CLONE_VFORK is after the child's `exec` or end. In
+        // the parent (rax != 0) the code after `syscall` only jumps to the end. In the child
+        // (rax == 0), on the new stack, it clears the frame pointer and calls `shared_child(data)`,
+        // which never returns (`ud2` would stop it if it did). `data` points to `child` on this
+        // frame, alive until we return.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "mov rdi, r12",
+                "call r13",
+                "ud2",
+                "2:",
+                inlateout("rax") libc::SYS_clone3 => result,
+                in("rdi") args as *mut CloneArgs,
+                in("rsi") std::mem::size_of::<CloneArgs>(),
+                in("r12") data,
+                in("r13") shared_child as extern "C" fn(*mut libc::c_void) -> !,
+                lateout("rcx") _,
+                lateout("r11") _,
+            );
+        }
+        result
+    })?;
     if result < 0 {
         return Err(std::io::Error::from_raw_os_error(-result as i32));
     }
@@ -452,6 +457,16 @@ fn kernel_at_least(release: &str, at_least: (u32, u32)) -> bool {
     }
 }
 
+/// Close-on-exec copies of `fds`, numbered 3 or above (std duplicates from 3 up): descriptors a
+/// child can put in place as 0, 1 and 2 without one overwriting another.
+pub(super) fn above_2([a, b, c]: [BorrowedFd; 3]) -> std::io::Result<[std::os::fd::OwnedFd; 3]> {
+    Ok([
+        a.try_clone_to_owned()?,
+        b.try_clone_to_owned()?,
+        c.try_clone_to_owned()?,
+    ])
+}
+
 /// Starts `program` with `args` and exactly `env`, its descriptors 0–2 `stdio`, in a session of its
 /// own (`setsid`), signals at their defaults — and returns at once: unlike a step's start it does not
 /// wait for the `exec` (phantom_ci's hook starting its detached worker: the pusher waits for this).
@@ -470,11 +485,7 @@ pub fn detached(
         .map(OsString::from)
         .collect();
     // Copies numbered 3 and up, so that putting one in place cannot overwrite another.
-    let copies = [
-        stdio[0].try_clone_to_owned()?,
-        stdio[1].try_clone_to_owned()?,
-        stdio[2].try_clone_to_owned()?,
-    ];
+    let copies = above_2(stdio)?;
     let mut exec = Exec::new(&argv, env, None, copies.each_ref().map(AsRawFd::as_raw_fd))?;
     let failure = failure.as_bytes();
     let mut args = CloneArgs {
