@@ -103,6 +103,10 @@ fn hook(args: HookArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         Installed::Written => println!("installed `{}`", path.display()),
         Installed::Replaced => println!("replaced `{}`", path.display()),
         Installed::Unchanged => println!("`{}` is already installed", path.display()),
+        Installed::Updated => println!(
+            "updated `{}` to this version's hook (the same command)",
+            path.display()
+        ),
         Installed::Refused { ours } => {
             let what = if ours {
                 "is a phantom_ci hook with other settings"

@@ -199,35 +199,90 @@ impl HookFile {
         std::fs::File::open(path)
             .and_then(|file| file.take(MAX_HOOK_FILE).read_to_string(&mut text))
             .map_err(|e| format!("cannot read the hook `{}`: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| {
+        HookFile::parse(&text).map_err(|e| {
             format!(
-                "the hook `{}` is not one `phantom_ci configure hook` writes ({}); write it again \
+                "the hook `{}` is not one `phantom_ci configure hook` writes ({e}); write it again \
                  with `phantom_ci configure hook --force`",
                 path.display(),
-                e.message()
             )
         })
+    }
+
+    fn parse(text: &str) -> Result<HookFile, String> {
+        toml::from_str(text).map_err(|e| e.message().to_string())
+    }
+
+    /// `--config-dir C --data-dir D hook [--spool-dir S] [--wait]`.
+    fn args(self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--config-dir".into(),
+            self.config_dir.into(),
+            "--data-dir".into(),
+            self.data_dir.into(),
+            "hook".into(),
+        ];
+        if let Some(spool) = self.spool_dir {
+            args.extend(["--spool-dir".into(), spool.into()]);
+        }
+        if self.wait {
+            args.push("--wait".into());
+        }
+        args
     }
 }
 
 /// The command line a hook of the `#!` form stands for, after the program's name:
 /// `--config-dir C --data-dir D hook [--spool-dir S] [--wait]`, read from the hook file `path`.
 pub fn hook_args(path: &Path) -> Result<Vec<std::ffi::OsString>, String> {
-    let hook = HookFile::read(path)?;
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "--config-dir".into(),
-        hook.config_dir.into(),
-        "--data-dir".into(),
-        hook.data_dir.into(),
-        "hook".into(),
-    ];
-    if let Some(spool) = hook.spool_dir {
-        args.extend(["--spool-dir".into(), spool.into()]);
+    HookFile::read(path).map(HookFile::args)
+}
+
+/// What a hook phantom_ci wrote runs, whichever its form: the runner pokes (the shell form's
+/// `setsid ssh …` lines) and the command, as words (`exec <phantom_ci> --config-dir … hook …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCommand {
+    pub pokes: Vec<String>,
+    pub words: Vec<String>,
+}
+
+impl HookCommand {
+    /// The command of the hook text `text`, or `None` when phantom_ci did not write it (or it was
+    /// edited past reading).
+    pub fn of(text: &str) -> Option<HookCommand> {
+        if !text.contains(MARKER) {
+            return None;
+        }
+        if let Some(program) = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("#!"))
+            .and_then(|l| l.strip_suffix(&format!(" {HOOK_FILE}")))
+        {
+            let args = HookFile::parse(text).ok()?.args();
+            let words = ["exec", program]
+                .into_iter()
+                .map(str::to_string)
+                .chain(args.into_iter().map(|a| a.to_string_lossy().into_owned()))
+                .collect();
+            return Some(HookCommand {
+                pokes: Vec::new(),
+                words,
+            });
+        }
+        let words = shell_words::split(text.lines().find(|l| l.starts_with("exec "))?).ok()?;
+        let pokes = text
+            .lines()
+            .filter(|l| l.starts_with("setsid "))
+            .map(str::to_string)
+            .collect();
+        Some(HookCommand { pokes, words })
     }
-    if hook.wait {
-        args.push("--wait".into());
+
+    /// The value after `option` on the command line.
+    fn value(&self, option: &str) -> Option<PathBuf> {
+        let at = self.words.iter().position(|w| w == option)?;
+        self.words.get(at + 1).map(PathBuf::from)
     }
-    Ok(args)
 }
 
 /// A runner host to poke: `ssh://[user@]host[:port]` (the parser is shared with the `claim` key).
@@ -257,6 +312,9 @@ pub enum Installed {
     Replaced,
     /// The same hook was already there.
     Unchanged,
+    /// A hook that runs the same command, written by another version or in the other form, was
+    /// rewritten as this version writes it.
+    Updated,
     /// Another hook is there and `force` was not given: nothing was written. `ours` when it is a
     /// phantom_ci hook with other settings.
     Refused {
@@ -287,34 +345,11 @@ pub fn existing(bare: &Path) -> Existing {
     if !text.contains(MARKER) {
         return Existing::Foreign;
     }
-    if text
-        .lines()
-        .next()
-        .is_some_and(|l| l.starts_with("#!") && l.ends_with(&format!(" {HOOK_FILE}")))
-    {
-        let hook = toml::from_str::<HookFile>(&text).ok();
-        return Existing::Ours {
-            config_dir: hook.as_ref().map(|h| h.config_dir.clone()),
-            data_dir: hook.as_ref().map(|h| h.data_dir.clone()),
-            wait: hook.is_some_and(|h| h.wait),
-        };
-    }
-    let words = text
-        .lines()
-        .find(|l| l.starts_with("exec "))
-        .and_then(|l| shell_words::split(l).ok())
-        .unwrap_or_default();
-    let value = |option: &str| {
-        words
-            .iter()
-            .position(|w| w == option)
-            .and_then(|i| words.get(i + 1))
-            .map(PathBuf::from)
-    };
+    let command = HookCommand::of(&text);
     Existing::Ours {
-        config_dir: value("--config-dir"),
-        data_dir: value("--data-dir"),
-        wait: words.iter().any(|w| w == "--wait"),
+        config_dir: command.as_ref().and_then(|c| c.value("--config-dir")),
+        data_dir: command.as_ref().and_then(|c| c.value("--data-dir")),
+        wait: command.is_some_and(|c| c.words.iter().any(|w| w == "--wait")),
     }
 }
 
@@ -358,14 +393,21 @@ pub fn install(bare: &Path, script: &str, force: bool) -> Result<(PathBuf, Insta
         make_executable(&path)?;
         return Ok((path, Installed::Unchanged));
     }
-    if exists && !force {
-        let ours = existing.is_some_and(|bytes| String::from_utf8_lossy(&bytes).contains(MARKER));
+    let existing = existing.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    // A hook of an earlier version (or the other form) that runs the same command: brought up to
+    // date without `--force`, as re-running `configure hook` after an upgrade expects.
+    let same_command = existing
+        .as_deref()
+        .and_then(HookCommand::of)
+        .is_some_and(|old| HookCommand::of(script) == Some(old));
+    if exists && !force && !same_command {
+        let ours = existing.is_some_and(|text| text.contains(MARKER));
         return Ok((path, Installed::Refused { ours }));
     }
-    let outcome = if exists {
-        Installed::Replaced
-    } else {
-        Installed::Written
+    let outcome = match (exists, same_command) {
+        (false, _) => Installed::Written,
+        (true, true) => Installed::Updated,
+        (true, false) => Installed::Replaced,
     };
     write_executable(&hooks, &path, script)?;
     Ok((path, outcome))
@@ -475,14 +517,12 @@ mod tests {
                 "--wait"
             ]
         );
-        assert_eq!(
-            existing(bare.path()),
-            Existing::Ours {
-                config_dir: Some("/etc/phantom ci".into()),
-                data_dir: Some("/var/lib/it's \"$HOME\"".into()),
-                wait: true
-            }
-        );
+        let ours_waiting = Existing::Ours {
+            config_dir: Some("/etc/phantom ci".into()),
+            data_dir: Some("/var/lib/it's \"$HOME\"".into()),
+            wait: true,
+        };
+        assert_eq!(existing(bare.path()), ours_waiting);
         let spool = Path::new("/srv/spool");
         std::fs::write(&hook, render(binary, &dirs, Some(spool), false).unwrap()).unwrap();
         let args = hook_args(&hook).unwrap();
@@ -516,14 +556,7 @@ mod tests {
                 ]
             );
             std::fs::write(&hook, &script).unwrap();
-            assert_eq!(
-                existing(bare.path()),
-                Existing::Ours {
-                    config_dir: Some("/etc/phantom ci".into()),
-                    data_dir: Some("/var/lib/it's \"$HOME\"".into()),
-                    wait: true
-                }
-            );
+            assert_eq!(existing(bare.path()), ours_waiting);
         }
         let script = render(
             Path::new("/opt/my tools/phantom_ci"),
@@ -559,6 +592,52 @@ mod tests {
         assert_eq!(existing(bare.path()), Existing::Foreign);
         std::fs::remove_file(&hook).unwrap();
         assert_eq!(existing(bare.path()), Existing::None);
+    }
+
+    #[test]
+    fn a_hook_of_an_earlier_version_with_the_same_command_is_updated_without_force() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bare = tmp.path().join("app.git");
+        git2::Repository::init_bare(&bare).unwrap();
+        std::fs::create_dir_all(bare.join("hooks")).unwrap();
+        let hook = bare.join("hooks/post-receive");
+        let dirs = Dirs {
+            config: "/etc/phantom_ci".into(),
+            data: "/var/lib/phantom_ci".into(),
+        };
+        let binary = Path::new("/usr/bin/phantom_ci");
+        // What the version before the `#!` form wrote.
+        let earlier = "#!/bin/sh\n# phantom_ci post-receive hook, written by `phantom_ci configure \
+                       hook`.\n#\n# Follow a run with: phantom_ci logs <repo> --follow\nexec \
+                       /usr/bin/phantom_ci --config-dir /etc/phantom_ci --data-dir \
+                       /var/lib/phantom_ci hook\n";
+        std::fs::write(&hook, earlier).unwrap();
+        let script = render(binary, &dirs, None, false).unwrap();
+        let (_, outcome) = install(&bare, &script, false).unwrap();
+        assert_eq!(outcome, Installed::Updated);
+        assert_eq!(std::fs::read_to_string(&hook).unwrap(), script);
+        assert_eq!(
+            install(&bare, &script, false).unwrap().1,
+            Installed::Unchanged
+        );
+        // Other settings (here: `--wait`) are still refused without `--force`.
+        std::fs::write(&hook, earlier.replace(" hook\n", " hook --wait\n")).unwrap();
+        assert_eq!(
+            install(&bare, &script, false).unwrap().1,
+            Installed::Refused { ours: true }
+        );
+        // So are runner pokes the new hook would drop.
+        let pokes = Pokes {
+            runners: vec![parse_runner("ssh://ci@runner1").unwrap()],
+            name: "app".into(),
+        };
+        let poking = render_with_pokes(binary, &dirs, None, false, &pokes).unwrap();
+        std::fs::write(&hook, &poking).unwrap();
+        assert_eq!(
+            install(&bare, &script, false).unwrap().1,
+            Installed::Refused { ours: true }
+        );
+        assert_eq!(std::fs::read_to_string(&hook).unwrap(), poking);
     }
 
     #[test]

@@ -436,18 +436,7 @@ impl TestEnv {
 /// and what phantom_ci itself reads from the file.
 pub fn hook_command(hook: &Path) -> Vec<String> {
     let script = std::fs::read_to_string(hook).unwrap();
-    if let Some(binary) = script
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("#!"))
-        .and_then(|l| l.strip_suffix(" hook-file"))
-    {
-        let args = phantom_ci::install::hook_template::hook_args(hook).unwrap();
-        return ["exec".to_string(), binary.to_string()]
-            .into_iter()
-            .chain(args.into_iter().map(|a| a.into_string().unwrap()))
-            .collect();
-    }
-    let exec = script.lines().find(|l| l.starts_with("exec ")).unwrap();
-    shell_words::split(exec).unwrap()
+    phantom_ci::install::hook_template::HookCommand::of(&script)
+        .unwrap_or_else(|| panic!("not a hook phantom_ci wrote:\n{script}"))
+        .words
 }
