@@ -149,28 +149,29 @@ impl Writer<'_> {
 
     /// One try: the note on top of the ref as it is now, then the swap.
     fn attempt(&self, commit: &str, line: &str) -> Result<Swapped, String> {
-        let old = self
-            .text(&[
-                "rev-parse",
-                "-q",
-                "--verify",
-                &format!("{NOTES_REF}^{{commit}}"),
-            ])
+        // The ref is read once: where it points decides both whether it can carry notes and what the
+        // swap expects (read twice, another writer creating it between the reads looked like a ref
+        // that names no commit).
+        let current = self
+            .text(&["rev-parse", "-q", "--verify", NOTES_REF])
             .ok()
             .filter(|id| !id.is_empty());
-        // A ref that is there but names no commit (a pusher can push a blob there) never becomes
-        // one by waiting: said at once.
-        if old.is_none()
-            && let Ok(id) = self.text(&["rev-parse", "-q", "--verify", NOTES_REF])
-            && !id.is_empty()
-        {
-            let kind = self.text(&["cat-file", "-t", &id]).unwrap_or_default();
-            return Err(format!(
-                "`{NOTES_REF}` names a {kind}, not a commit: no note can be added to it (delete the \
-                 ref with `git update-ref -d {NOTES_REF}` in the repository, or point it at a notes \
-                 commit)"
-            ));
-        }
+        let old = match current {
+            None => None,
+            Some(id) => {
+                // A ref that names no commit (a pusher can push a blob there) never becomes one by
+                // waiting: said at once.
+                let kind = self.text(&["cat-file", "-t", &id])?;
+                if kind != "commit" {
+                    return Err(format!(
+                        "`{NOTES_REF}` names a {kind}, not a commit: no note can be added to it \
+                         (delete the ref with `git update-ref -d {NOTES_REF}` in the repository, or \
+                         point it at a notes commit)"
+                    ));
+                }
+                Some(id)
+            }
+        };
         // The note's path in the notes tree: the commit's id, maybe split into fan-out folders.
         let mut path = commit.to_string();
         let mut note = Vec::new();
