@@ -599,6 +599,42 @@ fn every_step_runs_in_a_cgroup_of_its_own_below_the_runs_which_is_gone_after_the
     assert!(!process_running(&["sleep", "1043"]));
 }
 
+/// Step cgroups are made one step ahead and removed one step behind (off the path from one step to
+/// the next); a cgroup a step left a process in stays until the run ends, and then goes with it.
+fn a_steps_cgroup_goes_while_a_later_step_runs_unless_it_left_a_process_behind() {
+    let Some(mount) = writable_cgroup2() else {
+        return;
+    };
+    let env = TestEnv::shared();
+    let repo = env.repo("app");
+    let list = format!(
+        "ls {}$(dirname $(grep ^0:: /proc/self/cgroup | cut -c4-))",
+        mount.display()
+    );
+    repo.workflow(
+        "master",
+        &format!(
+            "[0]\nrun = \"sh -c 'setsid sleep 1044 & true'\"\n[1]\nrun = \"true\"\n\
+             [2]\nrun = \"true\"\n[3]\nrun = \"sh -c '{list}'\"\n"
+        ),
+    );
+    repo.commit_and_push("cgroups");
+    env.write_repo_toml(&env.section_as("app", &repo, "nobody", ""));
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    let stdout = stdout_of(&out);
+    let cgroups: Vec<&str> = stdout.lines().filter(|l| l.starts_with("step-")).collect();
+    assert!(cgroups.contains(&"step-3"), "the running step's: {stdout}");
+    assert!(
+        cgroups.contains(&"step-0"),
+        "a cgroup with a process left in it stays: {stdout}"
+    );
+    assert!(
+        !cgroups.contains(&"step-1"),
+        "an empty cgroup of an ended step goes while a later one runs: {stdout}"
+    );
+    assert!(!process_running(&["sleep", "1044"]), "killed with the run");
+}
+
 crate::tests! {
     a_step_cannot_open_the_operators_terminal_type_into_it_or_read_inherited_descriptors,
     a_sandboxed_step_has_no_terminal_and_only_three_descriptors_either,
@@ -607,4 +643,5 @@ crate::tests! {
     a_process_that_cleared_its_environment_dies_with_the_run_cgroup_after_phantom_is_sigkilled,
     the_same_holds_for_a_step_moved_into_its_cgroup,
     every_step_runs_in_a_cgroup_of_its_own_below_the_runs_which_is_gone_after_the_run,
+    a_steps_cgroup_goes_while_a_later_step_runs_unless_it_left_a_process_behind,
 }

@@ -204,6 +204,33 @@ fn a_repository_with_a_work_tree_matches_its_git_dir() {
     assert_eq!(env.run_json("app", 1)["commit"], commit.as_str());
 }
 
+/// The repository is matched by what it is, not by how its path is spelled: a `path` through a
+/// symlink is the same repository; another repository, with the same branch, is not.
+fn a_path_through_a_symlink_matches_and_another_repository_does_not() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    let other = env.repo("other");
+    let link = env.root().join("link-to-app.git");
+    std::os::unix::fs::symlink(&repo.bare, &link).unwrap();
+    env.write_repo_toml(&format!(
+        "{}[app]\npath = \"{}\"\nrun_as = \"{}\"\n",
+        env.section("other", &other, ""),
+        link.display(),
+        crate::support::current_user()
+    ));
+    env.install_hook(&repo, true);
+    repo.workflow("master", "[0]\nrun = \"echo through-the-link\"\n");
+    repo.commit("linked");
+    let out = repo.push("master");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("remote: through-the-link"), "{stderr}");
+    assert_eq!(env.run_json("app", 1)["result"], "success");
+    assert!(
+        !env.data.join("runs/other").exists(),
+        "the other repository ran nothing: {stderr}"
+    );
+}
+
 fn a_hundred_thousand_ref_lines_queue_the_configured_branch_once() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -619,6 +646,7 @@ crate::tests! {
     pushes_during_a_run_queue_up_and_only_the_newest_runs,
     a_push_during_a_manual_run_runs_after_it,
     a_repository_with_a_work_tree_matches_its_git_dir,
+    a_path_through_a_symlink_matches_and_another_repository_does_not,
     a_hundred_thousand_ref_lines_queue_the_configured_branch_once,
     a_pusher_who_cannot_read_the_config_leaves_a_few_spool_notes_for_many_refs,
 }

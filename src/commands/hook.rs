@@ -93,7 +93,9 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
     // With `--wait`, this hook runs what it queues itself, for its pusher to watch.
     let waiter = args.wait.then(queue::Waiter::me);
     let mut queued = Vec::new();
-    for repo in config.repos.iter().filter(|r| same_repository(r, &git_dir)) {
+    let here = std::fs::metadata(&git_dir)
+        .map_err(|e| format!("cannot read the repository `{}`: {e}", git_dir.display()))?;
+    for repo in config.repos.iter().filter(|r| same_repository(r, &here)) {
         let unusable: Vec<Vec<u8>> = not_utf8
             .iter()
             .filter(|name| repo.branches.matches(&String::from_utf8_lossy(name)))
@@ -378,8 +380,11 @@ fn moved_branches(input: impl Read) -> Moved {
     }
 }
 
-/// Whether `repo` is configured at the repository the hook runs in (`git_dir`, canonical).
-fn same_repository(repo: &Repo, git_dir: &Path) -> bool {
+/// Whether `repo` is configured at the repository the hook runs in (`here`: its GIT_DIR's
+/// metadata). The same directory is the same device and inode, whatever the path: one `stat` per
+/// configured path, not a `readlink` per component of it (a hook reads every repo of Repo.toml).
+fn same_repository(repo: &Repo, here: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
     let configured = match &repo.location {
         Location::Local(path) => path.as_path(),
         Location::Url(url) => match url.strip_prefix("file://") {
@@ -390,7 +395,10 @@ fn same_repository(repo: &Repo, git_dir: &Path) -> bool {
     // A bare repository is its own GIT_DIR; a repository with a work tree has it in `.git`.
     [configured.to_path_buf(), configured.join(".git")]
         .iter()
-        .any(|candidate| candidate.canonicalize().is_ok_and(|p| p == git_dir))
+        .any(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_dir() && (m.dev(), m.ino()) == (here.dev(), here.ino()))
+        })
 }
 
 /// The pusher's user may run the work itself when it is root, or when the steps run as that user.

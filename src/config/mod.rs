@@ -24,7 +24,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
-use crate::config::problems::Problem;
+use crate::config::problems::{Machine, Problem};
 use crate::config::quantities::{ByteSize, Count, HumanDuration, KeepFor};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -345,6 +345,7 @@ impl Config {
         text: &str,
         machine: &dyn problems::Machine,
     ) -> Result<Config, ConfigError> {
+        let machine = &problems::UsersOnce::new(machine);
         let at =
             |span: Option<std::ops::Range<usize>>| line_column(text, span.map_or(0, |s| s.start));
         let invalid = |span: Option<std::ops::Range<usize>>, message: String| {
@@ -1043,6 +1044,30 @@ artifact_files = 500
         );
         // Without a machine (what `add` and `remove` check), nothing is a problem.
         assert!(parse(text).unwrap().broken().next().is_none());
+    }
+
+    #[test]
+    fn each_user_is_looked_up_once_and_every_repo_naming_a_missing_one_has_the_problem() {
+        struct Counting(std::cell::Cell<usize>);
+        impl problems::Machine for Counting {
+            fn path_exists(&self, _: &Path) -> Option<bool> {
+                Some(true)
+            }
+            fn user_exists(&self, name: &str) -> Option<bool> {
+                self.0.set(self.0.get() + 1);
+                Some(name == "ci")
+            }
+        }
+        let text: String = ["ci", "ci", "gone", "ci", "gone"]
+            .iter()
+            .enumerate()
+            .map(|(i, user)| format!("[r{i}]\npath = \"/srv/{i}.git\"\nrun_as = \"{user}\"\n"))
+            .collect();
+        let machine = Counting(std::cell::Cell::new(0));
+        let config = Config::parse_on(Path::new("/etc/Repo.toml"), &text, &machine).unwrap();
+        assert_eq!(machine.0.get(), 2, "one lookup per user named");
+        let broken: Vec<&str> = config.broken().map(|r| r.name.as_str()).collect();
+        assert_eq!(broken, ["r2", "r4"]);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! file, line and column of the key. A repo with a problem is shown (`list`, `status`, `check`) but
 //! never run: `tick` runs the other repos and exits 1, `run` of that repo exits 2.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -66,6 +68,38 @@ impl Machine for ThisMachine {
         nix::unistd::User::from_name(name)
             .ok()
             .map(|user| user.is_some())
+    }
+}
+
+/// A machine whose users are each looked up once: a `Repo.toml` of a thousand repos names a few
+/// users, and every lookup may read the whole user database (`/etc/passwd`, or ask a directory
+/// service) — for every push, through the hook.
+pub struct UsersOnce<'a> {
+    machine: &'a dyn Machine,
+    users: RefCell<HashMap<String, Option<bool>>>,
+}
+
+impl<'a> UsersOnce<'a> {
+    pub fn new(machine: &'a dyn Machine) -> UsersOnce<'a> {
+        UsersOnce {
+            machine,
+            users: RefCell::default(),
+        }
+    }
+}
+
+impl Machine for UsersOnce<'_> {
+    fn path_exists(&self, path: &Path) -> Option<bool> {
+        self.machine.path_exists(path)
+    }
+
+    fn user_exists(&self, name: &str) -> Option<bool> {
+        if let Some(&known) = self.users.borrow().get(name) {
+            return known;
+        }
+        let found = self.machine.user_exists(name);
+        self.users.borrow_mut().insert(name.to_string(), found);
+        found
     }
 }
 

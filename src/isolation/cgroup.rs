@@ -150,6 +150,13 @@ impl RunCgroup {
         self.removed = true;
     }
 
+    /// Removes the cgroup if nothing is left in it (one `rmdir`, no waiting), else lets go of it as
+    /// [`RunCgroup::leave`] does.
+    pub fn remove_if_empty(mut self) {
+        self.removed = true;
+        let _ = std::fs::remove_dir(&self.path);
+    }
+
     /// Kills what is left and removes the cgroup. The error says what could not be removed.
     pub fn remove(mut self) -> Result<(), String> {
         self.removed = true;

@@ -12,8 +12,9 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, waitid, waitpid};
 use nix::unistd::{Pid, getpid};
 
 use crate::isolation::spawn::StepChild;
@@ -87,6 +88,9 @@ pub fn kill_orphans() -> Vec<Pid> {
     let me = getpid();
     let mut left = Vec::new();
     for _ in 0..ROUNDS {
+        if !has_children() {
+            return Vec::new();
+        }
         let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
         let table = process_table();
         left = descendants(me, &table, &running);
@@ -107,6 +111,15 @@ pub fn kill_orphans() -> Vec<Pid> {
         std::thread::sleep(Duration::from_millis(10));
     }
     left
+}
+
+/// Whether phantom_ci has a child, alive or not reaped (one `waitid`). Without one it has no
+/// descendant at all, and the scan of `/proc` (one file per process of the machine) is not needed:
+/// a descendant has a living parent that descends from phantom_ci, or else it was adopted by
+/// phantom_ci, the subreaper, and is its child.
+fn has_children() -> bool {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(waitid(Id::All, flags), Err(Errno::ECHILD))
 }
 
 /// `(pid, parent pid)` of every process, from `/proc`.
@@ -150,6 +163,23 @@ fn descendants(root: Pid, table: &[(Pid, Pid)], running: &BTreeSet<i32>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_alive_or_not_reaped_is_seen() {
+        let mut child = Command::new("sleep").arg("1033").spawn().unwrap();
+        assert!(has_children(), "a live child");
+        child.kill().unwrap();
+        // Killed, not reaped yet: still a child (a zombie) until `wait`.
+        let pid = Pid::from_raw(child.id() as i32);
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .contains(") Z ")
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(has_children(), "a zombie child");
+        child.wait().unwrap();
+    }
 
     #[test]
     fn parent_pid_is_read_past_a_tricky_command_name() {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::workflow::Step;
 use crate::describe::{human, millis, signal_name};
+use crate::isolation::cgroup::RunCgroup;
 use crate::isolation::signals;
 use crate::runner::{Conclusion, EachStep, Leftovers, Run, aborted, after_failure, record, step};
 use crate::state::records::{RunResult, StepResult};
@@ -25,7 +26,11 @@ impl Run<'_> {
         // The run's one step needs no `max_parallel_steps` slot, but holds one while it runs if one
         // is free, so that steps of other runs count it; taken once for all the steps that find one.
         let mut slot = None;
-        for step in &each.workflow.steps {
+        // Step cgroups are made one step ahead and removed one step behind, while a step runs: a
+        // `mkdir` and an `rmdir` in cgroupfs (~50 µs) are not between a step's end and the next start.
+        let mut ahead: Option<(usize, Option<RunCgroup>)> = None;
+        let mut behind: Option<RunCgroup> = None;
+        for (index, step) in each.workflow.steps.iter().enumerate() {
             // After a failure or a timeout only `always` steps run; after an abort (or any other
             // end) none does.
             let failed = conclusion.result != RunResult::Success;
@@ -61,7 +66,10 @@ impl Run<'_> {
             }
             let step_limit = step.timeout.unwrap_or(Duration::MAX);
             let env = each.env(repo, step);
-            let step_cgroup = each.step_cgroup(step);
+            let step_cgroup = match ahead.take() {
+                Some((made_for, cgroup)) if made_for == index => cgroup,
+                _ => each.step_cgroup(step),
+            };
             let boundary = each.boundary(step_cgroup.as_ref());
             let ctx = step::StepContext {
                 cwd: each.cwd,
@@ -76,7 +84,20 @@ impl Run<'_> {
                     .flatten();
             }
             let started_at = SystemTime::now();
-            let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
+            let next = each.workflow.steps.get(index + 1);
+            let outcome = step::run(
+                step,
+                &ctx,
+                &mut pipe,
+                step_limit.min(run_left),
+                self.out,
+                || {
+                    if let Some(ended) = behind.take() {
+                        ended.remove_if_empty();
+                    }
+                    ahead = next.map(|next| (index + 1, each.step_cgroup(next)));
+                },
+            );
             if outcome.result == StepResult::Timeout
                 && let Some(cgroup) = &step_cgroup
             {
@@ -84,10 +105,9 @@ impl Run<'_> {
                 cgroup.kill();
             }
             leftovers.process_groups.extend(outcome.process_group);
-            // Its cgroup stays (background processes live until the run ends), but not open.
-            if let Some(cgroup) = step_cgroup {
-                cgroup.leave();
-            }
+            // Its cgroup stays if background processes are left in it (they live until the run
+            // ends); else it goes while the next step runs.
+            behind = step_cgroup;
             self.record_step(record::step_record(
                 step,
                 outcome.result,
@@ -109,6 +129,12 @@ impl Run<'_> {
             self.judge(step, &outcome, step_limit, run_left, &mut conclusion);
         }
         drop(slot);
+        if let Some(ended) = behind {
+            ended.remove_if_empty();
+        }
+        if let Some((_, Some(unused))) = ahead {
+            unused.remove_if_empty();
+        }
         pipe.tee(None);
         leftovers.pipe = Some(pipe);
         Ok((conclusion, leftovers))
