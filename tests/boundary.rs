@@ -599,14 +599,16 @@ fn every_step_runs_in_a_cgroup_of_its_own_below_the_runs_which_is_gone_after_the
     assert!(!process_running(&["sleep", "1043"]));
 }
 
-/// Step cgroups are made one step ahead and removed one step behind (off the path from one step to
-/// the next); a cgroup a step left a process in stays until the run ends, and then goes with it.
-fn a_steps_cgroup_goes_while_a_later_step_runs_unless_it_left_a_process_behind() {
+/// A step runs in a cgroup holding its processes only: the next step of a plain workflow takes over
+/// the cgroup of a step that ended by itself and left nothing in it; a step that left a process
+/// behind keeps its cgroup (until the run ends, which kills it), and so does a timed-out one.
+fn a_step_takes_over_the_empty_cgroup_of_the_step_before_never_one_with_a_process_left() {
     let Some(mount) = writable_cgroup2() else {
         return;
     };
     let env = TestEnv::shared();
     let repo = env.repo("app");
+    let show = "grep ^0:: /proc/self/cgroup";
     let list = format!(
         "ls {}$(dirname $(grep ^0:: /proc/self/cgroup | cut -c4-))",
         mount.display()
@@ -614,24 +616,31 @@ fn a_steps_cgroup_goes_while_a_later_step_runs_unless_it_left_a_process_behind()
     repo.workflow(
         "master",
         &format!(
-            "[0]\nrun = \"sh -c 'setsid sleep 1044 & true'\"\n[1]\nrun = \"true\"\n\
-             [2]\nrun = \"true\"\n[3]\nrun = \"sh -c '{list}'\"\n"
+            "[0]\nrun = \"sh -c 'setsid sleep 1044 & {show}'\"\n[1]\nrun = \"{show}\"\n\
+             [2]\nrun = \"{show}\"\n[3]\nrun = \"sh -c '{list}'\"\n\
+             [4]\nrun = \"sleep 1045\"\ntimeout = \"1s\"\n[5]\nrun = \"{show}\"\nalways = true\n"
         ),
     );
     repo.commit_and_push("cgroups");
     env.write_repo_toml(&env.section_as("app", &repo, "nobody", ""));
-    let out = env.phantom().args(["run", "app"]).assert().success();
+    let out = env.phantom().args(["run", "app"]).assert().failure();
     let stdout = stdout_of(&out);
-    let cgroups: Vec<&str> = stdout.lines().filter(|l| l.starts_with("step-")).collect();
-    assert!(cgroups.contains(&"step-3"), "the running step's: {stdout}");
-    assert!(
-        cgroups.contains(&"step-0"),
-        "a cgroup with a process left in it stays: {stdout}"
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("0::"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    let run = lines[0].strip_suffix("/step-0").expect(&stdout);
+    assert_eq!(lines[1], format!("{run}/step-1"), "step 0 left a process");
+    assert_eq!(lines[2], format!("{run}/step-1"), "step 1 left nothing");
+    assert_eq!(
+        lines[3],
+        format!("{run}/step-5"),
+        "after a timeout: {stdout}"
     );
-    assert!(
-        !cgroups.contains(&"step-1"),
-        "an empty cgroup of an ended step goes while a later one runs: {stdout}"
-    );
+    let listed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("step-")).collect();
+    assert_eq!(listed, ["step-0", "step-1"], "{stdout}");
+    assert!(!mount.join(run.trim_start_matches('/')).exists());
     assert!(!process_running(&["sleep", "1044"]), "killed with the run");
 }
 
@@ -643,5 +652,5 @@ crate::tests! {
     a_process_that_cleared_its_environment_dies_with_the_run_cgroup_after_phantom_is_sigkilled,
     the_same_holds_for_a_step_moved_into_its_cgroup,
     every_step_runs_in_a_cgroup_of_its_own_below_the_runs_which_is_gone_after_the_run,
-    a_steps_cgroup_goes_while_a_later_step_runs_unless_it_left_a_process_behind,
+    a_step_takes_over_the_empty_cgroup_of_the_step_before_never_one_with_a_process_left,
 }

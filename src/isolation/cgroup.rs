@@ -150,11 +150,11 @@ impl RunCgroup {
         self.removed = true;
     }
 
-    /// Removes the cgroup if nothing is left in it (one `rmdir`, no waiting), else lets go of it as
-    /// [`RunCgroup::leave`] does.
-    pub fn remove_if_empty(mut self) {
-        self.removed = true;
-        let _ = std::fs::remove_dir(&self.path);
+    /// Whether no process is left in the cgroup or below it (`populated 0` in `cgroup.events`); not
+    /// when that cannot be read.
+    pub fn is_empty(&self) -> bool {
+        std::fs::read_to_string(self.path.join("cgroup.events"))
+            .is_ok_and(|text| text.lines().any(|line| line == "populated 0"))
     }
 
     /// Kills what is left and removes the cgroup. The error says what could not be removed.

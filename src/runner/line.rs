@@ -26,11 +26,11 @@ impl Run<'_> {
         // The run's one step needs no `max_parallel_steps` slot, but holds one while it runs if one
         // is free, so that steps of other runs count it; taken once for all the steps that find one.
         let mut slot = None;
-        // Step cgroups are made one step ahead and removed one step behind, while a step runs: a
-        // `mkdir` and an `rmdir` in cgroupfs (~50 µs) are not between a step's end and the next start.
-        let mut ahead: Option<(usize, Option<RunCgroup>)> = None;
-        let mut behind: Option<RunCgroup> = None;
-        for (index, step) in each.workflow.steps.iter().enumerate() {
+        // Each step runs in a cgroup that holds its processes only: the one the step before ran in
+        // when that step ended by itself and left nothing running there, else a new one (a process
+        // born into a new cgroup costs the kernel more than starting `true` does).
+        let mut reusable: Option<RunCgroup> = None;
+        for step in &each.workflow.steps {
             // After a failure or a timeout only `always` steps run; after an abort (or any other
             // end) none does.
             let failed = conclusion.result != RunResult::Success;
@@ -66,9 +66,14 @@ impl Run<'_> {
             }
             let step_limit = step.timeout.unwrap_or(Duration::MAX);
             let env = each.env(repo, step);
-            let step_cgroup = match ahead.take() {
-                Some((made_for, cgroup)) if made_for == index => cgroup,
-                _ => each.step_cgroup(step),
+            let step_cgroup = match reusable.take() {
+                Some(cgroup) if cgroup.is_empty() => Some(cgroup),
+                // What is left in it lives until the run ends.
+                Some(cgroup) => {
+                    cgroup.leave();
+                    each.step_cgroup(step)
+                }
+                None => each.step_cgroup(step),
             };
             let boundary = each.boundary(step_cgroup.as_ref());
             let ctx = step::StepContext {
@@ -84,20 +89,7 @@ impl Run<'_> {
                     .flatten();
             }
             let started_at = SystemTime::now();
-            let next = each.workflow.steps.get(index + 1);
-            let outcome = step::run(
-                step,
-                &ctx,
-                &mut pipe,
-                step_limit.min(run_left),
-                self.out,
-                || {
-                    if let Some(ended) = behind.take() {
-                        ended.remove_if_empty();
-                    }
-                    ahead = next.map(|next| (index + 1, each.step_cgroup(next)));
-                },
-            );
+            let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
             if outcome.result == StepResult::Timeout
                 && let Some(cgroup) = &step_cgroup
             {
@@ -105,9 +97,12 @@ impl Run<'_> {
                 cgroup.kill();
             }
             leftovers.process_groups.extend(outcome.process_group);
-            // Its cgroup stays if background processes are left in it (they live until the run
-            // ends); else it goes while the next step runs.
-            behind = step_cgroup;
+            // Its cgroup stays (background processes live until the run ends), and serves the next
+            // step if nothing is left in it — never after a timeout, whose kill may still be going on.
+            match step_cgroup {
+                Some(cgroup) if outcome.result == StepResult::Timeout => cgroup.leave(),
+                cgroup => reusable = cgroup,
+            }
             self.record_step(record::step_record(
                 step,
                 outcome.result,
@@ -129,11 +124,8 @@ impl Run<'_> {
             self.judge(step, &outcome, step_limit, run_left, &mut conclusion);
         }
         drop(slot);
-        if let Some(ended) = behind {
-            ended.remove_if_empty();
-        }
-        if let Some((_, Some(unused))) = ahead {
-            unused.remove_if_empty();
+        if let Some(cgroup) = reusable {
+            cgroup.leave();
         }
         pipe.tee(None);
         leftovers.pipe = Some(pipe);

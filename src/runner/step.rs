@@ -238,15 +238,12 @@ pub struct StepContext<'a> {
     pub cancel: Option<&'a Path>,
 }
 
-/// Runs `step` to its end; `meanwhile` is called once the step has started, while it runs (the
-/// runner's chores that need not hold up the next step's start).
 pub fn run(
     step: &Step,
     ctx: &StepContext,
     pipe: &mut RunPipe,
     timeout: Duration,
     out: &mut Output,
-    meanwhile: impl FnOnce(),
 ) -> StepOutcome {
     let started = Instant::now();
     // Bytes the log cannot take from now on are this step's (in the record's `log_lost`).
@@ -258,7 +255,6 @@ pub fn run(
         Ok(child) => child,
         Err(e) => return StepOutcome::not_started(cannot_start(step, &e), started),
     };
-    meanwhile();
     // The step leads its own session and process group (the boundary's `setsid`).
     let pgid = Pid::from_raw(child.id() as i32);
     let (status, stopped) = supervise(&mut child, pgid, pipe, started + timeout, ctx.cancel, out);
