@@ -603,12 +603,23 @@ fn every_step_runs_in_a_cgroup_of_its_own_below_the_runs_which_is_gone_after_the
 /// the cgroup of a step that ended by itself and left nothing in it; a step that left a process
 /// behind keeps its cgroup (until the run ends, which kills it), and so does a timed-out one.
 fn a_step_takes_over_the_empty_cgroup_of_the_step_before_never_one_with_a_process_left() {
+    steps_take_over_empty_cgroups(false);
+}
+
+/// The same where each step is forked and moved into its cgroup (`clone3` refused).
+fn the_same_holds_for_steps_moved_into_a_cgroup_taken_over() {
+    steps_take_over_empty_cgroups(true);
+}
+
+fn steps_take_over_empty_cgroups(fallback: bool) {
     let Some(mount) = writable_cgroup2() else {
         return;
     };
     let env = TestEnv::shared();
     let repo = env.repo("app");
     let show = "grep ^0:: /proc/self/cgroup";
+    // Its own number per variant: the two run side by side.
+    let left = if fallback { "1046" } else { "1044" };
     let list = format!(
         "ls {}$(dirname $(grep ^0:: /proc/self/cgroup | cut -c4-))",
         mount.display()
@@ -616,14 +627,18 @@ fn a_step_takes_over_the_empty_cgroup_of_the_step_before_never_one_with_a_proces
     repo.workflow(
         "master",
         &format!(
-            "[0]\nrun = \"sh -c 'setsid sleep 1044 & {show}'\"\n[1]\nrun = \"{show}\"\n\
+            "[0]\nrun = \"sh -c 'setsid sleep {left} & {show}'\"\n[1]\nrun = \"{show}\"\n\
              [2]\nrun = \"{show}\"\n[3]\nrun = \"sh -c '{list}'\"\n\
              [4]\nrun = \"sleep 1045\"\ntimeout = \"1s\"\n[5]\nrun = \"{show}\"\nalways = true\n"
         ),
     );
     repo.commit_and_push("cgroups");
     env.write_repo_toml(&env.section_as("app", &repo, "nobody", ""));
-    let out = env.phantom().args(["run", "app"]).assert().failure();
+    let mut phantom = env.phantom();
+    if fallback {
+        phantom.env("PHANTOM_CI_CLONE_INTO_CGROUP", "0");
+    }
+    let out = phantom.args(["run", "app"]).assert().failure();
     let stdout = stdout_of(&out);
     let lines: Vec<&str> = stdout
         .lines()
@@ -641,7 +656,7 @@ fn a_step_takes_over_the_empty_cgroup_of_the_step_before_never_one_with_a_proces
     let listed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("step-")).collect();
     assert_eq!(listed, ["step-0", "step-1"], "{stdout}");
     assert!(!mount.join(run.trim_start_matches('/')).exists());
-    assert!(!process_running(&["sleep", "1044"]), "killed with the run");
+    assert!(!process_running(&["sleep", left]), "killed with the run");
 }
 
 crate::tests! {
@@ -653,4 +668,5 @@ crate::tests! {
     the_same_holds_for_a_step_moved_into_its_cgroup,
     every_step_runs_in_a_cgroup_of_its_own_below_the_runs_which_is_gone_after_the_run,
     a_step_takes_over_the_empty_cgroup_of_the_step_before_never_one_with_a_process_left,
+    the_same_holds_for_steps_moved_into_a_cgroup_taken_over,
 }

@@ -95,7 +95,11 @@ fn hook(args: &HookArgs, ctx: &Context) -> Result<(), String> {
     let mut queued = Vec::new();
     let here = std::fs::metadata(&git_dir)
         .map_err(|e| format!("cannot read the repository `{}`: {e}", git_dir.display()))?;
-    for repo in config.repos.iter().filter(|r| same_repository(r, &here)) {
+    for repo in config
+        .repos
+        .iter()
+        .filter(|r| same_repository(r, &git_dir, &here))
+    {
         let unusable: Vec<Vec<u8>> = not_utf8
             .iter()
             .filter(|name| repo.branches.matches(&String::from_utf8_lossy(name)))
@@ -380,10 +384,12 @@ fn moved_branches(input: impl Read) -> Moved {
     }
 }
 
-/// Whether `repo` is configured at the repository the hook runs in (`here`: its GIT_DIR's
-/// metadata). The same directory is the same device and inode, whatever the path: one `stat` per
-/// configured path, not a `readlink` per component of it (a hook reads every repo of Repo.toml).
-fn same_repository(repo: &Repo, here: &std::fs::Metadata) -> bool {
+/// Whether `repo` is configured at the repository the hook runs in (`git_dir`, canonical; `here`,
+/// its metadata). A hook reads every repo of Repo.toml: one `stat` per configured path rules out all
+/// but the same device and inode, and only those are resolved (a `readlink` per component) and
+/// compared as paths — some file systems (FUSE unions, 9p spanning several devices) repeat inode
+/// numbers, and a push must never queue a run of another repository.
+fn same_repository(repo: &Repo, git_dir: &Path, here: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
     let configured = match &repo.location {
         Location::Local(path) => path.as_path(),
@@ -398,6 +404,7 @@ fn same_repository(repo: &Repo, here: &std::fs::Metadata) -> bool {
         .any(|candidate| {
             std::fs::metadata(candidate)
                 .is_ok_and(|m| m.is_dir() && (m.dev(), m.ino()) == (here.dev(), here.ino()))
+                && candidate.canonicalize().is_ok_and(|p| p == git_dir)
         })
 }
 

@@ -118,7 +118,9 @@ pub fn kill_orphans() -> Vec<Pid> {
 /// a descendant has a living parent that descends from phantom_ci, or else it was adopted by
 /// phantom_ci, the subreaper, and is its child.
 fn has_children() -> bool {
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    // `__WALL`: children of every kind, whatever signal they report their end with.
+    let flags =
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT | WaitPidFlag::__WALL;
     !matches!(waitid(Id::All, flags), Err(Errno::ECHILD))
 }
 
@@ -179,6 +181,31 @@ mod tests {
         }
         assert!(has_children(), "a zombie child");
         child.wait().unwrap();
+    }
+
+    /// The other side, in a process that surely has no child: a fork of this test (the harness's
+    /// other tests start children of their own in this process).
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_process_without_children_is_told_so() {
+        // SAFETY: the child makes system calls only (waitid through nix, which allocates nothing,
+        // and `_exit`) before it ends: nothing that could deadlock on a lock another thread of this
+        // multi-threaded test held at the fork.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = if has_children() { 1 } else { 0 };
+                // SAFETY: `_exit` ends the child at once, running no atexit handler or destructor.
+                unsafe { nix::libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "a process without children was said to have one"
+                );
+            }
+        }
     }
 
     #[test]
