@@ -21,7 +21,7 @@
 //! cgroup from the data dir, the repo and the number alone ([`kill_dead_run`]).
 
 use std::fs::OpenOptions;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -153,8 +153,7 @@ impl RunCgroup {
     /// Whether no process is left in the cgroup or below it (`populated 0` in `cgroup.events`); not
     /// when that cannot be read.
     pub fn is_empty(&self) -> bool {
-        std::fs::read_to_string(self.path.join("cgroup.events"))
-            .is_ok_and(|text| text.lines().any(|line| line == "populated 0"))
+        populated_state(&self.path) == Some(false)
     }
 
     /// Kills what is left and removes the cgroup. The error says what could not be removed.
@@ -382,18 +381,19 @@ fn kill_all(dir: &Path) {
     }
 }
 
-/// Whether processes are left in the cgroup `dir` or below (`populated 1` in `cgroup.events`).
+/// Whether processes are left in the cgroup `dir` or below (`populated 1` in `cgroup.events`); not
+/// when it is gone, or not a cgroup (any more).
 fn populated(dir: &Path) -> bool {
-    let mut text = String::new();
-    let read = std::fs::File::open(dir.join("cgroup.events")).and_then(|mut f| {
-        f.read_to_string(&mut text)?;
-        Ok(())
-    });
-    match read {
-        Ok(()) => text.lines().any(|line| line == "populated 1"),
-        // Gone, or not a cgroup (any more).
-        Err(_) => false,
-    }
+    populated_state(dir).unwrap_or(false)
+}
+
+/// What `cgroup.events` of `dir` says: whether processes are left in it or below; `None` when the
+/// file cannot be read or has no `populated` line.
+fn populated_state(dir: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(dir.join("cgroup.events")).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("populated "))
+        .map(|value| value != "0")
 }
 
 /// The processes in the cgroup `dir` and in the cgroups below it.
