@@ -7,6 +7,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use crate::commands::{self, Context};
 use crate::config::dirs::Dirs;
 use crate::error::{Error, ExitStatus};
+use crate::install::hook_template::HookFile;
 
 pub const SPOOL_DIR_ENV: &str = "PHANTOM_CI_SPOOL_DIR";
 
@@ -22,6 +23,28 @@ pub struct Cli {
     pub global: Global,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// What a hook of the `#!` form runs (`HookFile::args` parsed), made without clap: building the
+    /// parser of every subcommand is most of what phantom_ci does before a hook's work, and the
+    /// pusher waits for the hook.
+    pub fn of_hook_file(file: HookFile) -> Cli {
+        Cli {
+            global: Global {
+                config_dir: Some(file.config_dir),
+                data_dir: Some(file.data_dir),
+                // As clap fills it: both options are `--spool-dir`.
+                spool_dir: file.spool_dir.clone(),
+            },
+            command: Some(Command::Hook(WithSpool {
+                args: commands::hook::HookArgs { wait: file.wait },
+                spool: commands::SpoolArg {
+                    spool_dir: file.spool_dir,
+                },
+            })),
+        }
+    }
 }
 
 /// The heading of the options every subcommand takes.
@@ -221,5 +244,25 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_hook_file_stands_for_the_command_line_its_settings_make() {
+        use clap::Parser;
+        let settings = |wait, spool_dir: Option<&str>| super::HookFile {
+            config_dir: "/etc/phantom ci".into(),
+            data_dir: "/var/lib/phantom_ci".into(),
+            wait,
+            spool_dir: spool_dir.map(Into::into),
+        };
+        for file in [settings(false, None), settings(true, Some("/srv/spool"))] {
+            let parsed = super::Cli::parse_from(
+                std::iter::once(std::ffi::OsString::from("phantom_ci")).chain(file.clone().args()),
+            );
+            assert_eq!(
+                format!("{:?}", super::Cli::of_hook_file(file)),
+                format!("{parsed:?}")
+            );
+        }
     }
 }

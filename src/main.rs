@@ -14,26 +14,27 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         };
     }
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // The installed hook (`#!<phantom_ci> hook-file`): its settings are in the file. Arguments git
-    // might pass after the hook's path (hooks other than `post-receive` get some) are not its.
-    if let [program, word, hook, ..] = args.as_slice()
-        && word == phantom_ci::install::hook_template::HOOK_FILE
-    {
-        match phantom_ci::install::hook_template::hook_args(std::path::Path::new(hook)) {
-            Ok(hook_args) => args = std::iter::once(program.clone()).chain(hook_args).collect(),
-            Err(message) => {
-                // A hook never makes the push fail.
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "phantom_ci: {message} (the push itself succeeded)"
-                );
-                return ExitCode::SUCCESS;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The installed hook (`#!<phantom_ci> hook-file`): its settings are in the file, and the command
+    // line they stand for is built without parsing one (the pusher waits). Arguments git might pass
+    // after the hook's path (hooks other than `post-receive` get some) are not its.
+    let cli = match args.as_slice() {
+        [_, word, hook, ..] if word == phantom_ci::install::hook_template::HOOK_FILE => {
+            match phantom_ci::install::hook_template::HookFile::read(std::path::Path::new(hook)) {
+                Ok(file) => phantom_ci::cli::Cli::of_hook_file(file),
+                Err(message) => {
+                    // A hook never makes the push fail.
+                    use std::io::Write;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "phantom_ci: {message} (the push itself succeeded)"
+                    );
+                    return ExitCode::SUCCESS;
+                }
             }
         }
-    }
-    let cli = phantom_ci::cli::Cli::parse_from(args);
+        _ => phantom_ci::cli::Cli::parse_from(args),
+    };
     match phantom_ci::cli::run(cli) {
         Ok(status) => status.into(),
         Err(error) => {

@@ -4,7 +4,7 @@
 //! into the binary. Installing one fills in the absolute path of the running binary and the config and
 //! data directories in force, so the hook runs the same phantom_ci with the same configuration
 //! whoever pushes. The first, chosen whenever it can be, is run by phantom_ci itself: its `#!` line
-//! names the binary with [`HOOK_FILE`], and the rest is TOML that [`hook_args`] reads (no shell
+//! names the binary with [`HOOK_FILE`], and the rest is TOML that [`HookFile::read`] reads (no shell
 //! between git and phantom_ci: the pusher waits for one process less). The second, a shell script
 //! that `exec`s phantom_ci with the same arguments, is for hooks that also poke runner hosts, and for
 //! a binary whose path cannot stand on a `#!` line.
@@ -28,7 +28,7 @@ pub const HOOK_FILE: &str = "hook-file";
 /// The longest `#!` line Linux reads whole (`BINPRM_BUF_SIZE`, 256 bytes with its newline).
 const MAX_SHEBANG_LINE: usize = 255;
 
-/// How much of a hook file [`hook_args`] reads: a hook phantom_ci wrote is well under 2 KiB.
+/// How much of a hook file [`HookFile::read`] reads: a hook phantom_ci wrote is well under 2 KiB.
 const MAX_HOOK_FILE: u64 = 64 * 1024;
 
 /// A line of every hook phantom_ci writes, to tell its own hooks from others.
@@ -181,19 +181,21 @@ fn toml_string(path: &Path) -> Result<String, Error> {
     Ok(toml::Value::String(text.to_string()).to_string())
 }
 
-/// The settings of a hook of the `#!` form.
-#[derive(Debug, serde::Deserialize)]
+/// The settings of a hook of the `#!` form: what `phantom_ci --config-dir C --data-dir D hook
+/// [--spool-dir S] [--wait]` would be given.
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HookFile {
-    config_dir: PathBuf,
-    data_dir: PathBuf,
+pub struct HookFile {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
     #[serde(default)]
-    wait: bool,
-    spool_dir: Option<PathBuf>,
+    pub wait: bool,
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl HookFile {
-    fn read(path: &Path) -> Result<HookFile, String> {
+    /// The settings of the hook file `path`, or what is wrong with it and what to do.
+    pub fn read(path: &Path) -> Result<HookFile, String> {
         use std::io::Read;
         let mut text = String::new();
         std::fs::File::open(path)
@@ -212,8 +214,9 @@ impl HookFile {
         toml::from_str(text).map_err(|e| e.message().to_string())
     }
 
-    /// `--config-dir C --data-dir D hook [--spool-dir S] [--wait]`.
-    fn args(self) -> Vec<std::ffi::OsString> {
+    /// The command line the settings stand for, after the program's name: `--config-dir C
+    /// --data-dir D hook [--spool-dir S] [--wait]` (what the shell form of the hook runs).
+    pub fn args(self) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = vec![
             "--config-dir".into(),
             self.config_dir.into(),
@@ -229,12 +232,6 @@ impl HookFile {
         }
         args
     }
-}
-
-/// The command line a hook of the `#!` form stands for, after the program's name:
-/// `--config-dir C --data-dir D hook [--spool-dir S] [--wait]`, read from the hook file `path`.
-pub fn hook_args(path: &Path) -> Result<Vec<std::ffi::OsString>, String> {
-    HookFile::read(path).map(HookFile::args)
 }
 
 /// What a hook phantom_ci wrote runs, whichever its form: the runner pokes (the shell form's
@@ -501,7 +498,8 @@ mod tests {
         std::fs::create_dir(bare.path().join("hooks")).unwrap();
         let hook = bare.path().join("hooks/post-receive");
         std::fs::write(&hook, &script).unwrap();
-        let args: Vec<String> = hook_args(&hook)
+        let args: Vec<String> = HookFile::read(&hook)
+            .map(HookFile::args)
             .unwrap()
             .into_iter()
             .map(|a| a.into_string().unwrap())
@@ -525,13 +523,13 @@ mod tests {
         assert_eq!(existing(bare.path()), ours_waiting);
         let spool = Path::new("/srv/spool");
         std::fs::write(&hook, render(binary, &dirs, Some(spool), false).unwrap()).unwrap();
-        let args = hook_args(&hook).unwrap();
+        let args = HookFile::read(&hook).map(HookFile::args).unwrap();
         assert_eq!(args[4..], ["hook", "--spool-dir", "/srv/spool"]);
         // A hook file that is not one of ours changes nothing and says what to do.
         std::fs::write(&hook, "#!/usr/bin/phantom_ci hook-file\nconfig_dir = 1\n").unwrap();
-        let error = hook_args(&hook).unwrap_err();
+        let error = HookFile::read(&hook).map(HookFile::args).unwrap_err();
         assert!(error.contains("configure hook --force"), "{error}");
-        assert!(hook_args(&bare.path().join("missing")).is_err());
+        assert!(HookFile::read(&bare.path().join("missing")).is_err());
 
         // A binary whose path cannot stand on a `#!` line gets the shell form.
         for odd in [
