@@ -255,7 +255,12 @@ mod tests {
             wait,
             spool_dir: spool_dir.map(Into::into),
         };
-        for file in [settings(false, None), settings(true, Some("/srv/spool"))] {
+        for file in [
+            settings(false, None),
+            settings(true, None),
+            settings(false, Some("/srv/spool")),
+            settings(true, Some("/srv/spool")),
+        ] {
             let parsed = super::Cli::parse_from(
                 std::iter::once(std::ffi::OsString::from("phantom_ci")).chain(file.clone().args()),
             );

@@ -211,7 +211,20 @@ impl HookFile {
     }
 
     fn parse(text: &str) -> Result<HookFile, String> {
-        toml::from_str(text).map_err(|e| e.message().to_string())
+        let file: HookFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        // As the command line's parser refuses an empty directory (`configure hook` never writes one).
+        let dirs = [
+            ("config_dir", Some(&file.config_dir)),
+            ("data_dir", Some(&file.data_dir)),
+            ("spool_dir", file.spool_dir.as_ref()),
+        ];
+        match dirs
+            .iter()
+            .find(|(_, dir)| dir.is_some_and(|d| d.as_os_str().is_empty()))
+        {
+            Some((key, _)) => Err(format!("`{key}` is empty")),
+            None => Ok(file),
+        }
     }
 
     /// The command line the settings stand for, after the program's name: `--config-dir C
@@ -529,6 +542,20 @@ mod tests {
         std::fs::write(&hook, "#!/usr/bin/phantom_ci hook-file\nconfig_dir = 1\n").unwrap();
         let error = HookFile::read(&hook).map(HookFile::args).unwrap_err();
         assert!(error.contains("configure hook --force"), "{error}");
+        for empty in ["config_dir", "data_dir", "spool_dir"] {
+            let mut text =
+                "#!/usr/bin/phantom_ci hook-file\nconfig_dir = \"/c\"\ndata_dir = \"/d\"\n"
+                    .replace(
+                        &format!("{empty} = \"/{}\"", &empty[..1]),
+                        &format!("{empty} = \"\""),
+                    );
+            if empty == "spool_dir" {
+                text.push_str("spool_dir = \"\"\n");
+            }
+            std::fs::write(&hook, &text).unwrap();
+            let error = HookFile::read(&hook).unwrap_err();
+            assert!(error.contains(&format!("`{empty}` is empty")), "{error}");
+        }
         assert!(HookFile::read(&bare.path().join("missing")).is_err());
 
         // A binary whose path cannot stand on a `#!` line gets the shell form.
