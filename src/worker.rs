@@ -344,6 +344,7 @@ fn execute_with(
     // (at most once a second: a refresh of a large report takes a tenth of one). A report that cannot
     // be written is said after the run.
     let mut shown = Instant::now();
+    let mut recovery_notes = Vec::new();
     let mut progress = |progress: Progress| {
         let run = match progress {
             Progress::Started(run) => {
@@ -352,6 +353,10 @@ fn execute_with(
             }
             Progress::StepEnded(run) if shown.elapsed() >= REPORT_EVERY => run,
             Progress::StepEnded(_) => return,
+            Progress::Recovered(run) => {
+                recovery_notes.extend(after_recovery(dirs, &request.repo, run));
+                return;
+            }
         };
         if let Some(dir) = report_dir {
             let _ = crate::report::refresh(dirs, dir, &request.repo.name, run);
@@ -361,6 +366,7 @@ fn execute_with(
     let mut finished = runner::execute(dirs, request, console, lock, &mut progress)?;
     conclude(&mut finished);
     finished.notes.extend(early_notes);
+    finished.notes.extend(recovery_notes);
     let notes = after_run(
         dirs,
         &request.repo,
@@ -374,6 +380,20 @@ fn execute_with(
 
 /// The least time between two refreshes of the report while a run goes on.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// What a run recorded `aborted` by recovery ([`crate::state::recovery::recover`]) gets, as the end of
+/// every run does (SPEC §9: each final result): its note in git, the report, the webhooks. Returns
+/// what went wrong, for stderr.
+pub fn after_recovery(dirs: &Dirs, repo: &Repo, run: u64) -> Vec<String> {
+    let record = match crate::state::records::load(dirs, &repo.name, run) {
+        Ok(record) => record,
+        Err(e) => return vec![e.to_string()],
+    };
+    // The run recovered is the repo's newest: the one before it is the newest of the others.
+    let previous = crate::state::records::last(dirs, &repo.name, Some(run));
+    let secrets = Secrets::load(&dirs.dotenv());
+    after_run(dirs, repo, &record, previous.as_ref(), &secrets)
+}
 
 /// What happens once a run is recorded (the note in git, the report, notifications). Never changes the
 /// run's result.

@@ -201,6 +201,65 @@ fn each_result_is_appended_to_the_commit_note() {
     assert!(!marker.exists());
 }
 
+/// SPEC §9, "each final result": a run that died and was recorded `aborted` by the next invocation
+/// gets its note like any other — from `tick`, and from a run that recovers it before its own (the
+/// dead run's line first).
+fn a_run_recorded_aborted_after_it_died_gets_its_note_too() {
+    let env = TestEnv::new();
+    let started = env.root().join("started");
+    let hang = env.root().join("hang");
+    let (repo, commit) = env.app(
+        &format!(
+            "[0]\nrun = '''sh -c 'if [ -e {} ]; then touch {}; sleep 1038; fi' '''\n",
+            hang.display(),
+            started.display()
+        ),
+        "notes = true",
+    );
+    env.phantom().arg("tick").assert().success();
+    let kill_a_run = || {
+        std::fs::write(&hang, "").unwrap();
+        let _ = std::fs::remove_file(&started);
+        let mut run = env.spawn_run("app");
+        crate::support::wait_for("the step to start", || started.exists());
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(run.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        run.wait().unwrap();
+        std::fs::remove_file(&hang).unwrap();
+    };
+    kill_a_run();
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.run_json("app", 2)["result"], "aborted");
+    kill_a_run();
+    env.phantom().args(["run", "app"]).assert().success();
+    assert_eq!(env.run_json("app", 3)["result"], "aborted");
+    let lines = notes_lines(&env, &repo, &commit);
+    let results: Vec<&str> = lines
+        .iter()
+        .map(|line| line.split(' ').nth(3).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        results,
+        ["success", "aborted", "aborted", "success"],
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("phantom_ci #2 master aborted "),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("phantom_ci #3 master aborted "),
+        "{lines:?}"
+    );
+    assert!(
+        lines[3].starts_with("phantom_ci #4 master success "),
+        "{lines:?}"
+    );
+}
+
 fn runs_of_one_commit_ending_together_lose_no_note() {
     let env = TestEnv::new();
     let repo = env.repo("app");
@@ -505,6 +564,7 @@ crate::tests! {
     two_branches_have_two_badges_and_the_repo_badge_follows_the_main_line,
     the_generic_webhook_and_chat_posts_link_the_run_page,
     each_result_is_appended_to_the_commit_note,
+    a_run_recorded_aborted_after_it_died_gets_its_note_too,
     runs_of_one_commit_ending_together_lose_no_note,
     a_repository_phantom_ci_may_not_write_runs_green_with_one_line_in_its_log,
     notes_are_written_as_the_owner_of_the_repository,

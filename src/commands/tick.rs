@@ -133,6 +133,9 @@ pub fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, S
         && let Some(run) = recovery::recover(&ctx.dirs, repo, &lock).map_err(|e| e.to_string())?
     {
         eprintln!("phantom_ci: {}", recovery::recovered_note(&repo.name, run));
+        for note in worker::after_recovery(&ctx.dirs, repo, run) {
+            eprintln!("phantom_ci: {note}");
+        }
     }
     if let Some(note) = fetch(ctx, repo)? {
         return Ok(Some(note));

@@ -127,6 +127,8 @@ pub enum Progress {
     Started(u64),
     /// A step ended and its record is in the run's journal.
     StepEnded(u64),
+    /// A run of this repo whose phantom_ci had died was recorded `aborted`, before this run began.
+    Recovered(u64),
 }
 
 /// Runs `request` to its end. `console` receives the live output (phantom_ci's stdout), if anyone watches.
@@ -146,6 +148,9 @@ pub fn execute(
     // send SIGUSR1, which must not kill it.
     signals::install().map_err(Error::Other)?;
     let recovered = crate::state::recovery::recover(dirs, repo, lock)?;
+    if let Some(run) = recovered {
+        progress(Progress::Recovered(run));
+    }
     let previous = records::last(dirs, &repo.name, None);
     // Opened once: for the commit's words now, and for the run.
     let source = open_source(dirs, repo);
