@@ -202,9 +202,9 @@ fn each_result_is_appended_to_the_commit_note() {
 }
 
 /// SPEC §9, "each final result": a run that died and was recorded `aborted` by the next invocation
-/// gets its note like any other — from `tick`, and from a run that recovers it before its own (the
-/// dead run's line first).
-fn a_run_recorded_aborted_after_it_died_gets_its_note_too() {
+/// gets its note, its report page and its webhook like any other — from `tick`, and from a run that
+/// recovers it before its own (the dead run's note line first).
+fn a_run_recorded_aborted_after_it_died_gets_its_note_page_and_webhook() {
     let env = TestEnv::new();
     let started = env.root().join("started");
     let hang = env.root().join("hang");
@@ -215,6 +215,15 @@ fn a_run_recorded_aborted_after_it_died_gets_its_note_too() {
             started.display()
         ),
         "notes = true",
+    );
+    let server = Server::accepting();
+    let site = env.root().join("site");
+    dotenv(
+        &env,
+        &[
+            format!("WEBHOOK_URL={}", server.url("/hook")),
+            format!("PHANTOM_CI_REPORT_DIR={}", site.display()),
+        ],
     );
     env.phantom().arg("tick").assert().success();
     let kill_a_run = || {
@@ -233,6 +242,27 @@ fn a_run_recorded_aborted_after_it_died_gets_its_note_too() {
     kill_a_run();
     env.phantom().arg("tick").assert().success();
     assert_eq!(env.run_json("app", 2)["result"], "aborted");
+    // The report's page of the run and the webhook say so at once, not at the repo's next run.
+    let page = read(&site.join("app/2.html"));
+    assert!(
+        page.contains("<span class=\"result aborted\">aborted</span>")
+            && !page.contains("<span class=\"result running\">"),
+        "{page}"
+    );
+    let posted: Vec<(u64, String)> = server
+        .requests_to("/hook")
+        .iter()
+        .map(|r| {
+            (
+                r.json()["run"].as_u64().unwrap_or(0),
+                r.json()["result"].to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        posted.contains(&(2, "\"aborted\"".to_string())),
+        "{posted:?}"
+    );
     kill_a_run();
     env.phantom().args(["run", "app"]).assert().success();
     assert_eq!(env.run_json("app", 3)["result"], "aborted");
@@ -564,7 +594,7 @@ crate::tests! {
     two_branches_have_two_badges_and_the_repo_badge_follows_the_main_line,
     the_generic_webhook_and_chat_posts_link_the_run_page,
     each_result_is_appended_to_the_commit_note,
-    a_run_recorded_aborted_after_it_died_gets_its_note_too,
+    a_run_recorded_aborted_after_it_died_gets_its_note_page_and_webhook,
     runs_of_one_commit_ending_together_lose_no_note,
     a_repository_phantom_ci_may_not_write_runs_green_with_one_line_in_its_log,
     notes_are_written_as_the_owner_of_the_repository,
