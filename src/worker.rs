@@ -260,7 +260,25 @@ fn run_entry(
     // with — on a thread of its own that the first step does not wait for; the run's end does.
     let mut seen_write: Option<std::thread::JoinHandle<Result<(), Error>>> = None;
     let mut seen_now: Option<Error> = None;
-    let mut started = |run: u64| {
+    let mut on_run = |progress: Progress| {
+        let run = match progress {
+            Progress::Started(run) => run,
+            // The run's end waits for the commit to be seen: a crash between its final record and
+            // the mark must not run the commit again.
+            Progress::Ending(_) => {
+                if let Some(thread) = seen_write.take() {
+                    seen_now = match thread.join() {
+                        Ok(marked) => marked.err(),
+                        Err(_) => Some(Error::Other(format!(
+                            "cannot note commit {} as seen",
+                            entry.commit
+                        ))),
+                    };
+                }
+                return;
+            }
+            _ => return,
+        };
         let (data, name) = (dirs.clone(), repo.name.clone());
         let (branch, commit) = (entry.branch.clone(), entry.commit.clone());
         let mark = move || {
@@ -285,7 +303,7 @@ fn run_entry(
             pool::conclude(dirs, repo, renewal, finished);
         }
     };
-    let executed = execute_with(dirs, &request, console, lock, &mut started, &mut conclude);
+    let executed = execute_with(dirs, &request, console, lock, &mut on_run, &mut conclude);
     let seen_error = match seen_write {
         Some(thread) => match thread.join() {
             Ok(marked) => marked.err().map(|e| e.to_string()),
@@ -314,19 +332,24 @@ pub fn execute(
         request,
         console,
         lock,
-        &mut |_| started(),
+        &mut |progress| {
+            if let Progress::Started(_) = progress {
+                started();
+            }
+        },
         &mut |_| {},
     )
 }
 
-/// [`execute`]; `started` is given the run's number, and `conclude` may change the record of the
+/// [`execute`]; `on_run` is told when the run's record says `running` ([`Progress::Started`]) and
+/// right before its final record ([`Progress::Ending`]), and `conclude` may change the record of the
 /// finished run before the notifications and the report see it.
 fn execute_with(
     dirs: &Dirs,
     request: &Request,
     console: Option<Console>,
     lock: &RepoLock,
-    started: &mut dyn FnMut(u64),
+    on_run: &mut dyn FnMut(Progress),
     conclude: &mut dyn FnMut(&mut Finished),
 ) -> Result<Finished, Error> {
     // What an earlier version left open is closed before any step runs.
@@ -348,11 +371,15 @@ fn execute_with(
     let mut progress = |progress: Progress| {
         let run = match progress {
             Progress::Started(run) => {
-                started(run);
+                on_run(progress);
                 run
             }
             Progress::StepEnded(run) if shown.elapsed() >= REPORT_EVERY => run,
             Progress::StepEnded(_) => return,
+            Progress::Ending(_) => {
+                on_run(progress);
+                return;
+            }
             Progress::Recovered(run) => {
                 recovery_notes.extend(after_recovery(dirs, &request.repo, run));
                 return;

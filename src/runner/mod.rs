@@ -129,6 +129,8 @@ pub enum Progress {
     StepEnded(u64),
     /// A run of this repo whose phantom_ci had died was recorded `aborted`, before this run began.
     Recovered(u64),
+    /// The run's result is decided; its final record is written right after this returns.
+    Ending(u64),
 }
 
 /// Runs `request` to its end. `console` receives the live output (phantom_ci's stdout), if anyone watches.
@@ -241,7 +243,7 @@ pub fn execute(
         deadline: start + repo.timeout,
         kept_workspace: None,
         kept_until: None,
-        progress,
+        progress: &mut *progress,
         start: Some(durable_start),
         source: Some(source),
     };
@@ -297,6 +299,7 @@ pub fn execute(
     };
     out.line_styled(&summary(result), &summary(&painted));
     record.log_lost = out.log_lost();
+    progress(Progress::Ending(record.run));
     run_dir.write(&record)?;
     // Now that this run's record says why its workspace is kept: the repo keeps its newest ones.
     for note in kept::sweep(dirs, &repo.name, SystemTime::now(), true) {
