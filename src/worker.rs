@@ -267,13 +267,7 @@ fn run_entry(
             // the mark must not run the commit again.
             Progress::Ending(_) => {
                 if let Some(thread) = seen_write.take() {
-                    seen_now = match thread.join() {
-                        Ok(marked) => marked.err(),
-                        Err(_) => Some(Error::Other(format!(
-                            "cannot note commit {} as seen",
-                            entry.commit
-                        ))),
-                    };
+                    seen_now = joined(thread, &entry.commit);
                 }
                 return;
             }
@@ -305,17 +299,23 @@ fn run_entry(
     };
     let executed = execute_with(dirs, &request, console, lock, &mut on_run, &mut conclude);
     let seen_error = match seen_write {
-        Some(thread) => match thread.join() {
-            Ok(marked) => marked.err().map(|e| e.to_string()),
-            Err(_) => Some(format!("cannot note commit {} as seen", entry.commit)),
-        },
-        None => seen_now.map(|e| e.to_string()),
-    };
+        Some(thread) => joined(thread, &entry.commit),
+        None => seen_now,
+    }
+    .map(|e| e.to_string());
     let mut finished = executed?;
     if let Some(e) = seen_error {
         finished.notes.push(e);
     }
     Ok(Some(finished))
+}
+
+/// What the thread that marks `commit` seen ended with: the error, if it failed.
+fn joined(thread: std::thread::JoinHandle<Result<(), Error>>, commit: &str) -> Option<Error> {
+    match thread.join() {
+        Ok(marked) => marked.err(),
+        Err(_) => Some(Error::Other(format!("cannot note commit {commit} as seen"))),
+    }
 }
 
 /// Runs `request` (see [`runner::execute`]), then posts its notifications and refreshes the report:
@@ -381,7 +381,7 @@ fn execute_with(
                 return;
             }
             Progress::Recovered(run) => {
-                recovery_notes.extend(after_recovery(dirs, &request.repo, run));
+                recovery_notes.extend(after_recovery_with(dirs, &request.repo, run, &secrets));
                 return;
             }
         };
@@ -412,14 +412,23 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// every run does (SPEC §9: each final result): its note in git, the report, the webhooks. Returns
 /// what went wrong, for stderr.
 pub fn after_recovery(dirs: &Dirs, repo: &Repo, run: u64) -> Vec<String> {
+    after_recovery_with(dirs, repo, run, &Secrets::load(&dirs.dotenv()))
+}
+
+/// [`after_recovery`] with the `.env` already read (a run that recovers the one before it).
+fn after_recovery_with(
+    dirs: &Dirs,
+    repo: &Repo,
+    run: u64,
+    secrets: &Result<Secrets, SecretsError>,
+) -> Vec<String> {
     let record = match crate::state::records::load(dirs, &repo.name, run) {
         Ok(record) => record,
         Err(e) => return vec![e.to_string()],
     };
     // The run recovered is the repo's newest: the one before it is the newest of the others.
     let previous = crate::state::records::last(dirs, &repo.name, Some(run));
-    let secrets = Secrets::load(&dirs.dotenv());
-    after_run(dirs, repo, &record, previous.as_ref(), &secrets)
+    after_run(dirs, repo, &record, previous.as_ref(), secrets)
 }
 
 /// What happens once a run is recorded (the note in git, the report, notifications). Never changes the

@@ -96,14 +96,9 @@ fn no_always_step_runs_after_an_abort() {
         ),
         "",
     );
-    let mut child = env.spawn_run("app");
+    let child = env.spawn_run("app");
     crate::support::wait_for("step 0 to start", || started.exists());
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    env.end_run_by(child, nix::sys::signal::Signal::SIGTERM);
     let record = env.run_json("app", 1);
     assert_eq!(record["result"], "aborted");
     assert_eq!(record["steps"][1]["result"], "skipped");

@@ -115,14 +115,9 @@ fn tick_records_a_dead_run_of_a_branch_that_did_not_move() {
     assert_eq!(env.run_json("app", 1)["result"], "success");
 
     std::fs::write(&hang, "").unwrap();
-    let mut run = env.spawn_run("app");
+    let run = env.spawn_run("app");
     wait_for("the step to start", || started.exists());
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(run.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    run.wait().unwrap();
+    env.end_run_by(run, nix::sys::signal::Signal::SIGKILL);
     assert_eq!(env.run_json("app", 2)["result"], "running");
 
     env.phantom().arg("tick").assert().success();

@@ -229,14 +229,9 @@ fn a_run_recorded_aborted_after_it_died_gets_its_note_page_and_webhook() {
     let kill_a_run = || {
         std::fs::write(&hang, "").unwrap();
         let _ = std::fs::remove_file(&started);
-        let mut run = env.spawn_run("app");
+        let run = env.spawn_run("app");
         crate::support::wait_for("the step to start", || started.exists());
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(run.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        run.wait().unwrap();
+        env.end_run_by(run, nix::sys::signal::Signal::SIGKILL);
         std::fs::remove_file(&hang).unwrap();
     };
     kill_a_run();
@@ -276,18 +271,13 @@ fn a_run_recorded_aborted_after_it_died_gets_its_note_page_and_webhook() {
         ["success", "aborted", "aborted", "success"],
         "{lines:?}"
     );
-    assert!(
-        lines[1].starts_with("phantom_ci #2 master aborted "),
-        "{lines:?}"
-    );
-    assert!(
-        lines[2].starts_with("phantom_ci #3 master aborted "),
-        "{lines:?}"
-    );
-    assert!(
-        lines[3].starts_with("phantom_ci #4 master success "),
-        "{lines:?}"
-    );
+    for (line, start) in lines[1..].iter().zip([
+        "phantom_ci #2 master aborted ",
+        "phantom_ci #3 master aborted ",
+        "phantom_ci #4 master success ",
+    ]) {
+        assert!(line.starts_with(start), "{lines:?}");
+    }
 }
 
 fn runs_of_one_commit_ending_together_lose_no_note() {

@@ -357,6 +357,12 @@ impl TestEnv {
             .unwrap()
     }
 
+    /// Sends `signal` to a phantom_ci started with [`TestEnv::spawn_run`] and waits until it ended.
+    pub fn end_run_by(&self, mut run: std::process::Child, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), signal).unwrap();
+        run.wait().unwrap();
+    }
+
     /// Waits until run `run` of `repo` has ended; returns its record.
     pub fn wait_for_run(&self, repo: &str, run: u64) -> Value {
         let path = self
