@@ -194,6 +194,54 @@ fn src_holds_at_most_ten_files_directly() {
     );
 }
 
+/// What the repository's top level may hold (docs/development.md); a stray experiment (a
+/// bare repository, a scratch configuration) committed next to them fails here, not in a review.
+const TOP_LEVEL: &[&str] = &[
+    ".ci",
+    ".gitignore",
+    "CHANGELOG.md",
+    "Cargo.lock",
+    "Cargo.toml",
+    "README.md",
+    "benches",
+    "clippy.toml",
+    "docs",
+    "examples",
+    "hooks",
+    "src",
+    "tests",
+    "workflow",
+];
+
+fn the_top_level_holds_only_what_the_layout_names() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The files git tracks: a source tree without `.git` (a packaged crate) has nothing to check.
+    let Ok(out) = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root)
+        .output()
+    else {
+        return;
+    };
+    if !out.status.success() {
+        return;
+    }
+    let stray: BTreeSet<String> = out
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|path| !path.is_empty())
+        .map(|path| {
+            let path = String::from_utf8_lossy(path);
+            path.split('/').next().unwrap_or_default().to_string()
+        })
+        .filter(|top| !TOP_LEVEL.contains(&top.as_str()))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "tracked at the top level but not part of the layout: {stray:?}"
+    );
+}
+
 fn the_parser_of_uses_sees_grouped_and_plain_imports() {
     let found = uses(
         "use crate::{git::{self, mirror}, state};\n// crate::worker in a comment\nlet x = crate::describe::short(c);",
@@ -231,6 +279,7 @@ crate::tests! {
     top_level_modules_import_no_circle,
     only_the_faces_use_the_cli_module,
     src_holds_at_most_ten_files_directly,
+    the_top_level_holds_only_what_the_layout_names,
     the_parser_of_uses_sees_grouped_and_plain_imports,
 }
 
