@@ -390,7 +390,21 @@ fn execute_with(
         }
         shown = Instant::now();
     };
-    let mut finished = runner::execute(dirs, request, console, lock, &mut progress)?;
+    let mut finished = match runner::execute(dirs, request, console, lock, &mut progress) {
+        Ok(finished) => finished,
+        // The run recovered before got its note, report and webhooks; what went wrong with them is
+        // said with the error, as there is no finished run to carry it (the status stays the error's).
+        Err(e @ (Error::Config(_) | Error::Usage(_))) => return Err(e),
+        Err(e) if early_notes.is_empty() && recovery_notes.is_empty() => return Err(e),
+        Err(e) => {
+            let mut message = e.to_string();
+            for note in early_notes.iter().chain(&recovery_notes) {
+                message.push_str("; also: ");
+                message.push_str(note);
+            }
+            return Err(Error::Other(message));
+        }
+    };
     conclude(&mut finished);
     finished.notes.extend(early_notes);
     finished.notes.extend(recovery_notes);
