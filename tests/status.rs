@@ -197,14 +197,22 @@ fn results_are_in_colour_on_a_terminal_only() {
     );
 }
 
-/// SPEC §8: the steps a run runs now, from the `{"started": …}` lines of its journal (here written
-/// as the runner does, beside today's one-at-a-time runner), in the table's lines and in `--json`.
+/// SPEC §8: the steps a run runs now, from the `{"started": …}` lines of its journal, in the table's
+/// lines and in `--json`: the step of a plain workflow the runner runs, then (written by hand) a
+/// matrix copy with a hostile name, as a graph workflow's would be.
 fn status_shows_the_steps_running_now() {
     let env = TestEnv::new();
     env.app(&waiting_workflow(&env), "");
     let mut run = env.spawn_run("app");
     wait_for("the step to start", || env.root().join("started").exists());
-    assert_eq!(status_json(&env)[0]["running_steps"], serde_json::json!([]));
+    let status = status_json(&env);
+    let running = status[0]["running_steps"].as_array().unwrap();
+    assert_eq!(running.len(), 1, "{status}");
+    assert_eq!(running[0]["id"], "0");
+    assert_eq!(running[0]["instance"], Value::Null);
+    let out = env.phantom().arg("status").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("app #1 step [0]: running for "), "{text}");
     let journal = env.run_file("app", 1, "steps.jsonl");
     // Written as text: the matrix keeps the order of the file.
     let started = r#"{"started": {"index": 3, "instance": 1, "name": "cross\u001b[2J",

@@ -89,6 +89,7 @@ impl Run<'_> {
                     .flatten();
             }
             let started_at = SystemTime::now();
+            self.step_started(step, started_at);
             let outcome = step::run(step, &ctx, &mut pipe, step_limit.min(run_left), self.out);
             if outcome.result == StepResult::Timeout
                 && let Some(cgroup) = &step_cgroup

@@ -699,6 +699,20 @@ impl<'a> Run<'a> {
 
     /// A step's record: kept for the final run.json, and appended to the journal now, so that `status`
     /// and `logs` see it while the run goes on. One line per step: the record costs O(1) per step.
+    /// A step starts: `status` and the report show it running until its record follows. Not being
+    /// able to say so changes nothing about the run (the record says what happened).
+    fn step_started(&mut self, step: &Step, started_at: SystemTime) {
+        if let Some(journal) = &mut self.journal {
+            let _ = journal.started(&records::StepStart {
+                index: step.index,
+                instance: step.instance,
+                name: step.name.clone(),
+                matrix: (!step.matrix.is_empty()).then(|| step.matrix.iter().cloned().collect()),
+                started_at: records::rfc3339(started_at),
+            });
+        }
+    }
+
     fn record_step(&mut self, step: StepRecord) {
         if let Some(journal) = &mut self.journal
             && let Err(e) = journal.append(&step)

@@ -24,7 +24,7 @@ use crate::runner::output::Output;
 use crate::runner::plan::{Ended, Plan};
 use crate::runner::step::{CancelWatch, KILL_GRACE, StepOutcome, Stop, TICK, cannot_start};
 use crate::runner::{Conclusion, EachStep, Leftovers, Run, aborted, record};
-use crate::state::records::{self, RunResult, StepResult};
+use crate::state::records::{RunResult, StepResult};
 use crate::state::slots::{self, Slot};
 
 /// The most bytes read from one step's pipe in one go.
@@ -320,15 +320,7 @@ impl Graph {
             prefix: Prefixer::new(&step.id()),
         }));
         // `status` and the report show the step running from now on.
-        if let Some(journal) = &mut run.journal {
-            let _ = journal.started(&records::StepStart {
-                index: step.index,
-                instance: step.instance,
-                name: step.name.clone(),
-                matrix: (!step.matrix.is_empty()).then(|| step.matrix.iter().cloned().collect()),
-                started_at: records::rfc3339(started_at),
-            });
-        }
+        run.step_started(step, started_at);
         let step_limit = step.timeout.unwrap_or(Duration::MAX);
         let pgid = Pid::from_raw(child.id() as i32);
         self.running.push(Running {
