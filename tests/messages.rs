@@ -136,6 +136,31 @@ fn logs_says_permission_denied_and_which_file_not_no_such_repo() {
         "{stderr}"
     );
     assert!(!stderr.contains("no such repo"), "{stderr}");
+
+    // `status` of a configuration the user may read, with those records: unreadable, not "never ran".
+    std::fs::set_permissions(
+        env.config.join("Repo.toml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = as_nobody(&env, &["status"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), stderr_of(&out));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("cannot read the run records of `app`"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("unreadable"), "{stdout}");
+    assert!(!stdout.contains("never ran"), "{stdout}");
+    let out = as_nobody(&env, &["status", "--json"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["last_run"], serde_json::Value::Null);
+    assert!(
+        json[0]["last_run_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("permission denied")),
+        "{json}"
+    );
 }
 
 fn the_pusher_is_told_of_webhooks_only_when_there_are_some() {
@@ -175,10 +200,30 @@ fn the_pusher_is_told_of_webhooks_only_when_there_are_some() {
     };
     let dotenv = env.config.join(".env");
 
-    // No `.env`: no webhook.
+    // No `.env`: no webhook; and the run records are root's (the tick made them private), so
+    // `status` would show the pusher nothing: the pusher is not sent there.
     let said = push();
     assert!(said.contains("handed to the phantom_ci service"), "{said}");
+    assert!(
+        said.contains("ask its operator where the result goes"),
+        "{said}"
+    );
+    assert!(!said.contains("see the result with"), "{said}");
+    // Records the pusher may read: `status` shows them the result.
+    let dirs = [env.data.clone(), env.data.join("runs")];
+    let modes: Vec<std::fs::Permissions> = dirs
+        .iter()
+        .map(|dir| std::fs::metadata(dir).unwrap().permissions())
+        .collect();
+    for dir in &dirs {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let said = push();
+    for (dir, mode) in dirs.iter().zip(modes) {
+        std::fs::set_permissions(dir, mode).unwrap();
+    }
     assert!(said.contains("no webhook is configured"), "{said}");
+    assert!(said.contains("see the result with"), "{said}");
     assert!(!said.contains("posts the result"), "{said}");
 
     // A webhook the pusher can see.

@@ -192,16 +192,8 @@ fn step_log(run: &records::RunDir, step: &str, follow: bool) -> Result<std::path
 /// Why `repo` shows no run: none yet, no such repo, or — the real cause, said first — the records or
 /// `Repo.toml` cannot be read by this user.
 fn no_runs(ctx: &Context, repo: &str) -> Error {
-    let runs = ctx.dirs.runs(repo);
-    if let Err(e) = std::fs::read_dir(&runs)
-        && e.kind() != ErrorKind::NotFound
-    {
-        return Error::Usage(format!(
-            "cannot read the run records of `{repo}` in `{}`: {}{}",
-            runs.display(),
-            io_words(&e),
-            as_the_service(&e)
-        ));
+    if let Some(message) = super::records_unreadable(ctx, repo) {
+        return Error::Usage(message);
     }
     match Config::load(&ctx.dirs.repo_toml()) {
         Ok(config) if config.get(repo).is_some() => {
@@ -215,28 +207,12 @@ fn no_runs(ctx: &Context, repo: &str) -> Error {
         Err(ConfigError::Read { path, source }) => Error::Usage(format!(
             "no runs of `{repo}` in `{}`, and `{}` cannot be read to tell whether it is configured: \
              {}{}",
-            runs.display(),
+            ctx.dirs.runs(repo).display(),
             path.display(),
-            io_words(&source),
-            as_the_service(&source)
+            super::io_words(&source),
+            super::as_the_service(&source)
         )),
         Err(e) => Error::Config(e),
-    }
-}
-
-/// An I/O error without the `(os error N)` tail.
-fn io_words(e: &std::io::Error) -> String {
-    match e.kind() {
-        ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
-}
-
-fn as_the_service(e: &std::io::Error) -> &'static str {
-    if e.kind() == ErrorKind::PermissionDenied {
-        " (run it as the user phantom_ci runs as, or as root)"
-    } else {
-        ""
     }
 }
 

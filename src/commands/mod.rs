@@ -223,14 +223,21 @@ impl fmt::Display for Suggestion {
 /// What happens to work handed to the phantom_ci service, as far as this user can tell from `.env`
 /// (which a pusher usually may not read): "which runs it and …".
 pub fn where_results_go(ctx: &Context) -> String {
-    results_clause(Secrets::load(&ctx.dirs.dotenv()).ok().as_ref(), ctx)
+    // `status` shows this user nothing where the run records are not theirs to read.
+    let records = std::fs::read_dir(ctx.dirs.data.join("runs"));
+    let readable = !records.is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+    results_clause(
+        Secrets::load(&ctx.dirs.dotenv()).ok().as_ref(),
+        readable,
+        ctx,
+    )
 }
 
-fn results_clause(secrets: Option<&Secrets>, ctx: &Context) -> String {
+fn results_clause(secrets: Option<&Secrets>, records_readable: bool, ctx: &Context) -> String {
+    let ask = "which runs it; ask its operator where the result goes (webhooks, the report, \
+               `phantom_ci status`)";
     let Some(secrets) = secrets else {
-        return "which runs it; ask its operator where the result goes (webhooks, the report, \
-                `phantom_ci status`)"
-            .into();
+        return ask.into();
     };
     let webhooks = [
         &secrets.discord_webhook_url,
@@ -245,10 +252,43 @@ fn results_clause(secrets: Option<&Secrets>, ctx: &Context) -> String {
             "which runs it and writes the result into its report (`{}`)",
             report.display()
         ),
-        (None, false) => format!(
+        (None, false) if records_readable => format!(
             "which runs it; no webhook is configured: see the result with `{}`",
             ctx.suggest(&["status"])
         ),
+        (None, false) => ask.into(),
+    }
+}
+
+/// Why this user cannot read `repo`'s run records, when that is so (not when there are none yet): the
+/// message names the directory and who can read it.
+pub fn records_unreadable(ctx: &Context, repo: &str) -> Option<String> {
+    let runs = ctx.dirs.runs(repo);
+    let e = std::fs::read_dir(&runs)
+        .err()
+        .filter(|e| e.kind() != std::io::ErrorKind::NotFound)?;
+    Some(format!(
+        "cannot read the run records of `{repo}` in `{}`: {}{}",
+        runs.display(),
+        io_words(&e),
+        as_the_service(&e)
+    ))
+}
+
+/// An I/O error without the `(os error N)` tail.
+pub fn io_words(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Who may read what this user may not.
+pub fn as_the_service(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (run it as the user phantom_ci runs as, or as root)"
+    } else {
+        ""
     }
 }
 
@@ -324,7 +364,7 @@ mod tests {
         let ctx = context("/var/lib/phantom_ci/spool");
         let with = |pairs: &[(&str, &str)]| {
             let pairs = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-            results_clause(Some(&Secrets::from_pairs(pairs).unwrap()), &ctx)
+            results_clause(Some(&Secrets::from_pairs(pairs).unwrap()), true, &ctx)
         };
         assert_eq!(
             with(&[("SLACK_WEBHOOK_URL", "https://hooks.example.org/x")]),
@@ -341,9 +381,13 @@ mod tests {
         assert!(report.contains("its report (`/srv/www/ci`)"), "{report}");
         assert!(!report.contains("webhooks"), "{report}");
         // `.env` unreadable (the root deployment): nothing is claimed.
-        let unknown = results_clause(None, &ctx);
+        let unknown = results_clause(None, true, &ctx);
         assert!(unknown.contains("ask its operator"), "{unknown}");
         assert!(!unknown.contains("posts"), "{unknown}");
+        // Run records the pusher cannot read: `status` would show them nothing.
+        let hidden = results_clause(Some(&Secrets::from_pairs([]).unwrap()), false, &ctx);
+        assert!(hidden.contains("ask its operator"), "{hidden}");
+        assert!(!hidden.contains("see the result with"), "{hidden}");
     }
 
     #[test]

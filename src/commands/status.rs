@@ -274,6 +274,13 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
         last_run_error: newest.as_ref().err().map(ToString::to_string),
         ..line(repo.branches.to_string(), newest.ok().flatten(), queued)
     };
+    // Records this user may not read show as unreadable, not as "never ran".
+    if let Some(message) = super::records_unreadable(ctx, &repo.name) {
+        return vec![StatusJson {
+            last_run_error: Some(message),
+            ..line(repo.branches.to_string(), None, None)
+        }];
+    }
     if repo.branches.single().is_some() || newest.is_err() {
         // The next to run: the claimed entry, else the oldest pending one.
         let next = claimed
@@ -549,7 +556,11 @@ fn last_run_row(status: &StatusJson, now: SystemTime, long: bool) -> [String; 7]
             status.repo.clone(),
             terminal(&status.branch),
             "-".into(),
-            "never ran".into(),
+            if status.last_run_error.is_some() {
+                "unreadable".into()
+            } else {
+                "never ran".into()
+            },
             "-".into(),
             "-".into(),
             "-".into(),
