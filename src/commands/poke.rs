@@ -61,11 +61,14 @@ pub fn run(_args: PokeArgs, ctx: &Context) -> Result<ExitStatus, Error> {
             status = ExitStatus::RunFailed;
             continue;
         }
-        // What waits to run, by branch: a commit there before this poke is "already queued".
+        // What waits to run, by branch: a commit there before this poke is "already queued". The
+        // pending entries are read first: a worker moves an entry from pending to claimed, so read the
+        // other way round one could be in neither when read, and be said to be queued by this poke.
         let waiting = |ctx: &Context| -> Vec<(String, String)> {
-            queue::peek_claimed(&ctx.dirs, &repo.name)
+            let pending = queue::pending_entries(&ctx.dirs, &repo.name);
+            pending
                 .into_iter()
-                .chain(queue::pending_entries(&ctx.dirs, &repo.name))
+                .chain(queue::peek_claimed(&ctx.dirs, &repo.name))
                 .map(|e| (e.branch, e.commit))
                 .collect()
         };

@@ -154,11 +154,12 @@ pub fn recover_and_check(ctx: &Context, repo: &Repo) -> Result<Option<String>, S
         for (branch, tip) in tips {
             let tip = tip.to_string();
             // Pending, or taken by a worker whose run is about to start (`seen` is set when it has).
+            // Read in the order an entry moves (pending → claimed → seen, then released), without
+            // the repo's lock: read the other way round, an entry taken between two reads is in
+            // neither, and before its run starts is not seen either — and would be queued twice.
+            let pending = queue::peek(&ctx.dirs, &repo.name, &branch);
             let claimed = queue::peek_claimed(&ctx.dirs, &repo.name).filter(|e| e.branch == branch);
-            let already_queued = [queue::peek(&ctx.dirs, &repo.name, &branch), claimed]
-                .iter()
-                .flatten()
-                .any(|e| e.commit == tip);
+            let already_queued = [pending, claimed].iter().flatten().any(|e| e.commit == tip);
             if already_queued
                 || seen::is(&ctx.dirs, &repo.name, &branch, first(repo, &branch), &tip)
             {
