@@ -273,7 +273,11 @@ fn where_no_layer_can_be_made_the_run_checks_out_in_full_and_says_why() {
     plain.phantom().args(["run", "app"]).assert().success();
     assert_eq!(
         plain.run_json("app", 1)["workspace"],
-        "full checkout (the steps run as phantom_ci's own user: no `run_as`)"
+        format!(
+            "full checkout (the steps run as phantom_ci's own user, `{}`)",
+            crate::support::current_user()
+        )
+        .as_str()
     );
     assert!(!plain.data.join("base/app~master").exists());
 }

@@ -335,6 +335,16 @@ fn root_without_run_as_runs_nothing_and_says_how_to_allow_it() {
         .args(["run", "app", "--run-as", "root"])
         .assert()
         .success();
+    // A path not in Repo.toml has no section to set `run_as` in: told `--run-as`, nothing recorded.
+    let out = env
+        .phantom()
+        .args(["run", repo.work.to_str().unwrap()])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("`--run-as <user>`"), "{stderr}");
+    assert!(!stderr.contains("Set `run_as"), "{stderr}");
+    assert!(env.runs("@app").is_empty(), "nothing recorded");
 }
 
 fn a_path_that_is_not_configured_runs_its_head_branch_under_its_name() {

@@ -566,7 +566,10 @@ impl<'a> Run<'a> {
         } else if !nix::unistd::geteuid().is_root() {
             Err("phantom_ci is not root".into())
         } else if !user.switch {
-            Err("the steps run as phantom_ci's own user: no `run_as`".into())
+            Err(format!(
+                "the steps run as phantom_ci's own user, `{}`",
+                user.name
+            ))
         } else if request.keeps_workspace() {
             Err("the workspace is kept after the run (`--keep`, `keep_workspace`)".into())
         } else {
