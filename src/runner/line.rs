@@ -184,18 +184,19 @@ impl Run<'_> {
             }
             StepResult::Failure | StepResult::Skipped => {
                 let why = match (&outcome.message, outcome.exit_code, outcome.signal) {
-                    (Some(message), _, _) => message.clone(),
-                    (None, Some(code), _) => format!("exited with status {code}"),
+                    // "step [1] make test: cannot start `make`: …": the command, then what befell it.
+                    (Some(message), _, _) => format!(": {message}"),
+                    (None, Some(code), _) => format!(" exited with status {code}"),
                     (None, None, Some(signal)) => format!(
-                        "was killed by signal {signal} ({}; exit status {})",
+                        " was killed by signal {signal} ({}; exit status {})",
                         signal_name(signal),
                         128 + signal
                     ),
-                    (None, None, None) => "failed".to_string(),
+                    (None, None, None) => " failed".to_string(),
                 };
                 *conclusion = Conclusion {
                     result: RunResult::Failure,
-                    message: Some(format!("step {label} {why}")),
+                    message: Some(format!("step {label}{why}")),
                 };
             }
         }
