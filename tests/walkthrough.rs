@@ -222,8 +222,12 @@ fn the_readme_walkthrough_works_as_written() {
     // README's output shows them.
     let mut vars = fixed_env(&home);
     for (name, value) in &mut vars {
-        if *name == "PATH" {
-            *value = format!("{}:{value}", bin.display());
+        match *name {
+            "PATH" => *value = format!("{}:{value}", bin.display()),
+            // The README's reader commits as themselves: "Me <me@example.com>" in its output.
+            "GIT_AUTHOR_NAME" | "GIT_COMMITTER_NAME" => *value = "Me".into(),
+            "GIT_AUTHOR_EMAIL" | "GIT_COMMITTER_EMAIL" => *value = "me@example.com".into(),
+            _ => {}
         }
     }
 
