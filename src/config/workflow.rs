@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
-use crate::config::line_column;
+use crate::config::Lines;
 use crate::config::quantities::HumanDuration;
 
 pub mod graph;
@@ -163,7 +163,8 @@ impl Workflow {
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|e| vec![error(None, None, format!("not valid UTF-8 ({e})"))])?;
-        let line_of = |offset: usize| line_column(text, offset).0;
+        let lines = Lines::new(text);
+        let line_of = |offset: usize| lines.line(offset);
         let document = DeTable::parse(text).map_err(|e| match lint::other_format(text) {
             Some(message) => vec![error(None, None, message)],
             None => vec![error(
