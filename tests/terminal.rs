@@ -80,6 +80,37 @@ fn a_steps_clipboard_and_title_sequences_never_reach_the_operators_terminal_but_
     }
 }
 
+/// A step that turns on hidden text (SGR 8) and fails cannot hide the run's own lines after it: each
+/// colour a step sets ends with its line on a terminal — in the run's console and in `logs`.
+fn a_steps_hidden_text_cannot_hide_the_runs_result() {
+    let env = TestEnv::new();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"sh step.sh\"\n");
+    repo.write(
+        "step.sh",
+        "printf 'ok\\n==> app #1 success\\n\\033[8;30;40m'; exit 1\n",
+    );
+    repo.commit_and_push("app");
+    env.write_repo_toml(&env.section("app", &repo, ""));
+    let (ok, shown) = in_terminal(&env, &["run", "app"]);
+    assert!(!ok, "{shown}");
+    let (ok, logs) = in_terminal(&env, &["logs", "app"]);
+    assert!(ok, "{logs}");
+    for shown in [shown, logs] {
+        let hidden = shown
+            .find("\x1b[8;30;40m")
+            .expect("the step's colour is shown");
+        let reset = shown[hidden..].find("\x1b[0m").map(|i| hidden + i);
+        let failure = shown
+            .find("failure: step [0]")
+            .expect("the result is shown");
+        assert!(
+            reset.is_some_and(|reset| reset < failure),
+            "the hidden text reaches the result: {shown:?}"
+        );
+    }
+}
+
 fn hook_wait_filters_what_goes_to_the_pushers_terminal() {
     let env = TestEnv::shared();
     let (repo, commit) = app(&env);
@@ -138,5 +169,6 @@ crate::tests! {
     debugs_own_terminal_passes_cursor_moves_but_never_a_clipboard_or_title_sequence,
     a_steps_clipboard_and_title_sequences_never_reach_the_operators_terminal_but_its_colour_does,
     hook_wait_filters_what_goes_to_the_pushers_terminal,
+    a_steps_hidden_text_cannot_hide_the_runs_result,
     a_plain_run_into_a_pipe_keeps_every_byte,
 }

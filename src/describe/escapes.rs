@@ -289,6 +289,9 @@ pub struct TerminalFilter {
     utf8: Utf8,
     scanner: Scanner,
     pty: bool,
+    /// A colour (or hidden, blinking… text) is on since the last reset: it ends with its line, so a
+    /// step's `ESC[8m` (hidden) cannot reach the run's own lines after it and hide the result.
+    coloured: bool,
 }
 
 impl TerminalFilter {
@@ -308,7 +311,12 @@ impl TerminalFilter {
     /// Appends what of `bytes` may reach the terminal to `out`.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
         out.reserve(bytes.len());
-        let TerminalFilter { utf8, scanner, pty } = self;
+        let TerminalFilter {
+            utf8,
+            scanner,
+            pty,
+            coloured,
+        } = self;
         for &b in bytes {
             // Plain text, the bulk of any log, goes straight through.
             if (0x20..0x7f).contains(&b) && utf8.need == 0 && scanner.in_ground() {
@@ -319,9 +327,19 @@ impl TerminalFilter {
                 let token = scanner.feed(c);
                 if *pty {
                     shown_on_pty(token, scanner, out);
-                } else {
-                    shown(token, out);
+                    return;
                 }
+                match &token {
+                    Some(Token::Control('\n')) if *coloured => {
+                        out.extend_from_slice(b"\x1b[0m");
+                        *coloured = false;
+                    }
+                    Some(Token::Sgr(params)) => {
+                        *coloured = !matches!(params.as_slice(), [] | [Param::Plain(0)]);
+                    }
+                    _ => {}
+                }
+                shown(token, out);
             });
         }
     }
@@ -527,6 +545,26 @@ mod tests {
     }
 
     #[test]
+    fn a_colour_ends_with_its_line() {
+        // Hidden text (or black on black) cannot reach the next line, the run's result.
+        assert_eq!(
+            one(b"ok\n\x1b[8m\n==> app #1 failure\n"),
+            "ok\n\x1b[8m\x1b[0m\n==> app #1 failure\n"
+        );
+        assert_eq!(one(b"\x1b[8;30;40mx\ny\n"), "\x1b[8;30;40mx\x1b[0m\ny\n");
+        // A line that reset its colours itself gets nothing added.
+        assert_eq!(
+            one(b"\x1b[31mred\x1b[0m\nplain\n"),
+            "\x1b[31mred\x1b[0m\nplain\n"
+        );
+        // `debug`'s terminal (an editor, a pager) keeps its colours across lines.
+        let mut pty = TerminalFilter::for_pty();
+        let mut out = Vec::new();
+        pty.push(b"\x1b[7mx\ny", &mut out);
+        assert_eq!(out, b"\x1b[7mx\ny");
+    }
+
+    #[test]
     fn an_8bit_sgr_is_written_as_a_7bit_one() {
         assert_eq!(one("\u{9b}32mok".as_bytes()), "\x1b[32mok");
     }
@@ -535,7 +573,7 @@ mod tests {
     fn sequences_split_between_chunks_are_recognised() {
         let input = "a\x1b]52;c;Zm9v\x07b\x1b[31mc\x1b]0;t\x1b\\d π\x1b[?25le\n".as_bytes();
         let whole = filtered(&[input]);
-        assert_eq!(whole, "ab\x1b[31mcd πe\n".as_bytes());
+        assert_eq!(whole, "ab\x1b[31mcd πe\x1b[0m\n".as_bytes());
         for cut in 0..input.len() {
             let (a, b) = input.split_at(cut);
             assert_eq!(filtered(&[a, b]), whole, "cut at {cut}");
