@@ -533,7 +533,36 @@ fn the_checkout_runs_nothing_of_the_operators_git_configuration() {
     ));
 }
 
+/// A step that nests directories deeper than phantom_ci may hold open (here 300 levels under an
+/// open-file limit of 128; 25,000 under the usual 1,024) cannot make its workspace outlive the run:
+/// a remover holding a descriptor per level stopped with `EMFILE` and left it on disk for good.
+fn a_workspace_too_deep_to_hold_open_is_removed_all_the_same() {
+    let env = TestEnv::new();
+    env.app(
+        "[0]\nrun = '''sh -c 'i=0; while [ $i -lt 300 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done; echo x > bottom' '''\n",
+        "",
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 128 && exec \"$0\" run app"])
+        .arg(assert_cmd::cargo::cargo_bin!("phantom_ci"))
+        .env_clear()
+        .envs(crate::support::fixed_env(&env.home))
+        .env("PHANTOM_CI_CONFIG_DIR", &env.config)
+        .env("PHANTOM_CI_DATA_DIR", &env.data)
+        .current_dir(env.root())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(!printed.contains("cannot remove"), "{printed}");
+    assert!(
+        !env.data.join("work/app/1").exists(),
+        "the workspace outlived its run"
+    );
+}
+
 crate::tests! {
+    a_workspace_too_deep_to_hold_open_is_removed_all_the_same,
     a_commits_attributes_cannot_grow_the_checkout_past_what_was_counted,
     a_checkout_bomb_is_refused_before_anything_is_written,
     a_step_cannot_open_lock_or_read_phantom_cis_state,

@@ -220,7 +220,7 @@ impl BaseTree {
         budget: &Budget,
     ) -> Result<u64, BaseError> {
         remove_marker(marker)?;
-        match std::fs::remove_dir_all(&self.tree) {
+        match crate::isolation::dirfd::remove_tree(&self.tree) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(BaseError::Other(format!(
                     "cannot remove `{}`: {e}",
@@ -233,7 +233,7 @@ impl BaseTree {
             Ok(size) => size,
             Err(e) => {
                 // Nothing of a refused or stopped checkout stays.
-                let _ = std::fs::remove_dir_all(&self.tree);
+                let _ = crate::isolation::dirfd::remove_tree(&self.tree);
                 return Err(BaseError::Checkout(e));
             }
         };
@@ -345,7 +345,7 @@ pub fn evict(dirs: &Dirs, coming: &str) -> Vec<String> {
         let Ok(Some(_lock)) = lock(dirs, &key, false) else {
             continue;
         };
-        if std::fs::remove_dir_all(dirs.bases().join(&key)).is_ok() {
+        if crate::isolation::dirfd::remove_tree(dirs.bases().join(&key)).is_ok() {
             over -= 1;
             removed.push(key);
         }
@@ -367,7 +367,7 @@ pub fn remove_repo(dirs: &Dirs, repo: &str) {
             && !key.ends_with(".lock")
             && let Ok(Some(_lock)) = lock(dirs, &key, false)
         {
-            let _ = std::fs::remove_dir_all(entry.path());
+            let _ = crate::isolation::dirfd::remove_tree(entry.path());
         }
     }
 }

@@ -134,8 +134,8 @@ impl Workspace {
         let Err(error) = outcome else {
             return Ok(());
         };
-        let emptied =
-            std::fs::remove_dir_all(&self.tree).and_then(|()| std::fs::create_dir(&self.tree));
+        let emptied = crate::isolation::dirfd::remove_tree(&self.tree)
+            .and_then(|()| std::fs::create_dir(&self.tree));
         let mut message = checkout_error(error, repo);
         if let Err(e) = emptied {
             message.push_str(&format!(
@@ -192,7 +192,7 @@ impl Workspace {
             }
             Err(why) => {
                 drop(base);
-                let _ = std::fs::remove_dir_all(self.root.join("layer"));
+                let _ = crate::isolation::dirfd::remove_tree(self.root.join("layer"));
                 full(self, why, true)
             }
         }
@@ -237,7 +237,7 @@ impl Workspace {
         let copy = self.root.join("workspace.copy");
         let copied = layered.layer.copy_out(&copy);
         self.layered = None;
-        let _ = std::fs::remove_dir_all(self.root.join("layer"));
+        let _ = crate::isolation::dirfd::remove_tree(self.root.join("layer"));
         copied
             .and_then(|()| {
                 std::fs::remove_dir(&self.tree)
@@ -245,7 +245,7 @@ impl Workspace {
                     .map_err(|e| format!("cannot put `{}` in place: {e}", copy.display()))
             })
             .inspect_err(|_| {
-                let _ = std::fs::remove_dir_all(&copy);
+                let _ = crate::isolation::dirfd::remove_tree(&copy);
             })
     }
 
@@ -351,7 +351,7 @@ impl Workspace {
     pub fn remove(&mut self) -> std::io::Result<()> {
         // The layer first: its mount goes with its namespace, and with it the base's lock.
         self.layered = None;
-        std::fs::remove_dir_all(&self.root)?;
+        crate::isolation::dirfd::remove_tree(&self.root)?;
         // Also the per-repo directory once it is empty; another run's directory keeps it.
         if let Some(parent) = self.root.parent() {
             let _ = std::fs::remove_dir(parent);

@@ -131,9 +131,127 @@ fn remove_below(dir: &OwnedFd, name: &OsStr, depth: usize) -> nix::Result<()> {
     unlinkat(dir, name, UnlinkatFlags::RemoveDir)
 }
 
+/// How many directories deep [`remove_tree`] holds open at once (two descriptors each).
+const OPEN_LEVELS: usize = 16;
+
+/// Removes the directory `path` and everything in it — a tree a step wrote, however deep: with at
+/// most [`OPEN_LEVELS`] directories open at once and memory that does not grow with the tree.
+/// `std::fs::remove_dir_all` holds a descriptor per level, so a tree deeper than the open-file limit
+/// (a step's `mkdir d; cd d` 25,000 times) stopped it with `EMFILE` and stayed on disk for good. A
+/// directory found at the deepest open level is moved up into `path` itself (a rename in the same
+/// directory tree, which is being removed anyway) and emptied by a later pass. Never follows a link;
+/// a `path` that is gone is not an error.
+pub fn remove_tree(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+    let path = path.as_ref();
+    let top = match open_dir(None, path.as_os_str()) {
+        Ok(top) => top,
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        // A link or a file where a directory was expected: removed, not followed.
+        Err(nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP) => {
+            return std::fs::remove_file(path);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut moved = 0u64;
+    // Each pass empties what it finds; what it moved up is found by the next.
+    while empty(&top, &top, 0, &mut moved)? {}
+    drop(top);
+    match std::fs::remove_dir(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes what is in `dir`, `depth` levels below `top`; whether it found anything.
+fn empty(top: &OwnedFd, dir: &OwnedFd, depth: usize, moved: &mut u64) -> nix::Result<bool> {
+    use nix::errno::Errno;
+    let mut listing = nix::dir::Dir::from_fd(dir.try_clone().map_err(|_| Errno::EMFILE)?)?;
+    let mut found = false;
+    for entry in listing.iter() {
+        let entry = entry?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        found = true;
+        let is_dir = match entry.file_type() {
+            Some(nix::dir::Type::Directory) => true,
+            Some(_) => false,
+            None => kind(dir, name)? == SFlag::S_IFDIR,
+        };
+        let gone = |result: nix::Result<()>| match result {
+            Err(Errno::ENOENT) => Ok(()),
+            other => other,
+        };
+        if !is_dir {
+            gone(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir))?;
+        } else if depth + 1 < OPEN_LEVELS {
+            let sub = match open_dir(Some(dir), name) {
+                Err(Errno::ENOENT) => continue,
+                sub => sub?,
+            };
+            empty(top, &sub, depth + 1, moved)?;
+            drop(sub);
+            gone(unlinkat(dir, name, UnlinkatFlags::RemoveDir))?;
+        } else {
+            move_up(top, dir, name, moved)?;
+        }
+    }
+    Ok(found)
+}
+
+/// Moves the directory `name` in `dir` into `top` under a name of its own.
+fn move_up(top: &OwnedFd, dir: &OwnedFd, name: &OsStr, moved: &mut u64) -> nix::Result<()> {
+    use nix::errno::Errno;
+    // A name the tree may hold already (it is someone's to write): the next one then.
+    for _ in 0..64 {
+        *moved += 1;
+        let new = format!(".phantom_ci-removing-{moved}");
+        match nix::fcntl::renameat(dir, name, top, new.as_str()) {
+            Err(Errno::EEXIST | Errno::ENOTEMPTY | Errno::ENOTDIR | Errno::EISDIR) => continue,
+            other => return other,
+        }
+    }
+    Err(Errno::EEXIST)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remove_tree_removes_a_tree_deeper_than_it_holds_open_without_following_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "x").unwrap();
+        let root = tmp.path().join("ws");
+        // Deep (ten times the levels held open), with files, links and a wide level on the way.
+        std::fs::create_dir(&root).unwrap();
+        let mut deep = root.clone();
+        for level in 0..OPEN_LEVELS * 10 {
+            deep.push(if level % 7 == 0 { "dd" } else { "d" });
+            std::fs::create_dir(&deep).unwrap();
+            std::fs::write(deep.join("f"), "x").unwrap();
+            std::os::unix::fs::symlink(&outside, deep.join("link")).unwrap();
+            if level == OPEN_LEVELS {
+                for i in 0..50 {
+                    std::fs::create_dir_all(deep.join(format!("w{i}/x/y"))).unwrap();
+                }
+            }
+        }
+        // A name the remover itself would pick, taken by the tree.
+        std::fs::create_dir_all(root.join(".phantom_ci-removing-1/full")).unwrap();
+        remove_tree(&root).unwrap();
+        assert!(!root.exists());
+        assert!(outside.join("keep").exists(), "a link was followed");
+        // Gone already, a link in its place, a file: no error, the link not followed.
+        remove_tree(&root).unwrap();
+        std::os::unix::fs::symlink(&outside, &root).unwrap();
+        remove_tree(&root).unwrap();
+        assert!(root.symlink_metadata().is_err());
+        assert!(outside.join("keep").exists());
+    }
 
     #[test]
     fn remove_all_does_not_follow_links() {

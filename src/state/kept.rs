@@ -119,7 +119,7 @@ pub fn remove(dirs: &Dirs, repo: &str, kept: &Kept) -> std::io::Result<Removed> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removed::Removed),
         Err(e) => return Err(e),
     };
-    match std::fs::remove_dir_all(&kept.root) {
+    match crate::isolation::dirfd::remove_tree(&kept.root) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),

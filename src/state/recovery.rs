@@ -98,7 +98,7 @@ pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>
     // the one it had begun to keep.
     let pinned = kept::find(dirs, &repo.name, number).is_some_and(|k| kept::pinned(&k));
     if repo.keep_workspace != KeepWorkspace::Always && !pinned {
-        let _ = std::fs::remove_dir_all(&workspace);
+        let _ = crate::isolation::dirfd::remove_tree(&workspace);
     }
     Ok(Some(number))
 }
@@ -125,7 +125,7 @@ fn end_dead_sessions(dirs: &Dirs, repo: &str) {
             if let Some(kept) = kept.filter(|k| !kept::pinned(k)) {
                 kill_leftovers(&kept.tree());
             }
-            let _ = std::fs::remove_dir_all(&session.root);
+            let _ = crate::isolation::dirfd::remove_tree(&session.root);
             continue;
         }
         kill_leftovers(&session.workspace());
@@ -134,7 +134,7 @@ fn end_dead_sessions(dirs: &Dirs, repo: &str) {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&session.root, std::fs::Permissions::from_mode(0o700));
             session.forget();
-        } else if std::fs::remove_dir_all(&session.root).is_ok() {
+        } else if crate::isolation::dirfd::remove_tree(&session.root).is_ok() {
             // The per-repo directory too once it is empty; another run's directory keeps it.
             let _ = std::fs::remove_dir(dirs.work().join(repo));
         }

@@ -62,7 +62,7 @@ impl Prepared {
                     .create(&session_root)
                     .map_err(|e| Error::io("cannot create", session_root.clone(), e))?;
                 if let Err(e) = sessions::write_in(&session_root, kept.run) {
-                    let _ = std::fs::remove_dir_all(&session_root);
+                    let _ = crate::isolation::dirfd::remove_tree(&session_root);
                     return Err(e);
                 }
                 let workspace = Workspace::existing(kept.root.clone());
@@ -119,7 +119,7 @@ impl Prepared {
                 {
                     eprintln!("phantom_ci: {message}");
                 }
-                let _ = std::fs::remove_dir_all(&self.session_root);
+                let _ = crate::isolation::dirfd::remove_tree(&self.session_root);
             }
             Place::Fresh { .. } => {
                 if let Err(message) = self.workspace.take_back() {
