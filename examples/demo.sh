@@ -44,6 +44,9 @@ say "==> making the repository $demo/git/hello.git from examples/hello"
 mkdir -p "$demo/src" "$demo/git" "$PHANTOM_CI_CONFIG_DIR"
 cp -R "$project/examples/hello" "$demo/src/hello"
 git init -q -b master "$demo/src/hello"
+# The same identity in the clone itself, for your own commits there after the demo (the hint below).
+git -C "$demo/src/hello" config user.name "phantom_ci demo"
+git -C "$demo/src/hello" config user.email "demo@phantom-ci.invalid"
 git -C "$demo/src/hello" add -A
 git -C "$demo/src/hello" commit -q -m "hello: a greeting and its tests"
 git init -q --bare -b master "$demo/git/hello.git"

@@ -339,6 +339,37 @@ fn demo_script_runs_the_hello_example_in_its_own_temp_dir() {
         demo.join("data/runs/hello/1/artifacts/greeting.txt")
             .is_file()
     );
+    // The closing hint works as written, for someone with no git identity of their own: edit and
+    // commit in the clone, push, run again.
+    let src = demo.join("src/hello");
+    std::fs::write(src.join("NOTE"), "changed\n").unwrap();
+    let as_you = |program: &str, args: &[&str]| {
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(&src)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
+            .env("HOME", &env.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("PHANTOM_CI_CONFIG_DIR", demo.join("config"))
+            .env("PHANTOM_CI_DATA_DIR", demo.join("data"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    as_you("git", &["add", "NOTE"]);
+    as_you("git", &["commit", "-q", "-m", "a change"]);
+    as_you("git", &["push", "-q", "origin", "master"]);
+    let bin = assert_cmd::cargo::cargo_bin!("phantom_ci");
+    as_you(bin.to_str().unwrap(), &["run", "hello"]);
+    assert!(demo.join("data/runs/hello/2/run.json").is_file());
     assert_eq!(
         std::fs::read_dir(&env.home).unwrap().count(),
         0,
