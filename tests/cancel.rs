@@ -100,8 +100,8 @@ fn cancel_queued_also_drops_the_waiting_commit() {
     let repo = pushed(&env, &sleeping_workflow(&env, 1042));
     step_pid(&env);
     let worker = owner(&env, 1);
-    // Pushed while run 1 goes on: it waits for the repo's lock.
-    repo.write("more", "x");
+    // Pushed while run 1 goes on: it waits for the repo's lock. (Quick, should it ever run.)
+    repo.workflow("master", "[0]\nrun = \"true\"\n");
     let waiting = repo.commit("waiting");
     assert!(repo.push("master").status.success());
     wait_for("the commit to be queued", || {
@@ -122,6 +122,13 @@ fn cancel_queued_also_drops_the_waiting_commit() {
     wait_for("the worker to exit", || !alive(worker));
     assert_eq!(env.runs("app"), [1], "the dropped commit never ran");
     assert!(!env.data.join("queue/app~master.json").exists());
+    // Nor does the next `tick`, which finds it the branch's tip: dropped is handled, not forgotten.
+    env.phantom().arg("tick").assert().success();
+    assert_eq!(env.runs("app"), [1], "tick ran the dropped commit");
+    // The branch's next commit runs (through the hook).
+    repo.write("more", "x");
+    let next = repo.commit_and_push("next");
+    assert_eq!(env.wait_for_run("app", 2)["commit"], next.as_str());
 }
 
 fn cancel_with_nothing_running_says_so_and_exits_1() {
