@@ -398,6 +398,64 @@ fn notes_are_written_as_the_owner_of_the_repository() {
     );
 }
 
+/// A pushers' repository git would read as root: shared through its group, its `config` names a
+/// clean filter and `info/attributes` applies it to every file. phantom_ci (root) writes no note
+/// there — the filter never runs as root — and says why; given to an unprivileged owner, the note is
+/// written as that owner with no filter run either.
+fn notes_never_run_a_pushers_git_configuration() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::support::needs_root() {
+        return;
+    }
+    let env = TestEnv::new();
+    let (repo, commit) = env.app(PASSING, "notes = true");
+    let open = env.root().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let marker = open.join("filter-ran");
+    env.git(
+        &repo.bare,
+        &[
+            "config",
+            "filter.ci.clean",
+            &format!("sh -c 'id > {}; cat'", marker.display()),
+        ],
+    );
+    std::fs::create_dir_all(repo.bare.join("info")).unwrap();
+    std::fs::write(repo.bare.join("info/attributes"), "* filter=ci\n").unwrap();
+    // `git init --shared=group`: the directory and its `config` are the group's to write.
+    std::fs::set_permissions(&repo.bare, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    std::fs::set_permissions(
+        repo.bare.join("config"),
+        std::fs::Permissions::from_mode(0o664),
+    )
+    .unwrap();
+    let out = env.phantom().args(["run", "app"]).assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(!marker.exists(), "the pushers' filter ran as root");
+    let log = env.log("app", 1);
+    assert!(log.contains("belongs to root, but"), "{log}");
+    assert!(stderr.contains("notes = true"), "{stderr}");
+    let notes = std::process::Command::new("git")
+        .args(["--git-dir"])
+        .arg(&repo.bare)
+        .args(["rev-parse", "-q", "--verify", "refs/notes/ci"])
+        .output()
+        .unwrap();
+    assert!(!notes.status.success(), "a note was written as root");
+
+    // Its own (unprivileged) owner: the note is written, as that owner, the filter not run.
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&repo.bare)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    env.phantom().args(["run", "app"]).assert().success();
+    assert!(!marker.exists(), "the repository's clean filter ran");
+    assert_eq!(notes_lines(&env, &repo, &commit).len(), 1);
+}
+
 fn a_url_repo_with_notes_is_a_config_error_with_its_line() {
     let env = TestEnv::new();
     env.write_repo_toml("[app]\npath = \"https://example.org/app.git\"\nnotes = true\n");
@@ -588,6 +646,7 @@ crate::tests! {
     runs_of_one_commit_ending_together_lose_no_note,
     a_repository_phantom_ci_may_not_write_runs_green_with_one_line_in_its_log,
     notes_are_written_as_the_owner_of_the_repository,
+    notes_never_run_a_pushers_git_configuration,
     a_url_repo_with_notes_is_a_config_error_with_its_line,
     the_report_keeps_only_the_runs_the_records_keep,
     a_notes_ref_that_names_no_commit_is_said_at_once,

@@ -12,7 +12,9 @@
 //! - **As the repository's owner.** Every `git` runs as the owner of the repository directory
 //!   ([`privilege::owner_of`], [`privilege::run_as`]): no root-owned object or ref lands in a
 //!   repository that pushers write to. Its scratch files (the note's text, a temporary index) are in a
-//!   private directory of that user's.
+//!   private directory of that user's. Where that owner is root, only a repository nobody else can
+//!   change gets a note ([`refuse_as_root`]): git reads the repository's configuration, and no
+//!   flag turns that off. The note's text is hashed `--no-filters`.
 //!
 //! Anyone who can push to the repository can also rewrite `refs/notes/ci`: a note informs, it does not
 //! prove.
@@ -45,6 +47,9 @@ pub fn append(repo: &Path, commit: &str, line: &str) -> Result<(), String> {
         return Err(format!("`{commit}` is not a commit id"));
     }
     let owner = privilege::owner_of(repo)?;
+    if nix::unistd::geteuid().is_root() && !owner.switch {
+        refuse_as_root(repo)?;
+    }
     let scratch = tempfile::Builder::new()
         .prefix("phantom_ci-notes-")
         .tempdir()
@@ -88,6 +93,39 @@ pub fn append(repo: &Path, commit: &str, line: &str) -> Result<(), String> {
     Err(format!(
         "`{NOTES_REF}` kept moving ({ATTEMPTS} attempts); the last: {last}"
     ))
+}
+
+/// Whether root may run `git` in `repo`, which root owns: only if nobody else can change what git
+/// reads there. A repository pushers share through its group (`git init --shared=group`, as
+/// deployment.md sets one up) lets them write its `config` — a clean filter, a `commondir` pointing
+/// at a configuration of theirs — and git would run what they named, as root.
+fn refuse_as_root(repo: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let git_dir = repo.join(".git");
+    let mut paths = vec![repo.to_path_buf(), repo.join("config")];
+    if git_dir.is_dir() {
+        paths.extend([git_dir.clone(), git_dir.join("config")]);
+    }
+    for path in paths {
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
+        };
+        let others_write = meta.mode() & 0o022 != 0 || meta.file_type().is_symlink();
+        if meta.uid() != 0 || others_write {
+            return Err(format!(
+                "the repository `{}` belongs to root, but `{}` is not root's \
+                 alone, so its pushers can change what git reads there — and phantom_ci would \
+                 run git in it as root. Give the repository to an unprivileged owner that pushers \
+                 share it with (e.g. `chown -R git:devs`), whom notes are then written as, or \
+                 leave out `notes = true`",
+                repo.display(),
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 enum Swapped {
@@ -208,7 +246,8 @@ impl Writer<'_> {
                 .map_err(|e| format!("cannot write the note: {e}"))?;
         }
         let path_of_note = file.path().to_string_lossy().into_owned();
-        let blob = self.text(&["hash-object", "-w", "--", &path_of_note])?;
+        // As is: no clean filter the repository's attributes name runs on it.
+        let blob = self.text(&["hash-object", "-w", "--no-filters", "--", &path_of_note])?;
         drop(file);
         match &old {
             Some(old) => self.run(&["read-tree", old])?,
