@@ -283,7 +283,8 @@ fn another_repos_step_cannot_read_the_cache() {
     assert!(!target.join("planted").exists());
 }
 
-/// A cache that changed hands (`run_as` changed) is given to the new step user, links untouched.
+/// A cache that changed hands (`run_as` changed) is given to the new step user, links untouched and
+/// hard links dropped.
 fn a_cache_changing_hands_is_given_to_the_new_user_without_following_links() {
     if !needs_root() {
         return;
@@ -295,6 +296,10 @@ fn a_cache_changing_hands_is_given_to_the_new_user_without_following_links() {
     std::fs::create_dir_all(cache.join("sub")).unwrap();
     std::fs::write(cache.join("sub/file"), "x").unwrap();
     std::os::unix::fs::symlink(&outside, cache.join("sub/link")).unwrap();
+    // A hard link the old user made to a file elsewhere (here root's): not given away.
+    let linked = env.root().join("linked");
+    std::fs::write(&linked, "root's too").unwrap();
+    std::fs::hard_link(&linked, cache.join("sub/hard")).unwrap();
     let (repo, _) = env.app(
         "[0]\nrun = '''sh -c 'echo more >> \"$PHANTOM_CI_CACHE/sub/file\"' '''\n",
         "",
@@ -319,6 +324,12 @@ fn a_cache_changing_hands_is_given_to_the_new_user_without_following_links() {
         0,
         "the link's target stays root's"
     );
+    assert_eq!(
+        std::fs::metadata(&linked).unwrap().uid(),
+        0,
+        "a hard link's file was given to the new user"
+    );
+    assert!(!cache.join("sub/hard").exists(), "its name left the cache");
 }
 
 fn cache_clear_refuses_an_unknown_repo() {

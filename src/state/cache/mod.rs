@@ -81,13 +81,30 @@ pub fn prepare(dirs: &Dirs, repo: &str, user: &StepUser) -> Result<PathBuf, Stri
     Ok(dir)
 }
 
-/// Gives everything below `dir` to `uid`:`gid`, never following a link, however deep.
+/// Gives everything below `dir` to `uid`:`gid`, never following a link, however deep. A file with
+/// more than one name may be a hard link the old user made to a file elsewhere (their own, or one
+/// they may write): its name in the cache is removed instead, so the new owner never gets that file.
 fn chown_below(dir: &OwnedFd, uid: Uid, gid: Gid) -> Result<(), String> {
     let mut first: Option<nix::Error> = None;
     walk::walk(dir, |seen| {
-        let (Seen::Entry { dir, name, .. } | Seen::Dir { dir, name, .. }) = seen else {
+        let (Seen::Entry {
+            dir, name, stat, ..
+        }
+        | Seen::Dir {
+            dir, name, stat, ..
+        }) = seen
+        else {
             return;
         };
+        let directory = stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR;
+        if !directory && stat.st_nlink > 1 {
+            if let Err(e) =
+                nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            {
+                first.get_or_insert(e);
+            }
+            return;
+        }
         if let Err(e) = fchownat(
             dir,
             name,
