@@ -138,23 +138,42 @@ const OPEN_LEVELS: usize = 16;
 /// most [`OPEN_LEVELS`] directories open at once and memory that does not grow with the tree.
 /// `std::fs::remove_dir_all` holds a descriptor per level, so a tree deeper than the open-file limit
 /// (a step's `mkdir d; cd d` 25,000 times) stopped it with `EMFILE` and stayed on disk for good. A
-/// directory found at the deepest open level is moved up into `path` itself (a rename in the same
-/// directory tree, which is being removed anyway) and emptied by a later pass. Never follows a link;
-/// a `path` that is gone is not an error.
+/// directory found at the deepest open level is moved into a directory of phantom_ci's own, made
+/// in `path` under a name nobody can guess (names the tree holds never collide with the moved
+/// ones), and emptied by a later pass. Never follows a link; a `path` that is gone is not an error.
 pub fn remove_tree(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+    use nix::errno::Errno;
     let path = path.as_ref();
     let top = match open_dir(None, path.as_os_str()) {
         Ok(top) => top,
-        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(Errno::ENOENT) => return Ok(()),
         // A link or a file where a directory was expected: removed, not followed.
-        Err(nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP) => {
-            return std::fs::remove_file(path);
-        }
+        Err(Errno::ENOTDIR | Errno::ELOOP) => return std::fs::remove_file(path),
         Err(e) => return Err(e.into()),
     };
-    let mut moved = 0u64;
-    // Each pass empties what it finds; what it moved up is found by the next.
-    while empty(&top, &top, 0, &mut moved)? {}
+    let mut remover = Remover {
+        staging: None,
+        moved: 0,
+    };
+    // Each pass empties what it finds; what it moved is emptied by the next.
+    loop {
+        let in_top = remover.empty(&top, &top, 0)?;
+        let staging = match &remover.staging {
+            Some((_, staging)) => Some(staging.try_clone()?),
+            None => None,
+        };
+        let in_staging = match staging {
+            Some(staging) => remover.empty(&top, &staging, 0)?,
+            None => false,
+        };
+        if !in_top && !in_staging {
+            break;
+        }
+    }
+    if let Some((name, staging)) = remover.staging.take() {
+        drop(staging);
+        unlinkat(&top, name.as_str(), UnlinkatFlags::RemoveDir)?;
+    }
     drop(top);
     match std::fs::remove_dir(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -162,57 +181,90 @@ pub fn remove_tree(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
     }
 }
 
-/// Removes what is in `dir`, `depth` levels below `top`; whether it found anything.
-fn empty(top: &OwnedFd, dir: &OwnedFd, depth: usize, moved: &mut u64) -> nix::Result<bool> {
-    use nix::errno::Errno;
-    let mut listing = nix::dir::Dir::from_fd(dir.try_clone().map_err(|_| Errno::EMFILE)?)?;
-    let mut found = false;
-    for entry in listing.iter() {
-        let entry = entry?;
-        let name = OsStr::from_bytes(entry.file_name().to_bytes());
-        if name == "." || name == ".." {
-            continue;
-        }
-        found = true;
-        let is_dir = match entry.file_type() {
-            Some(nix::dir::Type::Directory) => true,
-            Some(_) => false,
-            None => kind(dir, name)? == SFlag::S_IFDIR,
-        };
-        let gone = |result: nix::Result<()>| match result {
-            Err(Errno::ENOENT) => Ok(()),
-            other => other,
-        };
-        if !is_dir {
-            gone(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir))?;
-        } else if depth + 1 < OPEN_LEVELS {
-            let sub = match open_dir(Some(dir), name) {
-                Err(Errno::ENOENT) => continue,
-                sub => sub?,
-            };
-            empty(top, &sub, depth + 1, moved)?;
-            drop(sub);
-            gone(unlinkat(dir, name, UnlinkatFlags::RemoveDir))?;
-        } else {
-            move_up(top, dir, name, moved)?;
-        }
-    }
-    Ok(found)
+/// [`remove_tree`] at work.
+struct Remover {
+    /// Where directories too deep to enter now are moved: its name in the top directory, and itself.
+    staging: Option<(String, OwnedFd)>,
+    /// How many were moved (each one's name there).
+    moved: u64,
 }
 
-/// Moves the directory `name` in `dir` into `top` under a name of its own.
-fn move_up(top: &OwnedFd, dir: &OwnedFd, name: &OsStr, moved: &mut u64) -> nix::Result<()> {
-    use nix::errno::Errno;
-    // A name the tree may hold already (it is someone's to write): the next one then.
-    for _ in 0..64 {
-        *moved += 1;
-        let new = format!(".phantom_ci-removing-{moved}");
-        match nix::fcntl::renameat(dir, name, top, new.as_str()) {
-            Err(Errno::EEXIST | Errno::ENOTEMPTY | Errno::ENOTDIR | Errno::EISDIR) => continue,
-            other => return other,
+impl Remover {
+    /// Removes what is in `dir`, `depth` levels below the directory being emptied (`top`, or the
+    /// staging directory); whether it found anything. The staging directory itself is passed over.
+    fn empty(&mut self, top: &OwnedFd, dir: &OwnedFd, depth: usize) -> nix::Result<bool> {
+        use nix::errno::Errno;
+        let mut listing = nix::dir::Dir::from_fd(dir.try_clone().map_err(|_| Errno::EMFILE)?)?;
+        let mut found = false;
+        for entry in listing.iter() {
+            let entry = entry?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            let staging = self.staging.as_ref().map(|(name, _)| name.as_str());
+            if name == "." || name == ".." || (depth == 0 && Some(name) == staging.map(OsStr::new))
+            {
+                continue;
+            }
+            found = true;
+            let is_dir = match entry.file_type() {
+                Some(nix::dir::Type::Directory) => true,
+                Some(_) => false,
+                None => kind(dir, name)? == SFlag::S_IFDIR,
+            };
+            let gone = |result: nix::Result<()>| match result {
+                Err(Errno::ENOENT) => Ok(()),
+                other => other,
+            };
+            if !is_dir {
+                gone(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir))?;
+            } else if depth + 1 < OPEN_LEVELS {
+                let sub = match open_dir(Some(dir), name) {
+                    Err(Errno::ENOENT) => continue,
+                    sub => sub?,
+                };
+                self.empty(top, &sub, depth + 1)?;
+                drop(sub);
+                gone(unlinkat(dir, name, UnlinkatFlags::RemoveDir))?;
+            } else {
+                self.moved += 1;
+                let new = self.moved.to_string();
+                let staging = self.staging(top)?;
+                nix::fcntl::renameat(dir, name, staging, new.as_str())?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The staging directory, made in `top` the first time it is needed.
+    fn staging(&mut self, top: &OwnedFd) -> nix::Result<&OwnedFd> {
+        use nix::errno::Errno;
+        if self.staging.is_none() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let mut made = None;
+            for attempt in 0..16u32 {
+                let name = format!(
+                    ".phantom_ci-removing-{}-{nanos}-{attempt}",
+                    std::process::id()
+                );
+                match nix::sys::stat::mkdirat(top, name.as_str(), Mode::S_IRWXU) {
+                    Ok(()) => {
+                        made = Some(name);
+                        break;
+                    }
+                    Err(Errno::EEXIST) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let name = made.ok_or(Errno::EEXIST)?;
+            let dir = open_dir(Some(top), OsStr::new(&name))?;
+            self.staging = Some((name, dir));
+        }
+        match &self.staging {
+            Some((_, dir)) => Ok(dir),
+            None => Err(Errno::ENOENT),
         }
     }
-    Err(Errno::EEXIST)
 }
 
 #[cfg(test)]
@@ -240,8 +292,10 @@ mod tests {
                 }
             }
         }
-        // A name the remover itself would pick, taken by the tree.
-        std::fs::create_dir_all(root.join(".phantom_ci-removing-1/full")).unwrap();
+        // Names like those of the remover's own directory, many, taken by the tree.
+        for i in 0..100 {
+            std::fs::create_dir_all(root.join(format!(".phantom_ci-removing-{i}/full"))).unwrap();
+        }
         remove_tree(&root).unwrap();
         assert!(!root.exists());
         assert!(outside.join("keep").exists(), "a link was followed");
