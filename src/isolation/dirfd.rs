@@ -210,20 +210,39 @@ impl Remover {
                 Some(_) => false,
                 None => kind(dir, name)? == SFlag::S_IFDIR,
             };
-            let gone = |result: nix::Result<()>| match result {
+            // Gone already is removed; a directory its owner made unwritable (`chmod 500`: the
+            // step ran as phantom_ci's own user) is made writable again, then removed from.
+            let remove = |flags: UnlinkatFlags| match unlinkat(dir, name, flags) {
                 Err(Errno::ENOENT) => Ok(()),
+                Err(Errno::EACCES) => {
+                    nix::sys::stat::fchmod(dir, Mode::S_IRWXU)?;
+                    match unlinkat(dir, name, flags) {
+                        Err(Errno::ENOENT) => Ok(()),
+                        other => other,
+                    }
+                }
                 other => other,
             };
             if !is_dir {
-                gone(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir))?;
+                remove(UnlinkatFlags::NoRemoveDir)?;
             } else if depth + 1 < OPEN_LEVELS {
                 let sub = match open_dir(Some(dir), name) {
                     Err(Errno::ENOENT) => continue,
+                    // `chmod 000` by its owner: opened once it is readable again.
+                    Err(Errno::EACCES) => {
+                        nix::sys::stat::fchmodat(
+                            dir,
+                            name,
+                            Mode::S_IRWXU,
+                            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                        )?;
+                        open_dir(Some(dir), name)?
+                    }
                     sub => sub?,
                 };
                 self.empty(top, &sub, depth + 1)?;
                 drop(sub);
-                gone(unlinkat(dir, name, UnlinkatFlags::RemoveDir))?;
+                remove(UnlinkatFlags::RemoveDir)?;
             } else {
                 self.moved += 1;
                 let new = self.moved.to_string();
@@ -296,6 +315,19 @@ mod tests {
         for i in 0..100 {
             std::fs::create_dir_all(root.join(format!(".phantom_ci-removing-{i}/full"))).unwrap();
         }
+        // Directories their owner made unreadable and unwritable.
+        std::fs::create_dir_all(root.join("locked/inner")).unwrap();
+        std::fs::write(root.join("locked/inner/f"), "x").unwrap();
+        std::fs::create_dir_all(root.join("readonly/inner")).unwrap();
+        std::fs::write(root.join("readonly/f"), "x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &str, mode| {
+            std::fs::set_permissions(root.join(path), std::fs::Permissions::from_mode(mode))
+                .unwrap()
+        };
+        mode("locked/inner", 0o000);
+        mode("locked", 0o000);
+        mode("readonly", 0o500);
         remove_tree(&root).unwrap();
         assert!(!root.exists());
         assert!(outside.join("keep").exists(), "a link was followed");
