@@ -384,7 +384,23 @@ fn cron(args: CronArgs, ctx: &Context) -> Result<ExitStatus, Error> {
         }
         crate::state::atomic_file::write_public(file, entry.as_bytes())
             .map_err(|e| Error::io("cannot write", file, e))?;
-        println!("wrote `{}`; cron reads it by itself", file.display());
+        // The daemon lives in /usr/sbin, often not on a user's PATH.
+        let daemon = ["cron", "crond"].iter().any(|name| {
+            on_path(name)
+                || ["/usr/sbin", "/sbin"]
+                    .iter()
+                    .any(|dir| std::path::Path::new(dir).join(name).is_file())
+        });
+        if daemon {
+            println!("wrote `{}`; cron reads it by itself", file.display());
+        } else {
+            println!(
+                "wrote `{}`; no cron daemon is installed here to read it: install cron (e.g. \
+                 `apt-get install cron`), or use `{}`",
+                file.display(),
+                ctx.suggest(&["configure", "service", "--system"])
+            );
+        }
     } else {
         let listed = std::process::Command::new("crontab")
             .arg("-l")

@@ -40,9 +40,35 @@ impl HumanDuration {
     }
 }
 
+/// A duration's value as written: its text; a bare number (`timeout = 15`) is read as the same
+/// number written as text, which is then refused with the units to write — never "invalid type:
+/// integer, expected a string".
+fn duration_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct Text;
+    impl de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration written like \"90s\", \"10m\" or \"2h\"")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<String, E> {
+            Ok(text.to_string())
+        }
+        fn visit_i64<E: de::Error>(self, number: i64) -> Result<String, E> {
+            Ok(number.to_string())
+        }
+        fn visit_u64<E: de::Error>(self, number: u64) -> Result<String, E> {
+            Ok(number.to_string())
+        }
+        fn visit_f64<E: de::Error>(self, number: f64) -> Result<String, E> {
+            Ok(number.to_string())
+        }
+    }
+    deserializer.deserialize_any(Text)
+}
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
+        let text = duration_text(deserializer)?;
         HumanDuration::parse(&text).map_err(de::Error::custom)
     }
 }
@@ -70,7 +96,7 @@ impl KeepFor {
 
 impl<'de> Deserialize<'de> for KeepFor {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
+        let text = duration_text(deserializer)?;
         KeepFor::parse(&text).map_err(de::Error::custom)
     }
 }
@@ -199,6 +225,29 @@ mod tests {
         );
         assert!(HumanDuration::parse("15min").is_ok());
         assert!(HumanDuration::parse("0s").unwrap_err().contains("is zero"));
+    }
+
+    #[test]
+    fn a_bare_number_in_toml_gets_the_same_hint_as_a_bare_number_in_quotes() {
+        #[derive(Debug, Deserialize)]
+        struct Section {
+            #[allow(dead_code)]
+            timeout: HumanDuration,
+        }
+        for value in ["15", "\"15\""] {
+            let e = toml::from_str::<Section>(&format!("timeout = {value}\n")).unwrap_err();
+            assert!(
+                e.message()
+                    .contains("`15` has no unit: write `15s` or `15min`"),
+                "{value}: {e}"
+            );
+        }
+        let e = toml::from_str::<Section>("timeout = true\n").unwrap_err();
+        assert!(
+            e.message().contains("expected a duration written like"),
+            "{e}"
+        );
+        assert!(toml::from_str::<Section>("timeout = \"15s\"\n").is_ok());
     }
 
     #[test]
