@@ -129,12 +129,21 @@ fn debug_in_the_kept_workspace_sees_what_the_failing_step_left_as_the_step_user(
     assert!(stderr.contains("after the replay of step [0]"), "{stderr}");
     assert!(stderr.contains("replay [0] prepare"), "{stderr}");
 
-    // `--done` removes it; then `debug 1` says so and gives both ways on.
+    // The report's page of the run gives the command while the workspace is kept.
+    let site = env.root().join("site");
+    let page = || {
+        env.phantom().arg("report").arg(&site).assert().success();
+        std::fs::read_to_string(site.join("app/1.html")).unwrap()
+    };
+    assert!(page().contains("phantom_ci debug app 1</code>"));
+    // `--done` removes it; then `debug 1` says so and gives both ways on, and the page no longer
+    // offers it.
     env.phantom()
         .args(["debug", "app", "1", "--done"])
         .assert()
         .success();
     assert!(!kept_dir(&env, 1).exists());
+    assert!(!page().contains("phantom_ci debug app 1</code>"));
     let out = env
         .phantom()
         .args(["debug", "app", "1", "--", "ls"])

@@ -273,6 +273,22 @@ impl Site {
     }
 
     fn run_page(&self, dirs: &Dirs, record: &RunRecord) -> Result<PathBuf, Error> {
+        // The `debug` line only while the workspace is kept: `debug --done`, a sweep or its time
+        // ends that, and the record keeps what it was.
+        let shown;
+        let record = match &record.kept_until {
+            Some(_)
+                if crate::state::kept::find(dirs, &record.repo, record.run)
+                    .is_none_or(|kept| kept.until <= SystemTime::now()) =>
+            {
+                shown = RunRecord {
+                    kept_until: None,
+                    ..record.clone()
+                };
+                &shown
+            }
+            _ => record,
+        };
         let run_dir = records::run_dir(dirs, &record.repo, record.run);
         let log = log_tail(&run_dir.log(), LOG_TAIL);
         let live = if record.result == RunResult::Running {
