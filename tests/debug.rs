@@ -217,6 +217,10 @@ fn debug_of_a_repo_without_runs_or_of_a_missing_run_is_a_clear_error() {
     let out = env.phantom().args(["debug", "app"]).assert().code(2);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(stderr.contains("give the command after `--`"), "{stderr}");
+    // The command it suggests keeps the run asked for.
+    let out = env.phantom().args(["debug", "app", "1"]).assert().code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains(" debug app 1 -- COMMAND…`"), "{stderr}");
     assert_eq!(env.runs("app"), [1]);
     assert!(work_entries(&env).is_empty());
 }

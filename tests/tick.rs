@@ -126,7 +126,14 @@ fn a_killed_worker_leaves_an_aborted_run_and_queued_work_still_runs() {
         ));
     let aborted = env.run_json("app", 1);
     assert_eq!(aborted["result"], "aborted");
-    assert!(aborted["message"].as_str().unwrap().contains("--commit"));
+    // The command that runs it again, whole: no `<repo>` or `<commit>` to fill in.
+    assert!(
+        aborted["message"].as_str().unwrap().contains(&format!(
+            "`phantom_ci run app --branch master --commit {}`",
+            aborted["commit"].as_str().unwrap()
+        )),
+        "{aborted}"
+    );
     assert!(aborted["finished_at"].is_string());
     assert!(
         !process_running(&["sleep", "1031"]),

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::commands::Context;
-use crate::config::dirs::Dirs;
 use crate::config::{self, Config, Location, Repo};
 use crate::error::{Error, ExitStatus, GitError};
 use crate::git::{self, mirror};
@@ -39,7 +38,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let config = Config::load(&ctx.dirs.repo_toml())?;
-    let mut repo = find_repo(&ctx.dirs, &config, &args.repo, args.branch.as_deref())?;
+    let mut repo = find_repo(ctx, &config, &args.repo, args.branch.as_deref())?;
     // A configured repo whose `path` or `run_as` user does not exist (`--run-as` replaces the latter).
     if let Some(problem) = repo
         .problems
@@ -174,16 +173,23 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
 
 /// A configured name; or a path, matched against the configured local paths, else run with defaults
 /// as an ad-hoc run, recorded under `@<the directory's name>` (see [`ad_hoc`]).
-fn find_repo(dirs: &Dirs, config: &Config, arg: &str, branch: Option<&str>) -> Result<Repo, Error> {
+fn find_repo(
+    ctx: &Context,
+    config: &Config,
+    arg: &str,
+    branch: Option<&str>,
+) -> Result<Repo, Error> {
+    let dirs = &ctx.dirs;
     if let Some(repo) = config.get(arg) {
         return Ok(repo.clone());
     }
     let path = Path::new(arg);
     let Ok(canonical) = path.canonicalize() else {
         return Err(Error::Usage(format!(
-            "no repo `{}` in Repo.toml and no directory `{}`; see `phantom_ci list`",
+            "no repo `{}` in Repo.toml and no directory `{}`; see `{}`",
             crate::describe::terminal(arg),
-            crate::describe::terminal(arg)
+            crate::describe::terminal(arg),
+            ctx.suggest(&["list"])
         )));
     };
     // A configured path runs as its section: the one of that branch if there is one, else the first

@@ -66,10 +66,14 @@ pub fn recover(dirs: &Dirs, repo: &Repo, _lock: &RepoLock) -> Result<Option<u64>
     let started = humantime::parse_rfc3339(&record.started_at).unwrap_or(died);
     record.result = RunResult::Aborted;
     record.message = Some(match &unreadable {
-        None => "phantom_ci stopped during this run (it was killed or the machine went down); \
-                 recorded by the next invocation. Re-run it with `phantom_ci run <repo> --commit \
-                 <commit>`"
-            .to_string(),
+        None => format!(
+            "phantom_ci stopped during this run (it was killed or the machine went down); \
+             recorded by the next invocation. Re-run it with `phantom_ci run {} --branch {} \
+             --commit {}`",
+            record.repo,
+            crate::describe::terminal(&shell_words::quote(&record.branch)),
+            record.commit
+        ),
         Some(reason) => format!(
             "the record of this run was unreadable ({reason}) and no phantom_ci was running it; \
              recorded as aborted by the next invocation from what was left{}{}",

@@ -94,12 +94,14 @@ pub fn run(args: DebugArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     }
     let interactive = std::io::stdin().is_terminal();
     if args.command.is_empty() && !interactive {
+        let mut suggestion = ctx.suggest(&["debug", &repo.name]);
+        if let Some(run) = args.run {
+            suggestion = suggestion.arg(run.to_string());
+        }
         return Err(Error::Usage(format!(
             "`debug` without a command starts a shell, which needs a terminal on stdin: give the \
              command after `--` (`{}`)",
-            ctx.suggest(&["debug", &repo.name])
-                .arg("--")
-                .placeholder("COMMAND…")
+            suggestion.arg("--").placeholder("COMMAND…")
         )));
     }
     let record = the_run(ctx, &repo.name, args.run)?;
