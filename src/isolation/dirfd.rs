@@ -67,6 +67,24 @@ pub fn names(dir: &OwnedFd) -> Vec<OsString> {
     names
 }
 
+/// Calls `each` with every name in a directory, without `.` and `..`, as the listing goes: memory for
+/// one name, however many the directory holds (`each` may remove the name it is given).
+pub fn each_name(dir: &OwnedFd, mut each: impl FnMut(&OsStr)) {
+    let Some(mut listing) = dir
+        .try_clone()
+        .ok()
+        .and_then(|fd| nix::dir::Dir::from_fd(fd).ok())
+    else {
+        return;
+    };
+    for entry in listing.iter().flatten() {
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name != "." && name != ".." {
+            each(name);
+        }
+    }
+}
+
 /// The first `max` names of a directory in sorted order, without `.` and `..`, and whether it holds
 /// more: memory for `max` names, however many the directory holds (a step may have made millions).
 pub fn first_names(dir: &OwnedFd, max: usize) -> (Vec<OsString>, bool) {

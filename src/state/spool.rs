@@ -78,11 +78,13 @@ pub fn clear(spool: &Path, junk: &Path) -> Result<usize, Error> {
             spool.display()
         )));
     }
+    // Removed as the listing goes: a pusher may have dropped a million notes, and their names are
+    // never held all at once.
     let mut removed = 0;
-    for name in dirfd::names(&dir) {
-        let gone = dirfd::remove_all(&dir, &name).is_ok() || move_to_junk(&dir, &name, junk);
+    dirfd::each_name(&dir, |name| {
+        let gone = dirfd::remove_all(&dir, name).is_ok() || move_to_junk(&dir, name, junk);
         removed += usize::from(gone);
-    }
+    });
     Ok(removed)
 }
 
@@ -104,9 +106,9 @@ fn move_to_junk(spool: &OwnedFd, name: &OsStr, junk: &Path) -> bool {
         _ => return false,
     }
     // Best effort: what an earlier tick moved there and can now be removed goes.
-    for old in dirfd::names(&junk_dir) {
-        let _ = dirfd::remove_all(&junk_dir, &old);
-    }
+    dirfd::each_name(&junk_dir, |old| {
+        let _ = dirfd::remove_all(&junk_dir, old);
+    });
     let unique = format!(
         "{}-{}",
         std::process::id(),
@@ -131,6 +133,21 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &spool).unwrap();
         assert!(clear(&spool, &tmp.path().join("junk")).is_err());
         assert!(victim.join("important").exists() && victim.join("sub").exists());
+    }
+
+    #[test]
+    fn a_flood_of_notes_is_removed_whole_as_the_listing_goes() {
+        // Names long enough to spread the directory over many blocks: removing while listing must
+        // not skip any.
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = tmp.path().join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        let long = "n".repeat(200);
+        for i in 0..20_000 {
+            std::fs::write(spool.join(format!("{long}{i}")), "").unwrap();
+        }
+        assert_eq!(clear(&spool, &tmp.path().join("junk")).unwrap(), 20_000);
+        assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
     }
 
     #[test]
