@@ -94,11 +94,15 @@ pub fn conclude(dirs: &Dirs, repo: &Repo, renewal: Renewal, finished: &mut Finis
         if record.result == RunResult::Aborted {
             return;
         }
+        // The stop did not reach it: the run ended by itself (its log says how) before this host
+        // learnt its claim was gone.
+        let ended = record.result.as_str();
         record.result = RunResult::Aborted;
         record.message = Some(format!(
             "another host of pool `{pool_name}` took this commit over on the central host \
-             (`{line}`): this host's claim had not been renewed within `claim_ttl`; the run was \
-             stopped and its processes killed, and the other host's run is the one that counts"
+             (`{line}`): this host's claim had not been renewed within `claim_ttl`; this run had \
+             ended `{ended}` before the stop reached it, and the other host's run is the one that \
+             counts"
         ));
         let run = crate::state::records::run_dir(dirs, &repo.name, record.run);
         if let Err(e) = run.write(record) {
