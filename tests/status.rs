@@ -248,7 +248,36 @@ fn status_shows_the_steps_running_now() {
     );
 }
 
+/// A branch name is the pusher's to choose: the table shows at most 60 characters of it (`--json`
+/// all of it), so one long name does not widen every row.
+fn a_long_branch_name_is_cut_in_the_table_not_in_json() {
+    let env = TestEnv::new();
+    let (repo, _) = env.app("[0]\nrun = \"true\"\n", "target_branch = \"*\"");
+    let long = format!("feature/{}", "x".repeat(200));
+    repo.workflow(&long, "[0]\nrun = \"true\"\n");
+    repo.commit("long");
+    assert!(repo.push(&long).status.success());
+    env.phantom()
+        .args(["run", "app", "--branch", &long])
+        .assert()
+        .success();
+    let out = env.phantom().arg("status").assert().success();
+    let text = crate::support::stdout_of(&out);
+    assert!(text.contains("feature/xxx"), "{text}");
+    assert!(text.contains('…'), "{text}");
+    assert!(text.lines().all(|l| l.chars().count() < 160), "{text}");
+    let json = status_json(&env);
+    let branches: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|line| line["branch"].as_str())
+        .collect();
+    assert!(branches.contains(&long.as_str()), "{json}");
+}
+
 crate::tests! {
+    a_long_branch_name_is_cut_in_the_table_not_in_json,
     status_shows_the_steps_running_now,
     status_shows_the_commit_queued_behind_a_run,
     results_are_in_colour_on_a_terminal_only,

@@ -11,7 +11,7 @@ use crate::commands::Context;
 use crate::config::quantities::ByteSize;
 use crate::config::{Config, Repo};
 use crate::describe::terminal;
-use crate::describe::{human_bytes, human_ms, short};
+use crate::describe::{human_bytes, human_ms, one_line, short};
 use crate::error::{Error, ExitStatus};
 use crate::report;
 use crate::state::records::{self, RunRecord, RunResult, StepStart, Trigger};
@@ -187,7 +187,7 @@ fn print_claims(repos: &[StatusJson]) {
                     result.push_str(&format!(" (taken over from {})", terminal(from)));
                 }
                 [
-                    terminal(&c.branch),
+                    one_line(&c.branch, BRANCH_WIDTH),
                     terminal(short(&c.commit)),
                     terminal(&c.host),
                     format!("{} ago", human_secs(c.age_secs)),
@@ -207,6 +207,10 @@ fn print_claims(repos: &[StatusJson]) {
         );
     }
 }
+
+/// The most characters of a branch name a table shows (the name is a pusher's to choose, and a
+/// 3,000-character one widened every row); `--json` has it whole.
+const BRANCH_WIDTH: usize = 60;
 
 /// A commit in the queue, as `status` shows it.
 #[derive(Serialize)]
@@ -494,7 +498,7 @@ pub fn run(args: StatusArgs, ctx: &Context) -> Result<ExitStatus, Error> {
                     println!(
                         "badge of {} {}: {base}/{}",
                         r.repo,
-                        terminal(&run.branch),
+                        one_line(&run.branch, BRANCH_WIDTH),
                         report::branch_badge(&r.repo, &run.branch)
                     );
                     println!(
@@ -527,7 +531,7 @@ fn row(status: &StatusJson, now: SystemTime, long: bool) -> [String; 8] {
             if q.branch == status.branch {
                 format!("queued {commit}")
             } else {
-                format!("queued {} {commit}", terminal(&q.branch))
+                format!("queued {} {commit}", one_line(&q.branch, BRANCH_WIDTH))
             }
         },
     );
@@ -543,7 +547,7 @@ fn last_run_row(status: &StatusJson, now: SystemTime, long: bool) -> [String; 7]
     if let Some(number) = status.unreadable_run {
         return [
             status.repo.clone(),
-            terminal(&status.branch),
+            one_line(&status.branch, BRANCH_WIDTH),
             format!("#{number}"),
             "unreadable".into(),
             "-".into(),
@@ -554,7 +558,7 @@ fn last_run_row(status: &StatusJson, now: SystemTime, long: bool) -> [String; 7]
     let Some(run) = &status.last_run else {
         return [
             status.repo.clone(),
-            terminal(&status.branch),
+            one_line(&status.branch, BRANCH_WIDTH),
             "-".into(),
             if status.last_run_error.is_some() {
                 "unreadable".into()
@@ -584,7 +588,7 @@ fn last_run_row(status: &StatusJson, now: SystemTime, long: bool) -> [String; 7]
     }
     [
         status.repo.clone(),
-        terminal(&status.branch),
+        one_line(&status.branch, BRANCH_WIDTH),
         format!("#{}", run.run),
         result,
         commit_cell(run, long),
