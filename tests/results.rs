@@ -444,6 +444,29 @@ fn notes_never_run_a_pushers_git_configuration() {
         .unwrap();
     assert!(!notes.status.success(), "a note was written as root");
 
+    // Its directory and `config` root's alone, but `refs` its group's (where a directory swapped for a
+    // link would have root write elsewhere): refused all the same, naming it.
+    std::fs::set_permissions(&repo.bare, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        repo.bare.join("config"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        repo.bare.join("refs"),
+        std::fs::Permissions::from_mode(0o2775),
+    )
+    .unwrap();
+    env.phantom().args(["run", "app"]).assert().success();
+    let log = env.log("app", 2);
+    assert!(
+        log.contains(&format!(
+            "but `{}` is not root's",
+            repo.bare.join("refs").display()
+        )),
+        "{log}"
+    );
+
     // Its own (unprivileged) owner: the note is written, as that owner, the filter not run.
     let status = std::process::Command::new("chown")
         .args(["-R", "65534:65534"])

@@ -98,6 +98,82 @@ fn only_commits_signed_by_an_allowed_key_run() {
     assert_eq!(env.run_json("app", 3)["result"], "success");
 }
 
+/// The attack: an unsigned commit carrying a signed commit's signature header, and a pushed
+/// `refs/replace/<it>` naming the signed commit. libgit2 reads the commit itself; a `git
+/// verify-commit` that honoured the replace ref checked the signed one instead, and the unsigned
+/// commit's workflow ran. Refused, and nothing of it runs.
+fn a_replace_ref_cannot_lend_an_unsigned_commit_a_signature() {
+    let env = TestEnv::new();
+    let (key, public) = keygen(&env, "allowed");
+    let signers = env.root().join("allowed_signers");
+    std::fs::write(
+        &signers,
+        format!("author@example.org namespaces=\"git\" {public}\n"),
+    )
+    .unwrap();
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"echo the-signed-step\"\n");
+    let signed = signed_commit(&env, &repo, &key, "signed");
+    env.write_repo_toml(&env.section(
+        "app",
+        &repo,
+        &format!(
+            "require_signed = true\nallowed_signers = \"{}\"",
+            signers.display()
+        ),
+    ));
+    // The unsigned commit's tree: a workflow of the attacker's.
+    repo.workflow("master", "[0]\nrun = \"echo the-evil-step\"\n");
+    env.git(&repo.work, &["add", "-A"]);
+    let tree = env.git(&repo.work, &["write-tree"]);
+    // The signed commit's object with that tree instead: its signature header, not its content.
+    let raw = env.git(&repo.work, &["cat-file", "commit", &signed]);
+    let forged: String = raw
+        .lines()
+        .map(|line| match line.strip_prefix("tree ") {
+            Some(_) => format!("tree {tree}\n"),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    let forged_file = env.root().join("forged");
+    std::fs::write(&forged_file, forged).unwrap();
+    let evil = env.git(
+        &repo.work,
+        &[
+            "hash-object",
+            "-t",
+            "commit",
+            "-w",
+            forged_file.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(evil, signed);
+    env.git(&repo.work, &["replace", &evil, &signed]);
+    let pushed = std::process::Command::new("git")
+        .args(["push", "-q", "-f", "origin"])
+        .arg(format!("{evil}:refs/heads/master"))
+        .arg("refs/replace/*:refs/replace/*")
+        .current_dir(&repo.work)
+        .env_clear()
+        .envs(crate::support::fixed_env(&env.home))
+        .output()
+        .unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let out = env
+        .phantom()
+        .args(["run", "app", "--commit", &evil])
+        .assert()
+        .code(1);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(!stdout.contains("the-evil-step"), "{stdout}");
+    assert_eq!(env.run_json("app", 1)["result"], "rejected", "{stdout}");
+}
+
 crate::tests! {
     only_commits_signed_by_an_allowed_key_run,
+    a_replace_ref_cannot_lend_an_unsigned_commit_a_signature,
 }

@@ -419,6 +419,8 @@ pub(super) fn write_files(
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("LC_ALL", "C")
+        // Its objects are the pushers' repository's (an alternate).
+        .envs(crate::isolation::UNTRUSTED_REPOSITORY_GIT_ENV)
         .arg("--git-dir")
         .arg(git_dir)
         .arg("--work-tree")

@@ -96,37 +96,77 @@ pub fn append(repo: &Path, commit: &str, line: &str) -> Result<(), String> {
 }
 
 /// Whether root may run `git` in `repo`, which root owns: only if nobody else can change what git
-/// reads there. A repository pushers share through its group (`git init --shared=group`, as
-/// deployment.md sets one up) lets them write its `config` — a clean filter, a `commondir` pointing
-/// at a configuration of theirs — and git would run what they named, as root.
+/// reads or where it writes there. A repository pushers share through its group (`git init
+/// --shared=group`, as deployment.md sets one up) lets them write its `config` (a clean filter, a
+/// promisor remote's command), and its `refs` and `objects`, where a directory swapped for a link
+/// would have root write elsewhere. So: the repository is a directory (not a `.git` file pointing
+/// elsewhere, no `commondir`), and it, its `config`, and every directory under `refs`, `logs` and
+/// `objects` (its first level) are root's, written by root alone, and not links.
 fn refuse_as_root(repo: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let git_dir = repo.join(".git");
-    let mut paths = vec![repo.to_path_buf(), repo.join("config")];
-    if git_dir.is_dir() {
-        paths.extend([git_dir.clone(), git_dir.join("config")]);
+    let refuse = |path: &Path| {
+        format!(
+            "the repository `{}` belongs to root, but `{}` is not root's alone, so its pushers can \
+             change what git reads or writes there — and phantom_ci would run git in it as root. \
+             Give the repository to an unprivileged owner that pushers share it with (e.g. `chown \
+             -R git:devs`), whom notes are then written as, or leave out `notes = true`",
+            repo.display(),
+            path.display()
+        )
+    };
+    let dot_git = repo.join(".git");
+    let git_dir = match std::fs::symlink_metadata(&dot_git) {
+        Ok(meta) if meta.is_dir() => dot_git,
+        // A `gitdir:` file or a link: the repository is elsewhere.
+        Ok(_) => return Err(refuse(&dot_git)),
+        Err(_) => repo.to_path_buf(),
+    };
+    if std::fs::symlink_metadata(git_dir.join("commondir")).is_ok() {
+        return Err(refuse(&git_dir.join("commondir")));
     }
-    for path in paths {
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
+    let root_alone = |path: &Path| match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta.uid() == 0 && meta.mode() & 0o022 == 0 && !meta.file_type().is_symlink(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    let mut checked = vec![repo.to_path_buf(), git_dir.clone(), git_dir.join("config")];
+    // Every directory under `refs` and `logs`; `objects` and its first level (where objects go).
+    let mut below = vec![
+        (git_dir.join("refs"), usize::MAX),
+        (git_dir.join("logs"), usize::MAX),
+        (git_dir.join("objects"), 1),
+    ];
+    while let Some((dir, depth)) = below.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
         };
-        let others_write = meta.mode() & 0o022 != 0 || meta.file_type().is_symlink();
-        if meta.uid() != 0 || others_write {
-            return Err(format!(
-                "the repository `{}` belongs to root, but `{}` is not root's \
-                 alone, so its pushers can change what git reads there — and phantom_ci would \
-                 run git in it as root. Give the repository to an unprivileged owner that pushers \
-                 share it with (e.g. `chown -R git:devs`), whom notes are then written as, or \
-                 leave out `notes = true`",
-                repo.display(),
-                path.display()
-            ));
+        checked.push(dir);
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_symlink() {
+                return Err(refuse(&entry.path()));
+            }
+            if kind.is_dir() {
+                if depth > 0 {
+                    below.push((entry.path(), depth - 1));
+                } else {
+                    checked.push(entry.path());
+                }
+            }
+        }
+        if checked.len() > MAX_CHECKED {
+            return Err(refuse(&git_dir));
         }
     }
-    Ok(())
+    match checked.iter().find(|path| !root_alone(path)) {
+        Some(path) => Err(refuse(path)),
+        None => Ok(()),
+    }
 }
+
+/// The most directories [`refuse_as_root`] looks at (a root-owned repository with more is refused).
+const MAX_CHECKED: usize = 100_000;
 
 enum Swapped {
     Yes,
@@ -164,6 +204,7 @@ impl Writer<'_> {
             .env("GIT_COMMITTER_NAME", "phantom_ci")
             .env("GIT_COMMITTER_EMAIL", "phantom_ci@localhost")
             .env("GIT_INDEX_FILE", self.scratch.join("index"))
+            .envs(crate::isolation::UNTRUSTED_REPOSITORY_GIT_ENV)
             .env("HOME", &self.owner.home)
             .current_dir("/");
         privilege::run_as(&mut command, self.owner);
@@ -292,5 +333,30 @@ impl Writer<'_> {
             }
             Err(why) => Err(why),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repository_that_points_elsewhere_is_never_roots_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A work tree whose `.git` is a `gitdir:` file: the repository (and its config) is elsewhere.
+        let work = tmp.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        std::fs::write(work.join(".git"), "gitdir: /somewhere/else.git\n").unwrap();
+        let e = refuse_as_root(&work).unwrap_err();
+        assert!(
+            e.contains(&format!("`{}`", work.join(".git").display())),
+            "{e}"
+        );
+        // A repository whose common directory (config, refs, objects) is named by `commondir`.
+        let bare = tmp.path().join("bare.git");
+        std::fs::create_dir(&bare).unwrap();
+        std::fs::write(bare.join("commondir"), "/somewhere/else.git\n").unwrap();
+        let e = refuse_as_root(&bare).unwrap_err();
+        assert!(e.contains("commondir"), "{e}");
     }
 }

@@ -20,6 +20,18 @@ pub mod spawn;
 mod sys;
 pub mod walk;
 
+/// What every `git` phantom_ci runs in a repository pushers write to is told, whatever the
+/// repository's configuration says: no replace objects (a pushed `refs/replace/<commit>` made git read
+/// another object than libgit2 reads — a signed commit in place of an unsigned one), no fetch of a
+/// missing object (a partial clone's promisor remote runs `core.sshCommand`), and no transport at
+/// all (`GIT_ALLOW_PROTOCOL` naming none overrides every `protocol.*.allow`; git before 2.45 knows no
+/// `GIT_NO_LAZY_FETCH`).
+pub const UNTRUSTED_REPOSITORY_GIT_ENV: [(&str, &str); 3] = [
+    ("GIT_NO_REPLACE_OBJECTS", "1"),
+    ("GIT_NO_LAZY_FETCH", "1"),
+    ("GIT_ALLOW_PROTOCOL", "none"),
+];
+
 /// `PATH` for steps and helpers when phantom_ci's own environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 

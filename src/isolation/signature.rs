@@ -111,6 +111,7 @@ fn git_verify_commit(
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
+        .envs(super::UNTRUSTED_REPOSITORY_GIT_ENV)
         .current_dir(git_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
