@@ -402,6 +402,11 @@ fn notes_are_written_as_the_owner_of_the_repository() {
 /// clean filter and `info/attributes` applies it to every file. phantom_ci (root) writes no note
 /// there — the filter never runs as root — and says why; given to an unprivileged owner, the note is
 /// written as that owner with no filter run either.
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 fn notes_never_run_a_pushers_git_configuration() {
     use std::os::unix::fs::PermissionsExt;
     if !crate::support::needs_root() {
@@ -477,6 +482,54 @@ fn notes_never_run_a_pushers_git_configuration() {
     env.phantom().args(["run", "app"]).assert().success();
     assert!(!marker.exists(), "the repository's clean filter ran");
     assert_eq!(notes_lines(&env, &repo, &commit).len(), 1);
+
+    // While a run goes on, a pusher makes the repository a partial clone whose promisor remote runs
+    // a command of theirs, and points the notes ref at a missing object (here the step does it, as
+    // such a pusher would meanwhile): the note's git fetches nothing, runs nothing.
+    let fetched = open.join("fetch-ran");
+    let git_config = |key: &str, value: &str| {
+        format!(
+            "git -c safe.directory=* --git-dir {} config {key} {}",
+            repo.bare.display(),
+            shell_words::quote(value)
+        )
+    };
+    let script = [
+        git_config("core.repositoryformatversion", "1"),
+        git_config("extensions.partialClone", "origin"),
+        git_config("remote.origin.url", "ssh://example.invalid/x.git"),
+        git_config("remote.origin.promisor", "true"),
+        git_config(
+            "core.sshCommand",
+            &format!("sh -c 'id > {}' #", fetched.display()),
+        ),
+        format!(
+            "echo {} > {}",
+            "1".repeat(40),
+            repo.bare.join("refs/notes/ci").display()
+        ),
+    ]
+    .join(" && ");
+    repo.workflow(
+        "master",
+        &format!(
+            "[0]\nrun = {}\n",
+            toml_string(&format!("sh -c {}", shell_words::quote(&script)))
+        ),
+    );
+    let give = |owner: &str| {
+        let status = std::process::Command::new("chown")
+            .args(["-R", owner])
+            .arg(&repo.bare)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    give("0:0");
+    repo.commit_and_push("a pusher meanwhile");
+    give("65534:65534");
+    env.phantom().args(["run", "app"]).assert().success();
+    assert!(!fetched.exists(), "a promisor remote's command ran");
 }
 
 fn a_url_repo_with_notes_is_a_config_error_with_its_line() {
