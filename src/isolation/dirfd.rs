@@ -199,6 +199,18 @@ pub fn remove_tree(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
     }
 }
 
+/// Gives `dir` and the directory `name` in it back to their owner (`rwx`): a step that ran as
+/// phantom_ci's own user may have locked either. (As root, never needed.)
+fn unlocked(dir: &OwnedFd, name: &OsStr) -> nix::Result<()> {
+    nix::sys::stat::fchmod(dir, Mode::S_IRWXU)?;
+    nix::sys::stat::fchmodat(
+        dir,
+        name,
+        Mode::S_IRWXU,
+        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+    )
+}
+
 /// [`remove_tree`] at work.
 struct Remover {
     /// Where directories too deep to enter now are moved: its name in the top directory, and itself.
@@ -246,14 +258,10 @@ impl Remover {
             } else if depth + 1 < OPEN_LEVELS {
                 let sub = match open_dir(Some(dir), name) {
                     Err(Errno::ENOENT) => continue,
-                    // `chmod 000` by its owner: opened once it is readable again.
+                    // `chmod 000` by its owner (of it, or of `dir`, which must be searchable to
+                    // reach it): opened once both are its owner's again.
                     Err(Errno::EACCES) => {
-                        nix::sys::stat::fchmodat(
-                            dir,
-                            name,
-                            Mode::S_IRWXU,
-                            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-                        )?;
+                        unlocked(dir, name)?;
                         open_dir(Some(dir), name)?
                     }
                     sub => sub?,
@@ -265,7 +273,14 @@ impl Remover {
                 self.moved += 1;
                 let new = self.moved.to_string();
                 let staging = self.staging(top)?;
-                nix::fcntl::renameat(dir, name, staging, new.as_str())?;
+                // Moving a directory writes to it (its `..`) and to `dir`.
+                match nix::fcntl::renameat(dir, name, staging, new.as_str()) {
+                    Err(Errno::EACCES) => {
+                        unlocked(dir, name)?;
+                        nix::fcntl::renameat(dir, name, staging, new.as_str())?;
+                    }
+                    moved => moved?,
+                }
             }
         }
         Ok(found)
@@ -343,9 +358,22 @@ mod tests {
             std::fs::set_permissions(root.join(path), std::fs::Permissions::from_mode(mode))
                 .unwrap()
         };
+        // Readable but not searchable, and a locked chain deeper than the levels held open.
+        std::fs::create_dir_all(root.join("unsearchable/b/c")).unwrap();
+        let mut chain = root.join("chain");
+        for _ in 0..OPEN_LEVELS + 4 {
+            chain.push("c");
+        }
+        std::fs::create_dir_all(&chain).unwrap();
         mode("locked/inner", 0o000);
         mode("locked", 0o000);
         mode("readonly", 0o500);
+        mode("unsearchable", 0o600);
+        let mut level = chain.clone();
+        while level != root {
+            std::fs::set_permissions(&level, std::fs::Permissions::from_mode(0o500)).unwrap();
+            level.pop();
+        }
         remove_tree(&root).unwrap();
         assert!(!root.exists());
         assert!(outside.join("keep").exists(), "a link was followed");
