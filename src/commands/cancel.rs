@@ -49,8 +49,6 @@ pub fn run(args: CancelArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     let mut cancelled_something = false;
     if args.queued {
         for entry in queue::drop_pending(&ctx.dirs, &name)? {
-            // Handled: the next `tick` finds it the branch's tip, and must not queue it again.
-            crate::state::seen::set(&ctx.dirs, &name, &entry.branch, &entry.commit)?;
             println!(
                 "dropped the queued commit {} of `{name}` (branch `{}`); it will not run",
                 short(&entry.commit),

@@ -192,7 +192,8 @@ pub fn forget_waiter(dirs: &Dirs, repo: &str, branch: &str, waiter: &Waiter) -> 
     })?
 }
 
-/// Drops the commits of `repo` waiting to run (`cancel --queued`); returns what was dropped. A
+/// Drops the commits of `repo` waiting to run (`cancel --queued`), each marked seen so that no
+/// `tick` queues it again; returns what was dropped. A
 /// claimed entry is left alone: its run is starting, and `cancel` stops that.
 pub fn drop_pending(dirs: &Dirs, repo: &str) -> Result<Vec<Entry>, Error> {
     if pending_files(dirs, repo).is_empty() {
@@ -202,6 +203,12 @@ pub fn drop_pending(dirs: &Dirs, repo: &str) -> Result<Vec<Entry>, Error> {
         let mut dropped = Vec::new();
         for file in pending_files(dirs, repo) {
             let entry = read(&file);
+            // Handled, under the queue's lock: the next `tick` finds it the branch's tip and must
+            // not queue it again — and a newer commit's run, which can only start once this lock is
+            // let go, marks its own.
+            if let Some(entry) = &entry {
+                crate::state::seen::set(dirs, repo, &entry.branch, &entry.commit)?;
+            }
             match std::fs::remove_file(&file) {
                 Ok(()) => dropped.extend(entry),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
