@@ -17,8 +17,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::AtFlags;
-use nix::sys::stat::SFlag;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, unlinkat};
 use serde::{Deserialize, Serialize};
 
@@ -96,22 +96,37 @@ fn chown_below(dir: &OwnedFd, uid: Uid, gid: Gid) -> Result<(), String> {
         else {
             return;
         };
-        let directory = stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR;
-        if !directory && stat.st_nlink > 1 {
-            if let Err(e) =
-                nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
-            {
+        // A directory has one name: given by it.
+        if stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR {
+            if let Err(e) = fchownat(
+                dir,
+                name,
+                Some(uid),
+                Some(gid),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
                 first.get_or_insert(e);
             }
             return;
         }
-        if let Err(e) = fchownat(
-            dir,
-            name,
-            Some(uid),
-            Some(gid),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
+        // Anything else is looked at once, by a descriptor that does not open it (`O_PATH`: a fifo
+        // or a device is not touched): its count of names and the owner given are the same file's,
+        // whatever an old user's process puts at the name meanwhile.
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let file = match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
+            Ok(file) => file,
+            Err(nix::errno::Errno::ENOENT) => return,
+            Err(e) => {
+                first.get_or_insert(e);
+                return;
+            }
+        };
+        let given = match nix::sys::stat::fstat(&file) {
+            Ok(own) if own.st_nlink > 1 => unlinkat(dir, name, UnlinkatFlags::NoRemoveDir),
+            Ok(_) => fchownat(&file, "", Some(uid), Some(gid), AtFlags::AT_EMPTY_PATH),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = given {
             first.get_or_insert(e);
         }
     })
