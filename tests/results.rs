@@ -336,12 +336,7 @@ fn a_repository_phantom_ci_may_not_write_runs_green_with_one_line_in_its_log() {
     let env = TestEnv::shared();
     let (repo, _) = env.app(PASSING, "notes = true");
     // Owned by `nobody` and read-only to them: the note's writer (as `nobody`) cannot write.
-    let status = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(&repo.bare)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    give_to(&repo.bare, "65534:65534");
     let status = std::process::Command::new("chmod")
         .args(["-R", "a-w"])
         .arg(&repo.bare)
@@ -376,12 +371,7 @@ fn notes_are_written_as_the_owner_of_the_repository() {
     }
     let env = TestEnv::shared();
     let (repo, commit) = env.app(PASSING, "notes = true");
-    let status = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(&repo.bare)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    give_to(&repo.bare, "65534:65534");
     env.phantom().args(["run", "app"]).assert().success();
     assert!(!env.log("app", 1).contains("no note"));
     let lines = notes_lines(&env, &repo, &commit);
@@ -402,6 +392,16 @@ fn notes_are_written_as_the_owner_of_the_repository() {
 /// clean filter and `info/attributes` applies it to every file. phantom_ci (root) writes no note
 /// there — the filter never runs as root — and says why; given to an unprivileged owner, the note is
 /// written as that owner with no filter run either.
+/// `chown -R owner path`.
+fn give_to(path: &std::path::Path, owner: &str) {
+    let status = std::process::Command::new("chown")
+        .args(["-R", owner])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// `text` as a TOML basic string.
 fn toml_string(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
@@ -473,12 +473,7 @@ fn notes_never_run_a_pushers_git_configuration() {
     );
 
     // Its own (unprivileged) owner: the note is written, as that owner, the filter not run.
-    let status = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(&repo.bare)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    give_to(&repo.bare, "65534:65534");
     env.phantom().args(["run", "app"]).assert().success();
     assert!(!marker.exists(), "the repository's clean filter ran");
     assert_eq!(notes_lines(&env, &repo, &commit).len(), 1);
@@ -517,17 +512,9 @@ fn notes_never_run_a_pushers_git_configuration() {
             toml_string(&format!("sh -c {}", shell_words::quote(&script)))
         ),
     );
-    let give = |owner: &str| {
-        let status = std::process::Command::new("chown")
-            .args(["-R", owner])
-            .arg(&repo.bare)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    give("0:0");
+    give_to(&repo.bare, "0:0");
     repo.commit_and_push("a pusher meanwhile");
-    give("65534:65534");
+    give_to(&repo.bare, "65534:65534");
     env.phantom().args(["run", "app"]).assert().success();
     assert!(!fetched.exists(), "a promisor remote's command ran");
 }
@@ -667,12 +654,7 @@ fn the_repositorys_owner_cannot_make_root_write_through_a_link() {
     }
     let env = TestEnv::shared();
     let (repo, _) = env.app(PASSING, "notes = true");
-    let status = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(&repo.bare)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    give_to(&repo.bare, "65534:65534");
     let target = env.root().join("root-only");
     std::fs::write(&target, "untouched").unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -44,29 +44,34 @@ fn signed_commit(env: &TestEnv, repo: &TestRepo, key: &Path, message: &str) -> S
     env.git(&repo.work, &["rev-parse", "HEAD"])
 }
 
-fn only_commits_signed_by_an_allowed_key_run() {
-    let env = TestEnv::new();
-    let (allowed_key, allowed_public) = keygen(&env, "allowed");
-    let (other_key, _) = keygen(&env, "other");
+/// Repo `app` runs only commits signed by the key `public` (for author@example.org).
+fn require_signed_by(env: &TestEnv, repo: &TestRepo, public: &str) {
     let signers = env.root().join("allowed_signers");
     std::fs::write(
         &signers,
-        format!("author@example.org namespaces=\"git\" {allowed_public}\n"),
+        format!("author@example.org namespaces=\"git\" {public}\n"),
     )
     .unwrap();
-    let repo = env.repo("app");
-    repo.workflow("master", "[0]\nrun = \"echo the-step-ran\"\n");
-    let unsigned = repo.commit_and_push("unsigned");
-    let by_other = signed_commit(&env, &repo, &other_key, "signed by another key");
-    let by_allowed = signed_commit(&env, &repo, &allowed_key, "signed by the allowed key");
     env.write_repo_toml(&env.section(
         "app",
-        &repo,
+        repo,
         &format!(
             "require_signed = true\nallowed_signers = \"{}\"",
             signers.display()
         ),
     ));
+}
+
+fn only_commits_signed_by_an_allowed_key_run() {
+    let env = TestEnv::new();
+    let (allowed_key, allowed_public) = keygen(&env, "allowed");
+    let (other_key, _) = keygen(&env, "other");
+    let repo = env.repo("app");
+    repo.workflow("master", "[0]\nrun = \"echo the-step-ran\"\n");
+    let unsigned = repo.commit_and_push("unsigned");
+    let by_other = signed_commit(&env, &repo, &other_key, "signed by another key");
+    let by_allowed = signed_commit(&env, &repo, &allowed_key, "signed by the allowed key");
+    require_signed_by(&env, &repo, &allowed_public);
 
     let cases = [(&unsigned, "is not signed"), (&by_other, "is not accepted")];
     for (run, (commit, reason)) in (1..).zip(cases) {
@@ -105,23 +110,10 @@ fn only_commits_signed_by_an_allowed_key_run() {
 fn a_replace_ref_cannot_lend_an_unsigned_commit_a_signature() {
     let env = TestEnv::new();
     let (key, public) = keygen(&env, "allowed");
-    let signers = env.root().join("allowed_signers");
-    std::fs::write(
-        &signers,
-        format!("author@example.org namespaces=\"git\" {public}\n"),
-    )
-    .unwrap();
     let repo = env.repo("app");
     repo.workflow("master", "[0]\nrun = \"echo the-signed-step\"\n");
     let signed = signed_commit(&env, &repo, &key, "signed");
-    env.write_repo_toml(&env.section(
-        "app",
-        &repo,
-        &format!(
-            "require_signed = true\nallowed_signers = \"{}\"",
-            signers.display()
-        ),
-    ));
+    require_signed_by(&env, &repo, &public);
     // The unsigned commit's tree: a workflow of the attacker's.
     repo.workflow("master", "[0]\nrun = \"echo the-evil-step\"\n");
     env.git(&repo.work, &["add", "-A"]);

@@ -278,8 +278,11 @@ fn lines_of(ctx: &Context, repo: &Repo) -> Vec<StatusJson> {
         last_run_error: newest.as_ref().err().map(ToString::to_string),
         ..line(repo.branches.to_string(), newest.ok().flatten(), queued)
     };
-    // Records this user may not read show as unreadable, not as "never ran".
-    if let Some(message) = super::records_unreadable(ctx, &repo.name) {
+    // Records this user may not read show as unreadable, not as "never ran" (read as none: the
+    // directory is looked at again only then).
+    if matches!(newest, Ok(None))
+        && let Some(message) = super::records_unreadable(ctx, &repo.name)
+    {
         return vec![StatusJson {
             last_run_error: Some(message),
             ..line(repo.branches.to_string(), None, None)

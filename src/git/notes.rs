@@ -129,11 +129,12 @@ fn refuse_as_root(repo: &Path) -> Result<(), String> {
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     };
     let mut checked = vec![repo.to_path_buf(), git_dir.clone(), git_dir.join("config")];
-    // Every directory under `refs` and `logs`; `objects` and its first level (where objects go).
+    // Every directory under `refs` and `logs`; `objects` and its first level (where objects go),
+    // whose loose objects are not listed.
     let mut below = vec![
         (git_dir.join("refs"), usize::MAX),
         (git_dir.join("logs"), usize::MAX),
-        (git_dir.join("objects"), 1),
+        (git_dir.join("objects"), 0),
     ];
     while let Some((dir, depth)) = below.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {

@@ -50,19 +50,8 @@ pub fn chown_below(
 
 /// The names in a directory, sorted, without `.` and `..`.
 pub fn names(dir: &OwnedFd) -> Vec<OsString> {
-    let Some(mut listing) = dir
-        .try_clone()
-        .ok()
-        .and_then(|fd| nix::dir::Dir::from_fd(fd).ok())
-    else {
-        return Vec::new();
-    };
-    let mut names: Vec<OsString> = listing
-        .iter()
-        .flatten()
-        .map(|entry| OsStr::from_bytes(entry.file_name().to_bytes()).to_os_string())
-        .filter(|name| name != "." && name != "..")
-        .collect();
+    let mut names = Vec::new();
+    each_name(dir, |name| names.push(name.to_os_string()));
     names.sort();
     names
 }
@@ -88,34 +77,23 @@ pub fn each_name(dir: &OwnedFd, mut each: impl FnMut(&OsStr)) {
 /// The first `max` names of a directory in sorted order, without `.` and `..`, and whether it holds
 /// more: memory for `max` names, however many the directory holds (a step may have made millions).
 pub fn first_names(dir: &OwnedFd, max: usize) -> (Vec<OsString>, bool) {
-    let Some(mut listing) = dir
-        .try_clone()
-        .ok()
-        .and_then(|fd| nix::dir::Dir::from_fd(fd).ok())
-    else {
-        return (Vec::new(), false);
-    };
     // A max-heap of the smallest names so far: a smaller name pushes out the largest.
     let mut smallest = std::collections::BinaryHeap::with_capacity(max.min(4096) + 1);
     let mut more = false;
-    for entry in listing.iter().flatten() {
-        let name = OsStr::from_bytes(entry.file_name().to_bytes());
-        if name == "." || name == ".." {
-            continue;
-        }
+    each_name(dir, |name| {
         if smallest.len() < max {
             smallest.push(name.to_os_string());
         } else {
             more = true;
             if smallest
                 .peek()
-                .is_some_and(|largest| name < largest.as_os_str())
+                .is_some_and(|largest: &OsString| name < largest.as_os_str())
             {
                 smallest.pop();
                 smallest.push(name.to_os_string());
             }
         }
-    }
+    });
     (smallest.into_sorted_vec(), more)
 }
 
