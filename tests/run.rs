@@ -335,16 +335,20 @@ fn root_without_run_as_runs_nothing_and_says_how_to_allow_it() {
         .args(["run", "app", "--run-as", "root"])
         .assert()
         .success();
-    // A path not in Repo.toml has no section to set `run_as` in: told `--run-as`, nothing recorded.
+    // A path not in Repo.toml has no section to set `run_as` in: its run is an `error` that says
+    // `--run-as`, and no step runs.
     let out = env
         .phantom()
         .args(["run", repo.work.to_str().unwrap()])
         .assert()
-        .code(2);
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
-    assert!(stderr.contains("`--run-as <user>`"), "{stderr}");
-    assert!(!stderr.contains("Set `run_as"), "{stderr}");
-    assert!(env.runs("@app").is_empty(), "nothing recorded");
+        .code(1);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let record = env.run_json("@app", 1);
+    assert_eq!(record["result"], "error", "{stdout}");
+    let message = record["message"].as_str().unwrap();
+    assert!(message.contains("`--run-as <user>`"), "{message}");
+    assert!(!message.contains("Set `run_as"), "{message}");
+    assert_eq!(record["steps"].as_array().unwrap().len(), 0);
 }
 
 fn a_path_that_is_not_configured_runs_its_head_branch_under_its_name() {

@@ -63,16 +63,6 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitStatus, Error> {
     if let Some(user) = args.run_as {
         repo.run_as = Some(user);
     }
-    // An ad-hoc run has no Repo.toml section to set `run_as` in: as root, `--run-as` is the way, said
-    // before anything is recorded.
-    if ad_hoc::is_ad_hoc(&repo.name) && repo.run_as.is_none() && nix::unistd::geteuid().is_root() {
-        return Err(Error::Usage(format!(
-            "`{}` is not in Repo.toml and phantom_ci runs as root: steps never run as root unless \
-             you say so; run it with `--run-as <user>` (a user without privileges), or \
-             `--run-as root` to allow root",
-            crate::describe::terminal(&args.repo)
-        )));
-    }
     if args.notify && ad_hoc::is_ad_hoc(&repo.name) {
         repo.notify = config::Notify::Always;
     }

@@ -442,6 +442,20 @@ impl<'a> Run<'a> {
         }
         let user = match privilege::step_user(&repo.name, repo.run_as.as_deref()) {
             Ok(user) => user,
+            // A path not in Repo.toml has no section to set `run_as` in (SPEC §4.3: the run is an
+            // `error` that says how to allow it).
+            Err(_)
+                if repo.run_as.is_none()
+                    && nix::unistd::geteuid().is_root()
+                    && crate::state::ad_hoc::is_ad_hoc(&repo.name) =>
+            {
+                return Conclusion::error(format!(
+                    "phantom_ci runs as root and `{}` is not in Repo.toml: steps never run as root \
+                     unless you say so; run it with `--run-as <user>` (a user without \
+                     privileges), or `--run-as root` to allow root",
+                    repo.location
+                ));
+            }
             Err(message) => return Conclusion::error(message),
         };
         let opened = self
